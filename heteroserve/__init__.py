@@ -1,0 +1,9 @@
+"""heteroserve: cost-aware LLM serving on heterogeneous GPU, CPU and computational-storage fleets.
+
+The user-facing package: the CLI (`heteroserve ...`), the client SDK, configuration and the shared
+vocabulary (errors, config loading, logging), and the generated gRPC stubs.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

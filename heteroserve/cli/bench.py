@@ -1,0 +1,36 @@
+"""`heteroserve bench NAME [--json] [...]`: run one benchmark from `benchmarks/`.
+
+Each benchmark is a module `benchmarks/NAME.py` with `main(argv) -> int`. It prints a readable table and,
+with `--json`, one JSON object as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+
+from heteroserve.errors import InvalidRequestError
+
+HELP = "run a benchmark (engine, cache, placement, gateway, routing, chaos, load)"
+
+
+def available() -> list[str]:
+    import benchmarks
+
+    return sorted(m.name for m in pkgutil.iter_modules(benchmarks.__path__) if not m.name.startswith("_"))
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="benchmark name")
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the benchmark (e.g. --json)")
+
+
+def run(args: argparse.Namespace) -> int:
+    names = available()
+    if args.name not in names:
+        raise InvalidRequestError(
+            f"unknown benchmark {args.name!r}; available: {', '.join(names) or 'none yet'}", field="name"
+        )
+    module = importlib.import_module(f"benchmarks.{args.name}")
+    return int(module.main(list(args.rest)))

@@ -1,0 +1,149 @@
+"""Configuration loading at the process edge: YAML / JSON / environment into frozen dataclasses.
+
+Components define one frozen dataclass of configuration each, validated in `__post_init__` (raising
+`ValueError` that names the field). This module turns files and environment variables into those
+dataclasses and turns every problem into a one-line `ConfigError` naming the file, the field and the
+reason. Nothing here is called from inside a component: parse at the edge, pass typed objects in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from heteroserve.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def load_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON file whose top level is a mapping."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read file ({exc.strerror})", source=source) from None
+    try:
+        data = json.loads(text) if source.endswith(".json") else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"not valid {'JSON' if source.endswith('.json') else 'YAML'}: {first_line}",
+                          source=source) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"top level must be a mapping, got {type(data).__name__}", source=source)
+    return data
+
+
+def build(cls: type[T], data: Mapping[str, Any], *, source: str | None = None, prefix: str = "") -> T:
+    """Build the frozen dataclass `cls` from `data`, recursively, naming any bad field.
+
+    Unknown keys, missing required keys, wrong types and the dataclass's own `ValueError`s all become a
+    `ConfigError` whose field is the dotted path (e.g. `pools[2].role`).
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"must be a mapping, got {type(data).__name__}", field=prefix or None,
+                          source=source)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown field (expected one of: {', '.join(sorted(fields))})",
+                          field=_join(prefix, unknown[0]), source=source)
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, source, _join(prefix, name))
+    missing = [name for name, f in fields.items() if name not in kwargs and _is_required(f)]
+    if missing:
+        raise ConfigError("required field is missing", field=_join(prefix, missing[0]), source=source)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field=prefix or None, source=source) from None
+
+
+def env_overrides(prefix: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`{PREFIX_FOO_BAR: v}` → `{"foo_bar": v}` for every variable starting with `PREFIX_`."""
+    environ = os.environ if environ is None else environ
+    head = prefix.upper().rstrip("_") + "_"
+    return {k[len(head):].lower(): v for k, v in environ.items() if k.startswith(head)}
+
+
+def _is_required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _coerce(hint: Any, value: Any, source: str | None, field: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, source, field)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return build(hint, value, source=source, prefix=field)
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"must be a list, got {type(value).__name__}", field=field, source=source)
+        item = args[0] if args else Any
+        items = [_coerce(item, v, source, f"{field}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"must be a mapping, got {type(value).__name__}", field=field, source=source)
+        return {k: _coerce(args[1], v, source, f"{field}.{k}") for k, v in value.items()}
+    if origin is typing.Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"must be one of {choices}, got {value!r}", field=field, source=source)
+        return value
+    return _coerce_scalar(hint, value, source, field)
+
+
+def _coerce_scalar(hint: Any, value: Any, source: str | None, field: str) -> Any:
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif isinstance(hint, type) and isinstance(value, hint):
+        return value
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"must be {name}, got {value!r}", field=field, source=source)

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs (heteroserve.v1). Do not edit."""

@@ -1,0 +1,1 @@
+"""gRPC workers: the PyTorch engine, device backends (cpu/cuda/csd), the Worker service."""

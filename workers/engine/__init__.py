@@ -1,0 +1,1 @@
+"""The PyTorch inference engine: model, paged KV pool, scheduler, sampler."""
