@@ -38,3 +38,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"reference data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A deterministic tiny Llama model in Hugging Face format, generated once per session."""
+    from heteroserve.modelgen import create_model
+
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    create_model(path, preset="tiny", seed=0)
+    return path
