@@ -1,0 +1,54 @@
+"""`RouterConfig`: the router's one frozen configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from control_plane.router.scorers.prefix import DEFAULT_TIER_CREDITS
+from control_plane.router.types import TIERS
+
+Policy = Literal["prefix_aware", "round_robin", "least_load", "random"]
+POLICIES: tuple[str, ...] = ("prefix_aware", "round_robin", "least_load", "random")
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """`policy` picks our scoring pipeline (`prefix_aware`) or a baseline for comparison.
+
+    Scorer weights apply to `prefix_aware` only. `balance_*` are the imbalance guard's thresholds
+    (see picker.py). `session_capacity` bounds the session → worker map. `seed` seeds `random`.
+    """
+
+    policy: Policy = "prefix_aware"
+    prefix_weight: float = 1.0
+    load_weight: float = 0.5
+    plan_weight: float = 0.3
+    affinity_weight: float = 0.2
+    tier_credits: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TIER_CREDITS))
+    balance_abs_threshold: int = 8
+    balance_rel_threshold: float = 1.5
+    session_capacity: int = 100_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+        for name in ("prefix_weight", "load_weight", "plan_weight", "affinity_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for tier in self.tier_credits:
+            if tier not in TIERS:
+                raise ValueError(f"tier_credits has unknown tier {tier!r} (expected one of {TIERS})")
+        if self.balance_abs_threshold < 0:
+            raise ValueError(f"balance_abs_threshold must be >= 0, got {self.balance_abs_threshold}")
+        if self.balance_rel_threshold < 1.0:
+            raise ValueError(f"balance_rel_threshold must be >= 1, got {self.balance_rel_threshold}")
+        if self.session_capacity < 1:
+            raise ValueError(f"session_capacity must be >= 1, got {self.session_capacity}")
+
+    @property
+    def scorer_weights(self) -> dict[str, float]:
+        return {"prefix": self.prefix_weight, "load": self.load_weight,
+                "plan_weight": self.plan_weight, "affinity": self.affinity_weight}

@@ -1,0 +1,106 @@
+"""The router: filters → scorers → picker, or a baseline policy, over one snapshot of the cluster.
+
+`Router.route(request, workers, prefix)` is synchronous and pure apart from three pieces of routing
+state the router owns: the round-robin cursor, the seeded random generator of the `random` policy, and
+a bounded session → worker map for affinity. It never performs I/O.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import replace
+
+from control_plane.router.config import RouterConfig
+from control_plane.router.filters import HARD_FILTERS, SOFT_FILTERS
+from control_plane.router.picker import pick, weighted_totals
+from control_plane.router.scorers import Scorer
+from control_plane.router.scorers.affinity import AffinityScorer
+from control_plane.router.scorers.load import LoadScorer
+from control_plane.router.scorers.plan_weight import PlanWeightScorer
+from control_plane.router.scorers.prefix import PrefixScorer
+from control_plane.router.types import PrefixMatch, RouteDecision, RouteRequest, WorkerState
+from heteroserve.errors import UnavailableError
+
+
+class Router:
+    def __init__(self, config: RouterConfig | None = None) -> None:
+        self.config = config or RouterConfig()
+        self._scorers: tuple[Scorer, ...] = (
+            PrefixScorer(dict(self.config.tier_credits)), LoadScorer(), PlanWeightScorer(), AffinityScorer())
+        self._cursor = 0
+        self._rng = random.Random(self.config.seed)
+        self._sessions: OrderedDict[str, str] = OrderedDict()
+
+    def candidates(self, request: RouteRequest, workers: Sequence[WorkerState]) -> list[WorkerState]:
+        """Workers that may take `request`. Raises `UnavailableError` naming the filter that left none."""
+        current = sorted(workers, key=lambda w: w.worker_id)
+        for name, keep in HARD_FILTERS:
+            current = keep(request, current)
+            if not current:
+                raise UnavailableError(f"no {request.role} worker for model {request.model!r} "
+                                       f"(none left after the {name!r} filter)")
+        for _, keep in SOFT_FILTERS:
+            current = keep(request, current)
+        return current
+
+    def route(self, request: RouteRequest, workers: Sequence[WorkerState],
+              prefix: PrefixMatch | None = None) -> RouteDecision:
+        """Choose one worker for `request`. Remembers the session's worker for affinity."""
+        prefix = prefix or PrefixMatch()
+        if request.session_id and not request.affinity_worker:
+            remembered = self._sessions.get(request.session_id, "")
+            if remembered:
+                request = _with_affinity(request, remembered)
+        candidates = self.candidates(request, workers)
+        decision = self._decide(request, candidates, prefix)
+        if request.session_id:
+            self._remember(request.session_id, decision.worker.worker_id)
+        return decision
+
+    def _decide(self, request: RouteRequest, candidates: list[WorkerState],
+                prefix: PrefixMatch) -> RouteDecision:
+        policy = self.config.policy
+        n = len(candidates)
+        if policy == "round_robin":
+            chosen, reason, score = candidates[self._cursor % n], "round_robin", 0.0
+            self._cursor += 1
+        elif policy == "random":
+            chosen, reason, score = candidates[self._rng.randrange(n)], "random", 0.0
+        elif policy == "least_load":
+            chosen = min(candidates, key=lambda w: (w.load, w.worker_id))
+            reason, score = "least_load", 0.0
+        else:
+            chosen, reason, score = self._score_and_pick(request, candidates, prefix)
+        return RouteDecision(worker=chosen, policy=policy, reason=reason, score=score,
+                             cached_blocks=prefix.best_blocks_for(chosen.worker_id), num_candidates=n)
+
+    def _score_and_pick(self, request: RouteRequest, candidates: list[WorkerState],
+                        prefix: PrefixMatch) -> tuple[WorkerState, str, float]:
+        if len(candidates) == 1:
+            return candidates[0], "only_candidate", 0.0
+        scores = {s.name: s.score(request, candidates, prefix) for s in self._scorers}
+        totals = weighted_totals(scores, self.config.scorer_weights, len(candidates))
+        chosen = pick(candidates, totals, balance_abs_threshold=self.config.balance_abs_threshold,
+                      balance_rel_threshold=self.config.balance_rel_threshold)
+        worker = candidates[chosen.index]
+        if chosen.guarded:
+            reason = "imbalance_guard"
+        elif prefix.worker_blocks.get(worker.worker_id, 0) > 0:
+            reason = "prefix_hit"
+        elif request.affinity_worker == worker.worker_id:
+            reason = "session_affinity"
+        else:
+            reason = "load"
+        return worker, reason, chosen.score
+
+    def _remember(self, session_id: str, worker_id: str) -> None:
+        self._sessions[session_id] = worker_id
+        self._sessions.move_to_end(session_id)
+        while len(self._sessions) > self.config.session_capacity:
+            self._sessions.popitem(last=False)
+
+
+def _with_affinity(request: RouteRequest, worker_id: str) -> RouteRequest:
+    return replace(request, affinity_worker=worker_id)

@@ -1,0 +1,101 @@
+"""The router's vocabulary: immutable snapshots in, one immutable decision out.
+
+The router never talks to workers, Redis or the prefix index itself. The gateway hands it a
+`RouteRequest` (what is being asked), a tuple of `WorkerState` (what the cluster looks like now) and a
+`PrefixMatch` (what the prefix index knows of this prompt), and gets back a `RouteDecision`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["colocated", "prefill", "decode"]
+Tier = Literal["memory", "redis", "disk"]
+TIERS: tuple[Tier, ...] = ("memory", "redis", "disk")
+ROLES: tuple[Role, ...] = ("colocated", "prefill", "decode")
+DEFAULT_POOL = "default"
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    """One worker as the router sees it at one instant.
+
+    `num_running` / `num_waiting` are the worker's own last report; `num_unreported` counts requests
+    this gateway routed to it after that report and that are still in flight (see `inflight.py`).
+    `max_concurrency` is the worker's admission capacity (0 = unknown, no capacity filter).
+    """
+
+    worker_id: str
+    address: str
+    model: str
+    role: Role = "colocated"
+    pool: str = DEFAULT_POOL
+    node_type: str = ""
+    device: str = "cpu"
+    healthy: bool = True
+    draining: bool = False
+    num_running: int = 0
+    num_waiting: int = 0
+    num_unreported: int = 0
+    max_concurrency: int = 0
+
+    @property
+    def load(self) -> int:
+        """Queue + running + routed-but-not-reported: the load scorer's input."""
+        return self.num_running + self.num_waiting + self.num_unreported
+
+
+@dataclass(frozen=True)
+class PrefixMatch:
+    """What the prefix index knows of one prompt.
+
+    `worker_blocks[w]` is the number of leading prompt blocks worker `w` holds in its own memory;
+    `shared_blocks[tier]` the number of leading blocks held by a shared tier ("redis", "disk") that
+    every worker can read. Block counts, not tokens.
+    """
+
+    num_blocks: int = 0
+    worker_blocks: Mapping[str, int] = field(default_factory=dict)
+    shared_blocks: Mapping[str, int] = field(default_factory=dict)
+
+    def blocks_for(self, worker_id: str, tier: Tier) -> int:
+        if tier == "memory":
+            return self.worker_blocks.get(worker_id, 0)
+        return self.shared_blocks.get(tier, 0)
+
+    def best_blocks_for(self, worker_id: str) -> int:
+        """Leading blocks `worker_id` can get without recomputing, from any tier."""
+        return max(self.blocks_for(worker_id, t) for t in TIERS)
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    """What to route.
+
+    `pool_weights` is the plan's share of this request class per pool for `role` (empty = every pool
+    equally, the state before any plan exists). `exclude` lists workers already tried (retries).
+    `affinity_worker` is the worker that last served `session_id` ("" = none), filled in by the router.
+    """
+
+    model: str
+    role: Role = "colocated"
+    request_class: str = "default"
+    num_prompt_tokens: int = 0
+    pool_weights: Mapping[str, float] = field(default_factory=dict)
+    session_id: str = ""
+    affinity_worker: str = ""
+    exclude: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """The chosen worker and why. `reason` is a bounded label for metrics."""
+
+    worker: WorkerState
+    policy: str
+    reason: str
+    score: float = 0.0
+    cached_blocks: int = 0
+    num_candidates: int = 0
