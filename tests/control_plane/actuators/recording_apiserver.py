@@ -1,0 +1,166 @@
+"""A RECORDING HTTP ENDPOINT standing in for the Kubernetes API server in tests.
+
+No Kubernetes API server can run on this machine, so the actuator's tests point the real `kubernetes`
+client at this small HTTP server on 127.0.0.1. It answers only the paths the actuator uses, from canned
+objects the test puts in `nodes`, `deployments` and `pods`, applies merge patches to them so later reads
+see the change, and records every request (method, path, query, content type, JSON body) in `events`
+in arrival order. Tests may append their own markers to `events` (e.g. a drain) to check ordering.
+It checks nothing about authorization: RBAC is the chart's job, tested by rendering it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    query: dict[str, str]
+    content_type: str | None
+    body: Any
+
+
+_DEPLOYMENT = re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/deployments/([^/]+)(/scale)?$")
+_PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
+_POD = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)$")
+
+
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def _selected(obj: dict[str, Any], selector: str) -> bool:
+    labels = obj.get("metadata", {}).get("labels", {})
+    pairs = [part.split("=", 1) for part in selector.split(",") if part]
+    return all(labels.get(k) == v for k, v in pairs)
+
+
+def _not_found(kind: str, name: str) -> tuple[int, dict[str, Any]]:
+    return 404, {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "reason": "NotFound",
+        "message": f'{kind} "{name}" not found',
+        "code": 404,
+    }
+
+
+class RecordingApiServer:
+    """Start with `start()`, stop with `stop()`; `url` is the base URL for the kubernetes client."""
+
+    def __init__(self) -> None:
+        self.nodes: list[dict[str, Any]] = []
+        self.deployments: dict[str, dict[str, Any]] = {}  # name -> Deployment object
+        self.pods: list[dict[str, Any]] = []
+        self.events: list[Any] = []  # Call records, plus whatever markers a test appends
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def calls(self) -> list[Call]:
+        return [e for e in self.events if isinstance(e, Call)]
+
+    def start(self) -> RecordingApiServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def answer(self, call: Call) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.events.append(call)
+            return self._route(call)
+
+    def _route(self, call: Call) -> tuple[int, dict[str, Any]]:
+        if call.method == "GET" and call.path == "/api/v1/nodes":
+            items = [n for n in self.nodes if _selected(n, call.query.get("labelSelector", ""))]
+            return 200, {"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": items}
+        if m := _DEPLOYMENT.match(call.path):
+            return self._deployment(call, m.group(2), scale=bool(m.group(3)))
+        if call.method == "GET" and _PODS.match(call.path):
+            items = [p for p in self.pods if _selected(p, call.query.get("labelSelector", ""))]
+            return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
+        if call.method == "PATCH" and (m := _POD.match(call.path)):
+            for pod in self.pods:
+                if pod["metadata"]["name"] == m.group(2):
+                    _merge(pod, call.body)
+                    return 200, pod
+            return _not_found("pods", m.group(2))
+        return 404, {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "code": 404,
+            "message": f"recording endpoint does not serve {call.method} {call.path}",
+        }
+
+    def _deployment(self, call: Call, name: str, *, scale: bool) -> tuple[int, dict[str, Any]]:
+        deployment = self.deployments.get(name)
+        if deployment is None:
+            return _not_found("deployments.apps", name)
+        if call.method == "PATCH":
+            if scale:
+                deployment["spec"]["replicas"] = call.body["spec"]["replicas"]
+            else:
+                _merge(deployment, call.body)
+        if not scale:
+            return 200, deployment
+        meta = deployment["metadata"]
+        return 200, {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {"name": name, "namespace": meta.get("namespace", "default")},
+            "spec": {"replicas": deployment["spec"]["replicas"]},
+            "status": {"replicas": deployment.get("status", {}).get("replicas", 0)},
+        }
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                parts = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                call = Call(
+                    method=self.command,
+                    path=parts.path,
+                    query={k: v[0] for k, v in parse_qs(parts.query).items()},
+                    content_type=self.headers.get("Content-Type"),
+                    body=json.loads(raw) if raw else None,
+                )
+                status, payload = server.answer(call)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PATCH = do_POST = do_PUT = do_DELETE = _handle
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
