@@ -1,0 +1,240 @@
+"""`LocalActuator`: makes the worker processes on this machine match a plan's pools (embedded mode).
+
+Each worker is a `heteroserve worker` child process (own session, so a terminal Ctrl-C reaches only
+the launcher, which then stops things in order). A node type is emulated by the device kind the
+plan gives the pool (cpu / cuda / csd) plus the declared `--node-type`; a CSD worker gets its own
+drive folder under `<run_dir>/csd/<worker_id>`.
+
+apply(targets), per pool, scale-ups first (all new workers of a call start in parallel), then
+scale-downs:
+- scale-up: start the process on free loopback ports, then wait until the worker has registered in
+  Redis (`heteroserve.registry`) — gateways route only to registered workers, so no request reaches a
+  worker before it is ready. A worker that exits or is not ready within `ready_timeout_seconds` is
+  killed and reported as `UnavailableError` naming its log file.
+- scale-down: the newest workers go first. Each is drained (the `DrainFn`; default: the worker's
+  Drain RPC, which makes it refuse new work — gateways retry elsewhere — and waits for running
+  requests), then sent SIGTERM, and SIGKILL after `stop_timeout_seconds`.
+A worker process that died on its own is forgotten at the next `apply`/`current`, so re-applying the
+same targets replaces it. Each running worker has `<run_dir>/workers/<worker_id>.json` (pid, ports,
+pool) so `heteroserve down` can stop it even if the actuator's process died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from control_plane.actuators.base import ApplyResult, DrainFn, DrainTarget, PoolChange, PoolTarget
+from heteroserve.errors import HeteroserveError, UnavailableError
+from heteroserve.localredis import free_port
+from heteroserve.registry import get_worker
+from heteroserve.workerclient import WorkerClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalActuatorConfig:
+    model_dir: Path
+    redis_url: str
+    run_dir: Path
+    cluster_token: str = ""
+    kv_cache_mb: int = 64
+    host: str = "127.0.0.1"
+    ready_timeout_seconds: float = 120.0
+    drain_timeout_seconds: float = 60.0
+    stop_timeout_seconds: float = 30.0
+    threads_per_worker: int = 1
+    python: str = sys.executable
+    extra_args: tuple[str, ...] = ()
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kv_cache_mb < 1:
+            raise ValueError(f"kv_cache_mb must be >= 1, got {self.kv_cache_mb}")
+        for name in ("ready_timeout_seconds", "drain_timeout_seconds", "stop_timeout_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.threads_per_worker < 1:
+            raise ValueError(f"threads_per_worker must be >= 1, got {self.threads_per_worker}")
+
+
+@dataclass
+class LocalWorker:
+    """One worker process this actuator started. `ready` once registered in Redis."""
+
+    worker_id: str
+    target: PoolTarget
+    port: int
+    metrics_port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    ready: bool = False
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+class LocalActuator:
+    """Implements `control_plane.actuators.base.Actuator` with local processes."""
+
+    def __init__(self, config: LocalActuatorConfig, drain: DrainFn | None = None) -> None:
+        self.config = config
+        self._drain = drain or self._drain_rpc
+        self._workers: dict[str, list[LocalWorker]] = {}
+        self._redis = aioredis.Redis.from_url(config.redis_url)
+        self._tag = secrets.token_hex(2)
+        self._seq = 0
+        self._lock = asyncio.Lock()
+        (config.run_dir / "workers").mkdir(parents=True, exist_ok=True)
+        (config.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+
+    # -- Actuator interface -----------------------------------------------------------------------
+    async def apply(self, targets: Sequence[PoolTarget]) -> ApplyResult:
+        async with self._lock:
+            self._forget_dead()
+            ups = [(t, t.replicas - len(self._workers.get(t.pool, []))) for t in targets]
+            started = [self._start(t) for t, n in ups for _ in range(max(0, n))]
+            changes = [PoolChange(t.pool, t.replicas - n, t.replicas) for t, n in ups if n > 0]
+            try:
+                await asyncio.gather(*(self._wait_ready(w) for w in started))
+            except HeteroserveError:
+                for w in started:
+                    if not w.ready:
+                        await self._stop(w)
+                raise
+            drained: list[DrainTarget] = []
+            failures: list[DrainTarget] = []
+            for target, n in ups:
+                if n < 0:
+                    changes.append(PoolChange(target.pool, target.replicas - n, target.replicas))
+                    for worker in self._workers[target.pool][n:][::-1]:
+                        ok = await self._drain_and_stop(worker)
+                        (drained if ok else failures).append(self._drain_target(worker))
+            return ApplyResult(tuple(changes), tuple(drained), tuple(failures))
+
+    async def current(self) -> dict[str, int]:
+        self._forget_dead()
+        return {pool: sum(w.ready for w in ws) for pool, ws in self._workers.items()}
+
+    async def close(self) -> None:
+        """Stop every worker this actuator started (SIGTERM: they drain themselves), then disconnect."""
+        async with self._lock:
+            await asyncio.gather(*(self._stop(w) for ws in self._workers.values() for w in ws))
+            self._workers.clear()
+        await self._redis.aclose()
+
+    def workers(self) -> list[LocalWorker]:
+        """The running workers (a copy), pool by pool, oldest first."""
+        return [w for ws in self._workers.values() for w in ws]
+
+    # -- processes ------------------------------------------------------------------------------
+    def _start(self, target: PoolTarget) -> LocalWorker:
+        self._seq += 1
+        worker_id = f"{target.pool}-{self._tag}{self._seq}"
+        port, metrics_port = free_port(), free_port()
+        log_path = self.config.run_dir / "logs" / f"worker-{worker_id}.log"
+        args = [self.config.python, "-m", "heteroserve.cli", "worker",
+                "--model", str(self.config.model_dir), "--device", target.device, "--role", target.role,
+                "--host", self.config.host, "--port", str(port), "--metrics-port", str(metrics_port),
+                "--node-type", target.node_type, "--pool", target.pool, "--worker-id", worker_id,
+                "--redis-url", self.config.redis_url, "--kv-cache-mb", str(self.config.kv_cache_mb),
+                *self.config.extra_args]
+        if target.device == "csd":
+            args += ["--csd-path", str(self.config.run_dir / "csd" / worker_id)]
+        threads = str(self.config.threads_per_worker)
+        env = {**os.environ, "HETEROSERVE_CLUSTER_TOKEN": self.config.cluster_token,
+               "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **self.config.extra_env}
+        with log_path.open("ab") as log_file:
+            proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        worker = LocalWorker(worker_id, target, port, metrics_port, proc, log_path)
+        self._workers.setdefault(target.pool, []).append(worker)
+        self._pid_file(worker).write_text(json.dumps({
+            "worker_id": worker_id, "pid": proc.pid, "pool": target.pool, "role": target.role,
+            "device": target.device, "node_type": target.node_type, "address": worker.address,
+            "metrics_port": metrics_port, "log": str(log_path)}))
+        log.info("starting worker %s (%s %s on %s), log %s", worker_id, target.role, target.device,
+                 target.node_type, log_path)
+        return worker
+
+    async def _wait_ready(self, worker: LocalWorker) -> None:
+        deadline = time.monotonic() + self.config.ready_timeout_seconds
+        while time.monotonic() < deadline:
+            if not worker.alive():
+                raise UnavailableError(f"worker {worker.worker_id} exited with code "
+                                       f"{worker.proc.returncode} before it was ready; see {worker.log_path}")
+            record = await get_worker(self._redis, worker.worker_id)
+            if record is not None and not record.draining:
+                worker.ready = True
+                log.info("worker %s ready on %s", worker.worker_id, worker.address)
+                return
+            await asyncio.sleep(0.2)
+        raise UnavailableError(f"worker {worker.worker_id} not ready after "
+                               f"{self.config.ready_timeout_seconds}s; see {worker.log_path}")
+
+    async def _drain_and_stop(self, worker: LocalWorker) -> bool:
+        ok = True
+        try:
+            await self._drain(self._drain_target(worker))
+        except (HeteroserveError, OSError, TimeoutError) as exc:
+            log.warning("drain of %s failed (%s); stopping it anyway", worker.worker_id, exc)
+            ok = False
+        await self._stop(worker)
+        return ok
+
+    async def _stop(self, worker: LocalWorker) -> None:
+        ws = self._workers.get(worker.target.pool, [])
+        if worker in ws:
+            ws.remove(worker)
+        if worker.alive():
+            worker.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + self.config.stop_timeout_seconds
+            while worker.alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            if worker.alive():
+                log.warning("worker %s ignored SIGTERM for %.0fs; killing it", worker.worker_id,
+                            self.config.stop_timeout_seconds)
+                worker.proc.kill()
+            worker.proc.wait()
+        self._pid_file(worker).unlink(missing_ok=True)
+        log.info("worker %s stopped", worker.worker_id)
+
+    async def _drain_rpc(self, target: DrainTarget) -> None:
+        if target.address is None:
+            return
+        async with WorkerClient(target.address, self.config.cluster_token) as client:
+            reply = await client.drain(timeout_seconds=self.config.drain_timeout_seconds)
+        if not reply.drained:
+            raise TimeoutError(f"{target.name} still holds {reply.remaining} requests after drain")
+
+    def _forget_dead(self) -> None:
+        for ws in self._workers.values():
+            for worker in [w for w in ws if not w.alive()]:
+                log.warning("worker %s exited with code %s; see %s", worker.worker_id,
+                            worker.proc.returncode, worker.log_path)
+                ws.remove(worker)
+                self._pid_file(worker).unlink(missing_ok=True)
+
+    def _pid_file(self, worker: LocalWorker) -> Path:
+        return self.config.run_dir / "workers" / f"{worker.worker_id}.json"
+
+    @staticmethod
+    def _drain_target(worker: LocalWorker) -> DrainTarget:
+        return DrainTarget(pool=worker.target.pool, name=worker.worker_id, address=worker.address)

@@ -1,0 +1,59 @@
+"""Hysteresis: when a freshly solved plan replaces the running one.
+
+Rules, in order:
+1. No running plan: accept ("initial").
+2. Same pools and counts and same document: reject ("unchanged").
+3. Some pool grows (a scale-up, possibly with other pools shrinking): accept at once ("scale-up"),
+   because under-provisioning costs SLOs now.
+4. Only shrinks: accept once the solver has proposed a smaller fleet `scale_down_confirmations`
+   solves in a row ("scale-down"); until then reject ("scale-down pending i/n"). A brief dip in
+   traffic therefore never drains a worker that is needed again a moment later.
+5. Same counts, other routing weights: accept ("reweight"); costs nothing to apply.
+
+The solver's own churn penalty (a cost per changed instance) keeps it from proposing reshuffles
+that save little; this policy adds the time dimension.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from control_plane.planner.types import SolvedPlan
+
+
+@dataclass(frozen=True)
+class Decision:
+    accept: bool
+    reason: str
+
+
+class PlanPolicy:
+    """Stateful (counts consecutive scale-down proposals); owned by the planner loop."""
+
+    def __init__(self, scale_down_confirmations: int = 2) -> None:
+        if scale_down_confirmations < 1:
+            raise ValueError(f"scale_down_confirmations must be >= 1, got {scale_down_confirmations}")
+        self.scale_down_confirmations = scale_down_confirmations
+        self._down_streak = 0
+
+    def decide(self, running: SolvedPlan | None, proposed: SolvedPlan) -> Decision:
+        if running is None:
+            return self._done("initial")
+        before, after = running.counts(), proposed.counts()
+        grows = any(n > before.get(p, 0) for p, n in after.items())
+        shrinks = any(after.get(p, 0) < n for p, n in before.items())
+        if grows:
+            return self._done("scale-up")
+        if shrinks:
+            self._down_streak += 1
+            if self._down_streak >= self.scale_down_confirmations:
+                return self._done("scale-down")
+            return Decision(False, f"scale-down pending {self._down_streak}/{self.scale_down_confirmations}")
+        self._down_streak = 0
+        if dict(running.document) != dict(proposed.document):
+            return Decision(True, "reweight")
+        return Decision(False, "unchanged")
+
+    def _done(self, reason: str) -> Decision:
+        self._down_streak = 0
+        return Decision(True, reason)

@@ -1,0 +1,276 @@
+"""The planner loop: observe traffic, forecast, re-solve, publish the plan, drive the actuator.
+
+Three tasks run while the service is started:
+
+- leadership (every `lock_ttl_ms / 3`): acquire or renew the Redis lock; only the leader plans and
+  actuates. Losing the lock stops both at the next tick; the lock is released on `stop()`.
+- planning (every `tick_seconds`), as leader: read the traffic snapshot over
+  `traffic_window_seconds`, fold it into the Holt forecaster, and solve again when
+  `interval_seconds` passed since the last solve, or the planning rates moved significantly since the
+  last solve (see `forecast.significant_change`) and at least `min_solve_gap_seconds` passed. Demand
+  per class = max(forecast, `min_rate_per_s`) × `headroom`. The solver runs in `asyncio.to_thread`
+  with the running plan (for its churn penalty); `PlanPolicy` decides whether the answer replaces
+  the running plan; an accepted plan is published to Redis (`PlanStore`) and handed to actuation.
+- actuation: applies the newest accepted plan's pool targets (coalescing plans that arrive while an
+  apply runs), and re-applies every `reconcile_seconds` so that a crashed worker is replaced.
+
+A planner that becomes leader adopts the plan in Redis (if `parse_plan` is given), so a takeover
+does not restart the fleet from scratch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from control_plane.actuators.base import Actuator, PoolTarget
+from control_plane.plan_store import PlanStore
+from control_plane.planner.forecast import ForecastConfig, RateForecaster, significant_change
+from control_plane.planner.leader import DEFAULT_LOCK_KEY, RedisLeaderLock
+from control_plane.planner.metrics import PlannerMetrics
+from control_plane.planner.policy import PlanPolicy
+from control_plane.planner.types import DemandClass, SolvedPlan, SolveFn
+from control_plane.traffic import TrafficConfig, TrafficReader
+from heteroserve.errors import HeteroserveError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    planner_id: str
+    model: str
+    interval_seconds: float = 30.0
+    tick_seconds: float = 1.0
+    min_solve_gap_seconds: float = 5.0
+    traffic_window_seconds: float = 30.0
+    headroom: float = 1.2
+    scale_down_confirmations: int = 2
+    reconcile_seconds: float = 10.0
+    lock_ttl_ms: int = 3000
+    lock_key: str = DEFAULT_LOCK_KEY
+    min_rate_per_s: Mapping[str, float] = field(default_factory=dict)
+    default_lengths: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("interval_seconds", "tick_seconds", "traffic_window_seconds", "reconcile_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.min_solve_gap_seconds < 0:
+            raise ValueError(f"min_solve_gap_seconds must be >= 0, got {self.min_solve_gap_seconds}")
+        if self.headroom < 1.0:
+            raise ValueError(f"headroom must be >= 1, got {self.headroom}")
+        if not self.planner_id or not self.model:
+            raise ValueError("planner_id and model must be non-empty")
+
+
+@dataclass(frozen=True)
+class PlanEvent:
+    """One accepted plan, as kept in `PlannerService.events` (for the demo and tests)."""
+
+    version: int
+    at: float
+    reason: str
+    counts: Mapping[str, int]
+    demand_rps: Mapping[str, float]
+
+
+class PlannerService:
+    """One planner replica. `start()` / `stop()` inside an event loop; `step()` is one planning tick."""
+
+    def __init__(self, config: PlannerConfig, client: aioredis.Redis, traffic: TrafficConfig,
+                 solve: SolveFn, metrics: PlannerMetrics, actuator: Actuator | None = None,
+                 parse_plan: Callable[[Mapping[str, Any]], SolvedPlan] | None = None) -> None:
+        self.config = config
+        self._client = client
+        self._reader = TrafficReader(traffic, client=client)
+        self._store = PlanStore(client)
+        self._lock = RedisLeaderLock(client, config.planner_id, key=config.lock_key,
+                                     ttl_ms=config.lock_ttl_ms)
+        self._solve = solve
+        self._parse_plan = parse_plan
+        self._metrics = metrics
+        self._actuator = actuator
+        self._forecaster = RateForecaster(config.forecast)
+        self._policy = PlanPolicy(config.scale_down_confirmations)
+        self._lengths: dict[str, tuple[float, float]] = dict(config.default_lengths)
+        self._histograms: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+        self.is_leader = False
+        self.running: SolvedPlan | None = None
+        self.events: list[PlanEvent] = []
+        self._planned_rates: dict[str, float] = {}
+        self._last_solve = 0.0
+        self._to_apply: SolvedPlan | None = None
+        self._apply_wanted = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._leadership_loop(), name="planner-leadership"),
+                       asyncio.create_task(self._planning_loop(), name="planner-planning"),
+                       asyncio.create_task(self._actuation_loop(), name="planner-actuation")]
+
+    async def stop(self) -> None:
+        """Cancel the loops and release the lock (if held). Does not close the client or actuator."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self.is_leader:
+            with contextlib.suppress(redis.RedisError):
+                await self._lock.release()
+        self._set_leader(False)
+
+    # -- leadership ------------------------------------------------------------------------------
+    async def _leadership_loop(self) -> None:
+        while True:
+            try:
+                leads = await (self._lock.renew() if self.is_leader else self._lock.try_acquire())
+            except redis.RedisError as exc:
+                log.warning("leader lock unreachable: %s", exc)
+                leads = False
+            if leads and not self.is_leader:
+                log.info("planner %s is now the leader", self.config.planner_id)
+                await self._adopt_published_plan()
+            elif not leads and self.is_leader:
+                log.warning("planner %s lost the leadership", self.config.planner_id)
+            self._set_leader(leads)
+            await asyncio.sleep(self.config.lock_ttl_ms / 3000)
+
+    def _set_leader(self, leads: bool) -> None:
+        self.is_leader = leads
+        self._metrics.is_leader.set(1 if leads else 0)
+
+    async def _adopt_published_plan(self) -> None:
+        record = await self._store.read()
+        if record is not None and self._parse_plan is not None and self.running is None:
+            self.running = self._parse_plan(record.plan)
+            self._request_apply(self.running)
+
+    # -- planning --------------------------------------------------------------------------------
+    async def _planning_loop(self) -> None:
+        while True:
+            if self.is_leader:
+                try:
+                    await self.step()
+                except (HeteroserveError, redis.RedisError) as exc:
+                    log.warning("planning tick failed: %s", exc)
+                except Exception:
+                    log.exception("planning tick crashed; retrying next tick")
+            await asyncio.sleep(self.config.tick_seconds)
+
+    async def step(self, now: float | None = None) -> SolvedPlan | None:
+        """Observe, and solve if due. Returns the plan accepted by this tick, or None."""
+        now = time.monotonic() if now is None else now
+        snapshot = await self._reader.snapshot(self.config.traffic_window_seconds)
+        for name, c in snapshot.classes.items():
+            self._lengths[name] = (c.mean_input_tokens, c.mean_output_tokens)
+            self._histograms[name] = (c.input_histogram, c.output_histogram)
+        self._forecaster.observe({n: c.arrival_rate_per_s for n, c in snapshot.classes.items()})
+        rates = self._demand_rates()
+        self._observe_metrics(snapshot.total_rate_per_s, snapshot.classes)
+        due = self.running is None or now - self._last_solve >= self.config.interval_seconds
+        changed = (now - self._last_solve >= self.config.min_solve_gap_seconds
+                   and significant_change(self._planned_rates, rates, self.config.forecast))
+        if not (due or changed):
+            return None
+        return await self._solve_and_publish(rates, now, "interval" if due else "traffic change")
+
+    def _demand_rates(self) -> dict[str, float]:
+        planning = self._forecaster.planning_rates()
+        names = set(planning) | set(self.config.min_rate_per_s)
+        return {n: max(planning.get(n, 0.0), self.config.min_rate_per_s.get(n, 0.0)) for n in names}
+
+    def _demand(self, rates: Mapping[str, float]) -> list[DemandClass]:
+        out = []
+        for name in sorted(rates):
+            mean_in, mean_out = self._lengths.get(name, (128.0, 64.0))
+            hist_in, hist_out = self._histograms.get(name, ((), ()))
+            out.append(DemandClass(name, rates[name] * self.config.headroom, mean_in, mean_out,
+                                   hist_in, hist_out))
+        return out
+
+    async def _solve_and_publish(self, rates: dict[str, float], now: float,
+                                 trigger: str) -> SolvedPlan | None:
+        self._last_solve = now
+        self._planned_rates = dict(rates)
+        started = time.perf_counter()
+        try:
+            plan = await asyncio.to_thread(self._solve, self._demand(rates), self.running)
+        except HeteroserveError as exc:
+            self._metrics.solves.labels(status=type(exc).__name__.removesuffix("Error").lower()).inc()
+            raise
+        finally:
+            self._metrics.solve_seconds.observe(time.perf_counter() - started)
+        self._metrics.solves.labels(status=plan.status).inc()
+        decision = self._policy.decide(self.running, plan)
+        if not decision.accept:
+            log.info("solved (%s): %s, keeping plan", trigger, decision.reason)
+            return None
+        record = await self._store.publish(plan.document, leader=self.config.planner_id,
+                                           reason=f"{decision.reason} ({trigger})")
+        log.info("plan v%d published (%s, %s): %s, $%.2f/h", record.version, decision.reason, trigger,
+                 plan.counts(), plan.cost_per_hour)
+        self.running = plan
+        self.events.append(PlanEvent(record.version, time.time(), decision.reason, plan.counts(),
+                                     {n: round(r, 3) for n, r in rates.items()}))
+        self._observe_plan(plan, record.version)
+        self._request_apply(plan)
+        return plan
+
+    def _observe_metrics(self, total_rate: float, classes: Mapping[str, Any]) -> None:
+        self._metrics.observed_rate.set(total_rate)
+        n = sum(c.num_requests for c in classes.values())
+        if n:
+            met = sum((c.slo_attainment or 0.0) * c.num_requests for c in classes.values())
+            self._metrics.slo_attainment.set(met / n)
+
+    def _observe_plan(self, plan: SolvedPlan, version: int) -> None:
+        self._metrics.plans_published.inc()
+        self._metrics.plan_version.set(version)
+        self._metrics.plan_cost.labels(plan="current").set(plan.cost_per_hour)
+        for name, cost in plan.baselines.items():
+            self._metrics.plan_cost.labels(plan=name).set(cost)
+        for pool in plan.pools:
+            self._metrics.desired_instances.labels(pool.name, pool.node_type, pool.role).set(pool.count)
+
+    # -- actuation -------------------------------------------------------------------------------
+    def targets(self, plan: SolvedPlan) -> list[PoolTarget]:
+        return [PoolTarget(pool=p.name, node_type=p.node_type, role=p.role, device=p.device,
+                           model=self.config.model, replicas=p.count) for p in plan.pools]
+
+    def _request_apply(self, plan: SolvedPlan) -> None:
+        self._to_apply = plan
+        self._apply_wanted.set()
+
+    async def _actuation_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._apply_wanted.wait(), self.config.reconcile_seconds)
+            self._apply_wanted.clear()
+            plan = self._to_apply or self.running
+            if plan is None or self._actuator is None or not self.is_leader:
+                continue
+            try:
+                result = await self._actuator.apply(self.targets(plan))
+                if result.changed:
+                    log.info("actuator applied: %s", [(c.pool, c.from_replicas, c.to_replicas)
+                                                      for c in result.changes])
+                for pool in plan.pools:
+                    actual = (await self._actuator.current()).get(pool.name, 0)
+                    self._metrics.actual_instances.labels(pool.name, pool.node_type, pool.role).set(actual)
+            except HeteroserveError as exc:
+                log.warning("actuation failed, will retry: %s", exc)
+            except Exception:
+                log.exception("actuation crashed; will retry")
