@@ -1,17 +1,88 @@
-"""`heteroserve worker`: run one gRPC worker (engine on cpu, cuda or csd)"""
+"""`heteroserve worker`: run one gRPC worker (engine on cpu, cuda or csd).
+
+Prints exactly one line on stdout, `worker <id> ready on <host:port>`, once it serves (launchers and
+tests wait for it); logs go to stderr. SIGTERM drains (no new work, running requests finish within
+`--drain-grace-seconds`, deregistration) and exits 0. A bad flag is a one-line error naming the flag.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from heteroserve.cli._pending import accept_anything, not_built
+from heteroserve.errors import ConfigError
+
+if TYPE_CHECKING:
+    from workers.config import WorkerConfig
 
 HELP = "run one gRPC worker (engine on cpu, cuda or csd)"
+DEFAULT_TOKEN_ENV = "HETEROSERVE_CLUSTER_TOKEN"
+
+# WorkerConfig field -> the flag that sets it, so validation errors name what the user typed.
+_FLAG_OF_FIELD = {
+    "worker_id": "--worker-id", "cluster_token": "--cluster-token-env", "device": "--device",
+    "role": "--role", "csd_path": "--csd-path", "metrics_port": "--metrics-port", "port": "--port",
+    "kv_cache_mb": "--kv-cache-mb", "node_type": "--node-type", "pool": "--pool",
+    "drain_grace_seconds": "--drain-grace-seconds",
+}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    accept_anything(parser)
+    parser.add_argument("--model", required=True, type=Path, help="model directory (Hugging Face format)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "csd"), help="device kind")
+    parser.add_argument("--role", default="colocated", choices=("colocated", "prefill", "decode"))
+    parser.add_argument("--port", required=True, type=int, help="gRPC port (0 = pick a free one)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--node-type", default=None, help="node type name (default: the device kind)")
+    parser.add_argument("--pool", default="default", help="pool this worker belongs to")
+    parser.add_argument("--redis-url", default=None, help="registry Redis URL (default: no registration)")
+    parser.add_argument("--cluster-token-env", default=DEFAULT_TOKEN_ENV, metavar="VAR",
+                        help=f"environment variable holding the cluster token (default: {DEFAULT_TOKEN_ENV})")
+    parser.add_argument("--csd-path", type=Path, default=None, help="drive directory of the csd KV pool")
+    parser.add_argument("--kv-cache-mb", type=int, default=None, help="KV pool size in MiB")
+    parser.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (0 = off)")
+    parser.add_argument("--worker-id", default=None, help="worker id (default: random)")
+    parser.add_argument("--drain-grace-seconds", type=float, default=30.0,
+                        help="how long a drain waits for running requests (default: 30)")
+
+
+def build_config(args: argparse.Namespace) -> WorkerConfig:
+    """The `WorkerConfig` for `args`; raises `ConfigError` naming the flag at fault."""
+    from heteroserve.logs import register_secret
+    from workers.config import WorkerConfig
+
+    token = os.environ.get(args.cluster_token_env, "")
+    if not token:
+        raise ConfigError(f"environment variable {args.cluster_token_env} is empty or unset",
+                          field="--cluster-token-env")
+    register_secret(token)
+    if not (args.model / "config.json").is_file():
+        raise ConfigError(f"{args.model} is not a model directory (no config.json)", field="--model")
+    try:
+        return WorkerConfig(
+            worker_id=args.worker_id or f"{args.device}-{args.role}-{uuid.uuid4().hex[:8]}",
+            model_dir=args.model, cluster_token=token, device=args.device, role=args.role,
+            host=args.host, port=args.port, node_type=args.node_type or args.device, pool=args.pool,
+            redis_url=args.redis_url, csd_path=args.csd_path, kv_cache_mb=args.kv_cache_mb,
+            metrics_port=args.metrics_port, drain_grace_seconds=args.drain_grace_seconds)
+    except ValueError as exc:
+        message = str(exc)
+        flag = next((f for name, f in sorted(_FLAG_OF_FIELD.items(), key=lambda kv: -len(kv[0]))
+                     if message.startswith(name)), None)
+        raise ConfigError(message, field=flag) from None
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_built("worker", "Worker engine and gRPC worker")
+    import asyncio
+
+    from workers.service.server import serve
+
+    config = build_config(args)
+
+    def ready(address: str) -> None:
+        print(f"worker {config.worker_id} ready on {address}", flush=True)
+
+    return asyncio.run(serve(config, on_ready=ready))

@@ -1,0 +1,118 @@
+"""An async client of one worker's gRPC `Worker` service, for the gateway, other workers and tests.
+
+Shared vocabulary (no torch, no engine): it speaks the protobuf messages of `heteroserve.v1`, adds the
+cluster token to every call, and turns gRPC errors back into the domain errors of
+`heteroserve.errors` (`error_from_grpc_status`), so callers handle `InvalidRequestError`,
+`UnavailableError` (retryable: try another worker), `AuthenticationError`, ... and never
+`grpc.RpcError`. A client owns one channel; close it with `close()` or `async with`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Any
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from heteroserve.errors import HeteroserveError, error_from_grpc_status
+from heteroserve.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+
+WORKER_SERVICE = "heteroserve.v1.Worker"
+_MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # KV blocks of big models are several MB each
+
+
+def domain_error(exc: grpc.RpcError) -> HeteroserveError:
+    """The domain error for a failed call (status name and details kept)."""
+    code = exc.code() if hasattr(exc, "code") else None
+    name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    return error_from_grpc_status(name, details or name)
+
+
+class WorkerClient:
+    """Calls to the worker at `address` (`host:port`). `timeout_seconds` bounds unary calls; streams
+    are bounded by `stream_timeout_seconds` (None = no deadline)."""
+
+    def __init__(self, address: str, cluster_token: str, *, timeout_seconds: float = 30.0,
+                 stream_timeout_seconds: float | None = None) -> None:
+        self.address = address
+        self._metadata = (("authorization", f"Bearer {cluster_token}"),) if cluster_token else ()
+        self._timeout = timeout_seconds
+        self._stream_timeout = stream_timeout_seconds
+        self._channel = aio.insecure_channel(address, options=[
+            ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+        ])
+        self._stub = worker_pb2_grpc.WorkerStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> WorkerClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def generate(self, request: worker_pb2.GenerateRequest) -> AsyncIterator[common_pb2.TokenChunk]:
+        """Stream the request's token chunks; the last has `finish_reason` set."""
+        call = self._stub.Generate(request, metadata=self._metadata, timeout=self._stream_timeout)
+        async for chunk in self._stream(call):
+            yield chunk
+
+    async def decode(self, request: worker_pb2.DecodeRequest) -> AsyncIterator[common_pb2.TokenChunk]:
+        """Stream the tokens after `request.generated_token_ids` (KV imported from `kv_source`)."""
+        call = self._stub.Decode(request, metadata=self._metadata, timeout=self._stream_timeout)
+        async for chunk in self._stream(call):
+            yield chunk
+
+    async def pull_kv(self, block_hashes: Sequence[bytes], cache_keys: common_pb2.CacheKeys | None = None,
+                      timeout_seconds: float | None = None) -> AsyncIterator[common_pb2.KVBlockData]:
+        """Stream the requested blocks the worker holds (possibly fewer, in request order)."""
+        request = worker_pb2.PullKVRequest(block_hashes=list(block_hashes), cache_keys=cache_keys)
+        call = self._stub.PullKV(request, metadata=self._metadata, timeout=timeout_seconds or self._timeout)
+        async for block in self._stream(call):
+            yield block
+
+    async def prefill(self, request: worker_pb2.PrefillRequest) -> worker_pb2.PrefillResponse:
+        return await self._unary(self._stub.Prefill, request)
+
+    async def stats(self) -> worker_pb2.WorkerStats:
+        return await self._unary(self._stub.Stats, worker_pb2.StatsRequest())
+
+    async def drain(self, timeout_seconds: float = 30.0) -> worker_pb2.DrainResponse:
+        """Ask the worker to stop taking work and wait (up to `timeout_seconds`) for running requests."""
+        request = worker_pb2.DrainRequest(timeout_seconds=timeout_seconds)
+        try:
+            return await self._stub.Drain(request, metadata=self._metadata, timeout=timeout_seconds + 5.0)
+        except grpc.RpcError as exc:
+            raise domain_error(exc) from None
+
+    async def health(self, service: str = WORKER_SERVICE) -> bool:
+        """True when the standard health service reports SERVING (False while draining or down)."""
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=self._timeout)
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def _unary(self, method: aio.UnaryUnaryMultiCallable, request: object) -> Any:
+        try:
+            return await method(request, metadata=self._metadata, timeout=self._timeout)
+        except grpc.RpcError as exc:
+            raise domain_error(exc) from None
+
+    @staticmethod
+    async def _stream(call: aio.UnaryStreamCall) -> AsyncIterator[Any]:
+        try:
+            async for item in call:
+                yield item
+        except grpc.RpcError as exc:
+            raise domain_error(exc) from None
+        finally:
+            call.cancel()  # no-op when finished; stops the server's work when the caller broke off

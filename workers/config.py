@@ -1,0 +1,77 @@
+"""Configuration of one worker process: identity, network, registry, and the engine it runs.
+
+Built once at the process edge (`heteroserve worker` flags and environment) and never mutated. The
+engine's own settings live in `workers.engine.config.EngineConfig`; `WorkerConfig` carries only what
+the service needs plus the few engine knobs exposed as flags (`kv_cache_mb`, `csd_path`), which
+`workers.service.server.engine_config()` turns into an `EngineConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Device = Literal["cpu", "cuda", "csd"]
+Role = Literal["colocated", "prefill", "decode"]
+
+DEVICES: tuple[Device, ...] = ("cpu", "cuda", "csd")
+ROLES: tuple[Role, ...] = ("colocated", "prefill", "decode")
+CLUSTER_TOKEN_ENV = "HETEROSERVE_CLUSTER_TOKEN"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """One worker. Every invalid value raises `ValueError` naming the field.
+
+    `port` 0 picks a free port (the bound one is printed and registered). `metrics_port` 0 disables
+    the Prometheus endpoint. `redis_url` None runs without registration (standalone / tests).
+    `heartbeat_seconds` must be well below `registration_ttl_seconds` so one late heartbeat does not
+    drop the worker. `drain_grace_seconds` bounds how long a drain waits for running requests.
+    `cluster_token` is a secret: it is excluded from `repr`.
+    """
+
+    worker_id: str
+    model_dir: Path
+    cluster_token: str = field(repr=False)
+    device: Device = "cpu"
+    role: Role = "colocated"
+    host: str = "127.0.0.1"
+    port: int = 0
+    node_type: str = "cpu"
+    pool: str = "default"
+    redis_url: str | None = field(default=None, repr=False)
+    csd_path: Path | None = None
+    kv_cache_mb: int | None = None
+    metrics_port: int = 0
+    heartbeat_seconds: float = 1.0
+    registration_ttl_seconds: float = 3.0
+    drain_grace_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.worker_id or any(c in self.worker_id for c in " :/\t\n"):
+            raise ValueError(f"worker_id must be non-empty without spaces, ':' or '/', "
+                             f"got {self.worker_id!r}")
+        if not self.cluster_token:
+            raise ValueError(f"cluster_token must not be empty (set ${CLUSTER_TOKEN_ENV})")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, got {self.role!r}")
+        if self.device == "csd" and self.csd_path is None:
+            raise ValueError("csd_path is required when device is 'csd'")
+        for name in ("port", "metrics_port"):
+            value = getattr(self, name)
+            if not 0 <= value <= 65535:
+                raise ValueError(f"{name} must be in 0..65535, got {value}")
+        if self.kv_cache_mb is not None and self.kv_cache_mb <= 0:
+            raise ValueError(f"kv_cache_mb must be positive, got {self.kv_cache_mb}")
+        if not self.node_type or not self.pool:
+            raise ValueError("node_type and pool must not be empty")
+        if self.heartbeat_seconds <= 0:
+            raise ValueError(f"heartbeat_seconds must be positive, got {self.heartbeat_seconds}")
+        if self.registration_ttl_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError(f"registration_ttl_seconds must be >= 2 x heartbeat_seconds, "
+                             f"got {self.registration_ttl_seconds}")
+        if self.drain_grace_seconds < 0:
+            raise ValueError(f"drain_grace_seconds must be >= 0, got {self.drain_grace_seconds}")

@@ -1,0 +1,192 @@
+"""Bootstrap of one worker process: engine, gRPC server, health, metrics, registration, drain.
+
+Lifecycle owned by `WorkerServer`:
+  start(): engine -> gRPC server (auth + error interceptors, Worker + health services) -> health
+           SERVING -> metrics HTTP endpoint -> registry heartbeat -> metrics sampling task.
+  drain_and_stop(grace): refuse new work (UNAVAILABLE "draining"; health NOT_SERVING; registry record
+           marked draining) -> wait up to `grace` seconds for running calls -> deregister -> stop the
+           server (1 s for stragglers) -> stop the metrics endpoint and the engine.
+`serve(config)` runs that lifecycle as a process: it drains on SIGTERM or SIGINT and returns 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry, start_http_server
+
+from heteroserve.errors import UnavailableError
+from heteroserve.registry import WorkerRecord
+from heteroserve.v1 import worker_pb2_grpc
+from workers.metrics import WorkerMetrics
+from workers.service.drain import DrainGate
+from workers.service.interceptors import AuthInterceptor, ErrorInterceptor
+from workers.service.kv_import import KVImporter, SharedKVTier
+from workers.service.registration import Registration
+from workers.service.servicer import WorkerServicer
+
+if TYPE_CHECKING:
+    from workers.config import WorkerConfig
+    from workers.engine.async_engine import AsyncEngine
+    from workers.engine.config import EngineConfig
+
+log = logging.getLogger(__name__)
+
+WORKER_SERVICE = "heteroserve.v1.Worker"
+METRICS_INTERVAL_SECONDS = 1.0
+_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def engine_config(config: WorkerConfig) -> EngineConfig:
+    """The engine configuration for a worker: its model, device and KV budget; engine defaults otherwise."""
+    from workers.engine.config import EngineConfig
+
+    kwargs: dict[str, Any] = {"model_dir": config.model_dir, "device": config.device,
+                              "csd_path": config.csd_path}
+    if config.kv_cache_mb is not None:
+        kwargs["kv_cache_bytes"] = config.kv_cache_mb * 2**20
+    return EngineConfig(**kwargs)
+
+
+class WorkerServer:
+    """One engine behind one gRPC server. Owns the engine's lifecycle from `start()` on."""
+
+    def __init__(self, config: WorkerConfig, engine: AsyncEngine, *,
+                 registry: CollectorRegistry | None = None, shared_tier: SharedKVTier | None = None) -> None:
+        self.config = config
+        self.engine = engine
+        self.registry = registry or CollectorRegistry()
+        self.metrics = WorkerMetrics(self.registry)
+        self.gate = DrainGate()
+        self._health = health.aio.HealthServicer()
+        importer = KVImporter(engine, self.metrics, config.cluster_token, shared_tier=shared_tier)
+        self.servicer = WorkerServicer(engine, config, self.metrics, importer, self.gate,
+                                       shared_tier=shared_tier, on_drain=self._on_drain)
+        self._server: aio.Server | None = None
+        self._registration: Registration | None = None
+        self._metrics_http: tuple[Any, Any] | None = None
+        self._metrics_task: asyncio.Task[None] | None = None
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    async def start(self) -> str:
+        """Start everything; returns the bound `host:port`. Raises `UnavailableError` if it cannot bind."""
+        await self.engine.start()
+        server = aio.server(
+            interceptors=[AuthInterceptor(self.config.cluster_token),
+                          ErrorInterceptor(self.metrics.record_request)],
+            options=[("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+                     ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+                     ("grpc.so_reuseport", 0)])
+        worker_pb2_grpc.add_WorkerServicer_to_server(self.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        try:
+            self.port = server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        except RuntimeError as exc:
+            await self.engine.stop()
+            raise UnavailableError(f"cannot listen on {self.config.host}:{self.config.port}: {exc}") from None
+        await server.start()
+        self._server = server
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        if self.config.metrics_port:
+            self._metrics_http = start_http_server(self.config.metrics_port, addr=self.config.host,
+                                                   registry=self.registry)
+        if self.config.redis_url:
+            self._registration = Registration(self.config.redis_url, self._record(),
+                                              heartbeat_seconds=self.config.heartbeat_seconds,
+                                              ttl_seconds=self.config.registration_ttl_seconds)
+            await self._registration.start()
+        self._metrics_task = asyncio.create_task(self._sample_metrics(), name="worker-metrics")
+        log.info("worker %s serving %s on %s (%s, %s)", self.config.worker_id, self.engine.model_id,
+                 self.address, self.config.device, self.config.role)
+        return self.address
+
+    async def drain_and_stop(self, grace_seconds: float | None = None) -> int:
+        """Drain (see module docstring) and stop everything; returns the calls cut off at the end."""
+        grace = self.config.drain_grace_seconds if grace_seconds is None else grace_seconds
+        await self.servicer.start_draining()
+        remaining = await self.gate.wait_idle(grace)
+        if remaining:
+            log.warning("drain grace of %.1f s over with %d calls still running; stopping them",
+                        grace, remaining)
+        await self.stop()
+        return remaining
+
+    async def stop(self) -> None:
+        """Stop at once (no drain): deregister, stop serving, stop the engine. Idempotent."""
+        if self._registration is not None:
+            await self._registration.stop()
+            self._registration = None
+        if self._server is not None:
+            await self._server.stop(grace=1.0)
+            self._server = None
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._metrics_task
+            self._metrics_task = None
+        if self._metrics_http is not None:
+            http_server, thread = self._metrics_http
+            http_server.shutdown()
+            http_server.server_close()
+            thread.join(timeout=5)
+            self._metrics_http = None
+        await self.engine.stop()
+
+    def _record(self) -> WorkerRecord:
+        stats = self.engine.stats()
+        return WorkerRecord(
+            worker_id=self.config.worker_id, address=self.address, node_type=self.config.node_type,
+            device=self.config.device, role=self.config.role, model=self.engine.model_id,
+            pool=self.config.pool, kv_blocks=stats.kv_blocks_total,
+            max_num_seqs=self.engine.config.max_num_seqs, block_size=self.engine.block_size,
+            started_at=time.time(), metrics_port=self.config.metrics_port)
+
+    async def _on_drain(self) -> None:
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._registration is not None:
+            self._registration.mark_draining()
+
+    async def _set_health(self, status: int) -> None:
+        for service in ("", WORKER_SERVICE):
+            await self._health.set(service, status)
+
+    async def _sample_metrics(self) -> None:
+        while True:
+            self.metrics.observe_engine_stats(self.engine.stats())
+            await asyncio.sleep(METRICS_INTERVAL_SECONDS)
+
+
+async def serve(config: WorkerConfig, on_ready: Callable[[str], None] | None = None,
+                shared_tier: SharedKVTier | None = None) -> int:
+    """Run a worker until SIGTERM / SIGINT, then drain and stop; returns the exit code (0)."""
+    from workers.engine.async_engine import AsyncEngine
+
+    engine = await asyncio.to_thread(AsyncEngine.from_config, engine_config(config))
+    server = WorkerServer(config, engine, shared_tier=shared_tier)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    address = await server.start()
+    if on_ready is not None:
+        on_ready(address)
+    try:
+        await stop.wait()
+        log.info("signal received: draining (grace %.1f s)", config.drain_grace_seconds)
+    finally:
+        await server.drain_and_stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return 0

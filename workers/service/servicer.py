@@ -1,0 +1,149 @@
+"""The `heteroserve.v1.Worker` servicer: each RPC translates protobuf to engine calls and back.
+
+Errors are not handled here: domain errors propagate to `ErrorInterceptor`, which maps them to
+status codes in one place. New work (Generate, Prefill, Decode) passes through the `DrainGate` and is
+refused with UNAVAILABLE once the worker drains; PullKV and Stats keep working while draining.
+A stream the client abandons aborts its engine request, so its blocks are freed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from grpc import aio
+
+from cache.hashing import BlockHash, hash_prompt_blocks
+from heteroserve.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+from workers.service import convert
+from workers.service.drain import DrainGate
+from workers.service.kv_wire import encode_block
+
+if TYPE_CHECKING:
+    from workers.config import WorkerConfig
+    from workers.engine.async_engine import AsyncEngine
+    from workers.engine.types import EngineRequest
+    from workers.metrics import WorkerMetrics
+    from workers.service.kv_import import KVImporter, SharedKVTier
+
+log = logging.getLogger(__name__)
+
+
+class WorkerServicer(worker_pb2_grpc.WorkerServicer):
+    """Serves one engine. `on_drain` is awaited once when a drain starts (health, registry)."""
+
+    def __init__(self, engine: AsyncEngine, config: WorkerConfig, metrics: WorkerMetrics,
+                 importer: KVImporter, gate: DrainGate, *, shared_tier: SharedKVTier | None = None,
+                 on_drain: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._engine = engine
+        self._config = config
+        self._metrics = metrics
+        self._importer = importer
+        self._gate = gate
+        self._shared_tier = shared_tier
+        self._on_drain = on_drain
+        self._limits = convert.ModelLimits(engine.max_context_tokens, engine.tokenizer.get_vocab_size())
+
+    async def Generate(self, request: worker_pb2.GenerateRequest,
+                       context: aio.ServicerContext) -> AsyncIterator[common_pb2.TokenChunk]:
+        with self._gate.admit():
+            engine_request = convert.engine_request(
+                request.request_id, request.prompt_token_ids, request.sampling, request.cache_keys,
+                self._limits, priority=request.priority)
+            async for chunk in self._stream(engine_request):
+                yield chunk
+
+    async def Prefill(self, request: worker_pb2.PrefillRequest,
+                      context: aio.ServicerContext) -> worker_pb2.PrefillResponse:
+        with self._gate.admit():
+            full = convert.engine_request(request.request_id, request.prompt_token_ids, request.sampling,
+                                          request.cache_keys, self._limits)
+            one_token = dataclasses.replace(full, sampling=dataclasses.replace(full.sampling, max_tokens=1))
+            chunks = [chunk async for chunk in self._stream(one_token)]
+            first = convert.merge_chunks(chunks)
+            if first.finish_reason == "length" and full.sampling.max_tokens > 1:
+                first.finish_reason = ""  # only the prefill's own limit was reached, not the request's
+            keys = self._engine.hash_keys(request.cache_keys.adapter, request.cache_keys.tenant_salt)
+            hashes = hash_prompt_blocks(full.prompt_token_ids, keys, self._engine.block_size)
+            held = hashes[: self._engine.match_prefix(hashes)]
+            if request.publish_to_shared_tier:
+                await self._publish(held)
+            return worker_pb2.PrefillResponse(first=first, block_hashes=held,
+                                              worker_id=self._config.worker_id)
+
+    async def Decode(self, request: worker_pb2.DecodeRequest,
+                     context: aio.ServicerContext) -> AsyncIterator[common_pb2.TokenChunk]:
+        with self._gate.admit():
+            engine_request = convert.engine_request(
+                request.request_id, request.prompt_token_ids, request.sampling, request.cache_keys,
+                self._limits, priority=request.priority, generated=request.generated_token_ids)
+            await self._importer.import_prefix(request.kv_source, request.prompt_token_ids,
+                                               request.cache_keys)
+            async for chunk in self._stream(engine_request):
+                yield chunk
+
+    async def PullKV(self, request: worker_pb2.PullKVRequest,
+                     context: aio.ServicerContext) -> AsyncIterator[common_pb2.KVBlockData]:
+        with self._gate.track():
+            blocks = await self._engine.export_blocks(list(request.block_hashes))
+            model_id = self._engine.model_id
+            for block in blocks:
+                payload = await asyncio.to_thread(encode_block, block, model_id)
+                self._metrics.kv_blocks_exported.inc()
+                yield common_pb2.KVBlockData(block_hash=block.block_hash, payload=payload)
+
+    async def Stats(self, request: worker_pb2.StatsRequest,
+                    context: aio.ServicerContext) -> worker_pb2.WorkerStats:
+        stats = self._engine.stats()
+        cfg = self._config
+        return worker_pb2.WorkerStats(
+            worker_id=cfg.worker_id, role=cfg.role, device=cfg.device, node_type=cfg.node_type,
+            model=self._engine.model_id, num_running=stats.num_running, num_waiting=stats.num_waiting,
+            kv_blocks_total=stats.kv_blocks_total, kv_blocks_free=stats.kv_blocks_free,
+            kv_blocks_cached=stats.kv_blocks_cached, block_size=stats.block_size,
+            draining=self._gate.draining, prompt_tokens_total=stats.prompt_tokens_total,
+            generated_tokens_total=stats.generated_tokens_total,
+            cached_tokens_total=stats.cached_tokens_total)
+
+    async def Drain(self, request: worker_pb2.DrainRequest,
+                    context: aio.ServicerContext) -> worker_pb2.DrainResponse:
+        await self.start_draining()
+        timeout = request.timeout_seconds if request.timeout_seconds > 0 else self._config.drain_grace_seconds
+        remaining = await self._gate.wait_idle(timeout)
+        return worker_pb2.DrainResponse(drained=remaining == 0, remaining=remaining)
+
+    async def start_draining(self) -> None:
+        """Refuse new work from now on; runs `on_drain` the first time. Idempotent."""
+        if self._gate.draining:
+            return
+        self._gate.start_draining()
+        self._metrics.draining.set(1)
+        log.info("draining: refusing new work, %d calls in flight", self._gate.in_flight)
+        if self._on_drain is not None:
+            await self._on_drain()
+
+    async def _stream(self, request: EngineRequest) -> AsyncIterator[common_pb2.TokenChunk]:
+        """The engine's events for `request` as chunks; aborts the request if the consumer stops early."""
+        finished = False
+        first = True
+        try:
+            async for event in self._engine.generate(request):
+                finished = event.finish_reason is not None
+                yield convert.token_chunk(event, self._config.worker_id, first=first)
+                first = False
+        finally:
+            if not finished:
+                await self._engine.abort(request.request_id)
+
+    async def _publish(self, hashes: list[BlockHash]) -> None:
+        """Write the prompt's blocks to the shared tier (best effort: a failure is logged, not raised)."""
+        if self._shared_tier is None or not hashes:
+            return
+        try:
+            blocks = await self._engine.export_blocks(hashes)
+            await self._shared_tier.put_blocks(blocks)
+        except Exception as exc:  # publishing is an optimisation; decode falls back
+            log.warning("publishing %d blocks to the shared tier failed: %s", len(hashes), exc)
