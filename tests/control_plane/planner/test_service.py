@@ -95,7 +95,8 @@ class Feeder:
 
 async def test_planner_reacts_to_a_load_step_within_two_intervals(redis_url: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
-    recorder = TrafficRecorder(TrafficConfig(redis_url=redis_url, bucket_seconds=1, flush_interval_seconds=0.1))
+    recorder = TrafficRecorder(TrafficConfig(redis_url=redis_url, bucket_seconds=1,
+                                             flush_interval_seconds=0.1))
     actuator = RecordingActuator()
     interval = 1.0
     service = make_service(redis_url, client, "p1", interval, actuator)
