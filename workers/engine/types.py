@@ -52,7 +52,8 @@ class SamplingParams:
                                       field="sampling.stop")
         for i, s in enumerate(self.stop):
             if not isinstance(s, str) or not s:
-                raise InvalidRequestError(f"must be a non-empty string, got {s!r}", field=f"sampling.stop[{i}]")
+                raise InvalidRequestError(f"must be a non-empty string, got {s!r}",
+                                          field=f"sampling.stop[{i}]")
 
     @property
     def greedy(self) -> bool:

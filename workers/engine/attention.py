@@ -1,0 +1,91 @@
+"""Paged attention over the KV pool, for one step's flat batch: decodes first, then prefill chunks.
+
+Per layer: the new tokens' K/V are written to their slots, then
+- decodes (one query each) are batched: the KV of all decoding sequences is gathered from the pool
+  into a padded [kv_heads, seqs, max_len, head_dim] tensor (one index_select per K and V), scores are
+  one batched matmul with grouped-query heads folded into the query axis (no K/V repetition), padding
+  is masked with -inf, softmax, one matmul with V;
+- each prefill chunk attends causally to itself and to its sequence's earlier tokens. A chunk that
+  starts at position 0 uses the fresh K/V directly (SDPA with `is_causal`); a later chunk (chunked
+  prefill, prefix-cache hit) gathers its context from the pool and uses an explicit offset-causal mask.
+No Python loop runs per token; there is one small loop per prefill chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from workers.engine.kv_pool import KVPool
+
+
+@dataclass(frozen=True)
+class PrefillChunk:
+    """Tokens [start, end) of the flat batch: a chunk of one sequence beginning at position `ctx_start`.
+    `block_ids` ([blocks]) and `mask` ([chunk, context]) are set only when ctx_start > 0."""
+
+    start: int
+    end: int
+    ctx_start: int
+    block_ids: torch.Tensor | None
+    mask: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class AttentionMetadata:
+    """Everything attention needs for one step, built once by the runner and shared by all layers."""
+
+    slots: torch.Tensor  # [tokens] pool slot of every token of the batch
+    num_decodes: int  # the first num_decodes tokens are single-token decodes
+    decode_block_table: torch.Tensor | None  # [num_decodes * max_blocks], padded with block 0
+    decode_mask: torch.Tensor | None  # [num_decodes, 1, max_blocks * block_size] additive (0 / -inf)
+    prefills: tuple[PrefillChunk, ...]
+
+
+def paged_attention(pool: KVPool, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    meta: AttentionMetadata, scale: float) -> torch.Tensor:
+    """q [tokens, heads, head_dim], k/v [tokens, kv_heads, head_dim] -> [tokens, heads * head_dim].
+    Side effect: writes k/v into the pool at `meta.slots`."""
+    pool.write(layer, meta.slots, k, v)
+    outputs = []
+    if meta.num_decodes:
+        outputs.append(_decode(pool, layer, q[: meta.num_decodes], meta, scale))
+    for chunk in meta.prefills:
+        outputs.append(_prefill(pool, layer, q, k, v, chunk, scale))
+    out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=0)
+    return out.reshape(q.shape[0], -1)
+
+
+def _decode(pool: KVPool, layer: int, q: torch.Tensor, meta: AttentionMetadata, scale: float
+            ) -> torch.Tensor:
+    assert meta.decode_block_table is not None and meta.decode_mask is not None, "runner built no table"
+    n, heads, dim = q.shape
+    kv_heads = pool.num_kv_heads
+    keys, values = pool.gather(layer, meta.decode_block_table)
+    keys = keys.view(kv_heads, n, -1, dim)
+    values = values.view(kv_heads, n, -1, dim)
+    qg = q.view(n, kv_heads, heads // kv_heads, dim).permute(1, 0, 2, 3)  # [kvh, n, group, dim]
+    scores = torch.matmul(qg, keys.transpose(-1, -2)) * scale  # [kvh, n, group, len]
+    scores = scores + meta.decode_mask
+    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    out = torch.matmul(probs, values)  # [kvh, n, group, dim]
+    return out.permute(1, 0, 2, 3).reshape(n, heads, dim)
+
+
+def _prefill(pool: KVPool, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+             chunk: PrefillChunk, scale: float) -> torch.Tensor:
+    qc = q[chunk.start : chunk.end].transpose(0, 1).unsqueeze(0)  # [1, heads, chunk, dim]
+    if chunk.block_ids is None:
+        kc = k[chunk.start : chunk.end].transpose(0, 1).unsqueeze(0)
+        vc = v[chunk.start : chunk.end].transpose(0, 1).unsqueeze(0)
+        out = F.scaled_dot_product_attention(qc, kc, vc, is_causal=True, scale=scale, enable_gqa=True)
+    else:
+        assert chunk.mask is not None, "prefill chunk with context but no mask"
+        context = chunk.mask.shape[1]
+        keys, values = pool.gather(layer, chunk.block_ids)
+        kc = keys[:, :context].unsqueeze(0)
+        vc = values[:, :context].unsqueeze(0)
+        out = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=chunk.mask, scale=scale, enable_gqa=True)
+    return out[0].transpose(0, 1)  # [chunk, heads, dim]

@@ -1,0 +1,55 @@
+"""The paged KV pool: fixed-size blocks of K and V for every layer, in one tensor.
+
+Layout [num_layers, 2, num_kv_heads, num_blocks, block_size, head_dim] (2 = key, value). Heads come
+before blocks so a gather of a sequence's blocks for one layer yields [heads, tokens, head_dim] slices
+that are contiguous per head, which batched attention consumes without another copy. A token's slot
+is `block_id * block_size + offset`. The storage tensor comes from `workers.devices` (RAM, GPU memory
+or a memory-mapped file on a drive).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class KVPool:
+    """Owns the storage; knows nothing of which sequence holds which block (that is the block manager)."""
+
+    def __init__(self, storage: torch.Tensor, block_size: int) -> None:
+        assert storage.dim() == 6 and storage.shape[1] == 2 and storage.shape[4] == block_size, \
+            f"KV storage shape {tuple(storage.shape)} does not match the pool layout"
+        self.storage = storage
+        self.block_size = block_size
+        self.num_layers, _, self.num_kv_heads, self.num_blocks, _, self.head_dim = storage.shape
+        self._flat = storage.view(self.num_layers, 2, self.num_kv_heads, self.num_blocks * block_size,
+                                  self.head_dim)
+
+    @property
+    def block_shape(self) -> tuple[int, int, int, int, int]:
+        """Shape of one exported block: [layers, 2, kv_heads, block_size, head_dim]."""
+        return (self.num_layers, 2, self.num_kv_heads, self.block_size, self.head_dim)
+
+    @staticmethod
+    def bytes_per_block(num_layers: int, num_kv_heads: int, block_size: int, head_dim: int,
+                        element_size: int) -> int:
+        return num_layers * 2 * num_kv_heads * block_size * head_dim * element_size
+
+    def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store K and V ([tokens, kv_heads, head_dim]) of `layer` at `slots` ([tokens])."""
+        self._flat[layer, 0].index_copy_(1, slots, k.transpose(0, 1))
+        self._flat[layer, 1].index_copy_(1, slots, v.transpose(0, 1))
+
+    def gather(self, layer: int, block_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V of `layer` for `block_ids` ([n]) as [kv_heads, n * block_size, head_dim] copies."""
+        k = self.storage[layer, 0].index_select(1, block_ids)
+        v = self.storage[layer, 1].index_select(1, block_ids)
+        shape = (self.num_kv_heads, -1, self.head_dim)
+        return k.view(shape), v.view(shape)
+
+    def read_block(self, block_id: int) -> torch.Tensor:
+        """A CPU copy of one block, shaped `block_shape`."""
+        return self.storage[:, :, :, block_id].to("cpu", copy=True)
+
+    def write_block(self, block_id: int, kv: torch.Tensor) -> None:
+        """Overwrite one block with `kv` shaped `block_shape` (any device; converted to the pool's)."""
+        self.storage[:, :, :, block_id] = kv.to(device=self.storage.device, dtype=self.storage.dtype)

@@ -1,0 +1,83 @@
+"""The Llama-family decoder (Llama, Mistral, Qwen2) as plain tensor code over the paged KV pool.
+
+Weights are held in a dict of tensors as loaded; q/k/v (and gate/up) are fused into one matrix each at
+load time so a layer does three large matmuls instead of seven. `forward` takes one step's flat batch
+and returns hidden states; `logits` applies the final norm and lm_head only to the rows to sample.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from workers.engine.attention import AttentionMetadata, paged_attention
+from workers.engine.kv_pool import KVPool
+from workers.engine.layers import apply_rope, rms_norm, rope_tables, swiglu_mlp
+from workers.engine.loader import ModelArgs
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    in_norm: torch.Tensor
+    qkv: torch.Tensor  # [q + 2 * kv, hidden]
+    qkv_bias: torch.Tensor | None
+    o: torch.Tensor
+    post_norm: torch.Tensor
+    gate_up: torch.Tensor  # [2 * intermediate, hidden]
+    down: torch.Tensor
+
+
+class LlamaModel:
+    def __init__(self, args: ModelArgs, weights: dict[str, torch.Tensor], device: torch.device) -> None:
+        self.args = args
+        self.embed = weights["model.embed_tokens.weight"]
+        self.norm = weights["model.norm.weight"]
+        self.lm_head = weights.get("lm_head.weight", self.embed)
+        self.layers = [self._fuse(weights, i) for i in range(args.num_layers)]
+        self.cos, self.sin = rope_tables(args.head_dim, args.rope_theta, args.max_position_embeddings, device)
+        self.scale = 1.0 / math.sqrt(args.head_dim)
+        self.q_size = args.num_heads * args.head_dim
+        self.kv_size = args.num_kv_heads * args.head_dim
+
+    def _fuse(self, w: dict[str, torch.Tensor], i: int) -> LayerWeights:
+        p = f"model.layers.{i}."
+        qkv = [w[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]
+        bias = None
+        if self.args.qkv_bias:
+            bias = torch.cat([w[p + f"self_attn.{n}_proj.bias"] for n in "qkv"])
+        return LayerWeights(
+            in_norm=w[p + "input_layernorm.weight"],
+            qkv=torch.cat(qkv).contiguous(),
+            qkv_bias=bias,
+            o=w[p + "self_attn.o_proj.weight"],
+            post_norm=w[p + "post_attention_layernorm.weight"],
+            gate_up=torch.cat([w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"]]).contiguous(),
+            down=w[p + "mlp.down_proj.weight"],
+        )
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, pool: KVPool,
+                meta: AttentionMetadata) -> torch.Tensor:
+        """input_ids, positions [tokens] -> hidden states [tokens, hidden]. Writes the step's KV."""
+        args = self.args
+        x = F.embedding(input_ids, self.embed)
+        cos, sin = self.cos[positions], self.sin[positions]
+        n = input_ids.shape[0]
+        for index, layer in enumerate(self.layers):
+            h = rms_norm(x, layer.in_norm, args.rms_norm_eps)
+            qkv = F.linear(h, layer.qkv, layer.qkv_bias)
+            q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+            q = apply_rope(q.view(n, args.num_heads, args.head_dim), cos, sin)
+            k = apply_rope(k.view(n, args.num_kv_heads, args.head_dim), cos, sin)
+            v = v.reshape(n, args.num_kv_heads, args.head_dim)
+            attn = paged_attention(pool, index, q, k, v, meta, self.scale)
+            x = x + F.linear(attn, layer.o)
+            h = rms_norm(x, layer.post_norm, args.rms_norm_eps)
+            x = x + swiglu_mlp(h, layer.gate_up, layer.down)
+        return x
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [rows, hidden] -> float32 logits [rows, vocab]."""
+        return F.linear(rms_norm(hidden, self.norm, self.args.rms_norm_eps), self.lm_head).float()

@@ -1,0 +1,96 @@
+"""Model runner: turns one step's scheduled chunks into tensors, runs the model, returns logits.
+
+Batch order: single-token chunks (decodes) first, then prefill chunks. Positions and pool slots are
+computed with tensor ops per chunk; the decode block table is padded to the longest decoding sequence
+with block 0 and masked. Only the rows that produce a next token go through the final norm and lm_head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence as Seq
+
+import torch
+
+from workers.engine.attention import AttentionMetadata, PrefillChunk
+from workers.engine.kv_pool import KVPool
+from workers.engine.model import LlamaModel
+from workers.engine.scheduler import ScheduledChunk
+
+
+class ModelRunner:
+    def __init__(self, model: LlamaModel, pool: KVPool, device: torch.device) -> None:
+        self.model = model
+        self.pool = pool
+        self.device = device
+        self.block_size = pool.block_size
+
+    @torch.inference_mode()
+    def execute(self, chunks: Seq[ScheduledChunk]) -> tuple[list[ScheduledChunk], torch.Tensor]:
+        """Compute the chunks' KV; returns the chunks that sample, in row order of the logits
+        ([rows, vocab], float32, on CPU)."""
+        decodes = [c for c in chunks if c.num_tokens == 1]
+        prefills = [c for c in chunks if c.num_tokens > 1]
+        ordered = decodes + prefills
+        input_ids, positions, slots = self._flat_inputs(ordered)
+        table, mask = self._decode_table(decodes) if decodes else (None, None)
+        meta = AttentionMetadata(
+            slots=slots,
+            num_decodes=len(decodes),
+            decode_block_table=table,
+            decode_mask=mask,
+            prefills=self._prefill_chunks(prefills, len(decodes)),
+        )
+        hidden = self.model.forward(input_ids, positions, self.pool, meta)
+        rows, sampling = [], []
+        offset = 0
+        for chunk in ordered:
+            offset += chunk.num_tokens
+            if chunk.samples:
+                rows.append(offset - 1)
+                sampling.append(chunk)
+        if not rows:
+            return [], torch.empty(0)
+        logits = self.model.logits(hidden[torch.tensor(rows, device=self.device)])
+        return sampling, logits.cpu()
+
+    def _flat_inputs(self, chunks: Seq[ScheduledChunk]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ids: list[int] = []
+        pos: list[int] = []
+        slots: list[int] = []
+        size = self.block_size
+        for chunk in chunks:
+            seq, start = chunk.seq, chunk.seq.num_computed_tokens
+            end = start + chunk.num_tokens
+            ids.extend(seq.token_ids[start:end])
+            pos.extend(range(start, end))
+            table = seq.block_table
+            slots.extend(table[p // size] * size + p % size for p in range(start, end))
+        as_tensor = lambda values: torch.tensor(values, dtype=torch.long, device=self.device)  # noqa: E731
+        return as_tensor(ids), as_tensor(pos), as_tensor(slots)
+
+    def _decode_table(self, decodes: Seq[ScheduledChunk]) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = [c.seq.num_computed_tokens + 1 for c in decodes]
+        max_blocks = -(-max(lengths) // self.block_size)
+        table = [c.seq.block_table[:max_blocks] + [0] * (max_blocks - len(c.seq.block_table[:max_blocks]))
+                 for c in decodes]
+        block_table = torch.tensor(table, dtype=torch.long, device=self.device).view(-1)
+        columns = torch.arange(max_blocks * self.block_size, device=self.device)
+        valid = columns[None, :] < torch.tensor(lengths, device=self.device)[:, None]
+        mask = torch.zeros(valid.shape, dtype=self.pool.storage.dtype, device=self.device)
+        mask.masked_fill_(~valid, float("-inf"))
+        return block_table, mask[:, None, :]
+
+    def _prefill_chunks(self, prefills: Seq[ScheduledChunk], offset: int) -> tuple[PrefillChunk, ...]:
+        out = []
+        for chunk in prefills:
+            ctx_start = chunk.seq.num_computed_tokens
+            block_ids = mask = None
+            if ctx_start > 0:
+                context = ctx_start + chunk.num_tokens
+                blocks = chunk.seq.block_table[: -(-context // self.block_size)]
+                block_ids = torch.tensor(blocks, dtype=torch.long, device=self.device)
+                q_pos = torch.arange(ctx_start, context, device=self.device)
+                mask = torch.arange(context, device=self.device)[None, :] <= q_pos[:, None]
+            out.append(PrefillChunk(offset, offset + chunk.num_tokens, ctx_start, block_ids, mask))
+            offset += chunk.num_tokens
+        return tuple(out)
