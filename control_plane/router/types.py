@@ -52,18 +52,20 @@ class PrefixMatch:
     """What the prefix index knows of one prompt.
 
     `worker_blocks[w]` is the number of leading prompt blocks worker `w` holds in its own memory;
-    `shared_blocks[tier]` the number of leading blocks held by a shared tier ("redis", "disk") that
-    every worker can read. Block counts, not tokens.
+    `local_blocks[(w, tier)]` those in a tier private to w (e.g. its node-local "disk");
+    `shared_blocks[tier]` those held by a shared tier (e.g. "redis") that every worker can read.
+    Block counts, not tokens.
     """
 
     num_blocks: int = 0
     worker_blocks: Mapping[str, int] = field(default_factory=dict)
     shared_blocks: Mapping[str, int] = field(default_factory=dict)
+    local_blocks: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
     def blocks_for(self, worker_id: str, tier: Tier) -> int:
         if tier == "memory":
             return self.worker_blocks.get(worker_id, 0)
-        return self.shared_blocks.get(tier, 0)
+        return max(self.local_blocks.get((worker_id, tier), 0), self.shared_blocks.get(tier, 0))
 
     def best_blocks_for(self, worker_id: str) -> int:
         """Leading blocks `worker_id` can get without recomputing, from any tier."""

@@ -1,0 +1,57 @@
+"""The admin API under `/admin`, behind the admin token (403 without it).
+
+- `GET  /admin/plan`: the current plan document and its version (404 before the first plan);
+- `GET  /admin/workers`: every known worker with health, role, pool and load;
+- `POST /admin/solve`: a what-if placement: the body is a placement spec (the same mapping
+  `heteroserve plan` reads from YAML/JSON); answers the solved plan without publishing it;
+- `POST /admin/drain/{worker_id}?timeout_seconds=30`: stop routing to the worker and drain it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+
+from control_plane.gateway.runtime import GatewayRuntime
+from heteroserve.errors import InvalidRequestError, UnavailableError
+
+
+def admin_router(runtime: GatewayRuntime) -> APIRouter:
+    def require_admin(request: Request) -> None:
+        runtime.auth.check_admin(request.headers.get("authorization"))
+
+    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+    @router.get("/plan")
+    async def get_plan() -> dict[str, Any]:
+        record = await runtime.plan_record()
+        return {"version": record.version, "published_at": record.published_at, "plan": record.plan,
+                "in_use_version": runtime.plan.version}
+
+    @router.get("/workers")
+    async def get_workers() -> dict[str, Any]:
+        return {"workers": runtime.workers()}
+
+    @router.post("/solve")
+    async def solve(spec: dict[str, Any] = Body(..., description="a placement spec")) -> dict[str, Any]:  # noqa: B008
+        return await asyncio.to_thread(solve_what_if, spec)
+
+    @router.post("/drain/{worker_id}")
+    async def drain(worker_id: str, timeout_seconds: float = Query(30.0, gt=0, le=3600)) -> dict[str, Any]:
+        return await runtime.drain(worker_id, timeout_seconds)
+
+    return router
+
+
+def solve_what_if(spec: dict[str, Any]) -> dict[str, Any]:
+    """Solve a placement spec with the placement library (imported lazily: it pulls in the solver)."""
+    try:
+        from placement.spec import solve_spec
+    except ImportError:
+        raise UnavailableError("what-if solving is not available: placement.spec is missing") from None
+    if not isinstance(spec, dict):
+        raise InvalidRequestError("must be a JSON object", field="body")
+    plan = solve_spec(spec, source="/admin/solve")
+    return {"plan": plan.to_dict()}

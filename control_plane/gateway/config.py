@@ -1,0 +1,90 @@
+"""`GatewayConfig`: the gateway's one frozen configuration, built at the process edge.
+
+Secrets (`cluster_token`, admin token) are excluded from `repr`; the admin token is kept only as its
+sha256 digest, like API keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from control_plane.gateway.auth import ApiKeySpec
+from control_plane.router.config import RouterConfig
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A served model: `name` (what clients send as `model`, and what workers register) and the
+    directory holding its tokenizer and config."""
+
+    name: str
+    path: Path
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("models[].name must not be empty")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything one gateway process needs.
+
+    Limits: `max_body_bytes` (413 above), `max_tokens_limit` (upper bound of max_tokens, 400 above),
+    `default_max_tokens` (when a request sets none). Timeouts (seconds): `first_token_timeout_seconds`
+    bounds prefill + first token on a worker, `token_timeout_seconds` the gap between two tokens,
+    `unary_timeout_seconds` every unary worker call (stats, health, drain). Faults:
+    `max_retries` attempts on other workers before the first token, `max_migrations` resumes of a
+    stream after its worker died. P/D: the disaggregated path is taken when the plan sends the class
+    to P/D pools and the uncached prompt has at least `pd_min_uncached_tokens` tokens.
+    `refresh_seconds` is the period of registry, stats and plan refresh.
+    """
+
+    models: tuple[ModelSpec, ...]
+    cluster_token: str = field(repr=False)
+    redis_url: str | None = field(default=None, repr=False)
+    admin_token_sha256: str | None = field(default=None, repr=False)
+    api_keys: tuple[ApiKeySpec, ...] = ()
+    allow_anonymous: bool = False
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int | None = None
+    max_body_bytes: int = 1_048_576
+    max_tokens_limit: int = 4096
+    default_max_tokens: int = 16
+    first_token_timeout_seconds: float = 60.0
+    token_timeout_seconds: float = 30.0
+    unary_timeout_seconds: float = 5.0
+    max_retries: int = 2
+    max_migrations: int = 2
+    pd_min_uncached_tokens: int = 256
+    refresh_seconds: float = 0.5
+    block_size: int = 16
+    router: RouterConfig = field(default_factory=RouterConfig)
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("models must name at least one model")
+        if len({m.name for m in self.models}) != len(self.models):
+            raise ValueError("models: names must be unique")
+        if not self.cluster_token:
+            raise ValueError("cluster_token must not be empty")
+        for name in ("http_port",):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(f"{name} must be in 0..65535, got {getattr(self, name)}")
+        if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
+            raise ValueError(f"grpc_port must be in 0..65535, got {self.grpc_port}")
+        for name in ("max_body_bytes", "max_tokens_limit", "default_max_tokens", "block_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError("default_max_tokens must be <= max_tokens_limit")
+        for name in ("first_token_timeout_seconds", "token_timeout_seconds", "unary_timeout_seconds",
+                     "refresh_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("max_retries", "max_migrations", "pd_min_uncached_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if len({k.name for k in self.api_keys}) != len(self.api_keys):
+            raise ValueError("api_keys: names must be unique")

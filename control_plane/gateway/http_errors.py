@@ -1,0 +1,114 @@
+"""The one place where errors become HTTP responses, and the request body size limit.
+
+Body: `{"error": {"message", "type", "param", "code"}}` like OpenAI, where `param` names the field.
+- `HeteroserveError` → its `http_status`;
+- Pydantic validation errors and malformed JSON → 400 (not FastAPI's 422), naming the field;
+- anything else → 500 with a generic message (the traceback goes to the log, never to the client).
+`BodyLimitMiddleware` answers 413 when `Content-Length` or the bytes actually received exceed
+`max_body_bytes`, before the body is parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from heteroserve.errors import HeteroserveError
+
+log = logging.getLogger(__name__)
+
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+          404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def error_body(status: int, message: str, param: str | None = None) -> dict[str, Any]:
+    kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": str(status)}}
+
+
+def error_response(exc: HeteroserveError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
+    return JSONResponse(error_body(exc.http_status, str(exc), exc.field), status_code=exc.http_status,
+                        headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
+    first: dict[str, Any] = dict(exc.errors()[0]) if exc.errors() else {"loc": ("body",), "msg": "invalid"}
+    if first.get("type") == "json_invalid":
+        context = first.get("ctx") or {}
+        return "body", f"body: malformed JSON ({context.get('error', 'cannot parse')})"
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    field = ".".join(loc) or "body"
+    if field == "body":
+        return field, "body: must be a JSON object (Content-Type: application/json)"
+    if first.get("type") == "missing":
+        return field, f"{field}: required field is missing"
+    return field, f"{field}: {first.get('msg', 'invalid value')}"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HeteroserveError)
+    async def _domain(request: Request, exc: HeteroserveError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        field, message = _validation_message(exc)
+        return JSONResponse(error_body(400, message, field), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse(error_body(500, "internal error in the gateway (see its log)"), status_code=500)
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI middleware: 413 for bodies over `max_body_bytes` (declared or streamed)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._reject(send)
+            return
+        seen = 0
+        rejected = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    rejected = True  # answer now; the app sees a disconnect and its reply is dropped
+                    await self._reject(send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not rejected:
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+    async def _reject(self, send: Send) -> None:
+        body = json.dumps(error_body(413, f"body: request body exceeds {self.max_body_bytes} bytes",
+                                     "body")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

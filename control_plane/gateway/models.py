@@ -1,0 +1,126 @@
+"""The models a gateway serves: tokenizer, chat template and context length, read from the model dir.
+
+The gateway tokenizes prompts itself (so it can hash prompt blocks for routing) with the model's own
+`tokenizer.json` through `tokenizers` (no torch). From `config.json` it reads the context length
+(`max_position_embeddings`). From `tokenizer_config.json` it reads `chat_template` and renders it with
+jinja2 in a sandbox; the rendered text is then tokenized like a completion prompt (the tokenizer's
+post-processor adds BOS where the model has one).
+
+Default chat template, used when the model has none (one line per message, then the assistant cue):
+
+    {role}: {content}\\n ... assistant:
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from tokenizers import Tokenizer
+
+from heteroserve.errors import ConfigError, InvalidRequestError
+
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+class ServedModel:
+    """One model: its name, tokenizer, chat template and context length. Immutable after loading."""
+
+    def __init__(self, name: str, path: Path) -> None:
+        self.name = name
+        self.path = path
+        self.max_context_tokens = _read_context_length(path)
+        self._tokenizer = _load_tokenizer(path)
+        tok_config = _read_json(path / "tokenizer_config.json", required=False)
+        template = tok_config.get("chat_template") or DEFAULT_CHAT_TEMPLATE
+        if isinstance(template, list):  # HF allows a list of named templates
+            template = next((t["template"] for t in template if t.get("name") == "default"),
+                            template[0]["template"])
+        self._template = ImmutableSandboxedEnvironment().from_string(template)
+        self._special = {k: _token_text(tok_config.get(k)) for k in ("bos_token", "eos_token")}
+        self.eos_token_id: int | None = self._tokenizer.token_to_id(self._special["eos_token"] or "</s>")
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._tokenizer.get_vocab_size())
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text).ids)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self._tokenizer.decode(list(token_ids)))
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        """The chat transcript as prompt text, ending with the assistant's turn."""
+        try:
+            return str(self._template.render(
+                messages=[{"role": m.role, "content": m.content} for m in messages],
+                add_generation_prompt=True, **self._special))
+        except Exception as exc:  # a template error is the request's fault or the model's: say which
+            raise InvalidRequestError(f"the model's chat template failed on these messages: {exc}",
+                                      field="messages") from None
+
+    def check_fits(self, num_prompt_tokens: int, max_tokens: int, field: str) -> None:
+        """Raise `InvalidRequestError` naming `field` when the prompt leaves no room to generate."""
+        if num_prompt_tokens >= self.max_context_tokens:
+            raise InvalidRequestError(
+                f"prompt is {num_prompt_tokens} tokens; this model's context is {self.max_context_tokens}",
+                field=field)
+        if num_prompt_tokens + max_tokens > self.max_context_tokens:
+            room = self.max_context_tokens - num_prompt_tokens
+            raise InvalidRequestError(
+                f"prompt ({num_prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the context of "
+                f"{self.max_context_tokens}; at most {room} tokens can be generated", field="max_tokens")
+
+
+def _token_text(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("content", ""))
+    return str(value) if value else ""
+
+
+def _read_json(path: Path, *, required: bool) -> dict[str, Any]:
+    if not path.exists():
+        if required:
+            raise ConfigError("file is missing", source=str(path))
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", source=str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("top level must be an object", source=str(path))
+    return data
+
+
+def _read_context_length(path: Path) -> int:
+    config = _read_json(path / "config.json", required=True)
+    value = config.get("max_position_embeddings")
+    if not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"must be a positive integer, got {value!r}", field="max_position_embeddings",
+                          source=str(path / "config.json"))
+    return value
+
+
+def _load_tokenizer(path: Path) -> Tokenizer:
+    file = path / "tokenizer.json"
+    if not file.exists():
+        raise ConfigError("file is missing", source=str(file))
+    try:
+        return Tokenizer.from_file(str(file))
+    except Exception as exc:
+        raise ConfigError(f"cannot load tokenizer: {exc}", source=str(file)) from None

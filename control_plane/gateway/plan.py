@@ -1,0 +1,101 @@
+"""The gateway's view of the placement plan: request class → `ClassRoute` (pools and weights).
+
+The planner publishes `placement.Plan.to_dict()` through `control_plane.plan_store`; a `PlanWatcher`
+polls it and `PlanView.update` parses it. Parsing reads only these parts of the document, so a newer
+plan with more fields still works:
+
+    pools:   [{"name", "role", ...}, ...]
+    routing: {request_class: {pool_name: share, ...}, ...}    (shares of a class sum to 1)
+    classes: [{"name", "slo_class"?, "max_input_tokens"?, "max_output_tokens"?}, ...]   (optional)
+
+A class's colocated share is the sum over its colocated pools; its disaggregated share the sum over
+its prefill pools (the decode shares cover the same requests). A request is classified by SLO class
+first, then by the smallest class whose input and output bounds hold it; with no plan, or no class
+that matches, it is `DEFAULT_ROUTE` (every worker of the model, colocated) with class
+`slo_class or "default"`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from control_plane.orchestrator.routes import DEFAULT_ROUTE, ClassRoute
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _ClassBounds:
+    name: str
+    slo_class: str = ""
+    max_input_tokens: int | None = None
+    max_output_tokens: int | None = None
+
+
+class PlanView:
+    """Latest parsed plan. `update` swaps it atomically (one assignment); readers never see half."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.document: Mapping[str, Any] | None = None
+        self._routes: dict[str, ClassRoute] = {}
+        self._classes: tuple[_ClassBounds, ...] = ()
+
+    def update(self, version: int, document: Mapping[str, Any]) -> None:
+        """Parse and install a plan; a malformed plan is logged and the previous one kept."""
+        try:
+            routes, classes = parse_plan(document)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("ignoring plan version %d: %s", version, exc)
+            return
+        self._routes, self._classes = routes, classes
+        self.version, self.document = version, document
+
+    def route_for(self, num_input_tokens: int, max_tokens: int, slo_class: str) -> ClassRoute:
+        name = self._classify(num_input_tokens, max_tokens, slo_class)
+        if name is not None and name in self._routes:
+            return self._routes[name]
+        return replace(DEFAULT_ROUTE, request_class=slo_class or "default")
+
+    def _classify(self, num_input_tokens: int, max_tokens: int, slo_class: str) -> str | None:
+        fitting = [c for c in self._classes
+                   if (not c.slo_class or c.slo_class == slo_class)
+                   and (c.max_input_tokens is None or num_input_tokens <= c.max_input_tokens)
+                   and (c.max_output_tokens is None or max_tokens <= c.max_output_tokens)]
+        if fitting:
+            best = min(fitting, key=lambda c: (c.slo_class != slo_class, c.max_input_tokens or 1 << 62,
+                                               c.max_output_tokens or 1 << 62))
+            return best.name
+        if slo_class in self._routes:
+            return slo_class
+        if len(self._routes) == 1:
+            return next(iter(self._routes))
+        return "default" if "default" in self._routes else None
+
+
+def parse_plan(document: Mapping[str, Any]) -> tuple[dict[str, ClassRoute], tuple[_ClassBounds, ...]]:
+    """(class → route, class bounds) from a plan document. Raises KeyError/TypeError/ValueError."""
+    roles = {str(p["name"]): str(p["role"]) for p in document.get("pools", [])}
+    routes: dict[str, ClassRoute] = {}
+    for name, shares in (document.get("routing") or {}).items():
+        by_role: dict[str, dict[str, float]] = {"colocated": {}, "prefill": {}, "decode": {}}
+        for pool, share in shares.items():
+            role = roles.get(pool)
+            if role not in by_role:
+                raise ValueError(f"routing.{name}.{pool}: unknown pool (pools: {sorted(roles)})")
+            if float(share) > 0:
+                by_role[role][pool] = float(share)
+        colocated, prefill = sum(by_role["colocated"].values()), sum(by_role["prefill"].values())
+        total = colocated + prefill
+        share = prefill / total if total > 0 and by_role["decode"] else 0.0
+        routes[name] = ClassRoute(request_class=name, colocated=by_role["colocated"],
+                                  prefill=by_role["prefill"] if share else {},
+                                  decode=by_role["decode"] if share else {}, disaggregated_share=share)
+    classes = tuple(_ClassBounds(name=str(c["name"]), slo_class=str(c.get("slo_class", "")),
+                                 max_input_tokens=c.get("max_input_tokens"),
+                                 max_output_tokens=c.get("max_output_tokens"))
+                    for c in document.get("classes", []))
+    return routes, classes

@@ -1,0 +1,218 @@
+"""The REST face: OpenAI-compatible `/v1/*`, probes and metrics. Admin routes are in `admin.py`.
+
+Each route translates JSON to a `GenerateInput`, asks the service, and translates events back.
+Streaming: the first event is awaited before the response starts, so errors before the first token
+(no worker, bad input) still get their HTTP status; errors after it end the stream with one
+`data: {"error": ...}` event. Every stream ends with `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from control_plane.gateway import sse
+from control_plane.gateway.admin import admin_router
+from control_plane.gateway.auth import Principal
+from control_plane.gateway.http_errors import BodyLimitMiddleware, error_body, install_error_handlers
+from control_plane.gateway.models import ChatMessage
+from control_plane.gateway.runtime import GatewayRuntime
+from control_plane.gateway.schemas import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
+    ErrorResponse,
+    ModelList,
+)
+from control_plane.gateway.service import GenerateInput, Prepared
+from control_plane.orchestrator.types import Event, Finished, TokenDelta
+from heteroserve import __version__
+from heteroserve.errors import HeteroserveError, InvalidRequestError
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 429, 503, 504)}
+
+
+def create_app(runtime: GatewayRuntime) -> FastAPI:
+    app = FastAPI(title="heteroserve gateway", version=__version__,
+                  description="OpenAI-compatible LLM serving over a heterogeneous fleet.")
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=runtime.config.max_body_bytes)
+    app.include_router(_openai_router(runtime))
+    app.include_router(_probe_router(runtime))
+    app.include_router(admin_router(runtime))
+    return app
+
+
+def _principal(runtime: GatewayRuntime) -> Callable[[Request], Principal]:
+    def dependency(request: Request) -> Principal:
+        return runtime.auth.authenticate(request.headers.get("authorization"))
+    return dependency
+
+
+def _input(body: CompletionRequest | ChatCompletionRequest, **kwargs: Any) -> GenerateInput:
+    if body.n != 1:
+        raise InvalidRequestError(f"only n = 1 is supported, got {body.n}", field="n")
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    max_tokens = body.max_tokens if body.max_tokens is not None else body.max_completion_tokens
+    return GenerateInput(model=body.model, max_tokens=max_tokens, temperature=body.temperature,
+                         top_p=body.top_p, top_k=body.top_k, seed=body.seed, stop=stop,
+                         ignore_eos=body.ignore_eos, slo_class=body.slo_class, session_id=body.session_id,
+                         tenant=body.tenant, **kwargs)
+
+
+def _completion_input(body: CompletionRequest) -> GenerateInput:
+    prompt = body.prompt
+    if isinstance(prompt, list) and prompt and all(isinstance(p, int) for p in prompt):
+        return _input(body, prompt_token_ids=tuple(int(p) for p in prompt))
+    if isinstance(prompt, list):
+        if len(prompt) != 1:
+            raise InvalidRequestError(f"a list prompt must hold exactly one string, got {len(prompt)}",
+                                      field="prompt")
+        prompt = str(prompt[0])
+    return _input(body, prompt=str(prompt))
+
+
+def _chat_input(body: ChatCompletionRequest) -> GenerateInput:
+    messages = []
+    for i, m in enumerate(body.messages):
+        content = m.content
+        if isinstance(content, list):  # OpenAI content parts: keep the text ones
+            content = "".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
+        if content is None:
+            raise InvalidRequestError("must be a string", field=f"messages[{i}].content")
+        messages.append(ChatMessage(role=m.role, content=content))
+    return _input(body, messages=tuple(messages))
+
+
+async def _start(runtime: GatewayRuntime, principal: Principal, request: GenerateInput,
+                 ) -> tuple[Prepared, AsyncIterator[Event], Event]:
+    tenant = runtime.auth.check_tenant(principal, request.tenant)
+    prepared = runtime.service.prepare(principal, request, tenant)
+    runtime.auth.admit(principal, len(prepared.job.prompt_token_ids) + prepared.job.sampling.max_tokens)
+    events = runtime.service.generate(prepared, "rest")
+    first = await anext(events)
+    return prepared, events, first
+
+
+async def _collect(first: Event, events: AsyncIterator[Event]) -> tuple[str, Finished]:
+    parts: list[str] = []
+    event: Event = first
+    while True:
+        if isinstance(event, TokenDelta):
+            parts.append(event.text)
+        else:
+            return "".join(parts), event
+        event = await anext(events)
+
+
+def _openai_router(runtime: GatewayRuntime) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["openai"])
+    auth = Depends(_principal(runtime))
+
+    @router.get("/models", response_model=ModelList, responses=ERRORS)
+    async def list_models(principal: Principal = auth) -> dict[str, Any]:
+        return {"object": "list", "data": [
+            {"id": m.name, "object": "model", "created": 0, "owned_by": "heteroserve",
+             "max_context_tokens": m.max_context_tokens} for m in runtime.models.values()]}
+
+    @router.post("/completions", response_model=CompletionResponse, responses=ERRORS)
+    async def completions(body: CompletionRequest, principal: Principal = auth) -> Response:
+        prepared, events, first = await _start(runtime, principal, _completion_input(body))
+        created, rid, model = int(time.time()), prepared.job.request_id, prepared.job.model
+        if body.stream:
+            def frame(e: Event) -> dict[str, Any]:
+                if isinstance(e, TokenDelta):
+                    return sse.completion_chunk(rid, created, model, e.text, None)
+                return sse.completion_chunk(rid, created, model, "", e.finish_reason,
+                                            usage=sse.usage(e.prompt_tokens, e.completion_tokens),
+                                            route=e.route.to_dict())
+            return _stream(first, events, frame, body.stream_options, rid, created, model, "text_completion")
+        text, done = await _collect(first, events)
+        return JSONResponse({
+            "id": rid, "object": "text_completion", "created": created, "model": model,
+            "choices": [{"index": 0, "text": text, "finish_reason": done.finish_reason, "logprobs": None}],
+            "usage": sse.usage(done.prompt_tokens, done.completion_tokens), "route": done.route.to_dict()})
+
+    @router.post("/chat/completions", response_model=ChatCompletionResponse, responses=ERRORS)
+    async def chat_completions(body: ChatCompletionRequest, principal: Principal = auth) -> Response:
+        prepared, events, first = await _start(runtime, principal, _chat_input(body))
+        created, rid, model = int(time.time()), prepared.job.request_id, prepared.job.model
+        if body.stream:
+            opened = False
+
+            def frame(e: Event) -> dict[str, Any]:
+                nonlocal opened
+                if isinstance(e, TokenDelta):
+                    delta = {"content": e.text} if opened else {"role": "assistant", "content": e.text}
+                    opened = True
+                    return sse.chat_chunk(rid, created, model, delta, None)
+                return sse.chat_chunk(rid, created, model, {}, e.finish_reason,
+                                      usage=sse.usage(e.prompt_tokens, e.completion_tokens),
+                                      route=e.route.to_dict())
+            return _stream(first, events, frame, body.stream_options, rid, created, model,
+                           "chat.completion.chunk")
+        text, done = await _collect(first, events)
+        return JSONResponse({
+            "id": rid, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": done.finish_reason, "logprobs": None}],
+            "usage": sse.usage(done.prompt_tokens, done.completion_tokens), "route": done.route.to_dict()})
+
+    return router
+
+
+def _stream(first: Event, events: AsyncIterator[Event], frame: Callable[[Event], dict[str, Any]],
+            options: dict[str, Any] | None, rid: str, created: int, model: str,
+            kind: str) -> StreamingResponse:
+    include_usage = bool((options or {}).get("include_usage"))
+
+    async def body() -> AsyncIterator[bytes]:
+        event: Event | None = first
+        try:
+            while event is not None:
+                yield sse.event(frame(event))
+                if isinstance(event, Finished):
+                    if include_usage:
+                        yield sse.event({"id": rid, "object": kind, "created": created, "model": model,
+                                         "choices": [],
+                                         "usage": sse.usage(event.prompt_tokens, event.completion_tokens)})
+                    break
+                event = await anext(events, None)
+        except HeteroserveError as exc:
+            yield sse.event(error_body(exc.http_status, str(exc), exc.field))
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+        yield sse.DONE
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Request-Id": rid})
+
+
+def _probe_router(runtime: GatewayRuntime) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness: the process serves HTTP."""
+        return {"status": "ok"}
+
+    @router.get("/ready", responses={503: {"model": ErrorResponse}})
+    async def ready() -> Response:
+        """Readiness: every served model has a healthy worker."""
+        if runtime.ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse(error_body(503, "not ready: some model has no healthy worker"), status_code=503)
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        runtime.refresh_gauges()
+        return Response(generate_latest(runtime.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router

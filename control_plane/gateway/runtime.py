@@ -1,0 +1,134 @@
+"""`GatewayRuntime`: builds and owns every long-lived part of one gateway process.
+
+Parts: the Redis client (registry, plan, KV events), the `ClusterView` (workers, stats, health), the
+`PlanWatcher` → `PlanView`, the prefix index follower, the router and orchestrator, auth and metrics.
+`start()` starts the background tasks; `stop()` stops every one of them and closes every client. Both
+transports (REST and gRPC) share one runtime, so they route with the same state.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from cache.index_sync import PrefixIndexFollower
+from control_plane.gateway.auth import Authenticator
+from control_plane.gateway.config import GatewayConfig
+from control_plane.gateway.metrics import GatewayMetrics
+from control_plane.gateway.models import ServedModel
+from control_plane.gateway.plan import PlanView
+from control_plane.gateway.service import GatewayService
+from control_plane.orchestrator.cluster import ClusterView
+from control_plane.orchestrator.config import OrchestratorConfig
+from control_plane.orchestrator.orchestrator import Orchestrator
+from control_plane.orchestrator.prefix import IndexPrefixSource, NoPrefixIndex, PrefixSource
+from control_plane.plan_store import PlanRecord, PlanStore, PlanWatcher
+from control_plane.router import InflightTracker, Router
+from heteroserve.errors import NotFoundError
+
+log = logging.getLogger(__name__)
+
+
+class GatewayRuntime:
+    def __init__(self, config: GatewayConfig, registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self.registry = registry or CollectorRegistry()
+        self.metrics = GatewayMetrics(self.registry)
+        self.auth = Authenticator(config.api_keys, config.admin_token_sha256, config.allow_anonymous)
+        self.models = {m.name: ServedModel(m.name, m.path) for m in config.models}
+        self.inflight = InflightTracker()
+        self.router = Router(config.router)
+        self.plan = PlanView()
+        self.redis: Any = None
+        if config.redis_url:
+            import redis.asyncio as aioredis
+
+            self.redis = aioredis.Redis.from_url(config.redis_url, socket_timeout=5.0,
+                                                 socket_connect_timeout=2.0)
+        self.cluster = ClusterView(self.redis, config.cluster_token, self.inflight,
+                                   refresh_seconds=config.refresh_seconds,
+                                   unary_timeout_seconds=config.unary_timeout_seconds)
+        self.follower = PrefixIndexFollower(self.redis) if self.redis is not None else None
+        prefix: PrefixSource = NoPrefixIndex()
+        if self.follower is not None:
+            follower = self.follower
+            prefix = IndexPrefixSource(lambda: follower.index)
+        self.plan_store = PlanStore(self.redis) if self.redis is not None else None
+        self._watcher = PlanWatcher(self.plan_store, self._on_plan, poll_seconds=1.0) \
+            if self.plan_store is not None else None
+        self.orchestrator = Orchestrator(self.cluster, self.router, self.inflight, prefix,
+                                         _orchestrator_config(config), self.metrics)
+        self.service = GatewayService(config, self.models, self.orchestrator, self.plan, self.metrics)
+        self.started = False
+
+    async def _on_plan(self, record: PlanRecord) -> None:
+        self.plan.update(record.version, record.plan)
+        log.info("using plan version %d", record.version)
+
+    async def start(self) -> None:
+        await self.cluster.start()
+        if self.follower is not None:
+            self.follower.start()
+        if self._watcher is not None:
+            try:
+                await self._watcher.poll_once()
+            except Exception as exc:
+                log.warning("cannot read the plan yet (%s); routing without one", exc)
+            self._watcher.start()
+        self.started = True
+        self.refresh_gauges()
+
+    async def stop(self) -> None:
+        self.started = False
+        if self._watcher is not None:
+            await self._watcher.stop()
+        if self.follower is not None:
+            await self.follower.stop()
+        await self.cluster.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    def refresh_gauges(self) -> None:
+        workers = self.cluster.snapshot()
+        healthy = sum(1 for w in workers if w.healthy)
+        self.metrics.workers.labels("healthy").set(healthy)
+        self.metrics.workers.labels("unhealthy").set(len(workers) - healthy)
+        self.metrics.registry_up.set(1 if self.cluster.registry_ok else 0)
+
+    def ready(self) -> bool:
+        """Started, and every served model has at least one healthy, non-draining worker."""
+        if not self.started:
+            return False
+        live = {w.model for w in self.cluster.snapshot() if w.healthy and not w.draining}
+        return all(name in live for name in self.models)
+
+    def workers(self) -> list[dict[str, Any]]:
+        return [{"worker_id": w.worker_id, "address": w.address, "role": w.role, "device": w.device,
+                 "node_type": w.node_type, "pool": w.pool, "model": w.model, "healthy": w.healthy,
+                 "draining": w.draining, "num_running": w.num_running, "num_waiting": w.num_waiting,
+                 "num_unreported": w.num_unreported} for w in self.cluster.snapshot()]
+
+    async def drain(self, worker_id: str, timeout_seconds: float) -> dict[str, Any]:
+        client = self.cluster.client(worker_id)
+        reply = await client.drain(timeout_seconds)
+        self.cluster.mark_failed(worker_id)
+        return {"worker_id": worker_id, "drained": reply.drained, "remaining": reply.remaining}
+
+    async def plan_record(self) -> PlanRecord:
+        if self.plan_store is None:
+            raise NotFoundError("no plan: this gateway runs without Redis", field="plan")
+        record = await self.plan_store.read()
+        if record is None:
+            raise NotFoundError("no plan has been published yet", field="plan")
+        return record
+
+
+def _orchestrator_config(config: GatewayConfig) -> OrchestratorConfig:
+    return OrchestratorConfig(
+        first_token_timeout_seconds=config.first_token_timeout_seconds,
+        token_timeout_seconds=config.token_timeout_seconds,
+        unary_timeout_seconds=config.unary_timeout_seconds, max_retries=config.max_retries,
+        max_migrations=config.max_migrations, pd_min_uncached_tokens=config.pd_min_uncached_tokens,
+        block_size=config.block_size)

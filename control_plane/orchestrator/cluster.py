@@ -1,0 +1,163 @@
+"""The gateway's view of the workers: registry records + stats + health, refreshed periodically.
+
+Every `refresh_seconds` the view lists live workers from the Redis registry, opens a `WorkerClient`
+for new ones (closing those of vanished ones), and polls every worker's `Stats` concurrently with a
+timeout. A worker whose poll fails is unhealthy and leaves the candidate set; it comes back after its
+next successful poll. The orchestrator may also `mark_failed` a worker at once when a call to it fails.
+`snapshot()` turns this into router `WorkerState`s, counting routed-but-not-reported requests from the
+shared `InflightTracker`. Redis unreachable: the view keeps its last list of workers and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from control_plane.router import InflightTracker, WorkerState
+from heteroserve.errors import HeteroserveError, NotFoundError
+from heteroserve.registry import WorkerRecord, list_workers
+from heteroserve.workerclient import WorkerClient
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from heteroserve.v1 import worker_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Entry:
+    record: WorkerRecord
+    client: WorkerClient
+    stats: worker_pb2.WorkerStats | None = None
+    reported_at: float | None = None
+    healthy: bool = False
+
+
+class ClusterView:
+    """Owns one `WorkerClient` per live worker. Start with `start()`, stop with `stop()`."""
+
+    def __init__(self, redis: Redis | None, cluster_token: str, inflight: InflightTracker, *,
+                 refresh_seconds: float = 0.5, unary_timeout_seconds: float = 5.0) -> None:
+        self._redis = redis
+        self._token = cluster_token
+        self._inflight = inflight
+        self._refresh_seconds = refresh_seconds
+        self._timeout = unary_timeout_seconds
+        self._entries: dict[str, _Entry] = {}
+        self._static: dict[str, WorkerRecord] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.registry_ok = redis is None
+
+    def add_static(self, record: WorkerRecord) -> None:
+        """Serve `record` without a registry (embedded use, tests without Redis)."""
+        self._static[record.worker_id] = record
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._loop(), name="cluster-refresh")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for entry in self._entries.values():
+            await entry.client.close()
+        self._entries.clear()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_seconds)
+            try:
+                await self.refresh()
+            except Exception:  # keep refreshing whatever one round hit
+                log.exception("cluster refresh failed")
+
+    async def refresh(self) -> None:
+        """One round: registry list, then every worker's stats (concurrently)."""
+        records = await self._list_records()
+        if records is not None:
+            await self._sync(records)
+        await asyncio.gather(*(self._poll(e) for e in list(self._entries.values())))
+
+    async def _list_records(self) -> dict[str, WorkerRecord] | None:
+        records = dict(self._static)
+        if self._redis is None:
+            return records
+        try:
+            for record in await asyncio.wait_for(list_workers(self._redis), self._timeout):
+                records[record.worker_id] = record
+        except Exception as exc:
+            if self.registry_ok:
+                log.warning("worker registry unreachable (%s); keeping the last known workers", exc)
+            self.registry_ok = False
+            return None
+        self.registry_ok = True
+        return records
+
+    async def _sync(self, records: dict[str, WorkerRecord]) -> None:
+        for worker_id in [w for w in self._entries if w not in records]:
+            await self._entries.pop(worker_id).client.close()
+        for worker_id, record in records.items():
+            entry = self._entries.get(worker_id)
+            if entry is None or entry.record.address != record.address:
+                if entry is not None:
+                    await entry.client.close()
+                client = WorkerClient(record.address, self._token, timeout_seconds=self._timeout)
+                self._entries[worker_id] = _Entry(record, client)
+            else:
+                entry.record = record
+
+    async def _poll(self, entry: _Entry) -> None:
+        asked_at = time.monotonic()
+        try:
+            entry.stats = await entry.client.stats()
+        except (TimeoutError, HeteroserveError) as exc:
+            if entry.healthy:
+                log.warning("worker %s failed its stats poll (%s): out of the candidate set",
+                            entry.record.worker_id, exc)
+            entry.healthy = False
+            return
+        entry.reported_at = asked_at
+        entry.healthy = True
+
+    def mark_failed(self, worker_id: str) -> None:
+        """Take `worker_id` out of the candidate set until its next successful poll."""
+        entry = self._entries.get(worker_id)
+        if entry is not None:
+            entry.healthy = False
+
+    def client(self, worker_id: str) -> WorkerClient:
+        entry = self._entries.get(worker_id)
+        if entry is None:
+            raise NotFoundError(f"no worker {worker_id!r}", field="worker")
+        return entry.client
+
+    def record(self, worker_id: str) -> WorkerRecord:
+        entry = self._entries.get(worker_id)
+        if entry is None:
+            raise NotFoundError(f"no worker {worker_id!r}", field="worker")
+        return entry.record
+
+    def snapshot(self) -> list[WorkerState]:
+        """Router view of every known worker (healthy or not), sorted by id."""
+        return [self._state(e) for _, e in sorted(self._entries.items())]
+
+    def _state(self, entry: _Entry) -> WorkerState:
+        r, s = entry.record, entry.stats
+        state = WorkerState(worker_id=r.worker_id, address=r.address, model=r.model,
+                            role=r.role if r.role in ("colocated", "prefill", "decode") else "colocated",  # type: ignore[arg-type]
+                            pool=r.pool, node_type=r.node_type, device=r.device, healthy=entry.healthy,
+                            draining=r.draining or bool(s and s.draining),
+                            max_concurrency=r.max_num_seqs,
+                            num_unreported=self._inflight.unreported(r.worker_id, entry.reported_at))
+        if s is not None:
+            state = replace(state, num_running=s.num_running, num_waiting=s.num_waiting)
+        return state

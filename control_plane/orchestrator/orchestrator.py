@@ -1,0 +1,197 @@
+"""Serve one generation: route, call workers, retry, migrate, and the P/D path.
+
+Colocated path: the router picks a worker of the class's colocated pools; it prefills and decodes.
+
+Disaggregated path, taken when the plan sends this request to P/D pools (`PathChooser`) and at least
+`pd_min_uncached_tokens` prompt tokens are not cached anywhere: Prefill on a prefill worker (first
+token, KV kept there and published to the shared tier), then Decode on a decode worker with
+`kv_source` = the prefill worker's address and the shared tier. If the KV transfer fails, the decode
+worker prefills locally (worker side). If no prefill worker can take it, the request goes colocated.
+
+Faults:
+- before the first token, a retryable error (worker down, timeout, full) sends the request to another
+  worker, at most `max_retries` times;
+- after tokens were sent, the stream migrates: `Decode` on another worker with prompt + tokens already
+  sent and no KV source (it re-prefills), at most `max_migrations` times. The client sees every token
+  exactly once, because only tokens after `generated_token_ids` come back;
+- a worker whose call failed with UNAVAILABLE or a timeout leaves the candidate set until its next
+  successful stats poll (`ClusterView.mark_failed`).
+Non-retryable errors (bad request, auth) go straight to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+from cache.hashing import BlockHash
+from control_plane.gateway.metrics import GatewayMetrics
+from control_plane.orchestrator.cluster import ClusterView
+from control_plane.orchestrator.config import OrchestratorConfig
+from control_plane.orchestrator.prefix import PrefixSource
+from control_plane.orchestrator.relay import Run, accept_chunk, relay
+from control_plane.orchestrator.routes import ClassRoute, PathChooser
+from control_plane.orchestrator.types import Event, Finished, GenerateJob
+from control_plane.router import InflightTracker, PrefixMatch, RouteDecision, Router, RouteRequest
+from control_plane.router.types import Role
+from heteroserve.errors import DeadlineExceededError, HeteroserveError, UnavailableError
+from heteroserve.v1 import common_pb2, worker_pb2
+
+log = logging.getLogger(__name__)
+
+
+class Orchestrator:
+    def __init__(self, cluster: ClusterView, router: Router, inflight: InflightTracker,
+                 prefix: PrefixSource, config: OrchestratorConfig, metrics: GatewayMetrics | None = None,
+                 ) -> None:
+        self._cluster = cluster
+        self._router = router
+        self._inflight = inflight
+        self._prefix = prefix
+        self._config = config
+        self._metrics = metrics
+        self._paths = PathChooser()
+
+    async def generate(self, job: GenerateJob, block_hashes: Sequence[BlockHash],
+                       route: ClassRoute) -> AsyncIterator[Event]:
+        """The events of `job`: `TokenDelta`s then one `Finished`. Raises `HeteroserveError`."""
+        run = Run(job=job, request_class=route.request_class)
+        match = self._prefix.match(block_hashes)
+        if self._paths.disaggregate(route) and self._uncached_tokens(job, match) >= \
+                self._config.pd_min_uncached_tokens:
+            async for event in self._disaggregated(run, route, match):
+                yield event
+        else:
+            async for event in self._stream(run, [("colocated", route.colocated)], match, None):
+                yield event
+
+    def _uncached_tokens(self, job: GenerateJob, match: PrefixMatch) -> int:
+        best = max([*match.worker_blocks.values(), *match.shared_blocks.values(), 0])
+        return len(job.prompt_token_ids) - best * self._config.block_size
+
+    def _route(self, run: Run, roles: Sequence[tuple[Role, Mapping[str, float]]],
+               match: PrefixMatch) -> RouteDecision:
+        """The first role in `roles` with a candidate wins. Raises `UnavailableError` if none has."""
+        error: UnavailableError | None = None
+        for role, weights in roles:
+            request = RouteRequest(model=run.job.model, role=role, request_class=run.request_class,
+                                   num_prompt_tokens=len(run.job.prompt_token_ids), pool_weights=weights,
+                                   session_id=run.job.session_id, exclude=frozenset(run.tried))
+            try:
+                decision = self._router.route(request, self._cluster.snapshot(), match)
+            except UnavailableError as exc:
+                error = error or exc
+                continue
+            if self._metrics is not None:
+                self._metrics.route_decisions.labels(decision.policy, decision.reason, role).inc()
+            run.policy, run.reason = decision.policy, decision.reason
+            return decision
+        assert error is not None, "no roles given to _route: the caller passes at least one"
+        raise error
+
+    async def _stream(self, run: Run, roles: Sequence[tuple[Role, Mapping[str, float]]],
+                      match: PrefixMatch, kv_source: worker_pb2.KVSource | None) -> AsyncIterator[Event]:
+        """Generate (or Decode after tokens exist) on routed workers until finished, with retries and
+        migrations (see module docstring)."""
+        while True:
+            decision = self._route(run, roles, match)
+            worker = decision.worker
+            run.worker_id, run.pool = worker.worker_id, worker.pool
+            self._inflight.routed(worker.worker_id, run.job.request_id)
+            try:
+                chunks = self._call(run, worker.worker_id, kv_source)
+                async for event in relay(run, chunks, worker_id=worker.worker_id,
+                                         first_timeout=self._config.first_token_timeout_seconds,
+                                         token_timeout=self._config.token_timeout_seconds):
+                    yield event
+                return
+            except HeteroserveError as exc:
+                self._after_failure(run, worker.worker_id, exc)
+                kv_source = None  # a resumed stream re-prefills what it needs
+            finally:
+                self._inflight.finished(worker.worker_id, run.job.request_id)
+
+    def _call(self, run: Run, worker_id: str,
+              kv_source: worker_pb2.KVSource | None) -> AsyncIterator[common_pb2.TokenChunk]:
+        client = self._cluster.client(worker_id)
+        job = run.job
+        keys = common_pb2.CacheKeys(tenant_salt=job.tenant)
+        if not run.generated and kv_source is None:
+            return client.generate(worker_pb2.GenerateRequest(
+                request_id=job.request_id, prompt_token_ids=job.prompt_token_ids,
+                sampling=job.sampling.to_proto(), cache_keys=keys, priority=job.priority))
+        return client.decode(worker_pb2.DecodeRequest(
+            request_id=job.request_id, prompt_token_ids=job.prompt_token_ids,
+            generated_token_ids=run.generated, sampling=job.sampling.to_proto(), cache_keys=keys,
+            kv_source=kv_source, priority=job.priority))
+
+    def _after_failure(self, run: Run, worker_id: str, exc: HeteroserveError) -> None:
+        """Account for a failed attempt, or re-raise when it may not be retried."""
+        if not exc.retryable:
+            raise exc
+        if isinstance(exc, UnavailableError | DeadlineExceededError):
+            self._cluster.mark_failed(worker_id)
+        run.tried.add(worker_id)
+        if run.generated:
+            run.migrations += 1
+            budget, kind = self._config.max_migrations, "migrations"
+            if self._metrics is not None:
+                self._metrics.migrations.inc()
+        else:
+            run.retries += 1
+            budget, kind = self._config.max_retries, "retries"
+            if self._metrics is not None:
+                self._metrics.retries.inc()
+        log.warning("request %s failed on worker %s after %d tokens (%s); %s %d/%d", run.job.request_id,
+                    worker_id, len(run.generated), exc, kind, getattr(run, kind), budget)
+        if getattr(run, kind) > budget:
+            raise exc
+
+    async def _disaggregated(self, run: Run, route: ClassRoute, match: PrefixMatch) -> AsyncIterator[Event]:
+        response = await self._prefill(run, route, match)
+        if response is None:
+            if self._metrics is not None:
+                self._metrics.pd_fallbacks.inc()
+            async for event in self._stream(run, [("colocated", route.colocated)], match, None):
+                yield event
+            return
+        run.disaggregated = True
+        run.prefill_worker_id = response.worker_id or run.worker_id
+        events = accept_chunk(run, response.first)
+        for event in events:
+            yield event
+        if any(isinstance(e, Finished) for e in events):
+            return  # finished at the first token
+        source = worker_pb2.KVSource(worker_address=self._cluster.record(run.worker_id).address,
+                                     shared_tier=True, block_hashes=list(response.block_hashes))
+        async for event in self._stream(run, [("decode", route.decode), ("colocated", route.colocated)],
+                                        match, source):
+            yield event
+
+    async def _prefill(self, run: Run, route: ClassRoute,
+                       match: PrefixMatch) -> worker_pb2.PrefillResponse | None:
+        """Prefill on a prefill worker, retrying others; None when no prefill worker could do it."""
+        job = run.job
+        while True:
+            try:
+                decision = self._route(run, [("prefill", route.prefill)], match)
+            except UnavailableError:
+                return None
+            worker_id = decision.worker.worker_id
+            run.worker_id, run.pool = worker_id, decision.worker.pool
+            request = worker_pb2.PrefillRequest(
+                request_id=job.request_id, prompt_token_ids=job.prompt_token_ids,
+                sampling=job.sampling.to_proto(), cache_keys=common_pb2.CacheKeys(tenant_salt=job.tenant),
+                publish_to_shared_tier=True)
+            self._inflight.routed(worker_id, job.request_id)
+            try:
+                return await asyncio.wait_for(self._cluster.client(worker_id).prefill(request),
+                                              self._config.first_token_timeout_seconds)
+            except TimeoutError:
+                timeout = DeadlineExceededError(f"prefill on {worker_id} timed out")
+                self._after_failure(run, worker_id, timeout)
+            except HeteroserveError as exc:
+                self._after_failure(run, worker_id, exc)
+            finally:
+                self._inflight.finished(worker_id, job.request_id)
