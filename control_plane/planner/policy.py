@@ -8,7 +8,8 @@ Rules, in order:
 4. Only shrinks: accept once the solver has proposed a smaller fleet `scale_down_confirmations`
    solves in a row ("scale-down"); until then reject ("scale-down pending i/n"). A brief dip in
    traffic therefore never drains a worker that is needed again a moment later.
-5. Same counts, other routing weights: accept ("reweight"); costs nothing to apply.
+5. Same counts, other routing weights (`document["routing"]`): accept ("reweight"); costs nothing
+   to apply.
 
 The solver's own churn penalty (a cost per changed instance) keeps it from proposing reshuffles
 that save little; this policy adds the time dimension.
@@ -50,7 +51,7 @@ class PlanPolicy:
                 return self._done("scale-down")
             return Decision(False, f"scale-down pending {self._down_streak}/{self.scale_down_confirmations}")
         self._down_streak = 0
-        if dict(running.document) != dict(proposed.document):
+        if running.document.get("routing") != proposed.document.get("routing"):
             return Decision(True, "reweight")
         return Decision(False, "unchanged")
 

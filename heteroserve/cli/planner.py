@@ -1,17 +1,71 @@
-"""`heteroserve planner`: run the planner loop (observe traffic, re-plan, actuate)"""
+"""`heteroserve planner`: run the planner loop (observe traffic, re-plan, publish, actuate).
+
+The fleet, profiles, classes and loop settings come from an embedded-cluster file (default
+`deploy/examples/embedded.yaml`; see `heteroserve.embedded.config`). `--actuator local` starts and
+stops worker processes on this machine (embedded mode); `--actuator none` only publishes plans
+(another actuator, or an autoscaler reading the desired-instances metric, acts on them).
+The cluster token comes from `$HETEROSERVE_CLUSTER_TOKEN`.
+"""
 
 from __future__ import annotations
 
 import argparse
-
-from heteroserve.cli._pending import accept_anything, not_built
+import os
+import socket
+from pathlib import Path
 
 HELP = "run the planner loop (observe traffic, re-plan, actuate)"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    accept_anything(parser)
+    parser.add_argument("--config", type=Path, default=None, help="embedded cluster / fleet file (YAML)")
+    parser.add_argument("--redis-url", default=os.environ.get("HETEROSERVE_REDIS_URL"),
+                        help="Redis URL (default: $HETEROSERVE_REDIS_URL)")
+    parser.add_argument("--actuator", choices=("local", "none"), default="none")
+    parser.add_argument("--run-dir", type=Path, default=Path(".heteroserve/run"),
+                        help="local actuator: where worker logs and pid files go")
+    parser.add_argument("--model-dir", type=Path, default=None, help="local actuator: model directory")
+    parser.add_argument("--planner-id", default=None, help="replica id for leader election "
+                                                           "(default: hostname-pid)")
+    parser.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (0 = off)")
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_built("planner", "Planner loop, actuators and the embedded cluster")
+    import asyncio
+    import functools
+
+    from control_plane.actuators.local import LocalActuator, LocalActuatorConfig
+    from control_plane.planner.forecast import ForecastConfig
+    from control_plane.planner.process import serve
+    from control_plane.planner.service import PlannerConfig
+    from heteroserve.embedded.config import load_embedded_config
+    from heteroserve.errors import ConfigError
+    from heteroserve.logs import register_secret
+
+    if not args.redis_url:
+        raise ConfigError("a Redis URL is required (--redis-url or $HETEROSERVE_REDIS_URL)", field="redis_url")
+    cfg = load_embedded_config(args.config)
+    section = cfg.planner
+    planner_id = args.planner_id or f"{socket.gethostname()}-{os.getpid()}"
+    token = os.environ.get("HETEROSERVE_CLUSTER_TOKEN", "")
+    register_secret(token)
+    config = PlannerConfig(
+        planner_id=planner_id, model=cfg.model.name, interval_seconds=section.interval_seconds,
+        tick_seconds=section.tick_seconds, min_solve_gap_seconds=section.min_solve_gap_seconds,
+        traffic_window_seconds=section.traffic_window_seconds, headroom=section.headroom,
+        scale_down_confirmations=section.scale_down_confirmations,
+        reconcile_seconds=section.reconcile_seconds, lock_ttl_ms=section.lock_ttl_ms,
+        min_rate_per_s=dict(section.min_rate_per_s), forecast=ForecastConfig())
+    factory = None
+    if args.actuator == "local":
+        run_dir = args.run_dir.resolve()
+        local = LocalActuatorConfig(
+            model_dir=(args.model_dir or cfg.model_dir(run_dir)).resolve(), redis_url=args.redis_url,
+            run_dir=run_dir, cluster_token=token, kv_cache_mb=cfg.workers.kv_cache_mb,
+            ready_timeout_seconds=cfg.workers.ready_timeout_seconds,
+            drain_timeout_seconds=cfg.workers.drain_timeout_seconds,
+            threads_per_worker=cfg.workers.threads_per_worker)
+        factory = functools.partial(LocalActuator, local)
+
+    asyncio.run(serve(config, cfg.profile_spec(), args.redis_url, factory, metrics_port=args.metrics_port))
+    return 0

@@ -1,0 +1,59 @@
+"""One planner process: wires Redis, the solver, the actuator and /metrics, and runs until a signal.
+
+`run_planner(config, ...)` blocks until SIGTERM / SIGINT, then stops the loop, releases the leader
+lock and closes the actuator (a `LocalActuator` stops the workers it started). The CLI
+(`heteroserve planner`) parses flags and files and calls it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, start_http_server
+
+from control_plane.actuators.base import Actuator
+from control_plane.planner.metrics import PlannerMetrics
+from control_plane.planner.profile_solver import ProfileSolver, ProfileSpec, parse_document
+from control_plane.planner.service import PlannerConfig, PlannerService
+from control_plane.traffic import TrafficConfig
+
+log = logging.getLogger(__name__)
+
+
+async def serve(config: PlannerConfig, spec: ProfileSpec, redis_url: str,
+                actuator_factory: Callable[[], Actuator] | None, metrics_port: int = 0,
+                traffic: TrafficConfig | None = None) -> None:
+    """Run the planner until SIGTERM/SIGINT (or cancellation)."""
+    registry = CollectorRegistry()
+    metrics = PlannerMetrics(registry)
+    http = start_http_server(metrics_port, addr="127.0.0.1", registry=registry) if metrics_port else None
+    client = aioredis.Redis.from_url(redis_url)
+    actuator = actuator_factory() if actuator_factory else None
+    service = PlannerService(config, client, traffic or TrafficConfig(redis_url=redis_url),
+                             ProfileSolver(spec), metrics, actuator=actuator, parse_plan=parse_document)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    service.start()
+    log.info("planner %s running (model %s, interval %.0fs, actuator %s)", config.planner_id, config.model,
+             config.interval_seconds, type(actuator).__name__ if actuator else "none")
+    try:
+        await stop.wait()
+    finally:
+        log.info("planner %s stopping", config.planner_id)
+        await service.stop()
+        if actuator is not None:
+            await actuator.close()
+        await client.aclose()
+        if http is not None:
+            server, _thread = http
+            server.shutdown()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)

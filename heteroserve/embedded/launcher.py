@@ -1,0 +1,194 @@
+"""The embedded cluster: Redis, a gateway, a planner and its workers as processes on this machine.
+
+Start order, each step waiting for the previous one to be ready:
+1. `redis-server` (`heteroserve.localredis`) on a free loopback port, data in `<run_dir>/redis`;
+2. the model, generated into `<run_dir>/models/<name>` if missing;
+3. the planner (`heteroserve planner --actuator local`): it publishes the initial plan and its
+   `LocalActuator` starts the workers, which register in Redis;
+4. the gateway (`heteroserve gateway`), ready when `GET /ready` answers 200.
+Then `<run_dir>/cluster.json` is written. Stop order is the reverse: gateway, planner (its actuator
+stops the workers), any worker still listed in `<run_dir>/workers/`, Redis; then cluster.json is
+removed. Tokens and the API key are generated per run and passed to children by environment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+
+import httpx
+import redis
+
+from heteroserve.embedded.config import EmbeddedConfig
+from heteroserve.embedded.processes import ManagedProcess, heteroserve_command, stop_pid
+from heteroserve.embedded.state import ClusterState, ProcessInfo, state_path, worker_files, write_state
+from heteroserve.errors import UnavailableError
+from heteroserve.localredis import LocalRedis, RedisServerConfig, free_port
+from heteroserve.logs import register_secret
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "HETEROSERVE_CLUSTER_TOKEN"
+ADMIN_ENV = "HETEROSERVE_ADMIN_TOKEN"
+API_KEY_ENV = "HETEROSERVE_API_KEY"
+
+
+class EmbeddedCluster:
+    """Owns every process of one embedded cluster. `start()` then `stop()` (idempotent)."""
+
+    def __init__(self, config: EmbeddedConfig, run_dir: Path, config_path: Path | None = None,
+                 log_level: str = "INFO") -> None:
+        self.config = config
+        self.run_dir = run_dir.resolve()
+        self.config_path = config_path
+        self.log_level = log_level
+        self.redis: LocalRedis | None = None
+        self.processes: dict[str, ManagedProcess] = {}
+        self.state: ClusterState | None = None
+        self.api_key = "hs-" + secrets.token_urlsafe(24)
+        self.admin_token = secrets.token_urlsafe(24)
+        self.cluster_token = secrets.token_urlsafe(24)
+        for secret in (self.api_key, self.admin_token, self.cluster_token):
+            register_secret(secret)
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    def start(self) -> ClusterState:
+        """Start everything; on any failure stop what was started and re-raise."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_redis()
+            model_dir = self._ensure_model()
+            self._start_planner(model_dir)
+            http_port, grpc_port = self._start_gateway(model_dir)
+            self._wait_for_workers()
+            self.state = self._write_state(model_dir, http_port, grpc_port)
+            return self.state
+        except BaseException:
+            self.stop()
+            raise
+
+    def _env(self) -> dict[str, str]:
+        return {TOKEN_ENV: self.cluster_token, ADMIN_ENV: self.admin_token, API_KEY_ENV: self.api_key,
+                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+    def _start_redis(self) -> None:
+        self.redis = LocalRedis(RedisServerConfig(data_dir=self.run_dir / "redis")).start()
+        log.info("redis-server on %s (pid %s)", self.redis.url, self.redis.pid)
+
+    def _ensure_model(self) -> Path:
+        model_dir = self.config.model_dir(self.run_dir)
+        if not (model_dir / "config.json").exists():
+            from heteroserve.modelgen import create_model
+
+            log.info("generating the %s model into %s", self.config.model.preset, model_dir)
+            create_model(model_dir, preset=self.config.model.preset, seed=self.config.model.seed)
+        return model_dir
+
+    def _start_planner(self, model_dir: Path) -> None:
+        assert self.redis is not None, "redis must start first"
+        argv = heteroserve_command("planner", "--actuator", "local", "--redis-url", self.redis.url,
+                                   "--run-dir", str(self.run_dir), "--model-dir", str(model_dir),
+                                   "--planner-id", "embedded-planner", log_level=self.log_level)
+        if self.config_path is not None:
+            argv += ["--config", str(self.config_path)]
+        log_path = self.logs_dir / "planner.log"
+        self.processes["planner"] = ManagedProcess("planner", argv, log_path, self._env())
+
+    def _start_gateway(self, model_dir: Path) -> tuple[int, int]:
+        assert self.redis is not None, "redis must start first"
+        http_port = self.config.gateway.http_port or free_port()
+        grpc_port = self.config.gateway.grpc_port or free_port()
+        argv = heteroserve_command("gateway", "--host", "127.0.0.1", "--port", str(http_port),
+                                   "--grpc-port", str(grpc_port), "--redis-url", self.redis.url,
+                                   "--model", f"{self.config.model.name}={model_dir}",
+                                   log_level=self.log_level)
+        gateway = ManagedProcess("gateway", argv, self.logs_dir / "gateway.log", self._env())
+        self.processes["gateway"] = gateway
+        deadline = time.monotonic() + self.config.gateway.ready_timeout_seconds
+        while time.monotonic() < deadline:
+            gateway.check_alive()
+            self.processes["planner"].check_alive()
+            try:
+                if httpx.get(f"http://127.0.0.1:{http_port}/health", timeout=1.0).status_code == 200:
+                    return http_port, grpc_port
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise UnavailableError(f"gateway not healthy within {self.config.gateway.ready_timeout_seconds}s; "
+                               f"see {gateway.log_path}")
+
+    def _wait_for_workers(self) -> None:
+        """Wait until the initial plan's workers have registered (the planner starts them)."""
+        assert self.redis is not None, "redis must start first"
+        wanted = sum(p.count for p in self.config.pools)
+        client = redis.Redis.from_url(self.redis.url)
+        deadline = time.monotonic() + self.config.workers.ready_timeout_seconds + 30
+        try:
+            while time.monotonic() < deadline:
+                for process in self.processes.values():
+                    process.check_alive()
+                live = [k for k in client.scan_iter("heteroserve:workers:*")]
+                if len(live) >= wanted and client.get("heteroserve:plan:version"):
+                    return
+                time.sleep(0.3)
+        finally:
+            client.close()
+        raise UnavailableError(f"the planner did not start {wanted} workers in time; "
+                               f"see {self.logs_dir / 'planner.log'} and {self.logs_dir}/worker-*.log")
+
+    def _write_state(self, model_dir: Path, http_port: int, grpc_port: int) -> ClusterState:
+        assert self.redis is not None and self.redis.pid is not None, "redis must be running"
+        procs = [ProcessInfo("redis", self.redis.pid, str(self.run_dir / "redis" / "redis.log"))]
+        procs += [ProcessInfo(name, p.pid, str(p.log_path)) for name, p in self.processes.items()]
+        state = ClusterState(
+            run_dir=str(self.run_dir), launcher_pid=os.getpid(), redis_url=self.redis.url,
+            http_url=f"http://127.0.0.1:{http_port}", grpc_address=f"127.0.0.1:{grpc_port}",
+            api_key=self.api_key, admin_token=self.admin_token, cluster_token=self.cluster_token,
+            model=self.config.model.name, model_dir=str(model_dir), processes=tuple(procs),
+            started_at=time.time())
+        write_state(self.run_dir, state)
+        return state
+
+    def dead_processes(self) -> list[str]:
+        """Names of children that exited (the launcher reports them)."""
+        return [name for name, p in self.processes.items() if not p.alive()]
+
+    def stop(self) -> None:
+        """Stop gateway, planner (and its workers), stray workers, Redis; remove cluster.json."""
+        for name in ("gateway", "planner"):
+            process = self.processes.pop(name, None)
+            if process is not None:
+                log.info("stopping %s (pid %d)", name, process.pid)
+                process.stop(timeout_seconds=60 if name == "planner" else 20)
+        for worker in worker_files(self.run_dir):
+            stop_pid(int(str(worker["pid"])), timeout_seconds=10)
+            (self.run_dir / "workers" / f"{worker['worker_id']}.json").unlink(missing_ok=True)
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+        state_path(self.run_dir).unlink(missing_ok=True)
+
+
+def summary(state: ClusterState) -> str:
+    """The lines `heteroserve up` prints once the cluster is ready."""
+    body = json.dumps({"model": state.model, "prompt": "hello", "max_tokens": 8})
+    return "\n".join([
+        f"heteroserve embedded cluster is up (run dir {state.run_dir})",
+        f"  REST (OpenAI-compatible): {state.http_url}/v1   gRPC: {state.grpc_address}",
+        f"  API key:     {state.api_key}",
+        f"  admin token: {state.admin_token}",
+        f"  Redis:       {state.redis_url}",
+        f"  model:       {state.model} ({state.model_dir})",
+        f"  logs:        {state.run_dir}/logs/",
+        "  try:  heteroserve status --run-dir " + state.run_dir,
+        f"        curl -s {state.http_url}/v1/completions -H 'Authorization: Bearer {state.api_key}' "
+        f"-H 'Content-Type: application/json' -d '{body}'",
+        "  stop: Ctrl-C here, or  heteroserve down --run-dir " + state.run_dir,
+    ])

@@ -1,0 +1,122 @@
+"""Child processes of the embedded cluster: start with a log file, wait until ready, stop in order.
+
+Every child runs in its own session (so a Ctrl-C in the terminal reaches only the launcher, which
+then stops the children in order) and writes stdout + stderr to `<run_dir>/logs/<name>.log`.
+`stop()` sends SIGTERM, waits `timeout` seconds, then SIGKILLs. `stop_pid()` does the same for a
+process known only by its pid (used by `heteroserve down` after the launcher died).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from heteroserve.errors import UnavailableError
+
+PYTHON = sys.executable
+
+
+def heteroserve_command(*args: str, log_level: str = "INFO") -> list[str]:
+    """argv that runs `heteroserve <args>` with this interpreter (no PATH lookup)."""
+    return [PYTHON, "-m", "heteroserve.cli", "--log-level", log_level, *args]
+
+
+class ManagedProcess:
+    """One child process with its log file."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.name = name
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log_file:
+            self.proc = subprocess.Popen(list(argv), stdout=log_file, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         env={**os.environ, **(env or {})})
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        """Raise UnavailableError naming the log file if the process has exited."""
+        if not self.alive():
+            raise UnavailableError(f"{self.name} exited with code {self.proc.returncode}; "
+                                   f"last lines of {self.log_path}:\n{tail(self.log_path)}")
+
+    def wait_for_log(self, needle: str, timeout_seconds: float) -> str:
+        """Wait until a line containing `needle` appears in the log; returns that line."""
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            for line in self.log_path.read_text(errors="replace").splitlines():
+                if needle in line:
+                    return line
+            self.check_alive()
+            time.sleep(0.1)
+        raise UnavailableError(f"{self.name} did not log {needle!r} within {timeout_seconds:.0f}s; "
+                               f"see {self.log_path}")
+
+    def stop(self, timeout_seconds: float = 30.0) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_seconds)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists (and is not a zombie of ours)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(ChildProcessError, OSError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return fields[0] == "Z"
+
+
+def stop_pid(pid: int, timeout_seconds: float = 30.0) -> bool:
+    """SIGTERM `pid`, wait, SIGKILL. True if it is gone afterwards."""
+    if not pid_alive(pid):
+        return True
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    return not pid_alive(pid)
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
