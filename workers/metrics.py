@@ -74,8 +74,8 @@ class WorkerMetrics:
         prompt_before = last.prompt_tokens_total if last else 0
         cached_before = last.cached_tokens_total if last else 0
         generated_before = last.generated_tokens_total if last else 0
-        computed = stats.prompt_tokens_total - stats.cached_tokens_total
-        self.prefill_tokens.inc(max(0, computed - (prompt_before - cached_before)))
+        # The engine's prompt_tokens_total counts prompt tokens it computed (cache hits are not computed).
+        self.prefill_tokens.inc(max(0, stats.prompt_tokens_total - prompt_before))
         self.cached_prompt_tokens.inc(max(0, stats.cached_tokens_total - cached_before))
         self.decode_tokens.inc(max(0, stats.generated_tokens_total - generated_before))
         self._last = stats

@@ -150,7 +150,7 @@ class WorkerServer:
             worker_id=self.config.worker_id, address=self.address, node_type=self.config.node_type,
             device=self.config.device, role=self.config.role, model=self.engine.model_id,
             pool=self.config.pool, kv_blocks=stats.kv_blocks_total,
-            max_num_seqs=self.engine.config.max_num_seqs, block_size=self.engine.block_size,
+            max_num_seqs=self.engine.engine.config.max_num_seqs, block_size=self.engine.block_size,
             started_at=time.time(), metrics_port=self.config.metrics_port)
 
     async def _on_drain(self) -> None:

@@ -88,7 +88,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
     async def PullKV(self, request: worker_pb2.PullKVRequest,
                      context: aio.ServicerContext) -> AsyncIterator[common_pb2.KVBlockData]:
         with self._gate.track():
-            blocks = await self._engine.export_blocks(list(request.block_hashes))
+            blocks = await self._engine.export_blocks([BlockHash(h) for h in request.block_hashes])
             model_id = self._engine.model_id
             for block in blocks:
                 payload = await asyncio.to_thread(encode_block, block, model_id)
@@ -126,17 +126,12 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             await self._on_drain()
 
     async def _stream(self, request: EngineRequest) -> AsyncIterator[common_pb2.TokenChunk]:
-        """The engine's events for `request` as chunks; aborts the request if the consumer stops early."""
-        finished = False
+        """The engine's events for `request` as chunks. A consumer that stops early (client cancel)
+        closes the engine's stream, which aborts the request and frees its blocks."""
         first = True
-        try:
-            async for event in self._engine.generate(request):
-                finished = event.finish_reason is not None
-                yield convert.token_chunk(event, self._config.worker_id, first=first)
-                first = False
-        finally:
-            if not finished:
-                await self._engine.abort(request.request_id)
+        async for event in self._engine.generate(request):
+            yield convert.token_chunk(event, self._config.worker_id, first=first)
+            first = False
 
     async def _publish(self, hashes: list[BlockHash]) -> None:
         """Write the prompt's blocks to the shared tier (best effort: a failure is logged, not raised)."""

@@ -47,7 +47,7 @@ def test_metrics_follow_engine_stats_by_difference() -> None:
     metrics.observe_engine_stats(stats(prompt=100, cached=32, generated=10))
     metrics.observe_engine_stats(stats(prompt=150, cached=48, generated=25, free=70))
     value = registry.get_sample_value
-    assert value("heteroserve_worker_prefill_tokens_total") == 150 - 48
+    assert value("heteroserve_worker_prefill_tokens_total") == 150
     assert value("heteroserve_worker_cached_prompt_tokens_total") == 48
     assert value("heteroserve_worker_decode_tokens_total") == 25
     assert value("heteroserve_worker_kv_blocks_used") == 30
