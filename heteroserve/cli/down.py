@@ -1,17 +1,19 @@
-"""`heteroserve down`: stop everything `heteroserve up` started"""
+"""`heteroserve down`: stop everything `heteroserve up` started in a run dir; nothing is left behind."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from heteroserve.cli._pending import accept_anything, not_built
-
-HELP = "stop everything `heteroserve up` started"
+HELP = "stop the embedded cluster started by `heteroserve up`"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    accept_anything(parser)
+    parser.add_argument("--run-dir", type=Path, default=Path(".heteroserve/run"),
+                        help="the run dir given to `heteroserve up` (default: .heteroserve/run)")
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_built("down", "Planner loop, actuators and the embedded cluster")
+    from heteroserve.embedded.foreground import run_down
+
+    return run_down(args.run_dir)

@@ -1,17 +1,21 @@
-"""`heteroserve status`: show plan, pools, workers, load, cache hit rates and cost"""
+"""`heteroserve status`: plan, pools, workers, load, cache hit rates and cost of the embedded cluster."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from heteroserve.cli._pending import accept_anything, not_built
-
-HELP = "show plan, pools, workers, load, cache hit rates and cost"
+HELP = "show plan, pools, workers, load, cache hit rates and cost (live with --watch)"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    accept_anything(parser)
+    parser.add_argument("--run-dir", type=Path, default=Path(".heteroserve/run"),
+                        help="the run dir given to `heteroserve up` (default: .heteroserve/run)")
+    parser.add_argument("--watch", action="store_true", help="refresh every --interval seconds")
+    parser.add_argument("--interval", type=float, default=2.0, help="refresh period with --watch")
 
 
 def run(args: argparse.Namespace) -> int:
-    return not_built("status", "Planner loop, actuators and the embedded cluster")
+    from heteroserve.embedded.foreground import run_status
+
+    return run_status(args.run_dir, watch=args.watch, interval_seconds=args.interval)

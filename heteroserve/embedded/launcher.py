@@ -13,6 +13,7 @@ removed. Tokens and the API key are generated per run and passed to children by 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -20,9 +21,9 @@ import secrets
 import time
 from pathlib import Path
 
-import httpx
 import redis
 
+from control_plane.plan_store import read_plan_sync
 from heteroserve.embedded.config import EmbeddedConfig
 from heteroserve.embedded.processes import ManagedProcess, heteroserve_command, stop_pid
 from heteroserve.embedded.state import ClusterState, ProcessInfo, state_path, worker_files, write_state
@@ -101,6 +102,14 @@ class EmbeddedCluster:
         log_path = self.logs_dir / "planner.log"
         self.processes["planner"] = ManagedProcess("planner", argv, log_path, self._env())
 
+    def _write_api_keys(self) -> Path:
+        """The gateway's key file: one key for the embedded user, stored as its sha256 only."""
+        path = self.run_dir / "api_keys.json"
+        digest = hashlib.sha256(self.api_key.encode()).hexdigest()
+        entry = {"name": "embedded", "sha256": digest, "tenant": "default"}
+        path.write_text(json.dumps({"api_keys": [entry]}))
+        return path
+
     def _start_gateway(self, model_dir: Path) -> tuple[int, int]:
         assert self.redis is not None, "redis must start first"
         http_port = self.config.gateway.http_port or free_port()
@@ -108,40 +117,36 @@ class EmbeddedCluster:
         argv = heteroserve_command("gateway", "--host", "127.0.0.1", "--port", str(http_port),
                                    "--grpc-port", str(grpc_port), "--redis-url", self.redis.url,
                                    "--model", f"{self.config.model.name}={model_dir}",
-                                   log_level=self.log_level)
+                                   "--api-keys", str(self._write_api_keys()), log_level=self.log_level)
         gateway = ManagedProcess("gateway", argv, self.logs_dir / "gateway.log", self._env())
         self.processes["gateway"] = gateway
-        deadline = time.monotonic() + self.config.gateway.ready_timeout_seconds
-        while time.monotonic() < deadline:
-            gateway.check_alive()
-            self.processes["planner"].check_alive()
-            try:
-                if httpx.get(f"http://127.0.0.1:{http_port}/health", timeout=1.0).status_code == 200:
-                    return http_port, grpc_port
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise UnavailableError(f"gateway not healthy within {self.config.gateway.ready_timeout_seconds}s; "
-                               f"see {gateway.log_path}")
+        gateway.wait_for_log("gateway ready on", self.config.gateway.ready_timeout_seconds)
+        return http_port, grpc_port
 
     def _wait_for_workers(self) -> None:
-        """Wait until the initial plan's workers have registered (the planner starts them)."""
+        """Wait until the planner published a plan and all of its workers registered."""
         assert self.redis is not None, "redis must start first"
-        wanted = sum(p.count for p in self.config.pools)
-        client = redis.Redis.from_url(self.redis.url)
         deadline = time.monotonic() + self.config.workers.ready_timeout_seconds + 30
-        try:
-            while time.monotonic() < deadline:
-                for process in self.processes.values():
-                    process.check_alive()
-                live = [k for k in client.scan_iter("heteroserve:workers:*")]
-                if len(live) >= wanted and client.get("heteroserve:plan:version"):
+        wanted: int | None = None
+        while time.monotonic() < deadline:
+            for process in self.processes.values():
+                process.check_alive()
+            record = read_plan_sync(self.redis.url)
+            if record is not None:
+                wanted = sum(int(p.get("count", 0)) for p in record.plan.get("pools", []))
+                if len(worker_files(self.run_dir)) >= wanted and self._registered() >= wanted:
                     return
-                time.sleep(0.3)
+            time.sleep(0.3)
+        raise UnavailableError(f"the planner did not start its {wanted or '?'} workers in time; "
+                               f"see {self.logs_dir / 'planner.log'} and {self.logs_dir}/worker-*.log")
+
+    def _registered(self) -> int:
+        assert self.redis is not None, "redis must start first"
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            return sum(1 for _ in client.scan_iter("heteroserve:workers:*"))
         finally:
             client.close()
-        raise UnavailableError(f"the planner did not start {wanted} workers in time; "
-                               f"see {self.logs_dir / 'planner.log'} and {self.logs_dir}/worker-*.log")
 
     def _write_state(self, model_dir: Path, http_port: int, grpc_port: int) -> ClusterState:
         assert self.redis is not None and self.redis.pid is not None, "redis must be running"
