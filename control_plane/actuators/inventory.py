@@ -31,7 +31,7 @@ class InventoryLabels:
     node_type_label: str = "heteroserve.io/node-type"
     gpu_product_label: str = "nvidia.com/gpu.product"
     csd_label: str = "heteroserve.io/csd"
-    gpu_product_aliases: Mapping[str, str] = field(default_factory=dict)
+    gpu_product_aliases: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("node_type_label", "gpu_product_label", "csd_label"):
