@@ -1,0 +1,108 @@
+"""Compile catalog + models + request classes into the ILP's numeric `Problem`.
+
+For each model and each node type in the fleet, pools of the three roles are created when they have at
+least one option. An option exists only where every per-route rule holds:
+- memory: weights + one request's KV fit (profiles report "memory" / "kv_capacity" otherwise);
+- SLO: colocated and decode rates > 0 under TTFT / TPOT (profiles, with headroom);
+- TTFT including KV transfer: a P/D route (prefill type a → decode type b) needs prefill time +
+  transfer(a → b) within the TTFT budget (the prefill rate is computed with that transfer);
+- CSD rule: CSD nodes take only decode, and only of classes whose SLO class is latency tolerant or
+  whose mean prompt is ≥ `csd_min_context_tokens`.
+Every excluded option leaves a reason in `Problem.exclusions[class]` for the explainer.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from placement.catalog import Catalog, NodeType
+from placement.ilp.problem import ColocatedOption, Demand, DisaggregatedOption, PoolSpec, Problem
+from placement.models import ModelSpec
+from placement.perf.roofline import kv_transfer_seconds
+from placement.profiles import (Capacity, ProfileOptions, colocated_capacity, decode_capacity,
+                                prefill_capacity)
+from placement.types_ import Role
+from placement.workload import RequestClass, SLOClass
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """What the compiler may generate. `csd_min_context_tokens`: prompt length that admits CSD decode."""
+
+    allow_disaggregation: bool = True
+    csd_min_context_tokens: int = 8192
+    churn_penalty: float = 0.0
+    profile: ProfileOptions = ProfileOptions()
+
+    def __post_init__(self) -> None:
+        if self.csd_min_context_tokens < 0:
+            raise ValueError(f"csd_min_context_tokens: must be >= 0, got {self.csd_min_context_tokens}")
+        if self.churn_penalty < 0:
+            raise ValueError(f"churn_penalty: must be >= 0, got {self.churn_penalty}")
+
+
+def csd_allowed(cls: RequestClass, slo: SLOClass, options: CompileOptions) -> bool:
+    return slo.latency_tolerant or cls.input_tokens >= options.csd_min_context_tokens
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.pools: list[PoolSpec] = []
+        self.index: dict[tuple[str, str, str], int] = {}
+        self.exclusions: dict[str, list[str]] = defaultdict(list)
+
+    def pool(self, model: str, node: NodeType, role: Role) -> int:
+        key = (model, node.name, role)
+        if key not in self.index:
+            self.index[key] = len(self.pools)
+            self.pools.append(PoolSpec(model, node.name, role, node.price_per_hour, node.network_bytes_per_second))
+        return self.index[key]
+
+    def capacity(self, cls: RequestClass, role: str, node: NodeType, cap: Capacity) -> bool:
+        if cap.rate > 0:
+            return True
+        self.exclusions[cls.name].append(f"{cap.binding}: {role} on {node.name}: {cap.detail}")
+        return False
+
+
+def compile_problem(fleet: Catalog, models: Mapping[str, ModelSpec], classes: Sequence[RequestClass],
+                    slos: Mapping[str, SLOClass], inventory: Mapping[str, int] | None = None,
+                    options: CompileOptions | None = None, current: Mapping[str, int] | None = None
+                    ) -> Problem:
+    """The ILP input for serving `classes` on node types of `fleet`. Pure (no I/O)."""
+    options = options or CompileOptions()
+    b = _Builder()
+    demands, colocated, disaggregated = [], [], []
+    for c, cls in enumerate(classes):
+        model, slo = models[cls.model], slos[cls.slo]
+        demands.append(Demand(cls.name, cls.model, cls.slo, cls.rate, cls.input_tokens * model.kv_bytes_per_token))
+        csd_ok = csd_allowed(cls, slo, options)
+        gpus = [n for n in fleet if n.kind != "csd"]
+        for node in gpus:
+            cap = colocated_capacity(model, node, cls, slo, options.profile)
+            if b.capacity(cls, "colocated", node, cap):
+                colocated.append(ColocatedOption(c, b.pool(cls.model, node, "colocated"), 1.0 / cap.rate))
+        if not options.allow_disaggregation:
+            continue
+        decoders: list[tuple[NodeType, float]] = []
+        for node in fleet:
+            if node.kind == "csd" and not csd_ok:
+                b.exclusions[cls.name].append(f"csd: decode on {node.name} needs a latency-tolerant SLO "
+                                              f"or prompts >= {options.csd_min_context_tokens} tokens")
+                continue
+            cap = decode_capacity(model, node, cls, slo, options.profile)
+            if b.capacity(cls, "decode", node, cap):
+                decoders.append((node, cap.rate))
+        for pnode in gpus:
+            for dnode, drate in decoders:
+                transfer = kv_transfer_seconds(model, cls.input_tokens, pnode, dnode)
+                cap = prefill_capacity(model, pnode, cls, slo, options.profile, transfer)
+                if b.capacity(cls, f"prefill→{dnode.name}", pnode, cap):
+                    disaggregated.append(DisaggregatedOption(
+                        c, b.pool(cls.model, pnode, "prefill"), b.pool(cls.model, dnode, "decode"),
+                        1.0 / cap.rate, 1.0 / drate, transfer))
+    return Problem(tuple(demands), tuple(b.pools), tuple(colocated), tuple(disaggregated),
+                   dict(inventory or {}), dict(current or {}), options.churn_penalty,
+                   {k: tuple(v) for k, v in b.exclusions.items()})

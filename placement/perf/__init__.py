@@ -1,0 +1,2 @@
+"""Performance model: roofline timings (`roofline`) and their calibration against measurements
+(`calibration`)."""

@@ -1,0 +1,146 @@
+"""One simulated instance: continuous batching with the roofline's step times.
+
+Scheduling per iteration (vLLM-style, prefill first, no preemption):
+- if requests wait and their KV (input + output tokens, reserved up front) fits, prefill a batch of
+  them up to `chunk_tokens` prompt tokens (at least one request): `prefill_seconds(mean input, k)`;
+- otherwise run one decode step for all running sequences: `decode_step_seconds(B, mean context)`.
+Roles: colocated does both; prefill does only prefill and hands finished prompts to `on_prefilled`;
+decode admits handed-over sequences (already holding their first token) and only decodes.
+Running sequences live in a heap keyed by the step at which they finish, and the context sum is kept
+incrementally, so a decode step costs O(log B), not O(B).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from placement.catalog import NodeType
+from placement.models import ModelSpec
+from placement.perf.roofline import decode_step_seconds, kv_capacity_tokens, prefill_seconds
+
+
+@dataclass
+class Request:
+    """Mutable per-request state of one simulation run (times in seconds)."""
+
+    rid: int
+    arrival: float
+    input_tokens: int
+    output_tokens: int
+    ttft_slo: float
+    tpot_slo: float
+    first_token: float | None = None
+    finish: float | None = None
+    route: str = ""
+
+
+@dataclass
+class Instance:
+    pool: str
+    role: str
+    node: NodeType
+    model: ModelSpec
+    chunk_tokens: int
+    max_batch: int
+    on_prefilled: Callable[[Instance, Request, float], None] | None = None
+    waiting: deque[Request] = field(default_factory=deque)
+    running: list[tuple[int, int, int, Request]] = field(default_factory=list)  # (end step, rid, base, req)
+    busy: bool = False
+    inflight: int = 0
+    busy_seconds: float = 0.0
+    steps: int = 0
+    context_base: int = 0
+    reserved_tokens: int = 0
+    _batch: list[Request] = field(default_factory=list)
+    _kind: str = ""
+
+    def __post_init__(self) -> None:
+        self.kv_tokens = kv_capacity_tokens(self.model, self.node)
+
+    @property
+    def load(self) -> int:
+        return len(self.waiting) + len(self.running) + len(self._batch) + self.inflight
+
+    def start(self) -> float | None:
+        """Begin the next iteration; returns its duration, or None when there is nothing to do."""
+        if self.role != "decode" and self.waiting and self._admit_prefill():
+            prompt = sum(r.input_tokens for r in self._batch) / len(self._batch)
+            self._kind = "prefill"
+            return self._run(prefill_seconds(self.model, self.node, prompt, len(self._batch)))
+        if self.role == "decode":
+            self._admit_decode()
+        if self.running:
+            batch = len(self.running)
+            context = (self.context_base + batch * self.steps) / batch
+            self._kind = "decode"
+            return self._run(decode_step_seconds(self.model, self.node, batch, context))
+        return None
+
+    def _run(self, seconds: float) -> float:
+        self.busy = True
+        self.busy_seconds += seconds
+        return seconds
+
+    def _fits(self, r: Request) -> bool:
+        return self.reserved_tokens + r.input_tokens + r.output_tokens <= self.kv_tokens
+
+    def _admit_prefill(self) -> bool:
+        tokens = 0
+        while self.waiting and len(self.running) + len(self._batch) < self.max_batch:
+            r = self.waiting[0]
+            if self._batch and tokens + r.input_tokens > self.chunk_tokens or not self._fits(r):
+                break
+            self.waiting.popleft()
+            self._batch.append(r)
+            tokens += r.input_tokens
+            self.reserved_tokens += r.input_tokens + r.output_tokens
+        return bool(self._batch)
+
+    def _admit_decode(self) -> None:
+        while self.waiting and len(self.running) < self.max_batch and self._fits(self.waiting[0]):
+            r = self.waiting.popleft()
+            self.reserved_tokens += r.input_tokens + r.output_tokens
+            self._join(r, generated=1)
+
+    def _join(self, r: Request, generated: int) -> None:
+        remaining = r.output_tokens - generated
+        if remaining <= 0:
+            self._release(r)
+            return
+        # context at step k is input + generated + (k − join step): keep Σ(input + generated − join step)
+        base = r.input_tokens + generated - self.steps
+        heapq.heappush(self.running, (self.steps + remaining, r.rid, base, r))
+        self.context_base += base
+
+    def _release(self, r: Request) -> None:
+        self.reserved_tokens -= r.input_tokens + r.output_tokens
+
+    def finish(self, now: float) -> list[Request]:
+        """End the current iteration at `now`; returns requests completed by it."""
+        self.busy = False
+        done: list[Request] = []
+        if self._kind == "prefill":
+            batch, self._batch = self._batch, []
+            for r in batch:
+                if self.role == "prefill":
+                    self._release(r)
+                    assert self.on_prefilled is not None, "prefill instance without a hand-off"
+                    self.on_prefilled(self, r, now)
+                    continue
+                r.first_token = now
+                self._join(r, generated=1)
+                if r.output_tokens <= 1:
+                    r.finish = now
+                    done.append(r)
+            return done
+        self.steps += 1
+        while self.running and self.running[0][0] <= self.steps:
+            _, _, base, r = heapq.heappop(self.running)
+            self.context_base -= base
+            r.finish = now
+            self._release(r)
+            done.append(r)
+        return done

@@ -1,0 +1,192 @@
+"""Placement spec files (YAML or JSON) → typed inputs of the compiler, ILP and simulator.
+
+This is the process edge: it reads the spec, the catalogs it names and any trace files, and turns every
+problem into a one-line `ConfigError` naming file, field and reason. Shape (see
+deploy/examples/placement/*.yaml):
+
+    fleet: [H100x8, A100-80Gx8, L4x8, cpu-192c, csd-8x]   # node types allowed (default: whole catalog)
+    inventory: {H100x8: 4}                               # max nodes per type (absent = unlimited)
+    slo_classes: [{name: interactive, ttft_seconds: 2, tpot_seconds: 0.1}]
+    traffic:
+      - {model: llama2-70b, slo_class: interactive, trace: conv.csv, rate_scale: 1}
+      - {model: llama2-7b, slo_class: interactive, rate: 8, distribution: {weights: [[...]]}}
+    buckets: {input_edges: [...], output_edges: [...]}   # class buckets (defaults below)
+    options: {time_limit_seconds: 10, allow_disaggregation: true, slice_factor: 1, ...}
+    catalog: my_nodes.yaml      # optional node catalog replacing the shipped one
+    node_types: [...]           # optional extra / overriding node types
+    models: [...]               # optional extra / overriding model specs
+    current: {"llama2-70b:H100x8:colocated": 2}   # running plan, for the churn penalty
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from heteroserve.config import build, load_mapping
+from heteroserve.errors import ConfigError
+from placement.catalog import Catalog, NodeType, load_catalog
+from placement.compile import CompileOptions
+from placement.ilp.problem import SolverOptions
+from placement.models import ModelSpec, load_models
+from placement.plan import Classifier
+from placement.profiles import ProfileOptions
+from placement.trace import Trace, load_trace
+from placement.workload import Buckets, RequestClass, SLOClass, classes_from_distribution, classes_from_lengths
+
+DEFAULT_INPUT_EDGES = (0, 128, 256, 512, 1024, 2048, 4096, 8192, 32768)
+DEFAULT_OUTPUT_EDGES = (0, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    input_edges: tuple[int, ...] = DEFAULT_INPUT_EDGES
+    output_edges: tuple[int, ...] = DEFAULT_OUTPUT_EDGES
+
+
+@dataclass(frozen=True)
+class DistributionSpec:
+    """Fractions per (input bucket, output bucket) of the spec's `buckets`, rows = input buckets."""
+
+    weights: tuple[tuple[float, ...], ...]
+
+
+@dataclass(frozen=True)
+class TrafficSpec:
+    """One model × SLO class stream: a `trace` file, or a `rate` (req/s) with a `distribution`."""
+
+    model: str
+    slo_class: str
+    rate: float | None = None
+    distribution: DistributionSpec | None = None
+    trace: str | None = None
+    rate_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.rate is not None and self.rate < 0:
+            raise ValueError(f"rate: must be >= 0, got {self.rate}")
+        if self.rate_scale <= 0:
+            raise ValueError(f"rate_scale: must be > 0, got {self.rate_scale}")
+        if (self.trace is None) == (self.distribution is None):
+            raise ValueError("give exactly one of trace, distribution")
+        if self.distribution is not None and self.rate is None:
+            raise ValueError("rate: required with a distribution")
+
+
+@dataclass(frozen=True)
+class OptionsSpec:
+    solver: str = "highs"
+    time_limit_seconds: float = 10.0
+    mip_gap: float = 1e-4
+    allow_disaggregation: bool = True
+    csd_min_context_tokens: int = 8192
+    churn_penalty: float = 0.0
+    slice_factor: int = 1
+    max_utilization: float = 0.8
+    ttft_headroom: float = 0.5
+    tpot_headroom: float = 0.9
+    transfer_utilization: float = 0.8
+
+
+@dataclass(frozen=True)
+class PlacementSpec:
+    traffic: tuple[TrafficSpec, ...]
+    slo_classes: tuple[SLOClass, ...]
+    fleet: tuple[str, ...] = ()
+    inventory: dict[str, int] = field(default_factory=dict)
+    buckets: BucketSpec = BucketSpec()
+    options: OptionsSpec = OptionsSpec()
+    catalog: str | None = None
+    node_types: tuple[NodeType, ...] = ()
+    models: tuple[ModelSpec, ...] = ()
+    model_catalog: str | None = None
+    current: dict[str, int] = field(default_factory=dict)
+    version: int = 1
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    """Everything a plan needs, typed and validated. `traces`: traffic index → its trace, if any."""
+
+    source: str
+    fleet: Catalog
+    models: dict[str, ModelSpec]
+    slos: dict[str, SLOClass]
+    classes: tuple[RequestClass, ...]
+    inventory: dict[str, int]
+    compile_options: CompileOptions
+    solver_options: SolverOptions
+    classifier: Classifier
+    slice_factor: int
+    current: dict[str, int]
+    traces: dict[int, Trace]
+    traffic: tuple[TrafficSpec, ...]
+
+
+def _relative(base: Path, name: str) -> Path:
+    path = Path(name)
+    return path if path.is_absolute() else base / path
+
+
+def load_spec(path: str | Path) -> LoadedSpec:
+    """Read and validate a placement spec; raises ConfigError naming file and field."""
+    source = str(path)
+    spec = build(PlacementSpec, load_mapping(source), source=source)
+    base = Path(source).resolve().parent
+    try:
+        return _resolve(spec, source, base)
+    except ValueError as exc:
+        raise ConfigError(str(exc), source=source) from None
+
+
+def _resolve(spec: PlacementSpec, source: str, base: Path) -> LoadedSpec:
+    catalog = load_catalog(_relative(base, spec.catalog) if spec.catalog else None).merged(spec.node_types)
+    models = load_models(_relative(base, spec.model_catalog) if spec.model_catalog else None)
+    models.update({m.name: m for m in spec.models})
+    for i, name in enumerate(spec.fleet):
+        if name not in catalog:
+            raise ConfigError(f"unknown node type {name!r} (known: {', '.join(catalog.names())})",
+                              field=f"fleet[{i}]", source=source)
+    fleet = catalog.subset(spec.fleet) if spec.fleet else catalog
+    for name, count in spec.inventory.items():
+        if name not in fleet:
+            raise ConfigError(f"unknown node type {name!r} (not in the fleet)", field=f"inventory.{name}",
+                              source=source)
+        if count < 0:
+            raise ConfigError(f"must be >= 0, got {count}", field=f"inventory.{name}", source=source)
+    slos = {s.name: s for s in spec.slo_classes}
+    if not slos:
+        raise ConfigError("at least one SLO class is required", field="slo_classes", source=source)
+    buckets = Buckets(spec.buckets.input_edges, spec.buckets.output_edges)
+    classes: list[RequestClass] = []
+    traces: dict[int, Trace] = {}
+    for i, t in enumerate(spec.traffic):
+        if t.model not in models:
+            raise ConfigError(f"unknown model {t.model!r} (known: {', '.join(sorted(models))})",
+                              field=f"traffic[{i}].model", source=source)
+        if t.slo_class not in slos:
+            raise ConfigError(f"unknown SLO class {t.slo_class!r}", field=f"traffic[{i}].slo_class", source=source)
+        if t.trace is not None:
+            trace = load_trace(_relative(base, t.trace))
+            traces[i] = trace
+            classes += classes_from_lengths(t.model, t.slo_class, zip(trace.input_tokens, trace.output_tokens,
+                                            strict=True), trace.duration_seconds, buckets, t.rate_scale)
+        else:
+            assert t.distribution is not None and t.rate is not None, "validated in TrafficSpec"
+            try:
+                classes += classes_from_distribution(t.model, t.slo_class, t.rate * t.rate_scale,
+                                                     t.distribution.weights, buckets)
+            except ValueError as exc:
+                raise ConfigError(str(exc), field=f"traffic[{i}].distribution", source=source) from None
+    names = [c.name for c in classes]
+    if len(set(names)) != len(names):
+        raise ConfigError("two traffic entries share a model and SLO class; merge them", field="traffic",
+                          source=source)
+    o = spec.options
+    profile = ProfileOptions(o.max_utilization, o.ttft_headroom, o.tpot_headroom)
+    return LoadedSpec(
+        source, fleet, models, slos, tuple(classes), dict(spec.inventory),
+        CompileOptions(o.allow_disaggregation, o.csd_min_context_tokens, o.churn_penalty, profile),
+        SolverOptions(o.solver, o.time_limit_seconds, o.mip_gap, o.transfer_utilization),  # type: ignore[arg-type]
+        Classifier(buckets.input_edges, buckets.output_edges, tuple(slos), spec.slo_classes[0].name),
+        o.slice_factor, dict(spec.current), traces, spec.traffic)
