@@ -3,12 +3,16 @@
 Algorithm:
 1. `recover()`: load the snapshot (`snapshot_key`: a hash with fields `data` = `PrefixIndex.to_bytes()`
    and `id` = the last stream id it covers) if there is one, else start empty from id 0-0; then replay.
-2. `poll_once()`: XREAD entries after `last_id` and apply them in order. Before reading, a gap check:
-   XINFO STREAM's `max-deleted-entry-id` (Redis >= 7) greater than `last_id` means entries we never
-   saw were trimmed; the index is then rebuilt from the snapshot and replayed (counted in
+2. `poll_once()`: XREAD entries after `last_id` and apply them in order. Before reading, a gap check.
+   The follower counts the entries it has covered (`seen_count`, = entries with id <= last_id). XINFO
+   STREAM gives `entries-added` and `length` (Redis >= 7), so `entries-added - length` entries were
+   trimmed; more trimmed than covered means entries we never saw are gone (on older Redis: the first
+   entry's id is above `last_id`). The index is then rebuilt from the snapshot and replayed (counted in
    `heteroserve_cache_index_gaps_total`). If the snapshot itself is older than the trim, the rebuild is
-   the best available (logged): blocks stored in the lost window are unknown until touched again.
-3. `snapshot()`: writes the current index with its `last_id` (every `snapshot_interval_seconds` in
+   the best available (logged): blocks stored in the lost window are unknown until published again.
+   (XDEL is never used on this stream; it would break the count.)
+3. `snapshot()`: writes the current index with its `last_id` and `seen_count` (every
+   `snapshot_interval_seconds` in
    `run()`). Several followers may write; any snapshot is consistent with its own id, so the last writer
    winning only costs replay time, never correctness.
 
@@ -47,6 +51,7 @@ class PrefixIndexFollower:
         self.config = config or EventStreamConfig()
         self.index = PrefixIndex(shared_tiers)
         self.last_id = ZERO_ID
+        self.seen_count = 0
         self._metrics = metrics
         self._shared_tiers = shared_tiers
         self._snapshot_interval = snapshot_interval_seconds
@@ -60,15 +65,22 @@ class PrefixIndexFollower:
             try:
                 self.index = PrefixIndex.from_bytes(raw[b"data"], self._shared_tiers)
                 self.last_id = raw[b"id"].decode()
+                self.seen_count = int(raw.get(b"count", b"0"))
                 return
             except ValueError as exc:
                 log.warning("ignoring unreadable prefix index snapshot: %s", exc)
         self.index = PrefixIndex(self._shared_tiers)
         self.last_id = ZERO_ID
+        self.seen_count = 0
 
     async def recover(self) -> int:
         """Snapshot + replay. Returns the number of events replayed."""
         await self._load_snapshot()
+        if await self._has_gap():
+            if self._metrics:
+                self._metrics.index_gaps.inc()
+            log.warning("snapshot (at %s) is older than the stream's trim; blocks in the lost window are "
+                        "unknown until published again", self.last_id)
         return await self._replay()
 
     async def _replay(self) -> int:
@@ -84,8 +96,11 @@ class PrefixIndexFollower:
             info = await self.client.xinfo_stream(self.config.stream_key)
         except Exception:  # stream does not exist yet: nothing was trimmed
             return False
-        deleted = info.get("max-deleted-entry-id") or info.get(b"max-deleted-entry-id")
-        return deleted is not None and parse_id(deleted) > parse_id(self.last_id)
+        added = info.get("entries-added")
+        if added is not None:
+            return int(added) - int(info["length"]) > self.seen_count
+        first = info.get("first-entry")
+        return bool(first) and parse_id(first[0]) > parse_id(self.last_id) and self.seen_count > 0
 
     async def poll_once(self, block_ms: int | None = None) -> int:
         """Apply new events (waiting up to `block_ms` for some); rebuilds on a gap. Returns events applied."""
@@ -112,13 +127,15 @@ class PrefixIndexFollower:
                 except (KeyError, ValueError) as exc:
                     log.warning("skipping malformed KV event %s: %s", entry_id, exc)
                 self.last_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                self.seen_count += 1
                 n += 1
         return n
 
     async def snapshot(self) -> None:
         """Write the index and the stream id it covers."""
         await self.client.hset(self.config.snapshot_key,
-                               mapping={"data": self.index.to_bytes(), "id": self.last_id})
+                               mapping={"data": self.index.to_bytes(), "id": self.last_id,
+                                        "count": str(self.seen_count)})
 
     def remove_worker(self, worker_id: str) -> int:
         return self.index.remove_worker(worker_id)

@@ -90,7 +90,8 @@ class PrefixIndex:
         return sorted(self._by_worker)
 
     def longest_prefix(self, hashes: Sequence[BlockHash]) -> dict[str, PrefixMatch]:
-        """For each worker holding at least the first block (itself or via the shared tier): its run."""
+        """Each candidate worker's run (see the module docstring). A worker not in the result holds none
+        of the leading blocks itself: its run is the `SHARED` entry's (loadable from the shared tier)."""
         leading: list[dict[str, int]] = []  # per block: holder -> best rank
         for h in hashes:
             holders = self._holders.get(h)
