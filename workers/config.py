@@ -26,6 +26,8 @@ class WorkerConfig:
 
     `port` 0 picks a free port (the bound one is printed and registered). `metrics_port` 0 disables
     the Prometheus endpoint. `redis_url` None runs without registration (standalone / tests).
+    `shared_tier_url` is the Redis of the shared KV tier (None = no shared tier: Prefill's
+    `publish_to_shared_tier` is ignored and Decode from the shared tier prefills locally).
     `heartbeat_seconds` must be well below `registration_ttl_seconds` so one late heartbeat does not
     drop the worker. `drain_grace_seconds` bounds how long a drain waits for running requests.
     `cluster_token` is a secret: it is excluded from `repr`.
@@ -41,6 +43,7 @@ class WorkerConfig:
     node_type: str = "cpu"
     pool: str = "default"
     redis_url: str | None = field(default=None, repr=False)
+    shared_tier_url: str | None = field(default=None, repr=False)
     csd_path: Path | None = None
     kv_cache_mb: int | None = None
     metrics_port: int = 0
@@ -73,5 +76,9 @@ class WorkerConfig:
         if self.registration_ttl_seconds < 2 * self.heartbeat_seconds:
             raise ValueError(f"registration_ttl_seconds must be >= 2 x heartbeat_seconds, "
                              f"got {self.registration_ttl_seconds}")
+        for name in ("redis_url", "shared_tier_url"):
+            url = getattr(self, name)
+            if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError(f"{name} must start with redis://, rediss:// or unix://")
         if self.drain_grace_seconds < 0:
             raise ValueError(f"drain_grace_seconds must be >= 0, got {self.drain_grace_seconds}")

@@ -26,7 +26,8 @@ _FLAG_OF_FIELD = {
     "worker_id": "--worker-id", "cluster_token": "--cluster-token-env", "device": "--device",
     "role": "--role", "csd_path": "--csd-path", "metrics_port": "--metrics-port", "port": "--port",
     "kv_cache_mb": "--kv-cache-mb", "node_type": "--node-type", "pool": "--pool",
-    "drain_grace_seconds": "--drain-grace-seconds",
+    "drain_grace_seconds": "--drain-grace-seconds", "redis_url": "--redis-url",
+    "shared_tier_url": "--shared-tier-url",
 }
 
 
@@ -39,6 +40,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-type", default=None, help="node type name (default: the device kind)")
     parser.add_argument("--pool", default="default", help="pool this worker belongs to")
     parser.add_argument("--redis-url", default=None, help="registry Redis URL (default: no registration)")
+    parser.add_argument("--shared-tier-url", default=None, metavar="URL",
+                        help="Redis URL of the shared KV tier (default: none)")
     parser.add_argument("--cluster-token-env", default=DEFAULT_TOKEN_ENV, metavar="VAR",
                         help=f"environment variable holding the cluster token (default: {DEFAULT_TOKEN_ENV})")
     parser.add_argument("--csd-path", type=Path, default=None, help="drive directory of the csd KV pool")
@@ -66,7 +69,8 @@ def build_config(args: argparse.Namespace) -> WorkerConfig:
             worker_id=args.worker_id or f"{args.device}-{args.role}-{uuid.uuid4().hex[:8]}",
             model_dir=args.model, cluster_token=token, device=args.device, role=args.role,
             host=args.host, port=args.port, node_type=args.node_type or args.device, pool=args.pool,
-            redis_url=args.redis_url, csd_path=args.csd_path, kv_cache_mb=args.kv_cache_mb,
+            redis_url=args.redis_url, shared_tier_url=args.shared_tier_url, csd_path=args.csd_path,
+            kv_cache_mb=args.kv_cache_mb,
             metrics_port=args.metrics_port, drain_grace_seconds=args.drain_grace_seconds)
     except ValueError as exc:
         message = str(exc)

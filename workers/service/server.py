@@ -168,12 +168,15 @@ class WorkerServer:
             await asyncio.sleep(METRICS_INTERVAL_SECONDS)
 
 
-async def serve(config: WorkerConfig, on_ready: Callable[[str], None] | None = None,
-                shared_tier: SharedKVTier | None = None) -> int:
+async def serve(config: WorkerConfig, on_ready: Callable[[str], None] | None = None) -> int:
     """Run a worker until SIGTERM / SIGINT, then drain and stop; returns the exit code (0)."""
     from workers.engine.async_engine import AsyncEngine
+    from workers.service.shared_tier import StoreKVTier
 
     engine = await asyncio.to_thread(AsyncEngine.from_config, engine_config(config))
+    shared_tier = None
+    if config.shared_tier_url:
+        shared_tier = await StoreKVTier.redis(config.shared_tier_url, engine.model_id)
     server = WorkerServer(config, engine, shared_tier=shared_tier)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -187,6 +190,8 @@ async def serve(config: WorkerConfig, on_ready: Callable[[str], None] | None = N
         log.info("signal received: draining (grace %.1f s)", config.drain_grace_seconds)
     finally:
         await server.drain_and_stop()
+        if shared_tier is not None:
+            await shared_tier.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     return 0

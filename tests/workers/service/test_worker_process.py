@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from grpc import aio
 from redis import asyncio as aioredis
 from worker_procs import CLUSTER_TOKEN, WorkerProcess, start_worker
 
 from heteroserve import registry
 from heteroserve.errors import AuthenticationError, InvalidRequestError, UnavailableError
 from heteroserve.localredis import LocalRedis, RedisServerConfig, free_port
-from heteroserve.v1 import common_pb2, worker_pb2
+from heteroserve.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from heteroserve.workerclient import WorkerClient
 from workers.engine.async_engine import AsyncEngine
 from workers.engine.config import EngineConfig
@@ -204,3 +205,66 @@ async def wait_for_record(client: aioredis.Redis, worker_id: str, *, present: bo
             pass
         await asyncio.sleep(0.1)
     return False
+
+
+async def test_prefill_publishes_to_shared_tier_and_decode_reads_it(
+        worker_a: WorkerProcess, worker_b: WorkerProcess, reference: AsyncEngine) -> None:
+    prompt = [(31 * i + 7) % 2000 for i in range(40)]  # 2 full blocks + 8 tokens
+    expected = await expected_tokens(reference, prompt, "ref-shared")
+    bytes_before = worker_b.metric("heteroserve_worker_kv_transfer_bytes_total", 'tier="shared"')
+    async with WorkerClient(worker_a.address, CLUSTER_TOKEN) as a, \
+            WorkerClient(worker_b.address, CLUSTER_TOKEN) as b:
+        reply = await a.prefill(worker_pb2.PrefillRequest(request_id="sh", prompt_token_ids=prompt,
+                                                          sampling=greedy(), publish_to_shared_tier=True))
+        source = worker_pb2.KVSource(shared_tier=True, block_hashes=reply.block_hashes)
+        chunks = await collect(b.decode(worker_pb2.DecodeRequest(
+            request_id="sh", prompt_token_ids=prompt, generated_token_ids=reply.first.token_ids,
+            sampling=greedy(), kv_source=source)))
+    assert list(reply.first.token_ids) + tokens(chunks) == expected
+    assert chunks[0].cached_prompt_tokens >= 32
+    assert worker_b.metric("heteroserve_worker_kv_transfer_bytes_total", 'tier="shared"') > bytes_before
+
+
+class CorruptingRelay(worker_pb2_grpc.WorkerServicer):
+    """A peer whose PullKV relays worker A's blocks but flips one byte in the second block's payload."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+
+    async def PullKV(self, request: worker_pb2.PullKVRequest,
+                     context: aio.ServicerContext) -> AsyncIterator[common_pb2.KVBlockData]:
+        async with WorkerClient(self.upstream, CLUSTER_TOKEN) as upstream:
+            i = 0
+            async for block in upstream.pull_kv(list(request.block_hashes), request.cache_keys):
+                if i == 1:
+                    payload = bytearray(block.payload)
+                    payload[len(payload) // 2] ^= 0xFF
+                    block = common_pb2.KVBlockData(block_hash=block.block_hash, payload=bytes(payload))
+                i += 1
+                yield block
+
+
+async def test_corrupt_block_from_peer_is_dropped_and_recomputed(
+        worker_a: WorkerProcess, worker_b: WorkerProcess, reference: AsyncEngine) -> None:
+    prompt = [(37 * i + 2) % 2000 for i in range(60)]  # 3 full blocks + 12 tokens
+    expected = await expected_tokens(reference, prompt, "ref-corrupt")
+    relay = aio.server()
+    worker_pb2_grpc.add_WorkerServicer_to_server(CorruptingRelay(worker_a.address), relay)
+    port = relay.add_insecure_port("127.0.0.1:0")
+    await relay.start()
+    failures_before = worker_b.metric("heteroserve_worker_kv_transfer_failures_total", 'tier="peer"')
+    try:
+        async with WorkerClient(worker_a.address, CLUSTER_TOKEN) as a, \
+                WorkerClient(worker_b.address, CLUSTER_TOKEN) as b:
+            reply = await a.prefill(worker_pb2.PrefillRequest(request_id="cx", prompt_token_ids=prompt,
+                                                              sampling=greedy()))
+            source = worker_pb2.KVSource(worker_address=f"127.0.0.1:{port}", block_hashes=reply.block_hashes)
+            chunks = await collect(b.decode(worker_pb2.DecodeRequest(
+                request_id="cx", prompt_token_ids=prompt, generated_token_ids=reply.first.token_ids,
+                sampling=greedy(), kv_source=source)))
+    finally:
+        await relay.stop(grace=None)
+    assert list(reply.first.token_ids) + tokens(chunks) == expected
+    assert chunks[0].cached_prompt_tokens == 16  # only the block before the corrupt one was imported
+    failures_after = worker_b.metric("heteroserve_worker_kv_transfer_failures_total", 'tier="peer"')
+    assert failures_after == failures_before + 1
