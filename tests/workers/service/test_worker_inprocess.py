@@ -1,0 +1,79 @@
+"""A `WorkerServer` in this process (real engine, real gRPC on 127.0.0.1): the Drain RPC and the CLI's
+flag errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from heteroserve.cli import main as cli_main
+from heteroserve.errors import UnavailableError
+from heteroserve.v1 import common_pb2, worker_pb2
+from heteroserve.workerclient import WorkerClient
+from workers.config import WorkerConfig
+from workers.engine.async_engine import AsyncEngine
+from workers.service.server import WorkerServer, engine_config
+
+TOKEN = "in-process-cluster-token"
+
+
+@pytest.fixture
+async def server(tiny_model_dir: Path) -> AsyncIterator[WorkerServer]:
+    config = WorkerConfig(worker_id="inproc", model_dir=tiny_model_dir, cluster_token=TOKEN, kv_cache_mb=8)
+    engine = AsyncEngine.from_config(engine_config(config))
+    worker = WorkerServer(config, engine, registry=CollectorRegistry())
+    await worker.start()
+    yield worker
+    await worker.stop()
+
+
+async def test_drain_rpc_waits_for_running_stream_then_refuses_work(server: WorkerServer) -> None:
+    async with WorkerClient(server.address, TOKEN) as client:
+        stream = client.generate(worker_pb2.GenerateRequest(
+            request_id="long", prompt_token_ids=[5, 6, 7],
+            sampling=common_pb2.SamplingParams(max_tokens=200, ignore_eos=True)))
+        first = await anext(stream)
+        drain = asyncio.create_task(client.drain(timeout_seconds=30))
+        rest = [chunk async for chunk in stream]
+        reply = await drain
+        assert (reply.drained, reply.remaining) == (True, 0)
+        assert len(first.token_ids) + sum(len(c.token_ids) for c in rest) == 200
+        with pytest.raises(UnavailableError, match="draining"):
+            async for _ in client.generate(worker_pb2.GenerateRequest(
+                    prompt_token_ids=[5], sampling=common_pb2.SamplingParams(max_tokens=2))):
+                pass
+        assert not await client.health()
+        stats = await client.stats()  # still answered while draining
+        assert stats.draining and stats.num_running == 0
+    assert server.registry.get_sample_value("heteroserve_worker_draining") == 1
+    refused = server.registry.get_sample_value("heteroserve_worker_requests_total", {"status": "unavailable"})
+    assert refused == 1
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["--port", "70000"], "--port"),
+    (["--port", "1", "--metrics-port", "-2"], "--metrics-port"),
+    (["--port", "1", "--device", "csd"], "--csd-path"),
+    (["--port", "1", "--kv-cache-mb", "0"], "--kv-cache-mb"),
+    (["--port", "1", "--redis-url", "http://x"], "--redis-url"),
+    (["--port", "1", "--cluster-token-env", "HETEROSERVE_TEST_UNSET_TOKEN"], "--cluster-token-env"),
+])
+def test_bad_flags_give_one_line_naming_the_flag(tiny_model_dir: Path, argv: list[str], flag: str,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HETEROSERVE_CLUSTER_TOKEN", TOKEN)
+    monkeypatch.delenv("HETEROSERVE_TEST_UNSET_TOKEN", raising=False)
+    assert cli_main(["worker", "--model", str(tiny_model_dir), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"heteroserve worker: error: {flag}: "), err
+
+
+def test_model_dir_without_config_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HETEROSERVE_CLUSTER_TOKEN", TOKEN)
+    assert cli_main(["worker", "--model", str(tmp_path), "--port", "0"]) == 2
+    assert "error: --model: " in capsys.readouterr().err
