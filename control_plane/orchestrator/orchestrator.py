@@ -31,6 +31,7 @@ from control_plane.orchestrator.cluster import ClusterView
 from control_plane.orchestrator.config import OrchestratorConfig
 from control_plane.orchestrator.prefix import PrefixSource
 from control_plane.orchestrator.relay import Run, accept_chunk, relay
+from control_plane.orchestrator.routed_prefixes import RoutedPrefixes, merge
 from control_plane.orchestrator.routes import ClassRoute, PathChooser
 from control_plane.orchestrator.types import Event, Finished, GenerateJob
 from control_plane.router import InflightTracker, PrefixMatch, RouteDecision, Router, RouteRequest
@@ -52,12 +53,13 @@ class Orchestrator:
         self._config = config
         self._metrics = metrics
         self._paths = PathChooser()
+        self.routed = RoutedPrefixes()
 
     async def generate(self, job: GenerateJob, block_hashes: Sequence[BlockHash],
                        route: ClassRoute) -> AsyncIterator[Event]:
         """The events of `job`: `TokenDelta`s then one `Finished`. Raises `HeteroserveError`."""
         run = Run(job=job, request_class=route.request_class)
-        match = self._prefix.match(block_hashes)
+        match = merge(self._prefix.match(block_hashes), self.routed.match(block_hashes))
         if self._paths.disaggregate(route) and self._uncached_tokens(job, match) >= \
                 self._config.pd_min_uncached_tokens:
             async for event in self._disaggregated(run, route, match):
@@ -65,9 +67,13 @@ class Orchestrator:
         else:
             async for event in self._stream(run, [("colocated", route.colocated)], match, None):
                 yield event
+        self.routed.record(run.worker_id, block_hashes)
+        if run.prefill_worker_id and run.prefill_worker_id != run.worker_id:
+            self.routed.record(run.prefill_worker_id, block_hashes)
 
     def _uncached_tokens(self, job: GenerateJob, match: PrefixMatch) -> int:
-        best = max([*match.worker_blocks.values(), *match.shared_blocks.values(), 0])
+        best = max([*match.worker_blocks.values(), *match.shared_blocks.values(),
+                    *match.local_blocks.values(), 0])
         return len(job.prompt_token_ids) - best * self._config.block_size
 
     def _route(self, run: Run, roles: Sequence[tuple[Role, Mapping[str, float]]],
