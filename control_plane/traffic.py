@@ -29,7 +29,9 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -210,3 +212,19 @@ def _class_traffic(name: str, stats: dict[str, int], covered_seconds: float) -> 
         mean_ttft_s=stats.get("ttft_ms", 0) / 1000 / n,
         mean_tpot_s=stats.get("tpot_ms", 0) / 1000 / n,
     )
+
+
+DEFAULT_TTFT_SLO_SECONDS = 2.0
+DEFAULT_TPOT_SLO_SECONDS = 0.2
+
+
+def slo_met(plan_document: Mapping[str, Any] | None, request_class: str, ttft_s: float | None,
+            tpot_s: float | None) -> bool:
+    """Whether one request met its class's SLO: the plan's `classes[].ttft_seconds / tpot_seconds`
+    (defaults DEFAULT_TTFT_SLO_SECONDS / DEFAULT_TPOT_SLO_SECONDS). A missing measurement counts as met."""
+    ttft_slo, tpot_slo = DEFAULT_TTFT_SLO_SECONDS, DEFAULT_TPOT_SLO_SECONDS
+    for c in (plan_document or {}).get("classes", ()):
+        if c.get("name") == request_class:
+            ttft_slo = float(c.get("ttft_seconds") or ttft_slo)
+            tpot_slo = float(c.get("tpot_seconds") or tpot_slo)
+    return (ttft_s is None or ttft_s <= ttft_slo) and (tpot_s is None or tpot_s <= tpot_slo)

@@ -8,6 +8,7 @@ transports (REST and gRPC) share one runtime, so they route with the same state.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -26,6 +27,7 @@ from control_plane.orchestrator.orchestrator import Orchestrator
 from control_plane.orchestrator.prefix import IndexPrefixSource, NoPrefixIndex, PrefixSource
 from control_plane.plan_store import PlanRecord, PlanStore, PlanWatcher
 from control_plane.router import InflightTracker, Router
+from control_plane.traffic import TrafficConfig, TrafficRecorder
 from heteroserve.errors import NotFoundError
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,11 @@ class GatewayRuntime:
             if self.plan_store is not None else None
         self.orchestrator = Orchestrator(self.cluster, self.router, self.inflight, prefix,
                                          _orchestrator_config(config), self.metrics)
-        self.service = GatewayService(config, self.models, self.orchestrator, self.plan, self.metrics)
+        # Per-class load statistics for the planner (buffered; flushed by its own thread every second).
+        self.traffic = TrafficRecorder(TrafficConfig(redis_url=config.redis_url)) \
+            if config.redis_url else None
+        self.service = GatewayService(config, self.models, self.orchestrator, self.plan, self.metrics,
+                                      traffic=self.traffic)
         self.started = False
 
     async def _on_plan(self, record: PlanRecord) -> None:
@@ -87,6 +93,8 @@ class GatewayRuntime:
         if self.follower is not None:
             await self.follower.stop()
         await self.cluster.stop()
+        if self.traffic is not None:
+            await asyncio.to_thread(self.traffic.close)
         if self.redis is not None:
             await self.redis.aclose()
 

@@ -21,6 +21,7 @@ from control_plane.gateway.plan import PlanView
 from control_plane.orchestrator.orchestrator import Orchestrator
 from control_plane.orchestrator.routes import ClassRoute
 from control_plane.orchestrator.types import Event, Finished, GenerateJob, Sampling, TokenDelta
+from control_plane.traffic import TrafficRecorder, slo_met
 from heteroserve.errors import HeteroserveError, InvalidRequestError, NotFoundError
 
 SLO_PRIORITY = {"interactive": 0, "": 1, "default": 1, "standard": 1, "batch": 2}
@@ -61,8 +62,9 @@ class GatewayService:
     """Owns nothing with a lifetime: the server builds the parts, this composes them."""
 
     def __init__(self, config: GatewayConfig, models: dict[str, ServedModel], orchestrator: Orchestrator,
-                 plan: PlanView, metrics: GatewayMetrics) -> None:
+                 plan: PlanView, metrics: GatewayMetrics, traffic: TrafficRecorder | None = None) -> None:
         self.config = config
+        self.traffic = traffic  # per-class statistics for the planner (control_plane.traffic)
         self.models = models
         self.plan = plan
         self.metrics = metrics
@@ -161,7 +163,14 @@ class GatewayService:
         now = time.monotonic()
         self.metrics.duration.labels(path).observe(now - start)
         self.metrics.prefix_hit_tokens.inc(event.route.cached_prompt_tokens)
-        if first is not None:
-            self.metrics.ttft.labels(path).observe(first - start)
-            if event.completion_tokens > 1:
-                self.metrics.tpot.labels(path).observe((now - first) / (event.completion_tokens - 1))
+        ttft = first - start if first is not None else None
+        tpot = (now - first) / (event.completion_tokens - 1) \
+            if first is not None and event.completion_tokens > 1 else None
+        if ttft is not None:
+            self.metrics.ttft.labels(path).observe(ttft)
+        if tpot is not None:
+            self.metrics.tpot.labels(path).observe(tpot)
+        if self.traffic is not None:
+            cls = event.route.request_class
+            self.traffic.record(cls, event.prompt_tokens, event.completion_tokens, ttft, tpot,
+                                slo_met(self.plan.document, cls, ttft, tpot))
