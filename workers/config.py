@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from cache.config import CacheConfig
+
 Device = Literal["cpu", "cuda", "csd"]
 Role = Literal["colocated", "prefill", "decode"]
 
@@ -26,8 +28,9 @@ class WorkerConfig:
 
     `port` 0 picks a free port (the bound one is printed and registered). `metrics_port` 0 disables
     the Prometheus endpoint. `redis_url` None runs without registration (standalone / tests).
-    `shared_tier_url` is the Redis of the shared KV tier (None = no shared tier: Prefill's
+    `cache` configures the tiered KV store below the engine's pool (None = no store: Prefill's
     `publish_to_shared_tier` is ignored and Decode from the shared tier prefills locally).
+    `publish_kv_events` appends the pool's block events to the KV event stream in `redis_url`.
     `heartbeat_seconds` must be well below `registration_ttl_seconds` so one late heartbeat does not
     drop the worker. `drain_grace_seconds` bounds how long a drain waits for running requests.
     `cluster_token` is a secret: it is excluded from `repr`.
@@ -43,7 +46,8 @@ class WorkerConfig:
     node_type: str = "cpu"
     pool: str = "default"
     redis_url: str | None = field(default=None, repr=False)
-    shared_tier_url: str | None = field(default=None, repr=False)
+    cache: CacheConfig | None = None
+    publish_kv_events: bool = True
     csd_path: Path | None = None
     kv_cache_mb: int | None = None
     metrics_port: int = 0
@@ -76,7 +80,7 @@ class WorkerConfig:
         if self.registration_ttl_seconds < 2 * self.heartbeat_seconds:
             raise ValueError(f"registration_ttl_seconds must be >= 2 x heartbeat_seconds, "
                              f"got {self.registration_ttl_seconds}")
-        for name in ("redis_url", "shared_tier_url"):
+        for name in ("redis_url",):
             url = getattr(self, name)
             if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
                 raise ValueError(f"{name} must start with redis://, rediss:// or unix://")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from heteroserve.errors import ConfigError
 
 if TYPE_CHECKING:
+    from cache.config import CacheConfig
     from workers.config import WorkerConfig
 
 HELP = "run one gRPC worker (engine on cpu, cuda or csd)"
@@ -27,7 +28,6 @@ _FLAG_OF_FIELD = {
     "role": "--role", "csd_path": "--csd-path", "metrics_port": "--metrics-port", "port": "--port",
     "kv_cache_mb": "--kv-cache-mb", "node_type": "--node-type", "pool": "--pool",
     "drain_grace_seconds": "--drain-grace-seconds", "redis_url": "--redis-url",
-    "shared_tier_url": "--shared-tier-url",
 }
 
 
@@ -41,7 +41,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool", default="default", help="pool this worker belongs to")
     parser.add_argument("--redis-url", default=None, help="registry Redis URL (default: no registration)")
     parser.add_argument("--shared-tier-url", default=None, metavar="URL",
-                        help="Redis URL of the shared KV tier (default: none)")
+                        help="Redis URL of the shared KV tier (shorthand for a cache config with only Redis)")
+    parser.add_argument("--cache-config", type=Path, default=None, metavar="FILE",
+                        help="YAML/JSON of cache.config.CacheConfig: KV tiers below the pool (default: none)")
+    parser.add_argument("--no-kv-events", action="store_true",
+                        help="do not publish KV block events to --redis-url")
     parser.add_argument("--cluster-token-env", default=DEFAULT_TOKEN_ENV, metavar="VAR",
                         help=f"environment variable holding the cluster token (default: {DEFAULT_TOKEN_ENV})")
     parser.add_argument("--csd-path", type=Path, default=None, help="drive directory of the csd KV pool")
@@ -69,7 +73,8 @@ def build_config(args: argparse.Namespace) -> WorkerConfig:
             worker_id=args.worker_id or f"{args.device}-{args.role}-{uuid.uuid4().hex[:8]}",
             model_dir=args.model, cluster_token=token, device=args.device, role=args.role,
             host=args.host, port=args.port, node_type=args.node_type or args.device, pool=args.pool,
-            redis_url=args.redis_url, shared_tier_url=args.shared_tier_url, csd_path=args.csd_path,
+            redis_url=args.redis_url, cache=cache_config(args), publish_kv_events=not args.no_kv_events,
+            csd_path=args.csd_path,
             kv_cache_mb=args.kv_cache_mb,
             metrics_port=args.metrics_port, drain_grace_seconds=args.drain_grace_seconds)
     except ValueError as exc:
@@ -77,6 +82,24 @@ def build_config(args: argparse.Namespace) -> WorkerConfig:
         flag = next((f for name, f in sorted(_FLAG_OF_FIELD.items(), key=lambda kv: -len(kv[0]))
                      if message.startswith(name)), None)
         raise ConfigError(message, field=flag) from None
+
+
+def cache_config(args: argparse.Namespace) -> CacheConfig | None:
+    """The KV tiers below the engine's pool: from `--cache-config`, or Redis only from `--shared-tier-url`."""
+    from cache.config import CacheConfig
+    from cache.tiers import RedisTierConfig
+    from heteroserve.config import build, load_mapping
+
+    if args.cache_config is not None and args.shared_tier_url:
+        raise ConfigError("give --cache-config or --shared-tier-url, not both", field="--shared-tier-url")
+    if args.cache_config is not None:
+        return build(CacheConfig, load_mapping(args.cache_config), source=str(args.cache_config))
+    if args.shared_tier_url:
+        try:
+            return CacheConfig(memory=None, redis=RedisTierConfig(url=args.shared_tier_url))
+        except ValueError as exc:
+            raise ConfigError(str(exc), field="--shared-tier-url") from None
+    return None
 
 
 def run(args: argparse.Namespace) -> int:

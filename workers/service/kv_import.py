@@ -37,14 +37,10 @@ log = logging.getLogger(__name__)
 
 
 class SharedKVTier(Protocol):
-    """The shared cache tier as the worker uses it (implemented over `cache/`'s tiered store)."""
+    """The shared cache tier as a decode worker reads it (`workers.service.kv_cache.WorkerKVCache`)."""
 
     async def get_blocks(self, hashes: Sequence[BlockHash]) -> list[KVBlock]:
-        """The leading run of `hashes` the tier holds, in order (may be empty)."""
-        ...
-
-    async def put_blocks(self, blocks: Sequence[KVBlock]) -> None:
-        """Store `blocks` (best effort)."""
+        """The verified leading run of `hashes` the tier holds, in order (may be empty)."""
         ...
 
 

@@ -1,11 +1,12 @@
 """Bootstrap of one worker process: engine, gRPC server, health, metrics, registration, drain.
 
 Lifecycle owned by `WorkerServer`:
-  start(): engine -> gRPC server (auth + error interceptors, Worker + health services) -> health
-           SERVING -> metrics HTTP endpoint -> registry heartbeat -> metrics sampling task.
+  start(): engine -> KV cache link (events, write-back) -> gRPC server (auth + error interceptors,
+           Worker + health services) -> health SERVING -> metrics HTTP endpoint -> registry heartbeat
+           -> metrics sampling task.
   drain_and_stop(grace): refuse new work (UNAVAILABLE "draining"; health NOT_SERVING; registry record
            marked draining) -> wait up to `grace` seconds for running calls -> deregister -> stop the
-           server (1 s for stragglers) -> stop the metrics endpoint and the engine.
+           server (1 s for stragglers) -> stop the metrics endpoint, the engine, the KV cache link.
 `serve(config)` runs that lifecycle as a process: it drains on SIGTERM or SIGINT and returns 0.
 """
 
@@ -29,7 +30,8 @@ from heteroserve.v1 import worker_pb2_grpc
 from workers.metrics import WorkerMetrics
 from workers.service.drain import DrainGate
 from workers.service.interceptors import AuthInterceptor, ErrorInterceptor
-from workers.service.kv_import import KVImporter, SharedKVTier
+from workers.service.kv_cache import WorkerKVCache
+from workers.service.kv_import import KVImporter
 from workers.service.registration import Registration
 from workers.service.servicer import WorkerServicer
 
@@ -60,16 +62,18 @@ class WorkerServer:
     """One engine behind one gRPC server. Owns the engine's lifecycle from `start()` on."""
 
     def __init__(self, config: WorkerConfig, engine: AsyncEngine, *,
-                 registry: CollectorRegistry | None = None, shared_tier: SharedKVTier | None = None) -> None:
+                 registry: CollectorRegistry | None = None, kv_cache: WorkerKVCache | None = None) -> None:
         self.config = config
         self.engine = engine
         self.registry = registry or CollectorRegistry()
         self.metrics = WorkerMetrics(self.registry)
         self.gate = DrainGate()
         self._health = health.aio.HealthServicer()
-        importer = KVImporter(engine, self.metrics, config.cluster_token, shared_tier=shared_tier)
+        self.kv_cache = kv_cache
+        shared = kv_cache if kv_cache is not None and kv_cache.has_store else None
+        importer = KVImporter(engine, self.metrics, config.cluster_token, shared_tier=shared)
         self.servicer = WorkerServicer(engine, config, self.metrics, importer, self.gate,
-                                       shared_tier=shared_tier, on_drain=self._on_drain)
+                                       kv_cache=kv_cache, on_drain=self._on_drain)
         self._server: aio.Server | None = None
         self._registration: Registration | None = None
         self._metrics_http: tuple[Any, Any] | None = None
@@ -83,6 +87,8 @@ class WorkerServer:
     async def start(self) -> str:
         """Start everything; returns the bound `host:port`. Raises `UnavailableError` if it cannot bind."""
         await self.engine.start()
+        if self.kv_cache is not None:
+            await self.kv_cache.start()
         server = aio.server(
             interceptors=[AuthInterceptor(self.config.cluster_token),
                           ErrorInterceptor(self.metrics.record_request)],
@@ -94,7 +100,7 @@ class WorkerServer:
         try:
             self.port = server.add_insecure_port(f"{self.config.host}:{self.config.port}")
         except RuntimeError as exc:
-            await self.engine.stop()
+            await self._stop_engine()
             raise UnavailableError(f"cannot listen on {self.config.host}:{self.config.port}: {exc}") from None
         await server.start()
         self._server = server
@@ -142,7 +148,13 @@ class WorkerServer:
             http_server.server_close()
             thread.join(timeout=5)
             self._metrics_http = None
+        await self._stop_engine()
+
+    async def _stop_engine(self) -> None:
         await self.engine.stop()
+        if self.kv_cache is not None:
+            await self.kv_cache.aclose()
+            self.kv_cache = None
 
     def _record(self) -> WorkerRecord:
         stats = self.engine.stats()
@@ -171,13 +183,9 @@ class WorkerServer:
 async def serve(config: WorkerConfig, on_ready: Callable[[str], None] | None = None) -> int:
     """Run a worker until SIGTERM / SIGINT, then drain and stop; returns the exit code (0)."""
     from workers.engine.async_engine import AsyncEngine
-    from workers.service.shared_tier import StoreKVTier
 
     engine = await asyncio.to_thread(AsyncEngine.from_config, engine_config(config))
-    shared_tier = None
-    if config.shared_tier_url:
-        shared_tier = await StoreKVTier.redis(config.shared_tier_url, engine.model_id)
-    server = WorkerServer(config, engine, shared_tier=shared_tier)
+    server = WorkerServer(config, engine, kv_cache=await build_kv_cache(config, engine))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -190,8 +198,24 @@ async def serve(config: WorkerConfig, on_ready: Callable[[str], None] | None = N
         log.info("signal received: draining (grace %.1f s)", config.drain_grace_seconds)
     finally:
         await server.drain_and_stop()
-        if shared_tier is not None:
-            await shared_tier.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     return 0
+
+
+async def build_kv_cache(config: WorkerConfig, engine: AsyncEngine) -> WorkerKVCache | None:
+    """The worker's KV cache link for `config`: a store when `config.cache` is set, an event publisher
+    when `config.redis_url` is set and `publish_kv_events`; None when neither."""
+    from redis import asyncio as aioredis
+
+    from cache.config import build_store
+    from cache.events import KVEventPublisher
+
+    store = await build_store(config.cache) if config.cache is not None else None
+    publisher = None
+    if config.redis_url and config.publish_kv_events:
+        client = aioredis.Redis.from_url(config.redis_url, socket_timeout=2.0, socket_connect_timeout=1.0)
+        publisher = KVEventPublisher(client, config.worker_id)
+    if store is None and publisher is None:
+        return None
+    return WorkerKVCache(engine, store, publisher)

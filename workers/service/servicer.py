@@ -27,23 +27,25 @@ if TYPE_CHECKING:
     from workers.engine.async_engine import AsyncEngine
     from workers.engine.types import EngineRequest
     from workers.metrics import WorkerMetrics
-    from workers.service.kv_import import KVImporter, SharedKVTier
+    from workers.service.kv_cache import WorkerKVCache
+    from workers.service.kv_import import KVImporter
 
 log = logging.getLogger(__name__)
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):
-    """Serves one engine. `on_drain` is awaited once when a drain starts (health, registry)."""
+    """Serves one engine. `kv_cache` (optional) links it to the cluster KV cache: read-through before
+    every request, publishing on Prefill. `on_drain` is awaited once when a drain starts."""
 
     def __init__(self, engine: AsyncEngine, config: WorkerConfig, metrics: WorkerMetrics,
-                 importer: KVImporter, gate: DrainGate, *, shared_tier: SharedKVTier | None = None,
+                 importer: KVImporter, gate: DrainGate, *, kv_cache: WorkerKVCache | None = None,
                  on_drain: Callable[[], Awaitable[None]] | None = None) -> None:
         self._engine = engine
         self._config = config
         self._metrics = metrics
         self._importer = importer
         self._gate = gate
-        self._shared_tier = shared_tier
+        self._kv_cache = kv_cache
         self._on_drain = on_drain
         self._limits = convert.ModelLimits(engine.max_context_tokens, engine.tokenizer.get_vocab_size())
 
@@ -53,6 +55,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             engine_request = convert.engine_request(
                 request.request_id, request.prompt_token_ids, request.sampling, request.cache_keys,
                 self._limits, priority=request.priority)
+            await self._load_prefix(engine_request)
             async for chunk in self._stream(engine_request):
                 yield chunk
 
@@ -62,6 +65,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             full = convert.engine_request(request.request_id, request.prompt_token_ids, request.sampling,
                                           request.cache_keys, self._limits)
             one_token = dataclasses.replace(full, sampling=dataclasses.replace(full.sampling, max_tokens=1))
+            await self._load_prefix(full)
             chunks = [chunk async for chunk in self._stream(one_token)]
             first = convert.merge_chunks(chunks)
             if first.finish_reason == "length" and full.sampling.max_tokens > 1:
@@ -69,8 +73,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             keys = self._engine.hash_keys(request.cache_keys.adapter, request.cache_keys.tenant_salt)
             hashes = hash_prompt_blocks(full.prompt_token_ids, keys, self._engine.block_size)
             held = hashes[: self._engine.match_prefix(hashes)]
-            if request.publish_to_shared_tier:
-                await self._publish(held)
+            if request.publish_to_shared_tier and self._kv_cache is not None:
+                await self._kv_cache.publish(held)
             return worker_pb2.PrefillResponse(first=first, block_hashes=held,
                                               worker_id=self._config.worker_id)
 
@@ -82,6 +86,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 self._limits, priority=request.priority, generated=request.generated_token_ids)
             await self._importer.import_prefix(request.kv_source, request.prompt_token_ids,
                                                request.cache_keys)
+            await self._load_prefix(engine_request)
             async for chunk in self._stream(engine_request):
                 yield chunk
 
@@ -133,12 +138,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             yield convert.token_chunk(event, self._config.worker_id, first=first)
             first = False
 
-    async def _publish(self, hashes: list[BlockHash]) -> None:
-        """Write the prompt's blocks to the shared tier (best effort: a failure is logged, not raised)."""
-        if self._shared_tier is None or not hashes:
+    async def _load_prefix(self, request: EngineRequest) -> None:
+        """Read-through of the tiered store for the prompt blocks the pool lacks (no-op without one)."""
+        if self._kv_cache is None or not self._kv_cache.has_store:
             return
-        try:
-            blocks = await self._engine.export_blocks(hashes)
-            await self._shared_tier.put_blocks(blocks)
-        except Exception as exc:  # publishing is an optimisation; decode falls back
-            log.warning("publishing %d blocks to the shared tier failed: %s", len(hashes), exc)
+        keys = self._engine.hash_keys(request.adapter, request.tenant_salt)
+        hashes = hash_prompt_blocks(request.prompt_token_ids, keys, self._engine.block_size)
+        await self._kv_cache.load_prefix(hashes)

@@ -186,6 +186,9 @@ async def test_registration_redis_outage_and_sigterm_drain(tiny_model_dir: Path,
         assert rest[-1].finish_reason == "length"
         assert await asyncio.to_thread(worker.proc.wait, 30) == 0
         assert await registry.get_worker(client, "worker-c") is None
+        events = await client.xrange("hs:kvevents:default")
+        stored = [f for _, f in events if f[b"w"] == b"worker-c" and f[b"k"] == b"s" and f[b"t"] == b"device"]
+        assert stored, "the worker published no KV block events"
         assert "registry unreachable" in "".join(worker.stderr_lines)
     finally:
         if worker is not None:
