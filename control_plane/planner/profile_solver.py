@@ -12,7 +12,8 @@ Published document (what `control_plane.gateway.plan` and `heteroserve status` r
     {"model", "status", "cost_per_hour", "baselines": {name: $/h},
      "pools":   [{"name", "node_type", "role", "device", "count", "price_per_hour"}],
      "routing": {class: {pool: share}},   # P/D share appears on both its prefill and decode pool
-     "classes": [{"name", "slo_class", "max_input_tokens", "max_output_tokens", "rate_per_s"}]}
+     "classes": [{"name", "slo_class", "max_input_tokens", "max_output_tokens", "ttft_seconds",
+                  "tpot_seconds", "rate_per_s"}]}
 
 Pool names are the operator's (DNS labels, as `PoolTarget` requires), not placement's
 `model:node_type:role`, so routing, worker registration and deployments all use one name.
@@ -64,6 +65,8 @@ class ProfiledClass:
     slo_class: str = ""
     max_input_tokens: int | None = None
     max_output_tokens: int | None = None
+    ttft_seconds: float = 2.0  # the SLO; gateways count requests that met it (control_plane.traffic)
+    tpot_seconds: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -115,8 +118,8 @@ class ProfileSolver:
                        "count": counts[p.name], "price_per_hour": p.price_per_hour} for p in self.spec.pools],
             "routing": {c: dict(sorted(s.items())) for c, s in sorted(routing.items())},
             "classes": [{"name": c.name, "slo_class": c.slo_class, "max_input_tokens": c.max_input_tokens,
-                         "max_output_tokens": c.max_output_tokens,
-                         "rate_per_s": round(rates.get(c.name, 0), 4)} for c in self.spec.classes],
+                         "max_output_tokens": c.max_output_tokens, "ttft_seconds": c.ttft_seconds,
+                         "tpot_seconds": c.tpot_seconds, "rate_per_s": round(rates.get(c.name, 0), 4)} for c in self.spec.classes],
         }
         return SolvedPlan(pools, solution.cost_per_hour, baselines, solution.info.status, document)
 

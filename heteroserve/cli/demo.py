@@ -1,4 +1,4 @@
-"""`heteroserve demo`: the most complete path that exists today, end to end on this machine."""
+"""`heteroserve demo`: the embedded cluster end to end on this machine (see heteroserve/embedded/demo.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from heteroserve.demo import run_demo
+    from heteroserve.embedded.demo import run_demo
 
     return run_demo(args.run_dir)

@@ -25,6 +25,7 @@ from control_plane.plan_store import PlanRecord, PlanStore
 from heteroserve.embedded.state import ClusterState
 from heteroserve.registry import WorkerRecord, list_workers
 
+OK_STATUSES = ("200", "OK")  # REST and gRPC labels of a successful request
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -132,7 +133,7 @@ def render(status: ClusterStatus) -> Group:
         traffic.add_column(col)
     n_ttft = total(g, "heteroserve_gateway_ttft_seconds_count")
     n_tpot = total(g, "heteroserve_gateway_tpot_seconds_count")
-    ok = total(g, "heteroserve_gateway_requests_total", status="ok")
+    ok = sum(total(g, "heteroserve_gateway_requests_total", status=code) for code in OK_STATUSES)
     errors = total(g, "heteroserve_gateway_requests_total") - ok
     hits = status.cache_hit_rates()
     traffic.add_row(f"{ok:.0f}" if g else "?", f"{errors:.0f}" if g else "?",

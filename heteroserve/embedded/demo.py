@@ -1,0 +1,183 @@
+"""`heteroserve demo`: start the embedded cluster, replay a scaled trace through the SDK, show the planner
+react to a load step, print and save a report, stop everything.
+
+Phases (seconds): `base` (chat 1.0 req/s, long 0.35 req/s), `step` (chat doubles), `drop` (back to
+base). The planner should publish a scale-up within two planning intervals of the step (a worker is
+added) and a scale-down after the drop (a worker drained). Requests go through `heteroserve.AsyncClient`
+(REST, streaming), open loop: each is sent at its scheduled time whatever the others do. A request
+counts as failed if the SDK raises or the stream ends without a finish reason.
+Outputs: `<run_dir>/demo_report.json` and `<run_dir>/demo_report.png`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+import redis
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from heteroserve.client import AsyncClient
+from heteroserve.embedded.config import ROOT, load_embedded_config
+from heteroserve.embedded.launcher import EmbeddedCluster, summary
+from heteroserve.embedded.report import RequestResult, TimelinePoint, build_report, print_report, save_chart
+from heteroserve.embedded.state import ClusterState
+from heteroserve.embedded.workload import Phase, PromptMaker, ScheduledRequest, WorkloadConfig, build_schedule
+
+log = logging.getLogger(__name__)
+TRACE = ROOT.parent / "shared" / "data" / "traces" / "azure2023_AzureLLMInferenceTrace_conv.csv"
+BASE = {"chat": 1.0, "long": 0.35}
+PHASES = (Phase("base", 60.0, BASE), Phase("step", 60.0, {**BASE, "chat": 2 * BASE["chat"]}),
+          Phase("drop", 75.0, BASE))
+
+
+async def _send(client: AsyncClient, model: str, req: ScheduledRequest, t0: float) -> RequestResult:
+    await asyncio.sleep(max(0.0, t0 + req.at_seconds - time.monotonic()))
+    sent = time.monotonic()
+    first: float | None = None
+    tokens, finish, route, error = 0, None, None, ""
+    try:
+        async for chunk in client.stream(req.prompt, model=model, max_tokens=req.max_tokens, ignore_eos=True):
+            if first is None and (chunk.text or chunk.token_ids):
+                first = time.monotonic()
+            if chunk.usage is not None:
+                tokens = chunk.usage.completion_tokens
+            if chunk.route is not None:
+                route = chunk.route
+            finish = chunk.finish_reason or finish
+    except Exception as exc:  # every failure is counted and reported, none is hidden
+        error = f"{type(exc).__name__}: {exc}"
+    done = time.monotonic()
+    if not error and not finish:
+        error = "stream ended without a finish reason"
+    return RequestResult(index=req.index, phase=req.phase, request_class=req.request_class,
+                         sent_at=sent - t0, input_tokens=req.input_tokens, output_tokens=tokens,
+                         ttft_seconds=(first - sent) if first else None, e2e_seconds=done - sent,
+                         ok=not error, error=error, route=route)
+
+
+async def _watch(redis_url: str, t0: float, timeline: list[TimelinePoint], stop: asyncio.Event) -> None:
+    """Sample the plan and the registered workers per pool every second until `stop`."""
+    import redis.asyncio as aioredis
+
+    from control_plane.plan_store import PlanStore
+    from heteroserve.registry import list_workers
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(redis.RedisError):
+                record = await PlanStore(client).read()
+                running: dict[str, int] = {}
+                for w in await list_workers(client):
+                    if not w.draining:
+                        running[w.pool] = running.get(w.pool, 0) + 1
+                timeline.append(TimelinePoint(
+                    at=time.monotonic() - t0, plan_version=record.version if record else 0,
+                    desired={p["name"]: p["count"] for p in record.plan.get("pools", [])} if record else {},
+                    running=running, plan_reason=record.reason if record else ""))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+    finally:
+        await client.aclose()
+
+
+async def _run_workload(state: ClusterState, schedule: list[ScheduledRequest], console: Console,
+                        timeline: list[TimelinePoint]) -> tuple[list[RequestResult], float]:
+    t0 = time.monotonic()
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(_watch(state.redis_url, t0, timeline, stop))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[status]}"))
+    async with AsyncClient(state.http_url, api_key=state.api_key, timeout_seconds=120.0) as client:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("requests", total=len(schedule), status="")
+            pending = [asyncio.create_task(_send(client, state.model, r, t0)) for r in schedule]
+            results: list[RequestResult] = []
+            for next_done in asyncio.as_completed(pending):
+                result = await next_done
+                results.append(result)
+                failed = sum(not r.ok for r in results)
+                plan = timeline[-1] if timeline else None
+                progress.update(task, advance=1, status=f"phase {result.phase:<5} failed {failed}  plan "
+                                f"v{plan.plan_version if plan else 0} {_pools_text(plan)}")
+    stop.set()
+    await watcher
+    return results, t0
+
+
+def _pools_text(point: TimelinePoint | None) -> str:
+    if point is None:
+        return ""
+    return " ".join(f"{k}={v}" for k, v in sorted(point.running.items()))
+
+
+async def _wait_for_scale_down(timeline: list[TimelinePoint], redis_url: str, t0: float,
+                               seconds: float) -> None:
+    """Keep watching (the workload is over) until the plan shrank after its peak, at most `seconds`."""
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(_watch(redis_url, t0, timeline, stop))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not _scaled_down(timeline):
+        await asyncio.sleep(1.0)
+    stop.set()
+    await watcher
+
+
+def _scaled_down(timeline: list[TimelinePoint]) -> bool:
+    totals = [sum(p.desired.values()) for p in timeline]
+    if not totals:
+        return False
+    peak = max(range(len(totals)), key=totals.__getitem__)
+    return any(t < totals[peak] for t in totals[peak:])
+
+
+def run_demo(run_dir: str | Path) -> int:
+    """The whole demo; returns 0 when every request succeeded, 1 otherwise."""
+    console = Console()
+    run_path = Path(run_dir).resolve()
+    config = load_embedded_config()
+    cluster = EmbeddedCluster(config, run_path)
+    console.print(f"[bold]heteroserve demo[/bold]: starting the embedded cluster in {run_path} ...")
+    started = time.monotonic()
+    try:
+        state = cluster.start()
+        console.print(summary(state))
+        workload = WorkloadConfig(trace=TRACE, phases=PHASES)
+        prompts = PromptMaker(Path(state.model_dir) / "tokenizer.json",
+                              (ROOT / "heteroserve" / "modelgen" / "corpus.txt").read_text(), workload)
+        schedule = build_schedule(workload, prompts)
+        console.print(_describe(workload, schedule))
+        timeline: list[TimelinePoint] = []
+        results, t0 = asyncio.run(_run_workload(state, schedule, console, timeline))
+        if not _scaled_down(timeline):
+            console.print("waiting for the planner to scale down after the drop ...")
+            asyncio.run(_wait_for_scale_down(timeline, state.redis_url, t0, 60.0))
+        from heteroserve.embedded.status import collect
+
+        status = collect(state)
+        report = build_report(results, timeline, status, workload, time.monotonic() - started)
+        json_path, png_path = run_path / "demo_report.json", run_path / "demo_report.png"
+        report.write(json_path)
+        save_chart(results, timeline, PHASES, png_path)
+        print_report(report, console)
+        console.print(f"report: {json_path}\nchart:  {png_path}")
+        return 0 if report.num_failed == 0 else 1
+    finally:
+        console.print("stopping the embedded cluster ...")
+        cluster.stop()
+        console.print(f"done in {time.monotonic() - started:.0f} s.")
+
+
+def _describe(workload: WorkloadConfig, schedule: list[ScheduledRequest]) -> str:
+    phases = "; ".join(f"{p.name} {p.duration_seconds:.0f}s at "
+                       + ", ".join(f"{c} {r:g}/s" for c, r in p.rate_per_s.items()) for p in workload.phases)
+    w = workload
+    return (f"workload: {len(schedule)} requests from {w.trace.name} (arrival gaps of the trace), "
+            f"prompt lengths x{w.input_scale:g} clipped to [{w.min_input}, {w.max_input}], "
+            f"output x{w.output_scale:g} clipped to [{w.min_output}, {w.max_output}]; phases: {phases}")
+
