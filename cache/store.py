@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
@@ -153,13 +153,16 @@ class TieredStore:
             out.append(value)
         return out
 
-    async def put_many(self, items: Sequence[tuple[BlockHash, bytes]]) -> None:
-        """Write to every write-through tier; evictions cascade to write-back tiers. Never raises for a
-        tier that is down or full (the tier counts it)."""
+    async def put_many(self, items: Sequence[tuple[BlockHash, bytes]],
+                       only: Collection[str] | None = None) -> None:
+        """Write to every write-through tier (or only to the tiers named in `only`, whatever their role);
+        evictions cascade to write-back tiers. Never raises for a tier that is down or full (the tier
+        counts it)."""
         if not items:
             return
         for level, st in enumerate(self.tiers):
-            if st.role.write == "through":
+            wanted = st.role.write == "through" if only is None else st.tier.name in only
+            if wanted:
                 await self._put_into(level, items)
 
     async def _put_into(self, level: int, items: Sequence[tuple[BlockHash, bytes]]) -> None:

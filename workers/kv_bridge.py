@@ -1,0 +1,176 @@
+"""The worker side of the shared KV cache: an `AsyncEngine`'s pool connected to a `TieredStore`.
+
+Three entry points, called by the worker service (workers/service/):
+
+- `await load_cached_prefix(engine, store, hashes)` before prefill: the pool's own prefix first
+  (`engine.match_prefix`), then the store for the rest (memory, Redis, disk, in the store's order; every
+  block verified, a corrupt one ends the run), import the decoded blocks into the pool, and return the
+  number of prompt tokens now cached. The engine then computes only the rest.
+- `KVWriteBack(engine, store, publisher)`: an engine block listener. Blocks evicted from the pool are
+  encoded and written down into the store (so they go to Redis / disk instead of being lost); blocks
+  stored in the pool are published as `device` KV events and, with `write_through_tiers`, also
+  exported and written to those tiers (for P/D handoff without an explicit publish). The engine calls
+  it on its own thread: it only enqueues (thread-safe hop to the event loop); one asyncio task does
+  the encoding (in a thread) and the I/O. `start()` / `aclose()` own that task.
+- `await publish_prompt_blocks(engine, store, hashes, tiers=("redis",))`: the prefill role writes the
+  prompt's blocks to the shared tier after prefill, so a decode worker's `load_cached_prefix` finds them.
+
+KV crosses into `cache` as bytes (cache.serde), never as tensors, so `cache` does not need torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Collection, Sequence
+from typing import Protocol
+
+from cache import serde
+from cache.hashing import BlockHash
+from cache.store import EventSink, TieredStore
+from heteroserve.errors import CorruptDataError, KVTransferError
+from workers.engine.types import KVBlock
+
+log = logging.getLogger(__name__)
+DEVICE_TIER = "device"
+
+
+class BridgeEngine(Protocol):
+    """The part of `workers.engine.async_engine.AsyncEngine` the bridge uses."""
+
+    model_id: str
+    block_size: int
+
+    def match_prefix(self, hashes: Sequence[BlockHash]) -> int: ...
+
+    async def export_blocks(self, hashes: Sequence[BlockHash]) -> list[KVBlock]: ...
+
+    async def import_blocks(self, blocks: Sequence[KVBlock]) -> int: ...
+
+
+def encode_blocks(blocks: Sequence[KVBlock], model_id: str) -> list[tuple[BlockHash, bytes]]:
+    """(hash, encoded bytes) of each block. CPU-heavy: call in a thread for large batches."""
+    return [(b.block_hash, serde.encode_block(b.block_hash, b.token_ids, b.kv, model_id)) for b in blocks]
+
+
+def decode_blocks(payloads: Sequence[bytes], hashes: Sequence[BlockHash], model_id: str) -> list[KVBlock]:
+    """The leading run of `payloads` that decode and verify against `hashes` and `model_id`."""
+    out: list[KVBlock] = []
+    for data, block_hash in zip(payloads, hashes, strict=False):
+        try:
+            block = serde.decode_block(data, expected_hash=block_hash, model_id=model_id)
+        except CorruptDataError as exc:
+            log.warning("stopping prefix load at a corrupt block: %s", exc)
+            break
+        out.append(KVBlock(block.block_hash, block.token_ids, block.to_torch()))
+    return out
+
+
+async def load_cached_prefix(engine: BridgeEngine, store: TieredStore, hashes: Sequence[BlockHash]) -> int:
+    """Make the longest cached prefix of `hashes` resident in the engine's pool; returns the number of
+    prompt tokens cached now (a hint: the pool may evict before the request runs). Never raises for a
+    missing, corrupt or unreachable tier: it loads less and the engine computes more."""
+    num_local = engine.match_prefix(hashes)
+    if num_local < len(hashes):
+        rest = list(hashes[num_local:])
+        payloads = await store.get_prefix(rest)
+        if payloads:
+            blocks = await asyncio.to_thread(decode_blocks, payloads, rest, engine.model_id)
+            try:
+                await engine.import_blocks(blocks)
+            except KVTransferError as exc:
+                log.warning("could not import %d cached block(s): %s", len(blocks), exc)
+    return engine.match_prefix(hashes) * engine.block_size
+
+
+async def publish_prompt_blocks(engine: BridgeEngine, store: TieredStore, hashes: Sequence[BlockHash],
+                                tiers: Collection[str] = ("redis",)) -> int:
+    """Write the pool's leading blocks of `hashes` to the store tiers named in `tiers` (default the
+    shared Redis tier). Returns the number of blocks written (0 if none are in the pool)."""
+    blocks = await engine.export_blocks(hashes)
+    if not blocks:
+        return 0
+    items = await asyncio.to_thread(encode_blocks, blocks, engine.model_id)
+    await store.put_many(items, only=tiers)
+    return len(items)
+
+
+class KVWriteBack:
+    """Engine block listener: evicted pool blocks go down into the store; stored ones are published.
+
+    `publisher` (a KV event publisher, optional) receives `device` stored/removed events.
+    `write_through_tiers` (optional) names store tiers that get every block the pool stores.
+    """
+
+    def __init__(self, engine: BridgeEngine, store: TieredStore, publisher: EventSink | None = None,
+                 write_through_tiers: Collection[str] = ()) -> None:
+        self.engine = engine
+        self.store = store
+        self.publisher = publisher
+        self.write_through_tiers = tuple(write_through_tiers)
+        self._queue: asyncio.Queue[tuple[str, object] | None] = asyncio.Queue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.num_written_back = 0
+
+    def start(self) -> None:
+        """Start the I/O task on the running loop. Register with `engine.add_block_listener(self)`."""
+        if self._task is None:
+            self._loop = asyncio.get_running_loop()
+            self._task = asyncio.create_task(self._drain(), name="kv-write-back")
+
+    # ---- engine thread: enqueue only ---------------------------------------------------------
+    def _enqueue(self, item: tuple[str, object]) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # loop closed: nobody to write to any more
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    def on_blocks_stored(self, hashes: list[BlockHash]) -> None:
+        self._enqueue(("stored", list(hashes)))
+
+    def on_blocks_evicted(self, blocks: list[KVBlock]) -> None:
+        self._enqueue(("evicted", list(blocks)))
+
+    # ---- event loop ---------------------------------------------------------------------------
+    async def _drain(self) -> None:
+        while (item := await self._queue.get()) is not None:
+            try:
+                await self._handle(*item)
+            except Exception:  # keep the listener alive whatever one batch does
+                log.exception("KV write-back of a %s batch failed", item[0])
+
+    async def _handle(self, kind: str, payload: object) -> None:
+        if isinstance(payload, asyncio.Future):  # a flush marker: everything before it is done
+            payload.set_result(None)
+            return
+        assert isinstance(payload, list), f"bad write-back item {kind!r}: enqueue only lists"
+        if kind == "evicted":
+            blocks = [b for b in payload if isinstance(b, KVBlock)]
+            if self.publisher:
+                self.publisher.publish("removed", DEVICE_TIER, [b.block_hash for b in blocks])
+            items = await asyncio.to_thread(encode_blocks, blocks, self.engine.model_id)
+            await self.store.put_many(items)
+            self.num_written_back += len(items)
+            return
+        hashes = [BlockHash(h) for h in payload if isinstance(h, bytes)]
+        if self.publisher:
+            self.publisher.publish("stored", DEVICE_TIER, hashes)
+        if self.write_through_tiers:
+            blocks = await self.engine.export_blocks(hashes)
+            items = await asyncio.to_thread(encode_blocks, blocks, self.engine.model_id)
+            await self.store.put_many(items, only=self.write_through_tiers)
+
+    async def flush(self) -> None:
+        """Wait until everything enqueued so far is handled (tests, drain)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(("flush", done))
+        await done
+
+    async def aclose(self) -> None:
+        """Handle what is queued, then stop the task."""
+        if self._task is None:
+            return
+        self._queue.put_nowait(None)
+        await self._task
+        self._task = None
