@@ -44,6 +44,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="Redis URL of the shared KV tier (shorthand for a cache config with only Redis)")
     parser.add_argument("--cache-config", type=Path, default=None, metavar="FILE",
                         help="YAML/JSON of cache.config.CacheConfig: KV tiers below the pool (default: none)")
+    parser.add_argument("--disk-tier", type=Path, default=None, metavar="DIR",
+                        help="directory of a node-local disk KV tier (with --shared-tier-url or alone)")
+    parser.add_argument("--disk-tier-mb", type=int, default=10240, help="disk tier capacity in MiB")
     parser.add_argument("--no-kv-events", action="store_true",
                         help="do not publish KV block events to --redis-url")
     parser.add_argument("--cluster-token-env", default=DEFAULT_TOKEN_ENV, metavar="VAR",
@@ -85,21 +88,33 @@ def build_config(args: argparse.Namespace) -> WorkerConfig:
 
 
 def cache_config(args: argparse.Namespace) -> CacheConfig | None:
-    """The KV tiers below the engine's pool: from `--cache-config`, or Redis only from `--shared-tier-url`."""
+    """The KV tiers below the engine's pool: from `--cache-config`, or from `--shared-tier-url` (Redis)
+    and `--disk-tier` (node-local disk), or None. Pool evictions are written to both."""
     from cache.config import CacheConfig
-    from cache.tiers import RedisTierConfig
+    from cache.store import TierRole
+    from cache.tiers import DiskTierConfig, RedisTierConfig
     from heteroserve.config import build, load_mapping
 
-    if args.cache_config is not None and args.shared_tier_url:
-        raise ConfigError("give --cache-config or --shared-tier-url, not both", field="--shared-tier-url")
+    shorthand = args.shared_tier_url or args.disk_tier is not None
+    if args.cache_config is not None and shorthand:
+        raise ConfigError("give --cache-config, or --shared-tier-url / --disk-tier, not both",
+                          field="--cache-config")
     if args.cache_config is not None:
         return build(CacheConfig, load_mapping(args.cache_config), source=str(args.cache_config))
-    if args.shared_tier_url:
-        try:
-            return CacheConfig(memory=None, redis=RedisTierConfig(url=args.shared_tier_url))
-        except ValueError as exc:
-            raise ConfigError(str(exc), field="--shared-tier-url") from None
-    return None
+    if not shorthand:
+        return None
+    try:
+        redis = RedisTierConfig(url=args.shared_tier_url) if args.shared_tier_url else None
+    except ValueError as exc:
+        raise ConfigError(str(exc), field="--shared-tier-url") from None
+    try:
+        disk = (DiskTierConfig(root=args.disk_tier, capacity_bytes=args.disk_tier_mb * 2**20)
+                if args.disk_tier is not None else None)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field="--disk-tier-mb") from None
+    # No memory tier above the disk here, so the disk takes pool evictions directly (write-through).
+    return CacheConfig(memory=None, redis=redis, disk=disk,
+                       disk_role=TierRole(write="through", promote=False))
 
 
 def run(args: argparse.Namespace) -> int:

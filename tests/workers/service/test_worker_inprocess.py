@@ -77,3 +77,21 @@ def test_model_dir_without_config_is_named(tmp_path: Path, capsys: pytest.Captur
     monkeypatch.setenv("HETEROSERVE_CLUSTER_TOKEN", TOKEN)
     assert cli_main(["worker", "--model", str(tmp_path), "--port", "0"]) == 2
     assert "error: --model: " in capsys.readouterr().err
+
+
+def test_cache_flags_build_the_tiers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from heteroserve.cli import worker as worker_cli
+
+    parser = argparse.ArgumentParser()
+    worker_cli.configure(parser)
+    monkeypatch.setenv("HETEROSERVE_CLUSTER_TOKEN", TOKEN)
+    args = parser.parse_args(["--model", str(tmp_path), "--port", "0", "--shared-tier-url", "redis://h:1/0",
+                              "--disk-tier", str(tmp_path / "kv"), "--disk-tier-mb", "64"])
+    cache = worker_cli.cache_config(args)
+    assert cache is not None and cache.memory is None
+    assert cache.redis is not None and cache.redis.url == "redis://h:1/0"
+    assert cache.disk is not None and cache.disk.capacity_bytes == 64 * 2**20
+    assert cache.disk_role.write == "through"
+    assert worker_cli.cache_config(parser.parse_args(["--model", str(tmp_path), "--port", "0"])) is None
