@@ -16,8 +16,7 @@ import logging
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from heteroserve import registry
-from heteroserve.registry import WorkerRecord
+from heteroserve.registry import DEFAULT_TTL_SECONDS, WorkerRecord, delete_worker, write_worker
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +25,7 @@ class Registration:
     """The heartbeat of one worker record. Create, `start()`, then `stop()` exactly once."""
 
     def __init__(self, redis_url: str, record: WorkerRecord, *, heartbeat_seconds: float = 1.0,
-                 ttl_seconds: float = registry.DEFAULT_TTL_SECONDS) -> None:
+                 ttl_seconds: float = DEFAULT_TTL_SECONDS) -> None:
         self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._record = record
         self._heartbeat = heartbeat_seconds
@@ -57,7 +56,7 @@ class Registration:
                 await self._task
             self._task = None
         try:
-            await registry.delete_worker(self._redis, self._record.worker_id)
+            await delete_worker(self._redis, self._record.worker_id)
         except (RedisError, OSError) as exc:
             log.warning("could not deregister worker %s (its record expires in %.0f s): %s",
                         self._record.worker_id, self._ttl, exc)
@@ -72,7 +71,7 @@ class Registration:
 
     async def _beat(self) -> None:
         try:
-            await registry.write_worker(self._redis, self._record, self._ttl)
+            await write_worker(self._redis, self._record, self._ttl)
         except (RedisError, OSError) as exc:
             if self._healthy:
                 log.warning("registry unreachable, serving on and retrying every %.1f s: %s",
