@@ -1,0 +1,66 @@
+"""Faults with real processes: a worker SIGKILLed before the first token (retry elsewhere) and in the
+middle of a stream (migration: the client sees every token exactly once)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gateway_procs import API_KEY, Gateway, Worker, start_gateway, start_worker, wait_for_workers
+
+import heteroserve
+from heteroserve.localredis import LocalRedis
+
+pytestmark = pytest.mark.slow
+PROMPT = " ".join(f"line {i} of a prompt that spans several KV blocks" for i in range(6))
+
+
+@pytest.fixture
+def cluster(tiny_model_dir: Path, gw_redis: LocalRedis,
+            keys_file: Path) -> Iterator[tuple[Gateway, dict[str, Worker]]]:
+    import redis
+
+    redis.Redis.from_url(gw_redis.url).flushall()
+    workers = {f"f-{i}": start_worker(tiny_model_dir, gw_redis.url, f"f-{i}") for i in range(2)}
+    # a long refresh period: the gateway keeps believing in a killed worker until a call to it fails
+    gateway = start_gateway(tiny_model_dir, gw_redis.url, keys_file, "--refresh-seconds", "30")
+    try:
+        wait_for_workers(gateway, 2)
+        yield gateway, workers
+    finally:
+        gateway.stop()
+        for w in workers.values():
+            w.stop()
+
+
+def test_retry_before_first_token_on_another_worker(cluster: tuple[Gateway, dict[str, Worker]]) -> None:
+    gateway, workers = cluster
+    with heteroserve.Client(gateway.grpc_target, api_key=API_KEY, transport="grpc") as client:
+        first = client.complete(PROMPT, model="tiny", max_tokens=16)
+        holder = first.route.worker_id
+        workers[holder].kill()
+        again = client.complete(PROMPT, model="tiny", max_tokens=16)
+    assert again.route.worker_id != holder
+    assert again.route.retries == 1
+    assert again.token_ids == first.token_ids
+
+
+def test_mid_stream_migration_exactly_once(cluster: tuple[Gateway, dict[str, Worker]]) -> None:
+    gateway, workers = cluster
+    max_tokens = 1200
+    with heteroserve.Client(gateway.grpc_target, api_key=API_KEY, transport="grpc") as client:
+        holder = client.complete(PROMPT, model="tiny", max_tokens=1).route.worker_id
+        chunks = []
+        for chunk in client.stream(PROMPT, model="tiny", max_tokens=max_tokens, ignore_eos=True):
+            chunks.append(chunk)
+            if len(chunks) == 8:
+                workers[holder].kill()
+        survivor = next(w for w in workers if w != holder)
+        reference = client.complete(PROMPT, model="tiny", max_tokens=max_tokens, ignore_eos=True)
+    final = chunks[-1]
+    assert final.route is not None and final.route.migrations == 1, final.route
+    assert final.route.worker_id == survivor
+    streamed = [t for c in chunks for t in c.token_ids]
+    assert len(streamed) == max_tokens == final.usage.completion_tokens  # type: ignore[union-attr]
+    assert streamed == list(reference.token_ids)
