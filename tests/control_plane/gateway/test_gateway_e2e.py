@@ -21,6 +21,7 @@ from heteroserve.workerclient import WorkerClient
 pytestmark = pytest.mark.slow
 PROMPT = "The gateway routes every request to the worker that holds its prefix"
 AUTH = {"authorization": f"Bearer {API_KEY}"}
+Ref = dict[str, tuple[list[int], str]]
 
 
 async def _direct(address: str, token_ids: list[int], max_tokens: int) -> tuple[list[int], str]:
@@ -37,14 +38,14 @@ async def _direct(address: str, token_ids: list[int], max_tokens: int) -> tuple[
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_model_dir: Path, two_workers: list[Worker]) -> dict[str, tuple[list[int], str]]:
+def reference(tiny_model_dir: Path, two_workers: list[Worker]) -> Ref:
     model = ServedModel("tiny", tiny_model_dir)
     chat_ids = model.encode(model.render_chat([ChatMessage("user", PROMPT)]))
     return {"prompt": asyncio.run(_direct(two_workers[0].address, model.encode(PROMPT), 12)),
             "chat": asyncio.run(_direct(two_workers[0].address, chat_ids, 12))}
 
 
-def test_rest_completion_equals_worker(gateway: Gateway, reference: dict[str, tuple[list[int], str]]) -> None:
+def test_rest_completion_equals_worker(gateway: Gateway, reference: Ref) -> None:
     body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 12, "temperature": 0}
     reply = httpx.post(f"{gateway.http_url}/v1/completions", json=body, headers=AUTH, timeout=30)
     assert reply.status_code == 200, reply.text
@@ -54,7 +55,7 @@ def test_rest_completion_equals_worker(gateway: Gateway, reference: dict[str, tu
     assert data["route"]["worker_id"] in {"co-0", "co-1"}
 
 
-def test_rest_stream_matches_non_stream(gateway: Gateway, reference: dict[str, tuple[list[int], str]]) -> None:
+def test_rest_stream_matches_non_stream(gateway: Gateway, reference: Ref) -> None:
     body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 12, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}
     events = []
@@ -70,7 +71,7 @@ def test_rest_stream_matches_non_stream(gateway: Gateway, reference: dict[str, t
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 12
 
 
-def test_chat_rest_and_grpc_equal_worker(gateway: Gateway, reference: dict[str, tuple[list[int], str]]) -> None:
+def test_chat_rest_and_grpc_equal_worker(gateway: Gateway, reference: Ref) -> None:
     for target, transport in ((gateway.http_url, "rest"), (gateway.grpc_target, "grpc")):
         with heteroserve.Client(target, api_key=API_KEY, transport=transport) as client:
             done = client.chat([("user", PROMPT)], model="tiny", max_tokens=12)
@@ -80,7 +81,7 @@ def test_chat_rest_and_grpc_equal_worker(gateway: Gateway, reference: dict[str, 
             assert streamed == reference["chat"][1], transport
 
 
-def test_grpc_sdk_token_ids_equal_worker(gateway: Gateway, reference: dict[str, tuple[list[int], str]]) -> None:
+def test_grpc_sdk_token_ids_equal_worker(gateway: Gateway, reference: Ref) -> None:
     with heteroserve.Client(gateway.grpc_target, api_key=API_KEY, transport="grpc") as client:
         done = client.complete(PROMPT, model="tiny", max_tokens=12, slo_class="interactive",
                                session_id="s-1", tenant="acme")
@@ -92,7 +93,7 @@ def test_grpc_sdk_token_ids_equal_worker(gateway: Gateway, reference: dict[str, 
 
 
 async def test_async_client_both_transports(gateway: Gateway,
-                                            reference: dict[str, tuple[list[int], str]]) -> None:
+                                            reference: Ref) -> None:
     for target, transport in ((gateway.http_url, "rest"), (gateway.grpc_target, "grpc")):
         async with heteroserve.AsyncClient(target, api_key=API_KEY, transport=transport) as client:
             models = await client.models()
@@ -101,7 +102,7 @@ async def test_async_client_both_transports(gateway: Gateway,
             assert text == reference["prompt"][1]
 
 
-def test_openai_client_unchanged(gateway: Gateway, reference: dict[str, tuple[list[int], str]]) -> None:
+def test_openai_client_unchanged(gateway: Gateway, reference: Ref) -> None:
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=f"{gateway.http_url}/v1", api_key=API_KEY)
     assert [m.id for m in client.models.list().data] == ["tiny"]

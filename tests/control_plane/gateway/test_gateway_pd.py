@@ -59,7 +59,8 @@ def pd_cluster(tiny_model_dir: Path, gw_redis: LocalRedis,
             w.stop()
 
 
-def test_long_prompt_takes_pd_path_with_colocated_output(pd_cluster: tuple[Gateway, dict[str, Worker]]) -> None:
+def test_long_prompt_takes_pd_path_with_colocated_output(
+        pd_cluster: tuple[Gateway, dict[str, Worker]]) -> None:
     gateway, _ = pd_cluster
     with heteroserve.Client(gateway.grpc_target, api_key=API_KEY, transport="grpc") as client:
         pd = client.complete(LONG, model="tiny", max_tokens=20, ignore_eos=True)
