@@ -54,6 +54,37 @@ async def test_drain_rpc_waits_for_running_stream_then_refuses_work(server: Work
     assert refused == 1
 
 
+async def test_cancelled_stream_aborts_its_engine_request(server: WorkerServer) -> None:
+    async with WorkerClient(server.address, TOKEN) as client:
+        stream = client.generate(worker_pb2.GenerateRequest(
+            request_id="abandoned", prompt_token_ids=[5, 6, 7],
+            sampling=common_pb2.SamplingParams(max_tokens=3000, ignore_eos=True)))
+        await anext(stream)
+        await stream.aclose()  # cancels the call
+        for _ in range(100):
+            stats = await client.stats()
+            if stats.num_running == 0 and stats.num_waiting == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert (stats.num_running, stats.num_waiting) == (0, 0)
+        assert stats.generated_tokens_total < 3000
+    for _ in range(50):  # the outcome is recorded when the server notices the cancellation
+        if server.registry.get_sample_value("heteroserve_worker_requests_total", {"status": "cancelled"}):
+            break
+        await asyncio.sleep(0.05)
+    assert server.registry.get_sample_value("heteroserve_worker_requests_total", {"status": "cancelled"}) == 1
+
+
+async def test_port_in_use_is_unavailable_error(server: WorkerServer, tiny_model_dir: Path) -> None:
+    config = WorkerConfig(worker_id="second", model_dir=tiny_model_dir, cluster_token=TOKEN, kv_cache_mb=8,
+                          port=server.port)
+    engine = AsyncEngine.from_config(engine_config(config))
+    second = WorkerServer(config, engine, registry=CollectorRegistry())
+    with pytest.raises(UnavailableError, match=f"cannot listen on 127.0.0.1:{server.port}"):
+        await second.start()
+    await second.stop()
+
+
 @pytest.mark.parametrize(("argv", "flag"), [
     (["--port", "70000"], "--port"),
     (["--port", "1", "--metrics-port", "-2"], "--metrics-port"),
