@@ -1,8 +1,8 @@
 """`heteroserve demo`: start the embedded cluster, replay a scaled trace through the SDK, show the planner
 react to a load step, print and save a report, stop everything.
 
-Phases (seconds): `base` (chat 1.0 req/s, long 0.35 req/s), `step` (chat doubles), `drop` (back to
-base). The planner should publish a scale-up within two planning intervals of the step (a worker is
+Phases: `base` 45 s (chat 1.5 req/s, long 0.5 req/s), `step` 60 s (chat doubles), `drop` 75 s (back
+to base). The planner should publish a scale-up within two planning intervals of the step (a worker is
 added) and a scale-down after the drop (a worker drained). Requests go through `heteroserve.AsyncClient`
 (REST, streaming), open loop: each is sent at its scheduled time whatever the others do. A request
 counts as failed if the SDK raises or the stream ends without a finish reason.
@@ -30,8 +30,8 @@ from heteroserve.embedded.workload import Phase, PromptMaker, ScheduledRequest, 
 
 log = logging.getLogger(__name__)
 TRACE = ROOT.parent / "shared" / "data" / "traces" / "azure2023_AzureLLMInferenceTrace_conv.csv"
-BASE = {"chat": 1.0, "long": 0.35}
-PHASES = (Phase("base", 60.0, BASE), Phase("step", 60.0, {**BASE, "chat": 2 * BASE["chat"]}),
+BASE = {"chat": 1.5, "long": 0.5}
+PHASES = (Phase("base", 45.0, BASE), Phase("step", 60.0, {**BASE, "chat": 2 * BASE["chat"]}),
           Phase("drop", 75.0, BASE))
 
 

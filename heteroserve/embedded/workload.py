@@ -4,8 +4,9 @@ Scaling, stated in the report:
 - lengths: prompt tokens × `input_scale` (clipped to [min_input, max_input]), output tokens ×
   `output_scale` (clipped to [min_output, max_output]), so prompts fit the tiny model's context and
   a 2-core machine keeps up;
-- arrivals: the trace's own inter-arrival gaps, in trace order, normalised to mean 1 and divided by
-  the phase's rate per class, so bursts keep their shape at the rate the machine can serve.
+- arrivals: each (phase, class) stream of n = rate × duration requests takes the next n + 1
+  inter-arrival gaps of the trace, in trace order, scaled so that they span the phase: bursts keep
+  their shape, and the phase gets exactly the rate asked for.
 A request's class follows the plan's length bounds: prompts of at most `chat_max_input` tokens are
 `chat`, longer ones `long`. Each prompt starts with one of `num_system_prompts` fixed "system
 prompts" (`system_prompt_tokens` long) — real deployments share such prefixes, and the prefix cache
@@ -101,8 +102,6 @@ def build_schedule(config: WorkloadConfig, prompts: PromptMaker) -> list[Schedul
     """Every request of every phase, sorted by send time (seconds from the start)."""
     trace = read_trace(config.trace)
     gaps = [max(b[0] - a[0], 0.0) for a, b in itertools.pairwise(trace)]
-    mean_gap = sum(gaps) / len(gaps) if gaps else 1.0
-    norm = [g / mean_gap for g in gaps] or [1.0]
     by_class: dict[str, list[tuple[int, int]]] = {"chat": [], "long": []}
     for _, inp, out in trace:
         n_in = min(max(round(inp * config.input_scale), config.min_input), config.max_input)
@@ -114,14 +113,15 @@ def build_schedule(config: WorkloadConfig, prompts: PromptMaker) -> list[Schedul
     phase_start = 0.0
     for phase in config.phases:
         for cls, rate in phase.rate_per_s.items():
-            if rate <= 0:
+            n = round(rate * phase.duration_seconds)
+            if n <= 0:
                 continue
+            window = [gaps[(gap_cursor + i) % len(gaps)] for i in range(n + 1)] if gaps else [1.0] * (n + 1)
+            gap_cursor += n + 1
+            scale = phase.duration_seconds / (sum(window) or 1.0)
             t = phase_start
-            while True:
-                t += norm[gap_cursor % len(norm)] / rate
-                gap_cursor += 1
-                if t >= phase_start + phase.duration_seconds:
-                    break
+            for gap in window[:n]:
+                t += gap * scale
                 n_in, n_out = by_class[cls][cursor[cls] % len(by_class[cls])]
                 cursor[cls] += 1
                 items.append((t, phase.name, cls, n_in, n_out))
