@@ -181,6 +181,8 @@ async def test_registration_redis_outage_and_sigterm_drain(tiny_model_dir: Path,
                 await collect(worker_client.generate(worker_pb2.GenerateRequest(
                     prompt_token_ids=[5, 6], sampling=greedy(2))))
             assert not await worker_client.health()
+            draining = await registry.get_worker(client, "worker-c")
+            assert draining is not None and draining.draining  # routers skip it from now on
             rest = await collect(long_stream)
         assert len(first.token_ids) + len(tokens(rest)) == LONG_STREAM_TOKENS
         assert rest[-1].finish_reason == "length"
