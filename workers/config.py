@@ -26,7 +26,8 @@ CLUSTER_TOKEN_ENV = "HETEROSERVE_CLUSTER_TOKEN"
 class WorkerConfig:
     """One worker. Every invalid value raises `ValueError` naming the field.
 
-    `port` 0 picks a free port (the bound one is printed and registered). `metrics_port` 0 disables
+    `port` 0 picks a free port (the bound one is printed and registered). `advertise_host` is the host
+    peers dial when it differs from the bound `host` (e.g. bound to 0.0.0.0). `metrics_port` 0 disables
     the Prometheus endpoint. `redis_url` None runs without registration (standalone / tests).
     `cache` configures the tiered KV store below the engine's pool (None = no store: Prefill's
     `publish_to_shared_tier` is ignored and Decode from the shared tier prefills locally).
@@ -42,6 +43,7 @@ class WorkerConfig:
     device: Device = "cpu"
     role: Role = "colocated"
     host: str = "127.0.0.1"
+    advertise_host: str | None = None
     port: int = 0
     node_type: str = "cpu"
     pool: str = "default"

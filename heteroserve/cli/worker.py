@@ -37,6 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--role", default="colocated", choices=("colocated", "prefill", "decode"))
     parser.add_argument("--port", required=True, type=int, help="gRPC port (0 = pick a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--advertise-host", default=None,
+                        help="host registered for peers to dial (default: --host)")
     parser.add_argument("--node-type", default=None, help="node type name (default: the device kind)")
     parser.add_argument("--pool", default="default", help="pool this worker belongs to")
     parser.add_argument("--redis-url", default=None, help="registry Redis URL (default: no registration)")
@@ -75,7 +77,8 @@ def build_config(args: argparse.Namespace) -> WorkerConfig:
         return WorkerConfig(
             worker_id=args.worker_id or f"{args.device}-{args.role}-{uuid.uuid4().hex[:8]}",
             model_dir=args.model, cluster_token=token, device=args.device, role=args.role,
-            host=args.host, port=args.port, node_type=args.node_type or args.device, pool=args.pool,
+            host=args.host, advertise_host=args.advertise_host, port=args.port,
+            node_type=args.node_type or args.device, pool=args.pool,
             redis_url=args.redis_url, cache=cache_config(args), publish_kv_events=not args.no_kv_events,
             csd_path=args.csd_path,
             kv_cache_mb=args.kv_cache_mb,

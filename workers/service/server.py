@@ -82,10 +82,22 @@ class WorkerServer:
 
     @property
     def address(self) -> str:
-        return f"{self.config.host}:{self.port}"
+        """The address peers dial (`advertise_host`, else the bound host) with the bound port."""
+        return f"{self.config.advertise_host or self.config.host}:{self.port}"
 
     async def start(self) -> str:
-        """Start everything; returns the bound `host:port`. Raises `UnavailableError` if it cannot bind."""
+        """Start everything; returns `address`. Raises `UnavailableError` if a port cannot be bound;
+        whatever was started by then is stopped again."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("worker %s serving %s on %s (%s, %s)", self.config.worker_id, self.engine.model_id,
+                 self.address, self.config.device, self.config.role)
+        return self.address
+
+    async def _start(self) -> None:
         await self.engine.start()
         if self.kv_cache is not None:
             await self.kv_cache.start()
@@ -100,23 +112,23 @@ class WorkerServer:
         try:
             self.port = server.add_insecure_port(f"{self.config.host}:{self.config.port}")
         except RuntimeError as exc:
-            await self._stop_engine()
             raise UnavailableError(f"cannot listen on {self.config.host}:{self.config.port}: {exc}") from None
         await server.start()
         self._server = server
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         if self.config.metrics_port:
-            self._metrics_http = start_http_server(self.config.metrics_port, addr=self.config.host,
-                                                   registry=self.registry)
+            try:
+                self._metrics_http = start_http_server(self.config.metrics_port, addr=self.config.host,
+                                                       registry=self.registry)
+            except OSError as exc:
+                raise UnavailableError(f"cannot serve metrics on {self.config.host}:"
+                                       f"{self.config.metrics_port}: {exc}") from None
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         if self.config.redis_url:
             self._registration = Registration(self.config.redis_url, self._record(),
                                               heartbeat_seconds=self.config.heartbeat_seconds,
                                               ttl_seconds=self.config.registration_ttl_seconds)
             await self._registration.start()
         self._metrics_task = asyncio.create_task(self._sample_metrics(), name="worker-metrics")
-        log.info("worker %s serving %s on %s (%s, %s)", self.config.worker_id, self.engine.model_id,
-                 self.address, self.config.device, self.config.role)
-        return self.address
 
     async def drain_and_stop(self, grace_seconds: float | None = None) -> int:
         """Drain (see module docstring) and stop everything; returns the calls cut off at the end."""
