@@ -102,4 +102,4 @@ def test_every_chart_container_runs_a_cli_command(tmp_path: Path):
                     f"{obj['metadata']['name']}: {command!r} is not a heteroserve command"
                 )
                 checked += 1
-    assert checked == 6  # gateway, planner, two workers and their model-generating init containers
+    assert checked == 7  # gateway, planner, two workers; gateway and workers generate the demo model

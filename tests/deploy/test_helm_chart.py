@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,9 @@ import yaml
 from helm_render import CHART, by_kind, helm, render, validate_all
 
 from control_plane.actuators.kubernetes import KubernetesActuatorConfig
+from control_plane.actuators.leader import LeaseConfig
+from heteroserve.cli import build_parser
+from heteroserve.cli.gateway import _api_keys, hash_key
 from heteroserve.config import build
 
 PREFIX = "hs-heteroserve-worker-"
@@ -24,6 +29,8 @@ MIXED_FLEET: dict[str, Any] = {
             "model": "llama-8b",
             "replicas": 2,
             "gpus": 1,
+            "pricePerHour": 4.5,
+            "ratePerWorker": {"chat": 40.0, "long": 6.0},
             "kvDisk": {"hostPath": "/mnt/nvme/heteroserve"},
             "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
         },
@@ -35,6 +42,8 @@ MIXED_FLEET: dict[str, Any] = {
             "model": "llama-8b",
             "replicas": 4,
             "gpus": 1,
+            "pricePerHour": 0.8,
+            "ratePerWorker": {"chat": 12.0, "long": 2.0},
             "tolerations": [{"key": "gpu", "operator": "Equal", "value": "l4", "effect": "NoSchedule"}],
             "affinity": {
                 "podAntiAffinity": {
@@ -57,6 +66,8 @@ MIXED_FLEET: dict[str, Any] = {
             "device": "cpu",
             "model": "llama-8b",
             "replicas": 1,
+            "pricePerHour": 0.4,
+            "ratePerWorker": {"chat": 0.5},
         },
         {
             "name": "csd-decode",
@@ -69,7 +80,10 @@ MIXED_FLEET: dict[str, Any] = {
         },
     ],
     "models": {"volume": {"persistentVolumeClaim": {"claimName": "llm-models", "readOnly": True}}},
-    "planner": {"inventory": {"gpuProductAliases": {"NVIDIA-H100-80GB-HBM3": "h100"}}},
+    "planner": {
+        "nodeLabels": {"gpuProductAliases": {"NVIDIA-H100-80GB-HBM3": "h100"}},
+        "nodeCounts": {"h100": 2, "l4": 8, "c7i": 4, "csd": 2},
+    },
 }
 
 EXTERNAL_REDIS_TLS: dict[str, Any] = {
@@ -174,8 +188,8 @@ def test_mixed_fleet_pools(tmp_path: Path):
     assert "nvidia.com/gpu" not in cpu["containers"][0]["resources"].get("limits", {})
 
     csd = deployments[PREFIX + "csd-decode"]["spec"]["template"]["spec"]
-    assert "--csd-dir=/var/lib/heteroserve/csd" not in csd["containers"][0]["args"]
-    assert "--csd-dir=/mnt/csd" in csd["containers"][0]["args"]
+    assert "--csd-path=/mnt/csd" in csd["containers"][0]["args"]
+    assert not any(a.startswith("--csd-path") for a in cpu["containers"][0]["args"])
     assert {"name": "csd-drive", "hostPath": {"path": "/mnt/csd0", "type": "Directory"}} in csd["volumes"]
 
     pdbs = by_kind(objects, "PodDisruptionBudget")
@@ -209,22 +223,44 @@ def test_planner_rbac_is_least_privilege(tmp_path: Path):
 
 def test_planner_config_builds_the_actuator_config(tmp_path: Path):
     objects = render(MIXED_FLEET, tmp_path)
-    planner_yaml = yaml.safe_load(
-        by_kind(objects, "ConfigMap")["hs-heteroserve-planner"]["data"]["planner.yaml"]
-    )
-    config = build(KubernetesActuatorConfig, planner_yaml["actuator"]["kubernetes"], source="planner.yaml")
+    data = by_kind(objects, "ConfigMap")["hs-heteroserve-planner"]["data"]
+    kubernetes_yaml = yaml.safe_load(data["kubernetes.yaml"])
+    config = build(KubernetesActuatorConfig, kubernetes_yaml["actuator"], source="kubernetes.yaml")
     assert config.namespace == "serving"
     assert config.instance == "hs"
     assert config.deployment_prefix == PREFIX
     assert config.pools == ("h100-prefill", "l4-decode", "cpu-colocated", "csd-decode")
     assert config.labels.gpu_product_aliases == {"NVIDIA-H100-80GB-HBM3": "h100"}
     assert not config.export_only
+    lease = build(LeaseConfig, kubernetes_yaml["lease"], source="kubernetes.yaml")
+    assert (lease.namespace, lease.name) == ("serving", "hs-heteroserve-planner")
     deployments = by_kind(objects, "Deployment")
     for pool in config.pools:
         labels = deployments[config.deployment_prefix + pool]["metadata"]["labels"]
         # The actuator refuses Deployments without these: the chart must put them there.
         assert {k: labels.get(k) for k in config.ownership_labels(pool)} == config.ownership_labels(pool)
-    assert [p["pool"] for p in planner_yaml["pools"]] == list(config.pools)
+
+
+def test_planner_cluster_file_loads(tmp_path: Path):
+    from heteroserve.embedded.config import load_embedded_config
+
+    objects = render(MIXED_FLEET, tmp_path)
+    cluster_file = tmp_path / "cluster.yaml"
+    cluster_file.write_text(by_kind(objects, "ConfigMap")["hs-heteroserve-planner"]["data"]["cluster.yaml"])
+    cluster = load_embedded_config(cluster_file)
+    assert cluster.model.name == "llama-8b"
+    assert cluster.model.path == "/models/llama-8b"
+    assert [(p.name, p.node_type, p.role, p.device) for p in cluster.pools] == [
+        ("h100-prefill", "h100", "prefill", "cuda"),
+        ("l4-decode", "l4", "decode", "cuda"),
+        ("cpu-colocated", "c7i", "colocated", "cpu"),
+        ("csd-decode", "csd", "decode", "csd"),
+    ]
+    assert cluster.pools[0].price_per_hour == 4.5
+    assert cluster.pools[0].rate_per_worker == {"chat": 40.0, "long": 6.0}
+    # Helm merges maps with the defaults: the default `cpu: 8` stays unless set to null.
+    assert cluster.inventory == {"h100": 2, "l4": 8, "c7i": 4, "csd": 2, "cpu": 8}
+    assert [c.name for c in cluster.classes] == ["chat", "long"]
 
 
 def test_workers_accept_only_gateway_planner_and_peers(tmp_path: Path):
@@ -251,13 +287,19 @@ def test_external_redis_with_tls_and_auth(tmp_path: Path):
         "containers"
     ][0]
     env = {e["name"]: e for e in container["env"]}
-    assert env["HETEROSERVE_REDIS_URL"]["value"] == "rediss://redis.prod.internal:6380/0"
+    # Kubernetes expands $(HETEROSERVE_REDIS_PASSWORD) (defined just before, from the Secret) at start.
+    assert env["HETEROSERVE_REDIS_URL"]["value"] == (
+        "rediss://:$(HETEROSERVE_REDIS_PASSWORD)@redis.prod.internal:6380/0"
+        "?ssl_ca_certs=/etc/heteroserve/redis-ca/ca.crt"
+    )
+    names = [e["name"] for e in container["env"]]
+    assert names.index("HETEROSERVE_REDIS_PASSWORD") < names.index("HETEROSERVE_REDIS_URL")
+    assert "--redis-url=$(HETEROSERVE_REDIS_URL)" in container["args"]
     assert env["HETEROSERVE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
         "name": "redis-auth",
         "key": "password",
     }
-    assert env["HETEROSERVE_REDIS_CA_FILE"]["value"] == "/etc/heteroserve/redis-ca/ca.crt"
-    assert env["HETEROSERVE_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "heteroserve-auth"
+    assert env["HETEROSERVE_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "heteroserve-auth"
     assert {"name": "redis-ca", "mountPath": "/etc/heteroserve/redis-ca", "readOnly": True} in container[
         "volumeMounts"
     ]
@@ -283,20 +325,66 @@ def test_ingress_and_monitoring(tmp_path: Path):
         assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "hs"
 
 
-def test_secrets_from_values_are_used(tmp_path: Path):
+def test_api_keys_file_holds_digests_only(tmp_path: Path):
     values = {
         "auth": {
-            "apiKeys": ["key-aaaaaaaaaaaaaaaa", "key-bbbbbbbbbbbbbbbb"],
+            "apiKeys": [
+                {"name": "team-a", "tenant": "a", "key": "key-aaaaaaaaaaaaaaaa", "requestsPerMinute": 60},
+                {"name": "team-b", "tenant": "b", "sha256": "ab" * 32},
+            ],
             "clusterToken": "c" * 32,
             "adminToken": "a" * 32,
         }
     }
-    import base64
-
     secret = by_kind(render(values, tmp_path), "Secret")["hs-heteroserve-auth"]
     decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    assert decoded == {
-        "api-keys": "key-aaaaaaaaaaaaaaaa,key-bbbbbbbbbbbbbbbb",
-        "admin-token": "a" * 32,
-        "cluster-token": "c" * 32,
-    }
+    assert sorted(decoded) == ["admin-token", "api-keys.yaml", "cluster-token"]
+    assert decoded["cluster-token"] == "c" * 32
+    assert "key-aaaaaaaaaaaaaaaa" not in decoded["api-keys.yaml"]
+    keys_file = tmp_path / "api-keys.yaml"
+    keys_file.write_text(decoded["api-keys.yaml"])
+    specs = _api_keys(keys_file)  # the gateway's own loader
+    assert [(k.name, k.tenant, k.sha256, k.requests_per_minute) for k in specs] == [
+        ("team-a", "a", hash_key("key-aaaaaaaaaaaaaaaa"), 60),
+        ("team-b", "b", "ab" * 32, 0),
+    ]
+
+
+def test_a_key_is_generated_when_none_is_given(tmp_path: Path):
+    secret = by_kind(render({}, tmp_path), "Secret")["hs-heteroserve-auth"]
+    decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    keys_file = tmp_path / "api-keys.yaml"
+    keys_file.write_text(decoded["api-keys.yaml"])
+    (spec,) = _api_keys(keys_file)
+    assert spec.sha256 == hash_key(decoded["default-api-key"])
+    assert len(decoded["cluster-token"]) == 48
+
+
+def test_every_container_command_line_parses_with_the_real_cli(tmp_path: Path):
+    parser = build_parser()
+    planner_actuators = next(
+        a.choices for a in _subparser(parser, "planner")._actions if a.dest == "actuator"
+    )
+    for values in ({}, MIXED_FLEET, {"planner": {"actuator": {"mode": "export"}}}):
+        for obj in render(values, tmp_path):
+            if obj["kind"] != "Deployment":
+                continue
+            for container in obj["spec"]["template"]["spec"]["containers"]:
+                argv = [*container["command"][1:], *container["args"]]
+                if (
+                    argv[0] == "planner"
+                    and "--actuator=kubernetes" in argv
+                    and "kubernetes" not in planner_actuators
+                ):
+                    continue  # checked below
+                parser.parse_args(argv)  # exits (SystemExit) on an unknown or malformed flag
+    if "kubernetes" not in planner_actuators:
+        pytest.skip(
+            "`heteroserve planner` has no `--actuator kubernetes` yet: the chart's scale mode "
+            "(default) waits for it; export mode was checked"
+        )
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]

@@ -79,6 +79,12 @@ CASES = [
         ["/planner/actuator/mode", "'scale', 'export'"],
     ),
     ("bad-port", {"gateway": {"httpPort": 70000}}, ["/gateway/httpPort", "maximum"]),
+    ("api-key-without-key", {"auth": {"apiKeys": [{"name": "a", "tenant": "t"}]}}, ["/auth/apiKeys/0"]),
+    (
+        "api-key-bad-digest",
+        {"auth": {"apiKeys": [{"name": "a", "tenant": "t", "sha256": "xyz"}]}},
+        ["/auth/apiKeys/0/sha256"],
+    ),
     ("bad-quantity", {"redis": {"persistence": {"size": "lots"}}}, ["/redis/persistence/size"]),
 ]
 

@@ -49,18 +49,29 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/*
+Redis URL as the processes get it (`--redis-url=$(HETEROSERVE_REDIS_URL)`). The password is spliced in
+by Kubernetes from HETEROSERVE_REDIS_PASSWORD (a Secret) when the container starts, so it never appears
+in the pod spec; the CA file of an external TLS Redis rides along as redis-py's `ssl_ca_certs` argument.
+*/}}
 {{- define "heteroserve.redisUrl" -}}
+{{- $auth := ":$(HETEROSERVE_REDIS_PASSWORD)@" -}}
 {{- if .Values.redis.enabled -}}
-{{- printf "redis://%s-redis:%d/0" (include "heteroserve.fullname" .) (int .Values.redis.port) -}}
+{{- printf "redis://%s%s-redis:%d/0" $auth (include "heteroserve.fullname" .) (int .Values.redis.port) -}}
 {{- else -}}
-{{- .Values.externalRedis.url -}}
+{{- $url := .Values.externalRedis.url -}}
+{{- if .Values.externalRedis.existingSecret -}}
+{{- $url = regexReplaceAll "^(rediss?://)" $url (printf "${1}%s" $auth) -}}
+{{- end -}}
+{{- if and .Values.externalRedis.tls.enabled .Values.externalRedis.tls.caSecret -}}
+{{- $url = printf "%s%sssl_ca_certs=/etc/heteroserve/redis-ca/%s" $url (ternary "&" "?" (contains "?" $url)) .Values.externalRedis.tls.caKey -}}
+{{- end -}}
+{{- $url -}}
 {{- end -}}
 {{- end -}}
 
 {{/* Environment shared by gateway, planner and workers: Redis and the cluster token. */}}
 {{- define "heteroserve.commonEnv" -}}
-- name: HETEROSERVE_REDIS_URL
-  value: {{ include "heteroserve.redisUrl" . | quote }}
 {{- $redisSecret := include "heteroserve.redisSecretName" . }}
 {{- if $redisSecret }}
 - name: HETEROSERVE_REDIS_PASSWORD
@@ -69,21 +80,47 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
       name: {{ $redisSecret }}
       key: {{ ternary .Values.redis.auth.passwordKey .Values.externalRedis.passwordKey .Values.redis.enabled }}
 {{- end }}
-{{- if and (not .Values.redis.enabled) .Values.externalRedis.tls.enabled }}
-- name: HETEROSERVE_REDIS_TLS
-  value: "true"
-{{- if .Values.externalRedis.tls.caSecret }}
-- name: HETEROSERVE_REDIS_CA_FILE
-  value: /etc/heteroserve/redis-ca/{{ .Values.externalRedis.tls.caKey }}
-{{- end }}
-{{- end }}
+- name: HETEROSERVE_REDIS_URL
+  value: {{ include "heteroserve.redisUrl" . | quote }}
 - name: HETEROSERVE_CLUSTER_TOKEN
   valueFrom:
     secretKeyRef:
       name: {{ include "heteroserve.secretName" . }}
       key: cluster-token
-- name: HETEROSERVE_LOG_FORMAT
-  value: json
+{{- end -}}
+
+{{/* Model names served: every pool's model, once each, in pool order. */}}
+{{- define "heteroserve.models" -}}
+{{- $models := list -}}
+{{- range .Values.workerPools -}}
+{{- $models = append $models .model -}}
+{{- end -}}
+{{- $models | uniq | join "," -}}
+{{- end -}}
+
+{{/* Models volume (+ its generating init container) for gateway and worker pods. Arg: dict "root" $ "image" img */}}
+{{- define "heteroserve.modelsVolume" -}}
+- name: models
+  {{- if .root.Values.models.volume }}
+  {{- toYaml .root.Values.models.volume | nindent 2 }}
+  {{- else }}
+  emptyDir: {}
+  {{- end }}
+{{- end -}}
+
+{{- define "heteroserve.modelsInit" -}}
+{{- if and (not .root.Values.models.volume) .root.Values.models.generate.enabled }}
+- name: generate-model
+  image: {{ .image }}
+  imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+  command: ["heteroserve", "model", "create"]
+  args: [{{ printf "%s/%s" .root.Values.models.mountPath .root.Values.models.generate.name | quote }}, "--preset={{ .root.Values.models.generate.preset }}"]
+  securityContext:
+    {{- include "heteroserve.containerSecurityContext" .root | nindent 4 }}
+  volumeMounts:
+    - {name: models, mountPath: {{ .root.Values.models.mountPath }}}
+    - {name: tmp, mountPath: /tmp}
+{{- end }}
 {{- end -}}
 
 {{- define "heteroserve.redisCaVolume" -}}

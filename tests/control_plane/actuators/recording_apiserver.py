@@ -31,6 +31,7 @@ class Call:
 _DEPLOYMENT = re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/deployments/([^/]+)(/scale)?$")
 _PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
 _POD = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)$")
+_LEASES = re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/([^/]+)/leases(?:/([^/]+))?$")
 
 
 def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
@@ -65,6 +66,8 @@ class RecordingApiServer:
         self.nodes: list[dict[str, Any]] = []
         self.deployments: dict[str, dict[str, Any]] = {}  # name -> Deployment object
         self.pods: list[dict[str, Any]] = []
+        self.leases: dict[str, dict[str, Any]] = {}  # name -> Lease object
+        self._resource_version = 100
         self.events: list[Any] = []  # Call records, plus whatever markers a test appends
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -101,6 +104,8 @@ class RecordingApiServer:
         if call.method == "GET" and _PODS.match(call.path):
             items = [p for p in self.pods if _selected(p, call.query.get("labelSelector", ""))]
             return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
+        if m := _LEASES.match(call.path):
+            return self._lease(call, m.group(2))
         if call.method == "PATCH" and (m := _POD.match(call.path)):
             for pod in self.pods:
                 if pod["metadata"]["name"] == m.group(2):
@@ -114,6 +119,42 @@ class RecordingApiServer:
             "code": 404,
             "message": f"recording endpoint does not serve {call.method} {call.path}",
         }
+
+    def _lease(self, call: Call, name: str | None) -> tuple[int, dict[str, Any]]:
+        """GET / POST / PUT of Leases, with resourceVersion checks on PUT (409 on a stale version)."""
+        if call.method == "POST":
+            name = call.body["metadata"]["name"]
+            if name in self.leases:
+                return 409, {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "reason": "AlreadyExists",
+                    "code": 409,
+                }
+            return 200, self._store_lease(name, call.body)
+        assert name is not None
+        if name not in self.leases:
+            return _not_found("leases.coordination.k8s.io", name)
+        if call.method == "PUT":
+            stored_version = self.leases[name]["metadata"]["resourceVersion"]
+            if call.body["metadata"].get("resourceVersion") != stored_version:
+                return 409, {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "reason": "Conflict",
+                    "code": 409,
+                }
+            return 200, self._store_lease(name, call.body)
+        return 200, self.leases[name]
+
+    def _store_lease(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._resource_version += 1
+        lease = json.loads(json.dumps(body))
+        lease["metadata"]["resourceVersion"] = str(self._resource_version)
+        self.leases[name] = lease
+        return lease
 
     def _deployment(self, call: Call, name: str, *, scale: bool) -> tuple[int, dict[str, Any]]:
         deployment = self.deployments.get(name)
