@@ -14,7 +14,7 @@ import math
 from collections import defaultdict
 
 from heteroserve.errors import InfeasibleError
-from placement.ilp.problem import Problem, SolverOptions
+from placement.ilp.problem import MIN_RATE, Problem, SolverOptions
 from placement.ilp.solve import solve
 from placement.melange import solve_slices
 from placement.plan import Baseline
@@ -24,7 +24,7 @@ EPS = 1e-9
 
 def cheapest_single_type(problem: Problem) -> Baseline:
     best: Baseline | None = None
-    live = {c for c, d in enumerate(problem.demands) if d.rate > 0}
+    live = {c for c, d in enumerate(problem.demands) if d.rate > MIN_RATE}
     for node_type in sorted({p.node_type for p in problem.pools}):
         load: dict[str, float] = defaultdict(float)
         covered: set[int] = set()

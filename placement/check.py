@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 
 from placement.catalog import Catalog
 from placement.compile import CompileOptions, csd_allowed
+from placement.ilp.problem import MIN_RATE
 from placement.models import ModelSpec
 from placement.perf.roofline import kv_capacity_tokens, kv_transfer_seconds
 from placement.plan import Plan
@@ -42,7 +43,7 @@ def check_plan(plan: Plan, fleet: Catalog, models: Mapping[str, ModelSpec], clas
         model, slo = models[cls.model], slos[cls.slo]
         routes = routing[cls.name].routes if cls.name in routing else ()
         total = sum(r.share for r in routes)
-        if cls.rate > 0 and abs(total - 1) > 1e-4:
+        if cls.rate > MIN_RATE and abs(total - 1) > 1e-4:
             bad.append(f"served: class {cls.name} routed {total:.4f} of its traffic")
         for r in routes:
             if any(pools[name].model != cls.model for name in r.pools if name in pools):

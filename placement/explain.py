@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from heteroserve.errors import InfeasibleError
-from placement.ilp.problem import Problem, SolverOptions
+from placement.ilp.problem import MIN_RATE, Problem, SolverOptions
 
 TIGHT = 1e-6
 
@@ -20,7 +20,7 @@ def precheck(problem: Problem) -> None:
     """Raise InfeasibleError for the first class (with rate > 0) that has no option at all."""
     has_option = {o.demand for o in problem.colocated} | {d.demand for d in problem.disaggregated}
     for c, demand in enumerate(problem.demands):
-        if demand.rate > 0 and c not in has_option:
+        if demand.rate > MIN_RATE and c not in has_option:
             reasons = problem.exclusions.get(demand.name, ())
             why = "; ".join(reasons[:3]) + (f"; … {len(reasons) - 3} more" if len(reasons) > 3 else "") \
                 if reasons else "no node type in the fleet can serve it"
@@ -51,8 +51,8 @@ def explain_infeasible(problem: Problem, options: SolverOptions) -> InfeasibleEr
                                constraint="numerics")
     c, share = max(solution.unserved.items(), key=lambda kv: kv[1] * problem.demands[kv[0]].rate)
     demand = problem.demands[c]
-    tight = [name for name, row in model.constraints.items()
-             if name.startswith(("inventory_", "egress_", "ingress_")) and abs(row.slack or 0) <= TIGHT]
+    tight = [row.name for row in model.constraints()
+             if row.name.startswith(("inventory_", "egress_", "ingress_")) and abs(row.slack or 0) <= TIGHT]
     binding = _describe(problem, tight[0]) if tight else "capacity"
     return InfeasibleError(
         f"class {demand.name} ({demand.rate:g} req/s) can be served only to {100 * (1 - share):.0f}%: "

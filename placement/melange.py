@@ -122,8 +122,8 @@ def solve_slices(problem: Problem, slice_factor: int, options: SolverOptions) ->
         raise ConfigError(f"slice_factor must be >= 1, got {slice_factor}", field="slice_factor")
     lp = pulp.LpProblem("melange", pulp.LpMinimize)
     pools = sorted({o.pool for o in problem.colocated})
-    y = {p: pulp.LpVariable(f"y_{p}", lowBound=0, upBound=problem.inventory.get(problem.pools[p].node_type),
-                            cat="Integer") for p in pools}
+    y = {p: lp.add_variable(f"y_{p}", 0, problem.inventory.get(problem.pools[p].node_type), cat="Integer")
+         for p in pools}
     lp += pulp.lpSum(problem.pools[p].price_per_hour * y[p] for p in pools)
     by_demand: dict[int, list[ColocatedOption]] = defaultdict(list)
     for o in problem.colocated:
@@ -137,7 +137,7 @@ def solve_slices(problem: Problem, slice_factor: int, options: SolverOptions) ->
                                   constraint="no_option", request_class=demand.name)
         slice_rate = demand.rate / slice_factor
         for s in range(slice_factor):
-            x = [pulp.LpVariable(f"x_{c}_{s}_{o.pool}", cat="Binary") for o in by_demand[c]]
+            x = [lp.add_variable(f"x_{c}_{s}_{o.pool}", cat="Binary") for o in by_demand[c]]
             lp += pulp.lpSum(x) == 1, f"slice_{c}_{s}"
             for o, var in zip(by_demand[c], x, strict=True):
                 load[o.pool].append(slice_rate * o.load * var)

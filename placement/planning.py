@@ -32,8 +32,11 @@ def to_plan(problem: Problem, solution: Solution, classifier: Classifier,
         d = problem.disaggregated[k]
         routes[d.demand].append(Route(share, prefill_pool=problem.pools[d.prefill_pool].name,
                                       decode_pool=problem.pools[d.decode_pool].name))
+    open_pools = {p.name for p in pools}
     classes = []
     for c, demand in enumerate(problem.demands):
+        # solver tolerances can leave dust shares on closed pools; drop them and renormalise
+        routes[c] = [r for r in routes[c] if all(name in open_pools for name in r.pools)]
         total = sum(r.share for r in routes[c]) or 1.0
         rs = tuple(Route(min(r.share / total, 1.0), r.pool, r.prefill_pool, r.decode_pool) for r in routes[c])
         classes.append(ClassRouting(demand.name, demand.model, demand.slo, _bucket(demand.name), demand.rate, rs))

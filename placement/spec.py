@@ -85,7 +85,9 @@ class OptionsSpec:
     max_utilization: float = 0.8
     ttft_headroom: float = 0.5
     tpot_headroom: float = 0.9
+    colocated_tpot_headroom: float = 0.8
     transfer_utilization: float = 0.8
+    max_routes_per_class: int | None = 12
 
 
 @dataclass(frozen=True)
@@ -183,10 +185,13 @@ def _resolve(spec: PlacementSpec, source: str, base: Path) -> LoadedSpec:
         raise ConfigError("two traffic entries share a model and SLO class; merge them", field="traffic",
                           source=source)
     o = spec.options
-    profile = ProfileOptions(o.max_utilization, o.ttft_headroom, o.tpot_headroom)
+    profile = ProfileOptions(max_utilization=o.max_utilization, ttft_headroom=o.ttft_headroom,
+                             tpot_headroom=o.tpot_headroom, colocated_tpot_headroom=o.colocated_tpot_headroom)
     return LoadedSpec(
         source, fleet, models, slos, tuple(classes), dict(spec.inventory),
-        CompileOptions(o.allow_disaggregation, o.csd_min_context_tokens, o.churn_penalty, profile),
-        SolverOptions(o.solver, o.time_limit_seconds, o.mip_gap, o.transfer_utilization),  # type: ignore[arg-type]
+        CompileOptions(allow_disaggregation=o.allow_disaggregation, csd_min_context_tokens=o.csd_min_context_tokens,
+                       max_routes_per_class=o.max_routes_per_class, churn_penalty=o.churn_penalty, profile=profile),
+        SolverOptions(solver=o.solver, time_limit_seconds=o.time_limit_seconds,  # type: ignore[arg-type]
+                      mip_gap=o.mip_gap, transfer_utilization=o.transfer_utilization),
         Classifier(buckets.input_edges, buckets.output_edges, tuple(slos), spec.slo_classes[0].name),
         o.slice_factor, dict(spec.current), traces, spec.traffic)

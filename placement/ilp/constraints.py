@@ -18,7 +18,7 @@ from collections import defaultdict
 
 import pulp
 
-from placement.ilp.problem import Problem, SolverOptions
+from placement.ilp.problem import MIN_RATE, Problem, SolverOptions
 from placement.ilp.variables import Variables
 
 
@@ -29,7 +29,7 @@ def add_served(model: pulp.LpProblem, problem: Problem, v: Variables) -> None:
     for k, d in enumerate(problem.disaggregated):
         terms[d.demand].append(v.disagg[k])
     for c, demand in enumerate(problem.demands):
-        if demand.rate <= 0:
+        if demand.rate <= MIN_RATE:
             continue
         extra = [v.unserved[c]] if v.unserved else []
         model += pulp.lpSum(terms[c] + extra) == 1, f"served_{c}"

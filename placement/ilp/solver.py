@@ -8,6 +8,7 @@ gap is HiGHS's `mip_gap` info value (0 when proven optimal; None when unknown, a
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import pulp
@@ -43,7 +44,10 @@ _SOL_STATUS = {
 def _make(options: SolverOptions) -> tuple[str, pulp.LpSolver]:
     if options.solver == "highs" and pulp.HiGHS().available():
         return "highs", pulp.HiGHS(msg=False, timeLimit=options.time_limit_seconds, gapRel=options.mip_gap)
-    return "cbc", pulp.PULP_CBC_CMD(msg=False, timeLimit=options.time_limit_seconds, gapRel=options.mip_gap)
+    with warnings.catch_warnings():  # PULP_CBC_CMD (bundled CBC) is deprecated for PuLP 4; still the one shipped
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return "cbc", pulp.PULP_CBC_CMD(msg=False, timeLimit=options.time_limit_seconds,
+                                        gapRel=options.mip_gap)
 
 
 def run(model: pulp.LpProblem, options: SolverOptions) -> SolveInfo:

@@ -26,13 +26,13 @@ class Variables:
     unserved: tuple[pulp.LpVariable, ...]
 
 
-def make_variables(problem: Problem, *, elastic: bool = False) -> Variables:
-    counts = tuple(
-        pulp.LpVariable(f"n_{i}", lowBound=0, upBound=problem.inventory.get(p.node_type), cat="Integer")
-        for i, p in enumerate(problem.pools))
-    coloc = tuple(pulp.LpVariable(f"x_{k}", 0, 1) for k in range(len(problem.colocated)))
-    disagg = tuple(pulp.LpVariable(f"z_{k}", 0, 1) for k in range(len(problem.disaggregated)))
-    change = tuple(pulp.LpVariable(f"d_{i}", lowBound=0) for i in range(len(problem.pools))) \
-        if problem.churn_penalty > 0 else ()
-    unserved = tuple(pulp.LpVariable(f"u_{c}", 0, 1) for c in range(len(problem.demands))) if elastic else ()
+def make_variables(model: pulp.LpProblem, problem: Problem, *, elastic: bool = False) -> Variables:
+    """Create the variables on `model` (pulp ≥ 3.3 attaches variables to their model)."""
+    add = model.add_variable
+    counts = tuple(add(f"n_{i}", 0, problem.inventory.get(p.node_type), cat="Integer")
+                   for i, p in enumerate(problem.pools))
+    coloc = tuple(add(f"x_{k}", 0, 1) for k in range(len(problem.colocated)))
+    disagg = tuple(add(f"z_{k}", 0, 1) for k in range(len(problem.disaggregated)))
+    change = tuple(add(f"d_{i}", 0) for i in range(len(problem.pools))) if problem.churn_penalty > 0 else ()
+    unserved = tuple(add(f"u_{c}", 0, 1) for c in range(len(problem.demands))) if elastic else ()
     return Variables(counts, coloc, disagg, change, unserved)
