@@ -85,6 +85,14 @@ async def test_port_in_use_is_unavailable_error(server: WorkerServer, tiny_model
     await second.stop()
 
 
+async def test_decode_with_all_tokens_already_generated_just_finishes(server: WorkerServer) -> None:
+    async with WorkerClient(server.address, TOKEN) as client:
+        chunks = [c async for c in client.decode(worker_pb2.DecodeRequest(
+            request_id="done", prompt_token_ids=[5, 6, 7], generated_token_ids=[8, 9],
+            sampling=common_pb2.SamplingParams(max_tokens=2)))]
+    assert [(list(c.token_ids), c.finish_reason) for c in chunks] == [([], "length")]
+
+
 @pytest.mark.parametrize(("argv", "flag"), [
     (["--port", "70000"], "--port"),
     (["--port", "1", "--metrics-port", "-2"], "--metrics-port"),
