@@ -21,7 +21,8 @@ class CacheConfig:
     disk: DiskTierConfig | None = None
     memory_role: TierRole = field(default_factory=lambda: TierRole(write="through", promote=True))
     redis_role: TierRole = field(default_factory=lambda: TierRole(write="through", promote=False))
-    disk_role: TierRole = field(default_factory=lambda: TierRole(write="back", promote=False))
+    # the disk tier verifies blocks itself, in its read thread (DiskTierConfig.verify)
+    disk_role: TierRole = field(default_factory=lambda: TierRole(write="back", promote=False, verify=False))
 
 
 async def build_store(config: CacheConfig, metrics: CacheMetrics | None = None,

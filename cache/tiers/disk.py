@@ -6,7 +6,14 @@ No fsync: this is a cache, and a block damaged by a power loss fails its checksu
 
 Bookkeeping (sizes, LRU order) lives on the event loop thread; only file I/O runs in
 `asyncio.to_thread`, one thread call per batch. On open, the directory is rescanned and blocks are
-ordered by modification time, which reads refresh (`os.utime`), so LRU order survives a restart.
+ordered by modification time, which reads refresh (`os.utime`, at most once per block per
+`touch_interval_seconds`, to keep metadata writes off the read path), so LRU order survives a restart
+to within that interval.
+
+Verification: with `verify` (default) each block is checked (`cache.serde.verify`: header, checksum,
+hash) in the read thread right after its read, while its bytes are hot in the CPU cache; a block that
+fails is deleted, counted in `heteroserve_cache_checksum_failures_total{tier="disk"}` and returned as a
+miss. The store's role for this tier can then skip its own check (`TierRole(verify=False)`).
 
 Disk full or any OSError on write: evict `enospc_evict_fraction` of the stored bytes and retry once;
 if it still fails the block is dropped and counted in `heteroserve_cache_errors_total{tier="disk"}`.
@@ -22,10 +29,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cache import serde
 from cache.hashing import BlockHash
 from cache.metrics import CacheMetrics
 from cache.tiers.base import Evicted, PutResult, Tier
 from cache.tiers.policies import LocalIndex, make_policy
+from heteroserve.errors import CorruptDataError
 
 _SUFFIX = ".kv"
 
@@ -37,6 +46,8 @@ class DiskTierConfig:
     capacity_bytes: int = 10 << 30
     policy: str = "lru"
     enospc_evict_fraction: float = 0.1
+    touch_interval_seconds: float = 60.0
+    verify: bool = True
 
     def __post_init__(self) -> None:
         if self.capacity_bytes <= 0:
@@ -76,6 +87,7 @@ class DiskTier(Tier):
         self.directory = Path(config.root) / config.namespace
         self._index = LocalIndex(make_policy(config.policy), config.capacity_bytes)
         self._metrics = metrics
+        self._touched: dict[BlockHash, float] = {}  # key -> monotonic time of its last os.utime
 
     @classmethod
     async def open(cls, config: DiskTierConfig, metrics: CacheMetrics | None = None) -> DiskTier:
@@ -103,6 +115,10 @@ class DiskTier(Tier):
         if self._metrics:
             self._metrics.stored_bytes.labels(self.name).set(self._index.total_bytes)
 
+    def _forget_touches(self, keys: Sequence[BlockHash]) -> None:
+        for key in keys:
+            self._touched.pop(key, None)
+
     def _unlink_all(self, keys: Sequence[BlockHash]) -> None:
         for key in keys:
             with contextlib.suppress(OSError):
@@ -111,30 +127,56 @@ class DiskTier(Tier):
     async def contains_many(self, keys: Sequence[BlockHash]) -> list[bool]:
         return [k in self._index for k in keys]
 
-    def _read_all(self, keys: Sequence[BlockHash]) -> list[bytes | None]:
+    def _read_all(self, keys: Sequence[BlockHash],
+                  touch: Sequence[BlockHash]) -> tuple[list[bytes | None], list[BlockHash]]:
+        """(bytes or None per key, keys whose block failed verification and was deleted)."""
         out: list[bytes | None] = []
+        corrupt: list[BlockHash] = []
         for key in keys:
-            path = self.path(key)
             try:
-                with open(path, "rb") as f:
-                    out.append(f.read())
-                os.utime(path)
+                fd = os.open(self.path(key), os.O_RDONLY)
             except OSError:
                 out.append(None)
-        return out
+                continue
+            try:
+                size = os.fstat(fd).st_size
+                data = os.read(fd, size)
+                out.append(data if len(data) == size else None)  # short read: treat as a miss
+            except OSError:
+                out.append(None)
+            finally:
+                os.close(fd)
+            if self.config.verify and out[-1] is not None:
+                try:
+                    serde.verify(out[-1], expected_hash=key)
+                except CorruptDataError:
+                    out[-1] = None
+                    corrupt.append(key)
+        for key in touch:
+            with contextlib.suppress(OSError):
+                os.utime(self.path(key))
+        self._unlink_all(corrupt)
+        return out, corrupt
 
     async def get_many(self, keys: Sequence[BlockHash]) -> list[bytes | None]:
         start = time.perf_counter()
         present = [k for k in keys if k in self._index]
-        read = await asyncio.to_thread(self._read_all, present) if present else []
+        now = time.monotonic()
+        interval = self.config.touch_interval_seconds
+        touch = [k for k in present if now - self._touched.get(k, -1e18) >= interval]
+        self._touched.update((k, now) for k in touch)
+        read, corrupt = await asyncio.to_thread(self._read_all, present, touch) if present else ([], [])
         by_key = dict(zip(present, read, strict=True))
         out = [by_key.get(k) for k in keys]
         for key in present:
             if by_key[key] is None:
                 self._index.remove(key)  # vanished or unreadable: forget it
+                self._touched.pop(key, None)
             else:
                 self._index.touch(key)
         if self._metrics:
+            if corrupt:
+                self._metrics.checksum_failures.labels(self.name).inc(len(corrupt))
             hits = [v for v in out if v is not None]
             self._metrics.record_get(self.name, len(hits), len(out) - len(hits), sum(map(len, hits)),
                                      time.perf_counter() - start)
@@ -178,6 +220,9 @@ class DiskTier(Tier):
         items = [(k, d) for k, d in items if k in self._index]  # drop items evicted by later ones
         to_unlink = [v for v in victims if v not in self._index]
         victims = [v for v in to_unlink if v not in batch]
+        now = time.monotonic()
+        self._forget_touches(to_unlink)
+        self._touched.update((k, now) for k, _ in items)  # a write sets the mtime
         failed = await asyncio.to_thread(self._write_all, items, to_unlink) if items or to_unlink else []
         if failed:
             victims += await self._recover_from_write_failure(items, failed)
@@ -197,6 +242,7 @@ class DiskTier(Tier):
             self._index.remove(key)
         room = max(1, int(self._index.total_bytes * self.config.enospc_evict_fraction))
         extra = self._index.victims_for(self._index.capacity_bytes - self._index.total_bytes + room)
+        self._forget_touches(extra)
         retry = [(k, d) for k, d in items if k in set(failed)]
         still_failed = await asyncio.to_thread(self._write_all, retry, extra)
         for key, data in retry:
@@ -208,6 +254,7 @@ class DiskTier(Tier):
 
     async def remove_many(self, keys: Sequence[BlockHash]) -> int:
         present = [k for k in keys if self._index.remove(k) is not None]
+        self._forget_touches(present)
         if present:
             await asyncio.to_thread(self._unlink_all, present)
         self._report()

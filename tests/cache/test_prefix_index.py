@@ -56,10 +56,12 @@ def test_longest_prefix_is_fast() -> None:
     hashes = [BlockHash(i.to_bytes(16, "little")) for i in range(128)]
     for w in range(8):
         index.apply(KVEvent(f"w{w}", "device", "stored", tuple(hashes[: 16 * (w + 1)])))
-    start = time.perf_counter()
-    for _ in range(100):
-        result = index.longest_prefix(hashes)
-    per_call_us = (time.perf_counter() - start) / 100 * 1e6
+    per_call_us = float("inf")
+    for _ in range(5):  # best of 5 rounds: a loaded machine only ever adds time
+        start = time.perf_counter()
+        for _ in range(100):
+            result = index.longest_prefix(hashes)
+        per_call_us = min(per_call_us, (time.perf_counter() - start) / 100 * 1e6)
     assert result["w7"] == PrefixMatch(128, "device")
     assert per_call_us < 2000  # generous bound for a shared 2-core machine; typically ~100 µs
 
@@ -80,6 +82,7 @@ def _rebuild(events: list[KVEvent]) -> PrefixIndex:
     return index
 
 
+@settings(deadline=None)
 @given(EVENTS, st.integers(0, 30))
 def test_snapshot_plus_replay_equals_full_rebuild(events: list[KVEvent], cut: int) -> None:
     cut = min(cut, len(events))
