@@ -37,7 +37,8 @@ class WorkerClient:
     are bounded by `stream_timeout_seconds` (None = no deadline)."""
 
     def __init__(self, address: str, cluster_token: str, *, timeout_seconds: float = 30.0,
-                 stream_timeout_seconds: float | None = None) -> None:
+                 stream_timeout_seconds: float | None = None,
+                 channel_options: Sequence[tuple[str, int | str]] = ()) -> None:
         self.address = address
         self._metadata = (("authorization", f"Bearer {cluster_token}"),) if cluster_token else ()
         self._timeout = timeout_seconds
@@ -45,6 +46,7 @@ class WorkerClient:
         self._channel = aio.insecure_channel(address, options=[
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+            *channel_options,
         ])
         self._stub = worker_pb2_grpc.WorkerStub(self._channel)
 

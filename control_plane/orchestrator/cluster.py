@@ -28,6 +28,12 @@ if TYPE_CHECKING:
     from heteroserve.v1 import worker_pb2
 
 log = logging.getLogger(__name__)
+RETIRE_SECONDS = 120.0
+# Own subchannels and a short reconnect backoff: a worker that comes back is reachable within ~1 s,
+# instead of after gRPC's default backoff of up to 120 s.
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.use_local_subchannel_pool", 1), ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000))
 
 
 @dataclass
@@ -52,6 +58,7 @@ class ClusterView:
         self._entries: dict[str, _Entry] = {}
         self._static: dict[str, WorkerRecord] = {}
         self._task: asyncio.Task[None] | None = None
+        self._retired: list[tuple[float, WorkerClient]] = []
         self.registry_ok = redis is None
 
     def add_static(self, record: WorkerRecord) -> None:
@@ -71,6 +78,9 @@ class ClusterView:
         for entry in self._entries.values():
             await entry.client.close()
         self._entries.clear()
+        for _, client in self._retired:
+            await client.close()
+        self._retired.clear()
 
     async def _loop(self) -> None:
         while True:
@@ -85,7 +95,25 @@ class ClusterView:
         records = await self._list_records()
         if records is not None:
             await self._sync(records)
+        await self._renew_unhealthy_channels()
         await asyncio.gather(*(self._poll(e) for e in list(self._entries.values())))
+
+    async def _renew_unhealthy_channels(self) -> None:
+        """A fresh channel for every unhealthy worker, so a restarted worker is seen at the next poll
+        rather than after gRPC's reconnect backoff. Old channels may still carry streams: they are
+        closed `RETIRE_SECONDS` later."""
+        now = time.monotonic()
+        for entry in self._entries.values():
+            if not entry.healthy:
+                self._retired.append((now, entry.client))
+                entry.client = self._client(entry.record.address)
+        keep = []
+        for retired_at, client in self._retired:
+            if now - retired_at > RETIRE_SECONDS:
+                await client.close()
+            else:
+                keep.append((retired_at, client))
+        self._retired = keep
 
     async def _list_records(self) -> dict[str, WorkerRecord] | None:
         records = dict(self._static)
@@ -110,16 +138,21 @@ class ClusterView:
             if entry is None or entry.record.address != record.address:
                 if entry is not None:
                     await entry.client.close()
-                client = WorkerClient(record.address, self._token, timeout_seconds=self._timeout)
+                client = self._client(record.address)
                 self._entries[worker_id] = _Entry(record, client)
             else:
                 entry.record = record
+
+    def _client(self, address: str) -> WorkerClient:
+        return WorkerClient(address, self._token, timeout_seconds=self._timeout,
+                            channel_options=CHANNEL_OPTIONS)
 
     async def _poll(self, entry: _Entry) -> None:
         asked_at = time.monotonic()
         try:
             entry.stats = await entry.client.stats()
         except (TimeoutError, HeteroserveError) as exc:
+            log.debug("stats poll of %s failed: %r", entry.record.worker_id, exc)
             if entry.healthy:
                 log.warning("worker %s failed its stats poll (%s): out of the candidate set",
                             entry.record.worker_id, exc)

@@ -81,10 +81,12 @@ class Worker(Proc):
     address: str = ""
 
 
-def start_worker(model_dir: Path, redis_url: str, worker_id: str, *, role: str = "colocated",
-                 pool: str = "default", shared_tier: bool = False) -> Worker:
-    args = [BIN, "worker", "--model", str(model_dir), "--role", role, "--port", "0", "--worker-id",
-            worker_id, "--redis-url", redis_url, "--pool", pool, "--drain-grace-seconds", "2"]
+def start_worker(model_dir: Path, redis_url: str | None, worker_id: str, *, role: str = "colocated",
+                 pool: str = "default", shared_tier: bool = False, port: int = 0) -> Worker:
+    args = [BIN, "worker", "--model", str(model_dir), "--role", role, "--port", str(port), "--worker-id",
+            worker_id, "--pool", pool, "--drain-grace-seconds", "2"]
+    if redis_url:
+        args += ["--redis-url", redis_url]
     if shared_tier:
         args += ["--shared-tier-url", redis_url]
     p = _start(args, " ready on ")

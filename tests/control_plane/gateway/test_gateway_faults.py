@@ -7,10 +7,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gateway_procs import API_KEY, Gateway, Worker, start_gateway, start_worker, wait_for_workers
+from gateway_procs import (
+    API_KEY,
+    CLUSTER_TOKEN,
+    Gateway,
+    Worker,
+    start_gateway,
+    start_worker,
+    wait_for_workers,
+)
 
 import heteroserve
-from heteroserve.localredis import LocalRedis
+from control_plane.orchestrator.cluster import ClusterView
+from control_plane.router import InflightTracker
+from heteroserve.localredis import LocalRedis, free_port
+from heteroserve.registry import WorkerRecord
 
 pytestmark = pytest.mark.slow
 PROMPT = " ".join(f"line {i} of a prompt that spans several KV blocks" for i in range(6))
@@ -64,3 +75,28 @@ def test_mid_stream_migration_exactly_once(cluster: tuple[Gateway, dict[str, Wor
     streamed = [t for c in chunks for t in c.token_ids]
     assert len(streamed) == max_tokens == final.usage.completion_tokens  # type: ignore[union-attr]
     assert streamed == list(reference.token_ids)
+
+
+async def test_unhealthy_worker_leaves_candidates_until_it_recovers(tiny_model_dir: Path) -> None:
+    port = free_port()
+    record = WorkerRecord(worker_id="h-0", address=f"127.0.0.1:{port}", node_type="cpu", device="cpu",
+                          role="colocated", model="tiny", pool="default", kv_blocks=0, max_num_seqs=0,
+                          block_size=16, started_at=0.0)
+    view = ClusterView(None, CLUSTER_TOKEN, InflightTracker(), unary_timeout_seconds=2.0)
+    view.add_static(record)
+    await view.refresh()
+    assert [w.healthy for w in view.snapshot()] == [False]  # nothing listens yet
+    worker = start_worker(tiny_model_dir, None, "h-0", port=port)
+    try:
+        await view.refresh()
+        assert [w.healthy for w in view.snapshot()] == [True]
+        view.mark_failed("h-0")
+        assert [w.healthy for w in view.snapshot()] == [False]
+        await view.refresh()
+        assert [w.healthy for w in view.snapshot()] == [True]
+        worker.kill()
+        await view.refresh()
+        assert [w.healthy for w in view.snapshot()] == [False]
+    finally:
+        worker.stop()
+        await view.stop()

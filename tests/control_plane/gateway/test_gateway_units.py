@@ -1,0 +1,126 @@
+"""Pure parts of the gateway and orchestrator: plan parsing, the P/D path chooser, the routed-prefix
+table, the prefix-index adapter, config validation and the auth buckets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cache.events import KVEvent
+from cache.hashing import BlockHash, HashKeys, hash_prompt_blocks
+from cache.prefix_index import PrefixIndex
+from control_plane.gateway.auth import ApiKeySpec, Authenticator, hash_key
+from control_plane.gateway.config import GatewayConfig, ModelSpec
+from control_plane.gateway.plan import PlanView
+from control_plane.orchestrator.prefix import IndexPrefixSource
+from control_plane.orchestrator.routed_prefixes import RoutedPrefixes, merge
+from control_plane.orchestrator.routes import ClassRoute, PathChooser
+from control_plane.router import PrefixMatch
+from heteroserve.errors import AuthenticationError, PermissionDeniedError, RateLimitedError
+
+PLAN = {
+    "pools": [{"name": "gpu-co", "role": "colocated"}, {"name": "gpu-p", "role": "prefill"},
+              {"name": "cpu-d", "role": "decode"}],
+    "routing": {"chat": {"gpu-co": 0.25, "gpu-p": 0.75, "cpu-d": 0.75}, "batch": {"gpu-co": 1.0}},
+    "classes": [{"name": "chat", "slo_class": "interactive", "max_input_tokens": 2000},
+                {"name": "batch", "slo_class": "batch"}],
+}
+HASHES = hash_prompt_blocks(list(range(64)), HashKeys("tiny"), 16)
+
+
+def test_plan_view_classifies_and_splits_roles() -> None:
+    view = PlanView()
+    assert view.route_for(10, 10, "").request_class == "default"
+    view.update(3, PLAN)
+    chat = view.route_for(100, 16, "interactive")
+    assert chat.request_class == "chat" and chat.disaggregated_share == pytest.approx(0.75)
+    assert chat.colocated == {"gpu-co": 0.25} and chat.prefill == {"gpu-p": 0.75}
+    assert chat.decode == {"cpu-d": 0.75}
+    assert view.route_for(100, 16, "batch").request_class == "batch"
+    assert view.route_for(100, 16, "batch").disaggregated_share == 0.0
+    assert view.version == 3
+
+
+def test_plan_view_keeps_previous_plan_on_malformed() -> None:
+    view = PlanView()
+    view.update(1, PLAN)
+    view.update(2, {"pools": [], "routing": {"chat": {"ghost": 1.0}}})
+    assert view.version == 1 and view.route_for(10, 10, "interactive").request_class == "chat"
+
+
+def test_path_chooser_follows_share_exactly() -> None:
+    chooser = PathChooser()
+    route = ClassRoute("c", prefill={"p": 1.0}, decode={"d": 1.0}, disaggregated_share=0.3)
+    picks = [chooser.disaggregate(route) for _ in range(100)]
+    assert sum(picks) == 30
+    assert all(abs(sum(picks[:n]) - 0.3 * n) <= 1 for n in range(1, 101))
+    assert not chooser.disaggregate(ClassRoute("x"))
+    with pytest.raises(ValueError, match="prefill and decode"):
+        ClassRoute("bad", disaggregated_share=0.5)
+
+
+def test_routed_prefixes_runs_and_eviction() -> None:
+    table = RoutedPrefixes(capacity=6)
+    table.record("w1", HASHES)
+    table.record("w2", HASHES[:2])
+    match = table.match(HASHES)
+    assert match.worker_blocks == {"w1": 4, "w2": 2} and match.num_blocks == 4
+    other = hash_prompt_blocks(list(range(100, 164)), HashKeys("tiny"), 16)
+    table.record("w3", other)  # 4 more hashes: blocks 2 and 3 (least recently recorded) go
+    assert len(table) == 6
+    assert table.match(HASHES).worker_blocks == {"w1": 2, "w2": 2}
+    table.remove_worker("w3")
+    assert table.match(other).worker_blocks == {}
+
+
+def test_merge_takes_longer_runs() -> None:
+    a = PrefixMatch(4, worker_blocks={"w1": 2}, shared_blocks={"redis": 3})
+    b = PrefixMatch(4, worker_blocks={"w1": 4, "w2": 1})
+    m = merge(a, b)
+    assert m.worker_blocks == {"w1": 4, "w2": 1} and m.shared_blocks == {"redis": 3}
+
+
+def test_index_prefix_source_maps_tiers() -> None:
+    index = PrefixIndex(shared_tiers=("redis",))
+    index.apply(KVEvent("w1", "memory", "stored", tuple(HASHES[:3])))
+    index.apply(KVEvent("w2", "redis", "stored", tuple(HASHES[:2])))
+    index.apply(KVEvent("w2", "disk", "stored", tuple(HASHES)))
+    match = IndexPrefixSource(lambda: index).match([BlockHash(h) for h in HASHES])
+    assert match.worker_blocks == {"w1": 3}
+    assert match.shared_blocks == {"redis": 2}
+    assert match.local_blocks == {("w2", "disk"): 4}
+    assert match.blocks_for("w2", "disk") == 4 and match.blocks_for("w1", "redis") == 2
+
+
+def test_authenticator() -> None:
+    auth = Authenticator((ApiKeySpec("a", hash_key("sk-a"), "acme", tokens_per_minute=100),),
+                         hash_key("admin"))
+    principal = auth.authenticate("Bearer sk-a")
+    assert principal.tenant == "acme" and principal.key_name == "a"
+    with pytest.raises(AuthenticationError):
+        auth.authenticate("Bearer sk-b")
+    with pytest.raises(AuthenticationError):
+        auth.authenticate(None)
+    auth.admit(principal, 60)
+    with pytest.raises(RateLimitedError, match="token rate"):
+        auth.admit(principal, 60)
+    with pytest.raises(PermissionDeniedError):
+        auth.check_admin("Bearer sk-a")
+    auth.check_admin("Bearer admin")
+    assert auth.check_tenant(principal, "") == "acme"
+    with pytest.raises(PermissionDeniedError):
+        auth.check_tenant(principal, "globex")
+    with pytest.raises(ValueError, match="sha256"):
+        ApiKeySpec("bad", "not-a-digest", "t")
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"models": ()}, "models"), ({"cluster_token": ""}, "cluster_token"),
+    ({"http_port": 70000}, "http_port"), ({"max_retries": -1}, "max_retries"),
+    ({"default_max_tokens": 10_000}, "default_max_tokens"), ({"refresh_seconds": 0}, "refresh_seconds"),
+])
+def test_gateway_config_names_field(kwargs: dict[str, object], field: str) -> None:
+    base: dict[str, object] = {"models": (ModelSpec("tiny", Path("/m")),), "cluster_token": "t"}
+    with pytest.raises(ValueError, match=field):
+        GatewayConfig(**{**base, **kwargs})  # type: ignore[arg-type]
