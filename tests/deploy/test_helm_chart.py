@@ -11,11 +11,9 @@ import pytest
 import yaml
 from helm_render import CHART, by_kind, helm, render, validate_all
 
-from control_plane.actuators.kubernetes import KubernetesActuatorConfig
-from control_plane.actuators.leader import LeaseConfig
+from control_plane.actuators.kubernetes_setup import load_kubernetes_settings
 from heteroserve.cli import build_parser
 from heteroserve.cli.gateway import _api_keys, hash_key
-from heteroserve.config import build
 
 PREFIX = "hs-heteroserve-worker-"
 
@@ -224,16 +222,18 @@ def test_planner_rbac_is_least_privilege(tmp_path: Path):
 def test_planner_config_builds_the_actuator_config(tmp_path: Path):
     objects = render(MIXED_FLEET, tmp_path)
     data = by_kind(objects, "ConfigMap")["hs-heteroserve-planner"]["data"]
-    kubernetes_yaml = yaml.safe_load(data["kubernetes.yaml"])
-    config = build(KubernetesActuatorConfig, kubernetes_yaml["actuator"], source="kubernetes.yaml")
+    path = tmp_path / "kubernetes.yaml"
+    path.write_text(data["kubernetes.yaml"])
+    settings = load_kubernetes_settings(path)  # what the planner process reads
+    config = settings.actuator
     assert config.namespace == "serving"
     assert config.instance == "hs"
     assert config.deployment_prefix == PREFIX
     assert config.pools == ("h100-prefill", "l4-decode", "cpu-colocated", "csd-decode")
     assert config.labels.gpu_product_aliases == {"NVIDIA-H100-80GB-HBM3": "h100"}
     assert not config.export_only
-    lease = build(LeaseConfig, kubernetes_yaml["lease"], source="kubernetes.yaml")
-    assert (lease.namespace, lease.name) == ("serving", "hs-heteroserve-planner")
+    lease = settings.lease
+    assert lease is not None and (lease.namespace, lease.name) == ("serving", "hs-heteroserve-planner")
     deployments = by_kind(objects, "Deployment")
     for pool in config.pools:
         labels = deployments[config.deployment_prefix + pool]["metadata"]["labels"]
