@@ -85,13 +85,19 @@ fi
 step "KubernetesActuator in the planner pod: $POOL 1 -> 2 -> 1"
 kubectl -n "$NAMESPACE" exec "deploy/$FULL-planner" -- python - "$POOL" <<'PY'
 import asyncio, os, sys
+from dataclasses import replace
 from prometheus_client import CollectorRegistry
 from control_plane.actuators.base import PoolTarget
-from control_plane.actuators.kubernetes_setup import kubernetes_actuator_factory
+from control_plane.actuators.kubernetes import KubernetesActuator, api_client_from_environment
+from control_plane.actuators.kubernetes_setup import load_kubernetes_settings, worker_drain_fn
+from control_plane.actuators.metrics import ActuatorMetrics
 
 pool = sys.argv[1]
-actuator = kubernetes_actuator_factory("/etc/heteroserve/kubernetes.yaml",
-                                       os.environ["HETEROSERVE_CLUSTER_TOKEN"], CollectorRegistry())()
+settings = load_kubernetes_settings("/etc/heteroserve/kubernetes.yaml")
+config = replace(settings.actuator, export_only=False)  # the chart runs the planner in export mode here
+actuator = KubernetesActuator(config, api_client_from_environment(),
+                              worker_drain_fn(os.environ["HETEROSERVE_CLUSTER_TOKEN"]),
+                              ActuatorMetrics(CollectorRegistry()))
 
 async def wait_ready(n):
     for _ in range(120):
