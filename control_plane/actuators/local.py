@@ -3,7 +3,9 @@
 Each worker is a `heteroserve worker` child process (own session, so a terminal Ctrl-C reaches only
 the launcher, which then stops things in order). A node type is emulated by the device kind the
 plan gives the pool (cpu / cuda / csd) plus the declared `--node-type`; a CSD worker gets its own
-drive folder under `<run_dir>/csd/<worker_id>`.
+drive folder under `<run_dir>/csd/<worker_id>`; with `shared_tier_url` every worker reads and writes
+the shared Redis KV tier, and with `disk_tier_mb` each gets its own node-local disk tier under
+`<run_dir>/disk/<worker_id>`.
 
 apply(targets), per pool, scale-ups first (all new workers of a call start in parallel), then
 scale-downs:
@@ -55,8 +57,10 @@ class LocalActuatorConfig:
     host: str = "127.0.0.1"
     ready_timeout_seconds: float = 120.0
     drain_timeout_seconds: float = 60.0
-    stop_timeout_seconds: float = 30.0
+    stop_timeout_seconds: float = 15.0
     threads_per_worker: int = 1
+    shared_tier_url: str | None = None  # Redis of the shared KV tier (None: no shared tier)
+    disk_tier_mb: int = 0  # per-worker disk tier under <run_dir>/disk/<worker_id> (0: none)
     python: str = sys.executable
     extra_args: tuple[str, ...] = ()
     extra_env: Mapping[str, str] = field(default_factory=dict)
@@ -158,6 +162,11 @@ class LocalActuator:
                 *self.config.extra_args]
         if target.device == "csd":
             args += ["--csd-path", str(self.config.run_dir / "csd" / worker_id)]
+        if self.config.shared_tier_url:
+            args += ["--shared-tier-url", self.config.shared_tier_url]
+        if self.config.disk_tier_mb > 0:
+            args += ["--disk-tier", str(self.config.run_dir / "disk" / worker_id),
+                     "--disk-tier-mb", str(self.config.disk_tier_mb)]
         threads = str(self.config.threads_per_worker)
         env = {**os.environ, "HETEROSERVE_CLUSTER_TOKEN": self.config.cluster_token,
                "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **self.config.extra_env}

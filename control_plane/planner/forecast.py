@@ -24,8 +24,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class ForecastConfig:
     alpha: float = 0.6
-    beta: float = 0.3
-    horizon: float = 1.0
+    beta: float = 0.2
+    horizon: float = 0.5
     relative_threshold: float = 0.25
     absolute_threshold_rps: float = 0.05
 

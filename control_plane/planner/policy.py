@@ -8,8 +8,9 @@ Rules, in order:
 4. Only shrinks: accept once the solver has proposed a smaller fleet `scale_down_confirmations`
    solves in a row ("scale-down"); until then reject ("scale-down pending i/n"). A brief dip in
    traffic therefore never drains a worker that is needed again a moment later.
-5. Same counts, other routing weights (`document["routing"]`): accept ("reweight"); costs nothing
-   to apply.
+5. Same counts, and some class's share of some pool (`document["routing"]`) moved by more than
+   `reweight_threshold` (default 0.1): accept ("reweight"); costs nothing to apply. Smaller moves are
+   noise of the traffic estimate and are not published.
 
 The solver's own churn penalty (a cost per changed instance) keeps it from proposing reshuffles
 that save little; this policy adds the time dimension.
@@ -18,6 +19,7 @@ that save little; this policy adds the time dimension.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from control_plane.planner.types import SolvedPlan
 
@@ -31,10 +33,13 @@ class Decision:
 class PlanPolicy:
     """Stateful (counts consecutive scale-down proposals); owned by the planner loop."""
 
-    def __init__(self, scale_down_confirmations: int = 2) -> None:
+    def __init__(self, scale_down_confirmations: int = 2, reweight_threshold: float = 0.1) -> None:
         if scale_down_confirmations < 1:
             raise ValueError(f"scale_down_confirmations must be >= 1, got {scale_down_confirmations}")
+        if not 0 <= reweight_threshold <= 1:
+            raise ValueError(f"reweight_threshold must be in [0, 1], got {reweight_threshold}")
         self.scale_down_confirmations = scale_down_confirmations
+        self.reweight_threshold = reweight_threshold
         self._down_streak = 0
 
     def decide(self, running: SolvedPlan | None, proposed: SolvedPlan) -> Decision:
@@ -51,10 +56,21 @@ class PlanPolicy:
                 return self._done("scale-down")
             return Decision(False, f"scale-down pending {self._down_streak}/{self.scale_down_confirmations}")
         self._down_streak = 0
-        if running.document.get("routing") != proposed.document.get("routing"):
+        if routing_moved(running.document.get("routing"), proposed.document.get("routing"),
+                         self.reweight_threshold):
             return Decision(True, "reweight")
         return Decision(False, "unchanged")
 
     def _done(self, reason: str) -> Decision:
         self._down_streak = 0
         return Decision(True, reason)
+
+
+def routing_moved(before: Any, after: Any, threshold: float) -> bool:
+    """True if some (class, pool) share differs by more than `threshold` (absent = 0)."""
+    before, after = before or {}, after or {}
+    for cls in set(before) | set(after):
+        a, b = before.get(cls, {}), after.get(cls, {})
+        if any(abs(a.get(p, 0.0) - b.get(p, 0.0)) > threshold for p in set(a) | set(b)):
+            return True
+    return False

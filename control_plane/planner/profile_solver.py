@@ -119,7 +119,8 @@ class ProfileSolver:
             "routing": {c: dict(sorted(s.items())) for c, s in sorted(routing.items())},
             "classes": [{"name": c.name, "slo_class": c.slo_class, "max_input_tokens": c.max_input_tokens,
                          "max_output_tokens": c.max_output_tokens, "ttft_seconds": c.ttft_seconds,
-                         "tpot_seconds": c.tpot_seconds, "rate_per_s": round(rates.get(c.name, 0), 4)} for c in self.spec.classes],
+                         "tpot_seconds": c.tpot_seconds, "rate_per_s": round(rates.get(c.name, 0), 4)}
+                        for c in self.spec.classes],
         }
         return SolvedPlan(pools, solution.cost_per_hour, baselines, solution.info.status, document)
 

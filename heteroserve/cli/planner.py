@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from heteroserve.logs import register_secret
 
     if not args.redis_url:
-        raise ConfigError("a Redis URL is required (--redis-url or $HETEROSERVE_REDIS_URL)", field="redis_url")
+        raise ConfigError("a Redis URL is required (--redis-url or $HETEROSERVE_REDIS_URL)",
+                          field="redis_url")
     cfg = load_embedded_config(args.config)
     section = cfg.planner
     planner_id = args.planner_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -64,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
             run_dir=run_dir, cluster_token=token, kv_cache_mb=cfg.workers.kv_cache_mb,
             ready_timeout_seconds=cfg.workers.ready_timeout_seconds,
             drain_timeout_seconds=cfg.workers.drain_timeout_seconds,
-            threads_per_worker=cfg.workers.threads_per_worker)
+            threads_per_worker=cfg.workers.threads_per_worker,
+            shared_tier_url=args.redis_url if cfg.workers.shared_tier else None,
+            disk_tier_mb=cfg.workers.disk_tier_mb)
         factory = functools.partial(LocalActuator, local)
 
     asyncio.run(serve(config, cfg.profile_spec(), args.redis_url, factory, metrics_port=args.metrics_port))

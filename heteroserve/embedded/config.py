@@ -65,6 +65,8 @@ class WorkerSection:
     threads_per_worker: int = 1
     ready_timeout_seconds: float = 180.0
     drain_timeout_seconds: float = 60.0
+    shared_tier: bool = True  # workers share KV blocks through the cluster's Redis
+    disk_tier_mb: int = 256  # per-worker disk tier (0 = none)
 
     def __post_init__(self) -> None:
         if self.kv_cache_mb < 1:

@@ -150,3 +150,14 @@ async def test_only_the_leader_publishes_and_a_follower_takes_over(redis_url: st
         await a.stop()
         await b.stop()
         await client.aclose()
+
+
+def test_policy_publishes_a_reweight_only_beyond_the_threshold() -> None:
+    def routed(share: float) -> SolvedPlan:
+        base = plan(2)
+        doc = {"routing": {"long": {"cpu-colocated": share, "cpu-prefill": 1 - share}}}
+        return SolvedPlan(base.pools, base.cost_per_hour, base.baselines, "optimal", doc)
+
+    policy = PlanPolicy(reweight_threshold=0.1)
+    assert policy.decide(routed(0.40), routed(0.45)).reason == "unchanged"
+    assert policy.decide(routed(0.40), routed(0.60)).reason == "reweight"
