@@ -157,3 +157,20 @@ def test_admin_and_metrics(gateway: Gateway) -> None:
     assert 'heteroserve_gateway_route_decisions_total{policy="prefix_aware",reason="prefix_hit",' \
            'role="colocated"}' in text
     assert "heteroserve_gateway_ttft_seconds_bucket" in text
+
+
+def test_generate_cli(gateway: Gateway, reference: Ref) -> None:
+    import os
+    import subprocess
+
+    from gateway_procs import BIN
+
+    env = {**os.environ, "HETEROSERVE_API_KEY": API_KEY}
+    out = subprocess.run([BIN, "generate", PROMPT, "--url", gateway.http_url, "--max-tokens", "12",
+                          "--show-route"], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == reference["prompt"][1] + "\n"
+    assert "route: worker=co-" in out.stderr and "completion_tokens=12" in out.stderr
+    bad = subprocess.run([BIN, "generate", "x", "--grpc", gateway.grpc_target, "--model", "nope"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "model" in bad.stderr
