@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from heteroserve.errors import ConfigError
 
@@ -32,6 +33,7 @@ _FLAG_OF_FIELD = {
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.error = _one_line_error(parser)  # type: ignore[method-assign,assignment]
     parser.add_argument("--model", required=True, type=Path, help="model directory (Hugging Face format)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "csd"), help="device kind")
     parser.add_argument("--role", default="colocated", choices=("colocated", "prefill", "decode"))
@@ -59,6 +61,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker-id", default=None, help="worker id (default: random)")
     parser.add_argument("--drain-grace-seconds", type=float, default=30.0,
                         help="how long a drain waits for running requests (default: 30)")
+
+
+def _one_line_error(parser: argparse.ArgumentParser) -> Callable[[str], NoReturn]:
+    """argparse's error without the usage block: one line naming the flag, exit code 2."""
+    def error(message: str) -> NoReturn:
+        parser.exit(2, f"{parser.prog}: error: {message}\n")
+    return error
 
 
 def build_config(args: argparse.Namespace) -> WorkerConfig:

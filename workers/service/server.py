@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
 from heteroserve.errors import UnavailableError
+from heteroserve.logs import register_secret
 from heteroserve.registry import WorkerRecord
 from heteroserve.v1 import worker_pb2_grpc
 from workers.metrics import WorkerMetrics
@@ -98,6 +99,7 @@ class WorkerServer:
         return self.address
 
     async def _start(self) -> None:
+        register_secret(self.config.cluster_token)
         await self.engine.start()
         if self.kv_cache is not None:
             await self.kv_cache.start()

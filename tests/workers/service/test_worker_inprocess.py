@@ -111,6 +111,17 @@ def test_bad_flags_give_one_line_naming_the_flag(tiny_model_dir: Path, argv: lis
     assert len(err) == 1 and err[0].startswith(f"heteroserve worker: error: {flag}: "), err
 
 
+@pytest.mark.parametrize(("argv", "flag"), [(["--port", "x"], "--port"), ([], "--port"),
+                                            (["--port", "1", "--role", "both"], "--role")])
+def test_argparse_errors_are_one_line(tiny_model_dir: Path, argv: list[str], flag: str,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli_main(["worker", "--model", str(tiny_model_dir), *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("heteroserve worker: error: ") and flag in err[0], err
+
+
 def test_model_dir_without_config_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HETEROSERVE_CLUSTER_TOKEN", TOKEN)
