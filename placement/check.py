@@ -29,9 +29,16 @@ from placement.workload import RequestClass, SLOClass
 TOLERANCE = 1e-6
 
 
-def check_plan(plan: Plan, fleet: Catalog, models: Mapping[str, ModelSpec], classes: Sequence[RequestClass],
-               slos: Mapping[str, SLOClass], inventory: Mapping[str, int], options: CompileOptions,
-               transfer_utilization: float = 0.8) -> list[str]:
+def check_plan(
+    plan: Plan,
+    fleet: Catalog,
+    models: Mapping[str, ModelSpec],
+    classes: Sequence[RequestClass],
+    slos: Mapping[str, SLOClass],
+    inventory: Mapping[str, int],
+    options: CompileOptions,
+    transfer_utilization: float = 0.8,
+) -> list[str]:
     """All violated constraints of `plan` (empty list: feasible)."""
     bad: list[str] = []
     pools = {p.name: p for p in plan.pools}
@@ -58,12 +65,17 @@ def check_plan(plan: Plan, fleet: Catalog, models: Mapping[str, ModelSpec], clas
                 cap = colocated_capacity(model, node, cls, slo, options.profile).rate
                 load[str(r.pool)] += flow / cap if cap > 0 else float("inf")
                 continue
-            pnode, dnode = fleet[pools[str(r.prefill_pool)].node_type], fleet[pools[str(r.decode_pool)].node_type]
+            pnode, dnode = (
+                fleet[pools[str(r.prefill_pool)].node_type],
+                fleet[pools[str(r.decode_pool)].node_type],
+            )
             transfer = kv_transfer_seconds(model, cls.input_tokens, pnode, dnode)
             t_batch, _ = prefill_service(model, pnode, cls.input_tokens, options.profile)
             if t_batch + transfer > slo.ttft_seconds * options.profile.ttft_headroom:
-                bad.append(f"ttft: class {cls.name}: prefill {t_batch:.3f} s + transfer {transfer:.3f} s on "
-                           f"{r.prefill_pool} → {r.decode_pool} exceed the TTFT budget")
+                bad.append(
+                    f"ttft: class {cls.name}: prefill {t_batch:.3f} s + transfer {transfer:.3f} s on "
+                    f"{r.prefill_pool} → {r.decode_pool} exceed the TTFT budget"
+                )
             pcap = prefill_capacity(model, pnode, cls, slo, options.profile, transfer).rate
             dcap = decode_capacity(model, dnode, cls, slo, options.profile).rate
             load[str(r.prefill_pool)] += flow / pcap if pcap > 0 else float("inf")
@@ -85,7 +97,9 @@ def check_plan(plan: Plan, fleet: Catalog, models: Mapping[str, ModelSpec], clas
         limit = pool.count * node.network_bytes_per_second * transfer_utilization
         for kind, flows in (("egress", egress), ("ingress", ingress)):
             if flows[name] > limit * (1 + TOLERANCE) + TOLERANCE:
-                bad.append(f"transfer: {kind} of {name} {flows[name] / 1e9:.2f} GB/s > {limit / 1e9:.2f} GB/s")
+                bad.append(
+                    f"transfer: {kind} of {name} {flows[name] / 1e9:.2f} GB/s > {limit / 1e9:.2f} GB/s"
+                )
     per_type: dict[str, int] = defaultdict(int)
     for pool in pools.values():
         per_type[pool.node_type] += pool.count

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from placement.catalog import Catalog, NodeType
 from placement.ilp.problem import ColocatedOption, Demand, DisaggregatedOption, PoolSpec, Problem
 from placement.models import ModelSpec
 from placement.perf.roofline import kv_transfer_seconds
-from placement.profiles import (Capacity, ProfileOptions, colocated_capacity, decode_capacity,
-                                prefill_capacity)
+from placement.profiles import Capacity, ProfileOptions, colocated_capacity, decode_capacity, prefill_capacity
 from placement.types_ import Role
 from placement.workload import RequestClass, SLOClass
 
@@ -39,7 +38,7 @@ class CompileOptions:
     csd_min_context_tokens: int = 8192
     max_routes_per_class: int | None = 12
     churn_penalty: float = 0.0
-    profile: ProfileOptions = ProfileOptions()
+    profile: ProfileOptions = field(default_factory=ProfileOptions)
 
     def __post_init__(self) -> None:
         if self.csd_min_context_tokens < 0:
@@ -64,7 +63,9 @@ class _Builder:
         key = (model, node.name, role)
         if key not in self.index:
             self.index[key] = len(self.pools)
-            self.pools.append(PoolSpec(model, node.name, role, node.price_per_hour, node.network_bytes_per_second))
+            self.pools.append(
+                PoolSpec(model, node.name, role, node.price_per_hour, node.network_bytes_per_second)
+            )
         return self.index[key]
 
     def capacity(self, cls: RequestClass, role: str, node: NodeType, cap: Capacity) -> bool:
@@ -74,17 +75,24 @@ class _Builder:
         return False
 
 
-def compile_problem(fleet: Catalog, models: Mapping[str, ModelSpec], classes: Sequence[RequestClass],
-                    slos: Mapping[str, SLOClass], inventory: Mapping[str, int] | None = None,
-                    options: CompileOptions | None = None, current: Mapping[str, int] | None = None
-                    ) -> Problem:
+def compile_problem(
+    fleet: Catalog,
+    models: Mapping[str, ModelSpec],
+    classes: Sequence[RequestClass],
+    slos: Mapping[str, SLOClass],
+    inventory: Mapping[str, int] | None = None,
+    options: CompileOptions | None = None,
+    current: Mapping[str, int] | None = None,
+) -> Problem:
     """The ILP input for serving `classes` on node types of `fleet`. Pure (no I/O)."""
     options = options or CompileOptions()
     b = _Builder()
     demands, colocated, disaggregated = [], [], []
     for c, cls in enumerate(classes):
         model, slo = models[cls.model], slos[cls.slo]
-        demands.append(Demand(cls.name, cls.model, cls.slo, cls.rate, cls.input_tokens * model.kv_bytes_per_token))
+        demands.append(
+            Demand(cls.name, cls.model, cls.slo, cls.rate, cls.input_tokens * model.kv_bytes_per_token)
+        )
         csd_ok = csd_allowed(cls, slo, options)
         gpus = [n for n in fleet if n.kind != "csd"]
         for node in gpus:
@@ -96,8 +104,10 @@ def compile_problem(fleet: Catalog, models: Mapping[str, ModelSpec], classes: Se
         decoders: list[tuple[NodeType, float]] = []
         for node in fleet:
             if node.kind == "csd" and not csd_ok:
-                b.exclusions[cls.name].append(f"csd: decode on {node.name} needs a latency-tolerant SLO "
-                                              f"or prompts >= {options.csd_min_context_tokens} tokens")
+                b.exclusions[cls.name].append(
+                    f"csd: decode on {node.name} needs a latency-tolerant SLO "
+                    f"or prompts >= {options.csd_min_context_tokens} tokens"
+                )
                 continue
             cap = decode_capacity(model, node, cls, slo, options.profile)
             if b.capacity(cls, "decode", node, cap):
@@ -111,9 +121,24 @@ def compile_problem(fleet: Catalog, models: Mapping[str, ModelSpec], classes: Se
                     marginal = pnode.price_per_hour / cap.rate + dnode.price_per_hour / drate
                     routes.append((marginal, pnode, dnode, 1.0 / cap.rate, 1.0 / drate, transfer))
         routes.sort(key=lambda r: (r[0], r[1].name, r[2].name))
-        for _, pnode, dnode, pload, dload, transfer in routes[:options.max_routes_per_class]:
-            disaggregated.append(DisaggregatedOption(c, b.pool(cls.model, pnode, "prefill"),
-                                                     b.pool(cls.model, dnode, "decode"), pload, dload, transfer))
-    return Problem(tuple(demands), tuple(b.pools), tuple(colocated), tuple(disaggregated),
-                   dict(inventory or {}), dict(current or {}), options.churn_penalty,
-                   {k: tuple(v) for k, v in b.exclusions.items()})
+        for _, pnode, dnode, pload, dload, transfer in routes[: options.max_routes_per_class]:
+            disaggregated.append(
+                DisaggregatedOption(
+                    c,
+                    b.pool(cls.model, pnode, "prefill"),
+                    b.pool(cls.model, dnode, "decode"),
+                    pload,
+                    dload,
+                    transfer,
+                )
+            )
+    return Problem(
+        tuple(demands),
+        tuple(b.pools),
+        tuple(colocated),
+        tuple(disaggregated),
+        dict(inventory or {}),
+        dict(current or {}),
+        options.churn_penalty,
+        {k: tuple(v) for k, v in b.exclusions.items()},
+    )

@@ -22,11 +22,17 @@ def precheck(problem: Problem) -> None:
     for c, demand in enumerate(problem.demands):
         if demand.rate > MIN_RATE and c not in has_option:
             reasons = problem.exclusions.get(demand.name, ())
-            why = "; ".join(reasons[:3]) + (f"; … {len(reasons) - 3} more" if len(reasons) > 3 else "") \
-                if reasons else "no node type in the fleet can serve it"
+            why = (
+                "; ".join(reasons[:3]) + (f"; … {len(reasons) - 3} more" if len(reasons) > 3 else "")
+                if reasons
+                else "no node type in the fleet can serve it"
+            )
             binding = _binding_kind(reasons)
-            raise InfeasibleError(f"class {demand.name} ({demand.rate:g} req/s) cannot be served by any "
-                                  f"pool: {why}", constraint=binding, request_class=demand.name)
+            raise InfeasibleError(
+                f"class {demand.name} ({demand.rate:g} req/s) cannot be served by any pool: {why}",
+                constraint=binding,
+                request_class=demand.name,
+            )
 
 
 def _binding_kind(reasons: tuple[str, ...]) -> str:
@@ -44,20 +50,28 @@ def explain_infeasible(problem: Problem, options: SolverOptions) -> InfeasibleEr
     model, v = build_model(problem, options, elastic=True)
     info = run(model, options)
     if not info.has_solution:
-        return InfeasibleError(f"placement infeasible (elastic re-solve: {info.status})", constraint="unknown")
+        return InfeasibleError(
+            f"placement infeasible (elastic re-solve: {info.status})", constraint="unknown"
+        )
     solution = extract(problem, v, info)
     if not solution.unserved:
-        return InfeasibleError("placement infeasible for numerical reasons; relax the SLOs slightly",
-                               constraint="numerics")
+        return InfeasibleError(
+            "placement infeasible for numerical reasons; relax the SLOs slightly", constraint="numerics"
+        )
     c, share = max(solution.unserved.items(), key=lambda kv: kv[1] * problem.demands[kv[0]].rate)
     demand = problem.demands[c]
-    tight = [row.name for row in model.constraints()
-             if row.name.startswith(("inventory_", "egress_", "ingress_")) and abs(row.slack or 0) <= TIGHT]
+    tight = [
+        row.name
+        for row in model.constraints()
+        if row.name.startswith(("inventory_", "egress_", "ingress_")) and abs(row.slack or 0) <= TIGHT
+    ]
     binding = _describe(problem, tight[0]) if tight else "capacity"
     return InfeasibleError(
         f"class {demand.name} ({demand.rate:g} req/s) can be served only to {100 * (1 - share):.0f}%: "
-        f"binding constraint {binding}", constraint=tight[0].split("_")[0] if tight else "capacity",
-        request_class=demand.name)
+        f"binding constraint {binding}",
+        constraint=tight[0].split("_")[0] if tight else "capacity",
+        request_class=demand.name,
+    )
 
 
 def _describe(problem: Problem, row: str) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import pulp
 
@@ -57,7 +58,7 @@ class MelangeResult:
     extra: Mapping[str, float] = field(default_factory=dict)
 
 
-def _read(path: str | Path) -> dict:  # type: ignore[type-arg]
+def _read(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -97,21 +98,27 @@ def load_workload(path: str | Path) -> MelangeWorkload:
     return MelangeWorkload(dist, float(rate) if rate is not None else None, int(slices) if slices else None)
 
 
-def to_problem(profiles: MelangeProfiles, distribution: Sequence[Sequence[float]], rate: float,
-               model: str = "model") -> Problem:
+def to_problem(
+    profiles: MelangeProfiles, distribution: Sequence[Sequence[float]], rate: float, model: str = "model"
+) -> Problem:
     """Our Problem for Mélange inputs: one class per non-empty bucket, one colocated pool per GPU type."""
     if rate < 0:
         raise ConfigError(f"rate must be >= 0, got {rate}", field="rate")
     pools = tuple(PoolSpec(model, gpu, "colocated", cost) for gpu, cost in profiles.costs.items())
-    demands, options, exclusions = [], [], {}
+    demands: list[Demand] = []
+    options: list[ColocatedOption] = []
+    exclusions: dict[str, tuple[str, ...]] = {}
     for i, row in enumerate(distribution):
         for j, w in enumerate(row):
             if w <= 0:
                 continue
             c = len(demands)
             demands.append(Demand(f"{model}/default/i{i}o{j}", model, "default", w * rate))
-            options += [ColocatedOption(c, p, 1.0 / profiles.tputs[pool.node_type][i][j])
-                        for p, pool in enumerate(pools) if profiles.tputs[pool.node_type][i][j] > 0]
+            options += [
+                ColocatedOption(c, p, 1.0 / profiles.tputs[pool.node_type][i][j])
+                for p, pool in enumerate(pools)
+                if profiles.tputs[pool.node_type][i][j] > 0
+            ]
             exclusions[demands[-1].name] = ("tpot: every GPU type has throughput 0 for this bucket",)
     return Problem(tuple(demands), pools, tuple(options), exclusions=exclusions)
 
@@ -122,8 +129,10 @@ def solve_slices(problem: Problem, slice_factor: int, options: SolverOptions) ->
         raise ConfigError(f"slice_factor must be >= 1, got {slice_factor}", field="slice_factor")
     lp = pulp.LpProblem("melange", pulp.LpMinimize)
     pools = sorted({o.pool for o in problem.colocated})
-    y = {p: lp.add_variable(f"y_{p}", 0, problem.inventory.get(problem.pools[p].node_type), cat="Integer")
-         for p in pools}
+    y = {
+        p: lp.add_variable(f"y_{p}", 0, problem.inventory.get(problem.pools[p].node_type), cat="Integer")
+        for p in pools
+    }
     lp += pulp.lpSum(problem.pools[p].price_per_hour * y[p] for p in pools)
     by_demand: dict[int, list[ColocatedOption]] = defaultdict(list)
     for o in problem.colocated:
@@ -133,8 +142,11 @@ def solve_slices(problem: Problem, slice_factor: int, options: SolverOptions) ->
         if demand.rate <= 0:
             continue
         if not by_demand[c]:
-            raise InfeasibleError(f"class {demand.name} has no GPU type that can serve it",
-                                  constraint="no_option", request_class=demand.name)
+            raise InfeasibleError(
+                f"class {demand.name} has no GPU type that can serve it",
+                constraint="no_option",
+                request_class=demand.name,
+            )
         slice_rate = demand.rate / slice_factor
         for s in range(slice_factor):
             x = [lp.add_variable(f"x_{c}_{s}_{o.pool}", cat="Binary") for o in by_demand[c]]
@@ -146,7 +158,7 @@ def solve_slices(problem: Problem, slice_factor: int, options: SolverOptions) ->
     info = run(lp, options)
     if not info.has_solution:
         raise InfeasibleError(f"Mélange formulation: {info.status}", constraint="capacity")
-    counts = {p: int(round(y[p].value() or 0)) for p in pools}
+    counts = {p: round(y[p].value() or 0) for p in pools}
     cost = sum(n * problem.pools[p].price_per_hour for p, n in counts.items())
     instances: dict[str, int] = defaultdict(int)
     for p, n in counts.items():

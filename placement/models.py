@@ -36,8 +36,15 @@ class ModelSpec:
     max_context_tokens: int = 32768
 
     def __post_init__(self) -> None:
-        for name in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "intermediate_size",
-                     "vocab_size", "max_context_tokens"):
+        for name in (
+            "num_layers",
+            "hidden_size",
+            "num_heads",
+            "num_kv_heads",
+            "intermediate_size",
+            "vocab_size",
+            "max_context_tokens",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.hidden_size % self.num_heads:
@@ -109,5 +116,6 @@ def lookup_model(models: Mapping[str, ModelSpec], name: str) -> ModelSpec:
     try:
         return models[name]
     except KeyError:
-        raise ConfigError(f"unknown model {name!r} (known: {', '.join(sorted(models))})",
-                          field="model") from None
+        raise ConfigError(
+            f"unknown model {name!r} (known: {', '.join(sorted(models))})", field="model"
+        ) from None

@@ -78,6 +78,7 @@ class Classifier:
     def bucket(self, input_tokens: float, output_tokens: float) -> tuple[int, int]:
         def index(edges: tuple[int, ...], tokens: float) -> int:
             return min(max(bisect.bisect_right(edges, tokens) - 1, 0), len(edges) - 2)
+
         return index(self.input_edges, input_tokens), index(self.output_edges, output_tokens)
 
 
@@ -116,8 +117,13 @@ class Plan:
     version: int = 0
 
     # -- lookups ---------------------------------------------------------------------------------
-    def classify(self, input_tokens: float, expected_output_tokens: float, slo_class: str | None = None,
-                 model: str | None = None) -> str:
+    def classify(
+        self,
+        input_tokens: float,
+        expected_output_tokens: float,
+        slo_class: str | None = None,
+        model: str | None = None,
+    ) -> str:
         """Class name of a request. Unknown / missing SLO class → `classifier.default_slo`; model None →
         the plan's only model (NotFoundError if ambiguous or unknown)."""
         models = sorted({c.model for c in self.classes})
@@ -164,16 +170,32 @@ class Plan:
             "version": self.version,
             "cost_per_hour": self.cost_per_hour,
             "pools": [asdict(p) for p in self.pools],
-            "classes": [{"name": c.name, "model": c.model, "slo": c.slo, "bucket": list(c.bucket),
-                         "rate": c.rate,
-                         "routes": [{k: v for k, v in asdict(r).items() if v is not None} for r in c.routes]}
-                        for c in self.classes],
-            "classifier": {"input_edges": list(self.classifier.input_edges),
-                           "output_edges": list(self.classifier.output_edges),
-                           "slo_classes": list(self.classifier.slo_classes),
-                           "default_slo": self.classifier.default_slo},
-            "baselines": [{"name": b.name, "cost_per_hour": b.cost_per_hour, "instances": dict(b.instances),
-                           "status": b.status} for b in self.baselines],
+            "classes": [
+                {
+                    "name": c.name,
+                    "model": c.model,
+                    "slo": c.slo,
+                    "bucket": list(c.bucket),
+                    "rate": c.rate,
+                    "routes": [{k: v for k, v in asdict(r).items() if v is not None} for r in c.routes],
+                }
+                for c in self.classes
+            ],
+            "classifier": {
+                "input_edges": list(self.classifier.input_edges),
+                "output_edges": list(self.classifier.output_edges),
+                "slo_classes": list(self.classifier.slo_classes),
+                "default_slo": self.classifier.default_slo,
+            },
+            "baselines": [
+                {
+                    "name": b.name,
+                    "cost_per_hour": b.cost_per_hour,
+                    "instances": dict(b.instances),
+                    "status": b.status,
+                }
+                for b in self.baselines
+            ],
             "solve": asdict(self.solve),
         }
 
@@ -181,16 +203,30 @@ class Plan:
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
         """Inverse of `to_dict`; ConfigError naming the field on a malformed or newer-schema plan."""
         if data.get("schema") != PLAN_SCHEMA:
-            raise ConfigError(f"unsupported plan schema {data.get('schema')!r} (expected {PLAN_SCHEMA})",
-                              field="schema")
+            raise ConfigError(
+                f"unsupported plan schema {data.get('schema')!r} (expected {PLAN_SCHEMA})", field="schema"
+            )
         try:
             c = data["classifier"]
             return cls(
                 pools=tuple(Pool(**p) for p in data["pools"]),
-                classes=tuple(ClassRouting(x["name"], x["model"], x["slo"], tuple(x["bucket"]), x["rate"],  # type: ignore[arg-type]
-                                           tuple(Route(**r) for r in x["routes"])) for x in data["classes"]),
-                classifier=Classifier(tuple(c["input_edges"]), tuple(c["output_edges"]),
-                                      tuple(c["slo_classes"]), c["default_slo"]),
+                classes=tuple(
+                    ClassRouting(
+                        x["name"],
+                        x["model"],
+                        x["slo"],
+                        tuple(x["bucket"]),
+                        x["rate"],
+                        tuple(Route(**r) for r in x["routes"]),
+                    )
+                    for x in data["classes"]
+                ),
+                classifier=Classifier(
+                    tuple(c["input_edges"]),
+                    tuple(c["output_edges"]),
+                    tuple(c["slo_classes"]),
+                    c["default_slo"],
+                ),
                 cost_per_hour=float(data["cost_per_hour"]),
                 baselines=tuple(Baseline(**b) for b in data["baselines"]),
                 solve=SolveSummary(**data["solve"]),

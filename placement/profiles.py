@@ -57,11 +57,18 @@ class Capacity:
 def _fit_check(model: ModelSpec, node: NodeType, tokens_per_request: float) -> Capacity | None:
     kv_tokens = kv_capacity_tokens(model, node)
     if kv_tokens <= 0:
-        return Capacity(0.0, "memory", f"weights {model.weight_bytes / 1e9:.0f} GB do not fit "
-                                       f"{node.memory_bytes / 1e9:.0f} GB on {node.name}")
+        return Capacity(
+            0.0,
+            "memory",
+            f"weights {model.weight_bytes / 1e9:.0f} GB do not fit "
+            f"{node.memory_bytes / 1e9:.0f} GB on {node.name}",
+        )
     if kv_tokens < tokens_per_request:
-        return Capacity(0.0, "kv_capacity", f"{node.name} holds KV of {kv_tokens} tokens, "
-                                            f"one request needs {tokens_per_request:.0f}")
+        return Capacity(
+            0.0,
+            "kv_capacity",
+            f"{node.name} holds KV of {kv_tokens} tokens, one request needs {tokens_per_request:.0f}",
+        )
     return None
 
 
@@ -76,16 +83,23 @@ def _largest(feasible: Callable[[int], bool], upper: int) -> int:
     return lo
 
 
-def prefill_service(model: ModelSpec, node: NodeType, input_tokens: float,
-                    opts: ProfileOptions) -> tuple[float, float]:
+def prefill_service(
+    model: ModelSpec, node: NodeType, input_tokens: float, opts: ProfileOptions
+) -> tuple[float, float]:
     """(batch seconds, seconds per request) of prefilling prompts of `input_tokens` in chunks."""
     per_batch = max(1, int(opts.prefill_chunk_tokens // max(input_tokens, 1.0)))
     t_batch = prefill_seconds(model, node, input_tokens, per_batch)
     return t_batch, t_batch / per_batch
 
 
-def prefill_capacity(model: ModelSpec, node: NodeType, cls: RequestClass, slo: SLOClass,
-                     opts: ProfileOptions, transfer_seconds: float = 0.0) -> Capacity:
+def prefill_capacity(
+    model: ModelSpec,
+    node: NodeType,
+    cls: RequestClass,
+    slo: SLOClass,
+    opts: ProfileOptions,
+    transfer_seconds: float = 0.0,
+) -> Capacity:
     """Rate of a prefill-only instance when the KV transfer after it takes `transfer_seconds`."""
     bad = _fit_check(model, node, cls.max_input_tokens)
     if bad:
@@ -93,14 +107,19 @@ def prefill_capacity(model: ModelSpec, node: NodeType, cls: RequestClass, slo: S
     t_batch, s = prefill_service(model, node, cls.input_tokens, opts)
     budget = slo.ttft_seconds * opts.ttft_headroom - t_batch - transfer_seconds
     if budget <= 0:
-        return Capacity(0.0, "ttft", f"prefill {t_batch:.3f} s + transfer {transfer_seconds:.3f} s on "
-                                     f"{node.name} exceed {opts.ttft_headroom:g}×TTFT {slo.ttft_seconds:g} s")
+        return Capacity(
+            0.0,
+            "ttft",
+            f"prefill {t_batch:.3f} s + transfer {transfer_seconds:.3f} s on "
+            f"{node.name} exceed {opts.ttft_headroom:g}×TTFT {slo.ttft_seconds:g} s",
+        )
     rho = min(opts.max_utilization, 2 * budget / (s + 2 * budget))
     return Capacity(rho / s)
 
 
-def decode_capacity(model: ModelSpec, node: NodeType, cls: RequestClass, slo: SLOClass,
-                    opts: ProfileOptions) -> Capacity:
+def decode_capacity(
+    model: ModelSpec, node: NodeType, cls: RequestClass, slo: SLOClass, opts: ProfileOptions
+) -> Capacity:
     """Rate of a decode-only instance for `cls` under the TPOT SLO."""
     bad = _fit_check(model, node, cls.max_input_tokens + cls.max_output_tokens)
     if bad:
@@ -108,17 +127,22 @@ def decode_capacity(model: ModelSpec, node: NodeType, cls: RequestClass, slo: SL
     ctx = cls.input_tokens + cls.output_tokens / 2
     kv_batch = int(kv_capacity_tokens(model, node) // (cls.input_tokens + cls.output_tokens))
     budget = slo.tpot_seconds * opts.tpot_headroom
-    batch = _largest(lambda b: decode_step_seconds(model, node, b, ctx) <= budget,
-                     min(opts.max_batch, kv_batch))
+    batch = _largest(
+        lambda b: decode_step_seconds(model, node, b, ctx) <= budget, min(opts.max_batch, kv_batch)
+    )
     if batch == 0:
         step = decode_step_seconds(model, node, 1, ctx)
-        return Capacity(0.0, "tpot", f"one decode step takes {step:.3f} s on {node.name}, "
-                                     f"budget {budget:.3f} s")
-    return Capacity(opts.max_utilization * batch / (cls.output_tokens * decode_step_seconds(model, node, batch, ctx)))
+        return Capacity(
+            0.0, "tpot", f"one decode step takes {step:.3f} s on {node.name}, budget {budget:.3f} s"
+        )
+    return Capacity(
+        opts.max_utilization * batch / (cls.output_tokens * decode_step_seconds(model, node, batch, ctx))
+    )
 
 
-def colocated_capacity(model: ModelSpec, node: NodeType, cls: RequestClass, slo: SLOClass,
-                       opts: ProfileOptions) -> Capacity:
+def colocated_capacity(
+    model: ModelSpec, node: NodeType, cls: RequestClass, slo: SLOClass, opts: ProfileOptions
+) -> Capacity:
     """Rate of an instance doing both prefill and decode for `cls` (prefill-first batching)."""
     bad = _fit_check(model, node, cls.max_input_tokens + cls.max_output_tokens)
     if bad:
@@ -137,13 +161,19 @@ def colocated_capacity(model: ModelSpec, node: NodeType, cls: RequestClass, slo:
 
     def ok(b: int) -> bool:
         _, tpot, ttft = rate_at(b)
-        return (tpot <= slo.tpot_seconds * opts.colocated_tpot_headroom
-                and ttft <= slo.ttft_seconds * opts.ttft_headroom)
+        return (
+            tpot <= slo.tpot_seconds * opts.colocated_tpot_headroom
+            and ttft <= slo.ttft_seconds * opts.ttft_headroom
+        )
 
     batch = _largest(ok, min(opts.max_batch, kv_batch))
     if batch == 0:
         _, tpot, ttft = rate_at(1)
         which = "ttft" if ttft > slo.ttft_seconds * opts.ttft_headroom else "tpot"
-        return Capacity(0.0, which, f"on {node.name} alone a request sees TTFT {ttft:.3f} s, TPOT {tpot:.3f} s "
-                                    f"(SLO {slo.ttft_seconds:g} / {slo.tpot_seconds:g} s with headroom)")
+        return Capacity(
+            0.0,
+            which,
+            f"on {node.name} alone a request sees TTFT {ttft:.3f} s, TPOT {tpot:.3f} s "
+            f"(SLO {slo.ttft_seconds:g} / {slo.tpot_seconds:g} s with headroom)",
+        )
     return Capacity(rate_at(batch)[0])

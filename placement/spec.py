@@ -32,7 +32,13 @@ from placement.models import ModelSpec, load_models
 from placement.plan import Classifier
 from placement.profiles import ProfileOptions
 from placement.trace import Trace, load_trace
-from placement.workload import Buckets, RequestClass, SLOClass, classes_from_distribution, classes_from_lengths
+from placement.workload import (
+    Buckets,
+    RequestClass,
+    SLOClass,
+    classes_from_distribution,
+    classes_from_lengths,
+)
 
 DEFAULT_INPUT_EDGES = (0, 128, 256, 512, 1024, 2048, 4096, 8192, 32768)
 DEFAULT_OUTPUT_EDGES = (0, 32, 64, 128, 256, 512, 1024, 4096)
@@ -147,13 +153,17 @@ def _resolve(spec: PlacementSpec, source: str, base: Path) -> LoadedSpec:
     models.update({m.name: m for m in spec.models})
     for i, name in enumerate(spec.fleet):
         if name not in catalog:
-            raise ConfigError(f"unknown node type {name!r} (known: {', '.join(catalog.names())})",
-                              field=f"fleet[{i}]", source=source)
+            raise ConfigError(
+                f"unknown node type {name!r} (known: {', '.join(catalog.names())})",
+                field=f"fleet[{i}]",
+                source=source,
+            )
     fleet = catalog.subset(spec.fleet) if spec.fleet else catalog
     for name, count in spec.inventory.items():
         if name not in fleet:
-            raise ConfigError(f"unknown node type {name!r} (not in the fleet)", field=f"inventory.{name}",
-                              source=source)
+            raise ConfigError(
+                f"unknown node type {name!r} (not in the fleet)", field=f"inventory.{name}", source=source
+            )
         if count < 0:
             raise ConfigError(f"must be >= 0, got {count}", field=f"inventory.{name}", source=source)
     slos = {s.name: s for s in spec.slo_classes}
@@ -164,34 +174,69 @@ def _resolve(spec: PlacementSpec, source: str, base: Path) -> LoadedSpec:
     traces: dict[int, Trace] = {}
     for i, t in enumerate(spec.traffic):
         if t.model not in models:
-            raise ConfigError(f"unknown model {t.model!r} (known: {', '.join(sorted(models))})",
-                              field=f"traffic[{i}].model", source=source)
+            raise ConfigError(
+                f"unknown model {t.model!r} (known: {', '.join(sorted(models))})",
+                field=f"traffic[{i}].model",
+                source=source,
+            )
         if t.slo_class not in slos:
-            raise ConfigError(f"unknown SLO class {t.slo_class!r}", field=f"traffic[{i}].slo_class", source=source)
+            raise ConfigError(
+                f"unknown SLO class {t.slo_class!r}", field=f"traffic[{i}].slo_class", source=source
+            )
         if t.trace is not None:
             trace = load_trace(_relative(base, t.trace))
             traces[i] = trace
-            classes += classes_from_lengths(t.model, t.slo_class, zip(trace.input_tokens, trace.output_tokens,
-                                            strict=True), trace.duration_seconds, buckets, t.rate_scale)
+            classes += classes_from_lengths(
+                t.model,
+                t.slo_class,
+                zip(trace.input_tokens, trace.output_tokens, strict=True),
+                trace.duration_seconds,
+                buckets,
+                t.rate_scale,
+            )
         else:
             assert t.distribution is not None and t.rate is not None, "validated in TrafficSpec"
             try:
-                classes += classes_from_distribution(t.model, t.slo_class, t.rate * t.rate_scale,
-                                                     t.distribution.weights, buckets)
+                classes += classes_from_distribution(
+                    t.model, t.slo_class, t.rate * t.rate_scale, t.distribution.weights, buckets
+                )
             except ValueError as exc:
                 raise ConfigError(str(exc), field=f"traffic[{i}].distribution", source=source) from None
     names = [c.name for c in classes]
     if len(set(names)) != len(names):
-        raise ConfigError("two traffic entries share a model and SLO class; merge them", field="traffic",
-                          source=source)
+        raise ConfigError(
+            "two traffic entries share a model and SLO class; merge them", field="traffic", source=source
+        )
     o = spec.options
-    profile = ProfileOptions(max_utilization=o.max_utilization, ttft_headroom=o.ttft_headroom,
-                             tpot_headroom=o.tpot_headroom, colocated_tpot_headroom=o.colocated_tpot_headroom)
+    profile = ProfileOptions(
+        max_utilization=o.max_utilization,
+        ttft_headroom=o.ttft_headroom,
+        tpot_headroom=o.tpot_headroom,
+        colocated_tpot_headroom=o.colocated_tpot_headroom,
+    )
     return LoadedSpec(
-        source, fleet, models, slos, tuple(classes), dict(spec.inventory),
-        CompileOptions(allow_disaggregation=o.allow_disaggregation, csd_min_context_tokens=o.csd_min_context_tokens,
-                       max_routes_per_class=o.max_routes_per_class, churn_penalty=o.churn_penalty, profile=profile),
-        SolverOptions(solver=o.solver, time_limit_seconds=o.time_limit_seconds,  # type: ignore[arg-type]
-                      mip_gap=o.mip_gap, transfer_utilization=o.transfer_utilization),
+        source,
+        fleet,
+        models,
+        slos,
+        tuple(classes),
+        dict(spec.inventory),
+        CompileOptions(
+            allow_disaggregation=o.allow_disaggregation,
+            csd_min_context_tokens=o.csd_min_context_tokens,
+            max_routes_per_class=o.max_routes_per_class,
+            churn_penalty=o.churn_penalty,
+            profile=profile,
+        ),
+        SolverOptions(
+            solver=o.solver,  # type: ignore[arg-type]
+            time_limit_seconds=o.time_limit_seconds,
+            mip_gap=o.mip_gap,
+            transfer_utilization=o.transfer_utilization,
+        ),
         Classifier(buckets.input_edges, buckets.output_edges, tuple(slos), spec.slo_classes[0].name),
-        o.slice_factor, dict(spec.current), traces, spec.traffic)
+        o.slice_factor,
+        dict(spec.current),
+        traces,
+        spec.traffic,
+    )

@@ -39,8 +39,9 @@ class Trace:
         return max(self.arrivals[-1] - self.arrivals[0], 1e-9) if self.arrivals else 0.0
 
     def head(self, num_requests: int) -> Trace:
-        return Trace(self.arrivals[:num_requests], self.input_tokens[:num_requests],
-                     self.output_tokens[:num_requests])
+        return Trace(
+            self.arrivals[:num_requests], self.input_tokens[:num_requests], self.output_tokens[:num_requests]
+        )
 
     def scaled(self, time_factor: float) -> Trace:
         """Arrivals compressed by `time_factor` (2.0 = twice the rate); lengths unchanged."""
@@ -50,8 +51,9 @@ class Trace:
 def _from_rows(rows: list[tuple[float, int, int]]) -> Trace:
     rows.sort(key=lambda r: r[0])
     t0 = rows[0][0] if rows else 0.0
-    return Trace(tuple(r[0] - t0 for r in rows), tuple(max(r[1], 1) for r in rows),
-                 tuple(max(r[2], 1) for r in rows))
+    return Trace(
+        tuple(r[0] - t0 for r in rows), tuple(max(r[1], 1) for r in rows), tuple(max(r[2], 1) for r in rows)
+    )
 
 
 def load_trace(path: str | Path, *, rate: float = 1.0, seed: int = 0) -> Trace:
@@ -64,8 +66,12 @@ def load_trace(path: str | Path, *, rate: float = 1.0, seed: int = 0) -> Trace:
     try:
         if source.endswith(".jsonl"):
             items = [json.loads(line) for line in text.splitlines() if line.strip()]
-            return _from_rows([(float(d["timestamp"]) / 1e3, int(d["input_length"]), int(d["output_length"]))
-                               for d in items])
+            return _from_rows(
+                [
+                    (float(d["timestamp"]) / 1e3, int(d["input_length"]), int(d["output_length"]))
+                    for d in items
+                ]
+            )
         lines = list(csv.reader(text.splitlines()))
         if lines and lines[0] and lines[0][0].strip().upper() == "TIMESTAMP":
             return _from_rows([(_seconds(r[0]), int(r[1]), int(r[2])) for r in lines[1:] if r])

@@ -10,6 +10,7 @@ Class names are `"{model}/{slo}/i{i}o{j}"` — stable keys shared with the plan 
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ class Buckets:
     def __post_init__(self) -> None:
         for name in ("input_edges", "output_edges"):
             edges = getattr(self, name)
-            if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)) or edges[0] < 0:
+            if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)) or edges[0] < 0:
                 raise ValueError(f"{name}: need >= 2 strictly increasing edges >= 0, got {list(edges)}")
 
     @property
@@ -91,9 +92,12 @@ class RequestClass:
             raise ValueError(f"{self.name}: mean input and output lengths must be >= 1 token")
 
 
-def classes_from_distribution(model: str, slo: str, rate: float, weights: Sequence[Sequence[float]],
-                              buckets: Buckets) -> tuple[RequestClass, ...]:
-    """Classes of a bucket distribution (rows = input buckets); lengths = bucket midpoints, max = upper edge."""
+def classes_from_distribution(
+    model: str, slo: str, rate: float, weights: Sequence[Sequence[float]], buckets: Buckets
+) -> tuple[RequestClass, ...]:
+    """Classes of a bucket distribution (rows = input buckets).
+
+    Mean lengths are the bucket midpoints, maximum lengths the upper edges."""
     rows, cols = buckets.shape
     if len(weights) != rows or any(len(r) != cols for r in weights):
         raise ValueError(f"weights: must be a {rows}x{cols} matrix matching the bucket edges")
@@ -105,14 +109,30 @@ def classes_from_distribution(model: str, slo: str, rate: float, weights: Sequen
         if weights[i][j] <= 0:
             continue
         mid_in, mid_out = buckets.midpoint(i, j)
-        out.append(RequestClass(class_name(model, slo, i, j), model, slo, (i, j), rate * weights[i][j] / total,
-                                max(mid_in, 1.0), mid_out, buckets.input_edges[i + 1],
-                                buckets.output_edges[j + 1]))
+        out.append(
+            RequestClass(
+                class_name(model, slo, i, j),
+                model,
+                slo,
+                (i, j),
+                rate * weights[i][j] / total,
+                max(mid_in, 1.0),
+                mid_out,
+                buckets.input_edges[i + 1],
+                buckets.output_edges[j + 1],
+            )
+        )
     return tuple(out)
 
 
-def classes_from_lengths(model: str, slo: str, lengths: Iterable[tuple[int, int]], duration_seconds: float,
-                         buckets: Buckets, rate_scale: float = 1.0) -> tuple[RequestClass, ...]:
+def classes_from_lengths(
+    model: str,
+    slo: str,
+    lengths: Iterable[tuple[int, int]],
+    duration_seconds: float,
+    buckets: Buckets,
+    rate_scale: float = 1.0,
+) -> tuple[RequestClass, ...]:
     """Classes of observed (input, output) lengths over `duration_seconds`, rate × `rate_scale`."""
     if duration_seconds <= 0:
         raise ValueError(f"duration_seconds: must be > 0, got {duration_seconds}")
@@ -122,8 +142,17 @@ def classes_from_lengths(model: str, slo: str, lengths: Iterable[tuple[int, int]
     classes = []
     for (i, j), items in sorted(groups.items()):
         n = len(items)
-        classes.append(RequestClass(
-            class_name(model, slo, i, j), model, slo, (i, j), n / duration_seconds * rate_scale,
-            max(sum(a for a, _ in items) / n, 1.0), max(sum(b for _, b in items) / n, 1.0),
-            float(max(a for a, _ in items)), float(max(b for _, b in items))))
+        classes.append(
+            RequestClass(
+                class_name(model, slo, i, j),
+                model,
+                slo,
+                (i, j),
+                n / duration_seconds * rate_scale,
+                max(sum(a for a, _ in items) / n, 1.0),
+                max(sum(b for _, b in items) / n, 1.0),
+                float(max(a for a, _ in items)),
+                float(max(b for _, b in items)),
+            )
+        )
     return tuple(classes)

@@ -22,7 +22,9 @@ def render_plan(plan: Any, simulation: dict[str, Any] | None = None) -> None:
     for b in plan.baselines:
         cost = "-" if b.cost_per_hour is None else f"{b.cost_per_hour:.2f}"
         saving = "-" if not b.cost_per_hour else f"{100 * (1 - plan.cost_per_hour / b.cost_per_hour):.1f}%"
-        base.add_row(b.name, cost, saving, ", ".join(f"{k}×{v}" for k, v in b.instances.items()), b.status[:60])
+        base.add_row(
+            b.name, cost, saving, ", ".join(f"{k}×{v}" for k, v in b.instances.items()), b.status[:60]
+        )
     console.print(base)
     s = plan.solve
     gap = "-" if s.gap is None else f"{100 * s.gap:.2f}%"
@@ -33,4 +35,6 @@ def render_plan(plan: Any, simulation: dict[str, Any] | None = None) -> None:
             f"SLO attainment {100 * simulation['slo_attainment']:.2f}%, "
             f"TTFT p50/p90/p99 {simulation['ttft_p50']:.3f}/{simulation['ttft_p90']:.3f}/"
             f"{simulation['ttft_p99']:.3f} s, TPOT p50/p90/p99 {simulation['tpot_p50']:.3f}/"
-            f"{simulation['tpot_p90']:.3f}/{simulation['tpot_p99']:.3f} s, cost {simulation['cost_usd']:.2f} $")
+            f"{simulation['tpot_p90']:.3f}/{simulation['tpot_p99']:.3f} s, "
+            f"cost {simulation['cost_usd']:.2f} $"
+        )

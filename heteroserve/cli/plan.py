@@ -24,8 +24,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", nargs="?", help="placement spec file (YAML or JSON)")
     parser.add_argument("--simulate", metavar="TRACE", help="replay this trace against the plan")
     parser.add_argument("--sim-requests", type=int, default=5000, help="replay at most N requests (5000)")
-    parser.add_argument("--poisson", action="store_true",
-                        help="replay the trace's lengths with Poisson arrivals at the planned rate")
+    parser.add_argument(
+        "--poisson",
+        action="store_true",
+        help="replay the trace's lengths with Poisson arrivals at the planned rate",
+    )
     parser.add_argument("--seed", type=int, default=0, help="simulator seed (0)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--time-limit", type=float, help="solver time limit in seconds")
@@ -74,16 +77,28 @@ def _run_spec(args: argparse.Namespace) -> int:
         options = replace(options, time_limit_seconds=args.time_limit)
     try:
         with _quiet_stdout():
-            problem = compile_problem(spec.fleet, spec.models, spec.classes, spec.slos, spec.inventory,
-                                      spec.compile_options, spec.current)
+            problem = compile_problem(
+                spec.fleet,
+                spec.models,
+                spec.classes,
+                spec.slos,
+                spec.inventory,
+                spec.compile_options,
+                spec.current,
+            )
             plan = make_plan(problem, spec.classifier, options, slice_factor=spec.slice_factor)
     except InfeasibleError as exc:
-        raise InfeasibleError(f"{args.spec}: {exc}", constraint=exc.constraint,
-                              request_class=exc.request_class) from None
+        raise InfeasibleError(
+            f"{args.spec}: {exc}", constraint=exc.constraint, request_class=exc.request_class
+        ) from None
     simulation = _simulate(args, spec, plan) if args.simulate else None
     if args.json:
-        out: dict[str, Any] = {"cost_per_hour": plan.cost_per_hour, "status": plan.solve.status,
-                               "solve_seconds": plan.solve.solve_seconds, "plan": plan.to_dict()}
+        out: dict[str, Any] = {
+            "cost_per_hour": plan.cost_per_hour,
+            "status": plan.solve.status,
+            "solve_seconds": plan.solve.solve_seconds,
+            "plan": plan.to_dict(),
+        }
         if simulation is not None:
             out["simulation"] = simulation
         print(json.dumps(out))
@@ -107,7 +122,9 @@ def _simulate(args: argparse.Namespace, spec: Any, plan: Any) -> dict[str, Any]:
         trace = with_poisson_arrivals(trace, rate, args.seed)
     requests = requests_from_trace(trace, first.model, first.slo_class)
     result = simulate(plan, requests, spec.fleet, spec.models, spec.slos, SimOptions(seed=args.seed))
-    return {k: (dict(v) if isinstance(v, dict) or hasattr(v, "items") else v) for k, v in asdict(result).items()}
+    return {
+        k: (dict(v) if isinstance(v, dict) or hasattr(v, "items") else v) for k, v in asdict(result).items()
+    }
 
 
 def _run_melange(args: argparse.Namespace) -> int:
@@ -134,14 +151,23 @@ def _run_melange(args: argparse.Namespace) -> int:
     with _quiet_stdout():
         result = melange.solve_slices(problem, slices, options)
         joint = solve(problem, options)
-    out = {"cost_per_hour": result.cost_per_hour, "instances": dict(result.instances),
-           "status": result.info.status, "solve_seconds": round(result.info.solve_seconds, 4),
-           "slice_factor": slices,
-           "joint": {"cost_per_hour": joint.cost_per_hour, "status": joint.info.status,
-                     "solve_seconds": round(joint.info.solve_seconds, 4),
-                     "instances": {problem.pools[i].node_type: n for i, n in enumerate(joint.counts) if n}}}
+    joint_instances = {problem.pools[i].node_type: n for i, n in enumerate(joint.counts) if n}
+    out: dict[str, Any] = {
+        "cost_per_hour": result.cost_per_hour,
+        "instances": dict(result.instances),
+        "status": result.info.status,
+        "solve_seconds": round(result.info.solve_seconds, 4),
+        "slice_factor": slices,
+        "joint": {
+            "cost_per_hour": joint.cost_per_hour,
+            "status": joint.info.status,
+            "solve_seconds": round(joint.info.solve_seconds, 4),
+            "instances": joint_instances,
+        },
+    }
     if not args.json:
-        print(f"Mélange formulation: {out['cost_per_hour']:.2f} $/h {out['instances']} ({out['status']})")
-        print(f"joint ILP:           {joint.cost_per_hour:.2f} $/h {out['joint']['instances']}")
+        melange_line = f"{result.cost_per_hour:.2f} $/h {dict(result.instances)} ({result.info.status})"
+        print(f"Mélange formulation: {melange_line}")
+        print(f"joint ILP:           {joint.cost_per_hour:.2f} $/h {joint_instances}")
     print(json.dumps(out))
     return 0

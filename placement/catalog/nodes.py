@@ -55,8 +55,14 @@ class NodeType:
         for name in ("memory_gb", "mem_bandwidth_gbs", "network_gbps", "price_per_hour"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
-        for name in ("kv_memory_gb", "kv_bandwidth_gbs", "storage_gbs", "layer_overhead_us", "tp_overhead_us",
-                     "tp_compute_exponent"):
+        for name in (
+            "kv_memory_gb",
+            "kv_bandwidth_gbs",
+            "storage_gbs",
+            "layer_overhead_us",
+            "tp_overhead_us",
+            "tp_compute_exponent",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         for name in ("compute_efficiency", "bandwidth_efficiency", "memory_utilization"):

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 from placement.types_ import Role
-
 
 # Classes below this rate (req/s) count as idle: a solver's tolerances cannot route them meaningfully.
 MIN_RATE = 1e-6
@@ -92,7 +91,7 @@ class SolverOptions:
             raise ValueError(f"transfer_utilization: must be in (0, 1], got {self.transfer_utilization}")
 
 
-def _frozen(m: Mapping[str, int] | Mapping[str, tuple[str, ...]]) -> MappingProxyType:  # type: ignore[type-arg]
+def _frozen(m: Mapping[str, Any]) -> MappingProxyType[str, Any]:
     return MappingProxyType(dict(m))
 
 
@@ -125,8 +124,16 @@ class Problem:
             raise ValueError(f"churn_penalty: must be >= 0, got {self.churn_penalty}")
 
     def without_disaggregation(self) -> Problem:
-        return Problem(self.demands, self.pools, self.colocated, (), self.inventory, self.current,
-                       self.churn_penalty, self.exclusions)
+        return Problem(
+            self.demands,
+            self.pools,
+            self.colocated,
+            (),
+            self.inventory,
+            self.current,
+            self.churn_penalty,
+            self.exclusions,
+        )
 
     def pool_index(self) -> dict[str, int]:
         return {p.name: i for i, p in enumerate(self.pools)}
@@ -162,13 +169,29 @@ def _restrict(problem: Problem, models: set[str]) -> Problem:
     pools = [i for i, p in enumerate(problem.pools) if p.model in models]
     dmap = {old: new for new, old in enumerate(demands)}
     pmap = {old: new for new, old in enumerate(pools)}
-    coloc = tuple(ColocatedOption(dmap[o.demand], pmap[o.pool], o.load)
-                  for o in problem.colocated if o.demand in dmap)
-    disagg = tuple(DisaggregatedOption(dmap[o.demand], pmap[o.prefill_pool], pmap[o.decode_pool],
-                                       o.prefill_load, o.decode_load, o.transfer_seconds)
-                   for o in problem.disaggregated if o.demand in dmap)
+    coloc = tuple(
+        ColocatedOption(dmap[o.demand], pmap[o.pool], o.load) for o in problem.colocated if o.demand in dmap
+    )
+    disagg = tuple(
+        DisaggregatedOption(
+            dmap[o.demand],
+            pmap[o.prefill_pool],
+            pmap[o.decode_pool],
+            o.prefill_load,
+            o.decode_load,
+            o.transfer_seconds,
+        )
+        for o in problem.disaggregated
+        if o.demand in dmap
+    )
     names = {problem.pools[i].name for i in pools}
-    return Problem(tuple(problem.demands[i] for i in demands), tuple(problem.pools[i] for i in pools), coloc,
-                   disagg, problem.inventory, {k: v for k, v in problem.current.items() if k in names},
-                   problem.churn_penalty,
-                   {problem.demands[i].name: problem.exclusions.get(problem.demands[i].name, ()) for i in demands})
+    return Problem(
+        tuple(problem.demands[i] for i in demands),
+        tuple(problem.pools[i] for i in pools),
+        coloc,
+        disagg,
+        problem.inventory,
+        {k: v for k, v in problem.current.items() if k in names},
+        problem.churn_penalty,
+        {problem.demands[i].name: problem.exclusions.get(problem.demands[i].name, ()) for i in demands},
+    )

@@ -38,16 +38,20 @@ class Solution:
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
 
-def build_model(problem: Problem, options: SolverOptions, *, elastic: bool = False
-                ) -> tuple[pulp.LpProblem, Variables]:
+def build_model(
+    problem: Problem, options: SolverOptions, *, elastic: bool = False
+) -> tuple[pulp.LpProblem, Variables]:
     """The pulp model of `problem` (elastic: unserved demand allowed at a large price)."""
     model = pulp.LpProblem("placement", pulp.LpMinimize)
     v = make_variables(model, problem, elastic=elastic)
     cost = pulp.lpSum(pool.price_per_hour * v.count[p] for p, pool in enumerate(problem.pools))
     churn = problem.churn_penalty * pulp.lpSum(v.change) if v.change else 0
     big = 1e3 * (1 + sum(p.price_per_hour for p in problem.pools))
-    unserved = big * pulp.lpSum(d.rate * u for d, u in zip(problem.demands, v.unserved, strict=True)) \
-        if v.unserved else 0
+    unserved = (
+        big * pulp.lpSum(d.rate * u for d, u in zip(problem.demands, v.unserved, strict=True))
+        if v.unserved
+        else 0
+    )
     model += cost + churn + unserved
     constraints.add_served(model, problem, v)
     constraints.add_capacity(model, problem, v)
@@ -59,7 +63,7 @@ def build_model(problem: Problem, options: SolverOptions, *, elastic: bool = Fal
 
 
 def extract(problem: Problem, v: Variables, info: SolveInfo) -> Solution:
-    counts = tuple(int(round(x.value() or 0)) for x in v.count)
+    counts = tuple(round(x.value() or 0) for x in v.count)
     coloc = {k: float(x.value()) for k, x in enumerate(v.coloc) if (x.value() or 0) > SHARE_EPSILON}
     disagg = {k: float(x.value()) for k, x in enumerate(v.disagg) if (x.value() or 0) > SHARE_EPSILON}
     unserved = {c: float(x.value()) for c, x in enumerate(v.unserved) if (x.value() or 0) > SHARE_EPSILON}
@@ -90,10 +94,18 @@ def _merge(problem: Problem, parts: list[Problem], solutions: list[Solution]) ->
     counts = [0] * len(problem.pools)
     coloc: dict[int, float] = {}
     disagg: dict[int, float] = {}
-    coloc_index = {(problem.demands[o.demand].name, problem.pools[o.pool].name): k
-                   for k, o in enumerate(problem.colocated)}
-    disagg_index = {(problem.demands[o.demand].name, problem.pools[o.prefill_pool].name,
-                     problem.pools[o.decode_pool].name): k for k, o in enumerate(problem.disaggregated)}
+    coloc_index = {
+        (problem.demands[o.demand].name, problem.pools[o.pool].name): k
+        for k, o in enumerate(problem.colocated)
+    }
+    disagg_index = {
+        (
+            problem.demands[o.demand].name,
+            problem.pools[o.prefill_pool].name,
+            problem.pools[o.decode_pool].name,
+        ): k
+        for k, o in enumerate(problem.disaggregated)
+    }
     for part, sol in zip(parts, solutions, strict=True):
         for i, n in enumerate(sol.counts):
             counts[pool_of[part.pools[i].name]] = n
@@ -102,16 +114,29 @@ def _merge(problem: Problem, parts: list[Problem], solutions: list[Solution]) ->
             coloc[coloc_index[(part.demands[o.demand].name, part.pools[o.pool].name)]] = share
         for k, share in sol.disaggregated_shares.items():
             d = part.disaggregated[k]
-            disagg[disagg_index[(part.demands[d.demand].name, part.pools[d.prefill_pool].name,
-                                 part.pools[d.decode_pool].name)]] = share
+            disagg[
+                disagg_index[
+                    (
+                        part.demands[d.demand].name,
+                        part.pools[d.prefill_pool].name,
+                        part.pools[d.decode_pool].name,
+                    )
+                ]
+            ] = share
     infos = [s.info for s in solutions]
     objective = sum(i.objective or 0.0 for i in infos)
     gaps = [i.gap for i in infos]
-    gap = None if any(g is None for g in gaps) else \
-        sum((i.objective or 0.0) * (i.gap or 0.0) for i in infos) / objective if objective else 0.0
+    gap = (
+        None
+        if any(g is None for g in gaps)
+        else sum((i.objective or 0.0) * (i.gap or 0.0) for i in infos) / objective
+        if objective
+        else 0.0
+    )
     status = "optimal" if all(i.optimal for i in infos) else "feasible"
-    info = SolveInfo(infos[0].solver, status, status == "optimal", gap, sum(i.solve_seconds for i in infos),
-                     objective)
+    info = SolveInfo(
+        infos[0].solver, status, status == "optimal", gap, sum(i.solve_seconds for i in infos), objective
+    )
     cost = sum(n * p.price_per_hour for n, p in zip(counts, problem.pools, strict=True))
     return Solution(tuple(counts), coloc, disagg, round(cost, 6), info)
 
@@ -125,5 +150,8 @@ def _solve_one(problem: Problem, options: SolverOptions) -> Solution:
         return extract(problem, v, info)
     if info.status == "infeasible":
         raise explain_infeasible(problem, options)
-    raise InfeasibleError(f"solver {info.solver} found no plan within {options.time_limit_seconds} s "
-                          f"(status {info.status}); raise the time limit", constraint="time_limit")
+    raise InfeasibleError(
+        f"solver {info.solver} found no plan within {options.time_limit_seconds} s "
+        f"(status {info.status}); raise the time limit",
+        constraint="time_limit",
+    )

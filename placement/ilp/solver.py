@@ -44,10 +44,13 @@ _SOL_STATUS = {
 def _make(options: SolverOptions) -> tuple[str, pulp.LpSolver]:
     if options.solver == "highs" and pulp.HiGHS().available():
         return "highs", pulp.HiGHS(msg=False, timeLimit=options.time_limit_seconds, gapRel=options.mip_gap)
-    with warnings.catch_warnings():  # PULP_CBC_CMD (bundled CBC) is deprecated for PuLP 4; still the one shipped
+    with (
+        warnings.catch_warnings()
+    ):  # PULP_CBC_CMD (bundled CBC) is deprecated for PuLP 4; still the one shipped
         warnings.simplefilter("ignore", DeprecationWarning)
-        return "cbc", pulp.PULP_CBC_CMD(msg=False, timeLimit=options.time_limit_seconds,
-                                        gapRel=options.mip_gap)
+        return "cbc", pulp.PULP_CBC_CMD(
+            msg=False, timeLimit=options.time_limit_seconds, gapRel=options.mip_gap
+        )
 
 
 def run(model: pulp.LpProblem, options: SolverOptions) -> SolveInfo:
@@ -70,5 +73,6 @@ def run(model: pulp.LpProblem, options: SolverOptions) -> SolveInfo:
     if status == "optimal" and gap is None:
         gap = 0.0
     objective = pulp.value(model.objective) if status in ("optimal", "feasible") else None
-    return SolveInfo(name, status, status == "optimal", gap, seconds,
-                     float(objective) if objective is not None else None)
+    return SolveInfo(
+        name, status, status == "optimal", gap, seconds, float(objective) if objective is not None else None
+    )

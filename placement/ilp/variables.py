@@ -29,8 +29,10 @@ class Variables:
 def make_variables(model: pulp.LpProblem, problem: Problem, *, elastic: bool = False) -> Variables:
     """Create the variables on `model` (pulp ≥ 3.3 attaches variables to their model)."""
     add = model.add_variable
-    counts = tuple(add(f"n_{i}", 0, problem.inventory.get(p.node_type), cat="Integer")
-                   for i, p in enumerate(problem.pools))
+    counts = tuple(
+        add(f"n_{i}", 0, problem.inventory.get(p.node_type), cat="Integer")
+        for i, p in enumerate(problem.pools)
+    )
     coloc = tuple(add(f"x_{k}", 0, 1) for k in range(len(problem.colocated)))
     disagg = tuple(add(f"z_{k}", 0, 1) for k in range(len(problem.disaggregated)))
     change = tuple(add(f"d_{i}", 0) for i in range(len(problem.pools))) if problem.churn_penalty > 0 else ()

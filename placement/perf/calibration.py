@@ -63,17 +63,26 @@ def load_splitwise(path: Path) -> list[Measurement]:
         for row in csv.DictReader(fh):
             if row["hardware"] not in HARDWARE_NAMES:
                 continue
-            key = (row["model"], HARDWARE_NAMES[row["hardware"]], int(row["tensor_parallel"]),
-                   int(row["prompt_size"]), int(row["batch_size"]), int(row["token_size"]))
+            key = (
+                row["model"],
+                HARDWARE_NAMES[row["hardware"]],
+                int(row["tensor_parallel"]),
+                int(row["prompt_size"]),
+                int(row["batch_size"]),
+                int(row["token_size"]),
+            )
             groups[key].append((float(row["prompt_time"]) / 1e3, float(row["token_time"]) / 1e3))
-    return [Measurement(*key, float(np.mean([p for p, _ in v])), float(np.mean([t for _, t in v])))
-            for key, v in sorted(groups.items())]
+    return [
+        Measurement(*key, float(np.mean([p for p, _ in v])), float(np.mean([t for _, t in v])))
+        for key, v in sorted(groups.items())
+    ]
 
 
-def _features(node: NodeType, models: dict[str, ModelSpec], rows: list[Measurement],
-              phase: str) -> tuple[np.ndarray, ...]:
+def _features(
+    node: NodeType, models: dict[str, ModelSpec], rows: list[Measurement], phase: str
+) -> tuple[np.ndarray, ...]:
     """Per row: compute s at efficiency 1, memory s at efficiency 1, log2(tp), tp, layers, measured."""
-    cols: list[tuple[float, float, float, float, float]] = []
+    cols: list[tuple[float, float, float, float, float, float]] = []
     for r in rows:
         model = models[r.model]
         peak = node.peak_tflops.get(model.dtype) or node.peak_tflops["fp16"]
@@ -84,8 +93,16 @@ def _features(node: NodeType, models: dict[str, ModelSpec], rows: list[Measureme
             flops, nbytes = decode_work(model, r.batch, r.prompt_tokens + r.output_tokens / 2)
             measured = r.token_seconds
         tp = r.tensor_parallel
-        cols.append((flops / (peak * 1e12 * tp), nbytes / (node.mem_bandwidth_gbs * 1e9 * tp),
-                     math.log2(tp), float(tp), float(model.num_layers), measured))
+        cols.append(
+            (
+                flops / (peak * 1e12 * tp),
+                nbytes / (node.mem_bandwidth_gbs * 1e9 * tp),
+                math.log2(tp),
+                float(tp),
+                float(model.num_layers),
+                measured,
+            )
+        )
     return tuple(np.array(c) for c in zip(*cols, strict=True))
 
 
@@ -93,7 +110,9 @@ def _mape(pred: np.ndarray, measured: np.ndarray) -> float:
     return float(np.mean(np.abs(pred - measured) / measured))
 
 
-def _predict(f: tuple[np.ndarray, ...], ce: float, gamma: float, be: float, so: float, to: float) -> np.ndarray:
+def _predict(
+    f: tuple[np.ndarray, ...], ce: float, gamma: float, be: float, so: float, to: float
+) -> np.ndarray:
     ct, mt, l2, tp, layers, _ = f
     return np.maximum(ct / (ce * tp ** (-gamma)), mt / be) + (so + to * l2) * layers * 1e-6
 
@@ -107,9 +126,14 @@ def fit_node(node: NodeType, models: dict[str, ModelSpec], rows: list[Measuremen
         be, so, to = min(grid, key=lambda p: _mape(_predict(dec, ce, gamma, *p), dec[5]))
         grid2 = itertools.product(np.linspace(0.2, 1.0, 41), np.linspace(0, 1.0, 21))
         ce, gamma = min(grid2, key=lambda p: _mape(_predict(pre, p[0], p[1], be, so, to), pre[5]))
-    fitted = replace(node, compute_efficiency=round(float(ce), 3), tp_compute_exponent=round(float(gamma), 3),
-                     bandwidth_efficiency=round(float(be), 3), layer_overhead_us=float(so),
-                     tp_overhead_us=float(to))
+    fitted = replace(
+        node,
+        compute_efficiency=round(float(ce), 3),
+        tp_compute_exponent=round(float(gamma), 3),
+        bandwidth_efficiency=round(float(be), 3),
+        layer_overhead_us=float(so),
+        tp_overhead_us=float(to),
+    )
     prefill_err, decode_err = evaluate(fitted, models, rows)
     return CalibrationResult(fitted, len(rows), prefill_err, decode_err)
 
@@ -145,17 +169,23 @@ def distserve_check(node: NodeType, models: dict[str, ModelSpec], path: Path) ->
                 ref = (a + b * prompt * batch + c * batch * prompt**2) / 1e3
                 pre_err.append(abs(prefill_seconds(model, shaped, prompt, batch) - ref) / ref)
             for context, batch in itertools.product((256, 512, 1024, 2048), (1, 8, 32, 128)):
-                key = "decoding_smallbs" if batch < coeffs["decoding_large_small_bs_threshold"] else \
-                    "decoding_largebs"
+                key = (
+                    "decoding_smallbs"
+                    if batch < coeffs["decoding_large_small_bs_threshold"]
+                    else "decoding_largebs"
+                )
                 a, b, c = coeffs[key]
                 ref = (a + b * context * batch + c * batch) / 1e3
                 dec_err.append(abs(decode_step_seconds(model, shaped, batch, context) - ref) / ref)
     return float(np.mean(pre_err)), float(np.mean(dec_err)), len(pre_err) + len(dec_err)
 
 
-def calibrate(nodes: dict[str, NodeType], models: dict[str, ModelSpec],
-              splitwise_csv: Path) -> dict[str, CalibrationResult]:
+def calibrate(
+    nodes: dict[str, NodeType], models: dict[str, ModelSpec], splitwise_csv: Path
+) -> dict[str, CalibrationResult]:
     """Fit every hardware present in Splitwise's data; keys are catalog node-type names."""
     rows = load_splitwise(splitwise_csv)
-    return {name: fit_node(nodes[name], models, [r for r in rows if r.hardware == name])
-            for name in sorted({r.hardware for r in rows})}
+    return {
+        name: fit_node(nodes[name], models, [r for r in rows if r.hardware == name])
+        for name in sorted({r.hardware for r in rows})
+    }

@@ -44,7 +44,8 @@ def prefill_work(model: ModelSpec, prompt_tokens: float, num_seqs: int = 1) -> t
     """(FLOPs, bytes moved) of prefilling `num_seqs` prompts of `prompt_tokens` each in one batch."""
     tokens = prompt_tokens * num_seqs
     flops = model.matmul_flops_per_token * tokens + num_seqs * model.attention_flops(
-        prompt_tokens, prompt_tokens / 2)
+        prompt_tokens, prompt_tokens / 2
+    )
     return flops, model.weight_bytes + tokens * model.kv_bytes_per_token
 
 
@@ -57,7 +58,9 @@ def decode_work(model: ModelSpec, batch: int, context_tokens: float) -> tuple[fl
 def prefill_seconds(model: ModelSpec, node: NodeType, prompt_tokens: float, num_seqs: int = 1) -> float:
     """Time to prefill `num_seqs` prompts of `prompt_tokens` each in one batch."""
     flops, num_bytes = prefill_work(model, prompt_tokens, num_seqs)
-    return max(_compute_seconds(node, model, flops), _memory_seconds(node, num_bytes)) + _overhead(model, node)
+    return max(_compute_seconds(node, model, flops), _memory_seconds(node, num_bytes)) + _overhead(
+        model, node
+    )
 
 
 def decode_step_seconds(model: ModelSpec, node: NodeType, batch: int, context_tokens: float) -> float:
@@ -69,7 +72,9 @@ def decode_step_seconds(model: ModelSpec, node: NodeType, batch: int, context_to
         in_drive = kv_bytes / (node.kv_bandwidth_gbs * 1e9 * node.bandwidth_efficiency)
         return dense + in_drive + _overhead(model, node)
     flops, num_bytes = decode_work(model, batch, context_tokens)
-    return max(_compute_seconds(node, model, flops), _memory_seconds(node, num_bytes)) + _overhead(model, node)
+    return max(_compute_seconds(node, model, flops), _memory_seconds(node, num_bytes)) + _overhead(
+        model, node
+    )
 
 
 def kv_capacity_tokens(model: ModelSpec, node: NodeType) -> int:

@@ -91,7 +91,7 @@ class Instance:
         tokens = 0
         while self.waiting and len(self.running) + len(self._batch) < self.max_batch:
             r = self.waiting[0]
-            if self._batch and tokens + r.input_tokens > self.chunk_tokens or not self._fits(r):
+            if (self._batch and tokens + r.input_tokens > self.chunk_tokens) or not self._fits(r):
                 break
             self.waiting.popleft()
             self._batch.append(r)

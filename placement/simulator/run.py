@@ -15,6 +15,7 @@ import heapq
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from placement.catalog import Catalog
 from placement.models import ModelSpec
@@ -61,8 +62,10 @@ class SimResult:
 
 
 def requests_from_trace(trace: Trace, model: str, slo: str) -> tuple[SimRequest, ...]:
-    return tuple(SimRequest(a, i, o, model, slo)
-                 for a, i, o in zip(trace.arrivals, trace.input_tokens, trace.output_tokens, strict=True))
+    return tuple(
+        SimRequest(a, i, o, model, slo)
+        for a, i, o in zip(trace.arrivals, trace.input_tokens, trace.output_tokens, strict=True)
+    )
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -73,8 +76,14 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 
 class _Sim:
-    def __init__(self, plan: Plan, fleet: Catalog, models: Mapping[str, ModelSpec],
-                 slos: Mapping[str, SLOClass], opts: SimOptions) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        fleet: Catalog,
+        models: Mapping[str, ModelSpec],
+        slos: Mapping[str, SLOClass],
+        opts: SimOptions,
+    ) -> None:
         self.plan, self.slos, self.rng = plan, slos, random.Random(opts.seed)
         self.events: list[tuple[float, int, str, object]] = []
         self.seq = 0
@@ -83,8 +92,18 @@ class _Sim:
         self.decode_pool: dict[int, str] = {}
         self.pools: dict[str, list[Instance]] = {}
         for p in plan.pools:
-            self.pools[p.name] = [Instance(p.name, p.role, fleet[p.node_type], models[p.model], opts.chunk_tokens,
-                                           opts.max_batch, self._prefilled) for _ in range(p.count)]
+            self.pools[p.name] = [
+                Instance(
+                    p.name,
+                    p.role,
+                    fleet[p.node_type],
+                    models[p.model],
+                    opts.chunk_tokens,
+                    opts.max_batch,
+                    self._prefilled,
+                )
+                for _ in range(p.count)
+            ]
 
     def push(self, t: float, kind: str, item: object) -> None:
         heapq.heappush(self.events, (t, self.seq, kind, item))
@@ -119,44 +138,72 @@ class _Sim:
         states = []
         for rid, q in enumerate(requests):
             slo = self.slos[q.slo]
-            states.append(Request(rid, q.arrival, q.input_tokens, q.output_tokens, slo.ttft_seconds,
-                                  slo.tpot_seconds))
+            states.append(
+                Request(rid, q.arrival, q.input_tokens, q.output_tokens, slo.ttft_seconds, slo.tpot_seconds)
+            )
             self.push(q.arrival, "arrive", rid)
         while self.events:
             now, _, kind, item = heapq.heappop(self.events)
             if kind == "arrive":
-                self.route(states[item], requests[item], now)  # type: ignore[index]
+                rid = cast(int, item)
+                self.route(states[rid], requests[rid], now)
             elif kind == "kv":
-                inst, r = item  # type: ignore[misc]
+                target, r = cast(tuple[Instance, Request], item)
                 r.first_token = now
-                inst.inflight -= 1
-                inst.waiting.append(r)
-                self.kick(inst, now)
+                target.inflight -= 1
+                target.waiting.append(r)
+                self.kick(target, now)
             else:
-                inst = item  # type: ignore[assignment]
+                inst = cast(Instance, item)
                 inst.finish(now)
                 self.kick(inst, now)
         self.end = now if requests else 0.0
         return states
 
 
-def simulate(plan: Plan, requests: Sequence[SimRequest], fleet: Catalog, models: Mapping[str, ModelSpec],
-             slos: Mapping[str, SLOClass], options: SimOptions | None = None) -> SimResult:
+def simulate(
+    plan: Plan,
+    requests: Sequence[SimRequest],
+    fleet: Catalog,
+    models: Mapping[str, ModelSpec],
+    slos: Mapping[str, SLOClass],
+    options: SimOptions | None = None,
+) -> SimResult:
     """Replay `requests` against `plan`. Deterministic for a given `options.seed`. Pure."""
     sim = _Sim(plan, fleet, models, slos, options or SimOptions())
     states = sim.run(requests)
     ttfts = [r.first_token - r.arrival for r in states if r.first_token is not None]
-    tpots = [(r.finish - r.first_token) / (r.output_tokens - 1) for r in states
-             if r.finish is not None and r.first_token is not None and r.output_tokens > 1]
-    met = sum(1 for r in states if r.first_token is not None and r.finish is not None
-              and r.first_token - r.arrival <= r.ttft_slo
-              and (r.output_tokens <= 1 or (r.finish - r.first_token) / (r.output_tokens - 1) <= r.tpot_slo))
+    tpots = [
+        (r.finish - r.first_token) / (r.output_tokens - 1)
+        for r in states
+        if r.finish is not None and r.first_token is not None and r.output_tokens > 1
+    ]
+    met = sum(
+        1
+        for r in states
+        if r.first_token is not None
+        and r.finish is not None
+        and r.first_token - r.arrival <= r.ttft_slo
+        and (r.output_tokens <= 1 or (r.finish - r.first_token) / (r.output_tokens - 1) <= r.tpot_slo)
+    )
     span = max(sim.end - (requests[0].arrival if requests else 0.0), 1e-9)
-    util = {name: sum(i.busy_seconds for i in insts) / (len(insts) * span)
-            for name, insts in sim.pools.items() if insts}
+    util = {
+        name: sum(i.busy_seconds for i in insts) / (len(insts) * span)
+        for name, insts in sim.pools.items()
+        if insts
+    }
     return SimResult(
-        len(states), met / len(states) if states else 1.0,
-        _percentile(ttfts, 0.5), _percentile(ttfts, 0.9), _percentile(ttfts, 0.99),
-        _percentile(tpots, 0.5), _percentile(tpots, 0.9), _percentile(tpots, 0.99),
-        span, plan.cost_per_hour, plan.cost_per_hour * span / 3600, util,
-        sum(1 for r in states if r.route == "pd") / len(states) if states else 0.0)
+        len(states),
+        met / len(states) if states else 1.0,
+        _percentile(ttfts, 0.5),
+        _percentile(ttfts, 0.9),
+        _percentile(ttfts, 0.99),
+        _percentile(tpots, 0.5),
+        _percentile(tpots, 0.9),
+        _percentile(tpots, 0.99),
+        span,
+        plan.cost_per_hour,
+        plan.cost_per_hour * span / 3600,
+        util,
+        sum(1 for r in states if r.route == "pd") / len(states) if states else 0.0,
+    )

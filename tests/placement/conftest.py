@@ -21,5 +21,7 @@ def models() -> dict[str, ModelSpec]:
 
 @pytest.fixture(scope="session")
 def slos() -> dict[str, SLOClass]:
-    return {"interactive": SLOClass("interactive", 2.0, 0.1),
-            "batch": SLOClass("batch", 60.0, 2.0, latency_tolerant=True)}
+    return {
+        "interactive": SLOClass("interactive", 2.0, 0.1),
+        "batch": SLOClass("batch", 60.0, 2.0, latency_tolerant=True),
+    }

@@ -23,13 +23,19 @@ CLASSIFIER = Classifier(BUCKETS.input_edges, BUCKETS.output_edges, ("interactive
 
 
 def conv_classes(model: str, slo: str, rate: float) -> tuple[RequestClass, ...]:
-    return classes_from_distribution(model, slo, rate, [[0.2, 0.1, 0.0], [0.3, 0.3, 0.0], [0.05, 0.05, 0.0],
-                                                        [0.0, 0.0, 0.0]], BUCKETS)
+    return classes_from_distribution(
+        model, slo, rate, [[0.2, 0.1, 0.0], [0.3, 0.3, 0.0], [0.05, 0.05, 0.0], [0.0, 0.0, 0.0]], BUCKETS
+    )
 
 
-def plan_and_check(fleet: Catalog, models: dict[str, ModelSpec], classes: tuple[RequestClass, ...],
-                   slos: dict[str, SLOClass], inventory: dict[str, int] | None = None,
-                   options: CompileOptions | None = None) -> Plan:
+def plan_and_check(
+    fleet: Catalog,
+    models: dict[str, ModelSpec],
+    classes: tuple[RequestClass, ...],
+    slos: dict[str, SLOClass],
+    inventory: dict[str, int] | None = None,
+    options: CompileOptions | None = None,
+) -> Plan:
     options = options or CompileOptions()
     problem = compile_problem(fleet, models, classes, slos, inventory or {}, options)
     plan = make_plan(problem, CLASSIFIER, SolverOptions(time_limit_seconds=20))
@@ -37,8 +43,9 @@ def plan_and_check(fleet: Catalog, models: dict[str, ModelSpec], classes: tuple[
     return plan
 
 
-def test_disaggregation_wins_on_a_70b_fleet(catalog: Catalog, models: dict[str, ModelSpec],
-                                            slos: dict[str, SLOClass]) -> None:
+def test_disaggregation_wins_on_a_70b_fleet(
+    catalog: Catalog, models: dict[str, ModelSpec], slos: dict[str, SLOClass]
+) -> None:
     fleet = catalog.subset(["H100x8", "A100-80Gx8", "L4x8"])
     plan = plan_and_check(fleet, models, conv_classes("llama2-70b", "interactive", 50.0), slos)
     colocated = plan.baseline("colocated_only")
@@ -47,8 +54,9 @@ def test_disaggregation_wins_on_a_70b_fleet(catalog: Catalog, models: dict[str, 
     assert any(p.role == "prefill" for p in plan.pools) and any(p.role == "decode" for p in plan.pools)
 
 
-def test_disaggregation_refused_when_transfer_breaks_ttft(catalog: Catalog, models: dict[str, ModelSpec],
-                                                         slos: dict[str, SLOClass]) -> None:
+def test_disaggregation_refused_when_transfer_breaks_ttft(
+    catalog: Catalog, models: dict[str, ModelSpec], slos: dict[str, SLOClass]
+) -> None:
     # 10 Mbit/s NICs: moving a 1,000-token Llama-70B prompt's KV (~330 MB) takes minutes, far over TTFT 2 s
     slow = Catalog.of(replace(catalog[n], network_gbps=0.01) for n in ("H100x8", "A100-80Gx8", "L4x8"))
     classes = conv_classes("llama2-70b", "interactive", 50.0)
@@ -61,12 +69,25 @@ def test_disaggregation_refused_when_transfer_breaks_ttft(catalog: Catalog, mode
 
 
 def cheap_csd() -> NodeType:
-    return NodeType("csd-test", "csd", 1, 512, 300, {"fp16": 8.0}, 100, 0.15, kv_memory_gb=30000,
-                    kv_bandwidth_gbs=400, compute_efficiency=0.5, bandwidth_efficiency=0.8)
+    return NodeType(
+        "csd-test",
+        "csd",
+        1,
+        512,
+        300,
+        {"fp16": 8.0},
+        100,
+        0.15,
+        kv_memory_gb=30000,
+        kv_bandwidth_gbs=400,
+        compute_efficiency=0.5,
+        bandwidth_efficiency=0.8,
+    )
 
 
-def test_csd_decodes_only_eligible_classes(catalog: Catalog, models: dict[str, ModelSpec],
-                                           slos: dict[str, SLOClass]) -> None:
+def test_csd_decodes_only_eligible_classes(
+    catalog: Catalog, models: dict[str, ModelSpec], slos: dict[str, SLOClass]
+) -> None:
     fleet = Catalog.of([catalog["L4"], catalog["A10G"], cheap_csd()])
     classes = conv_classes("llama3-8b", "interactive", 20.0) + conv_classes("llama3-8b", "batch", 20.0)
     plan = plan_and_check(fleet, models, classes, slos)
@@ -79,13 +100,23 @@ def test_csd_decodes_only_eligible_classes(catalog: Catalog, models: dict[str, M
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rate=st.floats(0.5, 40.0), batch_rate=st.floats(0.0, 20.0),
-       types=st.sets(st.sampled_from(["H100", "A100-80G", "A10G", "L4", "T4", "cpu-64c"]), min_size=1),
-       inventory_cap=st.one_of(st.none(), st.integers(2, 12)), disagg=st.booleans())
-def test_every_plan_passes_the_independent_checker(catalog: Catalog, models: dict[str, ModelSpec],
-                                                   slos: dict[str, SLOClass], rate: float, batch_rate: float,
-                                                   types: set[str], inventory_cap: int | None,
-                                                   disagg: bool) -> None:
+@given(
+    rate=st.floats(0.5, 40.0),
+    batch_rate=st.floats(0.0, 20.0),
+    types=st.sets(st.sampled_from(["H100", "A100-80G", "A10G", "L4", "T4", "cpu-64c"]), min_size=1),
+    inventory_cap=st.one_of(st.none(), st.integers(2, 12)),
+    disagg=st.booleans(),
+)
+def test_every_plan_passes_the_independent_checker(
+    catalog: Catalog,
+    models: dict[str, ModelSpec],
+    slos: dict[str, SLOClass],
+    rate: float,
+    batch_rate: float,
+    types: set[str],
+    inventory_cap: int | None,
+    disagg: bool,
+) -> None:
     from heteroserve.errors import InfeasibleError
 
     fleet = Catalog.of([catalog[t] for t in sorted(types)] + [cheap_csd()])
@@ -99,8 +130,9 @@ def test_every_plan_passes_the_independent_checker(catalog: Catalog, models: dic
         assert exc.request_class or exc.constraint  # explained, never a bare failure
 
 
-def test_plan_json_round_trip_and_classify(catalog: Catalog, models: dict[str, ModelSpec],
-                                           slos: dict[str, SLOClass]) -> None:
+def test_plan_json_round_trip_and_classify(
+    catalog: Catalog, models: dict[str, ModelSpec], slos: dict[str, SLOClass]
+) -> None:
     import json
 
     fleet = catalog.subset(["A100-80G", "A10G", "L4"])

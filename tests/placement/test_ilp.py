@@ -7,8 +7,14 @@ from dataclasses import replace
 import pytest
 
 from heteroserve.errors import InfeasibleError
-from placement.ilp.problem import (ColocatedOption, Demand, DisaggregatedOption, PoolSpec, Problem,
-                                   SolverOptions)
+from placement.ilp.problem import (
+    ColocatedOption,
+    Demand,
+    DisaggregatedOption,
+    PoolSpec,
+    Problem,
+    SolverOptions,
+)
 from placement.ilp.solve import solve
 
 
@@ -16,10 +22,17 @@ def pd_problem(**kw: object) -> Problem:
     """One class at 10 req/s. Colocated G: $10, 2 req/s each → 5 × 10 = $50. P/D: prefill P $4 at
     10 req/s, decode D $6 at 4 req/s → 1 P + 3 D = $22; every colocated/P-D mix costs more (worked
     by hand: x=0.1 → 10+4+18=32, x=0.2 → 10+4+12=26)."""
-    pools = (PoolSpec("m", "G", "colocated", 10.0), PoolSpec("m", "P", "prefill", 4.0, 1e9),
-             PoolSpec("m", "D", "decode", 6.0, 1e9))
-    base = Problem((Demand("m/s/i0o0", "m", "s", 10.0, kv_transfer_bytes=1e6),), pools,
-                   (ColocatedOption(0, 0, 0.5),), (DisaggregatedOption(0, 1, 2, 0.1, 0.25, 0.01),))
+    pools = (
+        PoolSpec("m", "G", "colocated", 10.0),
+        PoolSpec("m", "P", "prefill", 4.0, 1e9),
+        PoolSpec("m", "D", "decode", 6.0, 1e9),
+    )
+    base = Problem(
+        (Demand("m/s/i0o0", "m", "s", 10.0, kv_transfer_bytes=1e6),),
+        pools,
+        (ColocatedOption(0, 0, 0.5),),
+        (DisaggregatedOption(0, 1, 2, 0.1, 0.25, 0.01),),
+    )
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
@@ -40,9 +53,15 @@ def test_colocated_only_known_optimum() -> None:
 def test_transfer_bandwidth_limits_the_disaggregated_share() -> None:
     # 10 req/s × 1 GB = 10 GB/s of KV; one P at 2.5 GB/s NIC × 0.8 carries 2 GB/s → P/D needs 5 P
     # (5×4 + 3×6 = 38) unless it mixes with colocated; the optimum must respect egress either way.
-    tight = replace(pd_problem(), demands=(Demand("m/s/i0o0", "m", "s", 10.0, kv_transfer_bytes=1e9),),
-                    pools=(PoolSpec("m", "G", "colocated", 10.0), PoolSpec("m", "P", "prefill", 4.0, 2.5e9),
-                           PoolSpec("m", "D", "decode", 6.0, 1e12)))
+    tight = replace(
+        pd_problem(),
+        demands=(Demand("m/s/i0o0", "m", "s", 10.0, kv_transfer_bytes=1e9),),
+        pools=(
+            PoolSpec("m", "G", "colocated", 10.0),
+            PoolSpec("m", "P", "prefill", 4.0, 2.5e9),
+            PoolSpec("m", "D", "decode", 6.0, 1e12),
+        ),
+    )
     s = solve(tight)
     share = s.disaggregated_shares.get(0, 0.0)
     assert share * 10.0 * 1e9 <= s.counts[1] * 2.5e9 * 0.8 + 1e-3
@@ -59,8 +78,12 @@ def test_inventory_infeasible_names_class_and_constraint() -> None:
 
 
 def test_class_without_options_is_explained_before_solving() -> None:
-    problem = replace(pd_problem(), colocated=(), disaggregated=(),
-                      exclusions={"m/s/i0o0": ("tpot: one decode step takes 0.2 s on X, budget 0.09 s",)})
+    problem = replace(
+        pd_problem(),
+        colocated=(),
+        disaggregated=(),
+        exclusions={"m/s/i0o0": ("tpot: one decode step takes 0.2 s on X, budget 0.09 s",)},
+    )
     with pytest.raises(InfeasibleError) as err:
         solve(problem)
     assert err.value.constraint == "tpot" and "m/s/i0o0" in str(err.value) and "0.2 s" in str(err.value)

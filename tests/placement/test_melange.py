@@ -29,11 +29,14 @@ def test_example_json_slice_factor_1(mdir: Path) -> None:
     assert result.info.optimal and result.info.status == "optimal"
 
 
-@pytest.mark.parametrize("gpus, cost, instances", [
-    (["A10G", "A100"], 8.35, {"A10G": 1, "A100": 2}),
-    (["A100"], 11.01, {"A100": 3}),
-    (["A10G"], 9.09, {"A10G": 9}),
-])
+@pytest.mark.parametrize(
+    "gpus, cost, instances",
+    [
+        (["A10G", "A100"], 8.35, {"A10G": 1, "A100": 2}),
+        (["A100"], 11.01, {"A100": 3}),
+        (["A10G"], 9.09, {"A10G": 9}),
+    ],
+)
 def test_arena_6x6_rate_8(mdir: Path, gpus: list[str], cost: float, instances: dict[str, int]) -> None:
     profiles = melange.load_profiles(mdir / "gpu_info_llama7b_6x6.json").restricted(gpus)
     arena = melange.load_workload(mdir / "arena_workload_distribution_6x6.json")
@@ -58,9 +61,22 @@ def test_joint_ilp_never_costs_more_than_melange(mdir: Path, solver: str) -> Non
 
 
 def test_cli_melange_mode_prints_melange_keys(mdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["plan", "--melange", str(mdir / "gpu_info_llama7b_6x6.json"), "--workload",
-                 str(mdir / "arena_workload_distribution_6x6.json"), "--rate", "8", "--gpus", "A10G,A100",
-                 "--slice-factor", "1", "--json"])
+    code = main(
+        [
+            "plan",
+            "--melange",
+            str(mdir / "gpu_info_llama7b_6x6.json"),
+            "--workload",
+            str(mdir / "arena_workload_distribution_6x6.json"),
+            "--rate",
+            "8",
+            "--gpus",
+            "A10G,A100",
+            "--slice-factor",
+            "1",
+            "--json",
+        ]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["cost_per_hour"] == pytest.approx(8.35)

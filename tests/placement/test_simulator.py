@@ -25,12 +25,17 @@ def setup(catalog: Catalog, models: dict[str, ModelSpec], slos: dict[str, SLOCla
     pairs = lengths(1500)
     rate = 40.0
     classes = classes_from_lengths("llama2-70b", "interactive", pairs, len(pairs) / rate, buckets)
-    plan = make_plan(compile_problem(fleet, models, classes, slos),
-                     Classifier(buckets.input_edges, buckets.output_edges, ("interactive",), "interactive"))
-    trace = with_poisson_arrivals(Trace(tuple(0.0 for _ in pairs), tuple(a for a, _ in pairs),
-                                        tuple(b for _, b in pairs)), rate, seed=3)
-    requests = tuple(SimRequest(a, i, o, "llama2-70b", "interactive")
-                     for a, i, o in zip(trace.arrivals, trace.input_tokens, trace.output_tokens, strict=True))
+    plan = make_plan(
+        compile_problem(fleet, models, classes, slos),
+        Classifier(buckets.input_edges, buckets.output_edges, ("interactive",), "interactive"),
+    )
+    trace = with_poisson_arrivals(
+        Trace(tuple(0.0 for _ in pairs), tuple(a for a, _ in pairs), tuple(b for _, b in pairs)), rate, seed=3
+    )
+    requests = tuple(
+        SimRequest(a, i, o, "llama2-70b", "interactive")
+        for a, i, o in zip(trace.arrivals, trace.input_tokens, trace.output_tokens, strict=True)
+    )
     return plan, requests, fleet
 
 
@@ -57,5 +62,7 @@ def test_planned_rate_meets_slo_and_uses_pd(setup, models, slos) -> None:  # typ
 
 def test_overload_breaks_slo(setup, models, slos) -> None:  # type: ignore[no-untyped-def]
     plan, requests, fleet = setup
-    squeezed = tuple(SimRequest(r.arrival / 4, r.input_tokens, r.output_tokens, r.model, r.slo) for r in requests)
+    squeezed = tuple(
+        SimRequest(r.arrival / 4, r.input_tokens, r.output_tokens, r.model, r.slo) for r in requests
+    )
     assert simulate(plan, squeezed, fleet, models, slos).slo_attainment < 0.9

@@ -16,8 +16,14 @@ GOOD = {
     "fleet": ["A100-80G", "A10G", "L4"],
     "slo_classes": [{"name": "interactive", "ttft_seconds": 2.0, "tpot_seconds": 0.1}],
     "buckets": {"input_edges": [0, 512, 2048], "output_edges": [0, 128, 512]},
-    "traffic": [{"model": "llama2-7b", "slo_class": "interactive", "rate": 6.0,
-                 "distribution": {"weights": [[0.5, 0.2], [0.2, 0.1]]}}],
+    "traffic": [
+        {
+            "model": "llama2-7b",
+            "slo_class": "interactive",
+            "rate": 6.0,
+            "distribution": {"weights": [[0.5, 0.2], [0.2, 0.1]]},
+        }
+    ],
 }
 
 
@@ -44,21 +50,30 @@ def test_good_spec_json_last_line(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_table_and_simulation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     trace = tmp_path / "lengths.csv"
     trace.write_text("\n".join(f"{100 + 37 * i % 900},{20 + 13 * i % 300}" for i in range(300)))
-    code, out, _ = run_cli(["plan", str(write(tmp_path, GOOD)), "--simulate", str(trace), "--poisson"], capsys)
+    code, out, _ = run_cli(
+        ["plan", str(write(tmp_path, GOOD)), "--simulate", str(trace), "--poisson"], capsys
+    )
     assert code == 0
     assert "placement plan" in out and "baselines" in out and "SLO attainment" in out
 
 
-@pytest.mark.parametrize("patch, needle", [
-    ({"traffic": [{**GOOD["traffic"][0], "rate": -1.0}]}, "traffic[0]: rate: must be >= 0"),
-    ({"fleet": ["A100-80G", "B200-imaginary"]}, "fleet[1]: unknown node type 'B200-imaginary'"),
-    ({"inventory": {"H100": 2}}, "inventory.H100"),
-    ({"traffic": [{**GOOD["traffic"][0], "model": "gpt-9"}]}, "traffic[0].model: unknown model"),
-    ({"traffic": [{**GOOD["traffic"][0], "slo_class": "gold"}]}, "traffic[0].slo_class"),
-    ({"slo_classes": [{"name": "interactive", "ttft_seconds": 0, "tpot_seconds": 0.1}]}, "ttft_seconds"),
-])
-def test_bad_spec_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], patch: dict,  # type: ignore[type-arg]
-                                 needle: str) -> None:
+@pytest.mark.parametrize(
+    "patch, needle",
+    [
+        ({"traffic": [{**GOOD["traffic"][0], "rate": -1.0}]}, "traffic[0]: rate: must be >= 0"),
+        ({"fleet": ["A100-80G", "B200-imaginary"]}, "fleet[1]: unknown node type 'B200-imaginary'"),
+        ({"inventory": {"H100": 2}}, "inventory.H100"),
+        ({"traffic": [{**GOOD["traffic"][0], "model": "gpt-9"}]}, "traffic[0].model: unknown model"),
+        ({"traffic": [{**GOOD["traffic"][0], "slo_class": "gold"}]}, "traffic[0].slo_class"),
+        ({"slo_classes": [{"name": "interactive", "ttft_seconds": 0, "tpot_seconds": 0.1}]}, "ttft_seconds"),
+    ],
+)
+def test_bad_spec_one_line_error(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    patch: dict,  # type: ignore[type-arg]
+    needle: str,
+) -> None:
     path = write(tmp_path, {**GOOD, **patch})
     with pytest.raises(ConfigError):
         load_spec(path)
@@ -68,7 +83,9 @@ def test_bad_spec_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert len(lines) == 1 and str(path) in lines[0] and needle in lines[0], lines
 
 
-def test_unreachable_slo_names_class_and_constraint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreachable_slo_names_class_and_constraint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     spec = {**GOOD, "slo_classes": [{"name": "interactive", "ttft_seconds": 2.0, "tpot_seconds": 0.0005}]}
     code, _, err = run_cli(["plan", str(write(tmp_path, spec))], capsys)
     assert code == 2
