@@ -1,0 +1,71 @@
+"""`heteroserve up` / `status` / `down` from subprocesses, as a user runs them; nothing is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from heteroserve.client import Client
+from heteroserve.embedded.processes import pid_alive
+
+pytestmark = pytest.mark.slow
+
+
+def heteroserve(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "heteroserve.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "COLUMNS": "160"})
+
+
+def all_pids(run_dir: Path) -> list[int]:
+    state = json.loads((run_dir / "cluster.json").read_text())
+    workers = [json.loads(p.read_text())["pid"] for p in (run_dir / "workers").glob("*.json")]
+    return [state["launcher_pid"], *(p["pid"] for p in state["processes"]), *workers]
+
+
+def test_up_status_down(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    up = subprocess.Popen([sys.executable, "-m", "heteroserve.cli", "up", "--run-dir", str(run_dir)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (run_dir / "cluster.json").exists():
+            assert up.poll() is None, up.stdout.read() if up.stdout else ""
+            assert time.monotonic() < deadline, "cluster did not come up"
+            time.sleep(0.5)
+        state = json.loads((run_dir / "cluster.json").read_text())
+        pids = all_pids(run_dir)
+        assert len(pids) >= 1 + 3 + 4  # launcher, redis + gateway + planner, the plan's workers
+        assert oct((run_dir / "cluster.json").stat().st_mode)[-3:] == "600"
+
+        with Client(state["http_url"], api_key=state["api_key"]) as client:
+            done = client.complete("hello there, how are you today", model="tiny", max_tokens=5)
+        assert done.usage.completion_tokens == 5 and done.route.pool == "cpu-colocated"
+
+        status = heteroserve("status", "--run-dir", str(run_dir))
+        assert status.returncode == 0, status.stderr
+        for expected in ("plan", "v1", "cpu-colocated", "csd-decode", "cpu-prefill", "$0.35/h"):
+            assert expected in status.stdout, status.stdout
+
+        again = heteroserve("up", "--run-dir", str(run_dir))
+        assert again.returncode != 0 and "already running" in again.stderr
+
+        down = heteroserve("down", "--run-dir", str(run_dir), timeout=180)
+        assert down.returncode == 0, down.stderr
+        assert up.wait(timeout=30) == 0
+        time.sleep(0.5)
+        alive = [p for p in pids if pid_alive(p)]
+        assert not alive, f"left running: {alive}"
+        assert not (run_dir / "cluster.json").exists()
+        assert not list((run_dir / "workers").glob("*.json"))
+        assert "no cluster running" in heteroserve("down", "--run-dir", str(run_dir)).stdout
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGTERM)
+            up.wait(timeout=120)

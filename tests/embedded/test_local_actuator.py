@@ -1,0 +1,77 @@
+"""LocalActuator with real `heteroserve worker` processes, a real Redis and real gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from control_plane.actuators.base import PoolTarget
+from control_plane.actuators.local import LocalActuator, LocalActuatorConfig
+from heteroserve.registry import list_workers
+from heteroserve.v1 import common_pb2, worker_pb2
+from heteroserve.workerclient import WorkerClient
+
+pytestmark = pytest.mark.slow
+TOKEN = "test-cluster-token-123"
+
+
+def target(pool: str, replicas: int, role: str = "colocated", device: str = "cpu") -> PoolTarget:
+    return PoolTarget(pool=pool, node_type=f"{device}-local", role=role, device=device, model="tiny",
+                      replicas=replicas)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_actuator_converges_and_drains_without_failing_requests(
+        redis_url: str, tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = LocalActuatorConfig(model_dir=tiny_model_dir, redis_url=redis_url, run_dir=tmp_path,
+                                 cluster_token=TOKEN, kv_cache_mb=16, ready_timeout_seconds=120)
+    actuator = LocalActuator(config)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        result = await actuator.apply([target("cpu-a", 2)])
+        assert [(c.pool, c.from_replicas, c.to_replicas) for c in result.changes] == [("cpu-a", 0, 2)]
+        assert await actuator.current() == {"cpu-a": 2}
+        registered = {w.worker_id for w in await list_workers(client)}
+        assert registered == {w.worker_id for w in actuator.workers()}
+        assert len(list((tmp_path / "workers").glob("*.json"))) == 2
+        again = await actuator.apply([target("cpu-a", 2)])
+        assert not again.changed  # idempotent
+
+        newest = actuator.workers()[-1]
+        pids = [w.proc.pid for w in actuator.workers()]
+        request = worker_pb2.GenerateRequest(
+            request_id="inflight-1", prompt_token_ids=list(range(5, 69)),
+            sampling=common_pb2.SamplingParams(max_tokens=120, ignore_eos=True))
+        async with WorkerClient(newest.address, TOKEN) as worker:
+            stream = worker.generate(request)
+            first = await stream.__anext__()
+
+            async def rest() -> list[common_pb2.TokenChunk]:
+                return [chunk async for chunk in stream]
+
+            collecting = asyncio.create_task(rest())
+            result = await actuator.apply([target("cpu-a", 1)])
+            chunks = [first, *await collecting]
+        tokens = [t for c in chunks for t in c.token_ids]
+        assert len(tokens) == 120 and chunks[-1].finish_reason == "length"
+        assert [d.name for d in result.drained] == [newest.worker_id] and not result.drain_failures
+        assert await actuator.current() == {"cpu-a": 1}
+        assert not pid_alive(pids[1]) and pid_alive(pids[0])
+        assert len(list((tmp_path / "workers").glob("*.json"))) == 1
+    finally:
+        survivors = [w.proc.pid for w in actuator.workers()]
+        await actuator.close()
+        await client.aclose()
+    assert survivors and not any(pid_alive(p) for p in survivors)
+    assert not list((tmp_path / "workers").glob("*.json"))
