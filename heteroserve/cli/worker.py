@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
+from urllib.parse import urlparse
 
 from heteroserve.errors import ConfigError
 
@@ -80,6 +81,8 @@ def build_config(args: argparse.Namespace) -> WorkerConfig:
         raise ConfigError(f"environment variable {args.cluster_token_env} is empty or unset",
                           field="--cluster-token-env")
     register_secret(token)
+    for url in (args.redis_url, args.shared_tier_url):
+        register_secret(urlparse(url).password if url else None)  # Redis AUTH passwords in URLs
     if not (args.model / "config.json").is_file():
         raise ConfigError(f"{args.model} is not a model directory (no config.json)", field="--model")
     try:

@@ -192,6 +192,7 @@ async def test_registration_redis_outage_and_sigterm_drain(tiny_model_dir: Path,
         stored = [f for _, f in events if f[b"w"] == b"worker-c" and f[b"k"] == b"s" and f[b"t"] == b"device"]
         assert stored, "the worker published no KV block events"
         assert "registry unreachable" in "".join(worker.stderr_lines)
+        assert CLUSTER_TOKEN not in "".join(worker.stderr_lines)
     finally:
         if worker is not None:
             worker.stop()
