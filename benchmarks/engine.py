@@ -26,6 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,7 +61,8 @@ def make_requests(w: Workload, vocab: int) -> list[tuple[list[int], int]]:
     outputs = np.linspace(*w.output_range, w.num_requests).astype(int)
     rng.shuffle(prompts)
     rng.shuffle(outputs)
-    return [([1, *rng.integers(4, vocab, n - 1).tolist()], int(m)) for n, m in zip(prompts, outputs, strict=True)]
+    return [([1, *rng.integers(4, vocab, n - 1).tolist()], int(m))
+            for n, m in zip(prompts, outputs, strict=True)]
 
 
 def run_engine(engine: LLMEngine, requests: list[tuple[list[int], int]]) -> dict[str, float]:
@@ -69,7 +71,8 @@ def run_engine(engine: LLMEngine, requests: list[tuple[list[int], int]]) -> dict
     first: dict[str, float] = {}
     last: dict[str, float] = {}
     for i, (prompt, out) in enumerate(requests):
-        engine.add_request(EngineRequest(f"b{i}", tuple(prompt), SamplingParams(max_tokens=out, ignore_eos=True)))
+        sampling = SamplingParams(max_tokens=out, ignore_eos=True)
+        engine.add_request(EngineRequest(f"b{i}", tuple(prompt), sampling))
     count = 0
     while engine.has_unfinished():
         events = engine.step()
@@ -85,7 +88,7 @@ def run_engine(engine: LLMEngine, requests: list[tuple[list[int], int]]) -> dict
             "tpot_p50_s": statistics.median(tpot)}
 
 
-def run_hf(model: torch.nn.Module, requests: list[tuple[list[int], int]], batch: int) -> dict[str, float]:
+def run_hf(model: Any, requests: list[tuple[list[int], int]], batch: int) -> dict[str, float]:
     start = time.perf_counter()
     useful = 0
     for b in range(0, len(requests), batch):

@@ -62,7 +62,8 @@ def make_engine(tiny_model_dir: Path) -> Iterator[Any]:
     yield build
 
 
-def run_all(engine: LLMEngine, requests: list[EngineRequest], check: bool = True) -> dict[str, list[TokenEvent]]:
+def run_all(engine: LLMEngine, requests: list[EngineRequest], check: bool = True
+            ) -> dict[str, list[TokenEvent]]:
     """Add every request, step until done; events per request id. Checks block invariants each step."""
     for request in requests:
         engine.add_request(request)

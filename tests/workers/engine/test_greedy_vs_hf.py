@@ -29,8 +29,9 @@ async def _generate_all(engine: AsyncEngine, requests: list[EngineRequest]) -> d
 @pytest.mark.parametrize("chunked,budget", [(True, 32), (False, 512)])
 async def test_concurrent_requests_match_hf(tiny_model_dir: Path, hf: HFOracle, chunked: bool, budget: int
                                             ) -> None:
-    engine = AsyncEngine.from_config(EngineConfig(tiny_model_dir, num_kv_blocks=256, max_num_batched_tokens=budget,
-                                                  enable_chunked_prefill=chunked))
+    config = EngineConfig(tiny_model_dir, num_kv_blocks=256, max_num_batched_tokens=budget,
+                          enable_chunked_prefill=chunked)
+    engine = AsyncEngine.from_config(config)
     prompts = make_prompts(LENGTHS)
     await engine.start()
     try:
