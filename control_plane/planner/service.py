@@ -2,8 +2,9 @@
 
 Three tasks run while the service is started:
 
-- leadership (every `lock_ttl_ms / 3`): acquire or renew the Redis lock; only the leader plans and
-  actuates. Losing the lock stops both at the next tick; the lock is released on `stop()`.
+- leadership (every `lock_ttl_ms / 3`): acquire or renew the leader lock (Redis by default, or any
+  `LeaderLock` such as a Kubernetes Lease); only the leader plans and actuates. Losing the lock
+  stops both at the next tick; the lock is released on `stop()`.
 - planning (every `tick_seconds`), as leader: read the traffic snapshot over
   `traffic_window_seconds`, fold it into the Holt forecaster, and solve again when
   `interval_seconds` passed since the last solve, or the planning rates moved significantly since the
@@ -26,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 import redis.asyncio as aioredis
@@ -42,6 +43,15 @@ from control_plane.traffic import TrafficConfig, TrafficReader
 from heteroserve.errors import HeteroserveError
 
 log = logging.getLogger(__name__)
+
+
+class LeaderLock(Protocol):
+    """What the planner needs of a leader lock: `RedisLeaderLock` here, or the Kubernetes Lease lock
+    (`control_plane.actuators.leader.KubernetesLeaseLock`), which has the same methods."""
+
+    async def try_acquire(self) -> bool: ...
+    async def renew(self) -> bool: ...
+    async def release(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -89,13 +99,14 @@ class PlannerService:
 
     def __init__(self, config: PlannerConfig, client: aioredis.Redis, traffic: TrafficConfig,
                  solve: SolveFn, metrics: PlannerMetrics, actuator: Actuator | None = None,
-                 parse_plan: Callable[[Mapping[str, Any]], SolvedPlan] | None = None) -> None:
+                 parse_plan: Callable[[Mapping[str, Any]], SolvedPlan] | None = None,
+                 lock: LeaderLock | None = None) -> None:
         self.config = config
         self._client = client
         self._reader = TrafficReader(traffic, client=client)
         self._store = PlanStore(client)
-        self._lock = RedisLeaderLock(client, config.planner_id, key=config.lock_key,
-                                     ttl_ms=config.lock_ttl_ms)
+        self._lock: LeaderLock = lock or RedisLeaderLock(client, config.planner_id, key=config.lock_key,
+                                                         ttl_ms=config.lock_ttl_ms)
         self._solve = solve
         self._parse_plan = parse_plan
         self._metrics = metrics

@@ -1,9 +1,11 @@
 """`heteroserve planner`: run the planner loop (observe traffic, re-plan, publish, actuate).
 
 The fleet, profiles, classes and loop settings come from an embedded-cluster file (default
-`deploy/examples/embedded.yaml`; see `heteroserve.embedded.config`). `--actuator local` starts and
-stops worker processes on this machine (embedded mode); `--actuator none` only publishes plans
-(another actuator, or an autoscaler reading the desired-instances metric, acts on them).
+`deploy/examples/embedded.yaml`; see `heteroserve.embedded.config`; the Helm chart renders one).
+`--actuator local` starts and stops worker processes on this machine (embedded mode);
+`--actuator kubernetes` scales the chart's pool Deployments (`--kubernetes-config`, whose `lease`
+section, when present, replaces the Redis leader lock by a Kubernetes Lease); `--actuator none` only
+publishes plans (an autoscaler reading the desired-instances metric acts on them).
 The cluster token comes from `$HETEROSERVE_CLUSTER_TOKEN`.
 """
 
@@ -13,6 +15,7 @@ import argparse
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 HELP = "run the planner loop (observe traffic, re-plan, actuate)"
 
@@ -21,18 +24,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="embedded cluster / fleet file (YAML)")
     parser.add_argument("--redis-url", default=os.environ.get("HETEROSERVE_REDIS_URL"),
                         help="Redis URL (default: $HETEROSERVE_REDIS_URL)")
-    parser.add_argument("--actuator", choices=("local", "none"), default="none")
+    parser.add_argument("--actuator", choices=("local", "kubernetes", "none"), default="none")
+    parser.add_argument("--kubernetes-config", type=Path, default=None,
+                        help="kubernetes actuator: the chart's kubernetes.yaml (actuator and lease sections)")
     parser.add_argument("--run-dir", type=Path, default=Path(".heteroserve/run"),
                         help="local actuator: where worker logs and pid files go")
     parser.add_argument("--model-dir", type=Path, default=None, help="local actuator: model directory")
     parser.add_argument("--planner-id", default=None, help="replica id for leader election "
                                                            "(default: hostname-pid)")
     parser.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (0 = off)")
+    parser.add_argument("--metrics-host", default="0.0.0.0", help="address of /metrics (default: 0.0.0.0)")
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
-    import functools
 
     from control_plane.actuators.local import LocalActuator, LocalActuatorConfig
     from control_plane.planner.forecast import ForecastConfig
@@ -57,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         scale_down_confirmations=section.scale_down_confirmations,
         reconcile_seconds=section.reconcile_seconds, lock_ttl_ms=section.lock_ttl_ms,
         min_rate_per_s=dict(section.min_rate_per_s), forecast=ForecastConfig())
-    factory = None
+    factory, lock = None, None
     if args.actuator == "local":
         run_dir = args.run_dir.resolve()
         local = LocalActuatorConfig(
@@ -68,7 +73,27 @@ def run(args: argparse.Namespace) -> int:
             threads_per_worker=cfg.workers.threads_per_worker,
             shared_tier_url=args.redis_url if cfg.workers.shared_tier else None,
             disk_tier_mb=cfg.workers.disk_tier_mb)
-        factory = functools.partial(LocalActuator, local)
 
-    asyncio.run(serve(config, cfg.profile_spec(), args.redis_url, factory, metrics_port=args.metrics_port))
+        def factory(registry: Any) -> Any:
+            return LocalActuator(local)
+    elif args.actuator == "kubernetes":
+        from control_plane.actuators.kubernetes_setup import (
+            kubernetes_actuator_factory,
+            lease_lock,
+            load_kubernetes_settings,
+        )
+
+        if args.kubernetes_config is None:
+            raise ConfigError("--actuator kubernetes needs --kubernetes-config FILE",
+                              field="kubernetes_config")
+        path = args.kubernetes_config
+
+        def factory(registry: Any) -> Any:
+            return kubernetes_actuator_factory(path, token, registry)()
+
+        if load_kubernetes_settings(path).lease is not None:
+            lock = lease_lock(path, planner_id)
+
+    asyncio.run(serve(config, cfg.profile_spec(), args.redis_url, factory, metrics_port=args.metrics_port,
+                      metrics_host=args.metrics_host, lock=lock))
     return 0
