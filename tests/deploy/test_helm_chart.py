@@ -187,6 +187,9 @@ def test_mixed_fleet_pools(tmp_path: Path):
 
     csd = deployments[PREFIX + "csd-decode"]["spec"]["template"]["spec"]
     assert "--csd-path=/mnt/csd" in csd["containers"][0]["args"]
+    assert "--disk-tier=/var/lib/heteroserve/kv" in csd["containers"][0]["args"]
+    assert "--disk-tier-mb=10240" in csd["containers"][0]["args"]
+    assert {"name": "kv-disk", "emptyDir": {"sizeLimit": "11265Mi"}} in csd["volumes"]
     assert not any(a.startswith("--csd-path") for a in cpu["containers"][0]["args"])
     assert {"name": "csd-drive", "hostPath": {"path": "/mnt/csd0", "type": "Directory"}} in csd["volumes"]
 

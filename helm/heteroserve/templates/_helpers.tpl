@@ -87,6 +87,9 @@ in the pod spec; the CA file of an external TLS Redis rides along as redis-py's 
     secretKeyRef:
       name: {{ include "heteroserve.secretName" . }}
       key: cluster-token
+# The root filesystem is read-only: caches (torch, tokenizers) go to the /tmp emptyDir.
+- name: HOME
+  value: /tmp
 {{- end -}}
 
 {{/* Model names served: every pool's model, once each, in pool order. */}}
