@@ -41,7 +41,8 @@ SHARED_TIERS = ("redis",)
 
 
 class WorkerKVCache:
-    """Owns `store` and `publisher` (closes them in `aclose()`). Use from the worker's event loop."""
+    """Owns `store`, `publisher` and the publisher's Redis client (closes them in `aclose()`). Use from
+    the worker's event loop."""
 
     def __init__(self, engine: AsyncEngine, store: TieredStore | None, publisher: KVEventPublisher | None,
                  shared_tiers: Sequence[str] = SHARED_TIERS) -> None:
@@ -86,5 +87,6 @@ class WorkerKVCache:
         await self._write_back.aclose()
         if self._publisher is not None:
             await self._publisher.aclose()
+            await self._publisher.client.aclose()
         if self._store is not None:
             await self._store.close()
