@@ -24,7 +24,8 @@ One run starts a real redis-server and measures, each against a peer measured in
   float32), `hit_rate` (worker B: prompt tokens served from the cache / prompt tokens in full blocks,
   over the cached requests).
 
-Each throughput figure is the best of `--repeats` rounds of `--blocks` blocks (noise only adds time).
+Each throughput figure is the best of `--repeats` (25) interleaved rounds of `--blocks` blocks (noise
+only adds time).
 `--quick` uses the `small` preset and a 256-token prefix (for smoke tests; figures not comparable).
 """
 
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--quick", action="store_true", help="small model, short prefix (smoke test)")
     parser.add_argument("--blocks", type=int, default=96, help="blocks per tier read (96 = 1,536 tokens)")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch threads per worker process")
     args = parser.parse_args(argv)

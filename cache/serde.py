@@ -228,6 +228,23 @@ def _parse(view: memoryview, expected_hash: BlockHash | None,
     return meta, view[header_len:body_end]
 
 
+def recode(data: bytes, options: SerdeOptions) -> bytes:
+    """`data` re-encoded with `options` (e.g. zlib or int8 for a cold tier). Raises CorruptDataError if
+    `data` does not verify. Returns `data` itself when the options are the defaults and it is raw."""
+    block = decode_block(data)
+    if options == SerdeOptions() and not _FIXED.unpack_from(data, 0)[2]:
+        return data
+    return encode_block(block.block_hash, block.token_ids, _logical_array(block), block.model_id, options)
+
+
+def _logical_array(block: DecodedBlock) -> np.ndarray:
+    """The block's values in a dtype `encode_block` maps back to the block's logical dtype."""
+    if block.dtype != "bfloat16":
+        return block.array
+
+    return block.to_torch()
+
+
 def stored_hash(data: bytes | memoryview) -> BlockHash | None:
     """The block hash written in a block's header, or None if it is too short to have one (no checks)."""
     if len(data) < _FIXED.size:

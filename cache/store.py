@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Literal, NamedTuple, Protocol
 from cache import serde
 from cache.hashing import BlockHash
 from cache.metrics import CacheMetrics
+from cache.serde import SerdeOptions
 from cache.tiers.base import Evicted, Tier
 from heteroserve.errors import CorruptDataError
 
@@ -41,11 +43,14 @@ class EventSink(Protocol):
 @dataclass(frozen=True)
 class TierRole:
     """How the store uses one tier: `write` "through" (every put) or "back" (only blocks evicted from a
-    tier above); `promote` = copy hits from lower tiers into this one; `verify` = check reads."""
+    tier above); `promote` = copy hits from lower tiers into this one; `verify` = check reads;
+    `encoding` = re-encode what is written here (e.g. zlib, or lossy int8 for a cold tier; off by
+    default — int8 changes the KV and so may change generated tokens)."""
 
     write: Literal["through", "back"] = "through"
     promote: bool = True
     verify: bool = True
+    encoding: SerdeOptions | None = None  # re-encode blocks written here (zlib / int8); None = as given
 
     def __post_init__(self) -> None:
         if self.write not in ("through", "back"):
@@ -166,7 +171,9 @@ class TieredStore:
                 await self._put_into(level, items)
 
     async def _put_into(self, level: int, items: Sequence[tuple[BlockHash, bytes]]) -> None:
-        tier = self.tiers[level].tier
+        tier, encoding = self.tiers[level].tier, self.tiers[level].role.encoding
+        if encoding is not None:
+            items = await asyncio.to_thread(_recode_all, items, encoding)
         result = await tier.put_many(items)
         self._emit("stored", tier, result.stored)
         if result.evicted:
@@ -189,3 +196,15 @@ class TieredStore:
     async def close(self) -> None:
         for st in self.tiers:
             await st.tier.close()
+
+
+def _recode_all(items: Sequence[tuple[BlockHash, bytes]],
+                encoding: SerdeOptions) -> list[tuple[BlockHash, bytes]]:
+    """Items re-encoded with `encoding`; blocks that fail verification are left out (never stored)."""
+    out: list[tuple[BlockHash, bytes]] = []
+    for block_hash, data in items:
+        try:
+            out.append((block_hash, serde.recode(data, encoding)))
+        except CorruptDataError:
+            log.warning("not storing a corrupt block %s", block_hash.hex())
+    return out

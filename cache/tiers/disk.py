@@ -85,6 +85,7 @@ class DiskTier(Tier):
     def __init__(self, config: DiskTierConfig, metrics: CacheMetrics | None = None) -> None:
         self.config = config
         self.directory = Path(config.root) / config.namespace
+        self._directory = str(self.directory)
         self._index = LocalIndex(make_policy(config.policy), config.capacity_bytes)
         self._metrics = metrics
         self._touched: dict[BlockHash, float] = {}  # key -> monotonic time of its last os.utime
@@ -108,8 +109,11 @@ class DiskTier(Tier):
         return self._index.total_bytes
 
     def path(self, key: BlockHash) -> Path:
-        name = key.hex()
-        return self.directory / name[:2] / (name + _SUFFIX)
+        return Path(self._path(key))
+
+    def _path(self, key: BlockHash) -> str:
+        name = key.hex()  # plain strings: pathlib costs more than a 128 KiB read per block here
+        return f"{self._directory}/{name[:2]}/{name}{_SUFFIX}"
 
     def _report(self) -> None:
         if self._metrics:
@@ -134,7 +138,7 @@ class DiskTier(Tier):
         corrupt: list[BlockHash] = []
         for key in keys:
             try:
-                fd = os.open(self.path(key), os.O_RDONLY)
+                fd = os.open(self._path(key), os.O_RDONLY)
             except OSError:
                 out.append(None)
                 continue
@@ -154,7 +158,7 @@ class DiskTier(Tier):
                     corrupt.append(key)
         for key in touch:
             with contextlib.suppress(OSError):
-                os.utime(self.path(key))
+                os.utime(self._path(key))
         self._unlink_all(corrupt)
         return out, corrupt
 

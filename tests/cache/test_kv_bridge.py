@@ -137,3 +137,29 @@ async def test_write_back_of_evicted_blocks_and_events(
         await publisher.aclose()
         await client.aclose()
         await store.close()
+
+
+async def test_redis_down_worker_recomputes(engines: Callable[..., AsyncEngine], tmp_path: Path) -> None:
+    from heteroserve.localredis import LocalRedis, RedisServerConfig
+
+    server = LocalRedis(RedisServerConfig(data_dir=tmp_path)).start()
+    a, b = engines(), engines()
+    await a.start()
+    await b.start()
+    metrics = CacheMetrics(__import__("prometheus_client").CollectorRegistry())
+    store_a = await _redis_store(server.url)
+    store_b = await build_store(CacheConfig(memory=None, redis=RedisTierConfig(
+        url=server.url, namespace="b", connect_timeout_seconds=0.2, socket_timeout_seconds=0.5)), metrics)
+    try:
+        hashes = hash_prompt_blocks(PROMPT, a.hash_keys())
+        tokens_a, _ = await _generate(a, PROMPT, "a")
+        await publish_prompt_blocks(a, store_a, hashes)
+        server.stop()
+        assert await load_cached_prefix(b, store_b, hashes) == 0
+        assert sample(metrics, "heteroserve_cache_redis_up") == 0
+        tokens_b, cached_b = await _generate(b, PROMPT, "b")
+        assert (tokens_b, cached_b) == (tokens_a, 0)
+    finally:
+        server.stop()
+        await store_a.close()
+        await store_b.close()

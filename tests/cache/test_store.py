@@ -122,3 +122,23 @@ async def test_redis_down_serves_misses_then_recovers(tmp_path: Path, metrics: C
     finally:
         await store.close()
         server.stop()
+
+
+async def test_tier_encoding_zlib_and_int8(tmp_path: Path) -> None:
+    import numpy as np
+
+    from cache.serde import SerdeOptions, decode_block
+
+    zipped = await DiskTier.open(DiskTierConfig(root=tmp_path, namespace="z"))
+    lossy = MemoryTier()
+    store = TieredStore([StoreTier(zipped, TierRole(encoding=SerdeOptions(zlib_level=6))),
+                         StoreTier(lossy, TierRole(encoding=SerdeOptions(int8=True)))])
+    blocks = make_blocks(2)
+    await store.put_many(blocks)
+    original = decode_block(blocks[0][1]).array
+    from_zip = decode_block((await zipped.get(blocks[0][0])) or b"")
+    np.testing.assert_array_equal(from_zip.array, original)  # lossless
+    from_int8 = decode_block((await lossy.get(blocks[0][0])) or b"")
+    assert from_int8.array.dtype == np.float32
+    assert np.max(np.abs(from_int8.array - original)) <= np.abs(original).max() / 127
+    assert len((await lossy.get(blocks[0][0])) or b"") < len(blocks[0][1]) / 2  # head_dim 8: scales cost
