@@ -64,6 +64,11 @@ class KVImporter:
         keys = self._engine.hash_keys(cache_keys.adapter, cache_keys.tenant_salt)
         hashes = hash_prompt_blocks(prompt, keys, self._engine.block_size)
         wanted = _leading_common(hashes, list(source.block_hashes)) if source.block_hashes else hashes
+        if source.block_hashes and not wanted and hashes:
+            self._metrics.record_kv_transfer_failure(tier)
+            log.warning("KV source names other blocks than this prompt's (model, adapter or tenant differ?); "
+                        "prefilling locally")
+            return 0
         first_missing = self._engine.match_prefix(wanted)
         missing = wanted[first_missing:]
         if not missing:
