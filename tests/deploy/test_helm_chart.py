@@ -148,6 +148,10 @@ def test_default_values_render_a_working_small_cluster(tmp_path: Path):
     assert "StatefulSet" in {o["kind"] for o in objects}
     gateway = deployments["hs-heteroserve-gateway"]["spec"]["template"]["spec"]["containers"][0]
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/ready"
+    test_pod = by_kind(objects, "Pod")["hs-heteroserve-test-gateway"]
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    probes = [c["env"][0]["value"] for c in test_pod["spec"]["containers"]]
+    assert probes == ["http://hs-heteroserve-gateway:80/health", "http://hs-heteroserve-gateway:80/ready"]
     dashboard = by_kind(objects, "ConfigMap")["hs-heteroserve-dashboard"]
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert dashboard["data"]["heteroserve.json"] == (
@@ -315,7 +319,9 @@ def test_ingress_and_monitoring(tmp_path: Path):
     assert ingress["spec"]["tls"] == [
         {"hosts": ["llm.example.com"], "secretName": "hs-heteroserve-gateway-tls"}
     ]
-    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    (path,) = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert path["path"] == "/v1", "only the OpenAI API is published; /metrics and /admin stay inside"
+    backend = path["backend"]["service"]
     assert backend == {"name": "hs-heteroserve-gateway", "port": {"name": "http"}}
     rule = by_kind(objects, "PrometheusRule")["hs-heteroserve"]
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
