@@ -153,6 +153,11 @@ class BlockManager:
             stored.append(hashes[index])
         return stored
 
+    def touch(self, block_id: int) -> None:
+        """Mark a free cached block as most recently used (it moves to the tail of the LRU queue)."""
+        if self.blocks[block_id].ref_count == 0:
+            self.free_queue.move_to_end(block_id)
+
     def insert_cached(self, block_hash: BlockHash, token_ids: tuple[int, ...]) -> int | None:
         """Register a free block for KV that arrives from outside (import). Returns its id for the
         caller to fill, or None when the hash is already registered or no block is free."""

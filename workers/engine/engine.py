@@ -189,7 +189,10 @@ class LLMEngine:
             if shape != self.pool.block_shape or len(block.token_ids) != self.config.block_size:
                 raise KVTransferError(f"block shape {tuple(block.kv.shape)} / {len(block.token_ids)} tokens "
                                       f"does not match this pool's {self.pool.block_shape}", field="kv")
-            if self.block_manager.lookup(block.block_hash) is None:
+            block_id = self.block_manager.lookup(block.block_hash)
+            if block_id is not None:  # already here: keep it from being evicted by the rest of the chain
+                self.block_manager.touch(block_id)
+            else:
                 block_id = self.block_manager.insert_cached(block.block_hash, block.token_ids)
                 if block_id is None:
                     break

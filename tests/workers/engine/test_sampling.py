@@ -52,7 +52,8 @@ def test_logprobs_match_hf(make_engine: Any, hf: HFOracle) -> None:
 
 def test_stop_token_id_ends_with_stop(make_engine: Any, hf: HFOracle) -> None:
     expected = hf.greedy(PROMPT, 10)
-    events = _tokens(make_engine(), SamplingParams(max_tokens=10, stop_token_ids=(expected[3],), ignore_eos=True))
+    params = SamplingParams(max_tokens=10, stop_token_ids=(expected[3],), ignore_eos=True)
+    events = _tokens(make_engine(), params)
     cut = expected.index(expected[3]) + 1
     assert [e.token_id for e in events] == expected[:cut]
     assert events[-1].finish_reason == "stop" and events[-1].text == ""
