@@ -41,7 +41,7 @@ _SUFFIX = ".kv"
 
 @dataclass(frozen=True)
 class DiskTierConfig:
-    root: Path
+    root: Path | str  # normalised to Path at construction (config files give strings)
     namespace: str = "default"
     capacity_bytes: int = 10 << 30
     policy: str = "lru"
@@ -50,6 +50,7 @@ class DiskTierConfig:
     verify: bool = True
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
         if self.capacity_bytes <= 0:
             raise ValueError(f"capacity_bytes must be positive, got {self.capacity_bytes}")
         if not self.namespace or "/" in self.namespace or self.namespace.startswith("."):

@@ -163,3 +163,25 @@ async def test_redis_down_worker_recomputes(engines: Callable[..., AsyncEngine],
         server.stop()
         await store_a.close()
         await store_b.close()
+
+
+async def test_write_through_listener_hands_blocks_to_another_engine(
+        engines: Callable[..., AsyncEngine], redis_url: str) -> None:
+    a, b = engines(), engines()
+    await a.start()
+    await b.start()
+    store_a, store_b = await _redis_store(redis_url), await _redis_store(redis_url)
+    listener = KVWriteBack(a, store_a, write_through_tiers=("redis",))
+    listener.start()
+    a.add_block_listener(listener)
+    try:
+        hashes = hash_prompt_blocks(PROMPT, a.hash_keys())
+        tokens_a, _ = await _generate(a, PROMPT, "a")
+        await listener.flush()
+        assert await store_b.contains_many(hashes) == ["redis"] * 5  # no explicit publish needed
+        assert await load_cached_prefix(b, store_b, hashes) == 80
+        assert (await _generate(b, PROMPT, "b")) == (tokens_a, 80)
+    finally:
+        await listener.aclose()
+        await store_a.close()
+        await store_b.close()
