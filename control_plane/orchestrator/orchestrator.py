@@ -62,11 +62,15 @@ class Orchestrator:
         match = merge(self._prefix.match(block_hashes), self.routed.match(block_hashes))
         if self._paths.disaggregate(route) and self._uncached_tokens(job, match) >= \
                 self._config.pd_min_uncached_tokens:
-            async for event in self._disaggregated(run, route, match):
-                yield event
+            events = self._disaggregated(run, route, match)
         else:
-            async for event in self._stream(run, [("colocated", route.colocated)], match, None):
-                yield event
+            events = self._stream(run, [("colocated", route.colocated)], match, None)
+        async for event in events:
+            if isinstance(event, Finished):  # before yielding: the caller may stop reading here
+                self._remember(run, block_hashes)
+            yield event
+
+    def _remember(self, run: Run, block_hashes: Sequence[BlockHash]) -> None:
         self.routed.record(run.worker_id, block_hashes)
         if run.prefill_worker_id and run.prefill_worker_id != run.worker_id:
             self.routed.record(run.prefill_worker_id, block_hashes)

@@ -122,14 +122,20 @@ def test_openai_client_unchanged(gateway: Gateway, reference: Ref) -> None:
         bad.completions.create(model="tiny", prompt="x", max_tokens=1)
 
 
-def test_prefix_routing_lands_on_holder(gateway: Gateway) -> None:
+async def test_prefix_routing_lands_on_holder(gateway: Gateway) -> None:
+    busy = " ".join(f"an unrelated long request, part {i}" for i in range(8))
     shared = " ".join(f"chapter {i} of the long shared system prompt" for i in range(12))
-    with heteroserve.Client(gateway.http_url, api_key=API_KEY) as client:
-        first = client.complete(shared + " question one", model="tiny", max_tokens=2)
-        holder = first.route.worker_id
-        for i in range(4):
-            again = client.complete(shared + f" question {i + 2}", model="tiny", max_tokens=2)
-            assert again.route.worker_id == holder
+    async with heteroserve.AsyncClient(gateway.http_url, api_key=API_KEY) as client:
+        # while one worker is busy, the shared prefix lands on the other one (by load) ...
+        stream = client.stream(busy, model="tiny", max_tokens=400, ignore_eos=True)
+        await anext(stream)
+        first = await client.complete(shared + " question 0", model="tiny", max_tokens=2)
+        rest = [c async for c in stream]
+        assert rest[-1].route is not None and rest[-1].route.worker_id != first.route.worker_id
+        # ... and stays there once both are idle, although ties would otherwise go to co-0
+        for i in range(1, 4):
+            again = await client.complete(shared + f" question {i}", model="tiny", max_tokens=2)
+            assert again.route.worker_id == first.route.worker_id, (i, again.route)
             assert again.route.cached_prompt_tokens >= 16 * 4, again.route
 
 
@@ -142,7 +148,7 @@ async def test_imbalance_guard_spreads_hot_prefix(gateway: Gateway) -> None:
     used = {d.route.worker_id for d in done}
     assert used == {"co-0", "co-1"}, [d.route for d in done]
     metrics = httpx.get(f"{gateway.http_url}/metrics", timeout=10).text
-    assert 'reason="imbalance_guard"' in metrics
+    assert 'reason="imbalance_guard"' in metrics, [x for x in metrics.splitlines() if "reason=" in x]
 
 
 def test_admin_and_metrics(gateway: Gateway) -> None:
