@@ -397,3 +397,22 @@ def test_every_container_command_line_parses_with_the_real_cli(tmp_path: Path):
 def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return action.choices[name]
+
+
+def test_notes_tell_how_to_reach_the_gateway(tmp_path: Path):
+    result = helm(
+        "install",
+        "hs",
+        str(CHART),
+        "--namespace",
+        "serving",
+        "--dry-run=client",
+        values={},
+        tmp_path=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "kubectl -n serving port-forward svc/hs-heteroserve-gateway 8000:80" in notes
+    assert "get secret hs-heteroserve-auth -o jsonpath='{.data.default-api-key}'" in notes
+    assert "hs-heteroserve-worker-cpu-colocated: 1 x cpu (cpu, colocated, model tiny)" in notes
+    assert "the Lease hs-heteroserve-planner" in notes
