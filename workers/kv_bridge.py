@@ -149,6 +149,8 @@ class KVWriteBack:
             blocks = [b for b in payload if isinstance(b, KVBlock)]
             if self.publisher:
                 self.publisher.publish("removed", DEVICE_TIER, [b.block_hash for b in blocks])
+            if not self.store.tiers:  # nowhere to write: skip the encoding
+                return
             items = await asyncio.to_thread(encode_blocks, blocks, self.engine.model_id)
             await self.store.put_many(items)
             self.num_written_back += len(items)
