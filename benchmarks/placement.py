@@ -15,7 +15,8 @@ value of prefill/decode disaggregation — all measured in the same run.
    Azure 2023 conversation and code traces (rates × `RATE_SCALE`), joint plan vs colocated-only plan;
    the joint plan is replayed in the simulator (first `SIM_REQUESTS` requests' lengths, Poisson arrivals
    at the planned rate, seed 0; also, for reference, the trace's own arrival times compressed by
-   `RATE_SCALE`, whose bursts exceed the planned mean rate). Keys: pd_saving_vs_colocated (1 − Σ joint cost / Σ colocated cost),
+   `RATE_SCALE`, whose bursts exceed the planned mean rate).
+   Keys: pd_saving_vs_colocated (1 − Σ joint cost / Σ colocated cost),
    pd_plan_slo_attainment (min over the traces, target ≥ 0.99), plus per-trace figures.
 4. Calibration error of the shipped roofline factors (mean absolute percentage error): against Splitwise
    (fitted data) per GPU and phase, and against DistServe's A100 coefficients (held out).
