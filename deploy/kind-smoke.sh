@@ -50,9 +50,20 @@ kubectl label nodes --all heteroserve.io/node-type=cpu --overwrite
 MODE=export
 docker run --rm "$IMAGE" planner --help | grep -q kubernetes && MODE=scale
 step "helm install (actuator mode: $MODE)"
+VALUES="$(mktemp)"
+cat >"$VALUES" <<YAML
+# Small enough for a laptop's kind node.
+gateway: {replicas: 1, resources: {requests: {cpu: 100m, memory: 512Mi}}}
+planner: {replicas: 1, actuator: {mode: $MODE}, resources: {requests: {cpu: 50m, memory: 256Mi}}}
+redis: {persistence: {enabled: false}, maxmemory: 256mb, resources: {requests: {cpu: 50m, memory: 300Mi}}}
+workerPools:
+  - {name: $POOL, nodeType: cpu, role: colocated, device: cpu, model: tiny, replicas: 1,
+     pricePerHour: 0.1, ratePerWorker: {chat: 1.0, long: 0.25}, kvDisk: {capacityMb: 256},
+     resources: {requests: {cpu: 250m, memory: 1Gi}, limits: {memory: 2Gi}}}
+YAML
 helm upgrade --install "$RELEASE" "$ROOT/helm/heteroserve" --namespace "$NAMESPACE" --create-namespace \
-  --set gateway.replicas=1 --set planner.replicas=1 --set redis.persistence.enabled=false \
-  --set planner.actuator.mode="$MODE" --wait --timeout 15m
+  -f "$VALUES" --wait --timeout 15m
+helm test "$RELEASE" -n "$NAMESPACE"
 kubectl -n "$NAMESPACE" get pods -o wide
 
 step "gateway answers"

@@ -416,3 +416,14 @@ def test_notes_tell_how_to_reach_the_gateway(tmp_path: Path):
     assert "get secret hs-heteroserve-auth -o jsonpath='{.data.default-api-key}'" in notes
     assert "hs-heteroserve-worker-cpu-colocated: 1 x cpu (cpu, colocated, model tiny)" in notes
     assert "the Lease hs-heteroserve-planner" in notes
+
+
+@pytest.mark.parametrize("mode", ["scale", "export"])
+def test_kind_smoke_values_render_and_validate(mode: str, tmp_path: Path):
+    """deploy/kind-smoke.sh installs with an inline values file: it must stay valid."""
+    script = (CHART.parents[1] / "deploy" / "kind-smoke.sh").read_text()
+    body = script.split("<<YAML\n", 1)[1].split("\nYAML\n", 1)[0]
+    values = yaml.safe_load(body.replace("$MODE", mode).replace("$POOL", "cpu-colocated"))
+    objects = render(values, tmp_path)
+    validate_all(objects)
+    assert "hs-heteroserve-worker-cpu-colocated" in by_kind(objects, "Deployment")
