@@ -6,8 +6,9 @@ Rules, in order:
 3. Some pool grows (a scale-up, possibly with other pools shrinking): accept at once ("scale-up"),
    because under-provisioning costs SLOs now.
 4. Only shrinks: accept once the solver has proposed a smaller fleet `scale_down_confirmations`
-   solves in a row ("scale-down"); until then reject ("scale-down pending i/n"). A brief dip in
-   traffic therefore never drains a worker that is needed again a moment later.
+   solves in a row, the first of them at least `scale_down_stabilization_seconds` ago
+   ("scale-down"); until then reject ("scale-down pending i/n"). A brief dip in traffic therefore
+   never drains a worker that is needed again a moment later (the HPA's stabilization window).
 5. Same counts, and some class's share of some pool (`document["routing"]`) moved by more than
    `reweight_threshold` (default 0.1): accept ("reweight"); costs nothing to apply. Smaller moves are
    noise of the traffic estimate and are not published.
@@ -18,6 +19,7 @@ that save little; this policy adds the time dimension.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,16 +35,21 @@ class Decision:
 class PlanPolicy:
     """Stateful (counts consecutive scale-down proposals); owned by the planner loop."""
 
-    def __init__(self, scale_down_confirmations: int = 2, reweight_threshold: float = 0.1) -> None:
+    def __init__(self, scale_down_confirmations: int = 2, reweight_threshold: float = 0.1,
+                 scale_down_stabilization_seconds: float = 0.0) -> None:
         if scale_down_confirmations < 1:
             raise ValueError(f"scale_down_confirmations must be >= 1, got {scale_down_confirmations}")
         if not 0 <= reweight_threshold <= 1:
             raise ValueError(f"reweight_threshold must be in [0, 1], got {reweight_threshold}")
         self.scale_down_confirmations = scale_down_confirmations
         self.reweight_threshold = reweight_threshold
+        self.scale_down_stabilization_seconds = scale_down_stabilization_seconds
         self._down_streak = 0
+        self._down_since = 0.0
 
-    def decide(self, running: SolvedPlan | None, proposed: SolvedPlan) -> Decision:
+    def decide(self, running: SolvedPlan | None, proposed: SolvedPlan, now: float | None = None) -> Decision:
+        """Whether `proposed` replaces `running`; `now` in monotonic seconds (default: the clock)."""
+        now = time.monotonic() if now is None else now
         if running is None:
             return self._done("initial")
         before, after = running.counts(), proposed.counts()
@@ -52,7 +59,10 @@ class PlanPolicy:
             return self._done("scale-up")
         if shrinks:
             self._down_streak += 1
-            if self._down_streak >= self.scale_down_confirmations:
+            if self._down_streak == 1:
+                self._down_since = now
+            waited = now - self._down_since >= self.scale_down_stabilization_seconds
+            if self._down_streak >= self.scale_down_confirmations and waited:
                 return self._done("scale-down")
             return Decision(False, f"scale-down pending {self._down_streak}/{self.scale_down_confirmations}")
         self._down_streak = 0

@@ -64,6 +64,7 @@ class PlannerConfig:
     traffic_window_seconds: float = 30.0
     headroom: float = 1.2
     scale_down_confirmations: int = 2
+    scale_down_stabilization_seconds: float = 0.0
     reconcile_seconds: float = 10.0
     lock_ttl_ms: int = 3000
     lock_key: str = DEFAULT_LOCK_KEY
@@ -112,7 +113,8 @@ class PlannerService:
         self._metrics = metrics
         self._actuator = actuator
         self._forecaster = RateForecaster(config.forecast)
-        self._policy = PlanPolicy(config.scale_down_confirmations)
+        self._policy = PlanPolicy(config.scale_down_confirmations,
+                                  scale_down_stabilization_seconds=config.scale_down_stabilization_seconds)
         self._lengths: dict[str, tuple[float, float]] = dict(config.default_lengths)
         self._histograms: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         self.is_leader = False
@@ -225,7 +227,7 @@ class PlannerService:
         finally:
             self._metrics.solve_seconds.observe(time.perf_counter() - started)
         self._metrics.solves.labels(status=plan.status).inc()
-        decision = self._policy.decide(self.running, plan)
+        decision = self._policy.decide(self.running, plan, now)
         if not decision.accept:
             log.info("solved (%s): %s, keeping plan", trigger, decision.reason)
             return None

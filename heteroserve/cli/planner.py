@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         tick_seconds=section.tick_seconds, min_solve_gap_seconds=section.min_solve_gap_seconds,
         traffic_window_seconds=section.traffic_window_seconds, headroom=section.headroom,
         scale_down_confirmations=section.scale_down_confirmations,
+        scale_down_stabilization_seconds=section.scale_down_stabilization_seconds,
         reconcile_seconds=section.reconcile_seconds, lock_ttl_ms=section.lock_ttl_ms,
         min_rate_per_s=dict(section.min_rate_per_s), forecast=ForecastConfig())
     factory, lock = None, None

@@ -47,6 +47,7 @@ class PlannerSection:
     traffic_window_seconds: float = 20.0
     headroom: float = 1.2
     scale_down_confirmations: int = 2
+    scale_down_stabilization_seconds: float = 0.0
     reconcile_seconds: float = 10.0
     lock_ttl_ms: int = 6000
     min_rate_per_s: dict[str, float] = field(default_factory=dict)

@@ -161,3 +161,11 @@ def test_policy_publishes_a_reweight_only_beyond_the_threshold() -> None:
     policy = PlanPolicy(reweight_threshold=0.1)
     assert policy.decide(routed(0.40), routed(0.45)).reason == "unchanged"
     assert policy.decide(routed(0.40), routed(0.60)).reason == "reweight"
+
+
+def test_policy_scale_down_waits_for_the_stabilization_window() -> None:
+    policy = PlanPolicy(scale_down_confirmations=2, scale_down_stabilization_seconds=20.0)
+    assert not policy.decide(plan(3), plan(2), now=100.0).accept
+    assert not policy.decide(plan(3), plan(2), now=110.0).accept  # two proposals, only 10 s
+    assert policy.decide(plan(3), plan(2), now=120.0).reason == "scale-down"
+    assert policy.decide(plan(2), plan(3), now=121.0).reason == "scale-up"
