@@ -5,8 +5,10 @@ Scaling, stated in the report:
   `output_scale` (clipped to [min_output, max_output]), so prompts fit the tiny model's context and
   a 2-core machine keeps up;
 - arrivals: each (phase, class) stream of n = rate × duration requests takes the next n + 1
-  inter-arrival gaps of the trace, in trace order, scaled so that they span the phase: bursts keep
-  their shape, and the phase gets exactly the rate asked for.
+  inter-arrival gaps of the trace, in trace order, blended with their mean (gap' = (1 − b)·mean +
+  b·gap, b = `burstiness`, 0.5 by default: bursts keep half their depth, so a 2-minute demo's load
+  step is not hidden by one of the trace's lulls) and scaled so that they span the phase: the phase
+  gets exactly the rate asked for.
 A request's class follows the plan's length bounds: prompts of at most `chat_max_input` tokens are
 `chat`, longer ones `long`. Each prompt starts with one of `num_system_prompts` fixed "system
 prompts" (`system_prompt_tokens` long) — real deployments share such prefixes, and the prefix cache
@@ -42,6 +44,7 @@ class WorkloadConfig:
     min_output: int = 4
     max_output: int = 32
     chat_max_input: int = 256
+    burstiness: float = 0.5
     num_system_prompts: int = 4
     system_prompt_tokens: int = 48
     seed: int = 0
@@ -118,6 +121,8 @@ def build_schedule(config: WorkloadConfig, prompts: PromptMaker) -> list[Schedul
                 continue
             window = [gaps[(gap_cursor + i) % len(gaps)] for i in range(n + 1)] if gaps else [1.0] * (n + 1)
             gap_cursor += n + 1
+            mean = sum(window) / len(window)
+            window = [(1 - config.burstiness) * mean + config.burstiness * g for g in window]
             scale = phase.duration_seconds / (sum(window) or 1.0)
             t = phase_start
             for gap in window[:n]:
