@@ -22,7 +22,11 @@ HELP = "solve a placement spec (YAML or JSON); --simulate TRACE replays a trace 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", nargs="?", help="placement spec file (YAML or JSON)")
-    parser.add_argument("--simulate", metavar="TRACE", help="replay this trace against the plan")
+    parser.add_argument(
+        "--simulate",
+        metavar="TRACE",
+        help="replay this trace against the plan (as the first traffic entry's model and SLO class)",
+    )
     parser.add_argument("--sim-requests", type=int, default=5000, help="replay at most N requests (5000)")
     parser.add_argument(
         "--poisson",

@@ -29,7 +29,7 @@ GOOD = {
 
 def write(tmp_path: Path, spec: dict, name: str = "spec.yaml") -> Path:  # type: ignore[type-arg]
     path = tmp_path / name
-    path.write_text(yaml.safe_dump(spec))
+    path.write_text(json.dumps(spec) if name.endswith(".json") else yaml.safe_dump(spec))
     return path
 
 
@@ -39,8 +39,9 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return code, captured.out, captured.err
 
 
-def test_good_spec_json_last_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(["plan", str(write(tmp_path, GOOD)), "--json"], capsys)
+@pytest.mark.parametrize("name", ["spec.yaml", "spec.json"])
+def test_good_spec_json_last_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
+    code, out, _ = run_cli(["plan", str(write(tmp_path, GOOD, name)), "--json", "--time-limit", "5"], capsys)
     assert code == 0
     result = json.loads(out.strip().splitlines()[-1])
     assert result["status"] == "optimal" and result["cost_per_hour"] > 0
