@@ -104,9 +104,12 @@ def test_invalid_values_are_rejected_with_a_readable_message(
     ("values", "expected"),
     [
         ({"workerPools": [pool(), pool(role="colocated")]}, 'pool name "p" is used twice'),
-        ({"workerPools": [pool(minReplicas=5, maxReplicas=2)]}, "minReplicas 5 is above maxReplicas 2"),
+        (
+            {"worker": {"drainGraceSeconds": 120, "terminationGracePeriodSeconds": 60}},
+            "worker.drainGraceSeconds (120) must be below worker.terminationGracePeriodSeconds (60)",
+        ),
     ],
-    ids=["duplicate-pool", "min-above-max"],
+    ids=["duplicate-pool", "drain-longer-than-grace"],
 )
 def test_cross_field_errors_fail_the_render(values: dict[str, Any], expected: str, tmp_path: Path):
     result = helm("template", "hs", str(CHART), values=values, tmp_path=tmp_path)
