@@ -1,7 +1,7 @@
 """Configuration of the embedded cluster (`heteroserve up --config FILE`), read by `up` and the planner.
 
-The default lives in `deploy/examples/embedded.yaml`; `EMBEDDED_DEFAULT` is the same thing in code, so
-`heteroserve up` works without any file. Sections: `model` (generated if missing), `gateway`,
+The default lives in `deploy/examples/embedded.yaml` (read from the source tree: `make install` installs
+the project in editable mode). Sections: `model` (generated if missing), `gateway`,
 `planner` (loop timing, hysteresis, minimum rates), `workers` (process settings), `pools` (the node
 types and roles the planner may use: price, initial count, and the profile — requests/s one worker
 sustains per class), `classes` (request classes by length bounds) and `inventory` (max nodes per type).

@@ -29,7 +29,8 @@ from heteroserve.embedded.state import ClusterState
 from heteroserve.embedded.workload import Phase, PromptMaker, ScheduledRequest, WorkloadConfig, build_schedule
 
 log = logging.getLogger(__name__)
-TRACE = ROOT.parent / "shared" / "data" / "traces" / "azure2023_AzureLLMInferenceTrace_conv.csv"
+SHARED_TRACE = ROOT.parent / "shared" / "data" / "traces" / "azure2023_AzureLLMInferenceTrace_conv.csv"
+BUNDLED_TRACE = Path(__file__).parent / "data" / "azure2023_conv_first1500.csv"  # same trace, first rows
 BASE = {"chat": 1.5, "long": 0.5}
 PHASES = (Phase("base", 45.0, BASE), Phase("step", 60.0, {**BASE, "chat": 2 * BASE["chat"]}),
           Phase("drop", 75.0, BASE))
@@ -147,7 +148,8 @@ def run_demo(run_dir: str | Path) -> int:
     try:
         state = cluster.start()
         console.print(summary(state))
-        workload = WorkloadConfig(trace=TRACE, phases=PHASES)
+        trace = SHARED_TRACE if SHARED_TRACE.exists() else BUNDLED_TRACE
+        workload = WorkloadConfig(trace=trace, phases=PHASES)
         prompts = PromptMaker(Path(state.model_dir) / "tokenizer.json",
                               (ROOT / "heteroserve" / "modelgen" / "corpus.txt").read_text(), workload)
         schedule = build_schedule(workload, prompts)

@@ -166,7 +166,9 @@ def print_report(report: DemoReport, console: Console) -> None:
         hist.add_row(str(h["version"]), f"{h['at_s']:.0f}s", h["reason"],
                      ", ".join(f"{k}×{v}" for k, v in h["pools"].items()))
     console.print(costs, f"final plan: {pools}", hist, lat)
-    hits = ", ".join(f"{k} {'-' if v is None else f'{v:.0%}'}" for k, v in report.cache_hit_rates.items())
+    hits = ", ".join(f"{k} {'n/a' if v is None else f'{v:.0%}'}" for k, v in report.cache_hit_rates.items())
+    if any(v is None for v in report.cache_hit_rates.values()):
+        hits += " (n/a: no lookups reported in the workers' /metrics for that tier)"
     r = report.reactions
     console.print(
         f"cache hit rates per tier: {hits}; prompt tokens served from cache (routes): "
