@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Query, Request
 
 from control_plane.gateway.runtime import GatewayRuntime
-from heteroserve.errors import InvalidRequestError, UnavailableError
+from heteroserve.errors import InvalidRequestError
 
 
 def admin_router(runtime: GatewayRuntime) -> APIRouter:
@@ -46,12 +46,25 @@ def admin_router(runtime: GatewayRuntime) -> APIRouter:
 
 
 def solve_what_if(spec: dict[str, Any]) -> dict[str, Any]:
-    """Solve a placement spec with the placement library (imported lazily: it pulls in the solver)."""
-    try:
-        from placement.spec import solve_spec
-    except ImportError:
-        raise UnavailableError("what-if solving is not available: placement.spec is missing") from None
+    """Solve a placement spec (the mapping `heteroserve plan SPEC` reads; trace paths must be absolute)
+    with the placement library, imported lazily because it pulls in the solver. Blocking: call it in
+    a thread. Raises `ConfigError` (400) naming the field, `InfeasibleError` (422) naming the binding
+    constraint."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from placement.compile import compile_problem
+    from placement.planning import make_plan
+    from placement.spec import load_spec
+
     if not isinstance(spec, dict):
         raise InvalidRequestError("must be a JSON object", field="body")
-    plan = solve_spec(spec, source="/admin/solve")
-    return {"plan": plan.to_dict()}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "what-if.json"
+        path.write_text(json.dumps(spec))
+        loaded = load_spec(path)
+    problem = compile_problem(loaded.fleet, loaded.models, loaded.classes, loaded.slos, loaded.inventory,
+                              loaded.compile_options, loaded.current)
+    plan = make_plan(problem, loaded.classifier, loaded.solver_options, slice_factor=loaded.slice_factor)
+    return {"cost_per_hour": plan.cost_per_hour, "status": plan.solve.status, "plan": plan.to_dict()}

@@ -1,12 +1,18 @@
 """The gateway's view of the placement plan: request class → `ClassRoute` (pools and weights).
 
-The planner publishes `placement.Plan.to_dict()` through `control_plane.plan_store`; a `PlanWatcher`
-polls it and `PlanView.update` parses it. Parsing reads only these parts of the document, so a newer
-plan with more fields still works:
+The planner publishes a plan document through `control_plane.plan_store`; a `PlanWatcher` polls it
+and `PlanView.update` parses it. Two formats are understood:
 
-    pools:   [{"name", "role", ...}, ...]
-    routing: {request_class: {pool_name: share, ...}, ...}    (shares of a class sum to 1)
-    classes: [{"name", "slo_class"?, "max_input_tokens"?, "max_output_tokens"?}, ...]   (optional)
+1. the planner's routing document (control_plane/planner/profile_solver.py); parsing reads only
+   these parts, so a newer document with more fields still works:
+
+       pools:   [{"name", "role", ...}, ...]
+       routing: {request_class: {pool_name: share, ...}, ...}   (a P/D share on both its pools)
+       classes: [{"name", "slo_class"?, "max_input_tokens"?, "max_output_tokens"?}, ...] (optional)
+
+2. `placement.plan.Plan.to_dict()` (has `schema` and `classifier`): classes are found with
+   `Plan.classify(input tokens, max_tokens, slo_class, model)` and their routes with `Plan.routes`;
+   a P/D route's share counts for its prefill and its decode pool (the pairing is not kept).
 
 A class's colocated share is the sum over its colocated pools; its disaggregated share the sum over
 its prefill pools (the decode shares cover the same requests). A request is classified by SLO class
@@ -23,6 +29,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from control_plane.orchestrator.routes import DEFAULT_ROUTE, ClassRoute
+from heteroserve.errors import ConfigError, NotFoundError
+from placement.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +51,30 @@ class PlanView:
         self.document: Mapping[str, Any] | None = None
         self._routes: dict[str, ClassRoute] = {}
         self._classes: tuple[_ClassBounds, ...] = ()
+        self._placement: Plan | None = None
 
     def update(self, version: int, document: Mapping[str, Any]) -> None:
         """Parse and install a plan; a malformed plan is logged and the previous one kept."""
+        placement: Plan | None = None
+        routes: dict[str, ClassRoute] = {}
+        classes: tuple[_ClassBounds, ...] = ()
         try:
-            routes, classes = parse_plan(document)
-        except (KeyError, TypeError, ValueError) as exc:
+            if "classifier" in document and "schema" in document:
+                placement = Plan.from_dict(document)
+            else:
+                routes, classes = parse_plan(document)
+        except (KeyError, TypeError, ValueError, ConfigError) as exc:
             log.error("ignoring plan version %d: %s", version, exc)
             return
-        self._routes, self._classes = routes, classes
+        self._placement, self._routes, self._classes = placement, routes, classes
         self.version, self.document = version, document
 
-    def route_for(self, num_input_tokens: int, max_tokens: int, slo_class: str) -> ClassRoute:
+    def route_for(self, num_input_tokens: int, max_tokens: int, slo_class: str,
+                  model: str | None = None) -> ClassRoute:
+        if self._placement is not None:
+            route = _placement_route(self._placement, num_input_tokens, max_tokens, slo_class, model)
+            if route is not None:
+                return route
         name = self._classify(num_input_tokens, max_tokens, slo_class)
         if name is not None and name in self._routes:
             return self._routes[name]
@@ -74,6 +94,25 @@ class PlanView:
         if len(self._routes) == 1:
             return next(iter(self._routes))
         return "default" if "default" in self._routes else None
+
+
+def _placement_route(plan: Plan, num_input_tokens: int, max_tokens: int, slo_class: str,
+                     model: str | None) -> ClassRoute | None:
+    try:
+        name = plan.classify(num_input_tokens, max_tokens, slo_class or None, model)
+        routes = plan.routes(name)
+    except NotFoundError:
+        return None
+    by_role: dict[str, dict[str, float]] = {"colocated": {}, "prefill": {}, "decode": {}}
+    for r in routes:
+        if r.pool is not None:
+            by_role["colocated"][r.pool] = by_role["colocated"].get(r.pool, 0.0) + r.share
+        else:
+            for role, pool in (("prefill", str(r.prefill_pool)), ("decode", str(r.decode_pool))):
+                by_role[role][pool] = by_role[role].get(pool, 0.0) + r.share
+    share = min(1.0, sum(by_role["prefill"].values()))
+    return ClassRoute(request_class=name, colocated=by_role["colocated"], prefill=by_role["prefill"],
+                      decode=by_role["decode"], disaggregated_share=share)
 
 
 def parse_plan(document: Mapping[str, Any]) -> tuple[dict[str, ClassRoute], tuple[_ClassBounds, ...]]:

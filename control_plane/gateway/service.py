@@ -86,7 +86,7 @@ class GatewayService:
         if request.slo_class not in SLO_PRIORITY:
             raise InvalidRequestError(f"unknown SLO class {request.slo_class!r}; one of "
                                       f"{', '.join(k for k in SLO_PRIORITY if k)}", field="slo_class")
-        route = self.plan.route_for(len(tokens), sampling.max_tokens, request.slo_class)
+        route = self.plan.route_for(len(tokens), sampling.max_tokens, request.slo_class, served.name)
         job = GenerateJob(request_id=request.request_id or f"req-{uuid.uuid4().hex[:16]}",
                           model=served.name, prompt_token_ids=tuple(tokens), sampling=sampling,
                           tenant=tenant, slo_class=request.slo_class, session_id=request.session_id,

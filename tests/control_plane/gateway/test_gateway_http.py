@@ -153,3 +153,17 @@ async def test_openapi_document(client: httpx.AsyncClient) -> None:
         set(schemas["CompletionRequest"]["properties"])
     assert "route" in schemas["CompletionResponse"]["properties"]
     assert "400" in doc["paths"]["/v1/completions"]["post"]["responses"]
+
+
+async def test_admin_solve_what_if(client: httpx.AsyncClient) -> None:
+    import yaml
+
+    admin = {"authorization": f"Bearer {ADMIN}"}
+    root = Path(__file__).resolve().parents[3]
+    spec = yaml.safe_load((root / "deploy/examples/placement/llama7b-mixed.yaml").read_text())
+    reply = await client.post("/admin/solve", json=spec, headers=admin)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["plan"]["schema"] == 1 and reply.json()["cost_per_hour"] > 0
+    bad = await client.post("/admin/solve", json={**spec, "fleet": ["NoSuchGPU"]}, headers=admin)
+    assert _error(bad)[0] == 400 and "fleet[0]" in _error(bad)[1]
+    assert _error(await client.post("/admin/solve", json=spec, headers=H))[0] == 403

@@ -124,3 +124,26 @@ def test_gateway_config_names_field(kwargs: dict[str, object], field: str) -> No
     base: dict[str, object] = {"models": (ModelSpec("tiny", Path("/m")),), "cluster_token": "t"}
     with pytest.raises(ValueError, match=field):
         GatewayConfig(**{**base, **kwargs})  # type: ignore[arg-type]
+
+
+def test_plan_view_reads_placement_plan() -> None:
+    from placement.plan import Baseline, Classifier, ClassRouting, Plan, Pool, Route, SolveSummary
+
+    plan = Plan(
+        pools=(Pool("m:gpu:colocated", "m", "gpu", "colocated", 1, 1.0),
+               Pool("m:gpu:prefill", "m", "gpu", "prefill", 1, 1.0),
+               Pool("m:cpu:decode", "m", "cpu", "decode", 2, 0.5)),
+        classes=(ClassRouting("m/interactive/i1o0", "m", "interactive", (1, 0), 2.0,
+                              (Route(0.4, pool="m:gpu:colocated"),
+                               Route(0.6, prefill_pool="m:gpu:prefill", decode_pool="m:cpu:decode"))),),
+        classifier=Classifier((0, 100, 1000), (0, 100, 1000), ("interactive",), "interactive"),
+        cost_per_hour=2.0, baselines=(Baseline("single", 3.0),),
+        solve=SolveSummary("highs", "optimal", True, 0.0, 0.1), version=7)
+    view = PlanView()
+    view.update(7, plan.to_dict())
+    route = view.route_for(500, 16, "interactive", "m")
+    assert route.request_class == "m/interactive/i1o0"
+    assert route.colocated == {"m:gpu:colocated": 0.4}
+    assert route.prefill == {"m:gpu:prefill": 0.6} and route.decode == {"m:cpu:decode": 0.6}
+    assert route.disaggregated_share == pytest.approx(0.6)
+    assert view.route_for(500, 16, "interactive", "other-model").request_class == "interactive"
