@@ -198,7 +198,9 @@ def test_mixed_fleet_pools(tmp_path: Path):
     assert {"name": "csd-drive", "hostPath": {"path": "/mnt/csd0", "type": "Directory"}} in csd["volumes"]
 
     pdbs = by_kind(objects, "PodDisruptionBudget")
-    assert {PREFIX + p for p in ("h100-prefill", "l4-decode", "cpu-colocated", "csd-decode")} <= set(pdbs)
+    workers = {PREFIX + p for p in ("h100-prefill", "l4-decode", "cpu-colocated", "csd-decode")}
+    assert set(pdbs) == workers | {"hs-heteroserve-gateway", "hs-heteroserve-planner"}
+    assert all(pdbs[name]["spec"]["maxUnavailable"] == 1 for name in workers)
 
 
 def test_planner_rbac_is_least_privilege(tmp_path: Path):
