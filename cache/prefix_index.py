@@ -4,11 +4,11 @@ State: `hash -> {(worker_id, tier)}` plus the reverse `worker_id -> {hash}` so a
 dropped in O(its blocks). Blocks in a shared tier (`shared_tiers`, default {"redis"}) are recorded under
 the pseudo-worker `SHARED` whoever published them, because every worker can load them.
 
-`longest_prefix(hashes)` walks the leading hashes once. For each candidate worker (any worker that holds
-one of the leading blocks, plus `SHARED`), its run is the number of leading blocks it holds itself or that
-the shared tier holds; `tier` is the slowest tier used along that run (rank: device < memory < redis <
-disk), i.e. what the load will be limited by. Cost: O(run length x candidates) dict lookups, a few
-microseconds for typical prompts.
+`longest_prefix(hashes)` walks the leading hashes once. A worker's run is the number of leading blocks
+it holds itself or that the shared tier holds; `tier` is the slowest tier used along that run (rank:
+device < memory < redis < disk), i.e. what the load will be limited by. Workers holding one of the
+blocks of their run themselves are listed; every other worker's run is the `SHARED` entry's.
+Cost: O(sum of the runs) dict operations.
 
 Pure data structure: no I/O, not thread-safe (one event loop). `cache.index_sync` feeds it from Redis.
 """
@@ -90,30 +90,50 @@ class PrefixIndex:
         return sorted(self._by_worker)
 
     def longest_prefix(self, hashes: Sequence[BlockHash]) -> dict[str, PrefixMatch]:
-        """Each candidate worker's run (see the module docstring). A worker not in the result holds none
-        of the leading blocks itself: its run is the `SHARED` entry's (loadable from the shared tier)."""
-        leading: list[dict[str, int]] = []  # per block: holder -> best rank
-        for h in hashes:
-            holders = self._holders.get(h)
+        """Each worker's run (see the module docstring). A worker not in the result has the `SHARED`
+        entry's run (loadable from the shared tier), or none if there is no `SHARED` entry."""
+        result: dict[str, PrefixMatch] = {}
+        alive: dict[str, int] = {}  # worker whose run reaches the current block -> worst rank so far
+        seen: set[str] = set()
+        shared_worst, shared_on, n = -1, True, 0  # shared_on: SHARED holds every block so far
+        rank_of, holders_of, absent = TIER_RANK.get, self._holders.get, _UNKNOWN_RANK + 1
+        for i, h in enumerate(hashes):
+            holders = holders_of(h)
             if not holders:
                 break
             best: dict[str, int] = {}
             for owner, tier in holders:
-                r = _rank(tier)
-                if r < best.get(owner, _UNKNOWN_RANK + 1):
+                r = rank_of(tier, _UNKNOWN_RANK)
+                if r < best.get(owner, absent):
                     best[owner] = r
-            leading.append(best)
-        candidates = {w for block in leading for w in block} | ({SHARED} if leading else set())
-        result: dict[str, PrefixMatch] = {}
-        for worker in candidates:
-            n, worst = 0, -1
-            for block in leading:
-                r = min(block.get(worker, _UNKNOWN_RANK + 1), block.get(SHARED, _UNKNOWN_RANK + 1))
-                if r > _UNKNOWN_RANK:
-                    break
-                n, worst = n + 1, max(worst, r)
-            if n:
-                result[worker] = PrefixMatch(n, _tier_name(worst))
+            s = best.get(SHARED)
+            s_rank = absent if s is None else s
+            ended = []
+            for w, worst in alive.items():
+                r = best.get(w, absent)
+                r = s_rank if s_rank < r else r
+                if r == absent:
+                    ended.append(w)
+                elif r > worst:
+                    alive[w] = r
+            for w in ended:
+                result[w] = PrefixMatch(i, _tier_name(alive.pop(w)))
+            for w, r in best.items():
+                if w != SHARED and w not in seen:
+                    seen.add(w)
+                    if shared_on:  # it reaches back to block 0 through the shared tier
+                        alive[w] = max(shared_worst, r if s is None else min(r, s))
+            if shared_on and s is None:
+                shared_on = False
+                if i:
+                    result[SHARED] = PrefixMatch(i, _tier_name(shared_worst))
+            elif shared_on and s is not None:
+                shared_worst = max(shared_worst, s)
+            n = i + 1
+        for w, worst in alive.items():
+            result[w] = PrefixMatch(n, _tier_name(worst))
+        if shared_on and n:
+            result[SHARED] = PrefixMatch(n, _tier_name(shared_worst))
         return result
 
     def longest_prefix_per_tier(self, hashes: Sequence[BlockHash]) -> dict[tuple[str, str], int]:

@@ -142,3 +142,31 @@ async def test_publisher_task_drains_in_order(redis_url: str) -> None:
     assert await follower.recover() == 2
     assert follower.index.longest_prefix(H[:3]) == {"w1": PrefixMatch(1, "device")}
     await client.aclose()
+
+
+def _reference_runs(index: PrefixIndex, hashes: list[BlockHash]) -> dict[str, PrefixMatch]:
+    """Brute force: every worker's run, block by block (own or shared), slowest tier along it."""
+    state = index.state()
+    rank = {"device": 0, "memory": 1, "redis": 2, "disk": 3}
+    out = {}
+    for worker in [*index.workers(), SHARED]:
+        n, worst = 0, -1
+        for h in hashes:
+            ranks = [rank[t] for (w, t) in state.get(h, ()) if w in (worker, SHARED)]
+            if not ranks:
+                break
+            n, worst = n + 1, max(worst, min(ranks))
+        if n:
+            out[worker] = PrefixMatch(n, next(t for t, r in rank.items() if r == worst))
+    return out
+
+
+@settings(deadline=None)
+@given(EVENTS, st.lists(st.integers(0, 7).map(lambda i: H[i]), max_size=8))
+def test_longest_prefix_matches_brute_force(events: list[KVEvent], query: list[BlockHash]) -> None:
+    index = _rebuild(events)
+    got = index.longest_prefix(query)
+    for worker, expected in _reference_runs(index, query).items():
+        assert got.get(worker, got.get(SHARED)) == expected, worker
+    for worker in got:
+        assert worker in _reference_runs(index, query)
