@@ -40,6 +40,7 @@ MIXED_FLEET: dict[str, Any] = {
             "model": "llama-8b",
             "replicas": 4,
             "gpus": 1,
+            "kvCacheMb": 16384,
             "pricePerHour": 0.8,
             "ratePerWorker": {"chat": 12.0, "long": 2.0},
             "tolerations": [{"key": "gpu", "operator": "Equal", "value": "l4", "effect": "NoSchedule"}],
@@ -181,6 +182,8 @@ def test_mixed_fleet_pools(tmp_path: Path):
     assert "initContainers" not in pod, "models come from the volume: nothing to generate"
 
     l4 = deployments[PREFIX + "l4-decode"]["spec"]["template"]["spec"]
+    assert "--kv-cache-mb=16384" in l4["containers"][0]["args"]
+    assert not any(a.startswith("--kv-cache-mb") for a in container["args"])
     assert l4["tolerations"][0]["value"] == "l4"
     assert "podAntiAffinity" in l4["affinity"]
     assert l4["nodeSelector"] == {"heteroserve.io/node-type": "l4"}
