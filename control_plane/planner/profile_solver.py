@@ -4,8 +4,11 @@ each request class it can serve (what `heteroserve profile` measures, or an oper
 It builds the placement ILP's `Problem` directly from those numbers — a colocated option per
 (class, colocated pool with a rate), a P/D option per (class, prefill pool, decode pool) that both
 have a rate, load = 1 / rate instances per req/s — and calls `placement.ilp.solve.solve` with the
-running plan's counts (churn penalty). Baselines are solved the same way on restricted fleets:
-`colocated-only` (no P/D routes) and `single-type` (the cheapest fleet of one node type only).
+running plan's counts (churn penalty). When the fleet does not change and the running plan's routing
+still fits the new rates, that routing is kept (the ILP's routing is one of many equal-cost optima,
+and re-publishing a different one each solve only shuffles traffic). Baselines are solved the same
+way on restricted fleets: `colocated-only` (no P/D routes) and `single-type` (the cheapest fleet of
+one node type only).
 
 Published document (what `control_plane.gateway.plan` and `heteroserve status` read):
 
@@ -108,6 +111,9 @@ class ProfileSolver:
             name = problem.demands[d.demand].name
             _add(routing, name, self.spec.pools[d.prefill_pool].name, share)
             _add(routing, name, self.spec.pools[d.decode_pool].name, share)
+        if running is not None and running.counts() == counts \
+                and self.routing_fits(running.document.get("routing") or {}, rates, counts):
+            routing = running.document["routing"]  # same fleet, old routing still fits: keep it stable
         baselines = self._baselines(rates, options)
         pools = tuple(PoolPlan(p.name, p.node_type, p.role, p.device, counts[p.name])
                       for p in self.spec.pools)
@@ -123,6 +129,26 @@ class ProfileSolver:
                         for c in self.spec.classes],
         }
         return SolvedPlan(pools, solution.cost_per_hour, baselines, solution.info.status, document)
+
+    def routing_fits(self, routing: Mapping[str, Mapping[str, float]], rates: Mapping[str, float],
+                     counts: Mapping[str, int]) -> bool:
+        """True if `routing` serves every class with a rate (colocated + prefill shares = 1) within
+        every pool's capacity `counts[pool]` at these rates. The ILP's routing is one of many optima;
+        keeping a still-valid one avoids shifting traffic back and forth between equal-cost routes."""
+        load: dict[str, float] = defaultdict(float)
+        by_name = {p.name: p for p in self.spec.pools}
+        for cls, rate in rates.items():
+            shares = routing.get(cls, {})
+            served = sum(v for pool, v in shares.items() if pool in by_name
+                         and by_name[pool].role in ("colocated", "prefill"))
+            if rate > 0 and abs(served - 1.0) > 1e-3:
+                return False
+            for pool, share in shares.items():
+                profile = by_name.get(pool)
+                if profile is None or cls not in profile.rate_per_worker:
+                    return False
+                load[pool] += rate * share / profile.rate_per_worker[cls]
+        return all(load[pool] <= counts.get(pool, 0) + 1e-6 for pool in load)
 
     def _problem(self, pools: Sequence[ProfiledPool], rates: Mapping[str, float],
                  current: Mapping[str, int]) -> Problem:
