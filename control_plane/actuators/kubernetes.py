@@ -80,9 +80,8 @@ class KubernetesActuatorConfig:
         return {PART_OF_LABEL: "heteroserve", INSTANCE_LABEL: self.instance, POOL_LABEL: pool}
 
 
-def _api_error(operation: str, exc: k8s.ApiException, metrics: ActuatorMetrics) -> HeteroserveError:
-    metrics.api_errors.labels(operation=operation).inc()
-    detail = f"Kubernetes API {operation}: HTTP {exc.status} {exc.reason}"
+def _api_error(what: str, exc: k8s.ApiException) -> HeteroserveError:
+    detail = f"Kubernetes API {what}: HTTP {exc.status} {exc.reason}"
     if exc.status == 404:
         return NotFoundError(detail)
     if exc.status in (401, 403):
@@ -110,14 +109,20 @@ class KubernetesActuator:
         self._drain = drain
         self._metrics = metrics
 
-    async def _call(self, operation: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _call(
+        self, operation: str, fn: Callable[..., T], *args: Any, object_name: str = "", **kwargs: Any
+    ) -> T:
+        """Run one client call in a thread. `operation` (a fixed verb phrase) labels the error metric;
+        `object_name` only goes into the error message, keeping the label set bounded."""
+        what = f"{operation} {object_name}".strip()
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except k8s.ApiException as exc:
-            raise _api_error(operation, exc, self._metrics) from exc
+            self._metrics.api_errors.labels(operation=operation).inc()
+            raise _api_error(what, exc) from exc
         except (OSError, TransportError) as exc:
             self._metrics.api_errors.labels(operation=operation).inc()
-            raise UnavailableError(f"Kubernetes API {operation}: {exc}") from exc
+            raise UnavailableError(f"Kubernetes API {what}: {exc}") from exc
 
     async def inventory(self) -> tuple[NodeGroup, ...]:
         """Schedulable nodes grouped by (node type, device), from node labels. Read-only."""
@@ -129,7 +134,8 @@ class KubernetesActuator:
     async def _owned_deployment(self, pool: str) -> Any:
         name = self._config.deployment_prefix + pool
         deployment: Any = await self._call(
-            f"get deployment {name}", self._apps.read_namespaced_deployment, name, self._config.namespace
+            "get deployment", self._apps.read_namespaced_deployment, name, self._config.namespace,
+            object_name=name,
         )
         have = deployment.metadata.labels or {}
         missing = {k: v for k, v in self._config.ownership_labels(pool).items() if have.get(k) != v}
@@ -188,28 +194,30 @@ class KubernetesActuator:
         name = self._config.deployment_prefix + pool
         log.info("scaling Deployment %s/%s to %d", self._config.namespace, name, replicas)
         await self._call(
-            f"scale deployment {name}",
+            "scale deployment",
             self._apps.patch_namespaced_deployment_scale,
             name,
             self._config.namespace,
             {"spec": {"replicas": replicas}},
+            object_name=name,
             _content_type=MERGE_PATCH,
         )
 
     async def _drain_pool(self, pool: str, count: int) -> tuple[list[DrainTarget], list[DrainTarget]]:
         selector = ",".join(f"{k}={v}" for k, v in sorted(self._config.ownership_labels(pool).items()))
         pods = await self._call(
-            f"list pods of {pool}", self._core.list_namespaced_pod, self._config.namespace,
-            label_selector=selector,
+            "list pods", self._core.list_namespaced_pod, self._config.namespace,
+            object_name=f"of pool {pool}", label_selector=selector,
         )
         chosen = choose_pods_to_remove(pods.items, count)
         for pod in chosen:
             await self._call(
-                f"annotate pod {pod.metadata.name}",
+                "annotate pod",
                 self._core.patch_namespaced_pod,
                 pod.metadata.name,
                 self._config.namespace,
                 {"metadata": {"annotations": {DELETION_COST_ANNOTATION: DELETION_COST}}},
+                object_name=pod.metadata.name,
                 _content_type=MERGE_PATCH,
             )
         targets = [_drain_target(pool, pod, self._config.worker_port) for pod in chosen]

@@ -288,13 +288,13 @@ async def test_current_reports_ready_replicas(server: RecordingApiServer, regist
 async def test_missing_deployment_is_not_found(server: RecordingApiServer, registry: CollectorRegistry):
     actuator = make_actuator(server, registry)
     try:
-        with pytest.raises(NotFoundError, match="HTTP 404"):
+        with pytest.raises(NotFoundError, match=f"get deployment {PREFIX}l4-decode: HTTP 404"):
             await actuator.apply([target("l4-decode", 1)])
     finally:
         await actuator.close()
     assert (
         registry.get_sample_value(
-            "heteroserve_actuator_api_errors_total", {"operation": f"get deployment {PREFIX}l4-decode"}
+            "heteroserve_actuator_api_errors_total", {"operation": "get deployment"}
         )
         == 1
     )
