@@ -18,9 +18,9 @@ FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenize
 
 
 def test_tiny_is_fast_and_byte_identical_across_processes(tmp_path: Path) -> None:
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: wall time on a shared machine is noise
     create_model(tmp_path / "a", preset="tiny", seed=0)
-    assert time.perf_counter() - started < 3.0
+    assert time.process_time() - started < 3.0
     code = f"from heteroserve.modelgen import create_model; create_model({str(tmp_path / 'b')!r}, 'tiny', 0)"
     subprocess.run([sys.executable, "-c", code], check=True)
     for name in FILES:

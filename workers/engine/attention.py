@@ -1,7 +1,9 @@
 """Paged attention over the KV pool, for one step's flat batch: decodes first, then prefill chunks.
 
 Per layer: the new tokens' K/V are written to their slots, then
-- decodes (one query each) are batched: the KV of all decoding sequences is gathered from the pool
+- decodes (one query each) are batched in groups of similar length (the runner sorts them by length
+  and starts a new group when a sequence has more than 1.5x the blocks of the group's first one and
+  the group has at least 4 members, which bounds padding): each group's KV is gathered from the pool
   into a padded [kv_heads, seqs, max_len, head_dim] tensor (one index_select per K and V), scores are
   one batched matmul with grouped-query heads folded into the query axis (no K/V repetition), padding
   is masked with -inf, softmax, one matmul with V;
@@ -34,13 +36,23 @@ class PrefillChunk:
 
 
 @dataclass(frozen=True)
+class DecodeGroup:
+    """Decode rows [start, end) of the batch, whose KV is gathered together.
+    `block_table` [rows * max_blocks] is padded with block 0; `mask` [rows, 1, max_blocks * block_size]
+    is additive (0 / -inf)."""
+
+    start: int
+    end: int
+    block_table: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass(frozen=True)
 class AttentionMetadata:
     """Everything attention needs for one step, built once by the runner and shared by all layers."""
 
     slots: torch.Tensor  # [tokens] pool slot of every token of the batch
-    num_decodes: int  # the first num_decodes tokens are single-token decodes
-    decode_block_table: torch.Tensor | None  # [num_decodes * max_blocks], padded with block 0
-    decode_mask: torch.Tensor | None  # [num_decodes, 1, max_blocks * block_size] additive (0 / -inf)
+    decodes: tuple[DecodeGroup, ...]  # the batch starts with the decode rows, group after group
     prefills: tuple[PrefillChunk, ...]
 
 
@@ -49,26 +61,22 @@ def paged_attention(pool: KVPool, layer: int, q: torch.Tensor, k: torch.Tensor, 
     """q [tokens, heads, head_dim], k/v [tokens, kv_heads, head_dim] -> [tokens, heads * head_dim].
     Side effect: writes k/v into the pool at `meta.slots`."""
     pool.write(layer, meta.slots, k, v)
-    outputs = []
-    if meta.num_decodes:
-        outputs.append(_decode(pool, layer, q[: meta.num_decodes], meta, scale))
+    outputs = [_decode(pool, layer, q[group.start : group.end], group, scale) for group in meta.decodes]
     for chunk in meta.prefills:
         outputs.append(_prefill(pool, layer, q, k, v, chunk, scale))
     out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=0)
     return out.reshape(q.shape[0], -1)
 
 
-def _decode(pool: KVPool, layer: int, q: torch.Tensor, meta: AttentionMetadata, scale: float
-            ) -> torch.Tensor:
-    assert meta.decode_block_table is not None and meta.decode_mask is not None, "runner built no table"
+def _decode(pool: KVPool, layer: int, q: torch.Tensor, group: DecodeGroup, scale: float) -> torch.Tensor:
     n, heads, dim = q.shape
     kv_heads = pool.num_kv_heads
-    keys, values = pool.gather(layer, meta.decode_block_table)
+    keys, values = pool.gather(layer, group.block_table)
     keys = keys.view(kv_heads, n, -1, dim)
     values = values.view(kv_heads, n, -1, dim)
     qg = q.view(n, kv_heads, heads // kv_heads, dim).permute(1, 0, 2, 3)  # [kvh, n, group, dim]
     scores = torch.matmul(qg, keys.transpose(-1, -2)) * scale  # [kvh, n, group, len]
-    scores = scores + meta.decode_mask
+    scores = scores + group.mask
     probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
     out = torch.matmul(probs, values)  # [kvh, n, group, dim]
     return out.permute(1, 0, 2, 3).reshape(n, heads, dim)

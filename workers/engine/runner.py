@@ -1,8 +1,9 @@
 """Model runner: turns one step's scheduled chunks into tensors, runs the model, returns logits.
 
-Batch order: single-token chunks (decodes) first, then prefill chunks. Positions and pool slots are
-computed with tensor ops per chunk; the decode block table is padded to the longest decoding sequence
-with block 0 and masked. Only the rows that produce a next token go through the final norm and lm_head.
+Batch order: single-token chunks (decodes) first, sorted by context length and cut into groups of
+similar length (see attention.py), then prefill chunks. Each decode group's block table is padded to its
+longest sequence with block 0 and masked. Only the rows that produce a next token go through the final
+norm and lm_head.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Sequence as Seq
 
 import torch
 
-from workers.engine.attention import AttentionMetadata, PrefillChunk
+from workers.engine.attention import AttentionMetadata, DecodeGroup, PrefillChunk
 from workers.engine.kv_pool import KVPool
 from workers.engine.model import LlamaModel
 from workers.engine.scheduler import ScheduledChunk
@@ -28,18 +29,12 @@ class ModelRunner:
     def execute(self, chunks: Seq[ScheduledChunk]) -> tuple[list[ScheduledChunk], torch.Tensor]:
         """Compute the chunks' KV; returns the chunks that sample, in row order of the logits
         ([rows, vocab], float32, on CPU)."""
-        decodes = [c for c in chunks if c.num_tokens == 1]
+        decodes = sorted((c for c in chunks if c.num_tokens == 1), key=lambda c: c.seq.num_computed_tokens)
         prefills = [c for c in chunks if c.num_tokens > 1]
         ordered = decodes + prefills
         input_ids, positions, slots = self._flat_inputs(ordered)
-        table, mask = self._decode_table(decodes) if decodes else (None, None)
-        meta = AttentionMetadata(
-            slots=slots,
-            num_decodes=len(decodes),
-            decode_block_table=table,
-            decode_mask=mask,
-            prefills=self._prefill_chunks(prefills, len(decodes)),
-        )
+        meta = AttentionMetadata(slots=slots, decodes=self._decode_groups(decodes),
+                                 prefills=self._prefill_chunks(prefills, len(decodes)))
         hidden = self.model.forward(input_ids, positions, self.pool, meta)
         rows, sampling = [], []
         offset = 0
@@ -67,6 +62,24 @@ class ModelRunner:
             slots.extend(table[p // size] * size + p % size for p in range(start, end))
         as_tensor = lambda values: torch.tensor(values, dtype=torch.long, device=self.device)  # noqa: E731
         return as_tensor(ids), as_tensor(pos), as_tensor(slots)
+
+    def _decode_groups(self, decodes: Seq[ScheduledChunk]) -> tuple[DecodeGroup, ...]:
+        """Cut length-sorted decodes into groups: a new one when a sequence has more than 1.5x the
+        blocks of the group's first and the group already has 4 members."""
+        groups: list[DecodeGroup] = []
+        start = 0
+        for end in range(1, len(decodes) + 1):
+            if end < len(decodes):
+                first, nxt = (self._num_blocks(decodes[i]) for i in (start, end))
+                if nxt <= 1.5 * first or end - start < 4:
+                    continue
+            table, mask = self._decode_table(decodes[start:end])
+            groups.append(DecodeGroup(start, end, table, mask))
+            start = end
+        return tuple(groups)
+
+    def _num_blocks(self, chunk: ScheduledChunk) -> int:
+        return chunk.seq.num_computed_tokens // self.block_size + 1
 
     def _decode_table(self, decodes: Seq[ScheduledChunk]) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = [c.seq.num_computed_tokens + 1 for c in decodes]
