@@ -56,8 +56,9 @@ class PlannerSection:
     def __post_init__(self) -> None:
         if self.interval_seconds <= 0 or self.tick_seconds <= 0:
             raise ValueError("interval_seconds and tick_seconds must be > 0")
-        if self.lock_ttl_ms < 3 * self.tick_seconds * 100:
-            raise ValueError(f"lock_ttl_ms must be well above tick_seconds, got {self.lock_ttl_ms}")
+        if self.lock_ttl_ms < 300:
+            raise ValueError(f"lock_ttl_ms must be >= 300 (the lock is renewed every ttl/3), "
+                             f"got {self.lock_ttl_ms}")
 
 
 @dataclass(frozen=True)
