@@ -17,96 +17,10 @@ from heteroserve.cli.gateway import _api_keys, hash_key
 
 PREFIX = "hs-heteroserve-worker-"
 
-MIXED_FLEET: dict[str, Any] = {
-    "workerPools": [
-        {
-            "name": "h100-prefill",
-            "nodeType": "h100",
-            "role": "prefill",
-            "device": "cuda",
-            "model": "llama-8b",
-            "replicas": 2,
-            "gpus": 1,
-            "pricePerHour": 4.5,
-            "ratePerWorker": {"chat": 40.0, "long": 6.0},
-            "kvDisk": {"hostPath": "/mnt/nvme/heteroserve"},
-            "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
-        },
-        {
-            "name": "l4-decode",
-            "nodeType": "l4",
-            "role": "decode",
-            "device": "cuda",
-            "model": "llama-8b",
-            "replicas": 4,
-            "gpus": 1,
-            "kvCacheMb": 16384,
-            "pricePerHour": 0.8,
-            "ratePerWorker": {"chat": 12.0, "long": 2.0},
-            "tolerations": [{"key": "gpu", "operator": "Equal", "value": "l4", "effect": "NoSchedule"}],
-            "affinity": {
-                "podAntiAffinity": {
-                    "preferredDuringSchedulingIgnoredDuringExecution": [
-                        {
-                            "weight": 50,
-                            "podAffinityTerm": {
-                                "topologyKey": "kubernetes.io/hostname",
-                                "labelSelector": {"matchLabels": {"heteroserve.io/pool": "l4-decode"}},
-                            },
-                        }
-                    ]
-                }
-            },
-        },
-        {
-            "name": "cpu-colocated",
-            "nodeType": "c7i",
-            "role": "colocated",
-            "device": "cpu",
-            "model": "llama-8b",
-            "replicas": 1,
-            "pricePerHour": 0.4,
-            "ratePerWorker": {"chat": 0.5},
-        },
-        {
-            "name": "csd-decode",
-            "nodeType": "csd",
-            "role": "decode",
-            "device": "csd",
-            "model": "llama-8b",
-            "replicas": 1,
-            "csd": {"drivePath": "/mnt/csd0"},
-        },
-    ],
-    "models": {"volume": {"persistentVolumeClaim": {"claimName": "llm-models", "readOnly": True}}},
-    "planner": {
-        "nodeLabels": {"gpuProductAliases": {"NVIDIA-H100-80GB-HBM3": "h100"}},
-        "nodeCounts": {"h100": 2, "l4": 8, "c7i": 4, "csd": 2},
-    },
-}
-
-EXTERNAL_REDIS_TLS: dict[str, Any] = {
-    "redis": {"enabled": False},
-    "externalRedis": {
-        "url": "rediss://redis.prod.internal:6380/0",
-        "existingSecret": "redis-auth",
-        "passwordKey": "password",
-        "tls": {"enabled": True, "caSecret": "redis-ca"},
-    },
-    "auth": {"existingSecret": "heteroserve-auth"},
-}
-
-INGRESS_ON: dict[str, Any] = {
-    "gateway": {
-        "ingress": {
-            "enabled": True,
-            "className": "nginx",
-            "host": "llm.example.com",
-            "tls": {"enabled": True},
-        }
-    },
-    "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
-}
+EXAMPLES = CHART / "examples"
+MIXED_FLEET: dict[str, Any] = yaml.safe_load((EXAMPLES / "mixed-fleet.yaml").read_text())
+EXTERNAL_REDIS_TLS: dict[str, Any] = yaml.safe_load((EXAMPLES / "external-redis-tls.yaml").read_text())
+INGRESS_ON: dict[str, Any] = yaml.safe_load((EXAMPLES / "ingress-monitoring.yaml").read_text())
 
 
 def test_helm_lint_passes():
@@ -167,7 +81,7 @@ def test_mixed_fleet_pools(tmp_path: Path):
     assert h100["metadata"]["labels"]["heteroserve.io/role"] == "prefill"
     pod = h100["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["image"] == "heteroserve/heteroserve:0.1.0-cuda"
+    assert container["image"] == "registry.example.com/heteroserve:0.1.0-cuda"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["resources"]["requests"]["nvidia.com/gpu"] == 1
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
@@ -189,7 +103,7 @@ def test_mixed_fleet_pools(tmp_path: Path):
     assert l4["nodeSelector"] == {"heteroserve.io/node-type": "l4"}
 
     cpu = deployments[PREFIX + "cpu-colocated"]["spec"]["template"]["spec"]
-    assert cpu["containers"][0]["image"] == "heteroserve/heteroserve:0.1.0"
+    assert cpu["containers"][0]["image"] == "registry.example.com/heteroserve:0.1.0"
     assert "nvidia.com/gpu" not in cpu["containers"][0]["resources"].get("limits", {})
 
     csd = deployments[PREFIX + "csd-decode"]["spec"]["template"]["spec"]
