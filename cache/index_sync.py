@@ -56,6 +56,7 @@ class PrefixIndexFollower:
         self._shared_tiers = shared_tiers
         self._snapshot_interval = snapshot_interval_seconds
         self._read_count = read_count
+        self._removed: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -66,6 +67,8 @@ class PrefixIndexFollower:
                 self.index = PrefixIndex.from_bytes(raw[b"data"], self._shared_tiers)
                 self.last_id = raw[b"id"].decode()
                 self.seen_count = int(raw.get(b"count", b"0"))
+                for worker_id in self._removed:
+                    self.index.remove_worker(worker_id)
                 return
             except ValueError as exc:
                 log.warning("ignoring unreadable prefix index snapshot: %s", exc)
@@ -123,7 +126,7 @@ class PrefixIndexFollower:
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
                 try:
-                    self.index.apply(KVEvent.from_fields(fields))
+                    self._apply(KVEvent.from_fields(fields))
                 except (KeyError, ValueError) as exc:
                     log.warning("skipping malformed KV event %s: %s", entry_id, exc)
                 self.last_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
@@ -138,7 +141,17 @@ class PrefixIndexFollower:
                                         "count": str(self.seen_count)})
 
     def remove_worker(self, worker_id: str) -> int:
+        """Drop a worker that left the registry. It stays dropped across snapshot rebuilds, and its
+        later non-shared events are ignored, until it announces a fresh start (a `cleared` event)."""
+        self._removed.add(worker_id)
         return self.index.remove_worker(worker_id)
+
+    def _apply(self, event: KVEvent) -> None:
+        if event.worker_id in self._removed and event.tier not in self.index.shared_tiers:
+            if event.kind != "cleared":
+                return
+            self._removed.discard(event.worker_id)
+        self.index.apply(event)
 
     def start(self, poll_block_ms: int = 200) -> None:
         """Run `recover()` then poll in a background task until `stop()`."""

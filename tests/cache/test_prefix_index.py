@@ -170,3 +170,25 @@ def test_longest_prefix_matches_brute_force(events: list[KVEvent], query: list[B
         assert got.get(worker, got.get(SHARED)) == expected, worker
     for worker in got:
         assert worker in _reference_runs(index, query)
+
+
+async def test_removed_worker_stays_removed_until_it_restarts(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    config = EventStreamConfig(stream_key="rm", snapshot_key="rm-snap")
+    publisher = KVEventPublisher(client, "unused", config)
+    try:
+        await publisher.flush_events([stored("w1", "device", 0, 1), stored("w2", "device", 0)])
+        follower = PrefixIndexFollower(client, config)
+        await follower.recover()
+        await follower.snapshot()  # the snapshot still holds w1
+        assert follower.remove_worker("w1") == 2
+        await follower.recover()  # a rebuild from that snapshot must not bring w1 back
+        await publisher.flush_events([stored("w1", "device", 2), stored("w1", "redis", 0)])
+        await follower.poll_once()
+        assert follower.index.longest_prefix(H[:2]) == {"w2": PrefixMatch(1, "device"),
+                                                       SHARED: PrefixMatch(1, "redis")}
+        await publisher.flush_events([KVEvent("w1", "device", "cleared"), stored("w1", "device", 0, 1)])
+        await follower.poll_once()
+        assert follower.index.longest_prefix(H[:2])["w1"] == PrefixMatch(2, "device")
+    finally:
+        await client.aclose()
