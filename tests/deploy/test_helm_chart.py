@@ -346,3 +346,13 @@ def test_kind_smoke_values_render_and_validate(mode: str, tmp_path: Path):
     objects = render(values, tmp_path)
     validate_all(objects)
     assert "hs-heteroserve-worker-cpu-colocated" in by_kind(objects, "Deployment")
+
+
+def test_operations_guide_values_render_and_validate(tmp_path: Path):
+    """The GPU-cluster values shown in docs/operations.md stay valid."""
+    guide = (CHART.parents[1] / "docs" / "operations.md").read_text()
+    section = guide.split("### A GPU cluster", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    objects = render(yaml.safe_load(block), tmp_path)
+    validate_all(objects)
+    assert len([o for o in objects if o["kind"] == "Deployment"]) == 6  # gateway, planner, 4 pools
