@@ -47,6 +47,7 @@ INSTANCE_LABEL = "app.kubernetes.io/instance"
 POOL_LABEL = "heteroserve.io/pool"
 ROLE_LABEL = "heteroserve.io/role"
 NODE_TYPE_LABEL = "heteroserve.io/node-type"
+DEVICE_LABEL = "heteroserve.io/device"
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -150,7 +151,8 @@ class KubernetesActuator:
     @staticmethod
     def _check_matches(target: PoolTarget, deployment: Any) -> None:
         labels: Mapping[str, str] = deployment.metadata.labels or {}
-        for label, want in ((ROLE_LABEL, target.role), (NODE_TYPE_LABEL, target.node_type)):
+        wanted = {ROLE_LABEL: target.role, NODE_TYPE_LABEL: target.node_type, DEVICE_LABEL: target.device}
+        for label, want in wanted.items():
             if label in labels and labels[label] != want:
                 raise ConfigError(
                     f"plan says {want!r} but Deployment {deployment.metadata.name} has {label}="
@@ -163,6 +165,13 @@ class KubernetesActuator:
         pools = [t.pool for t in targets]
         if len(set(pools)) != len(pools):
             raise ConfigError(f"duplicate pools in targets: {sorted(pools)}", field="targets")
+        unknown = sorted(set(pools) - set(self._config.pools)) if self._config.pools else []
+        if unknown:
+            raise ConfigError(
+                f"pools {unknown} are not among the chart's pools {list(self._config.pools)}; add them to "
+                "the release's workerPools (which creates their Deployments and RBAC)",
+                field="targets",
+            )
         observed: list[tuple[PoolTarget, int]] = []
         for target in targets:
             deployment = await self._owned_deployment(target.pool)

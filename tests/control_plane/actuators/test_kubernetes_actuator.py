@@ -213,7 +213,7 @@ async def test_ups_before_downs_and_unchanged_pools_untouched(
         "a-same", replicas=2, ready=2, labels=owned_labels("a-same")
     )
     server.pods = [pod("b-1", "b-down", "10.0.0.9", True, "2026-11-01T00:00:00Z")]
-    actuator = make_actuator(server, registry)
+    actuator = make_actuator(server, registry, pools=("a-same", "b-down", "c-up"))
     try:
         result = await actuator.apply([target("b-down", 0), target("c-up", 2), target("a-same", 2)])
         again = await actuator.apply([target("b-down", 0), target("c-up", 2), target("a-same", 2)])
@@ -382,3 +382,29 @@ def test_config_validation_names_the_field():
         KubernetesActuatorConfig(
             namespace=NS, instance="hs", deployment_prefix=PREFIX, drain_timeout_seconds=0
         )
+
+
+async def test_refuses_a_pool_the_chart_does_not_define(
+    server: RecordingApiServer, registry: CollectorRegistry
+):
+    actuator = make_actuator(server, registry)  # the chart's pools: ("l4-decode",)
+    try:
+        with pytest.raises(ConfigError, match=r"pools \['h100-prefill'\] are not among the chart's pools"):
+            await actuator.apply([target("l4-decode", 1), target("h100-prefill", 1, role="prefill")])
+    finally:
+        await actuator.close()
+    assert server.calls == [], "nothing is read or changed when the targets name an unknown pool"
+
+
+async def test_refuses_a_target_whose_device_contradicts_the_deployment(
+    server: RecordingApiServer, registry: CollectorRegistry
+):
+    labels = owned_labels("l4-decode") | {"heteroserve.io/device": "cpu"}
+    server.deployments[PREFIX + "l4-decode"] = deployment("l4-decode", replicas=1, ready=1, labels=labels)
+    actuator = make_actuator(server, registry)
+    try:
+        with pytest.raises(ConfigError, match=r"heteroserve\.io/device='cpu'"):
+            await actuator.apply([target("l4-decode", 2)])  # the target says cuda
+    finally:
+        await actuator.close()
+    assert [c.method for c in server.calls] == ["GET"]
