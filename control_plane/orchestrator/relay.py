@@ -73,7 +73,8 @@ async def relay(run: Run, chunks: AsyncIterator[common_pb2.TokenChunk], *, first
     async with contextlib.aclosing(chunks):  # type: ignore[type-var]
         while True:
             try:
-                chunk = await asyncio.wait_for(anext(chunks), timeout)
+                async with asyncio.timeout(timeout):  # no task per token, unlike wait_for
+                    chunk = await anext(chunks)
             except StopAsyncIteration:
                 raise UnavailableError(f"worker {worker_id} ended the stream without finishing") from None
             except TimeoutError:
