@@ -33,7 +33,8 @@ kind get clusters | grep -qx "$CLUSTER" || kind create cluster --name "$CLUSTER"
 kubectl config use-context "kind-$CLUSTER" >/dev/null
 FORWARD=""
 cleanup() {
-  [ -n "$FORWARD" ] && kill "$FORWARD" 2>/dev/null
+  # shellcheck disable=SC2086 # a list of pids
+  [ -n "$FORWARD" ] && kill $FORWARD 2>/dev/null
   [ "${CLEANUP:-0}" = 1 ] && kind delete cluster --name "$CLUSTER"
   return 0
 }
@@ -47,7 +48,7 @@ step "label nodes as node type cpu (the default pool's nodeSelector)"
 kubectl label nodes --all heteroserve.io/node-type=cpu --overwrite
 
 # Scale mode needs `heteroserve planner --actuator kubernetes`; older images only publish plans.
-MODE=export
+MODE="export"
 docker run --rm "$IMAGE" planner --help | grep -q kubernetes && MODE=scale
 step "helm install (actuator mode: $MODE)"
 VALUES="$(mktemp)"
@@ -89,8 +90,26 @@ can() { kubectl auth can-i --as="$SA" -n "$NAMESPACE" "$@"; }
 [ "$(can get secrets)" = no ] || fail "may read secrets"
 
 if [ "$MODE" = scale ]; then
-  step "the planner owns $POOL's replicas (scale mode): skipping the manual actuator run"
-  step "PASS"
+  step "the planner leads through its Lease and observes the pools through the Kubernetes actuator"
+  holder=""
+  for _ in $(seq 60); do
+    holder="$(kubectl -n "$NAMESPACE" get lease "$FULL-planner" -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)"
+    [ -n "$holder" ] && break
+    sleep 2
+  done
+  [ -n "$holder" ] || fail "no planner replica holds the Lease $FULL-planner"
+  echo "leader: $holder"
+  kubectl -n "$NAMESPACE" port-forward "pod/$holder" 19100:9100 >/tmp/hs-planner-forward.log 2>&1 &
+  FORWARD="$FORWARD $!"
+  seen=""
+  for _ in $(seq 60); do
+    if curl -fsS http://127.0.0.1:19100/metrics 2>/dev/null | grep -q "heteroserve_pool_actual_replicas{.*pool=\"$POOL\""; then
+      seen=yes; break
+    fi
+    sleep 3
+  done
+  [ -n "$seen" ] || fail "the leader exports no heteroserve_pool_actual_replicas for $POOL"
+  step "PASS (the planner owns $POOL's replicas in scale mode: no manual scaling)"
   exit 0
 fi
 step "KubernetesActuator in the planner pod: $POOL 1 -> 2 -> 1"
