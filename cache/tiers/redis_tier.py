@@ -8,7 +8,9 @@ the password comes from the URL or `password`.
 Availability: a connection error or timeout marks the tier down (gauge `heteroserve_cache_redis_up` = 0),
 and every call returns misses / drops writes without touching the network until `retry_interval_seconds`
 have passed; the next call then tries again and marks the tier up if it succeeds. Calls never raise for
-an unreachable Redis: the worker keeps serving and recomputes.
+an unreachable Redis: the worker keeps serving and recomputes. Other Redis errors (e.g. OOM under a
+noeviction policy) are logged and counted in `heteroserve_cache_errors_total{tier="redis"}`, and the call
+returns misses / drops the writes, without marking the tier down.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cache.hashing import BlockHash
@@ -119,6 +121,11 @@ class RedisTier(Tier):
         except _DOWN_ERRORS as exc:
             self._mark(False, exc)
             return fallback
+        except RedisError as exc:  # reachable but refused (e.g. OOM under noeviction): count, serve misses
+            log.warning("redis tier call failed: %s: %s", type(exc).__name__, exc)
+            if self._metrics:
+                self._metrics.errors.labels(self.name).inc()
+            return fallback
         if not self.up:
             self._mark(True)
         return result
@@ -130,9 +137,19 @@ class RedisTier(Tier):
         return await self._call(_ping, False)
 
     async def _pipeline(self, build: Callable[[Any], None]) -> list[Any]:
+        """Replies of one non-transactional pipeline; a command that failed on its own yields None."""
         pipe = self._client.pipeline(transaction=False)
         build(pipe)
-        return list(await pipe.execute())
+        replies = list(await pipe.execute(raise_on_error=False))
+        failed = [r for r in replies if isinstance(r, Exception)]
+        if failed:
+            down = next((r for r in failed if isinstance(r, _DOWN_ERRORS)), None)
+            if down is not None:
+                raise down
+            log.warning("redis tier: %d of %d commands failed: %s", len(failed), len(replies), failed[0])
+            if self._metrics:
+                self._metrics.errors.labels(self.name).inc()
+        return [None if isinstance(r, Exception) else r for r in replies]
 
     async def contains_many(self, keys: Sequence[BlockHash]) -> list[bool]:
         if not keys:
@@ -165,10 +182,11 @@ class RedisTier(Tier):
         def build(pipe: Any) -> None:
             for k, data in items:
                 pipe.set(self.key(k), data, ex=ttl)
-        replies: list[object] = await self._call(lambda: self._pipeline(build), [])
-        if self._metrics and replies:
-            self._metrics.record_put(self.name, sum(len(d) for _, d in items), time.perf_counter() - start)
-        return PutResult([k for k, _ in items] if replies else [], [])
+        replies: list[object] = await self._call(lambda: self._pipeline(build), [None] * len(items))
+        stored = [(k, d) for (k, d), ok in zip(items, replies, strict=True) if ok]
+        if self._metrics and stored:
+            self._metrics.record_put(self.name, sum(len(d) for _, d in stored), time.perf_counter() - start)
+        return PutResult([k for k, _ in stored], [])
 
     async def remove_many(self, keys: Sequence[BlockHash]) -> int:
         if not keys:
@@ -177,7 +195,7 @@ class RedisTier(Tier):
             for k in keys:
                 pipe.delete(self.key(k))
         replies = await self._call(lambda: self._pipeline(build), [0] * len(keys))
-        return sum(int(r) for r in replies)
+        return sum(int(r or 0) for r in replies)
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -113,3 +113,27 @@ async def test_disk_write_failure_evicts_and_keeps_serving(tmp_path: Path, metri
     assert await tier.get(blocks[1][0]) == blocks[1][1]  # still serving
     blocker.unlink()
     assert (await tier.put(*blocks[2])).stored == [blocks[2][0]]
+
+
+async def test_redis_refusing_writes_is_counted_not_raised(tmp_path: Path, metrics: CacheMetrics) -> None:
+    import redis as sync_redis
+
+    from heteroserve.localredis import LocalRedis, RedisServerConfig
+
+    with LocalRedis(RedisServerConfig(data_dir=tmp_path)) as server:
+        admin = sync_redis.Redis.from_url(server.url)
+        admin.config_set("maxmemory-policy", "noeviction")
+        used = int(admin.info("memory")["used_memory"])
+        admin.config_set("maxmemory", used + 600_000)  # room for a few ~130 KiB blocks, not 20
+        admin.close()
+        tier = RedisTier(RedisTierConfig(url=server.url, namespace="oom"), metrics)
+        try:
+            blocks = make_blocks(20, shape=(4, 2, 4, 16, 64))  # ~130 KiB each
+            result = await tier.put_many(blocks)
+            assert 0 < len(result.stored) < 20  # exactly the SETs Redis accepted before it was full
+            assert await tier.contains_many([h for h, _ in blocks]) == [
+                h in result.stored for h, _ in blocks]
+            assert sample(metrics, "heteroserve_cache_errors_total", tier="redis") == 1
+            assert tier.up and sample(metrics, "heteroserve_cache_redis_up") == 1
+        finally:
+            await tier.close()
