@@ -39,8 +39,6 @@ class LlamaModel:
         self.layers = [self._fuse(weights, i) for i in range(args.num_layers)]
         self.cos, self.sin = rope_tables(args.head_dim, args.rope_theta, args.max_position_embeddings, device)
         self.scale = 1.0 / math.sqrt(args.head_dim)
-        self.q_size = args.num_heads * args.head_dim
-        self.kv_size = args.num_kv_heads * args.head_dim
 
     def _fuse(self, w: dict[str, torch.Tensor], i: int) -> LayerWeights:
         p = f"model.layers.{i}."
@@ -63,15 +61,16 @@ class LlamaModel:
         """input_ids, positions [tokens] -> hidden states [tokens, hidden]. Writes the step's KV."""
         args = self.args
         x = F.embedding(input_ids, self.embed)
-        cos, sin = self.cos[positions], self.sin[positions]
+        cos = self.cos[positions][:, None, :].to(x.dtype)
+        sin = self.sin[positions][:, None, :].to(x.dtype)
         n = input_ids.shape[0]
+        qk_heads = args.num_heads + args.num_kv_heads
         for index, layer in enumerate(self.layers):
             h = rms_norm(x, layer.in_norm, args.rms_norm_eps)
-            qkv = F.linear(h, layer.qkv, layer.qkv_bias)
-            q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-            q = apply_rope(q.view(n, args.num_heads, args.head_dim), cos, sin)
-            k = apply_rope(k.view(n, args.num_kv_heads, args.head_dim), cos, sin)
-            v = v.reshape(n, args.num_kv_heads, args.head_dim)
+            qkv = F.linear(h, layer.qkv, layer.qkv_bias).view(n, qk_heads + args.num_kv_heads, args.head_dim)
+            qk = apply_rope(qkv[:, :qk_heads], cos, sin)
+            q, k = qk[:, : args.num_heads], qk[:, args.num_heads :]
+            v = qkv[:, qk_heads:]
             attn = paged_attention(pool, index, q, k, v, meta, self.scale)
             x = x + F.linear(attn, layer.o)
             h = rms_norm(x, layer.post_norm, args.rms_norm_eps)
