@@ -15,9 +15,9 @@ from pathlib import Path
 from types import FrameType
 
 from heteroserve.embedded.config import load_embedded_config
-from heteroserve.embedded.launcher import EmbeddedCluster, summary
+from heteroserve.embedded.launcher import EmbeddedCluster, stop_stray_workers, summary
 from heteroserve.embedded.processes import pid_alive, stop_pid
-from heteroserve.embedded.state import read_state, state_path, worker_files
+from heteroserve.embedded.state import read_state, state_path
 from heteroserve.errors import ConfigError, NotFoundError
 
 
@@ -76,19 +76,16 @@ def run_down(run_dir: Path, timeout_seconds: float = 120.0) -> int:
     try:
         state = read_state(run_dir)
     except NotFoundError:
-        leftovers = worker_files(run_dir)
-        for worker in leftovers:
-            stop_pid(int(str(worker["pid"])))
-        print(f"no cluster running in {run_dir}" + (f" (stopped {len(leftovers)} stray workers)"
+        leftovers = stop_stray_workers(run_dir)
+        print(f"no cluster running in {run_dir}" + (f" (stopped {leftovers} stray workers)"
                                                      if leftovers else ""))
         return 0
     print(f"stopping the cluster in {state.run_dir} ...", flush=True)
-    stop_pid(state.launcher_pid, timeout_seconds=timeout_seconds)
+    stop_pid(state.launcher_pid, timeout_seconds=timeout_seconds, expect="heteroserve")
     for process in state.processes:
-        stop_pid(process.pid, timeout_seconds=10)
-    for worker in worker_files(run_dir):
-        stop_pid(int(str(worker["pid"])), timeout_seconds=10)
-        (run_dir / "workers" / f"{worker['worker_id']}.json").unlink(missing_ok=True)
+        expect = "redis" if process.name == "redis" else "heteroserve"
+        stop_pid(process.pid, timeout_seconds=10, expect=expect)
+    stop_stray_workers(run_dir)
     state_path(run_dir).unlink(missing_ok=True)
     print("stopped.")
     return 0

@@ -63,6 +63,7 @@ class EmbeddedCluster:
     def start(self) -> ClusterState:
         """Start everything; on any failure stop what was started and re-raise."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        stop_stray_workers(self.run_dir)  # left by a run whose launcher was killed
         try:
             self._start_redis()
             model_dir = self._ensure_model()
@@ -172,13 +173,21 @@ class EmbeddedCluster:
             if process is not None:
                 log.info("stopping %s (pid %d)", name, process.pid)
                 process.stop(timeout_seconds=60 if name == "planner" else 20)
-        for worker in worker_files(self.run_dir):
-            stop_pid(int(str(worker["pid"])), timeout_seconds=10)
-            (self.run_dir / "workers" / f"{worker['worker_id']}.json").unlink(missing_ok=True)
+        stop_stray_workers(self.run_dir)
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
         state_path(self.run_dir).unlink(missing_ok=True)
+
+
+def stop_stray_workers(run_dir: Path) -> int:
+    """Stop the workers still listed in `<run_dir>/workers/` (checking each pid is that worker) and
+    remove their files. Returns how many files there were."""
+    files = worker_files(run_dir)
+    for worker in files:
+        stop_pid(int(str(worker["pid"])), timeout_seconds=10, expect=str(worker["worker_id"]))
+        (run_dir / "workers" / f"{worker['worker_id']}.json").unlink(missing_ok=True)
+    return len(files)
 
 
 def summary(state: ClusterState) -> str:

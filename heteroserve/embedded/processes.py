@@ -98,9 +98,20 @@ def _is_zombie(pid: int) -> bool:
     return fields[0] == "Z"
 
 
-def stop_pid(pid: int, timeout_seconds: float = 30.0) -> bool:
-    """SIGTERM `pid`, wait, SIGKILL. True if it is gone afterwards."""
+def cmdline(pid: int) -> str:
+    """The process's command line (space-joined), "" if unknown."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def stop_pid(pid: int, timeout_seconds: float = 30.0, *, expect: str | None = None) -> bool:
+    """SIGTERM `pid`, wait, SIGKILL. True if it is gone afterwards. With `expect`, a process whose
+    command line does not contain it is left alone (the pid was reused by something else)."""
     if not pid_alive(pid):
+        return True
+    if expect is not None and expect not in cmdline(pid):
         return True
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
