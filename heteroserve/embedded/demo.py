@@ -97,6 +97,7 @@ async def _run_workload(state: ClusterState, schedule: list[ScheduledRequest], c
     async with AsyncClient(state.http_url, api_key=state.api_key, timeout_seconds=120.0) as client:
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("requests", total=len(schedule), status="")
+            narrator = asyncio.create_task(_narrate(timeline, progress.console, stop))
             pending = [asyncio.create_task(_send(client, state.model, r, t0)) for r in schedule]
             results: list[RequestResult] = []
             for next_done in asyncio.as_completed(pending):
@@ -108,7 +109,39 @@ async def _run_workload(state: ClusterState, schedule: list[ScheduledRequest], c
                                 f"v{plan.plan_version if plan else 0} {_pools_text(plan)}")
     stop.set()
     await watcher
+    await narrator
     return results, t0
+
+
+async def _narrate(timeline: list[TimelinePoint], console: Console, stop: asyncio.Event) -> None:
+    """Print each plan change and each worker added or drained, as they happen."""
+    seen = 1
+    while True:
+        done = stop.is_set()
+        for i in range(seen, len(timeline)):
+            for line in _changes(timeline[i - 1], timeline[i]):
+                console.print(f"[dim]t={timeline[i].at:5.1f}s[/dim] {line}")
+        seen = max(seen, len(timeline))
+        if done:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+
+
+def _changes(before: TimelinePoint, now: TimelinePoint) -> list[str]:
+    lines = []
+    if now.plan_version != before.plan_version:
+        moved = [f"{p} {before.desired.get(p, 0)}→{n}" for p, n in sorted(now.desired.items())
+                 if n != before.desired.get(p, 0)]
+        if moved:
+            lines.append(f"[bold]plan v{now.plan_version}[/bold] ({now.plan_reason}): {', '.join(moved)}")
+    for pool in sorted(set(before.running) | set(now.running)):
+        a, b = before.running.get(pool, 0), now.running.get(pool, 0)
+        if b > a:
+            lines.append(f"[green]worker added[/green] to {pool} ({a}→{b})")
+        elif b < a:
+            lines.append(f"[yellow]worker drained[/yellow] from {pool} ({a}→{b})")
+    return lines
 
 
 def _pools_text(point: TimelinePoint | None) -> str:
