@@ -33,6 +33,7 @@ _Command = tuple[Callable[[], Any], "concurrent.futures.Future[Any]"]
 class AsyncEngine:
     def __init__(self, engine: LLMEngine) -> None:
         self.engine = engine
+        self.config = engine.config
         self.tokenizer = engine.tokenizer
         self.model_id = engine.model_id
         self.max_context_tokens = engine.max_context_tokens
