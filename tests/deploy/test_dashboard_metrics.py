@@ -87,9 +87,18 @@ def test_dashboard_parses_and_has_the_design_panels():
         assert wanted in titles
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
+    cells: dict[tuple[int, int], str] = {}
     for panel in dashboard["panels"]:
         grid = panel["gridPos"]
         assert grid["x"] + grid["w"] <= 24, f"panel {panel['title']!r} overflows the 24-column grid"
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"panels {cells[(x, y)]!r} and {panel['title']!r} overlap"
+                cells[(x, y)] = panel["title"]
+        ref_ids = [t["refId"] for t in panel.get("targets", [])]
+        assert len(ref_ids) == len(set(ref_ids)), f"panel {panel['title']!r} repeats a refId"
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${datasource}", "use the datasource variable"
 
 
 def test_chart_packages_identical_copies():
