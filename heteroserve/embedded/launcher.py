@@ -50,6 +50,7 @@ class EmbeddedCluster:
         self.redis: LocalRedis | None = None
         self.processes: dict[str, ManagedProcess] = {}
         self.state: ClusterState | None = None
+        self.planner_metrics_port = 0
         self.api_key = "hs-" + secrets.token_urlsafe(24)
         self.admin_token = secrets.token_urlsafe(24)
         self.cluster_token = secrets.token_urlsafe(24)
@@ -95,9 +96,11 @@ class EmbeddedCluster:
 
     def _start_planner(self, model_dir: Path) -> None:
         assert self.redis is not None, "redis must start first"
+        self.planner_metrics_port = self.config.planner.metrics_port or free_port()
         argv = heteroserve_command("planner", "--actuator", "local", "--redis-url", self.redis.url,
                                    "--run-dir", str(self.run_dir), "--model-dir", str(model_dir),
-                                   "--planner-id", "embedded-planner", log_level=self.log_level)
+                                   "--planner-id", "embedded-planner", "--metrics-host", "127.0.0.1",
+                                   "--metrics-port", str(self.planner_metrics_port), log_level=self.log_level)
         if self.config_path is not None:
             argv += ["--config", str(self.config_path)]
         log_path = self.logs_dir / "planner.log"
@@ -152,7 +155,10 @@ class EmbeddedCluster:
     def _write_state(self, model_dir: Path, http_port: int, grpc_port: int) -> ClusterState:
         assert self.redis is not None and self.redis.pid is not None, "redis must be running"
         procs = [ProcessInfo("redis", self.redis.pid, str(self.run_dir / "redis" / "redis.log"))]
-        procs += [ProcessInfo(name, p.pid, str(p.log_path)) for name, p in self.processes.items()]
+        urls = {"gateway": f"http://127.0.0.1:{http_port}/metrics",
+                "planner": f"http://127.0.0.1:{self.planner_metrics_port}/metrics"}
+        procs += [ProcessInfo(name, p.pid, str(p.log_path), urls.get(name))
+                  for name, p in self.processes.items()]
         state = ClusterState(
             run_dir=str(self.run_dir), launcher_pid=os.getpid(), redis_url=self.redis.url,
             http_url=f"http://127.0.0.1:{http_port}", grpc_address=f"127.0.0.1:{grpc_port}",

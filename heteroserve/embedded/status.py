@@ -57,6 +57,7 @@ class ClusterStatus:
     workers: list[WorkerRecord]
     worker_metrics: dict[str, Samples | None]
     gateway_metrics: Samples | None
+    planner_metrics: Samples | None = None
     collected_at: float = field(default_factory=time.time)
 
     def cache_hit_rates(self) -> dict[str, float | None]:
@@ -92,11 +93,25 @@ def collect(state: ClusterState) -> ClusterStatus:
     plan, workers = asyncio.run(_read_redis(state.redis_url))
     metrics = {w.worker_id: scrape(f"http://{w.address.rsplit(':', 1)[0]}:{w.metrics_port}/metrics")
                if w.metrics_port else None for w in workers}
-    return ClusterStatus(state, plan, workers, metrics, scrape(f"{state.http_url}/metrics"))
+    planner = state.process("planner")
+    planner_metrics = scrape(planner.metrics_url) if planner and planner.metrics_url else None
+    return ClusterStatus(state, plan, workers, metrics, scrape(f"{state.http_url}/metrics"), planner_metrics)
 
 
 def _fmt(value: float | None, pattern: str = "{:.0%}") -> str:
     return "-" if value is None else pattern.format(value)
+
+
+def _planner_text(m: Samples | None) -> str:
+    if m is None:
+        return "no metrics"
+    solves = {ls[0][1]: v for (n, ls), v in m.items() if n == "heteroserve_planner_solves_total" and ls}
+    n = total(m, "heteroserve_planner_solve_seconds_count")
+    mean = total(m, "heteroserve_planner_solve_seconds_sum") / n if n else 0.0
+    rate = total(m, "heteroserve_planner_observed_rate_requests_per_second")
+    return (f"{'leader' if total(m, 'heteroserve_planner_is_leader') else 'follower'}, "
+            f"solves {', '.join(f'{k} {v:.0f}' for k, v in sorted(solves.items())) or 'none'} "
+            f"(mean {mean * 1000:.0f} ms), observed {rate:.2f} req/s")
 
 
 def render(status: ClusterStatus) -> Group:
@@ -109,6 +124,7 @@ def render(status: ClusterStatus) -> Group:
                    "cost", f"${doc.get('cost_per_hour', 0):.2f}/h" if plan else "-",
                    "baselines",
                    ", ".join(f"{k} ${v:.2f}/h" for k, v in doc.get("baselines", {}).items()) or "-")
+    header.add_row("planner", _planner_text(status.planner_metrics), "", "", "", "")
     pools = Table(title="pools (plan vs running)")
     for col in ("pool", "node type", "role", "device", "desired", "running", "$/h each"):
         pools.add_column(col)

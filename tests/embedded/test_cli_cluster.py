@@ -50,7 +50,7 @@ def test_up_status_down(tmp_path: Path) -> None:
 
         status = heteroserve("status", "--run-dir", str(run_dir))
         assert status.returncode == 0, status.stderr
-        for expected in ("plan", "v1", "cpu-colocated", "csd-decode", "cpu-prefill", "$0.35/h"):
+        for expected in ("plan", "v1", "cpu-colocated", "csd-decode", "cpu-prefill", "$0.35/h", "leader"):
             assert expected in status.stdout, status.stdout
 
         again = heteroserve("up", "--run-dir", str(run_dir))
