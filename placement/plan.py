@@ -11,9 +11,11 @@ to the rate-weighted routes of the model's other classes for a class the plan sa
 from __future__ import annotations
 
 import bisect
+import json
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -117,6 +119,15 @@ class Plan:
     version: int = 0
 
     # -- lookups ---------------------------------------------------------------------------------
+    # Lookup indexes, built once per plan on first use (not fields: equality and to_dict ignore them).
+    @cached_property
+    def _models(self) -> tuple[str, ...]:
+        return tuple(sorted({c.model for c in self.classes}))
+
+    @cached_property
+    def _by_name(self) -> dict[str, ClassRouting]:
+        return {c.name: c for c in self.classes}
+
     def classify(
         self,
         input_tokens: float,
@@ -126,7 +137,7 @@ class Plan:
     ) -> str:
         """Class name of a request. Unknown / missing SLO class → `classifier.default_slo`; model None →
         the plan's only model (NotFoundError if ambiguous or unknown)."""
-        models = sorted({c.model for c in self.classes})
+        models = self._models
         if model is None:
             if len(models) != 1:
                 raise NotFoundError(f"plan serves {len(models)} models; name one", field="model")
@@ -139,7 +150,7 @@ class Plan:
 
     def routes(self, class_name: str) -> tuple[Route, ...]:
         """Routes of a class; for a class without planned traffic, the rate-weighted routes of its model."""
-        by_name = {c.name: c for c in self.classes}
+        by_name = self._by_name
         if class_name in by_name and by_name[class_name].routes:
             return by_name[class_name].routes
         model = class_name.split("/", 1)[0]
@@ -198,6 +209,21 @@ class Plan:
             ],
             "solve": asdict(self.solve),
         }
+
+    def to_json(self) -> str:
+        """Compact JSON of `to_dict()` (what the planner writes to Redis)."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Plan:
+        """Inverse of `to_json`; ConfigError on invalid JSON or a malformed plan."""
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"plan is not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError("plan JSON must be an object")
+        return cls.from_dict(data)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from heteroserve.errors import ConfigError
 from placement.catalog import Catalog, NodeType
 from placement.check import check_plan
 from placement.compile import CompileOptions, compile_problem
@@ -139,6 +140,11 @@ def test_plan_json_round_trip_and_classify(
     plan = plan_and_check(fleet, models, conv_classes("llama2-7b", "interactive", 10.0), slos)
     again = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
     assert again == plan
+    assert Plan.from_json(plan.to_json()) == plan
+    with pytest.raises(ConfigError):
+        Plan.from_json(b"{not json")
+    with pytest.raises(ConfigError):
+        Plan.from_dict({**plan.to_dict(), "schema": 99})
     name = plan.classify(700, 200, "interactive")
     assert name == "llama2-7b/interactive/i1o1"
     assert plan.classify(700, 200, "unknown-slo") == name  # unknown SLO → default
