@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from cache.hashing import BlockHash, HashKeys
-from heteroserve.errors import UnavailableError
+from heteroserve.errors import InvalidRequestError, UnavailableError
 from workers.engine.config import EngineConfig
 from workers.engine.engine import LLMEngine
 from workers.engine.listeners import BlockListener
@@ -74,11 +74,15 @@ class AsyncEngine:
     async def generate(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:
         """Stream the request's token events; the last has `finish_reason`. Raises InvalidRequestError
         (from the first iteration) for a request that can never run. Leaving early aborts it."""
+        if request.request_id in self._queues:
+            raise InvalidRequestError(f"request {request.request_id!r} is already running",
+                                      field="request_id")
         queue: asyncio.Queue[TokenEvent | Exception] = asyncio.Queue()
         self._queues[request.request_id] = queue
-        finished = False
+        finished = True  # until the engine has accepted it there is nothing to abort
         try:
             await self._call(lambda: self.engine.add_request(request))
+            finished = False
             while True:
                 item = await queue.get()
                 if isinstance(item, Exception):

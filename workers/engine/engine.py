@@ -119,8 +119,9 @@ class LLMEngine:
     def step(self) -> list[TokenEvent]:
         """Run one scheduled step; returns the token events it produced (at most one per request)."""
         chunks = self.scheduler.schedule()
+        given_up = [self._finish_unservable(seq) for seq in self.scheduler.take_unservable()]
         if not chunks:
-            return []
+            return given_up
         sampled, logits = self.runner.execute(chunks)
         stored: list[BlockHash] = []
         for chunk in chunks:
@@ -131,7 +132,11 @@ class LLMEngine:
             stored += self.block_manager.commit(seq)
         events = self._sample(sampled, logits) if sampled else []
         self._notify(stored)
-        return events
+        return given_up + events
+
+    def _finish_unservable(self, seq: Sequence) -> TokenEvent:
+        state = self.requests.pop(seq.request_id)
+        return TokenEvent(seq.request_id, None, state.detokenizer.take(final=True), finish_reason="length")
 
     def _sample(self, sampled: list[ScheduledChunk], logits: torch.Tensor) -> list[TokenEvent]:
         states = [self.requests[c.seq.request_id] for c in sampled]

@@ -10,6 +10,8 @@ Each step, with a budget of `max_num_batched_tokens` tokens:
 2. Then waiting sequences, best first, while budget, `max_num_seqs` and free blocks allow: the cached
    prefix is reused and the rest is scheduled, chunked to the budget (or whole when chunked prefill is
    off: a prompt larger than the budget then runs alone). Nothing is admitted in a step that preempted.
+3. A sequence that cannot fit in the whole pool even alone (it would preempt itself forever) is taken
+   out and listed in `unservable`; the engine ends it with finish reason "length".
 The scheduler decides; it never touches block internals (it calls the block manager's paired verbs).
 """
 
@@ -48,6 +50,7 @@ class Scheduler:
         self.block_manager = block_manager
         self.waiting: list[tuple[tuple[int, int], Sequence]] = []
         self.running: list[Sequence] = []
+        self.unservable: list[Sequence] = []
         self.num_preemptions = 0
 
     def add(self, seq: Sequence) -> None:
@@ -91,10 +94,22 @@ class Scheduler:
         while not self.block_manager.can_append(seq, num_tokens):
             candidates = [s for s in self.running if id(s) not in done]
             victim = max(candidates, key=lambda s: s.priority_key)
+            if victim is seq and len(self.running) == 1:
+                self._give_up(seq)
+                return False
             self._preempt(victim)
             if victim is seq:
                 return False
         return True
+
+    def _give_up(self, seq: Sequence) -> None:
+        self.remove(seq)
+        self.unservable.append(seq)
+
+    def take_unservable(self) -> list[Sequence]:
+        """Sequences removed because they cannot fit in the pool (the caller finishes them)."""
+        taken, self.unservable = self.unservable, []
+        return taken
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
@@ -116,6 +131,10 @@ class Scheduler:
             else:
                 break
             if not bm.can_allocate(match, num_tokens):
+                if not self.running and not scheduled and bm.num_free_blocks == bm.num_blocks:
+                    heapq.heappop(self.waiting)
+                    self._give_up(seq)
+                    continue
                 break
             heapq.heappop(self.waiting)
             bm.allocate(seq, match, num_tokens)

@@ -45,6 +45,13 @@ async def test_generate_requires_start_and_reports_bad_requests(tiny_model_dir: 
         assert info.value.field == "prompt"
         events = [e async for e in engine.generate(greedy_request("c", [1, 2, 3], 4))]  # still serving
         assert len(events) == 4
+        running = engine.generate(greedy_request("d", [1, 2, 3], 6))
+        await running.__anext__()
+        with pytest.raises(InvalidRequestError) as info:
+            async for _ in engine.generate(greedy_request("d", [1, 2, 3], 4)):
+                pass
+        assert info.value.field == "request_id"
+        assert len([e async for e in running]) == 5  # the first "d" is untouched
     finally:
         await engine.stop()
 

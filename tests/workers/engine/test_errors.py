@@ -45,6 +45,17 @@ def test_token_out_of_vocab_and_duplicate_id(make_engine: Any) -> None:
     assert info.value.field == "request_id"
 
 
+def test_request_outgrowing_the_pool_ends_with_length(make_engine: Any) -> None:
+    from tests.workers.engine.conftest import greedy_request, run_all
+
+    engine = make_engine(num_kv_blocks=3, max_num_batched_tokens=16)
+    events = run_all(engine, [greedy_request("big", [1, *range(10, 40)], 100)])["big"]
+    # 48 slots hold the 31 prompt tokens and 17 generated ones; the 18th is sampled from the 48th slot
+    assert len(events) == 18 + 1 and events[-1].finish_reason == "length"
+    assert events[-1].token_id is None and not engine.has_unfinished()
+    engine.block_manager.check_integrity([])
+
+
 def test_prompt_larger_than_pool(make_engine: Any) -> None:
     with pytest.raises(InvalidRequestError, match="KV blocks"):
         make_engine(num_kv_blocks=2).add_request(EngineRequest("x", tuple([5] * 40)))
