@@ -66,3 +66,35 @@ def test_overload_breaks_slo(setup, models, slos) -> None:  # type: ignore[no-un
         SimRequest(r.arrival / 4, r.input_tokens, r.output_tokens, r.model, r.slo) for r in requests
     )
     assert simulate(plan, squeezed, fleet, models, slos).slo_attainment < 0.9
+
+
+def test_csd_decode_pool_serves_the_batch_class(
+    catalog: Catalog, models: dict[str, ModelSpec], slos: dict[str, SLOClass]
+) -> None:
+    import random
+
+    from tests.placement.test_compile import CLASSIFIER, cheap_csd, conv_classes
+
+    fleet = Catalog.of([catalog["L4"], catalog["A10G"], cheap_csd()])
+    classes = conv_classes("llama3-8b", "batch", 20.0)
+    plan = make_plan(compile_problem(fleet, models, classes, slos), CLASSIFIER)
+    csd = [p.name for p in plan.pools if p.node_type == "csd-test"]
+    assert csd and all(p.endswith(":decode") for p in csd)
+    rng, t, requests = random.Random(0), 0.0, []
+    edges_in, edges_out = CLASSIFIER.input_edges, CLASSIFIER.output_edges
+    for _ in range(600):
+        cls = rng.choices(classes, weights=[c.rate for c in classes])[0]
+        i, j = cls.bucket
+        t += rng.expovariate(20.0)
+        requests.append(
+            SimRequest(
+                t,
+                rng.randint(edges_in[i] + 1, edges_in[i + 1]),
+                rng.randint(edges_out[j] + 1, edges_out[j + 1]),
+                "llama3-8b",
+                "batch",
+            )
+        )
+    result = simulate(plan, requests, fleet, models, slos, SimOptions(seed=0))
+    assert result.slo_attainment >= 0.99
+    assert all(result.utilization[name] > 0 for name in csd)
