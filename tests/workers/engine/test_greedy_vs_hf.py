@@ -122,3 +122,10 @@ def test_cuda_device_matches_hf(tiny_model_dir: Path, hf: HFOracle) -> None:
     events = run_all(engine, [greedy_request(f"g{i}", p, MAX_TOKENS) for i, p in enumerate(prompts)])
     for i, prompt in enumerate(prompts):
         assert [e.token_id for e in events[f"g{i}"]] == hf.greedy(prompt, MAX_TOKENS)
+
+
+def test_bfloat16_runs_on_cpu(make_engine: Any) -> None:
+    engine = make_engine(dtype="bfloat16")
+    assert engine.pool.storage.dtype.is_floating_point and engine.pool.storage.element_size() == 2
+    events = run_all(engine, [greedy_request("bf", make_prompts([40], seed=13)[0], 8)])["bf"]
+    assert len(events) == 8 and all(e.token_id is not None for e in events)
