@@ -1,0 +1,192 @@
+"""`heteroserve bench routing`: our prefix-aware router vs round robin and least load, same cluster.
+
+Setup per policy (fresh processes each, so no policy inherits another's caches): Redis, 4 colocated
+workers of the `--preset` (bench) model, one gateway with `--policy`. Workload: a window of a
+Mooncake-format trace (JSONL: `timestamp` ms, `input_length`, `output_length`, `hash_ids`; default
+`../shared/data/traces/mooncake_synthetic_trace.jsonl`, any file of that format with `--trace`),
+replayed scaled:
+- each 512-token block id becomes 16 deterministic token ids (numpy generator seeded by the id), so
+  equal ids give equal prompt blocks and the trace's prefix sharing is kept; at most `--max-blocks`
+  leading blocks per request (the model's context is 4,096 tokens);
+- output length = clamp(round(output_length / 32), 1, 32), EOS ignored;
+- arrival time = (timestamp − first timestamp) × `--time-scale`: chosen to keep 4 CPU workers busy
+  but not saturated on this machine.
+Requests go through the REST API as token ids, streamed; TTFT is measured at the client.
+
+Reported: per policy, cached-token share (Σ cached prompt tokens / Σ prompt tokens, as the workers
+report them), mean, p50 and p99 TTFT. prefix_hit_ratio_vs_rr = ours / round robin's cached share
+(target ≥ 2.0); ttft_mean_ratio_vs_rr = ours / round robin's mean TTFT (target ≤ 0.7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from benchmarks._cluster import LocalCluster, percentile
+from heteroserve.modelgen import PRESETS, create_model
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TRACE = ROOT.parent / "shared" / "data" / "traces" / "mooncake_synthetic_trace.jsonl"
+API_KEY = "sk-bench-routing"
+TOKENS_PER_BLOCK = 16
+POLICIES = ("round_robin", "least_load", "prefix_aware")
+TARGETS = {"prefix_hit_ratio_vs_rr": (">=", 2.0), "ttft_mean_ratio_vs_rr": ("<=", 0.7)}
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    arrival_s: float
+    prompt: tuple[int, ...]
+    max_tokens: int
+
+
+def load_requests(path: Path, start: int, count: int, max_blocks: int, time_scale: float,
+                  vocab_size: int) -> list[TraceRequest]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()][start:start + count]
+    if not rows:
+        raise ValueError(f"{path}: no requests in [{start}, {start + count})")
+    t0 = rows[0]["timestamp"]
+    block_tokens: dict[int, tuple[int, ...]] = {}
+    out = []
+    for row in rows:
+        prompt: list[int] = []
+        for block_id in row["hash_ids"][:max_blocks]:
+            if block_id not in block_tokens:
+                rng = np.random.default_rng(int(block_id))
+                block_tokens[block_id] = tuple(int(t) for t in rng.integers(4, vocab_size, TOKENS_PER_BLOCK))
+            prompt.extend(block_tokens[block_id])
+        max_tokens = int(min(32, max(1, round(row["output_length"] / 32))))
+        out.append(TraceRequest((row["timestamp"] - t0) / 1000.0 * time_scale, tuple(prompt), max_tokens))
+    return out
+
+
+async def _one(client: httpx.AsyncClient, request: TraceRequest, start: float) -> dict[str, Any]:
+    await asyncio.sleep(max(0.0, start + request.arrival_s - time.perf_counter()))
+    sent = time.perf_counter()
+    ttft = None
+    final: dict[str, Any] = {}
+    body = {"model": "model", "prompt": list(request.prompt), "max_tokens": request.max_tokens,
+            "temperature": 0, "ignore_eos": True, "stream": True}
+    async with client.stream("POST", "/v1/completions", json=body) as reply:
+        if reply.status_code != 200:
+            raise RuntimeError(f"HTTP {reply.status_code}: {(await reply.aread())[:300]!r}")
+        async for line in reply.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            data = json.loads(line[6:])
+            if ttft is None and data["choices"] and data["choices"][0]["text"]:
+                ttft = time.perf_counter() - sent
+            if "route" in data:
+                final = data
+    return {"ttft": ttft if ttft is not None else time.perf_counter() - sent,
+            "prompt_tokens": final["usage"]["prompt_tokens"],
+            "cached_tokens": final["route"]["cached_prompt_tokens"], "worker": final["route"]["worker_id"]}
+
+
+async def _replay(http_url: str, requests: list[TraceRequest]) -> list[dict[str, Any]]:
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=http_url, headers={"authorization": f"Bearer {API_KEY}"},
+                                 timeout=600.0, limits=limits) as client:
+        start = time.perf_counter() + 0.5
+        return list(await asyncio.gather(*(_one(client, r, start) for r in requests)))
+
+
+def run_policy(policy: str, model_dir: Path, workdir: Path, requests: list[TraceRequest],
+               num_workers: int) -> dict[str, Any]:
+    cluster = LocalCluster(workdir / policy)
+    (workdir / policy).mkdir(parents=True, exist_ok=True)
+    try:
+        redis_url = cluster.start_redis()
+        for i in range(num_workers):
+            cluster.start_worker(model_dir, f"{policy}-w{i}", redis_url)
+        http_url, _ = cluster.start_gateway(model_dir, redis_url, {API_KEY: "bench"}, "--policy", policy)
+        _wait_workers(http_url, num_workers)
+        began = time.perf_counter()
+        results = asyncio.run(_replay(http_url, requests))
+        elapsed = time.perf_counter() - began
+    finally:
+        cluster.stop()
+    ttfts = [r["ttft"] for r in results]
+    prompt = sum(r["prompt_tokens"] for r in results)
+    return {"cached_share": sum(r["cached_tokens"] for r in results) / max(1, prompt),
+            "ttft_mean_s": statistics.fmean(ttfts), "ttft_p50_s": percentile(ttfts, 0.5),
+            "ttft_p99_s": percentile(ttfts, 0.99), "wall_s": elapsed,
+            "requests_per_worker": sorted(sum(1 for r in results if r["worker"] == w)
+                                          for w in {r["worker"] for r in results})}
+
+
+def _wait_workers(http_url: str, count: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reply = httpx.get(f"{http_url}/ready", timeout=5)
+        if reply.status_code == 200:
+            time.sleep(1.0)  # one more stats round so every worker is known
+            return
+        time.sleep(0.3)
+    raise RuntimeError("gateway did not become ready")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    preset = PRESETS[args.preset]
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        model_dir = create_model(workdir / "model", preset=args.preset, seed=0)
+        requests = load_requests(args.trace, args.start, args.requests, args.max_blocks, args.time_scale,
+                                 preset.vocab_size)
+        per_policy = {p: run_policy(p, model_dir, workdir, requests, args.workers) for p in args.policies}
+    mean_prompt = round(statistics.fmean(len(r.prompt) for r in requests), 1)
+    result: dict[str, Any] = {"requests": len(requests), "workers": args.workers, "preset": args.preset,
+                              "trace": args.trace.name, "start": args.start, "time_scale": args.time_scale,
+                              "mean_prompt_tokens": mean_prompt}
+    for policy, stats in per_policy.items():
+        for key, value in stats.items():
+            result[f"{policy}_{key}"] = round(value, 4) if isinstance(value, float) else value
+    if "round_robin" in per_policy and "prefix_aware" in per_policy:
+        rr, ours = per_policy["round_robin"], per_policy["prefix_aware"]
+        result["prefix_hit_ratio_vs_rr"] = round(ours["cached_share"] / max(rr["cached_share"], 1e-9), 3)
+        result["ttft_mean_ratio_vs_rr"] = round(ours["ttft_mean_s"] / rr["ttft_mean_s"], 3)
+    return result
+
+
+def _table(result: dict[str, Any]) -> str:
+    rows = [f"{'metric':<36} {'value':>14}  target"]
+    for key, value in result.items():
+        target = TARGETS.get(key)
+        mark = ""
+        if target:
+            ok = value <= target[1] if target[0] == "<=" else value >= target[1]
+            mark = f"{target[0]} {target[1]} {'ok' if ok else 'MISSED'}"
+        rows.append(f"{key:<36} {value!s:>14}  {mark}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="heteroserve bench routing", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--trace", type=Path, default=DEFAULT_TRACE, help="Mooncake-format JSONL trace")
+    parser.add_argument("--start", type=int, default=3600, help="index of the first trace request")
+    parser.add_argument("--requests", type=int, default=160, help="number of trace requests to replay")
+    parser.add_argument("--max-blocks", type=int, default=32, help="leading blocks kept per request")
+    parser.add_argument("--time-scale", type=float, default=2.0, help="arrival-time multiplier")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--preset", default="bench", choices=sorted(PRESETS))
+    parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
+    args = parser.parse_args(argv)
+    if not args.trace.is_file():
+        parser.error(f"--trace: no such file {args.trace}")
+    result = run(args)
+    print(_table(result))
+    if args.json:
+        print(json.dumps(result))
+    return 0
