@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from placement.catalog import Catalog
 from placement.compile import CompileOptions, csd_allowed
 from placement.ilp.problem import MIN_RATE
+from placement.measured import MeasuredTable
 from placement.models import ModelSpec
 from placement.perf.roofline import kv_capacity_tokens, kv_transfer_seconds
 from placement.plan import Plan
@@ -38,6 +39,7 @@ def check_plan(
     inventory: Mapping[str, int],
     options: CompileOptions,
     transfer_utilization: float = 0.8,
+    measured: Mapping[str, MeasuredTable] | None = None,
 ) -> list[str]:
     """All violated constraints of `plan` (empty list: feasible)."""
     bad: list[str] = []
@@ -62,7 +64,12 @@ def check_plan(
             flow = cls.rate * r.share
             if not r.disaggregated:
                 node = fleet[pools[str(r.pool)].node_type]
-                cap = colocated_capacity(model, node, cls, slo, options.profile).rate
+                table = (measured or {}).get(cls.model)
+                cap = (
+                    table.capacity(node.name, cls)
+                    if table
+                    else colocated_capacity(model, node, cls, slo, options.profile)
+                ).rate
                 load[str(r.pool)] += flow / cap if cap > 0 else float("inf")
                 continue
             pnode, dnode = (

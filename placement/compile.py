@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from placement.catalog import Catalog, NodeType
 from placement.ilp.problem import ColocatedOption, Demand, DisaggregatedOption, PoolSpec, Problem
+from placement.measured import MeasuredTable
 from placement.models import ModelSpec
 from placement.perf.roofline import kv_transfer_seconds
 from placement.profiles import Capacity, ProfileOptions, colocated_capacity, decode_capacity, prefill_capacity
@@ -83,8 +84,12 @@ def compile_problem(
     inventory: Mapping[str, int] | None = None,
     options: CompileOptions | None = None,
     current: Mapping[str, int] | None = None,
+    measured: Mapping[str, MeasuredTable] | None = None,
 ) -> Problem:
-    """The ILP input for serving `classes` on node types of `fleet`. Pure (no I/O)."""
+    """The ILP input for serving `classes` on node types of `fleet`. Pure (no I/O).
+
+    `measured`: model → measured colocated rates that replace the roofline's for that model."""
+    measured = measured or {}
     options = options or CompileOptions()
     b = _Builder()
     demands, colocated, disaggregated = [], [], []
@@ -96,7 +101,10 @@ def compile_problem(
         csd_ok = csd_allowed(cls, slo, options)
         gpus = [n for n in fleet if n.kind != "csd"]
         for node in gpus:
-            cap = colocated_capacity(model, node, cls, slo, options.profile)
+            if cls.model in measured:
+                cap = measured[cls.model].capacity(node.name, cls)
+            else:
+                cap = colocated_capacity(model, node, cls, slo, options.profile)
             if b.capacity(cls, "colocated", node, cap):
                 colocated.append(ColocatedOption(c, b.pool(cls.model, node, "colocated"), 1.0 / cap.rate))
         if not options.allow_disaggregation:

@@ -16,6 +16,8 @@ deploy/examples/placement/*.yaml):
     node_types: [...]           # optional extra / overriding node types
     models: [...]               # optional extra / overriding model specs
     current: {"llama2-70b:H100x8:colocated": 2}   # running plan, for the churn penalty
+    profiles:                   # measured colocated rates (Mélange format) replacing the roofline's
+      - {model: llama2-7b, path: gpu_info.json, node_types: {A100: A100-80G}}
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from heteroserve.errors import ConfigError
 from placement.catalog import Catalog, NodeType, load_catalog
 from placement.compile import CompileOptions
 from placement.ilp.problem import SolverOptions
+from placement.measured import MeasuredTable, from_melange
+from placement.melange import DEFAULT_EDGES, load_profiles
 from placement.models import ModelSpec, load_models
 from placement.plan import Classifier
 from placement.profiles import ProfileOptions
@@ -80,6 +84,17 @@ class TrafficSpec:
 
 
 @dataclass(frozen=True)
+class ProfileFileSpec:
+    """A Mélange-format profile file for `model`; `node_types` maps its GPU names to catalog names."""
+
+    model: str
+    path: str
+    node_types: dict[str, str] = field(default_factory=dict)
+    input_edges: tuple[int, ...] = DEFAULT_EDGES
+    output_edges: tuple[int, ...] = DEFAULT_EDGES
+
+
+@dataclass(frozen=True)
 class OptionsSpec:
     solver: str = "highs"
     time_limit_seconds: float = 10.0
@@ -109,6 +124,7 @@ class PlacementSpec:
     models: tuple[ModelSpec, ...] = ()
     model_catalog: str | None = None
     current: dict[str, int] = field(default_factory=dict)
+    profiles: tuple[ProfileFileSpec, ...] = ()
     version: int = 1
 
 
@@ -129,6 +145,7 @@ class LoadedSpec:
     current: dict[str, int]
     traces: dict[int, Trace]
     traffic: tuple[TrafficSpec, ...]
+    measured: dict[str, MeasuredTable] = field(default_factory=dict)
 
 
 def _relative(base: Path, name: str) -> Path:
@@ -207,6 +224,7 @@ def _resolve(spec: PlacementSpec, source: str, base: Path) -> LoadedSpec:
         raise ConfigError(
             "two traffic entries share a model and SLO class; merge them", field="traffic", source=source
         )
+    measured = _measured(spec, source, base, catalog, models)
     o = spec.options
     profile = ProfileOptions(
         max_utilization=o.max_utilization,
@@ -239,4 +257,30 @@ def _resolve(spec: PlacementSpec, source: str, base: Path) -> LoadedSpec:
         dict(spec.current),
         traces,
         spec.traffic,
+        measured,
     )
+
+
+def _measured(
+    spec: PlacementSpec, source: str, base: Path, catalog: Catalog, models: dict[str, ModelSpec]
+) -> dict[str, MeasuredTable]:
+    out: dict[str, MeasuredTable] = {}
+    for i, entry in enumerate(spec.profiles):
+        if entry.model not in models:
+            raise ConfigError(f"unknown model {entry.model!r}", field=f"profiles[{i}].model", source=source)
+        profiles = load_profiles(_relative(base, entry.path))
+        for gpu in profiles.costs:
+            name = entry.node_types.get(gpu, gpu)
+            if name not in catalog:
+                raise ConfigError(
+                    f"GPU {gpu!r} maps to unknown node type {name!r}; map it in node_types",
+                    field=f"profiles[{i}].node_types",
+                    source=source,
+                )
+        try:
+            out[entry.model] = from_melange(
+                profiles, entry.node_types, entry.input_edges, entry.output_edges, source=str(entry.path)
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc), field=f"profiles[{i}]", source=source) from None
+    return out

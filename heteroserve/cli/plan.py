@@ -89,6 +89,7 @@ def _run_spec(args: argparse.Namespace) -> int:
                 spec.inventory,
                 spec.compile_options,
                 spec.current,
+                spec.measured,
             )
             plan = make_plan(problem, spec.classifier, options, slice_factor=spec.slice_factor)
     except InfeasibleError as exc:

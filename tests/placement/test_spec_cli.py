@@ -102,3 +102,53 @@ def test_shipped_examples_load() -> None:
             continue
         spec = load_spec(path)
         assert spec.classes and all(c.rate >= 0 for c in spec.classes)
+
+
+def test_melange_profile_file_replaces_roofline_rates(tmp_path: Path, shared_data: Path) -> None:
+    from placement import melange
+    from placement.compile import compile_problem
+    from placement.ilp.solve import solve
+
+    mdir = shared_data / "melange"
+    arena = melange.load_workload(mdir / "arena_workload_distribution_6x6.json")
+    edges = list(melange.DEFAULT_EDGES)
+    spec = {
+        "fleet": ["A10G", "A100-80G"],
+        "slo_classes": [{"name": "default", "ttft_seconds": 10.0, "tpot_seconds": 1.0}],
+        "buckets": {"input_edges": edges, "output_edges": edges},
+        "traffic": [
+            {
+                "model": "llama2-7b",
+                "slo_class": "default",
+                "rate": 8.0,
+                "distribution": {"weights": [list(r) for r in arena.distribution]},
+            }
+        ],
+        "profiles": [
+            {
+                "model": "llama2-7b",
+                "path": str(mdir / "gpu_info_llama7b_6x6.json"),
+                "node_types": {"A100": "A100-80G"},
+            }
+        ],
+        "options": {"allow_disaggregation": False},
+    }
+    loaded = load_spec(write(tmp_path, spec))
+    problem = compile_problem(
+        loaded.fleet,
+        loaded.models,
+        loaded.classes,
+        loaded.slos,
+        loaded.inventory,
+        loaded.compile_options,
+        measured=loaded.measured,
+    )
+    ours = solve(problem)
+    profiles = melange.load_profiles(mdir / "gpu_info_llama7b_6x6.json").restricted(["A10G", "A100"])
+    reference = solve(melange.to_problem(profiles, arena.distribution, 8.0))
+    assert ours.cost_per_hour == pytest.approx(reference.cost_per_hour)
+    assert ours.cost_per_hour <= 8.35
+
+    bad = {**spec, "profiles": [{"model": "llama2-7b", "path": str(mdir / "gpu_info_llama7b_6x6.json")}]}
+    with pytest.raises(ConfigError, match=r"profiles\[0\].node_types.*'A100'"):
+        load_spec(write(tmp_path, bad, "bad.yaml"))
