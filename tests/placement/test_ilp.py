@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from heteroserve.errors import InfeasibleError
 from placement.ilp.problem import (
@@ -15,7 +17,7 @@ from placement.ilp.problem import (
     Problem,
     SolverOptions,
 )
-from placement.ilp.solve import solve
+from placement.ilp.solve import Solution, solve
 
 
 def pd_problem(**kw: object) -> Problem:
@@ -102,3 +104,77 @@ def test_solve_does_not_mutate_problem() -> None:
     before = repr(problem)
     solve(problem)
     assert repr(problem) == before
+
+
+def verify(problem: Problem, s: Solution) -> list[str]:
+    """Re-check a Solution against its Problem by plain arithmetic (no pulp)."""
+    bad = []
+    served = [0.0] * len(problem.demands)
+    load = [0.0] * len(problem.pools)
+    egress = [0.0] * len(problem.pools)
+    for k, share in s.colocated_shares.items():
+        o = problem.colocated[k]
+        served[o.demand] += share
+        load[o.pool] += problem.demands[o.demand].rate * share * o.load
+    for k, share in s.disaggregated_shares.items():
+        d = problem.disaggregated[k]
+        demand = problem.demands[d.demand]
+        served[d.demand] += share
+        load[d.prefill_pool] += demand.rate * share * d.prefill_load
+        load[d.decode_pool] += demand.rate * share * d.decode_load
+        egress[d.prefill_pool] += demand.rate * share * demand.kv_transfer_bytes
+    for c, total in enumerate(served):
+        if abs(total - 1) > 1e-5:
+            bad.append(f"served {c}: {total}")
+    for p, pool in enumerate(problem.pools):
+        if load[p] > s.counts[p] + 1e-5:
+            bad.append(f"capacity {pool.name}: {load[p]} > {s.counts[p]}")
+        if egress[p] > s.counts[p] * pool.network_bytes_per_second * 0.8 * (1 + 1e-6) + 1e-3:
+            bad.append(f"egress {pool.name}")
+    for node_type, limit in problem.inventory.items():
+        used = sum(n for n, pool in zip(s.counts, problem.pools, strict=True) if pool.node_type == node_type)
+        if used > limit:
+            bad.append(f"inventory {node_type}: {used} > {limit}")
+    return bad
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_random_problems_solutions_verify(data: st.DataObject) -> None:
+    num_types = data.draw(st.integers(1, 3))
+    prices = [data.draw(st.floats(0.5, 20.0)) for _ in range(num_types)]
+    pools = tuple(
+        PoolSpec("m", f"t{t}", role, prices[t], data.draw(st.floats(1e8, 1e10)))
+        for t in range(num_types)
+        for role in ("colocated", "prefill", "decode")
+    )
+    demands = tuple(
+        Demand(f"m/s/i{c}o0", "m", "s", data.draw(st.floats(0.1, 30.0)), data.draw(st.floats(0.0, 5e8)))
+        for c in range(data.draw(st.integers(1, 4)))
+    )
+    coloc, disagg = [], []
+    for c in range(len(demands)):
+        for t in range(num_types):
+            coloc.append(ColocatedOption(c, 3 * t, data.draw(st.floats(0.01, 2.0))))
+            for u in range(num_types):
+                disagg.append(
+                    DisaggregatedOption(
+                        c,
+                        3 * t + 1,
+                        3 * u + 2,
+                        data.draw(st.floats(0.01, 1.0)),
+                        data.draw(st.floats(0.01, 1.0)),
+                        0.01,
+                    )
+                )
+    inventory = {f"t{t}": data.draw(st.integers(5, 60)) for t in range(num_types) if data.draw(st.booleans())}
+    problem = Problem(demands, pools, tuple(coloc), tuple(disagg), inventory)
+    try:
+        s = solve(problem)
+    except InfeasibleError as exc:
+        assert exc.constraint and exc.request_class  # explained
+        return
+    assert verify(problem, s) == []
+    assert s.cost_per_hour == pytest.approx(
+        sum(n * p.price_per_hour for n, p in zip(s.counts, pools, strict=True))
+    )
