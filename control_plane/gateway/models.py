@@ -55,6 +55,12 @@ class ServedModel:
         self.eos_token_id: int | None = self._tokenizer.token_to_id(self._special["eos_token"] or "</s>")
 
     @property
+    def kv_model_id(self) -> str:
+        """The model id in KV block hashes: the model directory's name, as workers use by default
+        (`EngineConfig.model_id`), so the gateway's hashes match the workers' KV events."""
+        return self.path.resolve().name
+
+    @property
     def vocab_size(self) -> int:
         return int(self._tokenizer.get_vocab_size())
 

@@ -180,3 +180,33 @@ def test_generate_cli(gateway: Gateway, reference: Ref) -> None:
     bad = subprocess.run([BIN, "generate", "x", "--grpc", gateway.grpc_target, "--model", "nope"],
                          capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 2 and "model" in bad.stderr
+
+
+async def test_gateway_hashes_match_worker_kv_events(gateway: Gateway, tiny_model_dir: Path,
+                                                     gw_redis: object) -> None:
+    """The KV events the workers publish name the same block hashes the gateway computes, so the
+    prefix index (and any other gateway replica) knows where this gateway's prompts live."""
+    import redis.asyncio as aioredis
+
+    from cache.hashing import HashKeys, hash_prompt_blocks
+    from cache.index_sync import PrefixIndexFollower
+
+    long_prompt = " ".join(f"event check sentence {i}" for i in range(12))
+    async with heteroserve.AsyncClient(gateway.http_url, api_key=API_KEY) as client:
+        done = await client.complete(long_prompt, model="tiny", max_tokens=2)
+    model = ServedModel("tiny", tiny_model_dir)
+    hashes = hash_prompt_blocks(model.encode(long_prompt), HashKeys(model.kv_model_id, tenant_salt="acme"))
+    assert len(hashes) >= 2
+    redis_client = aioredis.Redis.from_url(gw_redis.url)  # type: ignore[attr-defined]
+    follower = PrefixIndexFollower(redis_client)
+    try:
+        for _ in range(50):
+            await follower.recover()
+            runs = follower.index.longest_prefix_per_tier(hashes)
+            if any(owner == done.route.worker_id for owner, _ in runs):
+                break
+            await asyncio.sleep(0.1)
+        assert {owner for owner, _ in runs} >= {done.route.worker_id}, runs
+        assert max(runs.values()) == len(hashes)
+    finally:
+        await redis_client.aclose()

@@ -147,3 +147,40 @@ def test_plan_view_reads_placement_plan() -> None:
     assert route.prefill == {"m:gpu:prefill": 0.6} and route.decode == {"m:cpu:decode": 0.6}
     assert route.disaggregated_share == pytest.approx(0.6)
     assert view.route_for(500, 16, "interactive", "other-model").request_class == "interactive"
+
+
+async def test_relay_timeouts_and_truncated_streams() -> None:
+    import asyncio
+    from collections.abc import AsyncIterator
+
+    from control_plane.orchestrator.relay import Run, relay
+    from control_plane.orchestrator.types import Finished, GenerateJob, Sampling, TokenDelta
+    from heteroserve.errors import DeadlineExceededError, UnavailableError
+    from heteroserve.v1 import common_pb2
+
+    job = GenerateJob("r", "tiny", (1, 2, 3), Sampling(max_tokens=3))
+
+    async def chunks(delays: list[float], finish: bool) -> AsyncIterator[common_pb2.TokenChunk]:
+        for i, delay in enumerate(delays):
+            await asyncio.sleep(delay)
+            last = finish and i == len(delays) - 1
+            yield common_pb2.TokenChunk(token_ids=[10 + i], text=f"t{i}", prompt_tokens=3 if i == 0 else 0,
+                                        cached_prompt_tokens=2 if i == 0 else 0,
+                                        finish_reason="length" if last else "")
+
+    run = Run(job)
+    events = [e async for e in relay(run, chunks([0, 0, 0], True), first_timeout=1, token_timeout=1,
+                                     worker_id="w")]
+    assert [type(e) for e in events] == [TokenDelta, TokenDelta, TokenDelta, Finished]
+    assert run.generated == [10, 11, 12] and run.cached_prompt_tokens == 2
+    assert isinstance(events[-1], Finished) and events[-1].completion_tokens == 3
+
+    slow = Run(job)
+    with pytest.raises(DeadlineExceededError, match=r"within 0\.1s"):
+        async for _ in relay(slow, chunks([0, 0.5], True), first_timeout=1, token_timeout=0.1, worker_id="w"):
+            pass
+    assert slow.generated == [10]  # the token sent before the stall is kept for the migration
+    cut = Run(job)
+    with pytest.raises(UnavailableError, match="without finishing"):
+        async for _ in relay(cut, chunks([0, 0], False), first_timeout=1, token_timeout=1, worker_id="w"):
+            pass
