@@ -69,6 +69,15 @@ async def test_actuator_converges_and_drains_without_failing_requests(
         assert await actuator.current() == {"cpu-a": 1}
         assert not pid_alive(pids[1]) and pid_alive(pids[0])
         assert len(list((tmp_path / "workers").glob("*.json"))) == 1
+
+        # a worker that dies on its own is forgotten, and re-applying the same targets replaces it
+        crashed = actuator.workers()[0]
+        crashed.proc.kill()
+        crashed.proc.wait()
+        assert await actuator.current() == {"cpu-a": 0}
+        result = await actuator.apply([target("cpu-a", 1)])
+        assert [(c.from_replicas, c.to_replicas) for c in result.changes] == [(0, 1)]
+        assert await actuator.current() == {"cpu-a": 1} and actuator.workers()[0] is not crashed
     finally:
         survivors = [w.proc.pid for w in actuator.workers()]
         await actuator.close()
