@@ -280,9 +280,10 @@ class PlannerService:
                 if result.changed:
                     log.info("actuator applied: %s", [(c.pool, c.from_replicas, c.to_replicas)
                                                       for c in result.changes])
+                actual = await self._actuator.current()
                 for pool in plan.pools:
-                    actual = (await self._actuator.current()).get(pool.name, 0)
-                    self._metrics.actual_instances.labels(pool.name, pool.node_type, pool.role).set(actual)
+                    self._metrics.actual_instances.labels(pool.name, pool.node_type, pool.role).set(
+                        actual.get(pool.name, 0))
             except HeteroserveError as exc:
                 log.warning("actuation failed, will retry: %s", exc)
             except Exception:
