@@ -169,3 +169,30 @@ def test_policy_scale_down_waits_for_the_stabilization_window() -> None:
     assert not policy.decide(plan(3), plan(2), now=110.0).accept  # two proposals, only 10 s
     assert policy.decide(plan(3), plan(2), now=120.0).reason == "scale-down"
     assert policy.decide(plan(2), plan(3), now=121.0).reason == "scale-up"
+
+
+async def test_a_step_publishes_and_exports_the_planner_metrics(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    registry = CollectorRegistry()
+    config = PlannerConfig(planner_id="p", model="tiny", min_rate_per_s={"chat": 1.5}, headroom=1.0)
+    service = PlannerService(config, client, TrafficConfig(redis_url=redis_url), capacity_solver,
+                             PlannerMetrics(registry))
+    try:
+        accepted = await service.step(now=1000.0)
+        assert accepted is not None and accepted.counts() == {"cpu-colocated": 2}
+        assert await service.step(now=1001.0) is None  # not due, no change
+        value = registry.get_sample_value
+        assert value("heteroserve_planner_plan_cost_dollars_per_hour", {"plan": "current"}) == 0.2
+        assert value("heteroserve_planner_plan_cost_dollars_per_hour", {"plan": "single-type"}) == 0.2
+        assert value("heteroserve_planner_desired_instances",
+                     {"pool": "cpu-colocated", "node_type": "cpu-local", "role": "colocated"}) == 2
+        assert value("heteroserve_planner_solves_total", {"status": "optimal"}) == 1
+        assert value("heteroserve_planner_plan_version") == 1
+        assert value("heteroserve_planner_solve_seconds_count") == 1
+        names = {m.name for m in registry.collect()}
+        assert names == {f"heteroserve_planner_{n}" for n in (
+            "plan_cost_dollars_per_hour", "desired_instances", "actual_instances", "solve_seconds", "solves",
+            "plans_published", "plan_version", "slo_attainment_ratio", "observed_rate_requests_per_second",
+            "is_leader")}
+    finally:
+        await client.aclose()
