@@ -11,7 +11,10 @@ Reported (targets in brackets):
 - throughput_ratio_vs_hf = engine output tokens/s / HF output tokens/s   [>= 2.0]
 - batch1_ratio_vs_hf = tokens/s of one request alone (prompt 256, output 128), engine / HF  [>= 0.9]
 - prefix_hit_ttft_ratio = TTFT of a repeated 1,024-token prompt / TTFT of its first run  [<= 0.2]
-- engine_tokens_per_s, hf_tokens_per_s, ttft_p50_s, tpot_p50_s (engine, batched run), model_params.
+- engine_tokens_per_s, hf_tokens_per_s, ttft_p50_s, tpot_p50_s (engine, batched run), model_params;
+- also throughput_ratio_vs_hf_cpu: the same ratio from process CPU time (with one torch thread this is
+  the work each side did, unaffected by other tenants of a shared machine; a cross-check of the wall
+  ratio, which can swing when the load changes between the two halves of the run).
 Single-request and prefix figures are the best of 3 interleaved runs per side (noise on a shared machine
 only ever adds time). Both sides use the same torch thread count (`--threads`, default 1).
 `--quick` runs 8 requests (prompts 32-256, outputs 16-64) on the `small` preset and a 512-token prefix.
@@ -67,7 +70,7 @@ def make_requests(w: Workload, vocab: int) -> list[tuple[list[int], int]]:
 
 def run_engine(engine: LLMEngine, requests: list[tuple[list[int], int]]) -> dict[str, float]:
     """Submit all requests at once and step until done; wall time, TTFT and TPOT per request."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     first: dict[str, float] = {}
     last: dict[str, float] = {}
     for i, (prompt, out) in enumerate(requests):
@@ -81,15 +84,15 @@ def run_engine(engine: LLMEngine, requests: list[tuple[list[int], int]]) -> dict
             first.setdefault(event.request_id, now)
             last[event.request_id] = now
             count += 1
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     ttft = [first[f"b{i}"] - start for i in range(len(requests))]
     tpot = [(last[f"b{i}"] - first[f"b{i}"]) / max(1, out - 1) for i, (_, out) in enumerate(requests)]
-    return {"wall_s": wall, "tokens": count, "ttft_p50_s": statistics.median(ttft),
+    return {"wall_s": wall, "cpu_s": cpu, "tokens": count, "ttft_p50_s": statistics.median(ttft),
             "tpot_p50_s": statistics.median(tpot)}
 
 
 def run_hf(model: Any, requests: list[tuple[list[int], int]], batch: int) -> dict[str, float]:
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     useful = 0
     for b in range(0, len(requests), batch):
         group = requests[b : b + batch]
@@ -101,8 +104,7 @@ def run_hf(model: Any, requests: list[tuple[list[int], int]], batch: int) -> dic
             model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new,
                            min_new_tokens=new, pad_token_id=3)
         useful += sum(out for _, out in group)
-    wall = time.perf_counter() - start
-    return {"wall_s": wall, "tokens": useful}
+    return {"wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu_start, "tokens": useful}
 
 
 def engine_config(model_dir: Path) -> EngineConfig:
@@ -144,6 +146,9 @@ def measure(w: Workload, model_dir: Path) -> dict[str, float]:
         "num_requests": w.num_requests,
         "engine_wall_s": eng["wall_s"],
         "hf_wall_s": hfr["wall_s"],
+        "engine_cpu_s": eng["cpu_s"],
+        "hf_cpu_s": hfr["cpu_s"],
+        "throughput_ratio_vs_hf_cpu": hfr["cpu_s"] / eng["cpu_s"],
         "torch_threads": torch.get_num_threads(),
     }
 
