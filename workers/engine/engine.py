@@ -189,6 +189,7 @@ class LLMEngine:
         leading `blocks` are cached afterwards (already there or inserted); stops when the pool is full
         of referenced blocks. Raises KVTransferError for a block of the wrong shape or size."""
         count = 0
+        inserted: list[BlockHash] = []
         for block in blocks:
             shape = tuple(block.kv.shape)
             if shape != self.pool.block_shape or len(block.token_ids) != self.config.block_size:
@@ -202,8 +203,9 @@ class LLMEngine:
                 if block_id is None:
                     break
                 self.pool.write_block(block_id, block.kv)
+                inserted.append(block.block_hash)
             count += 1
-        self._notify([b.block_hash for b in blocks[:count]])
+        self._notify(inserted)
         return count
 
     def stats(self) -> EngineStats:

@@ -90,7 +90,9 @@ async def test_listeners_see_stored_and_evicted_blocks_with_their_kv(tiny_model_
         for block in listener.evicted:  # the KV was copied out before the slot was reused
             assert block.kv.equal(by_hash[block.block_hash].kv)
         assert engine.match_prefix(hash_prompt_blocks(first, keys)) == 2
+        listener.stored.clear()
         assert await engine.import_blocks(exported) == 3
+        assert listener.stored == hash_prompt_blocks(first, keys)[2:]  # only the block actually inserted
         assert engine.match_prefix(hash_prompt_blocks(first, keys)) == 3
     finally:
         await engine.stop()
