@@ -43,6 +43,9 @@ class ServedModel:
     def __init__(self, name: str, path: Path) -> None:
         self.name = name
         self.path = path
+        # The model id in KV block hashes: the model directory's name, as workers use by default
+        # (`EngineConfig.model_id`), so the gateway's hashes match the workers' KV events.
+        self.kv_model_id = path.resolve().name
         self.max_context_tokens = _read_context_length(path)
         self._tokenizer = _load_tokenizer(path)
         tok_config = _read_json(path / "tokenizer_config.json", required=False)
@@ -54,11 +57,6 @@ class ServedModel:
         self._special = {k: _token_text(tok_config.get(k)) for k in ("bos_token", "eos_token")}
         self.eos_token_id: int | None = self._tokenizer.token_to_id(self._special["eos_token"] or "</s>")
 
-    @property
-    def kv_model_id(self) -> str:
-        """The model id in KV block hashes: the model directory's name, as workers use by default
-        (`EngineConfig.model_id`), so the gateway's hashes match the workers' KV events."""
-        return self.path.resolve().name
 
     @property
     def vocab_size(self) -> int:

@@ -210,7 +210,9 @@ def _probe_router(runtime: GatewayRuntime) -> APIRouter:
             return JSONResponse({"status": "ready"})
         return JSONResponse(error_body(503, "not ready: some model has no healthy worker"), status_code=503)
 
-    @router.get("/metrics")
+    @router.get("/metrics", response_class=Response,
+                responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                                 "description": "Prometheus text exposition format"}})
     async def metrics() -> Response:
         runtime.refresh_gauges()
         return Response(generate_latest(runtime.registry), media_type=CONTENT_TYPE_LATEST)
