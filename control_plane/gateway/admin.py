@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Query, Request
 
 from control_plane.gateway.runtime import GatewayRuntime
+from control_plane.gateway.schemas import ErrorResponse
 from heteroserve.errors import InvalidRequestError
 
 
@@ -22,7 +23,10 @@ def admin_router(runtime: GatewayRuntime) -> APIRouter:
     def require_admin(request: Request) -> None:
         runtime.auth.check_admin(request.headers.get("authorization"))
 
-    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+    errors: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorResponse} for code in (400, 403, 404, 413, 422, 503, 504)}
+    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)],
+                       responses=errors)
 
     @router.get("/plan")
     async def get_plan() -> dict[str, Any]:
