@@ -10,8 +10,10 @@ Three tasks run while the service is started:
   `interval_seconds` passed since the last solve, or the planning rates moved significantly since the
   last solve (see `forecast.significant_change`) and at least `min_solve_gap_seconds` passed. Demand
   per class = max(forecast, `min_rate_per_s`) × `headroom`. The solver runs in `asyncio.to_thread`
-  with the running plan (for its churn penalty); `PlanPolicy` decides whether the answer replaces
-  the running plan; an accepted plan is published to Redis (`PlanStore`) and handed to actuation.
+  with the running plan (for its churn penalty) — when the demand is infeasible (beyond the
+  inventory), for the largest of `OVERLOAD_FRACTIONS` of it that is feasible, so an overload grows the
+  fleet as far as it can; `PlanPolicy` decides whether the answer replaces the running plan; an
+  accepted plan is published to Redis (`PlanStore`) and handed to actuation.
 - actuation: applies the newest accepted plan's pool targets (coalescing plans that arrive while an
   apply runs), and re-applies every `reconcile_seconds` so that a crashed worker is replaced.
 
@@ -40,9 +42,12 @@ from control_plane.planner.metrics import PlannerMetrics
 from control_plane.planner.policy import PlanPolicy
 from control_plane.planner.types import DemandClass, SolvedPlan, SolveFn
 from control_plane.traffic import TrafficConfig, TrafficReader
-from heteroserve.errors import HeteroserveError
+from heteroserve.errors import HeteroserveError, InfeasibleError
 
 log = logging.getLogger(__name__)
+
+# Fractions of an infeasible demand tried in turn (largest first) to find the biggest servable fleet.
+OVERLOAD_FRACTIONS = (0.9, 0.75, 0.6, 0.45, 0.3)
 
 
 class LeaderLock(Protocol):
@@ -218,16 +223,10 @@ class PlannerService:
                                  trigger: str) -> SolvedPlan | None:
         self._last_solve = now
         self._planned_rates = dict(rates)
-        started = time.perf_counter()
-        try:
-            plan = await asyncio.to_thread(self._solve, self._demand(rates), self.running)
-        except HeteroserveError as exc:
-            self._metrics.solves.labels(status=type(exc).__name__.removesuffix("Error").lower()).inc()
-            raise
-        finally:
-            self._metrics.solve_seconds.observe(time.perf_counter() - started)
-        self._metrics.solves.labels(status=plan.status).inc()
+        plan, served = await self._solve_best_effort(rates)
         decision = self._policy.decide(self.running, plan, now)
+        if served < 1.0:
+            trigger = f"{trigger}; overload: planned for {served:.0%} of the demand"
         if not decision.accept:
             log.info("solved (%s): %s, keeping plan", trigger, decision.reason)
             return None
@@ -241,6 +240,34 @@ class PlannerService:
         self._observe_plan(plan, record.version)
         self._request_apply(plan)
         return plan
+
+    async def _solve_best_effort(self, rates: dict[str, float]) -> tuple[SolvedPlan, float]:
+        """Solve for the demand; if it is infeasible (more than the inventory can serve), solve for
+        OVERLOAD_FRACTIONS of it in turn and return the first plan found with its fraction, so that an
+        overload grows the fleet to what is possible instead of freezing it. Re-raises the original
+        InfeasibleError when no fraction helps (a class no pool can serve at all)."""
+        first_error: InfeasibleError | None = None
+        for fraction in (1.0, *OVERLOAD_FRACTIONS):
+            demand = self._demand({n: r * fraction for n, r in rates.items()})
+            started = time.perf_counter()
+            try:
+                plan = await asyncio.to_thread(self._solve, demand, self.running)
+            except InfeasibleError as exc:
+                self._metrics.solves.labels(status="infeasible").inc()
+                first_error = first_error or exc
+                continue
+            except HeteroserveError as exc:
+                self._metrics.solves.labels(status=type(exc).__name__.removesuffix("Error").lower()).inc()
+                raise
+            finally:
+                self._metrics.solve_seconds.observe(time.perf_counter() - started)
+            self._metrics.solves.labels(status=plan.status).inc()
+            if fraction < 1.0:
+                log.warning("demand exceeds what the fleet can serve (%s); planning for %.0f%% of it",
+                            first_error, fraction * 100)
+            return plan, fraction
+        assert first_error is not None, "the loop either returns or records an error"
+        raise first_error
 
     def _observe_metrics(self, total_rate: float, classes: Mapping[str, Any]) -> None:
         self._metrics.observed_rate.set(total_rate)

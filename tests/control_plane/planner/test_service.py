@@ -6,6 +6,7 @@ import asyncio
 import math
 from collections.abc import Sequence
 
+import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
@@ -17,6 +18,7 @@ from control_plane.planner.policy import PlanPolicy
 from control_plane.planner.service import PlannerConfig, PlannerService
 from control_plane.planner.types import DemandClass, PoolPlan, SolvedPlan
 from control_plane.traffic import TrafficConfig, TrafficRecorder
+from heteroserve.errors import InfeasibleError
 
 RATE_PER_WORKER = 1.0
 
@@ -194,5 +196,46 @@ async def test_a_step_publishes_and_exports_the_planner_metrics(redis_url: str) 
             "plan_cost_dollars_per_hour", "desired_instances", "actual_instances", "solve_seconds", "solves",
             "plans_published", "plan_version", "slo_attainment_ratio", "observed_rate_requests_per_second",
             "is_leader")}
+    finally:
+        await client.aclose()
+
+
+def capped_solver(demand: Sequence[DemandClass], running: SolvedPlan | None) -> SolvedPlan:
+    """capacity_solver on a fleet of at most 4 workers."""
+    plan = capacity_solver(demand, running)
+    if plan.counts()["cpu-colocated"] > 4:
+        raise InfeasibleError("class chat can be served only in part: inventory of cpu-local (4 nodes)",
+                              constraint="inventory", request_class="chat")
+    return plan
+
+
+async def test_an_overload_grows_the_fleet_to_the_inventory(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    registry = CollectorRegistry()
+    config = PlannerConfig(planner_id="p", model="tiny", min_rate_per_s={"chat": 6.0}, headroom=1.0)
+    service = PlannerService(config, client, TrafficConfig(redis_url=redis_url), capped_solver,
+                             PlannerMetrics(registry))
+    try:
+        accepted = await service.step(now=1000.0)
+        assert accepted is not None and accepted.counts() == {"cpu-colocated": 4}  # 6 × 0.6 = 3.6 → 4
+        record = await PlanStore(client).read()
+        assert record is not None and "overload: planned for 60% of the demand" in record.reason
+        assert registry.get_sample_value("heteroserve_planner_solves_total", {"status": "infeasible"}) == 3
+    finally:
+        await client.aclose()
+
+
+async def test_a_class_no_pool_can_serve_is_reported_not_hidden(redis_url: str) -> None:
+    def never(demand: Sequence[DemandClass], running: SolvedPlan | None) -> SolvedPlan:
+        raise InfeasibleError("class chat cannot be served by any pool: tpot", constraint="tpot")
+
+    client = aioredis.Redis.from_url(redis_url)
+    config = PlannerConfig(planner_id="p", model="tiny", min_rate_per_s={"chat": 1.0})
+    service = PlannerService(config, client, TrafficConfig(redis_url=redis_url), never,
+                             PlannerMetrics(CollectorRegistry()))
+    try:
+        with pytest.raises(InfeasibleError, match="tpot"):
+            await service.step(now=1000.0)
+        assert await PlanStore(client).read() is None
     finally:
         await client.aclose()
