@@ -54,10 +54,10 @@ def build(cls: type[T], data: Mapping[str, Any], *, source: str | None = None, p
         raise ConfigError(f"must be a mapping, got {type(data).__name__}", field=prefix or None,
                           source=source)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=repr)  # keys may be non-strings in YAML (`1: x`)
     if unknown:
         raise ConfigError(f"unknown field (expected one of: {', '.join(sorted(fields))})",
-                          field=_join(prefix, unknown[0]), source=source)
+                          field=_join(prefix, str(unknown[0])), source=source)
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for name, value in data.items():

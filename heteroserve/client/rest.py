@@ -37,8 +37,9 @@ def http_error(status: int, body: bytes) -> HeteroserveError:
     try:
         error = json.loads(body)["error"]
         message, field = str(error.get("message", message)), error.get("param")
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         pass
+    field = field if isinstance(field, str) else None
     if field and message.startswith(f"{field}: "):
         message = message[len(field) + 2:]
     return _BY_STATUS.get(status, HeteroserveError)(message, field=field)
@@ -63,9 +64,23 @@ def _body(request: Request, stream: bool) -> tuple[str, dict[str, Any]]:
 
 
 def _chunk(data: dict[str, Any]) -> Chunk:
+    """One response body or SSE event as a `Chunk`; an error event or a malformed one raises a
+    `HeteroserveError` (field "response" when the gateway's answer itself is malformed)."""
+    try:
+        return _parse_chunk(data)
+    except HeteroserveError:
+        raise
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        raise HeteroserveError(f"malformed answer from the gateway ({type(exc).__name__}: {exc})",
+                               field="response") from None
+
+
+def _parse_chunk(data: dict[str, Any]) -> Chunk:
     if "error" in data:
         error = data["error"]
-        raise http_error(int(error.get("code") or 500), json.dumps({"error": error}).encode())
+        code = error.get("code") if isinstance(error, dict) else None
+        raise http_error(code if isinstance(code, int) and code >= 400 else 500,
+                         json.dumps({"error": error}).encode())
     choice = (data.get("choices") or [{}])[0]
     text = choice.get("text")
     if text is None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,20 @@ class Request:
     session_id: str = ""
     tenant: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Reject what no transport can carry (the gateway checks the ranges that depend on the model):
+        `InvalidRequestError` naming the field, never a protobuf or JSON error later."""
+        from heteroserve.errors import InvalidRequestError
+
+        bounds = {"max_tokens": (1, INT32_MAX), "top_k": (0, INT32_MAX), "seed": (-INT64_MAX - 1, INT64_MAX)}
+        for name, (low, high) in bounds.items():
+            value = getattr(self, name)
+            if value is not None and not low <= value <= high:
+                raise InvalidRequestError(f"must be in [{low}, {high}], got {value}", field=name)
+        for name in ("temperature", "top_p"):
+            if not math.isfinite(getattr(self, name)):
+                raise InvalidRequestError(f"must be a finite number, got {getattr(self, name)}", field=name)
 
 
 def collect(chunks: list[Chunk], model: str) -> Completion:
