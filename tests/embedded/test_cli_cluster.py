@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from heteroserve.client import Client
 from heteroserve.embedded.processes import pid_alive
@@ -27,6 +28,21 @@ def all_pids(run_dir: Path) -> list[int]:
     state = json.loads((run_dir / "cluster.json").read_text())
     workers = [json.loads(p.read_text())["pid"] for p in (run_dir / "workers").glob("*.json")]
     return [state["launcher_pid"], *(p["pid"] for p in state["processes"]), *workers]
+
+
+def wait_for_traffic(redis_url: str, request_class: str, timeout: float = 5.0) -> int:
+    """Requests of `request_class` in the traffic statistics (the gateway flushes every second)."""
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            n = sum(int(client.hget(key, f"{request_class}|n") or 0)
+                    for key in client.scan_iter("heteroserve:traffic:*"))
+            if n or time.monotonic() > deadline:
+                return n
+            time.sleep(0.2)
+    finally:
+        client.close()
 
 
 def test_up_status_down(tmp_path: Path) -> None:
@@ -47,6 +63,8 @@ def test_up_status_down(tmp_path: Path) -> None:
         with Client(state["http_url"], api_key=state["api_key"]) as client:
             done = client.complete("hello there, how are you today", model="tiny", max_tokens=5)
         assert done.usage.completion_tokens == 5 and done.route.pool == "cpu-colocated"
+        assert done.route.request_class == "chat"
+        assert wait_for_traffic(state["redis_url"], "chat") == 1  # the gateway recorded it for the planner
 
         status = heteroserve("status", "--run-dir", str(run_dir))
         assert status.returncode == 0, status.stderr
