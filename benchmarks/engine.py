@@ -123,9 +123,11 @@ def measure(w: Workload, model_dir: Path) -> dict[str, float]:
     warm = [([1, *range(10, 60)], 8)]
     run_hf(hf, warm, 1)
     engine_runs, hf_runs = [], []
-    for _ in range(MAIN_REPEATS):  # interleaved, best of N per side (see the module docstring)
-        engine = None  # free the previous pool first
-        engine = LLMEngine(engine_config(model_dir))
+    engine = LLMEngine(engine_config(model_dir))
+    for rep in range(MAIN_REPEATS):  # interleaved, best of N per side (see the module docstring)
+        if rep:
+            del engine  # free the previous pool first
+            engine = LLMEngine(engine_config(model_dir))
         run_engine(engine, warm)
         engine_runs.append(run_engine(engine, requests))
         hf_runs.append(run_hf(hf, requests, w.hf_batch))
