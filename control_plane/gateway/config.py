@@ -37,7 +37,8 @@ class GatewayConfig:
     `max_retries` attempts on other workers before the first token, `max_migrations` resumes of a
     stream after its worker died. P/D: the disaggregated path is taken when the plan sends the class
     to P/D pools and the uncached prompt has at least `pd_min_uncached_tokens` tokens.
-    `refresh_seconds` is the period of registry, stats and plan refresh.
+    `refresh_seconds` is the period of registry, stats and plan refresh. `block_size` and `kv_dtype`
+    must be the workers' (they are part of every block hash).
     """
 
     models: tuple[ModelSpec, ...]
@@ -60,6 +61,7 @@ class GatewayConfig:
     pd_min_uncached_tokens: int = 256
     refresh_seconds: float = 0.5
     block_size: int = 16
+    kv_dtype: str = "float32"
     router: RouterConfig = field(default_factory=RouterConfig)
 
     def __post_init__(self) -> None:

@@ -47,6 +47,7 @@ class ServedModel:
         # (`EngineConfig.model_id`), so the gateway's hashes match the workers' KV events.
         self.kv_model_id = path.resolve().name
         self.max_context_tokens = _read_context_length(path)
+        self._shape = _read_kv_shape(path)
         self._tokenizer = _load_tokenizer(path)
         tok_config = _read_json(path / "tokenizer_config.json", required=False)
         template = tok_config.get("chat_template") or DEFAULT_CHAT_TEMPLATE
@@ -57,6 +58,13 @@ class ServedModel:
         self._special = {k: _token_text(tok_config.get(k)) for k in ("bos_token", "eos_token")}
         self.eos_token_id: int | None = self._tokenizer.token_to_id(self._special["eos_token"] or "</s>")
 
+
+    def kv_layout(self, dtype: str, block_size: int) -> str:
+        """The `layout` key of the workers' block hashes (workers/engine/engine.py `hash_keys`):
+        KV dtype, block size, layers, KV heads and head dim. It must match, or the gateway's hashes
+        name no block any worker announced."""
+        layers, kv_heads, head_dim = self._shape
+        return f"{dtype}:b{block_size}:l{layers}:h{kv_heads}:d{head_dim}"
 
     @property
     def vocab_size(self) -> int:
@@ -118,6 +126,15 @@ def _read_context_length(path: Path) -> int:
         raise ConfigError(f"must be a positive integer, got {value!r}", field="max_position_embeddings",
                           source=str(path / "config.json"))
     return value
+
+
+def _read_kv_shape(path: Path) -> tuple[int, int, int]:
+    """(layers, KV heads, head dim) from config.json, as the engine derives them."""
+    config = _read_json(path / "config.json", required=True)
+    heads = int(config.get("num_attention_heads", 1))
+    kv_heads = int(config.get("num_key_value_heads") or heads)
+    head_dim = int(config.get("head_dim") or int(config.get("hidden_size", 0)) // max(1, heads))
+    return int(config.get("num_hidden_layers", 0)), kv_heads, head_dim
 
 
 def _load_tokenizer(path: Path) -> Tokenizer:

@@ -91,8 +91,9 @@ class GatewayService:
                           model=served.name, prompt_token_ids=tuple(tokens), sampling=sampling,
                           tenant=tenant, slo_class=request.slo_class, session_id=request.session_id,
                           priority=SLO_PRIORITY[request.slo_class])
-        hashes = hash_prompt_blocks(tokens, HashKeys(model_id=served.kv_model_id, tenant_salt=tenant),
-                                    self.config.block_size)
+        keys = HashKeys(model_id=served.kv_model_id, tenant_salt=tenant,
+                        layout=served.kv_layout(self.config.kv_dtype, self.config.block_size))
+        hashes = hash_prompt_blocks(tokens, keys, self.config.block_size)
         return Prepared(job=job, route=route, block_hashes=tuple(hashes))
 
     def _tokens(self, served: ServedModel, request: GenerateInput) -> tuple[list[int], str]:

@@ -47,6 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--first-token-timeout", type=float, default=60.0, metavar="SECONDS")
     parser.add_argument("--token-timeout", type=float, default=30.0, metavar="SECONDS")
     parser.add_argument("--refresh-seconds", type=float, default=0.5)
+    parser.add_argument("--kv-dtype", default="float32", help="the workers' KV dtype (part of block hashes)")
 
 
 def hash_key(key: str) -> str:
@@ -102,6 +103,7 @@ def build_config(args: argparse.Namespace) -> GatewayConfig:
             first_token_timeout_seconds=args.first_token_timeout, token_timeout_seconds=args.token_timeout,
             max_retries=args.max_retries, max_migrations=args.max_migrations,
             pd_min_uncached_tokens=args.pd_min_uncached_tokens, refresh_seconds=args.refresh_seconds,
+            kv_dtype=args.kv_dtype,
             router=RouterConfig(policy=args.policy, balance_abs_threshold=args.balance_abs_threshold))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

@@ -195,7 +195,8 @@ async def test_gateway_hashes_match_worker_kv_events(gateway: Gateway, tiny_mode
     async with heteroserve.AsyncClient(gateway.http_url, api_key=API_KEY) as client:
         done = await client.complete(long_prompt, model="tiny", max_tokens=2)
     model = ServedModel("tiny", tiny_model_dir)
-    hashes = hash_prompt_blocks(model.encode(long_prompt), HashKeys(model.kv_model_id, tenant_salt="acme"))
+    keys = HashKeys(model.kv_model_id, tenant_salt="acme", layout=model.kv_layout("float32", 16))
+    hashes = hash_prompt_blocks(model.encode(long_prompt), keys)
     assert len(hashes) >= 2
     redis_client = aioredis.Redis.from_url(gw_redis.url)  # type: ignore[attr-defined]
     follower = PrefixIndexFollower(redis_client)
