@@ -80,6 +80,10 @@ class ProfileSpec:
     inventory: dict[str, int] = field(default_factory=dict)
     churn_penalty: float = 0.01
     time_limit_seconds: float = 10.0
+    # Every class is planned for at least this rate, so an idle cluster keeps a worker able to serve
+    # each class: gateways count a request only once it is served, so a fleet scaled to zero would
+    # never see the traffic that should scale it up again.
+    idle_rate_per_s: float = 0.01
 
     def __post_init__(self) -> None:
         keys = [(p.node_type, p.role) for p in self.pools]
@@ -96,7 +100,8 @@ class ProfileSolver:
         self.spec = spec
 
     def __call__(self, demand: Sequence[DemandClass], running: SolvedPlan | None) -> SolvedPlan:
-        rates = {d.name: d.rate_per_s for d in demand}
+        rates = {c.name: self.spec.idle_rate_per_s for c in self.spec.classes}
+        rates.update({d.name: max(d.rate_per_s, self.spec.idle_rate_per_s) for d in demand})
         current = running.counts() if running else {}
         problem = self._problem(self.spec.pools, rates, current)
         options = SolverOptions(time_limit_seconds=self.spec.time_limit_seconds)

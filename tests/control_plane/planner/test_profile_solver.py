@@ -55,3 +55,12 @@ def test_unservable_demand_names_the_binding_constraint() -> None:
     with pytest.raises(InfeasibleError) as info:
         ProfileSolver(SPEC)(demand(20.0, 0.6), None)
     assert "inventory" in str(info.value)
+
+
+def test_an_idle_cluster_keeps_a_worker_for_every_class() -> None:
+    plan = ProfileSolver(SPEC)([], None)
+    assert sum(plan.counts().values()) >= 1
+    routing = plan.document["routing"]
+    assert set(routing) == {"chat", "long"}
+    served = [sum(v for p, v in r.items() if p != "csd-decode") for r in routing.values()]
+    assert served == [pytest.approx(1.0), pytest.approx(1.0)]
