@@ -107,6 +107,9 @@ def test_csd_device_matches_hf(tiny_model_dir: Path, tmp_path: Path, hf: HFOracl
         assert [e.token_id for e in events[f"c{i}"]] == hf.greedy(prompt, MAX_TOKENS)
     with open(pool_file, "rb") as handle:  # the KV really lives in the file
         assert any(handle.read(1 << 20))
+    # a second engine on the same drive directory gets its own pool file
+    LLMEngine(EngineConfig(tiny_model_dir, device="csd", csd_path=tmp_path / "drive", num_kv_blocks=8))
+    assert (tmp_path / "drive" / "kv_pool-1.bin").is_file()
 
 
 @pytest.mark.cuda
