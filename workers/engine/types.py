@@ -65,7 +65,9 @@ class EngineRequest:
     """One generation request as the engine sees it.
 
     `prompt_token_ids` may already end with tokens generated elsewhere (a P/D decode or a migrated
-    stream): `num_generated_before` says how many of them count against `sampling.max_tokens`.
+    stream): `num_generated_before` says how many of them count against `sampling.max_tokens`. It is
+    below `max_tokens`: the engine always samples at least one token, so a caller with nothing left
+    to generate finishes the stream itself.
     Lower `priority` runs first (SLO classes); equal priorities are FCFS.
     """
 
@@ -80,9 +82,11 @@ class EngineRequest:
     def __post_init__(self) -> None:
         if not self.prompt_token_ids:
             raise InvalidRequestError("must not be empty", field="prompt")
-        if self.num_generated_before < 0 or self.num_generated_before >= self.sampling.max_tokens + 1:
-            raise InvalidRequestError(f"out of range: {self.num_generated_before}",
-                                      field="num_generated_before")
+        if not 0 <= self.num_generated_before < self.sampling.max_tokens:
+            raise InvalidRequestError(
+                f"must be in [0, sampling.max_tokens={self.sampling.max_tokens}), "
+                f"got {self.num_generated_before}",
+                field="num_generated_before")
 
 
 @dataclass(frozen=True)

@@ -81,15 +81,16 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
     async def Decode(self, request: worker_pb2.DecodeRequest,
                      context: aio.ServicerContext) -> AsyncIterator[common_pb2.TokenChunk]:
         with self._gate.admit():
-            engine_request = convert.engine_request(
-                request.request_id, request.prompt_token_ids, request.sampling, request.cache_keys,
-                self._limits, priority=request.priority, generated=request.generated_token_ids)
-            if engine_request.num_generated_before == engine_request.sampling.max_tokens:
+            done = len(request.generated_token_ids)
+            if done and done == request.sampling.max_tokens:
                 # Nothing left to generate (e.g. a migration after the last token): just finish.
-                yield common_pb2.TokenChunk(request_id=engine_request.request_id, finish_reason="length",
+                yield common_pb2.TokenChunk(request_id=request.request_id, finish_reason="length",
                                             prompt_tokens=len(request.prompt_token_ids),
                                             worker_id=self._config.worker_id)
                 return
+            engine_request = convert.engine_request(
+                request.request_id, request.prompt_token_ids, request.sampling, request.cache_keys,
+                self._limits, priority=request.priority, generated=request.generated_token_ids)
             await self._importer.import_prefix(request.kv_source, request.prompt_token_ids,
                                                request.cache_keys)
             await self._load_prefix(engine_request)

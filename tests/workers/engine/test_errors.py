@@ -123,3 +123,11 @@ def test_import_rejects_wrong_shape(make_engine: Any) -> None:
     block = KVBlock(b"x" * 16, tuple(range(16)), torch.zeros(1, 2, 3))
     with pytest.raises(KVTransferError):
         engine.import_blocks([block])
+
+
+@pytest.mark.parametrize("done", [-1, 4, 5])
+def test_num_generated_before_leaves_a_token_to_generate(done: int) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        EngineRequest("r", (1, 2, 3), SamplingParams(max_tokens=4), num_generated_before=done)
+    assert info.value.field == "num_generated_before"
+    assert EngineRequest("r", (1, 2, 3), SamplingParams(max_tokens=4), num_generated_before=3)
