@@ -1,0 +1,224 @@
+"""`heteroserve bench chaos`: fault injection on the embedded cluster (tiny model, real processes, Redis).
+
+Scenarios, in this order, on one cluster started by `EmbeddedCluster` with a second (standby) planner:
+1. baseline: `--streams` concurrent greedy streams (half short chat prompts, half long prompts that take
+   the P/D path), `--max-tokens` tokens each, ignore_eos: the reference token ids;
+2. for each role (decode, prefill, colocated): the same streams again; once a quarter of them has tokens,
+   `kill -9` one worker of that role. `lost_requests` = streams without a finish, `token_mismatches` =
+   streams whose token ids differ from the baseline;
+3. disk full: the workers' disk tiers are capped at `--disk-mb`; distinct long prompts until the disk
+   tiers hold at least 90 % of the cap: `failed_requests_disk_full`;
+4. corruption: overwrite every KV block in Redis and `--corrupt` block files per disk tier with random
+   bytes of the same length, kill -9 the workers (their replacements start with empty pools and must
+   read the tiers), then the streams again: `corrupt_blocks_used` = streams whose tokens differ from
+   the baseline (a used corrupt block would change them); `corrupt_entries_dropped_or_rewritten`
+   shows how many corrupt entries the workers read, rejected and replaced (worker processes do not
+   export the cache's checksum-failure counter, see docs/reliability.md);
+5. Redis outage: closed-loop load (`--streams`/4 clients) for 5 s, Redis stopped for `--outage` s,
+   restarted (same port, empty), 10 s more: `failed_requests_redis_outage`; `hit_rate_recovered` = the
+   prefix-hit rate of repeated prompts in the last 5 s is at least half of the first 5 s;
+6. planner failover: `kill -9` the leading planner; `planner_failover_seconds` = time until the standby
+   holds the leader lock (target: within 2 planner intervals).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks._chaos_cluster import ChaosCluster
+from benchmarks._streams import StreamResult, prompt, run_streams
+
+LONG_PROMPT_WORDS = 320  # over the gateway's 256-token P/D threshold and the 256-token chat class bound
+
+
+def prompts(n: int) -> list[str]:
+    return [prompt(i, LONG_PROMPT_WORDS if i % 2 else 12) for i in range(n)]
+
+
+def compare(results: list[StreamResult], baseline: list[StreamResult]) -> dict[str, int]:
+    lost = sum(1 for r in results if not r.ok)
+    mismatches = sum(1 for r, b in zip(results, baseline, strict=True) if r.ok and r.token_ids != b.token_ids)
+    return {"lost": lost, "mismatches": mismatches, "migrations": sum(r.migrations for r in results),
+            "retries": sum(r.retries for r in results), "pd_routes": sum(r.disaggregated for r in results)}
+
+
+async def _kill_during(cluster: ChaosCluster, role: str, texts: list[str], max_tokens: int) -> dict[str, Any]:
+    pid = cluster.worker_pid(role)
+    if pid is None:
+        return {"role": role, "skipped": f"no {role} worker in the plan"}
+    started = asyncio.Event()
+    counts = {"chunks": 0}
+
+    # A prefill worker holds a request only until its first token: kill it as soon as streams flow
+    # (the long prompts queue on it). Decode and colocated workers: once streams are well under way.
+    threshold = 1 if role == "prefill" else len(texts) // 4 * 3
+
+    def on_token() -> None:
+        counts["chunks"] += 1
+        if counts["chunks"] >= threshold:
+            started.set()
+
+    task = asyncio.create_task(run_streams(cluster.grpc_address, cluster.api_key, cluster.model, texts,
+                                           max_tokens, on_token))
+    await asyncio.wait_for(started.wait(), 120)
+    os.kill(pid, signal.SIGKILL)
+    results = await task
+    return {"role": role, "killed_pid": pid, "results": results}
+
+
+async def scenario_worker_kills(cluster: ChaosCluster, args: argparse.Namespace,
+                                baseline: list[StreamResult]) -> dict[str, Any]:
+    texts = prompts(args.streams)
+    out: dict[str, Any] = {"lost_requests": 0, "token_mismatches": 0, "by_role": {}}
+    for role in ("decode", "prefill", "colocated"):
+        run = await _kill_during(cluster, role, texts, args.max_tokens)
+        if "results" in run:
+            stats = compare(run.pop("results"), baseline)
+            out["lost_requests"] += stats["lost"]
+            out["token_mismatches"] += stats["mismatches"]
+            run.update(stats)
+        # The planner's actuator replaces the dead worker; the next kill waits for that.
+        run["replaced"] = await cluster.wait_for_workers(timeout_seconds=180)
+        out["by_role"][role] = run
+    return out
+
+
+async def scenario_corruption(cluster: ChaosCluster, args: argparse.Namespace,
+                              baseline: list[StreamResult]) -> dict[str, Any]:
+    """Corrupt every KV block in Redis and up to `--corrupt` block files per disk tier (at least
+    `--corrupt` in all), restart the workers so their pools are empty, and replay the streams. A corrupt
+    block that a worker reads must be dropped (removed from its tier) and recomputed: `detected` counts
+    the corrupted entries that no longer hold the corrupt bytes afterwards."""
+    redis_corrupted = cluster.corrupt_redis_blocks(max(args.corrupt, 1_000_000))
+    disk_corrupted = cluster.corrupt_disk_blocks(args.corrupt)
+    replaced = await cluster.restart_workers_memory()
+    results = await run_streams(cluster.grpc_address, cluster.api_key, cluster.model, prompts(args.streams),
+                                args.max_tokens)
+    stats = compare(results, baseline)
+    detected = cluster.corrupt_entries_changed()
+    return {"corrupted_redis_blocks": redis_corrupted, "corrupted_disk_blocks": disk_corrupted,
+            "corrupt_blocks_used": stats["mismatches"], "lost": stats["lost"],
+            "corrupt_entries_dropped_or_rewritten": detected, "workers_replaced": replaced}
+
+
+async def _closed_loop(cluster: ChaosCluster, clients: int, seconds: float, max_tokens: int,
+                       log: list[tuple[float, StreamResult]]) -> None:
+    deadline = time.monotonic() + seconds
+    texts = [prompt(1000 + i, 40) for i in range(8)]  # few distinct prompts: repeats hit the prefix cache
+
+    async def client_loop(k: int) -> None:
+        i = k
+        while time.monotonic() < deadline:
+            result = (await run_streams(cluster.grpc_address, cluster.api_key, cluster.model,
+                                        [texts[i % len(texts)]], max_tokens, timeout_seconds=60))[0]
+            log.append((time.monotonic(), result))
+            i += 1
+
+    await asyncio.gather(*(client_loop(k) for k in range(clients)))
+
+
+async def scenario_redis_outage(cluster: ChaosCluster, args: argparse.Namespace) -> dict[str, Any]:
+    log: list[tuple[float, StreamResult]] = []
+    t0 = time.monotonic()
+    load = asyncio.create_task(_closed_loop(cluster, max(2, args.streams // 4), 15 + args.outage,
+                                            args.max_tokens, log))
+    await asyncio.sleep(5)
+    down_at = time.monotonic()
+    cluster.stop_redis()
+    await asyncio.sleep(args.outage)
+    cluster.start_redis()
+    up_at = time.monotonic()
+    await load
+    end = max(t for t, _ in log) if log else up_at
+
+    def hit_rate(lo: float, hi: float) -> float:
+        window = [r for t, r in log if lo <= t < hi and r.ok]
+        return sum(1 for r in window if r.cached_prompt_tokens > 0) / len(window) if window else 0.0
+
+    before, after = hit_rate(t0, down_at), hit_rate(end - 5, end + 1)
+    return {"failed_requests_redis_outage": sum(1 for _, r in log if not r.ok),
+            "requests_during_outage": sum(1 for t, _ in log if down_at <= t < up_at),
+            "requests_total": len(log), "hit_rate_before": round(before, 3),
+            "hit_rate_after_restart": round(after, 3), "hit_rate_recovered": after >= 0.5 * before > 0,
+            "errors_sample": sorted({r.error for _, r in log if r.error})[:3]}
+
+
+async def scenario_disk_full(cluster: ChaosCluster, args: argparse.Namespace) -> dict[str, Any]:
+    cap = args.disk_mb * 2**20
+    failed = sent = 0
+    batch = 0
+    while cluster.max_disk_tier_bytes() < 0.9 * cap and batch < args.disk_batches:
+        texts = [prompt(5000 + batch * 16 + i, LONG_PROMPT_WORDS) for i in range(16)]
+        results = await run_streams(cluster.grpc_address, cluster.api_key, cluster.model, texts, 2)
+        failed += sum(1 for r in results if not r.ok)
+        sent += len(results)
+        batch += 1
+    return {"failed_requests_disk_full": failed, "requests": sent,
+            "disk_tier_fill_fraction": round(cluster.max_disk_tier_bytes() / cap, 3)}
+
+
+async def run(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
+    cluster = ChaosCluster(run_dir, disk_tier_mb=args.disk_mb)
+    result: dict[str, Any] = {}
+    try:
+        await asyncio.to_thread(cluster.start)
+        baseline = await run_streams(cluster.grpc_address, cluster.api_key, cluster.model,
+                                     prompts(args.streams), args.max_tokens)
+        result["baseline_failed"] = sum(1 for r in baseline if not r.ok)
+        again = await run_streams(cluster.grpc_address, cluster.api_key, cluster.model, prompts(args.streams),
+                                  args.max_tokens)
+        result["no_fault_mismatches"] = compare(again, baseline)["mismatches"]  # determinism of the paths
+        kills = await scenario_worker_kills(cluster, args, baseline)
+        result.update(lost_requests=kills["lost_requests"], token_mismatches=kills["token_mismatches"],
+                      worker_kills=kills["by_role"])
+        disk = await scenario_disk_full(cluster, args)
+        result.update(failed_requests_disk_full=disk["failed_requests_disk_full"], disk_full=disk)
+        corruption = await scenario_corruption(cluster, args, baseline)
+        result.update(corrupt_blocks_used=corruption["corrupt_blocks_used"], corruption=corruption)
+        outage = await scenario_redis_outage(cluster, args)
+        result.update(failed_requests_redis_outage=outage["failed_requests_redis_outage"],
+                      hit_rate_recovered=outage["hit_rate_recovered"], redis_outage=outage)
+        await cluster.wait_for_workers(timeout_seconds=120)
+        failover = await asyncio.to_thread(cluster.kill_leader_planner, 120.0)
+        result.update(planner_failover_seconds=failover["seconds"], planner_failover=failover)
+    finally:
+        secrets_leaked = cluster.secrets_in_logs()
+        await asyncio.to_thread(cluster.stop)
+    result["secrets_in_logs"] = secrets_leaked
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="heteroserve bench chaos", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--quick", action="store_true", help="16 streams, 8 tokens, 4 s outage")
+    parser.add_argument("--streams", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=24)
+    parser.add_argument("--outage", type=float, default=10.0, help="seconds Redis stays down")
+    parser.add_argument("--corrupt", type=int, default=100, help="blocks to corrupt in Redis and on disk")
+    parser.add_argument("--disk-mb", type=int, default=2, help="cap of each worker's disk tier")
+    parser.add_argument("--disk-batches", type=int, default=12, help="at most this many batches of 16")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.streams, args.max_tokens, args.outage, args.disk_batches = 16, 8, 4.0, 4
+    with tempfile.TemporaryDirectory(prefix="hs-bench-chaos-") as tmp:
+        result = asyncio.run(run(args, Path(tmp)))
+    targets = {"lost_requests": 0, "token_mismatches": 0, "failed_requests_redis_outage": 0,
+               "corrupt_blocks_used": 0, "failed_requests_disk_full": 0, "secrets_in_logs": 0}
+    print(f"{'metric':<32} {'value':>10}  target")
+    for key in (*targets, "hit_rate_recovered", "planner_failover_seconds", "no_fault_mismatches"):
+        value = result.get(key)
+        mark = ("PASS" if value == targets[key] else "FAIL") if key in targets else ""
+        print(f"{key:<32} {value!s:>10}  {mark}")
+    if args.json:
+        print(json.dumps(result, default=str))
+    ok = all(result.get(k) == v for k, v in targets.items()) and result.get("hit_rate_recovered") is True
+    return 0 if ok else 1
