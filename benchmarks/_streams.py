@@ -41,6 +41,9 @@ class StreamResult:
         return not self.error and bool(self.finish_reason)
 
 
+Timed = tuple[float, StreamResult]
+
+
 async def one_stream(client: AsyncClient, model: str, text: str, max_tokens: int,
                      on_token: Callable[[], None] | None = None) -> StreamResult:
     result = StreamResult()
@@ -72,3 +75,24 @@ async def run_streams(target: str, api_key: str, model: str, prompts: Sequence[s
                            retry=RetryPolicy()) as client:
         return list(await asyncio.gather(*(one_stream(client, model, p, max_tokens, on_token)
                                            for p in prompts)))
+
+
+async def closed_loop(target: str, api_key: str, model: str, clients: int, seconds: float,
+                      texts: Sequence[str], max_tokens: int,
+                      log: list[Timed] | None = None) -> list[Timed]:
+    """`clients` tasks, each sending the next of `texts` as soon as its previous stream ended, for
+    `seconds`; one shared SDK client (one gRPC channel). Returns (monotonic end time, result) pairs,
+    appended to `log` as they finish when one is given."""
+    log = [] if log is None else log
+    deadline = time.monotonic() + seconds
+    async with AsyncClient(target, api_key=api_key, transport="grpc", timeout_seconds=120.0,
+                           retry=RetryPolicy()) as client:
+        async def loop(k: int) -> None:
+            i = k
+            while time.monotonic() < deadline:
+                result = await one_stream(client, model, texts[i % len(texts)], max_tokens)
+                log.append((time.monotonic(), result))
+                i += 1
+
+        await asyncio.gather(*(loop(k) for k in range(clients)))
+    return log

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._chaos_cluster import ChaosCluster
-from benchmarks._streams import StreamResult, prompt, run_streams
+from benchmarks._streams import StreamResult, closed_loop, prompt, run_streams
 
 LONG_PROMPT_WORDS = 320  # over the gateway's 256-token P/D threshold and the 256-token chat class bound
 
@@ -109,27 +109,13 @@ async def scenario_corruption(cluster: ChaosCluster, args: argparse.Namespace,
             "corrupt_entries_dropped_or_rewritten": detected, "workers_replaced": replaced}
 
 
-async def _closed_loop(cluster: ChaosCluster, clients: int, seconds: float, max_tokens: int,
-                       log: list[tuple[float, StreamResult]]) -> None:
-    deadline = time.monotonic() + seconds
-    texts = [prompt(1000 + i, 40) for i in range(8)]  # few distinct prompts: repeats hit the prefix cache
-
-    async def client_loop(k: int) -> None:
-        i = k
-        while time.monotonic() < deadline:
-            result = (await run_streams(cluster.grpc_address, cluster.api_key, cluster.model,
-                                        [texts[i % len(texts)]], max_tokens, timeout_seconds=60))[0]
-            log.append((time.monotonic(), result))
-            i += 1
-
-    await asyncio.gather(*(client_loop(k) for k in range(clients)))
-
-
 async def scenario_redis_outage(cluster: ChaosCluster, args: argparse.Namespace) -> dict[str, Any]:
     log: list[tuple[float, StreamResult]] = []
     t0 = time.monotonic()
-    load = asyncio.create_task(_closed_loop(cluster, max(2, args.streams // 4), 15 + args.outage,
-                                            args.max_tokens, log))
+    texts = [prompt(1000 + i, 40) for i in range(8)]  # few distinct prompts: repeats hit the prefix cache
+    load = asyncio.create_task(closed_loop(cluster.grpc_address, cluster.api_key, cluster.model,
+                                           max(2, args.streams // 4), 15 + args.outage, texts,
+                                           args.max_tokens, log))
     await asyncio.sleep(5)
     down_at = time.monotonic()
     cluster.stop_redis()
