@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from helm_render import render
 
 from heteroserve.cli import COMMANDS
+from tests.deploy.helm_render import render
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"

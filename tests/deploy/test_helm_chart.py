@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 import yaml
-from helm_render import CHART, by_kind, helm, render, validate_all
 
 from control_plane.actuators.kubernetes_setup import load_kubernetes_settings
 from heteroserve.cli import build_parser
 from heteroserve.cli.gateway import _api_keys, hash_key
+from tests.deploy.helm_render import CHART, by_kind, helm, render, validate_all
 
 PREFIX = "hs-heteroserve-worker-"
 

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helm_render import CHART, helm
+
+from tests.deploy.helm_render import CHART, helm
 
 
 def pool(**overrides: Any) -> dict[str, Any]:

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from kubernetes import client as k8s
-from recording_apiserver import RecordingApiServer
 
 from control_plane.actuators.leader import KubernetesLeaseLock, LeaseConfig
+from tests.control_plane.actuators.recording_apiserver import RecordingApiServer
 
 NS = "serving"
 LEASE_PATH = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases"

@@ -7,9 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gateway_procs import Gateway, Worker, start_gateway, start_worker, wait_for_workers, write_api_keys
 
 from heteroserve.localredis import LocalRedis, RedisServerConfig
+from tests.control_plane.gateway.gateway_procs import (
+    Gateway,
+    Worker,
+    start_gateway,
+    start_worker,
+    wait_for_workers,
+    write_api_keys,
+)
 
 
 @pytest.fixture(scope="module")

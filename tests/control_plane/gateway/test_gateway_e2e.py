@@ -11,12 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gateway_procs import ADMIN_TOKEN, API_KEY, CLUSTER_TOKEN, Gateway, Worker
 
 import heteroserve
 from control_plane.gateway.models import ChatMessage, ServedModel
 from heteroserve.v1 import common_pb2, worker_pb2
 from heteroserve.workerclient import WorkerClient
+from tests.control_plane.gateway.gateway_procs import ADMIN_TOKEN, API_KEY, CLUSTER_TOKEN, Gateway, Worker
 
 pytestmark = pytest.mark.slow
 PROMPT = "The gateway routes every request to the worker that holds its prefix"

@@ -7,7 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gateway_procs import (
+
+import heteroserve
+from control_plane.orchestrator.cluster import ClusterView
+from control_plane.router import InflightTracker
+from heteroserve.localredis import LocalRedis, free_port
+from heteroserve.registry import WorkerRecord
+from tests.control_plane.gateway.gateway_procs import (
     API_KEY,
     CLUSTER_TOKEN,
     Gateway,
@@ -16,12 +22,6 @@ from gateway_procs import (
     start_worker,
     wait_for_workers,
 )
-
-import heteroserve
-from control_plane.orchestrator.cluster import ClusterView
-from control_plane.router import InflightTracker
-from heteroserve.localredis import LocalRedis, free_port
-from heteroserve.registry import WorkerRecord
 
 pytestmark = pytest.mark.slow
 PROMPT = " ".join(f"line {i} of a prompt that spans several KV blocks" for i in range(6))

@@ -9,11 +9,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gateway_procs import ADMIN_TOKEN, API_KEY, Gateway, Worker, start_gateway, start_worker, wait_for_workers
 
 import heteroserve
 from control_plane.plan_store import PlanStore
 from heteroserve.localredis import LocalRedis
+from tests.control_plane.gateway.gateway_procs import (
+    ADMIN_TOKEN,
+    API_KEY,
+    Gateway,
+    Worker,
+    start_gateway,
+    start_worker,
+    wait_for_workers,
+)
 
 pytestmark = pytest.mark.slow
 LONG = " ".join(f"paragraph {i} of a long document to summarise" for i in range(8))

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from worker_procs import WorkerProcess, start_worker
 
 from heteroserve.localredis import LocalRedis
+from tests.workers.service.worker_procs import WorkerProcess, start_worker
 
 
 @pytest.fixture(scope="module")
