@@ -296,8 +296,11 @@ class PlannerService:
 
     async def _actuation_loop(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow a cancellation that
+            # races with the event being set, and stop() would then wait for this task forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._apply_wanted.wait(), self.config.reconcile_seconds)
+                async with asyncio.timeout(self.config.reconcile_seconds):
+                    await self._apply_wanted.wait()
             self._apply_wanted.clear()
             plan = self._to_apply or self.running
             if plan is None or self._actuator is None or not self.is_leader:

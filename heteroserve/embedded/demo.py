@@ -82,7 +82,8 @@ async def _watch(redis_url: str, t0: float, timeline: list[TimelinePoint], stop:
                     desired={p["name"]: p["count"] for p in record.plan.get("pools", [])} if record else {},
                     running=running, plan_reason=record.reason if record else ""))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await stop.wait()
     finally:
         await client.aclose()
 
@@ -125,7 +126,8 @@ async def _narrate(timeline: list[TimelinePoint], console: Console, stop: asynci
         if done:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.5)
+            async with asyncio.timeout(0.5):
+                await stop.wait()
 
 
 def _changes(before: TimelinePoint, now: TimelinePoint) -> list[str]:
