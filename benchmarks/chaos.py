@@ -3,9 +3,10 @@
 Scenarios, in this order, on one cluster started by `EmbeddedCluster` with a second (standby) planner:
 1. baseline: `--streams` concurrent greedy streams (half short chat prompts, half long prompts that take
    the P/D path), `--max-tokens` tokens each, ignore_eos: the reference token ids;
-2. for each role (decode, prefill, colocated): the same streams again; once a quarter of them has tokens,
-   `kill -9` one worker of that role. `lost_requests` = streams without a finish, `token_mismatches` =
-   streams whose token ids differ from the baseline;
+2. for each role (decode, prefill, colocated): as many streams on fresh prompts (nothing cached, so the
+   long ones take the P/D path); once they flow, `kill -9` one worker of that role. `lost_requests` =
+   streams without a finish, `token_mismatches` = streams whose token ids differ from the same
+   prompts sent again after recovery without a fault (greedy: the tokens must be equal);
 3. disk full: the workers' disk tiers are capped at `--disk-mb`; distinct long prompts until the disk
    tiers hold at least 90 % of the cap: `failed_requests_disk_full`;
 4. corruption: overwrite every KV block in Redis and `--corrupt` block files per disk tier with random
@@ -39,8 +40,8 @@ from benchmarks._streams import StreamResult, closed_loop, prompt, run_streams
 LONG_PROMPT_WORDS = 320  # over the gateway's 256-token P/D threshold and the 256-token chat class bound
 
 
-def prompts(n: int) -> list[str]:
-    return [prompt(i, LONG_PROMPT_WORDS if i % 2 else 12) for i in range(n)]
+def prompts(n: int, offset: int = 0) -> list[str]:
+    return [prompt(offset + i, LONG_PROMPT_WORDS if i % 2 else 12) for i in range(n)]
 
 
 def compare(results: list[StreamResult], baseline: list[StreamResult]) -> dict[str, int]:
@@ -56,7 +57,6 @@ async def _kill_during(cluster: ChaosCluster, role: str, texts: list[str], max_t
         return {"role": role, "skipped": f"no {role} worker in the plan"}
     started = asyncio.Event()
     counts = {"chunks": 0}
-
     # A prefill worker holds a request only until its first token: kill it as soon as streams flow
     # (the long prompts queue on it). Decode and colocated workers: once streams are well under way.
     threshold = 1 if role == "prefill" else len(texts) // 4 * 3
@@ -74,19 +74,23 @@ async def _kill_during(cluster: ChaosCluster, role: str, texts: list[str], max_t
     return {"role": role, "killed_pid": pid, "results": results}
 
 
-async def scenario_worker_kills(cluster: ChaosCluster, args: argparse.Namespace,
-                                baseline: list[StreamResult]) -> dict[str, Any]:
-    texts = prompts(args.streams)
+async def scenario_worker_kills(cluster: ChaosCluster, args: argparse.Namespace) -> dict[str, Any]:
+    """Each kill runs on prompts never sent before, so that no prefix is cached and the long ones take
+    the P/D path (the gateway sends a prompt there only when >= 256 of its tokens are uncached). The
+    reference is the same prompts sent again after the cluster recovered, without a fault."""
     out: dict[str, Any] = {"lost_requests": 0, "token_mismatches": 0, "by_role": {}}
-    for role in ("decode", "prefill", "colocated"):
+    for k, role in enumerate(("decode", "prefill", "colocated")):
+        texts = prompts(args.streams, offset=(k + 1) * 10_000)
         run = await _kill_during(cluster, role, texts, args.max_tokens)
+        # The planner's actuator replaces the dead worker; the reference and the next kill wait for that.
+        run["replaced"] = await cluster.wait_for_workers(timeout_seconds=180)
         if "results" in run:
-            stats = compare(run.pop("results"), baseline)
+            reference = await run_streams(cluster.grpc_address, cluster.api_key, cluster.model, texts,
+                                          args.max_tokens)
+            stats = compare(run.pop("results"), reference)
             out["lost_requests"] += stats["lost"]
             out["token_mismatches"] += stats["mismatches"]
-            run.update(stats)
-        # The planner's actuator replaces the dead worker; the next kill waits for that.
-        run["replaced"] = await cluster.wait_for_workers(timeout_seconds=180)
+            run.update(stats, reference_failed=sum(not r.ok for r in reference))
         out["by_role"][role] = run
     return out
 
@@ -162,7 +166,8 @@ async def run(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
         again = await run_streams(cluster.grpc_address, cluster.api_key, cluster.model, prompts(args.streams),
                                   args.max_tokens)
         result["no_fault_mismatches"] = compare(again, baseline)["mismatches"]  # determinism of the paths
-        kills = await scenario_worker_kills(cluster, args, baseline)
+        result["baseline_pd_routes"] = sum(r.disaggregated for r in baseline)
+        kills = await scenario_worker_kills(cluster, args)
         result.update(lost_requests=kills["lost_requests"], token_mismatches=kills["token_mismatches"],
                       worker_kills=kills["by_role"])
         disk = await scenario_disk_full(cluster, args)
