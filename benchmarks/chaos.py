@@ -145,13 +145,17 @@ async def scenario_disk_full(cluster: ChaosCluster, args: argparse.Namespace) ->
     cap = args.disk_mb * 2**20
     failed = sent = 0
     batch = 0
-    while cluster.max_disk_tier_bytes() < 0.9 * cap and batch < args.disk_batches:
+    fill_before = cluster.max_disk_tier_bytes() / cap
+    # At least two batches: the tiers may already be full from the earlier scenarios, which is the
+    # state to serve in; then more until a tier holds 90 % of its cap.
+    while batch < 2 or (cluster.max_disk_tier_bytes() < 0.9 * cap and batch < args.disk_batches):
         texts = [prompt(5000 + batch * 16 + i, LONG_PROMPT_WORDS) for i in range(16)]
         results = await run_streams(cluster.grpc_address, cluster.api_key, cluster.model, texts, 2)
         failed += sum(1 for r in results if not r.ok)
         sent += len(results)
         batch += 1
     return {"failed_requests_disk_full": failed, "requests": sent,
+            "fill_fraction_before": round(fill_before, 3),
             "disk_tier_fill_fraction": round(cluster.max_disk_tier_bytes() / cap, 3)}
 
 
@@ -197,11 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corrupt", type=int, default=100, help="blocks to corrupt in Redis and on disk")
     parser.add_argument("--disk-mb", type=int, default=2, help="cap of each worker's disk tier")
     parser.add_argument("--disk-batches", type=int, default=12, help="at most this many batches of 16")
+    parser.add_argument("--run-dir", type=Path, default=None, help="keep the run (logs) here")
     args = parser.parse_args(argv)
     if args.quick:
         args.streams, args.max_tokens, args.outage, args.disk_batches = 16, 8, 4.0, 4
-    with tempfile.TemporaryDirectory(prefix="hs-bench-chaos-") as tmp:
-        result = asyncio.run(run(args, Path(tmp)))
+    if args.run_dir is not None:  # kept afterwards: logs of every process under <run-dir>/logs
+        result = asyncio.run(run(args, args.run_dir.resolve()))
+    else:
+        with tempfile.TemporaryDirectory(prefix="hs-bench-chaos-") as tmp:
+            result = asyncio.run(run(args, Path(tmp)))
     targets = {"lost_requests": 0, "token_mismatches": 0, "failed_requests_redis_outage": 0,
                "corrupt_blocks_used": 0, "failed_requests_disk_full": 0, "secrets_in_logs": 0}
     print(f"{'metric':<32} {'value':>10}  target")
