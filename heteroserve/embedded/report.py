@@ -195,9 +195,9 @@ def save_chart(results: list[RequestResult], timeline: list[TimelinePoint], phas
         ax_rate.hist(sent, bins=bins, range=(0, end), histtype="step", label=cls, weights=[1 / 5] * len(sent))
     ax_rate.set_ylabel("sent req/s (5 s bins)")
     pools = sorted({k for p in timeline for k in p.desired})
-    for pool in pools:
-        ax_pool.step([p.at for p in timeline], [p.running.get(pool, 0) for p in timeline], where="post",
-                     label=f"{pool} running")
+    for k, pool in enumerate(pools):  # offset by a few hundredths so equal counts stay visible
+        ax_pool.step([p.at for p in timeline], [p.running.get(pool, 0) + 0.04 * k for p in timeline],
+                     where="post", label=f"{pool} running")
     ax_pool.step([p.at for p in timeline], [sum(p.desired.values()) for p in timeline], where="post",
                  color="black", linestyle="--", label="plan total")
     ax_pool.set_ylabel("workers")
