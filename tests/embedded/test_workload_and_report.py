@@ -55,3 +55,14 @@ def test_percentiles_and_planner_reactions() -> None:
     assert _changes(timeline[3], timeline[4]) == ["[green]worker added[/green] to a (2→3)"]
     r = RequestResult(0, "base", "chat", 0.0, 10, 5, 0.1, 0.5, True, route=Route(disaggregated=True))
     assert r.tpot_seconds == pytest.approx(0.1)
+
+
+def test_chart_is_written_as_png(tmp_path: Path) -> None:
+    from heteroserve.embedded.report import save_chart
+
+    results = [RequestResult(i, "base", "chat" if i % 2 else "long", i * 0.5, 50, 8, 0.02, 0.1, True)
+               for i in range(40)]
+    timeline = [TimelinePoint(t, 1, {"a": 2}, {"a": 2}) for t in range(0, 20, 2)]
+    path = tmp_path / "chart.png"
+    save_chart(results, timeline, (Phase("base", 20, {}),), path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
