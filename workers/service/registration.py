@@ -33,6 +33,7 @@ class Registration:
         self._task: asyncio.Task[None] | None = None
         self._healthy = True
         self._wake = asyncio.Event()
+        self._stopping = False
 
     @property
     def record(self) -> WorkerRecord:
@@ -50,6 +51,11 @@ class Registration:
 
     async def stop(self) -> None:
         """Stop the heartbeat and delete the record (best effort when Redis is down)."""
+        # The flag, not only the cancel, ends the loop: on Python 3.11 a cancel that arrives just as
+        # `mark_draining()` wakes the loop can be swallowed by `asyncio.wait_for`, and the loop would
+        # then beat forever while this method awaited it.
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -63,11 +69,13 @@ class Registration:
         await self._redis.aclose()
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._heartbeat)
+                async with asyncio.timeout(self._heartbeat):
+                    await self._wake.wait()
             self._wake.clear()
-            await self._beat()
+            if not self._stopping:
+                await self._beat()
 
     async def _beat(self) -> None:
         try:
