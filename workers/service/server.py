@@ -199,7 +199,9 @@ async def serve(config: WorkerConfig, on_ready: Callable[[str], None] | None = N
     from workers.engine.async_engine import AsyncEngine
 
     engine = await asyncio.to_thread(AsyncEngine.from_config, engine_config(config))
-    server = WorkerServer(config, engine, kv_cache=await build_kv_cache(config, engine))
+    registry = CollectorRegistry()  # one registry: worker and cache metrics on the same /metrics
+    server = WorkerServer(config, engine, registry=registry,
+                          kv_cache=await build_kv_cache(config, engine, registry))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -217,15 +219,19 @@ async def serve(config: WorkerConfig, on_ready: Callable[[str], None] | None = N
     return 0
 
 
-async def build_kv_cache(config: WorkerConfig, engine: AsyncEngine) -> WorkerKVCache | None:
-    """The worker's KV cache link for `config`: a store when `config.cache` is set, an event publisher
-    when `config.redis_url` is set and `publish_kv_events`; None when neither."""
+async def build_kv_cache(config: WorkerConfig, engine: AsyncEngine,
+                         registry: CollectorRegistry | None = None) -> WorkerKVCache | None:
+    """The worker's KV cache link for `config`: a store when `config.cache` is set (its tier metrics on
+    `registry` when given), an event publisher when `config.redis_url` is set and `publish_kv_events`;
+    None when neither."""
     from redis import asyncio as aioredis
 
     from cache.config import build_store
     from cache.events import KVEventPublisher
+    from cache.metrics import CacheMetrics
 
-    store = await build_store(config.cache) if config.cache is not None else None
+    metrics = CacheMetrics(registry) if registry is not None else None
+    store = await build_store(config.cache, metrics) if config.cache is not None else None
     publisher = None
     if config.redis_url and config.publish_kv_events:
         client = aioredis.Redis.from_url(config.redis_url, socket_timeout=2.0, socket_connect_timeout=1.0)

@@ -229,6 +229,9 @@ async def test_prefill_publishes_to_shared_tier_and_decode_reads_it(
     assert list(reply.first.token_ids) + tokens(chunks) == expected
     assert chunks[0].cached_prompt_tokens >= 32
     assert worker_b.metric("heteroserve_worker_kv_transfer_bytes_total", 'tier="shared"') > bytes_before
+    # the tier's own metrics are on the worker's /metrics too: B read the blocks A wrote to Redis
+    assert worker_a.metric("heteroserve_cache_written_bytes_total", 'tier="redis"') > 0
+    assert worker_b.metric("heteroserve_cache_hits_total", 'tier="redis"') >= 2
 
 
 class CorruptingRelay(worker_pb2_grpc.WorkerServicer):
