@@ -7,6 +7,7 @@ checked here, so both transports answer bad input with the same error naming the
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -154,6 +155,9 @@ class GatewayService:
                 yield event
         except HeteroserveError as exc:
             status = str(exc.http_status)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            status = status if status == "200" else "499"  # the client went away
             raise
         finally:
             m.inflight.dec()

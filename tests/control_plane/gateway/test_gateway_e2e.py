@@ -169,7 +169,7 @@ def test_generate_cli(gateway: Gateway, reference: Ref) -> None:
     import os
     import subprocess
 
-    from gateway_procs import BIN
+    from tests.control_plane.gateway.gateway_procs import BIN
 
     env = {**os.environ, "HETEROSERVE_API_KEY": API_KEY}
     out = subprocess.run([BIN, "generate", PROMPT, "--url", gateway.http_url, "--max-tokens", "12",
