@@ -2,7 +2,7 @@
 
 | name | type | labels |
 |---|---|---|
-| heteroserve_gateway_requests_total | counter | transport (rest, grpc), status (HTTP code; 499 = client went away) |
+| heteroserve_gateway_requests_total | counter | transport (rest, grpc), status (HTTP code, 499: gone) |
 | heteroserve_gateway_ttft_seconds | histogram | path (colocated, disaggregated) |
 | heteroserve_gateway_tpot_seconds | histogram | path |
 | heteroserve_gateway_request_duration_seconds | histogram | path |
