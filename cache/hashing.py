@@ -48,6 +48,12 @@ class HashKeys:
         return b"".join(struct.pack("<I", len(p.encode())) + p.encode() for p in parts)
 
 
+def kv_layout(dtype: str, block_size: int, num_layers: int, num_kv_heads: int, head_dim: int) -> str:
+    """The `layout` hash key of a KV pool: blocks of different dtype, size or shape never share a name.
+    Workers (engine) and the gateway (which hashes prompts to route them) both build it here."""
+    return f"{dtype}:b{block_size}:l{num_layers}:h{num_kv_heads}:d{head_dim}"
+
+
 def root_hash(keys: HashKeys) -> BlockHash:
     """The parent hash of a sequence's first block."""
     return BlockHash(xxhash.xxh3_128_digest(_DOMAIN + keys.encode()))

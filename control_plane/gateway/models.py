@@ -22,6 +22,7 @@ from typing import Any
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 
+from cache.hashing import kv_layout
 from heteroserve.errors import ConfigError, InvalidRequestError
 
 DEFAULT_CHAT_TEMPLATE = (
@@ -60,11 +61,11 @@ class ServedModel:
 
 
     def kv_layout(self, dtype: str, block_size: int) -> str:
-        """The `layout` key of the workers' block hashes (workers/engine/engine.py `hash_keys`):
-        KV dtype, block size, layers, KV heads and head dim. It must match, or the gateway's hashes
-        name no block any worker announced."""
+        """The `layout` key of the workers' block hashes (`cache.hashing.kv_layout`, as the engine's
+        `hash_keys`), from this model's config: it must match, or the gateway's hashes name no block
+        any worker announced."""
         layers, kv_heads, head_dim = self._shape
-        return f"{dtype}:b{block_size}:l{layers}:h{kv_heads}:d{head_dim}"
+        return kv_layout(dtype, block_size, layers, kv_heads, head_dim)
 
     @property
     def vocab_size(self) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from cache.hashing import BlockHash, HashKeys
+from cache.hashing import BlockHash, HashKeys, kv_layout
 from heteroserve.errors import ConfigError, InvalidRequestError, KVTransferError
 from workers.devices import allocate_kv_storage, torch_device, torch_dtype
 from workers.engine.block_manager import BlockManager
@@ -78,9 +78,8 @@ class LLMEngine:
 
     # ---- requests ---------------------------------------------------------------------------
     def hash_keys(self, adapter: str = "", tenant_salt: str = "") -> HashKeys:
-        a = self.args
-        layout = (f"{self.config.dtype}:b{self.config.block_size}:l{a.num_layers}:h{a.num_kv_heads}"
-                  f":d{a.head_dim}")
+        a, cfg = self.args, self.config
+        layout = kv_layout(cfg.dtype, cfg.block_size, a.num_layers, a.num_kv_heads, a.head_dim)
         return HashKeys(self.model_id, adapter, tenant_salt, layout)
 
     def add_request(self, request: EngineRequest) -> None:
