@@ -145,10 +145,16 @@ class AsyncEngine:
                 commands, self._inbox = self._inbox, []
                 stopping = self._stopping
             for fn, future in commands:
+                # A caller that gave up (its task was cancelled, so `wrap_future` cancelled this future)
+                # gets nothing run; setting a result on a cancelled future would kill this thread.
+                if not future.set_running_or_notify_cancel():
+                    continue
                 try:
-                    future.set_result(fn())
+                    result = fn()
                 except Exception as exc:
                     future.set_exception(exc)
+                else:
+                    future.set_result(result)
             if stopping:
                 self._abort_all()
                 return
