@@ -9,7 +9,7 @@ Streaming: the first event is awaited before the response starts, so errors befo
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -50,8 +50,8 @@ def create_app(runtime: GatewayRuntime) -> FastAPI:
     return app
 
 
-def _principal(runtime: GatewayRuntime) -> Callable[[Request], Principal]:
-    def dependency(request: Request) -> Principal:
+def _principal(runtime: GatewayRuntime) -> Callable[[Request], Awaitable[Principal]]:
+    async def dependency(request: Request) -> Principal:  # async: FastAPI runs a sync one in a thread
         return runtime.auth.authenticate(request.headers.get("authorization"))
     return dependency
 

@@ -27,6 +27,7 @@ from heteroserve.errors import HeteroserveError, InvalidRequestError, NotFoundEr
 
 SLO_PRIORITY = {"interactive": 0, "": 1, "default": 1, "standard": 1, "batch": 2}
 MAX_STOP = 16
+MAX_CACHED_KEYS = 4096  # (model, tenant) hash keys kept; the tenants come from configured API keys
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class GatewayService:
         self.plan = plan
         self.metrics = metrics
         self._orchestrator = orchestrator
+        self._keys: dict[tuple[str, str], HashKeys] = {}
 
     def model(self, name: str) -> ServedModel:
         served = self.models.get(name)
@@ -92,10 +94,20 @@ class GatewayService:
                           model=served.name, prompt_token_ids=tuple(tokens), sampling=sampling,
                           tenant=tenant, slo_class=request.slo_class, session_id=request.session_id,
                           priority=SLO_PRIORITY[request.slo_class])
-        keys = HashKeys(model_id=served.kv_model_id, tenant_salt=tenant,
-                        layout=served.kv_layout(self.config.kv_dtype, self.config.block_size))
+        keys = self._hash_keys(served, tenant)
         hashes = hash_prompt_blocks(tokens, keys, self.config.block_size)
         return Prepared(job=job, route=route, block_hashes=tuple(hashes))
+
+    def _hash_keys(self, served: ServedModel, tenant: str) -> HashKeys:
+        """The block-hash keys of (model, tenant), built once: they are the same for every request."""
+        keys = self._keys.get((served.name, tenant))
+        if keys is None:
+            if len(self._keys) >= MAX_CACHED_KEYS:
+                self._keys.clear()
+            keys = HashKeys(model_id=served.kv_model_id, tenant_salt=tenant,
+                            layout=served.kv_layout(self.config.kv_dtype, self.config.block_size))
+            self._keys[(served.name, tenant)] = keys
+        return keys
 
     def _tokens(self, served: ServedModel, request: GenerateInput) -> tuple[list[int], str]:
         if request.messages is not None:

@@ -60,7 +60,8 @@ def accept_chunk(run: Run, chunk: common_pb2.TokenChunk) -> list[Event]:
         if run.first_token_at is None:
             run.first_token_at = time.monotonic()
         run.generated.extend(chunk.token_ids)
-        events.append(TokenDelta(tuple(chunk.token_ids), chunk.text, tuple(chunk.logprobs)))
+        events.append(TokenDelta(tuple(chunk.token_ids), chunk.text, tuple(chunk.logprobs),
+                                 final=bool(chunk.finish_reason)))
     if chunk.finish_reason:
         events.append(run.finished(chunk.finish_reason))
     return events

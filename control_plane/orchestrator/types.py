@@ -70,11 +70,13 @@ class RouteInfo:
 
 @dataclass(frozen=True)
 class TokenDelta:
-    """New tokens for the client; never repeats a token already yielded."""
+    """New tokens for the client; never repeats a token already yielded. `final`: a `Finished` follows
+    at once (same worker chunk, no wait), so a transport may send both in one message."""
 
     token_ids: tuple[int, ...]
     text: str
     logprobs: tuple[float, ...] = ()
+    final: bool = False
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,22 @@ def test_grpc_sdk_token_ids_equal_worker(gateway: Gateway, reference: Ref) -> No
         assert chunks[-1].route is not None and chunks[-1].route.worker_id in {"co-0", "co-1"}
 
 
+async def test_grpc_last_tokens_ride_the_final_chunk(gateway: Gateway, reference: Ref) -> None:
+    """The worker sends its last token with the finish reason; the gateway forwards one message."""
+    from grpc import aio
+
+    from heteroserve.v1 import gateway_pb2, gateway_pb2_grpc
+
+    async with aio.insecure_channel(gateway.grpc_target) as channel:
+        request = gateway_pb2.GatewayGenerateRequest(model="tiny", prompt=PROMPT,
+                                                     sampling=common_pb2.SamplingParams(max_tokens=1))
+        call = gateway_pb2_grpc.GatewayStub(channel).Generate(request, metadata=tuple(AUTH.items()))
+        chunks = [c async for c in call]
+    assert len(chunks) == 1
+    assert list(chunks[0].token_ids) == reference["prompt"][0][:1] and chunks[0].finish_reason == "length"
+    assert chunks[0].completion_tokens == 1 and chunks[0].route.worker_id in {"co-0", "co-1"}
+
+
 async def test_async_client_both_transports(gateway: Gateway,
                                             reference: Ref) -> None:
     for target, transport in ((gateway.http_url, "rest"), (gateway.grpc_target, "grpc")):

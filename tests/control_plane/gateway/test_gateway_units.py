@@ -14,10 +14,13 @@ from control_plane.gateway.auth import ApiKeySpec, Authenticator, hash_key
 from control_plane.gateway.config import GatewayConfig, ModelSpec
 from control_plane.gateway.plan import PlanView
 from control_plane.orchestrator.prefix import IndexPrefixSource
+from control_plane.orchestrator.relay import Run, accept_chunk
 from control_plane.orchestrator.routed_prefixes import RoutedPrefixes, merge
 from control_plane.orchestrator.routes import ClassRoute, PathChooser
+from control_plane.orchestrator.types import Finished, GenerateJob, Sampling, TokenDelta
 from control_plane.router import PrefixMatch
 from heteroserve.errors import AuthenticationError, PermissionDeniedError, RateLimitedError
+from heteroserve.v1 import common_pb2
 
 PLAN = {
     "pools": [{"name": "gpu-co", "role": "colocated"}, {"name": "gpu-p", "role": "prefill"},
@@ -184,3 +187,13 @@ async def test_relay_timeouts_and_truncated_streams() -> None:
     with pytest.raises(UnavailableError, match="without finishing"):
         async for _ in relay(cut, chunks([0, 0], False), first_timeout=1, token_timeout=1, worker_id="w"):
             pass
+
+
+def test_accept_chunk_marks_the_delta_a_finish_follows() -> None:
+    run = Run(job=GenerateJob(request_id="r", model="tiny", prompt_token_ids=(1, 2),
+                              sampling=Sampling(max_tokens=3)))
+    first = accept_chunk(run, common_pb2.TokenChunk(token_ids=[5], text="a", prompt_tokens=2))
+    assert first == [TokenDelta((5,), "a")] and not first[0].final
+    last = accept_chunk(run, common_pb2.TokenChunk(token_ids=[6], text="b", finish_reason="length"))
+    assert isinstance(last[0], TokenDelta) and last[0].final and isinstance(last[1], Finished)
+    assert run.generated == [5, 6] and last[1].completion_tokens == 2
