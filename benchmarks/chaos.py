@@ -127,16 +127,17 @@ async def scenario_redis_outage(cluster: ChaosCluster, args: argparse.Namespace)
     cluster.start_redis()
     up_at = time.monotonic()
     await load
-    end = max(t for t, _ in log) if log else up_at
+    end = t0 + 15 + args.outage  # the load's own end: a stalled stream finishing later must not shift it
 
     def hit_rate(lo: float, hi: float) -> float:
         window = [r for t, r in log if lo <= t < hi and r.ok]
         return sum(1 for r in window if r.cached_prompt_tokens > 0) / len(window) if window else 0.0
 
-    before, after = hit_rate(t0, down_at), hit_rate(end - 5, end + 1)
+    before, after = hit_rate(t0, down_at), hit_rate(end - 5, end)
     return {"failed_requests_redis_outage": sum(1 for _, r in log if not r.ok),
             "requests_during_outage": sum(1 for t, _ in log if down_at <= t < up_at),
-            "requests_total": len(log), "hit_rate_before": round(before, 3),
+            "requests_total": len(log), "stalled_until_deadline": sum(1 for t, _ in log if t > end + 30),
+            "hit_rate_before": round(before, 3),
             "hit_rate_after_restart": round(after, 3), "hit_rate_recovered": after >= 0.5 * before > 0,
             "errors_sample": sorted({r.error for _, r in log if r.error})[:3]}
 
