@@ -25,16 +25,13 @@ value of prefill/decode disaggregation — all measured in the same run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import statistics
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from heteroserve.logs import native_stdout_silenced
 from placement import melange
 from placement.catalog import load_catalog
 from placement.compile import CompileOptions, compile_problem
@@ -73,20 +70,6 @@ SCALE_MODELS = ("llama2-7b", "llama3-8b", "mistral-7b", "llama2-13b")
 PD_FLEET = ("H100x8", "A100-80Gx8", "L4x8", "cpu-192c", "csd-8x")
 RATE_SCALE = 20.0
 SIM_REQUESTS = 4000
-
-
-@contextlib.contextmanager
-def quiet_stdout() -> Iterator[None]:
-    """HiGHS prints a banner from C++ on first use; keep our table and JSON line clean."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-            yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def melange_reproduction(cbc_cap: float) -> dict[str, Any]:
@@ -245,7 +228,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cbc-cap", type=float, help="CBC baseline cap in seconds")
     args = parser.parse_args(argv)
     cap = args.cbc_cap or (10.0 if args.quick else 120.0 if args.full else 30.0)
-    with quiet_stdout():
+    with native_stdout_silenced():
         mel = melange_reproduction(cap)
         scale = scale_instance()
         pd = pd_value()

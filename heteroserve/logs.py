@@ -7,9 +7,12 @@ them in every record, so they never reach a log line even when an exception mess
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 import threading
+from collections.abc import Iterator
 
 _SECRETS: set[str] = set()
 _LOCK = threading.Lock()
@@ -54,3 +57,18 @@ def setup_logging(level: str = "INFO", component: str = "heteroserve") -> None:
     root.setLevel(level.upper())
     for noisy in ("httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def native_stdout_silenced() -> Iterator[None]:
+    """Send file descriptor 1 to /dev/null for the block: native libraries (HiGHS prints a banner from
+    C++ when first created) would otherwise write into a command's table or its last-line JSON."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)

@@ -10,12 +10,10 @@ its solver: cost_per_hour, instances, status, solve_seconds) plus our joint ILP'
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import sys
-from collections.abc import Iterator
 from typing import Any
+
+from heteroserve.logs import native_stdout_silenced
 
 HELP = "solve a placement spec (YAML or JSON); --simulate TRACE replays a trace against the plan"
 
@@ -43,20 +41,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus", help="comma-separated GPU types to keep (Mélange mode)")
 
 
-@contextlib.contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """HiGHS prints a banner from C++ when first created; keep it off our stdout."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-            yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def run(args: argparse.Namespace) -> int:
     from heteroserve.errors import ConfigError
 
@@ -80,7 +64,7 @@ def _run_spec(args: argparse.Namespace) -> int:
     if args.time_limit:
         options = replace(options, time_limit_seconds=args.time_limit)
     try:
-        with _quiet_stdout():
+        with native_stdout_silenced():
             problem = compile_problem(
                 spec.fleet,
                 spec.models,
@@ -153,7 +137,7 @@ def _run_melange(args: argparse.Namespace) -> int:
     slices = args.slice_factor or workload.slice_factor or 1
     options = SolverOptions(time_limit_seconds=args.time_limit or 60.0)
     problem = melange.to_problem(profiles, workload.distribution, rate)
-    with _quiet_stdout():
+    with native_stdout_silenced():
         result = melange.solve_slices(problem, slices, options)
         joint = solve(problem, options)
     joint_instances = {problem.pools[i].node_type: n for i, n in enumerate(joint.counts) if n}
