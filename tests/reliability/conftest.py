@@ -68,6 +68,5 @@ def cluster(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         codes = [p.stop() for p in (gateway, worker) if p is not None]
         redis.stop()
     everything = "\n".join(p.stderr for p in (gateway, worker) if p is not None)
-    # Only the gateway's exit code: a registered worker does not exit on SIGTERM (test_shutdown.py).
-    assert codes[:1] == [0], everything[-3000:]
+    assert codes == [0, 0], everything[-3000:]  # both drain and exit on SIGTERM (test_shutdown.py)
     assert leaked(everything) == [], "a secret reached a log"
