@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RETIRE_SECONDS = 120.0
+# A worker missing from the registry stays a candidate this long while its stats polls succeed: Redis
+# restarting empty (or a late heartbeat) must not take a serving worker out of the cluster.
+ABSENT_GRACE_SECONDS = 5.0
 # Own subchannels and a short reconnect backoff: a worker that comes back is reachable within ~1 s,
 # instead of after gRPC's default backoff of up to 120 s.
 CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
@@ -43,6 +46,7 @@ class _Entry:
     stats: worker_pb2.WorkerStats | None = None
     reported_at: float | None = None
     healthy: bool = False
+    missing_since: float | None = None  # when the registry stopped listing this worker
 
 
 class ClusterView:
@@ -131,13 +135,22 @@ class ClusterView:
         return records
 
     async def _sync(self, records: dict[str, WorkerRecord]) -> None:
-        for worker_id in [w for w in self._entries if w not in records]:
-            await self._entries.pop(worker_id).client.close()
+        # A worker that left the registry goes after ABSENT_GRACE_SECONDS, and its channel is retired, not
+        # closed: closing a channel cancels the streams it carries, and a worker also "leaves" when Redis
+        # restarts empty and the worker has not re-registered yet, while it serves on perfectly well.
+        now = time.monotonic()
+        for worker_id, listed in list(self._entries.items()):
+            if worker_id in records:
+                listed.missing_since = None
+            elif listed.missing_since is None:
+                listed.missing_since = now
+            elif now - listed.missing_since > ABSENT_GRACE_SECONDS:
+                self._retired.append((now, self._entries.pop(worker_id).client))
         for worker_id, record in records.items():
             entry = self._entries.get(worker_id)
             if entry is None or entry.record.address != record.address:
                 if entry is not None:
-                    await entry.client.close()
+                    self._retired.append((now, entry.client))
                 client = self._client(record.address)
                 self._entries[worker_id] = _Entry(record, client)
             else:
