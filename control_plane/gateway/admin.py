@@ -50,10 +50,10 @@ def admin_router(runtime: GatewayRuntime) -> APIRouter:
 
 
 def solve_what_if(spec: dict[str, Any]) -> dict[str, Any]:
-    """Solve a placement spec (the mapping `heteroserve plan SPEC` reads; trace paths must be absolute)
-    with the placement library, imported lazily because it pulls in the solver. Blocking: call it in
-    a thread. Raises `ConfigError` (400) naming the field, `InfeasibleError` (422) naming the binding
-    constraint."""
+    """Solve a placement spec (the mapping `heteroserve plan SPEC` reads, without file references: the
+    shipped catalogs, traffic as rate + distribution) with the placement library, imported lazily
+    because it pulls in the solver. Blocking: call it in a thread. Raises `ConfigError` (400) naming
+    the field, `InfeasibleError` (422) naming the binding constraint."""
     import json
     import tempfile
     from pathlib import Path
@@ -64,6 +64,7 @@ def solve_what_if(spec: dict[str, Any]) -> dict[str, Any]:
 
     if not isinstance(spec, dict):
         raise InvalidRequestError("must be a JSON object", field="body")
+    _refuse_file_references(spec)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "what-if.json"
         path.write_text(json.dumps(spec))
@@ -72,3 +73,19 @@ def solve_what_if(spec: dict[str, Any]) -> dict[str, Any]:
                               loaded.compile_options, loaded.current)
     plan = make_plan(problem, loaded.classifier, loaded.solver_options, slice_factor=loaded.slice_factor)
     return {"cost_per_hour": plan.cost_per_hour, "status": plan.solve.status, "plan": plan.to_dict()}
+
+
+FILE_FIELDS = ("catalog", "model_catalog", "profiles")
+
+
+def _refuse_file_references(spec: dict[str, Any]) -> None:
+    """A what-if spec arrives over the network: it may not make the gateway open files on its host."""
+    for name in FILE_FIELDS:
+        if spec.get(name):
+            raise InvalidRequestError("file references are not accepted by the API; use the shipped "
+                                      "catalog, or `heteroserve plan` on your machine", field=name)
+    traffic = spec.get("traffic")
+    for i, entry in enumerate(traffic if isinstance(traffic, list) else ()):
+        if isinstance(entry, dict) and entry.get("trace"):
+            raise InvalidRequestError("trace files are not accepted by the API; give a rate and a "
+                                      "distribution", field=f"traffic[{i}].trace")

@@ -167,3 +167,10 @@ async def test_admin_solve_what_if(client: httpx.AsyncClient) -> None:
     bad = await client.post("/admin/solve", json={**spec, "fleet": ["NoSuchGPU"]}, headers=admin)
     assert _error(bad)[0] == 400 and "fleet[0]" in _error(bad)[1]
     assert _error(await client.post("/admin/solve", json=spec, headers=H))[0] == 403
+    # the gateway never opens files a request names
+    status, message, param = _error(await client.post("/admin/solve", json={**spec, "catalog": "/etc/passwd"},
+                                                      headers=admin))
+    assert (status, param) == (400, "catalog") and "file references are not accepted" in message
+    traced = {**spec, "traffic": [{**spec["traffic"][0], "trace": "/etc/shadow"}]}
+    status, message, param = _error(await client.post("/admin/solve", json=traced, headers=admin))
+    assert (status, param) == (400, "traffic[0].trace") and "trace files" in message
