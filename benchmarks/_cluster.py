@@ -6,17 +6,14 @@ stopped by `LocalCluster.stop()` (SIGTERM, then SIGKILL after a grace period).
 
 from __future__ import annotations
 
-import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from control_plane.gateway.auth import hash_key
+from heteroserve.embedded.processes import start_until_ready
 from heteroserve.localredis import LocalRedis, RedisServerConfig, free_port
 
 CLUSTER_TOKEN = "bench-cluster-token"
@@ -35,22 +32,10 @@ class LocalCluster:
 
     def _start(self, args: list[str], marker: str, timeout: float = 180.0,
                threads: int = 1) -> str:
-        env = {**os.environ, "HETEROSERVE_CLUSTER_TOKEN": CLUSTER_TOKEN, "OMP_NUM_THREADS": str(threads)}
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        env = {"HETEROSERVE_CLUSTER_TOKEN": CLUSTER_TOKEN, "OMP_NUM_THREADS": str(threads)}
+        proc, line, _ = start_until_ready(args, marker, env=env, timeout_seconds=timeout)
         self.procs.append(proc)
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=_pump, args=(proc, lines), daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=0.2)
-            except queue.Empty:
-                if proc.poll() is not None:
-                    break
-                continue
-            if marker in line:
-                return line.strip()
-        raise RuntimeError(f"{args[1]} did not start: {' '.join(args)}")
+        return line
 
     def start_worker(self, model_dir: Path, worker_id: str, redis_url: str | None,
                      extra: tuple[str, ...] = ()) -> str:
@@ -89,11 +74,6 @@ class LocalCluster:
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
-
-
-def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str]) -> None:
-    for line in proc.stdout or ():
-        lines.put(line)
 
 
 def percentile(values: list[float], q: float) -> float:

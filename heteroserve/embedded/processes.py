@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from heteroserve.errors import UnavailableError
 
@@ -131,3 +134,47 @@ def tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+class NotReadyError(UnavailableError):
+    """A process exited, or printed no ready line in time. `stderr` holds what it wrote."""
+
+    def __init__(self, message: str, stderr: str) -> None:
+        super().__init__(message)
+        self.stderr = stderr
+
+
+def start_until_ready(argv: Sequence[str], ready_marker: str, *, env: Mapping[str, str] | None = None,
+                      timeout_seconds: float = 90.0) -> tuple[subprocess.Popen[str], str, list[str]]:
+    """Start `argv` with stdout and stderr piped and wait for a stdout line containing `ready_marker`.
+
+    Returns (process, the ready line stripped, stderr lines — a list that keeps filling while the process
+    runs). A process that exits or stays silent past `timeout_seconds` is killed and raises
+    `NotReadyError`. The pumping threads are daemons and end when the process closes its pipes.
+    """
+    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+    lines: queue.Queue[str] = queue.Queue()
+    stderr_lines: list[str] = []
+    threading.Thread(target=_pump, args=(proc.stdout, lines.put), daemon=True).start()
+    threading.Thread(target=_pump, args=(proc.stderr, stderr_lines.append), daemon=True).start()
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+            continue
+        if ready_marker in line:
+            return proc, line.strip(), stderr_lines
+    proc.kill()
+    proc.wait(timeout=10)
+    stderr = "".join(stderr_lines)
+    raise NotReadyError(f"{' '.join(argv[:3])} did not print {ready_marker!r} within {timeout_seconds:.0f}s "
+                        f"(exit code {proc.returncode})", stderr[-3000:])
+
+
+def _pump(stream: IO[str] | None, sink: Callable[[str], None]) -> None:
+    for line in stream or ():
+        sink(line)

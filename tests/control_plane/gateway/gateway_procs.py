@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from heteroserve.embedded.processes import NotReadyError, start_until_ready
 from heteroserve.localredis import free_port
 
 CLUSTER_TOKEN = "gw-test-cluster-token"
@@ -53,26 +51,13 @@ class Proc:
 
 
 def _start(args: list[str], marker: str) -> Proc:
-    env = {**os.environ, "HETEROSERVE_CLUSTER_TOKEN": CLUSTER_TOKEN, "HETEROSERVE_ADMIN_TOKEN": ADMIN_TOKEN,
+    env = {"HETEROSERVE_CLUSTER_TOKEN": CLUSTER_TOKEN, "HETEROSERVE_ADMIN_TOKEN": ADMIN_TOKEN,
            "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    lines: queue.Queue[str] = queue.Queue()
-    errors: list[str] = []
-    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout or ()], daemon=True).start()
-    threading.Thread(target=lambda: [errors.append(x) for x in proc.stderr or ()], daemon=True).start()
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.2)
-        except queue.Empty:
-            if proc.poll() is not None:
-                break
-            continue
-        if marker in line:
-            return Proc(proc, line.strip(), errors)
-    proc.kill()
-    proc.wait(timeout=10)
-    pytest.fail(f"{args[1]} did not become ready; stderr:\n{''.join(errors)[-3000:]}")
+    try:
+        proc, line, errors = start_until_ready(args, marker, env=env, timeout_seconds=READY_TIMEOUT_SECONDS)
+    except NotReadyError as exc:
+        pytest.fail(f"{args[1]} did not become ready ({exc}); stderr:\n{exc.stderr}")
+    return Proc(proc, line, errors)
 
 
 @dataclass

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from heteroserve.embedded.processes import NotReadyError, start_until_ready
 from heteroserve.localredis import free_port
 
 CLUSTER_TOKEN = "test-cluster-token-1234"
@@ -65,24 +62,11 @@ def start_worker(model_dir: Path, *, role: str = "colocated", redis_url: str | N
             *extra]
     if redis_url:
         args += ["--redis-url", redis_url]
-    env = {**os.environ, "HETEROSERVE_CLUSTER_TOKEN": CLUSTER_TOKEN, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    lines: queue.Queue[str] = queue.Queue()
-    stderr_lines: list[str] = []
-    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout or ()], daemon=True).start()
-    threading.Thread(target=lambda: [stderr_lines.append(x) for x in proc.stderr or ()], daemon=True).start()
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.2)
-        except queue.Empty:
-            if proc.poll() is not None:
-                break
-            continue
-        if " ready on " in line:
-            address = line.strip().rsplit(" ", 1)[-1]
-            assert line.startswith(f"worker {worker_id} ready on 127.0.0.1:"), line
-            return WorkerProcess(proc, worker_id, address, metrics_port, stderr_lines)
-    proc.kill()
-    proc.wait(timeout=10)
-    pytest.fail(f"worker did not become ready; stderr:\n{''.join(stderr_lines)[-3000:]}")
+    env = {"HETEROSERVE_CLUSTER_TOKEN": CLUSTER_TOKEN, "OMP_NUM_THREADS": "1"}
+    try:
+        proc, line, stderr_lines = start_until_ready(args, " ready on ", env=env,
+                                                     timeout_seconds=READY_TIMEOUT_SECONDS)
+    except NotReadyError as exc:
+        pytest.fail(f"worker did not become ready ({exc}); stderr:\n{exc.stderr}")
+    assert line.startswith(f"worker {worker_id} ready on 127.0.0.1:"), line
+    return WorkerProcess(proc, worker_id, line.rsplit(" ", 1)[-1], metrics_port, stderr_lines)
