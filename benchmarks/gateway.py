@@ -30,6 +30,7 @@ import httpx
 from grpc import aio
 
 from benchmarks._cluster import CLUSTER_TOKEN, LocalCluster, percentile
+from benchmarks._report import target_table
 from heteroserve.modelgen import create_model
 from heteroserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, worker_pb2
 from heteroserve.workerclient import WorkerClient
@@ -160,18 +161,6 @@ def _wait_ready(http_url: str, timeout: float = 30.0) -> None:
     raise RuntimeError("gateway did not become ready")
 
 
-def _table(result: dict[str, Any]) -> str:
-    rows = [f"{'metric':<24} {'value':>12}  target"]
-    for key, value in result.items():
-        target = TARGETS.get(key)
-        mark = ""
-        if target:
-            ok = value <= target[1] if target[0] == "<=" else value >= target[1]
-            mark = f"{target[0]} {target[1]} {'ok' if ok else 'MISSED'}"
-        rows.append(f"{key:<24} {value:>12}  {mark}")
-    return "\n".join(rows)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="heteroserve bench gateway", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -180,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="closed-loop duration per path")
     args = parser.parse_args(argv)
     result = run(args)
-    print(_table(result))
+    print(target_table(result, TARGETS, 24))
     if args.json:
         print(json.dumps(result))
     return 0

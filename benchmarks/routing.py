@@ -34,6 +34,7 @@ import httpx
 import numpy as np
 
 from benchmarks._cluster import LocalCluster, percentile
+from benchmarks._report import target_table
 from heteroserve.modelgen import PRESETS, create_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,18 +160,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _table(result: dict[str, Any]) -> str:
-    rows = [f"{'metric':<36} {'value':>14}  target"]
-    for key, value in result.items():
-        target = TARGETS.get(key)
-        mark = ""
-        if target:
-            ok = value <= target[1] if target[0] == "<=" else value >= target[1]
-            mark = f"{target[0]} {target[1]} {'ok' if ok else 'MISSED'}"
-        rows.append(f"{key:<36} {value!s:>14}  {mark}")
-    return "\n".join(rows)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="heteroserve bench routing", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -186,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.trace.is_file():
         parser.error(f"--trace: no such file {args.trace}")
     result = run(args)
-    print(_table(result))
+    print(target_table(result, TARGETS, 36))
     if args.json:
         print(json.dumps(result))
     return 0
