@@ -5,7 +5,6 @@ The real `kubernetes` client talks HTTP to 127.0.0.1; the tests assert the exact
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -77,13 +76,6 @@ def node(
             "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
         },
     }
-
-
-@pytest.fixture
-def server() -> Iterator[RecordingApiServer]:
-    srv = RecordingApiServer().start()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture
@@ -341,18 +333,15 @@ async def test_inventory_passes_the_node_label_selector(
     assert [g.num_nodes for g in groups] == [1]
 
 
-async def test_unreachable_api_server_is_unavailable(registry: CollectorRegistry):
-    srv = RecordingApiServer().start()
-    url = srv.url
-    srv.stop()
-    configuration = k8s.Configuration(host=url)
-    configuration.retries = 0
+async def test_unreachable_api_server_is_unavailable(
+    registry: CollectorRegistry, unreachable_api_client: k8s.ApiClient
+):
     config = KubernetesActuatorConfig(namespace=NS, instance="hs", deployment_prefix=PREFIX)
 
     async def drain(target: DrainTarget) -> None:
         raise AssertionError("no drain expected")
 
-    actuator = KubernetesActuator(config, k8s.ApiClient(configuration), drain, ActuatorMetrics(registry))
+    actuator = KubernetesActuator(config, unreachable_api_client, drain, ActuatorMetrics(registry))
     try:
         with pytest.raises(UnavailableError):
             await actuator.inventory()

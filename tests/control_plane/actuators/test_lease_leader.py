@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -28,13 +27,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture
-def server() -> Iterator[RecordingApiServer]:
-    srv = RecordingApiServer().start()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture
@@ -114,13 +106,8 @@ async def test_stale_resource_version_loses_the_race(server: RecordingApiServer,
     assert server.calls[-1].method == "PUT"
 
 
-async def test_unreachable_api_server_means_not_leader(clock: Clock):
-    srv = RecordingApiServer().start()
-    url = srv.url
-    srv.stop()
-    configuration = k8s.Configuration(host=url)
-    configuration.retries = 0
-    a = KubernetesLeaseLock(CONFIG, k8s.ApiClient(configuration), "planner-a", clock=clock)
+async def test_unreachable_api_server_means_not_leader(clock: Clock, unreachable_api_client: k8s.ApiClient):
+    a = KubernetesLeaseLock(CONFIG, unreachable_api_client, "planner-a", clock=clock)
     assert not await a.try_acquire()
     assert not await a.renew()
 
