@@ -2,7 +2,8 @@
 
 Extensions the OpenAI API lacks, accepted as extra top-level body fields (the OpenAI client sends
 them with `extra_body=`): `slo_class`, `session_id`, `tenant`, `top_k`, `ignore_eos`. Responses carry
-an extra `route` object (which worker served, cache hits, retries) that OpenAI clients ignore.
+an extra `route` object (which worker served, cache hits, retries) that OpenAI clients ignore; its
+schema is the orchestrator's `RouteInfo` dataclass itself, so the two cannot drift apart.
 Unknown request fields are ignored, as OpenAI does for fields it deprecated.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from control_plane.orchestrator.types import RouteInfo
 
 
 class _Request(BaseModel):
@@ -60,19 +63,6 @@ class Usage(BaseModel):
     total_tokens: int
 
 
-class RouteOut(BaseModel):
-    request_class: str
-    pool: str
-    worker_id: str
-    prefill_worker_id: str = ""
-    disaggregated: bool = False
-    cached_prompt_tokens: int = 0
-    retries: int = 0
-    migrations: int = 0
-    policy: str = ""
-    reason: str = ""
-
-
 class CompletionChoice(BaseModel):
     index: int = 0
     text: str
@@ -80,14 +70,19 @@ class CompletionChoice(BaseModel):
     logprobs: Any = None
 
 
-class CompletionResponse(BaseModel):
+class _Response(BaseModel):
+    """What both generation responses carry besides `object` and `choices`."""
+
     id: str
-    object: Literal["text_completion"] = "text_completion"
     created: int
     model: str
-    choices: list[CompletionChoice]
     usage: Usage
-    route: RouteOut
+    route: RouteInfo
+
+
+class CompletionResponse(_Response):
+    object: Literal["text_completion"] = "text_completion"
+    choices: list[CompletionChoice]
 
 
 class ChatMessageOut(BaseModel):
@@ -102,14 +97,9 @@ class ChatChoice(BaseModel):
     logprobs: Any = None
 
 
-class ChatCompletionResponse(BaseModel):
-    id: str
+class ChatCompletionResponse(_Response):
     object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
     choices: list[ChatChoice]
-    usage: Usage
-    route: RouteOut
 
 
 class ModelCard(BaseModel):

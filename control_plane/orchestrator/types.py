@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from heteroserve.v1 import common_pb2
 
@@ -62,10 +62,8 @@ class RouteInfo:
     reason: str = ""
 
     def to_dict(self) -> dict[str, object]:
-        return {"request_class": self.request_class, "pool": self.pool, "worker_id": self.worker_id,
-                "prefill_worker_id": self.prefill_worker_id, "disaggregated": self.disaggregated,
-                "cached_prompt_tokens": self.cached_prompt_tokens, "retries": self.retries,
-                "migrations": self.migrations, "policy": self.policy, "reason": self.reason}
+        """Every field by name (the REST `route` object, see `gateway/schemas.py`)."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)
