@@ -48,6 +48,7 @@ import numpy as np
 import redis
 import redis.asyncio as aioredis
 
+from benchmarks._report import Target, meets
 from cache.hashing import BlockHash, HashKeys, hash_prompt_blocks
 from cache.serde import encode_block
 from cache.store import StoreTier, TieredStore, TierRole
@@ -55,8 +56,8 @@ from cache.tiers import DiskTier, DiskTierConfig, RedisTier, RedisTierConfig
 from heteroserve.localredis import LocalRedis, RedisServerConfig
 from heteroserve.modelgen import PRESETS, create_model
 
-TARGETS = {"cross_worker_ttft_ratio": ("<=", 0.3), "redis_tier_efficiency": (">=", 0.7),
-           "disk_tier_efficiency": (">=", 0.7)}
+TARGETS: dict[str, Target] = {"cross_worker_ttft_ratio": ("<=", 0.3), "redis_tier_efficiency": (">=", 0.7),
+                              "disk_tier_efficiency": (">=", 0.7)}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -214,8 +215,7 @@ def _check(name: str, value: float) -> str:
     if name not in TARGETS:
         return ""
     op, target = TARGETS[name]
-    ok = value <= target if op == "<=" else value >= target
-    return f"{op} {target}  {'PASS' if ok else 'FAIL'}"
+    return f"{op} {target}  {'PASS' if meets(value, TARGETS[name]) else 'FAIL'}"
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
