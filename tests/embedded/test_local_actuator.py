@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import redis.asyncio as aioredis
 
 from control_plane.actuators.base import PoolTarget
 from control_plane.actuators.local import LocalActuator, LocalActuatorConfig
+from heteroserve.embedded.processes import pid_alive
 from heteroserve.registry import list_workers
 from heteroserve.v1 import common_pb2, worker_pb2
 from heteroserve.workerclient import WorkerClient
@@ -22,14 +22,6 @@ TOKEN = "test-cluster-token-123"
 def target(pool: str, replicas: int, role: str = "colocated", device: str = "cpu") -> PoolTarget:
     return PoolTarget(pool=pool, node_type=f"{device}-local", role=role, device=device, model="tiny",
                       replicas=replicas)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def test_actuator_converges_and_drains_without_failing_requests(
