@@ -81,12 +81,12 @@ class AsyncClient:
         """One completion. Keyword arguments: max_tokens, temperature, top_p, top_k, seed, stop,
         ignore_eos, and the hints slo_class, session_id, tenant."""
         request = self._request(model, prompt, None, **kw)
-        return _completion(await self._with_retries(lambda: self._transport.complete(request)), model)
+        return collect([await self._with_retries(lambda: self._transport.complete(request))], model)
 
     async def chat(self, messages: Messages, *, model: str, **kw: Any) -> Completion:
         """One chat completion; `messages` are (role, content) pairs or {"role", "content"} dicts."""
         request = self._request(model, None, messages, **kw)
-        return _completion(await self._with_retries(lambda: self._transport.complete(request)), model)
+        return collect([await self._with_retries(lambda: self._transport.complete(request))], model)
 
     def stream(self, prompt: str, *, model: str, **kw: Any) -> AsyncIterator[Chunk]:
         return self._stream(self._request(model, prompt, None, **kw))
@@ -119,11 +119,6 @@ class AsyncClient:
                 if not self.retry.should_retry(exc, attempt):
                     raise
             await asyncio.sleep(self.retry.delay(attempt, self._rng))
-
-
-def _completion(chunk: Chunk, model: str) -> Completion:
-    return Completion(id=chunk.id, model=model, text=chunk.text, finish_reason=chunk.finish_reason or "",
-                      usage=chunk.usage or Usage(), route=chunk.route or Route(), token_ids=chunk.token_ids)
 
 
 class Client:

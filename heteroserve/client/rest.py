@@ -9,7 +9,8 @@ Connection failures are `UnavailableError`; timeouts `DeadlineExceededError`.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -91,6 +92,17 @@ def _parse_chunk(data: dict[str, Any]) -> Chunk:
                  route=Route.from_mapping(data["route"]) if "route" in data else None)
 
 
+@contextmanager
+def _transport_errors() -> Iterator[None]:
+    """httpx timeouts as `DeadlineExceededError`, other transport failures as `UnavailableError`."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise DeadlineExceededError(f"gateway did not answer in time ({type(exc).__name__})") from None
+    except httpx.TransportError as exc:
+        raise UnavailableError(f"cannot reach the gateway: {exc}") from None
+
+
 class RestTransport:
     def __init__(self, base_url: str, api_key: str | None, timeout_seconds: float) -> None:
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
@@ -111,7 +123,7 @@ class RestTransport:
 
     async def stream(self, request: Request) -> AsyncIterator[Chunk]:
         path, body = _body(request, stream=True)
-        try:
+        with _transport_errors():
             async with self._http.stream("POST", path, json=body) as response:
                 if response.status_code != 200:
                     raise http_error(response.status_code, await response.aread())
@@ -122,18 +134,10 @@ class RestTransport:
                     if payload == "[DONE]":
                         return
                     yield _chunk(json.loads(payload))
-        except httpx.TimeoutException as exc:
-            raise DeadlineExceededError(f"gateway did not answer in time ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise UnavailableError(f"cannot reach the gateway: {exc}") from None
 
     async def _json(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
-        try:
+        with _transport_errors():
             response = await self._http.request(method, path, json=body)
-        except httpx.TimeoutException as exc:
-            raise DeadlineExceededError(f"gateway did not answer in time ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise UnavailableError(f"cannot reach the gateway: {exc}") from None
         if response.status_code != 200:
             raise http_error(response.status_code, response.content)
         return response.json()

@@ -84,6 +84,16 @@ async def test_retries_only_retryable_errors(gateway: tuple[str, str], transport
     assert f'heteroserve_gateway_requests_total{{status="503",transport="{transport}"}} 4.0' in metrics
 
 
+async def test_rest_unreachable_gateway_is_unavailable() -> None:
+    """Nothing listens on the port: both the JSON and the streaming path raise `UnavailableError`."""
+    policy = RetryPolicy(max_retries=0)
+    async with heteroserve.AsyncClient(f"http://127.0.0.1:{free_port()}", retry=policy) as client:
+        with pytest.raises(UnavailableError, match="cannot reach the gateway"):
+            await client.models()
+        with pytest.raises(UnavailableError, match="cannot reach the gateway"):
+            [c async for c in client.stream("hi", model="tiny")]
+
+
 def test_retry_policy_backoff() -> None:
     import random
 
