@@ -32,7 +32,8 @@ class LocalCluster:
 
     def _start(self, args: list[str], marker: str, timeout: float = 180.0,
                threads: int = 1) -> str:
-        env = {"HETEROSERVE_CLUSTER_TOKEN": CLUSTER_TOKEN, "OMP_NUM_THREADS": str(threads)}
+        env = {"HETEROSERVE_CLUSTER_TOKEN": CLUSTER_TOKEN, "HETEROSERVE_ADMIN_TOKEN": CLUSTER_TOKEN,
+               "OMP_NUM_THREADS": str(threads)}
         proc, line, _ = start_until_ready(args, marker, env=env, timeout_seconds=timeout)
         self.procs.append(proc)
         return line

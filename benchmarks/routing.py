@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks._cluster import LocalCluster, percentile
+from benchmarks._cluster import CLUSTER_TOKEN, LocalCluster, percentile
 from benchmarks._report import target_table
 from heteroserve.modelgen import PRESETS, create_model
 
@@ -128,14 +128,15 @@ def run_policy(policy: str, model_dir: Path, workdir: Path, requests: list[Trace
 
 
 def _wait_workers(http_url: str, count: int, timeout: float = 60.0) -> None:
+    """Until the gateway's admin API lists `count` healthy workers (the admin token is CLUSTER_TOKEN)."""
     deadline = time.monotonic() + timeout
+    headers = {"authorization": f"Bearer {CLUSTER_TOKEN}"}
     while time.monotonic() < deadline:
-        reply = httpx.get(f"{http_url}/ready", timeout=5)
-        if reply.status_code == 200:
-            time.sleep(1.0)  # one more stats round so every worker is known
+        reply = httpx.get(f"{http_url}/admin/workers", headers=headers, timeout=5)
+        if reply.status_code == 200 and sum(w["healthy"] for w in reply.json()["workers"]) >= count:
             return
         time.sleep(0.3)
-    raise RuntimeError("gateway did not become ready")
+    raise RuntimeError(f"gateway did not list {count} healthy workers within {timeout} s")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
