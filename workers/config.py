@@ -75,16 +75,15 @@ class WorkerConfig:
                 raise ValueError(f"{name} must be in 0..65535, got {value}")
         if self.kv_cache_mb is not None and self.kv_cache_mb <= 0:
             raise ValueError(f"kv_cache_mb must be positive, got {self.kv_cache_mb}")
-        if not self.node_type or not self.pool:
-            raise ValueError("node_type and pool must not be empty")
+        for name in ("node_type", "pool"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} must not be empty")
         if self.heartbeat_seconds <= 0:
             raise ValueError(f"heartbeat_seconds must be positive, got {self.heartbeat_seconds}")
         if self.registration_ttl_seconds < 2 * self.heartbeat_seconds:
             raise ValueError(f"registration_ttl_seconds must be >= 2 x heartbeat_seconds, "
                              f"got {self.registration_ttl_seconds}")
-        for name in ("redis_url",):
-            url = getattr(self, name)
-            if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
-                raise ValueError(f"{name} must start with redis://, rediss:// or unix://")
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
         if self.drain_grace_seconds < 0:
             raise ValueError(f"drain_grace_seconds must be >= 0, got {self.drain_grace_seconds}")

@@ -15,7 +15,8 @@ Three entry points, called by the worker service (workers/service/):
 - `await publish_prompt_blocks(engine, store, hashes, tiers=("redis",))`: the prefill role writes the
   prompt's blocks to the shared tier after prefill, so a decode worker's `load_cached_prefix` finds them.
 
-KV crosses into `cache` as bytes (cache.serde), never as tensors, so `cache` does not need torch.
+KV crosses into `cache` as bytes (cache.serde, via `workers.service.kv_wire`, the one KVBlock <-> bytes
+conversion, shared with the PullKV stream), never as tensors, so `cache` does not need torch.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ import logging
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
-from cache import serde
 from cache.hashing import BlockHash
 from cache.store import EventSink, TieredStore
 from heteroserve.errors import CorruptDataError, KVTransferError
 from workers.engine.types import KVBlock
+from workers.service.kv_wire import decode_block, encode_block
 
 log = logging.getLogger(__name__)
 DEVICE_TIER = "device"
@@ -51,7 +52,7 @@ class BridgeEngine(Protocol):
 
 def encode_blocks(blocks: Sequence[KVBlock], model_id: str) -> list[tuple[BlockHash, bytes]]:
     """(hash, encoded bytes) of each block. CPU-heavy: call in a thread for large batches."""
-    return [(b.block_hash, serde.encode_block(b.block_hash, b.token_ids, b.kv, model_id)) for b in blocks]
+    return [(b.block_hash, encode_block(b, model_id)) for b in blocks]
 
 
 def decode_blocks(payloads: Sequence[bytes], hashes: Sequence[BlockHash], model_id: str) -> list[KVBlock]:
@@ -59,11 +60,10 @@ def decode_blocks(payloads: Sequence[bytes], hashes: Sequence[BlockHash], model_
     out: list[KVBlock] = []
     for data, block_hash in zip(payloads, hashes, strict=False):
         try:
-            block = serde.decode_block(data, expected_hash=block_hash, model_id=model_id)
+            out.append(decode_block(data, expected_hash=block_hash, model_id=model_id))
         except CorruptDataError as exc:
             log.warning("stopping prefix load at a corrupt block: %s", exc)
             break
-        out.append(KVBlock(block.block_hash, block.token_ids, block.to_torch()))
     return out
 
 

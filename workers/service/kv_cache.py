@@ -50,7 +50,7 @@ class WorkerKVCache:
         self._store = store
         self._publisher = publisher
         self._shared_tiers = tuple(shared_tiers)
-        # An empty store when there is none: evictions then cost one encode each and go nowhere.
+        # An empty store when there is none: KVWriteBack then publishes events only (no encoding).
         self._write_back = KVWriteBack(engine, store or TieredStore([]), publisher)
 
     @property

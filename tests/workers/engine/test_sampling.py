@@ -59,7 +59,7 @@ def test_stop_token_id_ends_with_stop(make_engine: Any, hf: HFOracle) -> None:
     assert events[-1].finish_reason == "stop" and events[-1].text == ""
 
 
-def test_stop_string_cuts_text_and_never_retracts(make_engine: Any, tiny_model_dir: Any) -> None:
+def test_stop_string_cuts_text_and_never_retracts(make_engine: Any) -> None:
     engine = make_engine()
     full = _tokens(engine, SamplingParams(max_tokens=24, ignore_eos=True), rid="full")
     text = "".join(e.text for e in full)
