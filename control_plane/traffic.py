@@ -36,9 +36,11 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from placement.types_ import DEFAULT_EDGES
+
 log = logging.getLogger(__name__)
 
-LENGTH_EDGES: tuple[int, ...] = (0, 25, 100, 250, 500, 1000, 2000)
+LENGTH_EDGES: tuple[int, ...] = DEFAULT_EDGES
 DEFAULT_PREFIX = "heteroserve:traffic"
 _STATS = ("n", "slo_met", "in_tokens", "out_tokens", "ttft_ms", "tpot_ms")
 

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from placement.melange import DEFAULT_EDGES, MelangeProfiles
+from placement.melange import MelangeProfiles
 from placement.profiles import Capacity
+from placement.types_ import DEFAULT_EDGES
 from placement.workload import RequestClass
 
 

@@ -24,8 +24,6 @@ from heteroserve.errors import ConfigError, InfeasibleError
 from placement.ilp.problem import ColocatedOption, Demand, PoolSpec, Problem, SolverOptions
 from placement.ilp.solver import SolveInfo, run
 
-DEFAULT_EDGES = (0, 25, 100, 250, 500, 1000, 2000)
-
 
 @dataclass(frozen=True)
 class MelangeProfiles:

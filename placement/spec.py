@@ -31,11 +31,12 @@ from placement.catalog import Catalog, NodeType, load_catalog
 from placement.compile import CompileOptions
 from placement.ilp.problem import SolverOptions
 from placement.measured import MeasuredTable, from_melange
-from placement.melange import DEFAULT_EDGES, load_profiles
+from placement.melange import load_profiles
 from placement.models import ModelSpec, load_models
 from placement.plan import Classifier
 from placement.profiles import ProfileOptions
 from placement.trace import Trace, load_trace
+from placement.types_ import DEFAULT_EDGES
 from placement.workload import (
     Buckets,
     RequestClass,

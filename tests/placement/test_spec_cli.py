@@ -11,6 +11,7 @@ import yaml
 from heteroserve.cli import main
 from heteroserve.errors import ConfigError
 from placement.spec import load_spec
+from placement.types_ import DEFAULT_EDGES
 
 GOOD = {
     "fleet": ["A100-80G", "A10G", "L4"],
@@ -111,7 +112,7 @@ def test_melange_profile_file_replaces_roofline_rates(tmp_path: Path, shared_dat
 
     mdir = shared_data / "melange"
     arena = melange.load_workload(mdir / "arena_workload_distribution_6x6.json")
-    edges = list(melange.DEFAULT_EDGES)
+    edges = list(DEFAULT_EDGES)
     spec = {
         "fleet": ["A10G", "A100-80G"],
         "slo_classes": [{"name": "default", "ttft_seconds": 10.0, "tpot_seconds": 1.0}],
