@@ -2,7 +2,7 @@
 
 The embedded cluster (`heteroserve up`) and the test fixtures use the same launcher, so the code users
 run is the code the tests run. The server binds 127.0.0.1 only, keeps its data under `data_dir`, and is
-stopped with SHUTDOWN NOSAVE (or SIGTERM, then SIGKILL) by `stop()`.
+stopped by `stop()` with SIGTERM, then SIGKILL after 5 s (it never saves: `--save ""`).
 """
 
 from __future__ import annotations

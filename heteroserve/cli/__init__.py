@@ -1,7 +1,9 @@
 """The `heteroserve` command line.
 
-Each command lives in its own module under `heteroserve.cli`, imported only when that command runs, so
-`heteroserve --help` stays fast and the SDK-only install (no torch) can still run the commands it needs.
+Each command lives in its own module under `heteroserve.cli`. Every module is imported to build the
+parser, so a module imports only the standard library and `heteroserve.errors`/`logs` at the top and its
+heavy dependencies (torch, grpc, the components) inside `run()`: that
+keeps `heteroserve --help` fast and lets the SDK-only install (no torch) run the commands it needs.
 A command module defines `HELP` (one line), `configure(parser)` and `run(args) -> int`.
 """
 
