@@ -17,6 +17,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from heteroserve.cli.up import DEFAULT_RUN_DIR
+
 HELP = "run the planner loop (observe traffic, re-plan, actuate)"
 
 
@@ -27,7 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--actuator", choices=("local", "kubernetes", "none"), default="none")
     parser.add_argument("--kubernetes-config", type=Path, default=None,
                         help="kubernetes actuator: the chart's kubernetes.yaml (actuator and lease sections)")
-    parser.add_argument("--run-dir", type=Path, default=Path(".heteroserve/run"),
+    parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR,
                         help="local actuator: where worker logs and pid files go")
     parser.add_argument("--model-dir", type=Path, default=None, help="local actuator: model directory")
     parser.add_argument("--planner-id", default=None, help="replica id for leader election "
