@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -37,8 +36,6 @@ class Run:
     cached_prompt_tokens: int | None = None
     policy: str = ""
     reason: str = ""
-    started_at: float = field(default_factory=time.monotonic)
-    first_token_at: float | None = None
 
     def route(self) -> RouteInfo:
         return RouteInfo(request_class=self.request_class, pool=self.pool, worker_id=self.worker_id,
@@ -57,8 +54,6 @@ def accept_chunk(run: Run, chunk: common_pb2.TokenChunk) -> list[Event]:
         run.cached_prompt_tokens = chunk.cached_prompt_tokens
     events: list[Event] = []
     if chunk.token_ids or chunk.text:
-        if run.first_token_at is None:
-            run.first_token_at = time.monotonic()
         run.generated.extend(chunk.token_ids)
         events.append(TokenDelta(tuple(chunk.token_ids), chunk.text, tuple(chunk.logprobs),
                                  final=bool(chunk.finish_reason)))

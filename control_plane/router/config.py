@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from control_plane.router.scorers.prefix import DEFAULT_TIER_CREDITS
 from control_plane.router.types import TIERS
 
 Policy = Literal["prefix_aware", "round_robin", "least_load", "random"]
-POLICIES: tuple[str, ...] = ("prefix_aware", "round_robin", "least_load", "random")
+POLICIES: tuple[str, ...] = get_args(Policy)
 
 
 @dataclass(frozen=True)
