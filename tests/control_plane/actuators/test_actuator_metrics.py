@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry
 from control_plane.actuators.metrics import ActuatorMetrics
 
 
-def test_names_and_labels():
+def test_names_and_labels() -> None:
     registry = CollectorRegistry()
     metrics = ActuatorMetrics(registry)
     metrics.desired_replicas.labels(pool="l4-decode", node_type="l4", role="decode").set(3)
@@ -28,9 +28,20 @@ def test_names_and_labels():
     }
 
 
-def test_shares_the_planner_registry():
+def test_shares_the_planner_registry() -> None:
     from control_plane.planner.metrics import PlannerMetrics
 
+    planner_names = _names_of(PlannerMetrics)
     registry = CollectorRegistry()
     PlannerMetrics(registry)
     ActuatorMetrics(registry)  # raises ValueError on a duplicated name
+    actuator_names = _names_of(ActuatorMetrics)
+    assert planner_names and actuator_names and not planner_names & actuator_names
+    assert {family.name for family in registry.collect()} == planner_names | actuator_names
+
+
+def _names_of(metrics_class: type) -> set[str]:
+    """The metric family names `metrics_class` creates on a fresh registry."""
+    registry = CollectorRegistry()
+    metrics_class(registry)
+    return {family.name for family in registry.collect()}
