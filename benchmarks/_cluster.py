@@ -9,8 +9,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 from control_plane.gateway.auth import hash_key
 from heteroserve.embedded.processes import start_until_ready
@@ -75,6 +78,18 @@ class LocalCluster:
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
+
+
+def wait_for_workers(http_url: str, count: int, timeout: float = 60.0) -> None:
+    """Until the gateway's admin API (admin token = CLUSTER_TOKEN) lists `count` healthy workers."""
+    deadline = time.monotonic() + timeout
+    headers = {"authorization": f"Bearer {CLUSTER_TOKEN}"}
+    while time.monotonic() < deadline:
+        reply = httpx.get(f"{http_url}/admin/workers", headers=headers, timeout=5)
+        if reply.status_code == 200 and sum(w["healthy"] for w in reply.json()["workers"]) >= count:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"gateway did not list {count} healthy workers within {timeout} s")
 
 
 def percentile(values: list[float], q: float) -> float:

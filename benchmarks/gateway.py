@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 from grpc import aio
 
-from benchmarks._cluster import CLUSTER_TOKEN, LocalCluster, percentile
+from benchmarks._cluster import CLUSTER_TOKEN, LocalCluster, percentile, wait_for_workers
 from benchmarks._report import target_table
 from heteroserve.modelgen import create_model
 from heteroserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, worker_pb2
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             redis_url = cluster.start_redis()
             worker = cluster.start_worker(model_dir, "bench-w0", redis_url)
             http_url, grpc_target = cluster.start_gateway(model_dir, redis_url, {API_KEY: "bench"})
-            _wait_ready(http_url)
+            wait_for_workers(http_url, 1)
             prompt_ids = Tokenizer.from_file(str(model_dir / "tokenizer.json")).encode(PROMPT).ids
 
             async def main() -> dict[str, Any]:
@@ -150,15 +150,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return asyncio.run(main())
         finally:
             cluster.stop()
-
-
-def _wait_ready(http_url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if httpx.get(f"{http_url}/ready", timeout=5).status_code == 200:
-            return
-        time.sleep(0.2)
-    raise RuntimeError("gateway did not become ready")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks._cluster import CLUSTER_TOKEN, LocalCluster, percentile
+from benchmarks._cluster import LocalCluster, percentile, wait_for_workers
 from benchmarks._report import target_table
 from heteroserve.modelgen import PRESETS, create_model
 
@@ -112,7 +112,7 @@ def run_policy(policy: str, model_dir: Path, workdir: Path, requests: list[Trace
         for i in range(num_workers):
             cluster.start_worker(model_dir, f"{policy}-w{i}", redis_url)
         http_url, _ = cluster.start_gateway(model_dir, redis_url, {API_KEY: "bench"}, "--policy", policy)
-        _wait_workers(http_url, num_workers)
+        wait_for_workers(http_url, num_workers)
         began = time.perf_counter()
         results = asyncio.run(_replay(http_url, requests))
         elapsed = time.perf_counter() - began
@@ -125,18 +125,6 @@ def run_policy(policy: str, model_dir: Path, workdir: Path, requests: list[Trace
             "ttft_p99_s": percentile(ttfts, 0.99), "wall_s": elapsed,
             "requests_per_worker": sorted(sum(1 for r in results if r["worker"] == w)
                                           for w in {r["worker"] for r in results})}
-
-
-def _wait_workers(http_url: str, count: int, timeout: float = 60.0) -> None:
-    """Until the gateway's admin API lists `count` healthy workers (the admin token is CLUSTER_TOKEN)."""
-    deadline = time.monotonic() + timeout
-    headers = {"authorization": f"Bearer {CLUSTER_TOKEN}"}
-    while time.monotonic() < deadline:
-        reply = httpx.get(f"{http_url}/admin/workers", headers=headers, timeout=5)
-        if reply.status_code == 200 and sum(w["healthy"] for w in reply.json()["workers"]) >= count:
-            return
-        time.sleep(0.3)
-    raise RuntimeError(f"gateway did not list {count} healthy workers within {timeout} s")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
