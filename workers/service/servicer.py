@@ -65,13 +65,12 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             full = convert.engine_request(request.request_id, request.prompt_token_ids, request.sampling,
                                           request.cache_keys, self._limits)
             one_token = dataclasses.replace(full, sampling=dataclasses.replace(full.sampling, max_tokens=1))
-            await self._load_prefix(full)
+            hashes = self._prompt_hashes(full)
+            await self._load_prefix(full, hashes)
             chunks = [chunk async for chunk in self._stream(one_token)]
             first = convert.merge_chunks(chunks)
             if first.finish_reason == "length" and full.sampling.max_tokens > 1:
                 first.finish_reason = ""  # only the prefill's own limit was reached, not the request's
-            keys = self._engine.hash_keys(request.cache_keys.adapter, request.cache_keys.tenant_salt)
-            hashes = hash_prompt_blocks(full.prompt_token_ids, keys, self._engine.block_size)
             held = hashes[: self._engine.match_prefix(hashes)]
             if request.publish_to_shared_tier and self._kv_cache is not None:
                 await self._kv_cache.publish(held)
@@ -145,10 +144,14 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             yield convert.token_chunk(event, self._config.worker_id, first=first)
             first = False
 
-    async def _load_prefix(self, request: EngineRequest) -> None:
-        """Read-through of the tiered store for the prompt blocks the pool lacks (no-op without one)."""
+    def _prompt_hashes(self, request: EngineRequest) -> list[BlockHash]:
+        """The block hashes of the request's full prompt blocks (the engine's keys)."""
+        keys = self._engine.hash_keys(request.adapter, request.tenant_salt)
+        return hash_prompt_blocks(request.prompt_token_ids, keys, self._engine.block_size)
+
+    async def _load_prefix(self, request: EngineRequest, hashes: list[BlockHash] | None = None) -> None:
+        """Read-through of the tiered store for the prompt blocks the pool lacks (no-op without one).
+        `hashes`: the request's `_prompt_hashes` when the caller has them already."""
         if self._kv_cache is None or not self._kv_cache.has_store:
             return
-        keys = self._engine.hash_keys(request.adapter, request.tenant_salt)
-        hashes = hash_prompt_blocks(request.prompt_token_ids, keys, self._engine.block_size)
-        await self._kv_cache.load_prefix(hashes)
+        await self._kv_cache.load_prefix(hashes if hashes is not None else self._prompt_hashes(request))
