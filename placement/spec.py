@@ -79,7 +79,7 @@ class TrafficSpec:
         if self.rate_scale <= 0:
             raise ValueError(f"rate_scale: must be > 0, got {self.rate_scale}")
         if (self.trace is None) == (self.distribution is None):
-            raise ValueError("give exactly one of trace, distribution")
+            raise ValueError("trace: give exactly one of trace, distribution")
         if self.distribution is not None and self.rate is None:
             raise ValueError("rate: required with a distribution")
 

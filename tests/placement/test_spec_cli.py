@@ -63,6 +63,7 @@ def test_table_and_simulation(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     "patch, needle",
     [
         ({"traffic": [{**GOOD["traffic"][0], "rate": -1.0}]}, "traffic[0]: rate: must be >= 0"),
+        ({"traffic": [{**GOOD["traffic"][0], "trace": "t.csv"}]}, "traffic[0]: trace: give exactly one of"),
         ({"fleet": ["A100-80G", "B200-imaginary"]}, "fleet[1]: unknown node type 'B200-imaginary'"),
         ({"inventory": {"H100": 2}}, "inventory.H100"),
         ({"traffic": [{**GOOD["traffic"][0], "model": "gpt-9"}]}, "traffic[0].model: unknown model"),
