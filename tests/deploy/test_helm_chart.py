@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import base64
 from pathlib import Path
 from typing import Any
@@ -290,32 +289,13 @@ def test_a_key_is_generated_when_none_is_given(tmp_path: Path):
 
 def test_every_container_command_line_parses_with_the_real_cli(tmp_path: Path):
     parser = build_parser()
-    planner_actuators = next(
-        a.choices for a in _subparser(parser, "planner")._actions if a.dest == "actuator"
-    )
     for values in ({}, MIXED_FLEET, {"planner": {"actuator": {"mode": "export"}}}):
         for obj in render(values, tmp_path):
             if obj["kind"] != "Deployment":
                 continue
             for container in obj["spec"]["template"]["spec"]["containers"]:
                 argv = [*container["command"][1:], *container["args"]]
-                if (
-                    argv[0] == "planner"
-                    and "--actuator=kubernetes" in argv
-                    and "kubernetes" not in planner_actuators
-                ):
-                    continue  # checked below
                 parser.parse_args(argv)  # exits (SystemExit) on an unknown or malformed flag
-    if "kubernetes" not in planner_actuators:
-        pytest.skip(
-            "`heteroserve planner` has no `--actuator kubernetes` yet: the chart's scale mode "
-            "(default) waits for it; export mode was checked"
-        )
-
-
-def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return action.choices[name]
 
 
 def test_notes_tell_how_to_reach_the_gateway(tmp_path: Path):
