@@ -21,7 +21,7 @@ from heteroserve.errors import HeteroserveError, error_from_grpc_status
 from heteroserve.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
 WORKER_SERVICE = "heteroserve.v1.Worker"
-_MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # KV blocks of big models are several MB each
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # both ends of a worker channel: KV blocks of big models are MBs
 
 
 def domain_error(exc: grpc.RpcError) -> HeteroserveError:
@@ -44,8 +44,8 @@ class WorkerClient:
         self._timeout = timeout_seconds
         self._stream_timeout = stream_timeout_seconds
         self._channel = aio.insecure_channel(address, options=[
-            ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             *channel_options,
         ])
         self._stub = worker_pb2_grpc.WorkerStub(self._channel)

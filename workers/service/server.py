@@ -28,6 +28,7 @@ from heteroserve.errors import UnavailableError
 from heteroserve.logs import register_secret
 from heteroserve.registry import WorkerRecord
 from heteroserve.v1 import worker_pb2_grpc
+from heteroserve.workerclient import MAX_MESSAGE_BYTES, WORKER_SERVICE
 from workers.metrics import WorkerMetrics
 from workers.service.drain import DrainGate
 from workers.service.interceptors import AuthInterceptor, ErrorInterceptor
@@ -43,9 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WORKER_SERVICE = "heteroserve.v1.Worker"
 METRICS_INTERVAL_SECONDS = 1.0
-_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 def engine_config(config: WorkerConfig) -> EngineConfig:
@@ -106,8 +105,8 @@ class WorkerServer:
         server = aio.server(
             interceptors=[AuthInterceptor(self.config.cluster_token),
                           ErrorInterceptor(self.metrics.record_request)],
-            options=[("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-                     ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.so_reuseport", 0)])
         worker_pb2_grpc.add_WorkerServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
