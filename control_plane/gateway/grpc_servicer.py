@@ -82,10 +82,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         rt = self._rt
         try:
             principal = rt.auth.authenticate(_authorization(context))
-            generate_input = to_input(request)
-            tenant = rt.auth.check_tenant(principal, generate_input.tenant)
-            prepared = rt.service.prepare(principal, generate_input, tenant)
-            rt.auth.admit(principal, len(prepared.job.prompt_token_ids) + prepared.job.sampling.max_tokens)
+            prepared = rt.admit(principal, to_input(request))
             rid = prepared.job.request_id
             held: TokenDelta | None = None  # a delta whose Finished follows at once: one message for both
             async for event in rt.service.generate(prepared, "grpc"):

@@ -93,9 +93,7 @@ def _chat_input(body: ChatCompletionRequest) -> GenerateInput:
 
 async def _start(runtime: GatewayRuntime, principal: Principal, request: GenerateInput,
                  ) -> tuple[Prepared, AsyncIterator[Event], Event]:
-    tenant = runtime.auth.check_tenant(principal, request.tenant)
-    prepared = runtime.service.prepare(principal, request, tenant)
-    runtime.auth.admit(principal, len(prepared.job.prompt_token_ids) + prepared.job.sampling.max_tokens)
+    prepared = runtime.admit(principal, request)
     events = runtime.service.generate(prepared, "rest")
     first = await anext(events)
     return prepared, events, first
@@ -135,10 +133,9 @@ def _openai_router(runtime: GatewayRuntime) -> APIRouter:
                                             route=e.route.to_dict())
             return _stream(first, events, frame, body.stream_options, rid, created, model, "text_completion")
         text, done = await _collect(first, events)
-        return JSONResponse({
-            "id": rid, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": 0, "text": text, "finish_reason": done.finish_reason, "logprobs": None}],
-            "usage": sse.usage(done.prompt_tokens, done.completion_tokens), "route": done.route.to_dict()})
+        return JSONResponse(sse.completion_chunk(  # a completion has the shape of its streamed chunks
+            rid, created, model, text, done.finish_reason,
+            usage=sse.usage(done.prompt_tokens, done.completion_tokens), route=done.route.to_dict()))
 
     @router.post("/chat/completions", response_model=ChatCompletionResponse, responses=ERRORS)
     async def chat_completions(body: ChatCompletionRequest, principal: Principal = auth) -> Response:

@@ -15,12 +15,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from cache.index_sync import PrefixIndexFollower
-from control_plane.gateway.auth import Authenticator
+from control_plane.gateway.auth import Authenticator, Principal
 from control_plane.gateway.config import GatewayConfig
 from control_plane.gateway.metrics import GatewayMetrics
 from control_plane.gateway.models import ServedModel
 from control_plane.gateway.plan import PlanView
-from control_plane.gateway.service import GatewayService
+from control_plane.gateway.service import GatewayService, GenerateInput, Prepared
 from control_plane.orchestrator.cluster import ClusterView
 from control_plane.orchestrator.config import OrchestratorConfig
 from control_plane.orchestrator.orchestrator import Orchestrator
@@ -68,6 +68,15 @@ class GatewayRuntime:
         self.service = GatewayService(config, self.models, self.orchestrator, self.plan, self.metrics,
                                       traffic=self.traffic)
         self.started = False
+
+    def admit(self, principal: Principal, request: GenerateInput) -> Prepared:
+        """What both transports do before generating: tenant check, validation and tokenization, then
+        the key's rate limits (prompt + max tokens). Raises the `HeteroserveError` of the first check
+        that fails."""
+        tenant = self.auth.check_tenant(principal, request.tenant)
+        prepared = self.service.prepare(principal, request, tenant)
+        self.auth.admit(principal, len(prepared.job.prompt_token_ids) + prepared.job.sampling.max_tokens)
+        return prepared
 
     async def _on_plan(self, record: PlanRecord) -> None:
         self.plan.update(record.version, record.plan)
