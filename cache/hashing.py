@@ -62,8 +62,11 @@ def root_hash(keys: HashKeys) -> BlockHash:
 def hash_block_tokens(parent: BlockHash, token_ids: Sequence[int], keys: HashKeys) -> BlockHash:
     """Hash one block of token ids chained to its parent's hash. Pure and deterministic."""
     tokens = np.asarray(token_ids, dtype="<u4").tobytes()
-    payload = parent + struct.pack("<I", len(token_ids)) + tokens + keys.encode()
-    return BlockHash(xxhash.xxh3_128_digest(payload))
+    return _chain(parent, len(token_ids), tokens, keys.encode())
+
+
+def _chain(parent: BlockHash, num_tokens: int, tokens: bytes, extra: bytes) -> BlockHash:
+    return BlockHash(xxhash.xxh3_128_digest(parent + struct.pack("<I", num_tokens) + tokens + extra))
 
 
 def hash_prompt_blocks(
@@ -73,8 +76,15 @@ def hash_prompt_blocks(
     if block_size <= 0:
         raise ValueError(f"block_size must be positive, got {block_size}")
     hashes: list[BlockHash] = []
+    num_full = len(token_ids) // block_size * block_size
+    if not num_full:
+        return hashes
+    # The same bytes as `hash_block_tokens` per block, with the keys and the prompt encoded once.
+    extra = keys.encode()
+    tokens = np.asarray(token_ids[:num_full], dtype="<u4").tobytes()
+    step = 4 * block_size
     parent = root_hash(keys)
-    for start in range(0, len(token_ids) - block_size + 1, block_size):
-        parent = hash_block_tokens(parent, token_ids[start : start + block_size], keys)
+    for start in range(0, len(tokens), step):
+        parent = _chain(parent, block_size, tokens[start : start + step], extra)
         hashes.append(parent)
     return hashes
