@@ -105,6 +105,7 @@ def test_plan_pools_filter_and_fallback() -> None:
     assert Router().route(req, ws).worker.worker_id == "b"
     req = RouteRequest(model="tiny", pool_weights={"csd": 1.0})
     assert Router().route(req, ws).worker.worker_id in {"a", "b"}
+    assert [w.worker_id for w in Router().candidates(req, ws)] == ["a", "b"]  # no worker in a planned pool
 
 
 def test_baselines() -> None:
@@ -114,8 +115,9 @@ def test_baselines() -> None:
     assert Router(RouterConfig(policy="least_load")).route(REQ, ws).worker.worker_id == "w2"
     picks_a = [Router(RouterConfig(policy="random", seed=3)).route(REQ, ws).worker.worker_id]
     r1, r2 = Router(RouterConfig(policy="random", seed=3)), Router(RouterConfig(policy="random", seed=3))
-    assert [r1.route(REQ, ws).worker.worker_id for _ in range(10)] == \
-        [r2.route(REQ, ws).worker.worker_id for _ in range(10)]
+    seeded = [r1.route(REQ, ws).worker.worker_id for _ in range(10)]
+    assert seeded == [r2.route(REQ, ws).worker.worker_id for _ in range(10)]
+    assert len(set(seeded)) > 1, seeded  # random, not stuck on one worker
     assert picks_a[0] in {"w0", "w1", "w2", "w3"}
 
 
