@@ -47,8 +47,9 @@ class ServedModel:
         # The model id in KV block hashes: the model directory's name, as workers use by default
         # (`EngineConfig.model_id`), so the gateway's hashes match the workers' KV events.
         self.kv_model_id = path.resolve().name
-        self.max_context_tokens = _read_context_length(path)
-        self._shape = _read_kv_shape(path)
+        config = _read_json(path / "config.json", required=True)
+        self.max_context_tokens = _context_length(config, path / "config.json")
+        self._shape = _kv_shape(config)
         self._tokenizer = _load_tokenizer(path)
         tok_config = _read_json(path / "tokenizer_config.json", required=False)
         template = tok_config.get("chat_template") or DEFAULT_CHAT_TEMPLATE
@@ -57,8 +58,6 @@ class ServedModel:
                             template[0]["template"])
         self._template = ImmutableSandboxedEnvironment().from_string(template)
         self._special = {k: _token_text(tok_config.get(k)) for k in ("bos_token", "eos_token")}
-        self.eos_token_id: int | None = self._tokenizer.token_to_id(self._special["eos_token"] or "</s>")
-
 
     def kv_layout(self, dtype: str, block_size: int) -> str:
         """The `layout` key of the workers' block hashes (`cache.hashing.kv_layout`, as the engine's
@@ -73,9 +72,6 @@ class ServedModel:
 
     def encode(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text).ids)
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return str(self._tokenizer.decode(list(token_ids)))
 
     def render_chat(self, messages: Sequence[ChatMessage]) -> str:
         """The chat transcript as prompt text, ending with the assistant's turn."""
@@ -120,18 +116,16 @@ def _read_json(path: Path, *, required: bool) -> dict[str, Any]:
     return data
 
 
-def _read_context_length(path: Path) -> int:
-    config = _read_json(path / "config.json", required=True)
+def _context_length(config: dict[str, Any], source: Path) -> int:
     value = config.get("max_position_embeddings")
     if not isinstance(value, int) or value <= 0:
         raise ConfigError(f"must be a positive integer, got {value!r}", field="max_position_embeddings",
-                          source=str(path / "config.json"))
+                          source=str(source))
     return value
 
 
-def _read_kv_shape(path: Path) -> tuple[int, int, int]:
+def _kv_shape(config: dict[str, Any]) -> tuple[int, int, int]:
     """(layers, KV heads, head dim) from config.json, as the engine derives them."""
-    config = _read_json(path / "config.json", required=True)
     heads = int(config.get("num_attention_heads", 1))
     kv_heads = int(config.get("num_key_value_heads") or heads)
     head_dim = int(config.get("head_dim") or int(config.get("hidden_size", 0)) // max(1, heads))
