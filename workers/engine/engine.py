@@ -57,6 +57,8 @@ class LLMEngine:
                                                    config.enable_chunked_prefill), self.block_manager)
         self.runner = ModelRunner(self.model, self.pool, self.device)
         self.model_id = config.resolved_model_id
+        self._kv_layout = kv_layout(config.dtype, config.block_size, self.args.num_layers,
+                                    self.args.num_kv_heads, self.args.head_dim)
         self.max_context_tokens = self.args.max_position_embeddings
         self.eos_token_ids = self.args.eos_token_ids
         self.listeners: list[BlockListener] = []
@@ -78,9 +80,7 @@ class LLMEngine:
 
     # ---- requests ---------------------------------------------------------------------------
     def hash_keys(self, adapter: str = "", tenant_salt: str = "") -> HashKeys:
-        a, cfg = self.args, self.config
-        layout = kv_layout(cfg.dtype, cfg.block_size, a.num_layers, a.num_kv_heads, a.head_dim)
-        return HashKeys(self.model_id, adapter, tenant_salt, layout)
+        return HashKeys(self.model_id, adapter, tenant_salt, self._kv_layout)
 
     def add_request(self, request: EngineRequest) -> None:
         """Queue a request. Raises InvalidRequestError (naming the field) for what can never run."""
