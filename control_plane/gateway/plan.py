@@ -24,13 +24,13 @@ that matches, it is `DEFAULT_ROUTE` (every worker of the model, colocated) with 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from control_plane.orchestrator.routes import DEFAULT_ROUTE, ClassRoute
 from heteroserve.errors import ConfigError, NotFoundError
-from placement.plan import Plan
+from placement.plan import Plan, Route
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class PlanView:
         self._routes: dict[str, ClassRoute] = {}
         self._classes: tuple[_ClassBounds, ...] = ()
         self._placement: Plan | None = None
+        self._placement_routes: dict[str, ClassRoute] = {}  # class → route of `_placement`, built once
 
     def update(self, version: int, document: Mapping[str, Any]) -> None:
         """Parse and install a plan; a malformed plan is logged and the previous one kept."""
@@ -67,12 +68,13 @@ class PlanView:
             log.error("ignoring plan version %d: %s", version, exc)
             return
         self._placement, self._routes, self._classes = placement, routes, classes
+        self._placement_routes = {}
         self.version, self.document = version, document
 
     def route_for(self, num_input_tokens: int, max_tokens: int, slo_class: str,
                   model: str | None = None) -> ClassRoute:
         if self._placement is not None:
-            route = _placement_route(self._placement, num_input_tokens, max_tokens, slo_class, model)
+            route = self._placement_route(self._placement, num_input_tokens, max_tokens, slo_class, model)
             if route is not None:
                 return route
         name = self._classify(num_input_tokens, max_tokens, slo_class)
@@ -95,14 +97,21 @@ class PlanView:
             return next(iter(self._routes))
         return "default" if "default" in self._routes else None
 
+    def _placement_route(self, plan: Plan, num_input_tokens: int, max_tokens: int, slo_class: str,
+                         model: str | None) -> ClassRoute | None:
+        """The request's class route under a placement plan (None when it has none); each class's route
+        is built on first use and kept until the next `update`."""
+        try:
+            name = plan.classify(num_input_tokens, max_tokens, slo_class or None, model)
+            route = self._placement_routes.get(name)
+            if route is None:
+                route = self._placement_routes[name] = _class_route(name, plan.routes(name))
+        except NotFoundError:
+            return None
+        return route
 
-def _placement_route(plan: Plan, num_input_tokens: int, max_tokens: int, slo_class: str,
-                     model: str | None) -> ClassRoute | None:
-    try:
-        name = plan.classify(num_input_tokens, max_tokens, slo_class or None, model)
-        routes = plan.routes(name)
-    except NotFoundError:
-        return None
+
+def _class_route(name: str, routes: Sequence[Route]) -> ClassRoute:
     by_role: dict[str, dict[str, float]] = {"colocated": {}, "prefill": {}, "decode": {}}
     for r in routes:
         if r.pool is not None:

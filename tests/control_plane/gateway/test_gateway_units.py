@@ -150,6 +150,9 @@ def test_plan_view_reads_placement_plan() -> None:
     assert route.prefill == {"m:gpu:prefill": 0.6} and route.decode == {"m:cpu:decode": 0.6}
     assert route.disaggregated_share == pytest.approx(0.6)
     assert view.route_for(500, 16, "interactive", "other-model").request_class == "interactive"
+    assert view.route_for(500, 16, "interactive", "m") is route  # built once per class and plan
+    view.update(8, plan.to_dict())
+    assert view.route_for(500, 16, "interactive", "m") is not route  # a new plan: routes built again
 
 
 async def test_relay_timeouts_and_truncated_streams() -> None:
