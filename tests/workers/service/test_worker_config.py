@@ -29,6 +29,7 @@ def test_defaults_are_valid_and_token_is_not_in_repr() -> None:
     ({"device": "tpu"}, "device"), ({"role": "both"}, "role"), ({"device": "csd"}, "csd_path"),
     ({"port": 70000}, "port"), ({"metrics_port": -1}, "metrics_port"), ({"kv_cache_mb": 0}, "kv_cache_mb"),
     ({"heartbeat_seconds": 2.0}, "registration_ttl_seconds"), ({"drain_grace_seconds": -1}, "drain_grace"),
+    ({"node_type": ""}, "^node_type"), ({"pool": ""}, "^pool"), ({"redis_url": "http://x"}, "redis_url"),
 ])
 def test_invalid_values_name_the_field(overrides: dict[str, object], field: str) -> None:
     with pytest.raises(ValueError, match=field):
