@@ -51,11 +51,13 @@ class ApiKeySpec:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's name (for logs, never the key) and tenant."""
+    """Who is calling: the key's name (for logs, never the key) and tenant. `key_sha256` names the
+    key's rate-limit buckets ("" = anonymous: no limits)."""
 
     key_name: str
     tenant: str
     max_tokens_per_request: int = 0
+    key_sha256: str = ""
 
 
 class _Bucket:
@@ -100,7 +102,7 @@ class Authenticator:
             if self._allow_anonymous and not self._keys:
                 return Principal("anonymous", ANONYMOUS_TENANT)
             raise AuthenticationError("invalid API key", field="authorization")
-        return Principal(spec.name, spec.tenant, spec.max_tokens_per_request)
+        return Principal(spec.name, spec.tenant, spec.max_tokens_per_request, spec.sha256)
 
     def check_tenant(self, principal: Principal, requested_tenant: str) -> str:
         """The tenant to serve as: the key's. A hint naming another tenant is refused (403)."""
@@ -111,9 +113,7 @@ class Authenticator:
 
     def admit(self, principal: Principal, num_tokens: int) -> None:
         """Charge one request and `num_tokens` to the caller's buckets; 429 when over a limit."""
-        digest = next((h for h, s in self._keys.items() if s.name == principal.key_name), None)
-        if digest is None:
-            return
+        digest = principal.key_sha256
         requests, tokens = self._requests.get(digest), self._tokens.get(digest)
         if requests is not None and (wait := requests.take(1)) > 0:
             raise RateLimitedError(f"request rate limit of this API key exceeded; retry in {wait:.1f}s")

@@ -10,7 +10,7 @@ import pytest
 from cache.events import KVEvent
 from cache.hashing import BlockHash, HashKeys, hash_prompt_blocks
 from cache.prefix_index import PrefixIndex
-from control_plane.gateway.auth import ApiKeySpec, Authenticator, hash_key
+from control_plane.gateway.auth import ApiKeySpec, Authenticator, Principal, hash_key
 from control_plane.gateway.config import GatewayConfig, ModelSpec
 from control_plane.gateway.plan import PlanView
 from control_plane.orchestrator.prefix import IndexPrefixSource
@@ -116,6 +116,18 @@ def test_authenticator() -> None:
         auth.check_tenant(principal, "globex")
     with pytest.raises(ValueError, match="sha256"):
         ApiKeySpec("bad", "not-a-digest", "t")
+
+
+
+def test_rate_limits_are_per_key_not_per_name() -> None:
+    auth = Authenticator(tuple(ApiKeySpec("shared-name", hash_key(k), "acme", tokens_per_minute=100)
+                               for k in ("sk-1", "sk-2")), None)
+    first, second = auth.authenticate("Bearer sk-1"), auth.authenticate("Bearer sk-2")
+    auth.admit(first, 60)
+    with pytest.raises(RateLimitedError, match="token rate"):
+        auth.admit(first, 60)
+    auth.admit(second, 60)  # its own bucket, although the keys share a name
+    auth.admit(Principal("anonymous", ""), 10_000)  # anonymous: no buckets
 
 
 @pytest.mark.parametrize("kwargs, field", [
