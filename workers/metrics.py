@@ -45,7 +45,8 @@ class WorkerMetrics:
         self.decode_tokens = Counter(
             "heteroserve_worker_decode_tokens_total", "Output tokens generated.", registry=registry)
         self.requests = Counter(
-            "heteroserve_worker_requests_total", "Finished RPCs by status.", ["status"], registry=registry)
+            "heteroserve_worker_requests_total", "Finished RPCs by method and status.",
+            ["method", "status"], registry=registry)
         self.kv_transfer_bytes = Counter(
             "heteroserve_worker_kv_transfer_bytes_total", "KV bytes received by decode imports.",
             ["tier"], registry=registry)
@@ -80,8 +81,8 @@ class WorkerMetrics:
         self.decode_tokens.inc(max(0, stats.generated_tokens_total - generated_before))
         self._last = stats
 
-    def record_request(self, status: str) -> None:
-        self.requests.labels(status=status).inc()
+    def record_request(self, method: str, status: str) -> None:
+        self.requests.labels(method=method, status=status).inc()
 
     def record_kv_transfer(self, tier: str, num_bytes: int, seconds: float) -> None:
         self.kv_transfer_bytes.labels(tier=tier).inc(num_bytes)

@@ -8,7 +8,8 @@ probes) stay open.
 `ErrorInterceptor` is the one place where errors become gRPC statuses: a `HeteroserveError` ends the
 call with its `grpc_status` and its message (which names the field); any other exception is logged with
 its traceback and ends the call with INTERNAL and a generic message, and the worker keeps serving.
-It also reports each finished RPC's outcome (`ok`, or the status name in lower case) to `on_finish`.
+It also reports each finished RPC's method and outcome (`ok`, or the status name in lower case) to
+`on_finish`.
 """
 
 from __future__ import annotations
@@ -91,9 +92,9 @@ class AuthInterceptor(aio.ServerInterceptor):
 class ErrorInterceptor(aio.ServerInterceptor):
     """Maps exceptions to statuses (see module docstring); reports outcomes to `on_finish`."""
 
-    def __init__(self, on_finish: Callable[[str], None] | None = None,
+    def __init__(self, on_finish: Callable[[str, str], None] | None = None,
                  skip_prefixes: tuple[str, ...] = (HEALTH_PREFIX,)) -> None:
-        self._on_finish = on_finish or (lambda status: None)
+        self._report = on_finish or (lambda method, status: None)
         self._skip_prefixes = skip_prefixes
 
     async def intercept_service(self, continuation: Continuation,
@@ -112,7 +113,7 @@ class ErrorInterceptor(aio.ServerInterceptor):
             except BaseException as exc:  # re-raised or turned into a status below
                 await self._fail(method, exc, context)
                 raise
-            self._on_finish("ok")
+            self._report(_short(method), "ok")
             return response
         return wrapped
 
@@ -124,26 +125,32 @@ class ErrorInterceptor(aio.ServerInterceptor):
             except BaseException as exc:  # re-raised or turned into a status below
                 await self._fail(method, exc, context)
                 raise
-            self._on_finish("ok")
+            self._report(_short(method), "ok")
         return wrapped
 
     async def _fail(self, method: str, exc: BaseException, context: aio.ServicerContext) -> None:
         """Ends the call with the status for `exc` (raises AbortError), or returns to let `exc`
         propagate (cancellation, an abort already made)."""
+        name = _short(method)
         if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-            self._on_finish("cancelled")
+            self._report(name, "cancelled")
             return
         if isinstance(exc, aio.AbortError):
             code = context.code()
-            self._on_finish(code.name.lower() if isinstance(code, grpc.StatusCode) else "aborted")
+            self._report(name, code.name.lower() if isinstance(code, grpc.StatusCode) else "aborted")
             return
         if isinstance(exc, HeteroserveError):
             code = getattr(grpc.StatusCode, exc.grpc_status, grpc.StatusCode.INTERNAL)
-            self._on_finish(code.name.lower())
+            self._report(name, code.name.lower())
             log.info("%s failed: %s %s", method, code.name, exc)
             await context.abort(code, str(exc))
         if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt: let them through
             return
-        self._on_finish("internal")
+        self._report(name, "internal")
         log.error("%s failed with an unexpected error", method, exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+
+def _short(method: str) -> str:
+    """`/heteroserve.v1.Worker/Generate` → `Generate`: the metric label."""
+    return method.rsplit("/", 1)[-1]

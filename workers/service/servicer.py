@@ -1,17 +1,18 @@
 """The `heteroserve.v1.Worker` servicer: each RPC translates protobuf to engine calls and back.
 
 Errors are not handled here: domain errors propagate to `ErrorInterceptor`, which maps them to
-status codes in one place. New work (Generate, Prefill, Decode) passes through the `DrainGate` and is
-refused with UNAVAILABLE once the worker drains; PullKV and Stats keep working while draining.
-A stream the client abandons aborts its engine request, so its blocks are freed at once.
+status codes in one place. New work (Generate, Prefill, Decode) passes through the
+`DrainGate` and is refused with UNAVAILABLE once the worker drains; PullKV and Stats keep working.
+A call the client abandons aborts its engine request, so its blocks are freed at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from grpc import aio
@@ -67,8 +68,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             one_token = dataclasses.replace(full, sampling=dataclasses.replace(full.sampling, max_tokens=1))
             hashes = self._prompt_hashes(full)
             await self._load_prefix(full, hashes)
-            chunks = [chunk async for chunk in self._stream(one_token)]
-            first = convert.merge_chunks(chunks)
+            first = convert.merge_chunks(await self._collect(one_token))
             if first.finish_reason == "length" and full.sampling.max_tokens > 1:
                 first.finish_reason = ""  # only the prefill's own limit was reached, not the request's
             held = hashes[: self._engine.match_prefix(hashes)]
@@ -136,13 +136,19 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         if self._on_drain is not None:
             await self._on_drain()
 
-    async def _stream(self, request: EngineRequest) -> AsyncIterator[common_pb2.TokenChunk]:
+    async def _stream(self, request: EngineRequest) -> AsyncGenerator[common_pb2.TokenChunk, None]:
         """The engine's events for `request` as chunks. A consumer that stops early (client cancel)
         closes the engine's stream, which aborts the request and frees its blocks."""
         first = True
         async for event in self._engine.generate(request):
             yield convert.token_chunk(event, self._config.worker_id, first=first)
             first = False
+
+    async def _collect(self, request: EngineRequest) -> list[common_pb2.TokenChunk]:
+        """All of `request`'s chunks. A cancelled call closes the engine's stream at once (aborting the
+        request), as a client that abandons a stream does."""
+        async with contextlib.aclosing(self._stream(request)) as chunks:
+            return [chunk async for chunk in chunks]
 
     def _prompt_hashes(self, request: EngineRequest) -> list[BlockHash]:
         """The block hashes of the request's full prompt blocks (the engine's keys)."""

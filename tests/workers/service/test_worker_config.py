@@ -56,11 +56,12 @@ def test_metrics_follow_engine_stats_by_difference() -> None:
     assert value("heteroserve_worker_running_requests") == 2
     metrics.record_kv_transfer("peer", 4096, 0.01)
     metrics.record_kv_transfer_failure("shared")
-    metrics.record_request("invalid_argument")
+    metrics.record_request("Generate", "invalid_argument")
     assert value("heteroserve_worker_kv_transfer_bytes_total", {"tier": "peer"}) == 4096
     assert value("heteroserve_worker_kv_transfer_failures_total", {"tier": "shared"}) == 1
     assert value("heteroserve_worker_kv_transfer_failures_total", {"tier": "peer"}) == 0
-    assert value("heteroserve_worker_requests_total", {"status": "invalid_argument"}) == 1
+    assert value("heteroserve_worker_requests_total",
+                 {"method": "Generate", "status": "invalid_argument"}) == 1
 
 
 def test_metric_names_follow_conventions() -> None:

@@ -21,6 +21,12 @@ from workers.service.server import WorkerServer, engine_config
 TOKEN = "in-process-cluster-token"
 
 
+def requests(server: WorkerServer, method: str, status: str) -> float | None:
+    """The worker's count of finished `method` calls with `status`."""
+    return server.registry.get_sample_value("heteroserve_worker_requests_total",
+                                            {"method": method, "status": status})
+
+
 @pytest.fixture
 async def server(tiny_model_dir: Path) -> AsyncIterator[WorkerServer]:
     config = WorkerConfig(worker_id="inproc", model_dir=tiny_model_dir, cluster_token=TOKEN, kv_cache_mb=8)
@@ -50,8 +56,7 @@ async def test_drain_rpc_waits_for_running_stream_then_refuses_work(server: Work
         stats = await client.stats()  # still answered while draining
         assert stats.draining and stats.num_running == 0
     assert server.registry.get_sample_value("heteroserve_worker_draining") == 1
-    refused = server.registry.get_sample_value("heteroserve_worker_requests_total", {"status": "unavailable"})
-    assert refused == 1
+    assert requests(server, "Generate", "unavailable") == 1
 
 
 async def test_cancelled_stream_aborts_its_engine_request(server: WorkerServer) -> None:
@@ -69,10 +74,10 @@ async def test_cancelled_stream_aborts_its_engine_request(server: WorkerServer) 
         assert (stats.num_running, stats.num_waiting) == (0, 0)
         assert stats.generated_tokens_total < 3000
     for _ in range(50):  # the outcome is recorded when the server notices the cancellation
-        if server.registry.get_sample_value("heteroserve_worker_requests_total", {"status": "cancelled"}):
+        if requests(server, "Generate", "cancelled"):
             break
         await asyncio.sleep(0.05)
-    assert server.registry.get_sample_value("heteroserve_worker_requests_total", {"status": "cancelled"}) == 1
+    assert requests(server, "Generate", "cancelled") == 1
 
 
 async def test_port_in_use_is_unavailable_error(server: WorkerServer, tiny_model_dir: Path) -> None:
@@ -145,3 +150,4 @@ def test_cache_flags_build_the_tiers(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert cache.disk is not None and cache.disk.capacity_bytes == 64 * 2**20
     assert cache.disk_role.write == "through"
     assert worker_cli.cache_config(parser.parse_args(["--model", str(tmp_path), "--port", "0"])) is None
+

@@ -25,6 +25,7 @@ from heteroserve.workerclient import WorkerClient
 from workers.service.interceptors import INTERNAL_MESSAGE, AuthInterceptor, ErrorInterceptor
 
 TOKEN = "cluster-token-for-tests"
+Served = tuple[str, list[tuple[str, str]]]  # the server's address, and its (method, outcome) reports
 
 
 class RaisingServicer(worker_pb2_grpc.WorkerServicer):
@@ -45,9 +46,10 @@ class RaisingServicer(worker_pb2_grpc.WorkerServicer):
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[tuple[str, list[str]]]:
-    outcomes: list[str] = []
-    srv = aio.server(interceptors=[AuthInterceptor(TOKEN), ErrorInterceptor(outcomes.append)])
+async def server() -> AsyncIterator[Served]:
+    outcomes: list[tuple[str, str]] = []
+    record = ErrorInterceptor(lambda method, status: outcomes.append((method, status)))
+    srv = aio.server(interceptors=[AuthInterceptor(TOKEN), record])
     worker_pb2_grpc.add_WorkerServicer_to_server(RaisingServicer(), srv)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, srv)
@@ -58,7 +60,7 @@ async def server() -> AsyncIterator[tuple[str, list[str]]]:
     await srv.stop(grace=None)
 
 
-async def test_domain_errors_keep_status_and_field(server: tuple[str, list[str]]) -> None:
+async def test_domain_errors_keep_status_and_field(server: Served) -> None:
     address, outcomes = server
     async with WorkerClient(address, TOKEN) as client:
         with pytest.raises(InvalidRequestError, match=r"sampling\.top_p: must be in \(0, 1\]"):
@@ -69,21 +71,21 @@ async def test_domain_errors_keep_status_and_field(server: tuple[str, list[str]]
                 got.append(chunk)
         assert [list(c.token_ids) for c in got] == [[1]]
         assert (await client.prefill(worker_pb2.PrefillRequest(request_id="ok"))).worker_id == "w"
-    assert outcomes == ["invalid_argument", "unavailable", "ok"]
+    assert outcomes == [("Prefill", "invalid_argument"), ("Generate", "unavailable"), ("Prefill", "ok")]
 
 
-async def test_unexpected_error_is_internal_with_generic_message(server: tuple[str, list[str]]) -> None:
+async def test_unexpected_error_is_internal_with_generic_message(server: Served) -> None:
     address, outcomes = server
     async with WorkerClient(address, TOKEN) as client:
         with pytest.raises(HeteroserveError) as info:
             await client.stats()
         assert str(info.value) == INTERNAL_MESSAGE and "leaky" not in str(info.value)
         assert (await client.prefill(worker_pb2.PrefillRequest(request_id="ok"))).worker_id == "w"
-    assert outcomes == ["internal", "ok"]
+    assert outcomes == [("Stats", "internal"), ("Prefill", "ok")]
 
 
 @pytest.mark.parametrize("token", ["", "wrong-token-of-some-length"])
-async def test_missing_or_wrong_token_is_unauthenticated(server: tuple[str, list[str]], token: str) -> None:
+async def test_missing_or_wrong_token_is_unauthenticated(server: Served, token: str) -> None:
     address, outcomes = server
     async with WorkerClient(address, token) as client:
         with pytest.raises(AuthenticationError, match="cluster token"):
@@ -95,7 +97,7 @@ async def test_missing_or_wrong_token_is_unauthenticated(server: tuple[str, list
     assert outcomes == []  # nothing reached the servicer
 
 
-async def test_raw_grpc_status_codes(server: tuple[str, list[str]]) -> None:
+async def test_raw_grpc_status_codes(server: Served) -> None:
     address, _ = server
     async with aio.insecure_channel(address) as channel:
         stub = worker_pb2_grpc.WorkerStub(channel)
@@ -105,3 +107,4 @@ async def test_raw_grpc_status_codes(server: tuple[str, list[str]]) -> None:
         with pytest.raises(grpc.RpcError) as info:
             await stub.Prefill(worker_pb2.PrefillRequest(), metadata=(("authorization", TOKEN),))
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+

@@ -130,7 +130,8 @@ async def test_bad_input_is_invalid_argument_and_worker_keeps_serving(worker_a: 
         chunks = await collect(client.generate(worker_pb2.GenerateRequest(prompt_token_ids=[5, 6],
                                                                           sampling=greedy(3))))
     assert len(tokens(chunks)) == 3
-    invalid = worker_a.metric("heteroserve_worker_requests_total", 'status="invalid_argument"')
+    invalid = worker_a.metric("heteroserve_worker_requests_total",
+                              'method="Generate",status="invalid_argument"')
     assert invalid >= len(BAD_REQUESTS)
 
 
