@@ -144,3 +144,11 @@ def error_from_grpc_status(status_name: str, message: str) -> HeteroserveError:
     if error_type is InfeasibleError:
         return InfeasibleError(message)
     return error_type(message)
+
+
+def error_from_rpc_error(exc: object) -> HeteroserveError:
+    """The domain error for a failed gRPC call (a `grpc.RpcError`: its status name and details kept)."""
+    code_of, details_of = getattr(exc, "code", None), getattr(exc, "details", None)
+    name = str(getattr(code_of() if callable(code_of) else None, "name", None) or "UNKNOWN")
+    details = details_of() if callable(details_of) else str(exc)
+    return error_from_grpc_status(name, str(details or name))

@@ -17,19 +17,12 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from heteroserve.errors import HeteroserveError, error_from_grpc_status
+from heteroserve.errors import error_from_rpc_error as domain_error
 from heteroserve.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+from heteroserve.worker_session import SessionUnsupported, WorkerSession
 
 WORKER_SERVICE = "heteroserve.v1.Worker"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # both ends of a worker channel: KV blocks of big models are MBs
-
-
-def domain_error(exc: grpc.RpcError) -> HeteroserveError:
-    """The domain error for a failed call (status name and details kept)."""
-    code = exc.code() if hasattr(exc, "code") else None
-    name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    return error_from_grpc_status(name, details or name)
 
 
 class WorkerClient:
@@ -49,8 +42,10 @@ class WorkerClient:
             *channel_options,
         ])
         self._stub = worker_pb2_grpc.WorkerStub(self._channel)
+        self._session = WorkerSession(self._stub, self._metadata, address)
 
     async def close(self) -> None:
+        await self._session.close()
         await self._channel.close()
 
     async def __aenter__(self) -> WorkerClient:
@@ -64,6 +59,20 @@ class WorkerClient:
         """Stream the request's token chunks; the last has `finish_reason` set."""
         call = self._stub.Generate(request, metadata=self._metadata, timeout=self._stream_timeout)
         async for chunk in self._stream(call):
+            yield chunk
+
+    async def session_generate(self, request: worker_pb2.GenerateRequest,
+                               ) -> AsyncIterator[common_pb2.TokenChunk]:
+        """As `generate`, over this client's long-lived `Session` stream (`heteroserve.worker_session`);
+        a worker without `Session` is asked by per-call `Generate` instead."""
+        if not self._session.unsupported:
+            try:
+                async for chunk in self._session.generate(request):
+                    yield chunk
+                return
+            except SessionUnsupported:  # raised before any chunk
+                pass
+        async for chunk in self.generate(request):
             yield chunk
 
     async def decode(self, request: worker_pb2.DecodeRequest) -> AsyncIterator[common_pb2.TokenChunk]:

@@ -15,9 +15,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 COMPONENTS = ("placement", "cache", "workers", "control_plane")
 # heteroserve modules that any component may use: the package root (version only), errors, config,
-# logging, the local Redis launcher, generated stubs, the worker registry records and the worker RPC client.
+# logging, the local Redis launcher, generated stubs, the worker registry records and the worker RPC client
+# (with its Session multiplexer).
 SHARED = ("heteroserve.errors", "heteroserve.config", "heteroserve.logs", "heteroserve.localredis",
-          "heteroserve.v1", "heteroserve.registry", "heteroserve.workerclient")
+          "heteroserve.v1", "heteroserve.registry", "heteroserve.workerclient", "heteroserve.worker_session")
 ALLOWED: dict[str, tuple[str, ...]] = {
     "placement": ("placement", "heteroserve.errors", "heteroserve.config", "heteroserve.logs"),
     "cache": ("cache", *SHARED),

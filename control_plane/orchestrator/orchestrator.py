@@ -1,6 +1,7 @@
 """Serve one generation: route, call workers, retry, migrate, and the P/D path.
 
-Colocated path: the router picks a worker of the class's colocated pools; it prefills and decodes.
+Colocated path: the router picks a worker of the class's colocated pools; it prefills and decodes,
+over the gateway's long-lived `Session` stream to that worker (`WorkerClient.session_generate`).
 
 Disaggregated path, taken when the plan sends this request to P/D pools (`PathChooser`) and at least
 `pd_min_uncached_tokens` prompt tokens are not cached anywhere: Prefill on a prefill worker (first
@@ -128,7 +129,7 @@ class Orchestrator:
         job = run.job
         keys = common_pb2.CacheKeys(tenant_salt=job.tenant)
         if not run.generated and kv_source is None:
-            return client.generate(worker_pb2.GenerateRequest(
+            return client.session_generate(worker_pb2.GenerateRequest(
                 request_id=job.request_id, prompt_token_ids=job.prompt_token_ids,
                 sampling=job.sampling.to_proto(), cache_keys=keys, priority=job.priority))
         return client.decode(worker_pb2.DecodeRequest(

@@ -40,6 +40,11 @@ class WorkerStub:
                 request_serializer=heteroserve_dot_v1_dot_worker__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=heteroserve_dot_v1_dot_common__pb2.TokenChunk.FromString,
                 _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/heteroserve.v1.Worker/Session',
+                request_serializer=heteroserve_dot_v1_dot_worker__pb2.SessionRequest.SerializeToString,
+                response_deserializer=heteroserve_dot_v1_dot_worker__pb2.SessionEvent.FromString,
+                _registered_method=True)
         self.Prefill = channel.unary_unary(
                 '/heteroserve.v1.Worker/Prefill',
                 request_serializer=heteroserve_dot_v1_dot_worker__pb2.PrefillRequest.SerializeToString,
@@ -72,6 +77,16 @@ class WorkerServicer:
 
     def Generate(self, request, context):
         """Prefill and decode on this worker; streams tokens as they are sampled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Session(self, request_iterator, context):
+        """Many generations over one long-lived stream: the gateway's hot path. Each SessionRequest starts
+        (or cancels) one generation, named by a tag the caller chooses; its chunks come back with that
+        tag, and a generation that fails ends with a SessionEvent.error for its tag only (the stream stays
+        up). Ending the stream aborts every generation still running on it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,6 +135,11 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=heteroserve_dot_v1_dot_worker__pb2.GenerateRequest.FromString,
                     response_serializer=heteroserve_dot_v1_dot_common__pb2.TokenChunk.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=heteroserve_dot_v1_dot_worker__pb2.SessionRequest.FromString,
+                    response_serializer=heteroserve_dot_v1_dot_worker__pb2.SessionEvent.SerializeToString,
             ),
             'Prefill': grpc.unary_unary_rpc_method_handler(
                     servicer.Prefill,
@@ -174,6 +194,33 @@ class Worker:
             '/heteroserve.v1.Worker/Generate',
             heteroserve_dot_v1_dot_worker__pb2.GenerateRequest.SerializeToString,
             heteroserve_dot_v1_dot_common__pb2.TokenChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/heteroserve.v1.Worker/Session',
+            heteroserve_dot_v1_dot_worker__pb2.SessionRequest.SerializeToString,
+            heteroserve_dot_v1_dot_worker__pb2.SessionEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,15 +37,16 @@ INTERNAL_MESSAGE = "internal error in the worker (see its log)"
 
 def _rebuild(handler: grpc.RpcMethodHandler, unary: Callable[[UnaryBehavior], UnaryBehavior],
              stream: Callable[[StreamBehavior], StreamBehavior]) -> grpc.RpcMethodHandler:
-    """`handler` with its unary-request behavior wrapped; client-streaming methods pass through."""
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            unary(handler.unary_unary), request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            stream(handler.unary_stream), request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+    """`handler` with its behavior wrapped: `unary` for methods that answer one message, `stream` for
+    methods that answer a stream, whether the request is one message or a stream (`Session`)."""
+    kinds = ((handler.unary_unary, unary, grpc.unary_unary_rpc_method_handler),
+             (handler.unary_stream, stream, grpc.unary_stream_rpc_method_handler),
+             (handler.stream_unary, unary, grpc.stream_unary_rpc_method_handler),
+             (handler.stream_stream, stream, grpc.stream_stream_rpc_method_handler))
+    for behavior, wrap, build in kinds:
+        if behavior is not None:
+            return build(wrap(behavior), request_deserializer=handler.request_deserializer,
+                          response_serializer=handler.response_serializer)
     return handler
 
 

@@ -148,6 +148,7 @@ class WorkerServer:
             await self._registration.stop()
             self._registration = None
         if self._server is not None:
+            self.servicer.close_sessions()
             await self._server.stop(grace=1.0)
             self._server = None
         if self._metrics_task is not None:

@@ -1,8 +1,10 @@
 """The `heteroserve.v1.Worker` servicer: each RPC translates protobuf to engine calls and back.
 
 Errors are not handled here: domain errors propagate to `ErrorInterceptor`, which maps them to
-status codes in one place. New work (Generate, Prefill, Decode) passes through the
-`DrainGate` and is refused with UNAVAILABLE once the worker drains; PullKV and Stats keep working.
+status codes in one place (a `Session` ends each failed generation with the same status, as an event:
+workers/service/session.py). New work (Generate, each generation of a Session, Prefill, Decode) passes
+through the `DrainGate` and is refused with UNAVAILABLE once the worker drains; PullKV and Stats keep
+working.
 A call the client abandons aborts its engine request, so its blocks are freed at once.
 """
 
@@ -22,6 +24,7 @@ from heteroserve.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from workers.service import convert
 from workers.service.drain import DrainGate
 from workers.service.kv_wire import encode_block
+from workers.service.session import SessionHandler
 
 if TYPE_CHECKING:
     from workers.config import WorkerConfig
@@ -48,17 +51,28 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         self._gate = gate
         self._kv_cache = kv_cache
         self._on_drain = on_drain
+        self._sessions: set[SessionHandler] = set()
         self._limits = convert.ModelLimits(engine.max_context_tokens, engine.tokenizer.get_vocab_size())
 
     async def Generate(self, request: worker_pb2.GenerateRequest,
                        context: aio.ServicerContext) -> AsyncIterator[common_pb2.TokenChunk]:
-        with self._gate.admit():
-            engine_request = convert.engine_request(
-                request.request_id, request.prompt_token_ids, request.sampling, request.cache_keys,
-                self._limits, priority=request.priority)
-            await self._load_prefix(engine_request)
-            async for chunk in self._stream(engine_request):
-                yield chunk
+        async for chunk in self._generate(request):
+            yield chunk
+
+    async def Session(self, request_iterator: AsyncIterator[worker_pb2.SessionRequest],
+                      context: aio.ServicerContext) -> AsyncIterator[worker_pb2.SessionEvent]:
+        handler = SessionHandler(self._generate, self._metrics.record_request)
+        self._sessions.add(handler)
+        try:
+            async for event in handler.serve(request_iterator):
+                yield event
+        finally:
+            self._sessions.discard(handler)
+
+    def close_sessions(self) -> None:
+        """End every open `Session` (the server is stopping; a session would otherwise hold it open)."""
+        for handler in list(self._sessions):
+            handler.close()
 
     async def Prefill(self, request: worker_pb2.PrefillRequest,
                       context: aio.ServicerContext) -> worker_pb2.PrefillResponse:
@@ -135,6 +149,16 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         log.info("draining: refusing new work, %d calls in flight", self._gate.in_flight)
         if self._on_drain is not None:
             await self._on_drain()
+
+    async def _generate(self, request: worker_pb2.GenerateRequest) -> AsyncIterator[common_pb2.TokenChunk]:
+        """One generation, as `Generate` and each generation of a `Session` run it."""
+        with self._gate.admit():
+            engine_request = convert.engine_request(
+                request.request_id, request.prompt_token_ids, request.sampling, request.cache_keys,
+                self._limits, priority=request.priority)
+            await self._load_prefix(engine_request)
+            async for chunk in self._stream(engine_request):
+                yield chunk
 
     async def _stream(self, request: EngineRequest) -> AsyncGenerator[common_pb2.TokenChunk, None]:
         """The engine's events for `request` as chunks. A consumer that stops early (client cancel)

@@ -1,0 +1,148 @@
+"""Generations multiplexed over one long-lived `Session` stream to one worker: the gateway's hot path.
+
+A per-call `Generate` costs both ends a new HTTP/2 stream, metadata, auth and a final status, each a
+trip through gRPC's completion queue and the event loop; over a session a generation is one message
+out and its chunks back (the worker's side and the measurements: workers/service/session.py).
+
+`WorkerSession.generate(request)` yields a generation's chunks and raises the same domain errors as
+`WorkerClient.generate`. The stream opens on first use and reopens after it breaks; when it breaks,
+every generation on it fails with the error it broke with (`UnavailableError` when the worker went
+away: retryable, so the orchestrator retries or migrates). A generation whose caller stops reading
+(client gone, timeout) is cancelled on the worker. gRPC allows one write at a time on a stream, so
+writes take a lock. Chunks wait in a per-generation queue, so one slow reader never holds up the
+others on the same stream.
+
+A worker older than `Session` (mid rolling upgrade) answers UNIMPLEMENTED: `SessionUnsupported` is
+raised before any chunk, `unsupported` turns true, and `WorkerClient` uses per-call `Generate` for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc import aio
+
+from heteroserve.errors import UnavailableError, error_from_grpc_status, error_from_rpc_error
+from heteroserve.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+
+
+class SessionUnsupported(Exception):
+    """The worker does not serve `Session` (UNIMPLEMENTED)."""
+
+
+ErrorFactory = Callable[[], Exception]  # a fresh exception for each waiting generation
+
+
+@dataclass
+class _Stream:
+    """One open `Session` call and the generations waiting on it."""
+
+    call: aio.StreamStreamCall
+    pending: dict[int, asyncio.Queue[common_pb2.TokenChunk | Exception]] = field(default_factory=dict)
+    broken: ErrorFactory | None = None
+    reader: asyncio.Task[None] | None = None
+
+
+class WorkerSession:
+    def __init__(self, stub: worker_pb2_grpc.WorkerStub, metadata: Sequence[tuple[str, str]],
+                 address: str) -> None:
+        self._stub = stub
+        self._metadata = tuple(metadata)
+        self._address = address
+        self._stream: _Stream | None = None
+        self._tags = itertools.count(1)
+        self._write_lock = asyncio.Lock()
+        self._cancels: set[asyncio.Task[None]] = set()
+        self.unsupported = False
+
+    async def generate(self, request: worker_pb2.GenerateRequest,
+                       ) -> AsyncGenerator[common_pb2.TokenChunk, None]:
+        """The chunks of one generation; the last has `finish_reason` set."""
+        stream = self._open()
+        tag = next(self._tags)
+        queue: asyncio.Queue[common_pb2.TokenChunk | Exception] = asyncio.Queue()
+        stream.pending[tag] = queue  # before any await: a break from now on reaches this queue
+        finished = False
+        try:
+            await self._write(stream, worker_pb2.SessionRequest(tag=tag, generate=request))
+            while True:
+                item = await queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                finished = bool(item.finish_reason)
+                yield item
+                if finished:
+                    return
+        finally:
+            del stream.pending[tag]
+            if not finished and stream.broken is None:
+                self._cancel_later(stream, tag)
+
+    async def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.call.cancel()
+            if stream.reader is not None:
+                await asyncio.gather(stream.reader, return_exceptions=True)
+        for task in list(self._cancels):
+            task.cancel()
+
+    def _open(self) -> _Stream:
+        if self._stream is None or self._stream.broken is not None:
+            stream = _Stream(self._stub.Session(metadata=self._metadata))
+            stream.reader = asyncio.create_task(self._read(stream))
+            self._stream = stream
+        return self._stream
+
+    async def _read(self, stream: _Stream) -> None:
+        """Hand each event to its generation; when the stream ends, fail every one still waiting."""
+        address = self._address
+        broken: ErrorFactory = lambda: UnavailableError(f"worker {address} ended the session")  # noqa: E731
+        try:
+            async for event in stream.call:
+                queue = stream.pending.get(event.tag)
+                if queue is None:
+                    continue  # a generation its caller abandoned
+                if event.WhichOneof("kind") == "error":
+                    queue.put_nowait(error_from_grpc_status(event.error.code, event.error.message))
+                else:
+                    queue.put_nowait(event.chunk)
+        except grpc.RpcError as exc:
+            broken = self._broken_by(exc)
+        except asyncio.CancelledError:
+            broken = lambda: UnavailableError(f"the session to worker {address} was closed")  # noqa: E731
+            raise
+        finally:
+            stream.broken = broken
+            for queue in stream.pending.values():
+                queue.put_nowait(broken())
+
+    def _broken_by(self, exc: grpc.RpcError) -> ErrorFactory:
+        if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+            self.unsupported = True
+            return lambda: SessionUnsupported(f"worker {self._address} does not serve Session")
+        return lambda: error_from_rpc_error(exc)
+
+    async def _write(self, stream: _Stream, message: worker_pb2.SessionRequest) -> None:
+        """Send `message`; a failed write means a broken stream, which the reader reports."""
+        try:
+            async with self._write_lock:
+                await stream.call.write(message)
+        except (grpc.RpcError, aio.UsageError, asyncio.InvalidStateError):
+            pass
+
+    def _cancel_later(self, stream: _Stream, tag: int) -> None:
+        """Tell the worker to abort `tag` (from a task: the caller may be unwinding a cancellation).
+        Without a running loop (a generator finalized at shutdown) the session is going away anyway."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self._write(stream, worker_pb2.SessionRequest(tag=tag, cancel=True)))
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
+
