@@ -53,6 +53,7 @@ class PlanView:
         self._classes: tuple[_ClassBounds, ...] = ()
         self._placement: Plan | None = None
         self._placement_routes: dict[str, ClassRoute] = {}  # class → route of `_placement`, built once
+        self._default_routes: dict[str, ClassRoute] = {}  # SLO class → DEFAULT_ROUTE named after it
 
     def update(self, version: int, document: Mapping[str, Any]) -> None:
         """Parse and install a plan; a malformed plan is logged and the previous one kept."""
@@ -80,7 +81,11 @@ class PlanView:
         name = self._classify(num_input_tokens, max_tokens, slo_class)
         if name is not None and name in self._routes:
             return self._routes[name]
-        return replace(DEFAULT_ROUTE, request_class=slo_class or "default")
+        name = slo_class or "default"
+        route = self._default_routes.get(name)
+        if route is None:  # the SLO classes are a fixed few (the gateway validates them)
+            route = self._default_routes[name] = replace(DEFAULT_ROUTE, request_class=name)
+        return route
 
     def _classify(self, num_input_tokens: int, max_tokens: int, slo_class: str) -> str | None:
         fitting = [c for c in self._classes

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from control_plane.router import InflightTracker, WorkerState
@@ -198,12 +198,11 @@ class ClusterView:
 
     def _state(self, entry: _Entry) -> WorkerState:
         r, s = entry.record, entry.stats
-        state = WorkerState(worker_id=r.worker_id, address=r.address, model=r.model,
-                            role=r.role if r.role in ("colocated", "prefill", "decode") else "colocated",  # type: ignore[arg-type]
-                            pool=r.pool, node_type=r.node_type, device=r.device, healthy=entry.healthy,
-                            draining=r.draining or bool(s and s.draining),
-                            max_concurrency=r.max_num_seqs,
-                            num_unreported=self._inflight.unreported(r.worker_id, entry.reported_at))
-        if s is not None:
-            state = replace(state, num_running=s.num_running, num_waiting=s.num_waiting)
-        return state
+        return WorkerState(worker_id=r.worker_id, address=r.address, model=r.model,
+                           role=r.role if r.role in ("colocated", "prefill", "decode") else "colocated",  # type: ignore[arg-type]
+                           pool=r.pool, node_type=r.node_type, device=r.device, healthy=entry.healthy,
+                           draining=r.draining or bool(s and s.draining),
+                           max_concurrency=r.max_num_seqs,
+                           num_running=s.num_running if s is not None else 0,
+                           num_waiting=s.num_waiting if s is not None else 0,
+                           num_unreported=self._inflight.unreported(r.worker_id, entry.reported_at))
