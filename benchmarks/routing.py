@@ -1,16 +1,21 @@
-"""`heteroserve bench routing`: our prefix-aware router vs round robin and least load, same cluster.
+"""`heteroserve bench routing`: our prefix-aware router vs round robin and least load, same run.
 
-Setup per policy (fresh processes each, so no policy inherits another's caches): Redis, 4 colocated
-workers of the `--preset` (bench) model, one gateway with `--policy`. Workload: a window of a
-Mooncake-format trace (JSONL: `timestamp` ms, `input_length`, `output_length`, `hash_ids`; default
-`../shared/data/traces/mooncake_synthetic_trace.jsonl`, any file of that format with `--trace`),
-replayed scaled:
+Setup: one cluster per policy, all started before the replay and kept apart (each its own Redis, so no
+policy sees another's caches or prefix index): 4 colocated workers of the `--preset` (bench) model and
+one gateway with `--policy`. Workload: a window of a Mooncake-format trace (JSONL: `timestamp` ms,
+`input_length`, `output_length`, `hash_ids`; default `../shared/data/traces/mooncake_synthetic_trace.jsonl`,
+any file of that format with `--trace`), replayed scaled:
 - each 512-token block id becomes 16 deterministic token ids (numpy generator seeded by the id), so
   equal ids give equal prompt blocks and the trace's prefix sharing is kept; at most `--max-blocks`
   leading blocks per request (the model's context is 4,096 tokens);
 - output length = clamp(round(output_length / 32), 1, 32), EOS ignored;
 - arrival time = (timestamp − first timestamp) × `--time-scale`: chosen to keep 4 CPU workers busy
   but not saturated on this machine.
+Interleaved: the window is cut into `--rounds` consecutive slices; each slice is replayed on every
+policy's cluster in turn (the order rotates each round), its arrival times counted from the slice's
+first request. Outside load on the machine, which comes and goes, then falls on every policy alike,
+instead of on whichever policy happened to be running (how the first version, one policy after the
+other, lost a run). Each cluster keeps its caches from slice to slice, as the whole trace would.
 Requests go through the REST API as token ids, streamed; TTFT is measured at the client.
 
 Reported: per policy, cached-token share (Σ cached prompt tokens / Σ prompt tokens, as the workers
@@ -18,15 +23,17 @@ report them), mean, p50 and p99 TTFT. prefix_hit_ratio_vs_rr = ours / round robi
 (target ≥ 2.0); ttft_mean_ratio_vs_rr = ours / round robin's mean TTFT (target ≤ 0.7).
 """
 
+
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
 import statistics
+import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -103,28 +110,63 @@ async def _replay(http_url: str, requests: list[TraceRequest]) -> list[dict[str,
         return list(await asyncio.gather(*(_one(client, r, start) for r in requests)))
 
 
-def run_policy(policy: str, model_dir: Path, workdir: Path, requests: list[TraceRequest],
-               num_workers: int) -> dict[str, Any]:
-    cluster = LocalCluster(workdir / policy)
+@dataclass
+class PolicyCluster:
+    """One policy's cluster, and what the replay measured on it so far."""
+
+    policy: str
+    cluster: LocalCluster
+    http_url: str
+    results: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        ttfts = [r["ttft"] for r in self.results]
+        prompt = sum(r["prompt_tokens"] for r in self.results)
+        workers = {r["worker"] for r in self.results}
+        return {"cached_share": sum(r["cached_tokens"] for r in self.results) / max(1, prompt),
+                "ttft_mean_s": statistics.fmean(ttfts), "ttft_p50_s": percentile(ttfts, 0.5),
+                "ttft_p99_s": percentile(ttfts, 0.99), "wall_s": self.wall_s,
+                "requests_per_worker": sorted(sum(1 for r in self.results if r["worker"] == w)
+                                              for w in workers)}
+
+
+def start_policy(policy: str, model_dir: Path, workdir: Path, num_workers: int) -> PolicyCluster:
     (workdir / policy).mkdir(parents=True, exist_ok=True)
+    cluster = LocalCluster(workdir / policy)
     try:
         redis_url = cluster.start_redis()
         for i in range(num_workers):
             cluster.start_worker(model_dir, f"{policy}-w{i}", redis_url)
         http_url, _ = cluster.start_gateway(model_dir, redis_url, {API_KEY: "bench"}, "--policy", policy)
         wait_for_workers(http_url, num_workers)
-        began = time.perf_counter()
-        results = asyncio.run(_replay(http_url, requests))
-        elapsed = time.perf_counter() - began
-    finally:
+    except BaseException:
         cluster.stop()
-    ttfts = [r["ttft"] for r in results]
-    prompt = sum(r["prompt_tokens"] for r in results)
-    return {"cached_share": sum(r["cached_tokens"] for r in results) / max(1, prompt),
-            "ttft_mean_s": statistics.fmean(ttfts), "ttft_p50_s": percentile(ttfts, 0.5),
-            "ttft_p99_s": percentile(ttfts, 0.99), "wall_s": elapsed,
-            "requests_per_worker": sorted(sum(1 for r in results if r["worker"] == w)
-                                          for w in {r["worker"] for r in results})}
+        raise
+    return PolicyCluster(policy, cluster, http_url)
+
+
+def slices(requests: list[TraceRequest], rounds: int) -> list[list[TraceRequest]]:
+    """`requests` cut into `rounds` consecutive slices, each with arrivals counted from its first."""
+    size = -(-len(requests) // max(1, rounds))
+    out = []
+    for begin in range(0, len(requests), size):
+        part = requests[begin:begin + size]
+        t0 = part[0].arrival_s
+        out.append([TraceRequest(r.arrival_s - t0, r.prompt, r.max_tokens) for r in part])
+    return out
+
+
+def replay_interleaved(clusters: list[PolicyCluster], requests: list[TraceRequest], rounds: int) -> None:
+    parts = slices(requests, rounds)
+    for i, part in enumerate(parts):
+        for k in range(len(clusters)):
+            target = clusters[(i + k) % len(clusters)]
+            began = time.perf_counter()
+            target.results += asyncio.run(_replay(target.http_url, part))
+            target.wall_s += time.perf_counter() - began
+            print(f"round {i + 1}/{len(parts)}: {target.policy}, {len(part)} requests in "
+                  f"{time.perf_counter() - began:.1f} s", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -134,10 +176,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model_dir = create_model(workdir / "model", preset=args.preset, seed=0)
         requests = load_requests(args.trace, args.start, args.requests, args.max_blocks, args.time_scale,
                                  preset.vocab_size)
-        per_policy = {p: run_policy(p, model_dir, workdir, requests, args.workers) for p in args.policies}
+        clusters: list[PolicyCluster] = []
+        try:
+            for policy in args.policies:
+                print(f"starting the {policy} cluster ({args.workers} workers)", file=sys.stderr, flush=True)
+                clusters.append(start_policy(policy, model_dir, workdir, args.workers))
+            replay_interleaved(clusters, requests, args.rounds)
+        finally:
+            for c in clusters:
+                c.cluster.stop()
+        per_policy = {c.policy: c.summary() for c in clusters}
     mean_prompt = round(statistics.fmean(len(r.prompt) for r in requests), 1)
     result: dict[str, Any] = {"requests": len(requests), "workers": args.workers, "preset": args.preset,
                               "trace": args.trace.name, "start": args.start, "time_scale": args.time_scale,
+                              "rounds": args.rounds,
                               "mean_prompt_tokens": mean_prompt}
     for policy, stats in per_policy.items():
         for key, value in stats.items():
@@ -157,12 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=160, help="number of trace requests to replay")
     parser.add_argument("--max-blocks", type=int, default=32, help="leading blocks kept per request")
     parser.add_argument("--time-scale", type=float, default=2.0, help="arrival-time multiplier")
+    parser.add_argument("--rounds", type=int, default=8,
+                        help="slices of the window, each replayed on every policy in turn")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--preset", default="bench", choices=sorted(PRESETS))
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
     args = parser.parse_args(argv)
     if not args.trace.is_file():
         parser.error(f"--trace: no such file {args.trace}")
+    if args.rounds < 1:
+        parser.error(f"--rounds: must be >= 1, got {args.rounds}")
     result = run(args)
     print(target_table(result, TARGETS, 36))
     if args.json:
