@@ -62,6 +62,7 @@ class GatewayRuntime:
             if self.plan_store is not None else None
         self.orchestrator = Orchestrator(self.cluster, self.router, self.inflight, prefix,
                                          _orchestrator_config(config), self.metrics)
+        self.cluster.on_leave = self.orchestrator.routed.remove_worker
         # Per-class load statistics for the planner (buffered; flushed by its own thread every second).
         self.traffic = TrafficRecorder(TrafficConfig(redis_url=config.redis_url)) \
             if config.redis_url else None

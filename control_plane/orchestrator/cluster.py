@@ -6,6 +6,8 @@ timeout. A worker whose poll fails is unhealthy and leaves the candidate set; it
 next successful poll. The orchestrator may also `mark_failed` a worker at once when a call to it fails.
 `snapshot()` turns this into router `WorkerState`s, counting routed-but-not-reported requests from the
 shared `InflightTracker`. Redis unreachable: the view keeps its last list of workers and says so.
+`on_leave(worker_id)` is called when a worker leaves the view, or comes back at a new address (a new
+process, with an empty cache): the orchestrator forgets what it routed there.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,8 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RETIRE_SECONDS = 120.0
-# A worker missing from the registry stays a candidate this long while its stats polls succeed: Redis
-# restarting empty (or a late heartbeat) must not take a serving worker out of the cluster.
+# A worker missing from the registry stays a candidate this long (by default) while its stats polls
+# succeed: Redis restarting empty (or a late heartbeat) must not take a serving worker out of the cluster.
 ABSENT_GRACE_SECONDS = 5.0
 # Own subchannels and a short reconnect backoff: a worker that comes back is reachable within ~1 s,
 # instead of after gRPC's default backoff of up to 120 s.
@@ -53,7 +56,9 @@ class ClusterView:
     """Owns one `WorkerClient` per live worker. Start with `start()`, stop with `stop()`."""
 
     def __init__(self, redis: Redis | None, cluster_token: str, inflight: InflightTracker, *,
-                 refresh_seconds: float = 0.5, unary_timeout_seconds: float = 5.0) -> None:
+                 refresh_seconds: float = 0.5, unary_timeout_seconds: float = 5.0,
+                 absent_grace_seconds: float = ABSENT_GRACE_SECONDS,
+                 on_leave: Callable[[str], None] | None = None) -> None:
         self._redis = redis
         self._token = cluster_token
         self._inflight = inflight
@@ -63,6 +68,8 @@ class ClusterView:
         self._static: dict[str, WorkerRecord] = {}
         self._task: asyncio.Task[None] | None = None
         self._retired: list[tuple[float, WorkerClient]] = []
+        self._absent_grace = absent_grace_seconds
+        self.on_leave = on_leave
         self.registry_ok = redis is None
 
     def add_static(self, record: WorkerRecord) -> None:
@@ -135,7 +142,7 @@ class ClusterView:
         return records
 
     async def _sync(self, records: dict[str, WorkerRecord]) -> None:
-        # A worker that left the registry goes after ABSENT_GRACE_SECONDS, and its channel is retired, not
+        # A worker that left the registry goes after the absent grace, and its channel is retired, not
         # closed: closing a channel cancels the streams it carries, and a worker also "leaves" when Redis
         # restarts empty and the worker has not re-registered yet, while it serves on perfectly well.
         now = time.monotonic()
@@ -144,17 +151,24 @@ class ClusterView:
                 listed.missing_since = None
             elif listed.missing_since is None:
                 listed.missing_since = now
-            elif now - listed.missing_since > ABSENT_GRACE_SECONDS:
+            elif now - listed.missing_since > self._absent_grace:
                 self._retired.append((now, self._entries.pop(worker_id).client))
+                self._left(worker_id)
         for worker_id, record in records.items():
             entry = self._entries.get(worker_id)
             if entry is None or entry.record.address != record.address:
                 if entry is not None:
                     self._retired.append((now, entry.client))
+                    self._left(worker_id)
                 client = self._client(record.address)
                 self._entries[worker_id] = _Entry(record, client)
             else:
                 entry.record = record
+
+    def _left(self, worker_id: str) -> None:
+        log.info("worker %s left the cluster view", worker_id)
+        if self.on_leave is not None:
+            self.on_leave(worker_id)
 
     def _client(self, address: str) -> WorkerClient:
         return WorkerClient(address, self._token, timeout_seconds=self._timeout,

@@ -212,3 +212,39 @@ def test_accept_chunk_marks_the_delta_a_finish_follows() -> None:
     last = accept_chunk(run, common_pb2.TokenChunk(token_ids=[6], text="b", finish_reason="length"))
     assert isinstance(last[0], TokenDelta) and last[0].final and isinstance(last[1], Finished)
     assert run.generated == [5, 6] and last[1].completion_tokens == 2
+
+
+async def test_worker_leaving_the_view_is_forgotten_by_the_routed_table(redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    from control_plane.orchestrator.cluster import ClusterView
+    from control_plane.router import InflightTracker
+    from heteroserve.registry import WorkerRecord, delete_worker, write_worker
+
+    def record(worker_id: str, port: int) -> WorkerRecord:  # nothing listens there: polls just fail
+        return WorkerRecord(worker_id=worker_id, address=f"127.0.0.1:{port}", node_type="cpu", device="cpu",
+                            role="colocated", model="tiny", pool="default", kv_blocks=0, max_num_seqs=0,
+                            block_size=16, started_at=0.0)
+
+    client = aioredis.Redis.from_url(redis_url)
+    table = RoutedPrefixes()
+    view = ClusterView(client, "token", InflightTracker(), unary_timeout_seconds=0.5,
+                       absent_grace_seconds=0.0, on_leave=table.remove_worker)
+    try:
+        await write_worker(client, record("w1", 1))
+        await write_worker(client, record("w2", 2))
+        await view.refresh()
+        table.record("w1", HASHES)
+        table.record("w2", HASHES)
+        await delete_worker(client, "w1")
+        await view.refresh()  # missing from now on
+        assert table.match(HASHES).worker_blocks == {"w1": 4, "w2": 4}
+        await view.refresh()  # missing for longer than the grace: gone
+        assert [w.worker_id for w in view.snapshot()] == ["w2"]
+        assert table.match(HASHES).worker_blocks == {"w2": 4}
+        await write_worker(client, record("w2", 3))  # a new process at a new address: an empty cache
+        await view.refresh()
+        assert table.match(HASHES).worker_blocks == {}
+    finally:
+        await view.stop()
+        await client.aclose()
