@@ -4,8 +4,11 @@ Used by the image's HEALTHCHECK (Docker, Podman, Compose; Kubernetes uses the ch
 It reads PID 1's command line to find which command runs and on which port, then:
 - `heteroserve gateway`: HTTP GET http://127.0.0.1:<--port, 8000>/health must answer 200;
 - `heteroserve worker`: gRPC health check on 127.0.0.1:<--port> must be SERVING;
-- `heteroserve planner` and anything else: a TCP connect to `--metrics-port` (9100) must succeed.
-`HETEROSERVE_HEALTHCHECK` (`http://...`, `grpc://host:port`, `tcp://host:port`) overrides the choice.
+- `heteroserve planner` and anything else: a TCP connect to `--metrics-port` must succeed; without
+  that flag (or with 0: the planner serves no metrics then) there is no port to ask, and the check is
+  that the process is alive (`proc://1`: not gone, not a zombie).
+`HETEROSERVE_HEALTHCHECK` (`http://...`, `grpc://host:port`, `tcp://host:port`, `proc://pid`) overrides
+the choice.
 Exit 0 = healthy, 1 = unhealthy (the reason on stderr). Timeout: 3 seconds per probe.
 """
 
@@ -20,7 +23,6 @@ from pathlib import Path
 
 TIMEOUT_SECONDS = 3.0
 DEFAULT_PORTS = {"gateway": 8000, "worker": 50051}
-DEFAULT_METRICS_PORT = 9100
 
 
 def _flag(argv: Sequence[str], name: str) -> str | None:
@@ -39,12 +41,17 @@ def probe_for(argv: Sequence[str]) -> str:
         return f"http://127.0.0.1:{_flag(argv, '--port') or DEFAULT_PORTS['gateway']}/health"
     if command == "worker":
         return f"grpc://127.0.0.1:{_flag(argv, '--port') or DEFAULT_PORTS['worker']}"
-    return f"tcp://127.0.0.1:{_flag(argv, '--metrics-port') or DEFAULT_METRICS_PORT}"
+    metrics_port = _flag(argv, "--metrics-port")
+    if metrics_port and metrics_port != "0":
+        return f"tcp://127.0.0.1:{metrics_port}"
+    return "proc://1"
 
 
 def check(url: str) -> str | None:
     """None when healthy, else the reason."""
     scheme, _, rest = url.partition("://")
+    if scheme == "proc":
+        return _check_process(rest)
     try:
         if scheme in ("http", "https"):
             with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:
@@ -58,6 +65,15 @@ def check(url: str) -> str | None:
     except OSError as exc:
         return f"{url}: {exc}"
     return f"unknown probe {url!r}"
+
+
+def _check_process(pid: str) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return f"process {pid} is gone"
+    state = stat.rsplit(")", 1)[-1].split()[0]  # the field after "(command)"
+    return f"process {pid} is a zombie" if state in ("Z", "X") else None
 
 
 def _check_grpc(target: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,7 +39,8 @@ def healthcheck() -> ModuleType:
         (["/opt/heteroserve/bin/heteroserve", "gateway"], "http://127.0.0.1:8000/health"),
         (["heteroserve", "--log-level", "DEBUG", "worker", "--port=50061"], "grpc://127.0.0.1:50061"),
         (["heteroserve", "planner", "--metrics-port=9200"], "tcp://127.0.0.1:9200"),
-        (["heteroserve", "planner"], "tcp://127.0.0.1:9100"),
+        (["heteroserve", "planner"], "proc://1"),
+        (["heteroserve", "planner", "--metrics-port", "0"], "proc://1"),
     ],
 )
 def test_probe_follows_the_command_line(healthcheck: ModuleType, argv: list[str], probe: str):
@@ -92,6 +94,21 @@ def test_grpc_probe_needs_serving(
     assert healthcheck.check(url).endswith("NOT_SERVING")
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     assert healthcheck.check(url) is None
+
+
+def test_process_probe(healthcheck: ModuleType):
+    import os
+    import subprocess
+
+    assert healthcheck.check(f"proc://{os.getpid()}") is None
+    child = subprocess.Popen(["true"])
+    for _ in range(100):  # exited, not yet reaped: a zombie
+        if Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z":
+            break
+        time.sleep(0.02)
+    assert healthcheck.check(f"proc://{child.pid}") == f"process {child.pid} is a zombie"
+    child.wait()
+    assert healthcheck.check(f"proc://{child.pid}") == f"process {child.pid} is gone"
 
 
 def test_tcp_probe_fails_on_a_closed_port(healthcheck: ModuleType):
