@@ -62,7 +62,7 @@ def route_proto(event: Finished) -> gateway_pb2.Route:
     return gateway_pb2.Route(request_class=r.request_class, pool=r.pool, worker_id=r.worker_id,
                              prefill_worker_id=r.prefill_worker_id, disaggregated=r.disaggregated,
                              cached_prompt_tokens=r.cached_prompt_tokens, retries=r.retries,
-                             migrations=r.migrations)
+                             migrations=r.migrations, policy=r.policy, reason=r.reason)
 
 
 def final_chunk(request_id: str, event: Finished, delta: TokenDelta | None) -> gateway_pb2.GatewayChunk:

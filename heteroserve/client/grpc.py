@@ -77,11 +77,13 @@ class GrpcTransport:
                 yield Chunk(id=m.request_id, text=m.text, token_ids=tuple(m.token_ids),
                             finish_reason=m.finish_reason or None,
                             usage=Usage(m.prompt_tokens, m.completion_tokens) if final else None,
-                            route=Route(m.route.request_class, m.route.pool, m.route.worker_id,
-                                        m.route.prefill_worker_id, m.route.disaggregated,
-                                        m.route.cached_prompt_tokens, m.route.retries, m.route.migrations)
-                            if final else None)
+                            route=_route(m.route) if final else None)
         except grpc.RpcError as exc:
             raise _error(exc) from None
         finally:
             call.cancel()
+
+
+def _route(r: gateway_pb2.Route) -> Route:
+    return Route(r.request_class, r.pool, r.worker_id, r.prefill_worker_id, r.disaggregated,
+                 r.cached_prompt_tokens, r.retries, r.migrations, r.policy, r.reason)

@@ -22,6 +22,8 @@ class Route:
     cached_prompt_tokens: int = 0
     retries: int = 0
     migrations: int = 0
+    policy: str = ""  # the router policy that chose the worker
+    reason: str = ""  # why it chose it (the label of heteroserve_gateway_route_decisions_total)
 
     @staticmethod
     def from_mapping(data: dict[str, Any] | None) -> Route:

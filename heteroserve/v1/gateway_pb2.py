@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from heteroserve.v1 import common_pb2 as heteroserve_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cheteroserve/v1/gateway.proto\x12\x0eheteroserve.v1\x1a\x1bheteroserve/v1/common.proto\">\n\x05Hints\x12\x11\n\tslo_class\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"\xe0\x01\n\x16GatewayGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x06prompt\x18\x02 \x01(\tH\x00\x12\x30\n\x08messages\x18\x03 \x01(\x0b\x32\x1c.heteroserve.v1.ChatMessagesH\x00\x12\x30\n\x08sampling\x18\x04 \x01(\x0b\x32\x1e.heteroserve.v1.SamplingParams\x12$\n\x05hints\x18\x05 \x01(\x0b\x32\x15.heteroserve.v1.Hints\x12\x12\n\nrequest_id\x18\x06 \x01(\tB\x07\n\x05input\"=\n\x0c\x43hatMessages\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.heteroserve.v1.ChatMessage\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xb4\x01\n\x05Route\x12\x15\n\rrequest_class\x18\x01 \x01(\t\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x19\n\x11prefill_worker_id\x18\x04 \x01(\t\x12\x15\n\rdisaggregated\x18\x05 \x01(\x08\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x06 \x01(\x05\x12\x0f\n\x07retries\x18\x07 \x01(\x05\x12\x12\n\nmigrations\x18\x08 \x01(\x05\"\xb2\x01\n\x0cGatewayChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\x05\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x05\x12$\n\x05route\x18\x07 \x01(\x0b\x32\x15.heteroserve.v1.Route\"\x13\n\x11ListModelsRequest\"3\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1a\n\x12max_context_tokens\x18\x02 \x01(\x05\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.heteroserve.v1.ModelInfo\"\x10\n\x0eGetPlanRequest\"-\n\x0cPlanDocument\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0c\n\x04json\x18\x02 \x01(\t\"\x14\n\x12ListWorkersRequest\"\xa1\x01\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x11\n\tnode_type\x18\x05 \x01(\t\x12\x0c\n\x04pool\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x0f\n\x07healthy\x18\x08 \x01(\x08\x12\x10\n\x08\x64raining\x18\t \x01(\x08\"B\n\x13ListWorkersResponse\x12+\n\x07workers\x18\x01 \x03(\x0b\x32\x1a.heteroserve.v1.WorkerInfo2\xd3\x02\n\x07Gateway\x12R\n\x08Generate\x12&.heteroserve.v1.GatewayGenerateRequest\x1a\x1c.heteroserve.v1.GatewayChunk0\x01\x12S\n\nListModels\x12!.heteroserve.v1.ListModelsRequest\x1a\".heteroserve.v1.ListModelsResponse\x12G\n\x07GetPlan\x12\x1e.heteroserve.v1.GetPlanRequest\x1a\x1c.heteroserve.v1.PlanDocument\x12V\n\x0bListWorkers\x12\".heteroserve.v1.ListWorkersRequest\x1a#.heteroserve.v1.ListWorkersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cheteroserve/v1/gateway.proto\x12\x0eheteroserve.v1\x1a\x1bheteroserve/v1/common.proto\">\n\x05Hints\x12\x11\n\tslo_class\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"\xe0\x01\n\x16GatewayGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x06prompt\x18\x02 \x01(\tH\x00\x12\x30\n\x08messages\x18\x03 \x01(\x0b\x32\x1c.heteroserve.v1.ChatMessagesH\x00\x12\x30\n\x08sampling\x18\x04 \x01(\x0b\x32\x1e.heteroserve.v1.SamplingParams\x12$\n\x05hints\x18\x05 \x01(\x0b\x32\x15.heteroserve.v1.Hints\x12\x12\n\nrequest_id\x18\x06 \x01(\tB\x07\n\x05input\"=\n\x0c\x43hatMessages\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.heteroserve.v1.ChatMessage\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xd4\x01\n\x05Route\x12\x15\n\rrequest_class\x18\x01 \x01(\t\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x19\n\x11prefill_worker_id\x18\x04 \x01(\t\x12\x15\n\rdisaggregated\x18\x05 \x01(\x08\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x06 \x01(\x05\x12\x0f\n\x07retries\x18\x07 \x01(\x05\x12\x12\n\nmigrations\x18\x08 \x01(\x05\x12\x0e\n\x06policy\x18\t \x01(\t\x12\x0e\n\x06reason\x18\n \x01(\t\"\xb2\x01\n\x0cGatewayChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\x05\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x05\x12$\n\x05route\x18\x07 \x01(\x0b\x32\x15.heteroserve.v1.Route\"\x13\n\x11ListModelsRequest\"3\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1a\n\x12max_context_tokens\x18\x02 \x01(\x05\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.heteroserve.v1.ModelInfo\"\x10\n\x0eGetPlanRequest\"-\n\x0cPlanDocument\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0c\n\x04json\x18\x02 \x01(\t\"\x14\n\x12ListWorkersRequest\"\xa1\x01\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x11\n\tnode_type\x18\x05 \x01(\t\x12\x0c\n\x04pool\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x0f\n\x07healthy\x18\x08 \x01(\x08\x12\x10\n\x08\x64raining\x18\t \x01(\x08\"B\n\x13ListWorkersResponse\x12+\n\x07workers\x18\x01 \x03(\x0b\x32\x1a.heteroserve.v1.WorkerInfo2\xd3\x02\n\x07Gateway\x12R\n\x08Generate\x12&.heteroserve.v1.GatewayGenerateRequest\x1a\x1c.heteroserve.v1.GatewayChunk0\x01\x12S\n\nListModels\x12!.heteroserve.v1.ListModelsRequest\x1a\".heteroserve.v1.ListModelsResponse\x12G\n\x07GetPlan\x12\x1e.heteroserve.v1.GetPlanRequest\x1a\x1c.heteroserve.v1.PlanDocument\x12V\n\x0bListWorkers\x12\".heteroserve.v1.ListWorkersRequest\x1a#.heteroserve.v1.ListWorkersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,25 +41,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATMESSAGE']._serialized_start=431
   _globals['_CHATMESSAGE']._serialized_end=475
   _globals['_ROUTE']._serialized_start=478
-  _globals['_ROUTE']._serialized_end=658
-  _globals['_GATEWAYCHUNK']._serialized_start=661
-  _globals['_GATEWAYCHUNK']._serialized_end=839
-  _globals['_LISTMODELSREQUEST']._serialized_start=841
-  _globals['_LISTMODELSREQUEST']._serialized_end=860
-  _globals['_MODELINFO']._serialized_start=862
-  _globals['_MODELINFO']._serialized_end=913
-  _globals['_LISTMODELSRESPONSE']._serialized_start=915
-  _globals['_LISTMODELSRESPONSE']._serialized_end=978
-  _globals['_GETPLANREQUEST']._serialized_start=980
-  _globals['_GETPLANREQUEST']._serialized_end=996
-  _globals['_PLANDOCUMENT']._serialized_start=998
-  _globals['_PLANDOCUMENT']._serialized_end=1043
-  _globals['_LISTWORKERSREQUEST']._serialized_start=1045
-  _globals['_LISTWORKERSREQUEST']._serialized_end=1065
-  _globals['_WORKERINFO']._serialized_start=1068
-  _globals['_WORKERINFO']._serialized_end=1229
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=1231
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=1297
-  _globals['_GATEWAY']._serialized_start=1300
-  _globals['_GATEWAY']._serialized_end=1639
+  _globals['_ROUTE']._serialized_end=690
+  _globals['_GATEWAYCHUNK']._serialized_start=693
+  _globals['_GATEWAYCHUNK']._serialized_end=871
+  _globals['_LISTMODELSREQUEST']._serialized_start=873
+  _globals['_LISTMODELSREQUEST']._serialized_end=892
+  _globals['_MODELINFO']._serialized_start=894
+  _globals['_MODELINFO']._serialized_end=945
+  _globals['_LISTMODELSRESPONSE']._serialized_start=947
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1010
+  _globals['_GETPLANREQUEST']._serialized_start=1012
+  _globals['_GETPLANREQUEST']._serialized_end=1028
+  _globals['_PLANDOCUMENT']._serialized_start=1030
+  _globals['_PLANDOCUMENT']._serialized_end=1075
+  _globals['_LISTWORKERSREQUEST']._serialized_start=1077
+  _globals['_LISTWORKERSREQUEST']._serialized_end=1097
+  _globals['_WORKERINFO']._serialized_start=1100
+  _globals['_WORKERINFO']._serialized_end=1261
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=1263
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=1329
+  _globals['_GATEWAY']._serialized_start=1332
+  _globals['_GATEWAY']._serialized_end=1671
 # @@protoc_insertion_point(module_scope)

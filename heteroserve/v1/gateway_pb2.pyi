@@ -145,6 +145,8 @@ class Route(_message.Message):
     CACHED_PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
     RETRIES_FIELD_NUMBER: _builtins.int
     MIGRATIONS_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     request_class: _builtins.str
     pool: _builtins.str
     worker_id: _builtins.str
@@ -154,6 +156,10 @@ class Route(_message.Message):
     cached_prompt_tokens: _builtins.int
     retries: _builtins.int
     migrations: _builtins.int
+    policy: _builtins.str
+    """the router policy that chose worker_id, e.g. "prefix_aware" """
+    reason: _builtins.str
+    """why, e.g. "prefix_hit", "load", "session_affinity", "imbalance_guard" """
     def __init__(
         self,
         *,
@@ -165,10 +171,12 @@ class Route(_message.Message):
         cached_prompt_tokens: _builtins.int = ...,
         retries: _builtins.int = ...,
         migrations: _builtins.int = ...,
+        policy: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_prompt_tokens", b"cached_prompt_tokens", "disaggregated", b"disaggregated", "migrations", b"migrations", "pool", b"pool", "prefill_worker_id", b"prefill_worker_id", "request_class", b"request_class", "retries", b"retries", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_prompt_tokens", b"cached_prompt_tokens", "disaggregated", b"disaggregated", "migrations", b"migrations", "policy", b"policy", "pool", b"pool", "prefill_worker_id", b"prefill_worker_id", "reason", b"reason", "request_class", b"request_class", "retries", b"retries", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

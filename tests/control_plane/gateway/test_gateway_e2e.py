@@ -90,6 +90,7 @@ def test_grpc_sdk_token_ids_equal_worker(gateway: Gateway, reference: Ref) -> No
         chunks = list(client.stream(PROMPT, model="tiny", max_tokens=12))
         assert [t for c in chunks for t in c.token_ids] == reference["prompt"][0]
         assert chunks[-1].route is not None and chunks[-1].route.worker_id in {"co-0", "co-1"}
+        assert chunks[-1].route.policy == "prefix_aware" and chunks[-1].route.reason, chunks[-1].route
 
 
 async def test_grpc_last_tokens_ride_the_final_chunk(gateway: Gateway, reference: Ref) -> None:
@@ -153,6 +154,7 @@ async def test_prefix_routing_lands_on_holder(gateway: Gateway) -> None:
             again = await client.complete(shared + f" question {i}", model="tiny", max_tokens=2)
             assert again.route.worker_id == first.route.worker_id, (i, again.route)
             assert again.route.cached_prompt_tokens >= 16 * 4, again.route
+            assert (again.route.policy, again.route.reason) == ("prefix_aware", "prefix_hit"), again.route
 
 
 async def test_imbalance_guard_spreads_hot_prefix(gateway: Gateway) -> None:
