@@ -22,8 +22,10 @@ deploy/examples/placement/*.yaml):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from heteroserve.config import build, load_mapping
 from heteroserve.errors import ConfigError
@@ -157,10 +159,15 @@ def _relative(base: Path, name: str) -> Path:
 def load_spec(path: str | Path) -> LoadedSpec:
     """Read and validate a placement spec; raises ConfigError naming file and field."""
     source = str(path)
-    spec = build(PlacementSpec, load_mapping(source), source=source)
-    base = Path(source).resolve().parent
+    return spec_from_mapping(load_mapping(source), source, Path(source).resolve().parent)
+
+
+def spec_from_mapping(data: Mapping[str, Any], source: str, base: Path | None = None) -> LoadedSpec:
+    """As `load_spec`, for a spec already in memory (e.g. a request body, `source` = how errors name
+    it); file names in it resolve against `base` (default: the current directory)."""
+    spec = build(PlacementSpec, data, source=source)
     try:
-        return _resolve(spec, source, base)
+        return _resolve(spec, source, (base or Path.cwd()).resolve())
     except ValueError as exc:
         raise ConfigError(str(exc), source=source) from None
 

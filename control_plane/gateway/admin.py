@@ -54,21 +54,14 @@ def solve_what_if(spec: dict[str, Any]) -> dict[str, Any]:
     shipped catalogs, traffic as rate + distribution) with the placement library, imported lazily
     because it pulls in the solver. Blocking: call it in a thread. Raises `ConfigError` (400) naming
     the field, `InfeasibleError` (422) naming the binding constraint."""
-    import json
-    import tempfile
-    from pathlib import Path
-
     from placement.compile import compile_problem
     from placement.planning import make_plan
-    from placement.spec import load_spec
+    from placement.spec import spec_from_mapping
 
     if not isinstance(spec, dict):
         raise InvalidRequestError("must be a JSON object", field="body")
     _refuse_file_references(spec)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "what-if.json"
-        path.write_text(json.dumps(spec))
-        loaded = load_spec(path)
+    loaded = spec_from_mapping(spec, "request body")
     problem = compile_problem(loaded.fleet, loaded.models, loaded.classes, loaded.slos, loaded.inventory,
                               loaded.compile_options, loaded.current)
     plan = make_plan(problem, loaded.classifier, loaded.solver_options, slice_factor=loaded.slice_factor)

@@ -166,6 +166,7 @@ async def test_admin_solve_what_if(client: httpx.AsyncClient) -> None:
     assert reply.json()["plan"]["schema"] == 1 and reply.json()["cost_per_hour"] > 0
     bad = await client.post("/admin/solve", json={**spec, "fleet": ["NoSuchGPU"]}, headers=admin)
     assert _error(bad)[0] == 400 and "fleet[0]" in _error(bad)[1]
+    assert _error(bad)[1].startswith("request body"), _error(bad)[1]  # named as such, no server paths
     assert _error(await client.post("/admin/solve", json=spec, headers=H))[0] == 403
     # the gateway never opens files a request names
     status, message, param = _error(await client.post("/admin/solve", json={**spec, "catalog": "/etc/passwd"},
