@@ -9,6 +9,7 @@ cluster token to every call, and turns gRPC errors back into the domain errors o
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
@@ -67,8 +68,9 @@ class WorkerClient:
         a worker without `Session` is asked by per-call `Generate` instead."""
         if not self._session.unsupported:
             try:
-                async for chunk in self._session.generate(request):
-                    yield chunk
+                async with contextlib.aclosing(self._session.generate(request)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
                 return
             except SessionUnsupported:  # raised before any chunk
                 pass

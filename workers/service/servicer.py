@@ -4,8 +4,7 @@ Errors are not handled here: domain errors propagate to `ErrorInterceptor`, whic
 status codes in one place (a `Session` ends each failed generation with the same status, as an event:
 workers/service/session.py). New work (Generate, each generation of a Session, Prefill, Decode) passes
 through the `DrainGate` and is refused with UNAVAILABLE once the worker drains; PullKV and Stats keep
-working.
-A call the client abandons aborts its engine request, so its blocks are freed at once.
+working. A call the client abandons aborts its engine request, so its blocks are freed at once.
 """
 
 from __future__ import annotations
