@@ -103,14 +103,15 @@ class WorkerSession:
         address = self._address
         broken: ErrorFactory = lambda: UnavailableError(f"worker {address} ended the session")  # noqa: E731
         try:
-            async for event in stream.call:
-                queue = stream.pending.get(event.tag)
-                if queue is None:
-                    continue  # a generation its caller abandoned
-                if event.WhichOneof("kind") == "error":
-                    queue.put_nowait(error_from_grpc_status(event.error.code, event.error.message))
-                else:
-                    queue.put_nowait(event.chunk)
+            async for message in stream.call:
+                for event in message.events:
+                    queue = stream.pending.get(event.tag)
+                    if queue is None:
+                        continue  # a generation its caller abandoned
+                    if event.WhichOneof("kind") == "error":
+                        queue.put_nowait(error_from_grpc_status(event.error.code, event.error.message))
+                    else:
+                        queue.put_nowait(event.chunk)
         except grpc.RpcError as exc:
             broken = self._broken_by(exc)
         except asyncio.CancelledError:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from heteroserve.v1 import common_pb2 as heteroserve_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bheteroserve/v1/worker.proto\x12\x0eheteroserve.v1\x1a\x1bheteroserve/v1/common.proto\"\xb2\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\x12\x30\n\x08sampling\x18\x03 \x01(\x0b\x32\x1e.heteroserve.v1.SamplingParams\x12-\n\ncache_keys\x18\x04 \x01(\x0b\x32\x19.heteroserve.v1.CacheKeys\x12\x10\n\x08priority\x18\x05 \x01(\x05\"l\n\x0eSessionRequest\x12\x0b\n\x03tag\x18\x01 \x01(\x04\x12\x33\n\x08generate\x18\x02 \x01(\x0b\x32\x1f.heteroserve.v1.GenerateRequestH\x00\x12\x10\n\x06\x63\x61ncel\x18\x03 \x01(\x08H\x00\x42\x06\n\x04kind\"\x7f\n\x0cSessionEvent\x12\x0b\n\x03tag\x18\x01 \x01(\x04\x12+\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1a.heteroserve.v1.TokenChunkH\x00\x12-\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1c.heteroserve.v1.SessionErrorH\x00\x42\x06\n\x04kind\"-\n\x0cSessionError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xbf\x01\n\x0ePrefillRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\x12\x30\n\x08sampling\x18\x03 \x01(\x0b\x32\x1e.heteroserve.v1.SamplingParams\x12-\n\ncache_keys\x18\x04 \x01(\x0b\x32\x19.heteroserve.v1.CacheKeys\x12\x1e\n\x16publish_to_shared_tier\x18\x05 \x01(\x08\"e\n\x0fPrefillResponse\x12)\n\x05\x66irst\x18\x01 \x01(\x0b\x32\x1a.heteroserve.v1.TokenChunk\x12\x14\n\x0c\x62lock_hashes\x18\x02 \x03(\x0c\x12\x11\n\tworker_id\x18\x03 \x01(\t\"M\n\x08KVSource\x12\x16\n\x0eworker_address\x18\x01 \x01(\t\x12\x13\n\x0bshared_tier\x18\x02 \x01(\x08\x12\x14\n\x0c\x62lock_hashes\x18\x03 \x03(\x0c\"\xfa\x01\n\rDecodeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\x12\x1b\n\x13generated_token_ids\x18\x03 \x03(\x05\x12\x30\n\x08sampling\x18\x04 \x01(\x0b\x32\x1e.heteroserve.v1.SamplingParams\x12-\n\ncache_keys\x18\x05 \x01(\x0b\x32\x19.heteroserve.v1.CacheKeys\x12+\n\tkv_source\x18\x06 \x01(\x0b\x32\x18.heteroserve.v1.KVSource\x12\x10\n\x08priority\x18\x07 \x01(\x05\"T\n\rPullKVRequest\x12\x14\n\x0c\x62lock_hashes\x18\x01 \x03(\x0c\x12-\n\ncache_keys\x18\x02 \x01(\x0b\x32\x19.heteroserve.v1.CacheKeys\"\x0e\n\x0cStatsRequest\"\xd5\x02\n\x0bWorkerStats\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x11\n\tnode_type\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x13\n\x0bnum_running\x18\x06 \x01(\x05\x12\x13\n\x0bnum_waiting\x18\x07 \x01(\x05\x12\x17\n\x0fkv_blocks_total\x18\x08 \x01(\x05\x12\x16\n\x0ekv_blocks_free\x18\t \x01(\x05\x12\x18\n\x10kv_blocks_cached\x18\n \x01(\x05\x12\x12\n\nblock_size\x18\x0b \x01(\x05\x12\x10\n\x08\x64raining\x18\x0c \x01(\x08\x12\x1b\n\x13prompt_tokens_total\x18\r \x01(\x03\x12\x1e\n\x16generated_tokens_total\x18\x0e \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_tokens_total\x18\x0f \x01(\x03\"\'\n\x0c\x44rainRequest\x12\x17\n\x0ftimeout_seconds\x18\x01 \x01(\x02\"3\n\rDrainResponse\x12\x0f\n\x07\x64rained\x18\x01 \x01(\x08\x12\x11\n\tremaining\x18\x02 \x01(\x05\x32\x85\x04\n\x06Worker\x12I\n\x08Generate\x12\x1f.heteroserve.v1.GenerateRequest\x1a\x1a.heteroserve.v1.TokenChunk0\x01\x12K\n\x07Session\x12\x1e.heteroserve.v1.SessionRequest\x1a\x1c.heteroserve.v1.SessionEvent(\x01\x30\x01\x12J\n\x07Prefill\x12\x1e.heteroserve.v1.PrefillRequest\x1a\x1f.heteroserve.v1.PrefillResponse\x12\x45\n\x06\x44\x65\x63ode\x12\x1d.heteroserve.v1.DecodeRequest\x1a\x1a.heteroserve.v1.TokenChunk0\x01\x12\x46\n\x06PullKV\x12\x1d.heteroserve.v1.PullKVRequest\x1a\x1b.heteroserve.v1.KVBlockData0\x01\x12\x42\n\x05Stats\x12\x1c.heteroserve.v1.StatsRequest\x1a\x1b.heteroserve.v1.WorkerStats\x12\x44\n\x05\x44rain\x12\x1c.heteroserve.v1.DrainRequest\x1a\x1d.heteroserve.v1.DrainResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bheteroserve/v1/worker.proto\x12\x0eheteroserve.v1\x1a\x1bheteroserve/v1/common.proto\"\xb2\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\x12\x30\n\x08sampling\x18\x03 \x01(\x0b\x32\x1e.heteroserve.v1.SamplingParams\x12-\n\ncache_keys\x18\x04 \x01(\x0b\x32\x19.heteroserve.v1.CacheKeys\x12\x10\n\x08priority\x18\x05 \x01(\x05\"l\n\x0eSessionRequest\x12\x0b\n\x03tag\x18\x01 \x01(\x04\x12\x33\n\x08generate\x18\x02 \x01(\x0b\x32\x1f.heteroserve.v1.GenerateRequestH\x00\x12\x10\n\x06\x63\x61ncel\x18\x03 \x01(\x08H\x00\x42\x06\n\x04kind\"\x7f\n\x0cSessionEvent\x12\x0b\n\x03tag\x18\x01 \x01(\x04\x12+\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1a.heteroserve.v1.TokenChunkH\x00\x12-\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1c.heteroserve.v1.SessionErrorH\x00\x42\x06\n\x04kind\"=\n\rSessionEvents\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.heteroserve.v1.SessionEvent\"-\n\x0cSessionError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xbf\x01\n\x0ePrefillRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\x12\x30\n\x08sampling\x18\x03 \x01(\x0b\x32\x1e.heteroserve.v1.SamplingParams\x12-\n\ncache_keys\x18\x04 \x01(\x0b\x32\x19.heteroserve.v1.CacheKeys\x12\x1e\n\x16publish_to_shared_tier\x18\x05 \x01(\x08\"e\n\x0fPrefillResponse\x12)\n\x05\x66irst\x18\x01 \x01(\x0b\x32\x1a.heteroserve.v1.TokenChunk\x12\x14\n\x0c\x62lock_hashes\x18\x02 \x03(\x0c\x12\x11\n\tworker_id\x18\x03 \x01(\t\"M\n\x08KVSource\x12\x16\n\x0eworker_address\x18\x01 \x01(\t\x12\x13\n\x0bshared_tier\x18\x02 \x01(\x08\x12\x14\n\x0c\x62lock_hashes\x18\x03 \x03(\x0c\"\xfa\x01\n\rDecodeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\x12\x1b\n\x13generated_token_ids\x18\x03 \x03(\x05\x12\x30\n\x08sampling\x18\x04 \x01(\x0b\x32\x1e.heteroserve.v1.SamplingParams\x12-\n\ncache_keys\x18\x05 \x01(\x0b\x32\x19.heteroserve.v1.CacheKeys\x12+\n\tkv_source\x18\x06 \x01(\x0b\x32\x18.heteroserve.v1.KVSource\x12\x10\n\x08priority\x18\x07 \x01(\x05\"T\n\rPullKVRequest\x12\x14\n\x0c\x62lock_hashes\x18\x01 \x03(\x0c\x12-\n\ncache_keys\x18\x02 \x01(\x0b\x32\x19.heteroserve.v1.CacheKeys\"\x0e\n\x0cStatsRequest\"\xd5\x02\n\x0bWorkerStats\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x11\n\tnode_type\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x13\n\x0bnum_running\x18\x06 \x01(\x05\x12\x13\n\x0bnum_waiting\x18\x07 \x01(\x05\x12\x17\n\x0fkv_blocks_total\x18\x08 \x01(\x05\x12\x16\n\x0ekv_blocks_free\x18\t \x01(\x05\x12\x18\n\x10kv_blocks_cached\x18\n \x01(\x05\x12\x12\n\nblock_size\x18\x0b \x01(\x05\x12\x10\n\x08\x64raining\x18\x0c \x01(\x08\x12\x1b\n\x13prompt_tokens_total\x18\r \x01(\x03\x12\x1e\n\x16generated_tokens_total\x18\x0e \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_tokens_total\x18\x0f \x01(\x03\"\'\n\x0c\x44rainRequest\x12\x17\n\x0ftimeout_seconds\x18\x01 \x01(\x02\"3\n\rDrainResponse\x12\x0f\n\x07\x64rained\x18\x01 \x01(\x08\x12\x11\n\tremaining\x18\x02 \x01(\x05\x32\x86\x04\n\x06Worker\x12I\n\x08Generate\x12\x1f.heteroserve.v1.GenerateRequest\x1a\x1a.heteroserve.v1.TokenChunk0\x01\x12L\n\x07Session\x12\x1e.heteroserve.v1.SessionRequest\x1a\x1d.heteroserve.v1.SessionEvents(\x01\x30\x01\x12J\n\x07Prefill\x12\x1e.heteroserve.v1.PrefillRequest\x1a\x1f.heteroserve.v1.PrefillResponse\x12\x45\n\x06\x44\x65\x63ode\x12\x1d.heteroserve.v1.DecodeRequest\x1a\x1a.heteroserve.v1.TokenChunk0\x01\x12\x46\n\x06PullKV\x12\x1d.heteroserve.v1.PullKVRequest\x1a\x1b.heteroserve.v1.KVBlockData0\x01\x12\x42\n\x05Stats\x12\x1c.heteroserve.v1.StatsRequest\x1a\x1b.heteroserve.v1.WorkerStats\x12\x44\n\x05\x44rain\x12\x1c.heteroserve.v1.DrainRequest\x1a\x1d.heteroserve.v1.DrainResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,26 +38,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSIONREQUEST']._serialized_end=365
   _globals['_SESSIONEVENT']._serialized_start=367
   _globals['_SESSIONEVENT']._serialized_end=494
-  _globals['_SESSIONERROR']._serialized_start=496
-  _globals['_SESSIONERROR']._serialized_end=541
-  _globals['_PREFILLREQUEST']._serialized_start=544
-  _globals['_PREFILLREQUEST']._serialized_end=735
-  _globals['_PREFILLRESPONSE']._serialized_start=737
-  _globals['_PREFILLRESPONSE']._serialized_end=838
-  _globals['_KVSOURCE']._serialized_start=840
-  _globals['_KVSOURCE']._serialized_end=917
-  _globals['_DECODEREQUEST']._serialized_start=920
-  _globals['_DECODEREQUEST']._serialized_end=1170
-  _globals['_PULLKVREQUEST']._serialized_start=1172
-  _globals['_PULLKVREQUEST']._serialized_end=1256
-  _globals['_STATSREQUEST']._serialized_start=1258
-  _globals['_STATSREQUEST']._serialized_end=1272
-  _globals['_WORKERSTATS']._serialized_start=1275
-  _globals['_WORKERSTATS']._serialized_end=1616
-  _globals['_DRAINREQUEST']._serialized_start=1618
-  _globals['_DRAINREQUEST']._serialized_end=1657
-  _globals['_DRAINRESPONSE']._serialized_start=1659
-  _globals['_DRAINRESPONSE']._serialized_end=1710
-  _globals['_WORKER']._serialized_start=1713
-  _globals['_WORKER']._serialized_end=2230
+  _globals['_SESSIONEVENTS']._serialized_start=496
+  _globals['_SESSIONEVENTS']._serialized_end=557
+  _globals['_SESSIONERROR']._serialized_start=559
+  _globals['_SESSIONERROR']._serialized_end=604
+  _globals['_PREFILLREQUEST']._serialized_start=607
+  _globals['_PREFILLREQUEST']._serialized_end=798
+  _globals['_PREFILLRESPONSE']._serialized_start=800
+  _globals['_PREFILLRESPONSE']._serialized_end=901
+  _globals['_KVSOURCE']._serialized_start=903
+  _globals['_KVSOURCE']._serialized_end=980
+  _globals['_DECODEREQUEST']._serialized_start=983
+  _globals['_DECODEREQUEST']._serialized_end=1233
+  _globals['_PULLKVREQUEST']._serialized_start=1235
+  _globals['_PULLKVREQUEST']._serialized_end=1319
+  _globals['_STATSREQUEST']._serialized_start=1321
+  _globals['_STATSREQUEST']._serialized_end=1335
+  _globals['_WORKERSTATS']._serialized_start=1338
+  _globals['_WORKERSTATS']._serialized_end=1679
+  _globals['_DRAINREQUEST']._serialized_start=1681
+  _globals['_DRAINREQUEST']._serialized_end=1720
+  _globals['_DRAINRESPONSE']._serialized_start=1722
+  _globals['_DRAINRESPONSE']._serialized_end=1773
+  _globals['_WORKER']._serialized_start=1776
+  _globals['_WORKER']._serialized_end=2294
 # @@protoc_insertion_point(module_scope)

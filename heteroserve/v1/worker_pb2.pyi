@@ -122,6 +122,28 @@ class SessionEvent(_message.Message):
 Global___SessionEvent: _TypeAlias = SessionEvent  # noqa: Y015
 
 @_typing.final
+class SessionEvents(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionEvent]:
+        """in order; each generation's events stay in its order"""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___SessionEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionEvents: _TypeAlias = SessionEvents  # noqa: Y015
+
+@_typing.final
 class SessionError(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

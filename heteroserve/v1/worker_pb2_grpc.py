@@ -43,7 +43,7 @@ class WorkerStub:
         self.Session = channel.stream_stream(
                 '/heteroserve.v1.Worker/Session',
                 request_serializer=heteroserve_dot_v1_dot_worker__pb2.SessionRequest.SerializeToString,
-                response_deserializer=heteroserve_dot_v1_dot_worker__pb2.SessionEvent.FromString,
+                response_deserializer=heteroserve_dot_v1_dot_worker__pb2.SessionEvents.FromString,
                 _registered_method=True)
         self.Prefill = channel.unary_unary(
                 '/heteroserve.v1.Worker/Prefill',
@@ -86,7 +86,8 @@ class WorkerServicer:
         """Many generations over one long-lived stream: the gateway's hot path. Each SessionRequest starts
         (or cancels) one generation, named by a tag the caller chooses; its chunks come back with that
         tag, and a generation that fails ends with a SessionEvent.error for its tag only (the stream stays
-        up). Ending the stream aborts every generation still running on it.
+        up). Ending the stream aborts every generation still running on it. The worker sends the events
+        that are ready together (SessionEvents), so a busy session costs one write per batch, not per event.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -139,7 +140,7 @@ def add_WorkerServicer_to_server(servicer, server):
             'Session': grpc.stream_stream_rpc_method_handler(
                     servicer.Session,
                     request_deserializer=heteroserve_dot_v1_dot_worker__pb2.SessionRequest.FromString,
-                    response_serializer=heteroserve_dot_v1_dot_worker__pb2.SessionEvent.SerializeToString,
+                    response_serializer=heteroserve_dot_v1_dot_worker__pb2.SessionEvents.SerializeToString,
             ),
             'Prefill': grpc.unary_unary_rpc_method_handler(
                     servicer.Prefill,
@@ -220,7 +221,7 @@ class Worker:
             target,
             '/heteroserve.v1.Worker/Session',
             heteroserve_dot_v1_dot_worker__pb2.SessionRequest.SerializeToString,
-            heteroserve_dot_v1_dot_worker__pb2.SessionEvent.FromString,
+            heteroserve_dot_v1_dot_worker__pb2.SessionEvents.FromString,
             options,
             channel_credentials,
             insecure,

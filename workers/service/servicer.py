@@ -59,7 +59,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             yield chunk
 
     async def Session(self, request_iterator: AsyncIterator[worker_pb2.SessionRequest],
-                      context: aio.ServicerContext) -> AsyncIterator[worker_pb2.SessionEvent]:
+                      context: aio.ServicerContext) -> AsyncIterator[worker_pb2.SessionEvents]:
         handler = SessionHandler(self._generate, self._metrics.record_request)
         self._sessions.add(handler)
         try:

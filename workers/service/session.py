@@ -6,7 +6,8 @@ generation is one message in and its chunks out; the gateway keeps one session p
 (`heteroserve.worker_session`). Measured in docs/benchmarks.md (bench gateway).
 
 Protocol (worker.proto): a `SessionRequest` starts a generation (`generate`) under a caller-chosen
-`tag`, or aborts one (`cancel`). Each chunk comes back as a `SessionEvent` with its tag, in order; a
+`tag`, or aborts one (`cancel`). Each chunk comes back as a `SessionEvent` with its tag, in order (the
+events ready at once travel together in one `SessionEvents` message: one write per batch); a
 generation that fails ends with a `SessionEvent.error` carrying the status name and message a per-call
 `Generate` would have ended with, and the stream stays up. When the caller half-closes, the session
 ends after its running generations finish; when the stream is cancelled (the caller went away) or the
@@ -46,12 +47,23 @@ class SessionHandler:
         self._running: dict[int, asyncio.Task[None]] = {}
 
     async def serve(self, requests: AsyncIterator[worker_pb2.SessionRequest],
-                    ) -> AsyncIterator[worker_pb2.SessionEvent]:
-        """The session's events until the caller half-closes and every generation has ended."""
+                    ) -> AsyncIterator[worker_pb2.SessionEvents]:
+        """The session's events until the caller half-closes and every generation has ended, in
+        batches: whatever is ready when the previous write finished goes out as one message."""
         reader = asyncio.create_task(self._read(requests))
         try:
-            while (event := await self._out.get()) is not None:
-                yield event
+            done = False
+            while not done:
+                batch: list[worker_pb2.SessionEvent] = []
+                event = await self._out.get()
+                while event is not None:
+                    batch.append(event)
+                    if self._out.empty():
+                        break
+                    event = self._out.get_nowait()
+                done = event is None
+                if batch:
+                    yield worker_pb2.SessionEvents(events=batch)
         finally:
             reader.cancel()
             for task in list(self._running.values()):

@@ -68,12 +68,29 @@ async def test_concurrent_generations_share_one_session_and_match_generate(serve
     assert outcomes(server, "ok") == 4
 
 
+class Events:
+    """The events of a raw Session call one at a time (the worker sends them in batches)."""
+
+    def __init__(self, call: aio.StreamStreamCall) -> None:
+        self.call = call
+        self.pending: list[worker_pb2.SessionEvent] = []
+
+    async def read(self) -> worker_pb2.SessionEvent:
+        while not self.pending:
+            message = await self.call.read()
+            assert message is not aio.EOF, "the session ended"
+            assert message.events, "an empty batch"
+            self.pending.extend(message.events)
+        return self.pending.pop(0)
+
+
 async def test_protocol_tags_errors_and_cancel(server: WorkerServer) -> None:
     async with aio.insecure_channel(server.address) as channel:
         call = worker_pb2_grpc.WorkerStub(channel).Session(metadata=METADATA)
+        events = Events(call)
         await call.write(worker_pb2.SessionRequest(tag=1, generate=request([5, 6], max_tokens=3000,
                                                                               ignore_eos=True)))
-        first = await call.read()
+        first = await events.read()
         assert first.tag == 1 and first.WhichOneof("kind") == "chunk"
         # A bad generation fails alone, with the status and field a per-call Generate would give.
         await call.write(worker_pb2.SessionRequest(tag=2, generate=request([5], max_tokens=0)))
@@ -81,7 +98,7 @@ async def test_protocol_tags_errors_and_cancel(server: WorkerServer) -> None:
         await call.write(worker_pb2.SessionRequest(tag=1, generate=request([7])))
         errors: dict[int, worker_pb2.SessionError] = {}
         while len(errors) < 2:
-            event = await call.read()
+            event = await events.read()
             if event.WhichOneof("kind") == "error":
                 errors[event.tag] = event.error
         assert errors[2].code == "INVALID_ARGUMENT" and errors[2].message.startswith("sampling.max_tokens:")
@@ -92,7 +109,7 @@ async def test_protocol_tags_errors_and_cancel(server: WorkerServer) -> None:
         assert (stats.num_running, stats.num_waiting) == (0, 0) and stats.generated_tokens_total < 3000
         # The stream is still up: a new generation on it finishes.
         await call.write(worker_pb2.SessionRequest(tag=3, generate=request([5, 6, 7])))
-        while (event := await call.read()).tag != 3 or not event.chunk.finish_reason:
+        while (event := await events.read()).tag != 3 or not event.chunk.finish_reason:
             pass
         await call.done_writing()
         assert await call.read() is aio.EOF
@@ -154,3 +171,23 @@ async def test_worker_without_session_is_asked_per_call() -> None:
                 assert [(list(c.token_ids), c.finish_reason) for c in chunks] == [([1], ""), ([2], "length")]
     finally:
         await srv.stop(None)
+
+
+async def test_ready_events_travel_in_one_message() -> None:
+    """`SessionHandler` with a generation function that has all its chunks at once (the handler is the
+    unit here; the engine path is covered above): they go out as one batch, in order."""
+    from workers.service.session import SessionHandler
+
+    async def three_chunks(request: worker_pb2.GenerateRequest) -> AsyncIterator[common_pb2.TokenChunk]:
+        for i in range(3):
+            yield common_pb2.TokenChunk(token_ids=[i], finish_reason="length" if i == 2 else "")
+
+    async def one_request() -> AsyncIterator[worker_pb2.SessionRequest]:
+        yield worker_pb2.SessionRequest(tag=7, generate=request([5]))
+
+    outcomes: list[tuple[str, str]] = []
+    handler = SessionHandler(three_chunks, lambda method, status: outcomes.append((method, status)))
+    messages = [m async for m in handler.serve(one_request())]
+    assert [[(e.tag, list(e.chunk.token_ids)) for e in m.events] for m in messages] == \
+        [[(7, [0]), (7, [1]), (7, [2])]]
+    assert outcomes == [("Session.Generate", "ok")]
