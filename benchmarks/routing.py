@@ -165,9 +165,10 @@ def replay_interleaved(clusters: list[PolicyCluster], requests: list[TraceReques
             target = clusters[(i + k) % len(clusters)]
             began = time.perf_counter()
             target.results += asyncio.run(_replay(target.http_url, part))
-            target.wall_s += time.perf_counter() - began
-            print(f"round {i + 1}/{len(parts)}: {target.policy}, {len(part)} requests in "
-                  f"{time.perf_counter() - began:.1f} s", file=sys.stderr, flush=True)
+            elapsed = time.perf_counter() - began
+            target.wall_s += elapsed
+            print(f"round {i + 1}/{len(parts)}: {target.policy}, {len(part)} requests in {elapsed:.1f} s",
+                  file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
