@@ -36,10 +36,16 @@ RETIRE_SECONDS = 120.0
 # succeed: Redis restarting empty (or a late heartbeat) must not take a serving worker out of the cluster.
 ABSENT_GRACE_SECONDS = 5.0
 # Own subchannels and a short reconnect backoff: a worker that comes back is reachable within ~1 s,
-# instead of after gRPC's default backoff of up to 120 s.
+# instead of after gRPC's default backoff of up to 120 s. HTTP/2 keepalive pings every 10 s (answer
+# within 5 s; this gRPC waits `ping_timeout_ms`, default 60 s, for the answer, not keepalive_timeout_ms):
+# the long-lived Session stream to a worker whose host died or whose process hangs breaks within ~15 s,
+# failing its generations over to other workers, instead of waiting for TCP's timeouts.
+# Workers accept pings this often (workers/service/server.py, KEEPALIVE_SERVER_OPTIONS).
 CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.use_local_subchannel_pool", 1), ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000))
+    ("grpc.min_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.ping_timeout_ms", 5_000), ("grpc.http2.max_pings_without_data", 0))
 
 
 @dataclass

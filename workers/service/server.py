@@ -43,6 +43,12 @@ if TYPE_CHECKING:
     from workers.engine.config import EngineConfig
 
 log = logging.getLogger(__name__)
+# Clients (the gateway) may ping as often as every second to check a long-lived Session stream; gRPC's
+# default (5 minutes without data) would answer their 10 s keepalive with GOAWAY "too_many_pings".
+KEEPALIVE_SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
+    ("grpc.http2.max_ping_strikes", 0))
 
 METRICS_INTERVAL_SECONDS = 1.0
 
@@ -107,7 +113,7 @@ class WorkerServer:
                           ErrorInterceptor(self.metrics.record_request)],
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                     ("grpc.so_reuseport", 0)])
+                     ("grpc.so_reuseport", 0), *KEEPALIVE_SERVER_OPTIONS])
         worker_pb2_grpc.add_WorkerServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         try:

@@ -191,3 +191,32 @@ async def test_ready_events_travel_in_one_message() -> None:
     assert [[(e.tag, list(e.chunk.token_ids)) for e in m.events] for m in messages] == \
         [[(7, [0]), (7, [1]), (7, [2])]]
     assert outcomes == [("Session.Generate", "ok")]
+
+
+async def test_hung_worker_breaks_its_session_by_keepalive(tiny_model_dir: Path) -> None:
+    """A worker process that stops answering (SIGSTOP: its kernel still holds the connection open) must
+    not hold a session forever: the client's HTTP/2 keepalive pings go unanswered and the stream breaks,
+    failing its generations with UNAVAILABLE (retryable). The gateway pings every 10 s; this client every
+    1 s, which the worker's server options allow."""
+    import signal
+    import time
+
+    from tests.workers.service.worker_procs import CLUSTER_TOKEN, start_worker
+
+    worker = start_worker(tiny_model_dir, worker_id="hangs")
+    options = (("grpc.keepalive_time_ms", 1000), ("grpc.keepalive_timeout_ms", 1000),
+               ("grpc.http2.ping_timeout_ms", 1000), ("grpc.http2.max_pings_without_data", 0))
+    try:
+        async with WorkerClient(worker.address, CLUSTER_TOKEN, channel_options=options) as client:
+            stream = client.session_generate(request([5, 6, 7], max_tokens=3000, ignore_eos=True))
+            await anext(stream)
+            worker.proc.send_signal(signal.SIGSTOP)
+            stopped_at = time.monotonic()
+            with pytest.raises(UnavailableError, match="ping timeout"):
+                async with asyncio.timeout(60):  # without keepalive: TimeoutError here, not UNAVAILABLE
+                    async for _ in stream:
+                        pass
+            assert time.monotonic() - stopped_at < 30
+    finally:
+        worker.proc.send_signal(signal.SIGCONT)
+        worker.stop()
