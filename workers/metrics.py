@@ -48,7 +48,8 @@ class WorkerMetrics:
             "heteroserve_worker_requests_total", "Finished RPCs by method and status.",
             ["method", "status"], registry=registry)
         self.kv_transfer_bytes = Counter(
-            "heteroserve_worker_kv_transfer_bytes_total", "KV bytes received by decode imports.",
+            "heteroserve_worker_kv_transfer_bytes_total",
+            "KV tensor bytes received by decode imports (the same measure for every tier).",
             ["tier"], registry=registry)
         self.kv_transfer_seconds = Histogram(
             "heteroserve_worker_kv_transfer_seconds", "Duration of one KV import (fetch + import).",

@@ -78,14 +78,16 @@ class KVImporter:
                            for i in range(first_missing, first_missing + len(missing))]
         started = time.monotonic()
         try:
-            blocks, num_bytes = await self._fetch(tier, source.worker_address, missing, expected_tokens,
-                                                  cache_keys)
+            blocks = await self._fetch(tier, source.worker_address, missing, expected_tokens, cache_keys)
             imported = await self._engine.import_blocks(blocks) if blocks else 0
         except Exception as exc:  # every transfer failure falls back to local prefill
             self._metrics.record_kv_transfer_failure(tier)
             log.warning("KV import from %s failed (%s); prefilling locally", source.worker_address or tier,
                         exc)
             return 0
+        # Tensor bytes of the blocks received, whichever tier: the peer stream adds a small header per
+        # block and the shared tier reads the same encoding, so both count what the KV itself weighs.
+        num_bytes = sum(int(b.kv.numel() * b.kv.element_size()) for b in blocks)
         self._metrics.record_kv_transfer(tier, num_bytes, time.monotonic() - started)
         if imported < len(missing):
             self._metrics.record_kv_transfer_failure(tier)
@@ -95,19 +97,16 @@ class KVImporter:
 
     async def _fetch(self, tier: str, address: str, hashes: list[BlockHash],
                      expected_tokens: list[tuple[int, ...]],
-                     cache_keys: common_pb2.CacheKeys) -> tuple[list[KVBlock], int]:
+                     cache_keys: common_pb2.CacheKeys) -> list[KVBlock]:
         if tier == "peer":
             return await self._fetch_peer(address, hashes, expected_tokens, cache_keys)
         if self._shared is None:
             raise KVTransferError("no shared tier is configured on this worker")
-        blocks = await self._shared.get_blocks(hashes)
-        valid = _valid_run(blocks, hashes, expected_tokens)
-        return valid, sum(int(b.kv.numel() * b.kv.element_size()) for b in valid)
+        return _valid_run(await self._shared.get_blocks(hashes), hashes, expected_tokens)
 
     async def _fetch_peer(self, address: str, hashes: list[BlockHash], expected_tokens: list[tuple[int, ...]],
-                          cache_keys: common_pb2.CacheKeys) -> tuple[list[KVBlock], int]:
+                          cache_keys: common_pb2.CacheKeys) -> list[KVBlock]:
         blocks: list[KVBlock] = []
-        num_bytes = 0
         model_id = self._engine.model_id
         async with WorkerClient(address, self._token, timeout_seconds=self._timeout) as peer:
             async for data in peer.pull_kv(hashes, cache_keys, timeout_seconds=self._timeout):
@@ -124,8 +123,7 @@ class KVImporter:
                                 address)
                     break
                 blocks.append(block)
-                num_bytes += len(data.payload)
-        return blocks, num_bytes
+        return blocks
 
 
 def _leading_common(ours: list[BlockHash], theirs: list[bytes]) -> list[BlockHash]:

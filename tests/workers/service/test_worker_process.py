@@ -56,6 +56,15 @@ async def collect(stream: AsyncIterator[common_pb2.TokenChunk]) -> list[common_p
     return [chunk async for chunk in stream]
 
 
+def kv_block_bytes(model_dir: Path) -> int:
+    """Tensor bytes of one KV block of the model (K and V, every layer, 16 tokens, float32)."""
+    import json
+
+    config = json.loads((model_dir / "config.json").read_text())
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    return int(config["num_hidden_layers"] * 2 * config["num_key_value_heads"] * 16 * head_dim * 4)
+
+
 def tokens(chunks: Sequence[common_pb2.TokenChunk]) -> list[int]:
     return [t for c in chunks for t in c.token_ids]
 
@@ -72,7 +81,7 @@ async def test_generate_matches_in_process_engine(worker_a: WorkerProcess, refer
 
 
 async def test_prefill_on_a_then_decode_on_b_pulls_kv(worker_a: WorkerProcess, worker_b: WorkerProcess,
-                                                      reference: AsyncEngine) -> None:
+                                                      reference: AsyncEngine, tiny_model_dir: Path) -> None:
     prompt = [(17 * i + 3) % 2000 for i in range(75)]  # 4 full blocks + 11 tokens
     expected = await expected_tokens(reference, prompt, "ref-pd")
     bytes_before = worker_b.metric("heteroserve_worker_kv_transfer_bytes_total", 'tier="peer"')
@@ -88,7 +97,8 @@ async def test_prefill_on_a_then_decode_on_b_pulls_kv(worker_a: WorkerProcess, w
             sampling=greedy(), kv_source=source)))
     assert list(reply.first.token_ids) + tokens(chunks) == expected
     assert chunks[0].cached_prompt_tokens >= 64  # the 4 pulled blocks were not recomputed
-    assert worker_b.metric("heteroserve_worker_kv_transfer_bytes_total", 'tier="peer"') > bytes_before
+    pulled = worker_b.metric("heteroserve_worker_kv_transfer_bytes_total", 'tier="peer"') - bytes_before
+    assert pulled == 4 * kv_block_bytes(tiny_model_dir)  # tensor bytes, as the shared tier counts them
 
 
 async def test_decode_from_dead_source_prefills_locally(worker_b: WorkerProcess,
@@ -215,7 +225,8 @@ async def wait_for_record(client: aioredis.Redis, worker_id: str, *, present: bo
 
 
 async def test_prefill_publishes_to_shared_tier_and_decode_reads_it(
-        worker_a: WorkerProcess, worker_b: WorkerProcess, reference: AsyncEngine) -> None:
+        worker_a: WorkerProcess, worker_b: WorkerProcess, reference: AsyncEngine,
+        tiny_model_dir: Path) -> None:
     prompt = [(31 * i + 7) % 2000 for i in range(40)]  # 2 full blocks + 8 tokens
     expected = await expected_tokens(reference, prompt, "ref-shared")
     bytes_before = worker_b.metric("heteroserve_worker_kv_transfer_bytes_total", 'tier="shared"')
@@ -229,7 +240,8 @@ async def test_prefill_publishes_to_shared_tier_and_decode_reads_it(
             sampling=greedy(), kv_source=source)))
     assert list(reply.first.token_ids) + tokens(chunks) == expected
     assert chunks[0].cached_prompt_tokens >= 32
-    assert worker_b.metric("heteroserve_worker_kv_transfer_bytes_total", 'tier="shared"') > bytes_before
+    read = worker_b.metric("heteroserve_worker_kv_transfer_bytes_total", 'tier="shared"') - bytes_before
+    assert read == 2 * kv_block_bytes(tiny_model_dir)  # the same measure as the peer stream's
     # the tier's own metrics are on the worker's /metrics too: B read the blocks A wrote to Redis
     assert worker_a.metric("heteroserve_cache_written_bytes_total", 'tier="redis"') > 0
     assert worker_b.metric("heteroserve_cache_hits_total", 'tier="redis"') >= 2
