@@ -45,6 +45,7 @@ class _Stream:
     pending: dict[int, asyncio.Queue[common_pb2.TokenChunk | Exception]] = field(default_factory=dict)
     broken: ErrorFactory | None = None
     reader: asyncio.Task[None] | None = None
+    accepted: bool = False  # the worker sent its initial metadata: the call was not refused
 
 
 class WorkerSession:
@@ -123,15 +124,28 @@ class WorkerSession:
                 queue.put_nowait(broken())
 
     def _broken_by(self, exc: grpc.RpcError) -> ErrorFactory:
-        if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+        """What the generations of a stream that ended with `exc` fail with. A refusal of the call itself
+        keeps its status (no Session: fall back; bad token: not retryable). Anything else is the
+        transport breaking, which says nothing about the generations: UNAVAILABLE, so they are retried
+        or migrated. (gRPC also reports a write that raced the end of the call as INTERNAL.)"""
+        code = exc.code()
+        if code == grpc.StatusCode.UNIMPLEMENTED:
             self.unsupported = True
             return lambda: SessionUnsupported(f"worker {self._address} does not serve Session")
-        return lambda: error_from_rpc_error(exc)
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return lambda: error_from_rpc_error(exc)
+        message = f"the session to worker {self._address} broke: {code.name} {exc.details() or ''}".rstrip()
+        return lambda: UnavailableError(message)
 
     async def _write(self, stream: _Stream, message: worker_pb2.SessionRequest) -> None:
-        """Send `message`; a failed write means a broken stream, which the reader reports."""
+        """Send `message`; a failed write means a broken stream, which the reader reports. The first
+        write waits for the worker's initial metadata (sent as the call starts), so a refused call has
+        ended before anything is written: a write racing the refusal would hide its status."""
         try:
             async with self._write_lock:
+                if not stream.accepted:
+                    await stream.call.initial_metadata()
+                    stream.accepted = True
                 await stream.call.write(message)
         except (grpc.RpcError, aio.UsageError, asyncio.InvalidStateError):
             pass

@@ -60,6 +60,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
 
     async def Session(self, request_iterator: AsyncIterator[worker_pb2.SessionRequest],
                       context: aio.ServicerContext) -> AsyncIterator[worker_pb2.SessionEvents]:
+        await context.send_initial_metadata(())  # at once: the client writes after it (worker_session.py)
         handler = SessionHandler(self._generate, self._metrics.record_request)
         self._sessions.add(handler)
         try:

@@ -220,3 +220,29 @@ async def test_hung_worker_breaks_its_session_by_keepalive(tiny_model_dir: Path)
     finally:
         worker.proc.send_signal(signal.SIGCONT)
         worker.stop()
+
+
+async def test_a_session_that_breaks_fails_its_generations_as_retryable() -> None:
+    """A stream that ends with an error of its own (here a server that ends the call with INTERNAL at
+    once; gRPC also reports a write racing the end of a call as INTERNAL) says nothing about the
+    generations on it: they fail with UNAVAILABLE, which the orchestrator retries elsewhere."""
+
+    async def breaks(requests: AsyncIterator[worker_pb2.SessionRequest],
+                     context: aio.ServicerContext) -> AsyncIterator[worker_pb2.SessionEvents]:
+        await context.abort(grpc.StatusCode.INTERNAL, "transport trouble")
+        yield worker_pb2.SessionEvents()  # pragma: no cover - makes this an async generator
+
+    srv = aio.server()
+    srv.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("heteroserve.v1.Worker", {
+        "Session": grpc.stream_stream_rpc_method_handler(
+            breaks, request_deserializer=worker_pb2.SessionRequest.FromString,
+            response_serializer=worker_pb2.SessionEvents.SerializeToString)})])
+    port = srv.add_insecure_port("127.0.0.1:0")
+    await srv.start()
+    try:
+        async with WorkerClient(f"127.0.0.1:{port}", "") as client:
+            with pytest.raises(UnavailableError, match="broke: INTERNAL transport trouble") as info:
+                [c async for c in client.session_generate(request([5]))]
+            assert info.value.retryable
+    finally:
+        await srv.stop(None)
