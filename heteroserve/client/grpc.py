@@ -1,6 +1,6 @@
 """gRPC transport: the gateway's `Gateway` service over grpc.aio.
 
-Statuses become domain errors through `heteroserve.errors.error_from_grpc_status`. Every call has a
+Statuses become domain errors through `heteroserve.errors.error_from_rpc_error`. Every call has a
 deadline of `timeout_seconds` (streams: for the whole stream).
 """
 
@@ -12,16 +12,14 @@ import grpc
 from grpc import aio
 
 from heteroserve.client.types import Chunk, Model, Request, Route, Usage
-from heteroserve.errors import HeteroserveError, error_from_grpc_status
+from heteroserve.errors import HeteroserveError, error_from_rpc_error
 from heteroserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 
 def _error(exc: grpc.RpcError) -> HeteroserveError:
-    code = exc.code() if hasattr(exc, "code") else None
-    name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-    details = (exc.details() if hasattr(exc, "details") else None) or name
-    error = error_from_grpc_status(name, details)
-    field, sep, rest = details.partition(": ")
+    """The domain error, with `field` split off a "field: reason" message (the gateway's convention)."""
+    error = error_from_rpc_error(exc)
+    field, sep, rest = error.message.partition(": ")
     if sep and field.replace(".", "").replace("_", "").replace("[", "").replace("]", "").isalnum():
         error.field, error.message = field, rest
     return error
