@@ -8,15 +8,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from heteroserve.cli import main as cli_main
 from heteroserve.errors import UnavailableError
 from heteroserve.v1 import common_pb2, worker_pb2
 from heteroserve.workerclient import WorkerClient
-from workers.config import WorkerConfig
-from workers.engine.async_engine import AsyncEngine
-from workers.service.server import WorkerServer, engine_config
+from tests.workers.service.worker_procs import inprocess_server
+from workers.service.server import WorkerServer
 
 TOKEN = "in-process-cluster-token"
 
@@ -29,9 +27,7 @@ def requests(server: WorkerServer, method: str, status: str) -> float | None:
 
 @pytest.fixture
 async def server(tiny_model_dir: Path) -> AsyncIterator[WorkerServer]:
-    config = WorkerConfig(worker_id="inproc", model_dir=tiny_model_dir, cluster_token=TOKEN, kv_cache_mb=8)
-    engine = AsyncEngine.from_config(engine_config(config))
-    worker = WorkerServer(config, engine, registry=CollectorRegistry())
+    worker = inprocess_server(tiny_model_dir, "inproc", TOKEN)
     await worker.start()
     yield worker
     await worker.stop()
@@ -81,10 +77,7 @@ async def test_cancelled_stream_aborts_its_engine_request(server: WorkerServer) 
 
 
 async def test_port_in_use_is_unavailable_error(server: WorkerServer, tiny_model_dir: Path) -> None:
-    config = WorkerConfig(worker_id="second", model_dir=tiny_model_dir, cluster_token=TOKEN, kv_cache_mb=8,
-                          port=server.port)
-    engine = AsyncEngine.from_config(engine_config(config))
-    second = WorkerServer(config, engine, registry=CollectorRegistry())
+    second = inprocess_server(tiny_model_dir, "second", TOKEN, port=server.port)
     with pytest.raises(UnavailableError, match=f"cannot listen on 127.0.0.1:{server.port}"):
         await second.start()
     await second.stop()

@@ -10,14 +10,12 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc import aio
-from prometheus_client import CollectorRegistry
 
 from heteroserve.errors import AuthenticationError, InvalidRequestError, UnavailableError
 from heteroserve.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from heteroserve.workerclient import WorkerClient
-from workers.config import WorkerConfig
-from workers.engine.async_engine import AsyncEngine
-from workers.service.server import WorkerServer, engine_config
+from tests.workers.service.worker_procs import inprocess_server, one_method_server
+from workers.service.server import WorkerServer
 
 TOKEN = "session-cluster-token"
 METADATA = (("authorization", f"Bearer {TOKEN}"),)
@@ -25,9 +23,7 @@ METADATA = (("authorization", f"Bearer {TOKEN}"),)
 
 @pytest.fixture
 async def server(tiny_model_dir: Path) -> AsyncIterator[WorkerServer]:
-    config = WorkerConfig(worker_id="sess", model_dir=tiny_model_dir, cluster_token=TOKEN, kv_cache_mb=8)
-    engine = AsyncEngine.from_config(engine_config(config))
-    worker = WorkerServer(config, engine, registry=CollectorRegistry())
+    worker = inprocess_server(tiny_model_dir, "sess", TOKEN)
     await worker.start()
     yield worker
     await worker.stop()
@@ -157,20 +153,13 @@ async def _older_generate(request: worker_pb2.GenerateRequest,
 
 async def test_worker_without_session_is_asked_per_call() -> None:
     """A worker built before `Session` existed serves `Generate` only (mid rolling upgrade)."""
-    srv = aio.server()
-    srv.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("heteroserve.v1.Worker", {
-        "Generate": grpc.unary_stream_rpc_method_handler(
-            _older_generate, request_deserializer=worker_pb2.GenerateRequest.FromString,
-            response_serializer=common_pb2.TokenChunk.SerializeToString)})])
-    port = srv.add_insecure_port("127.0.0.1:0")
-    await srv.start()
-    try:
-        async with WorkerClient(f"127.0.0.1:{port}", "") as client:
-            for _ in range(2):
-                chunks = [c async for c in client.session_generate(request([7, 8]))]
-                assert [(list(c.token_ids), c.finish_reason) for c in chunks] == [([1], ""), ([2], "length")]
-    finally:
-        await srv.stop(None)
+    generate = grpc.unary_stream_rpc_method_handler(
+        _older_generate, request_deserializer=worker_pb2.GenerateRequest.FromString,
+        response_serializer=common_pb2.TokenChunk.SerializeToString)
+    async with one_method_server("Generate", generate) as address, WorkerClient(address, "") as client:
+        for _ in range(2):
+            chunks = [c async for c in client.session_generate(request([7, 8]))]
+            assert [(list(c.token_ids), c.finish_reason) for c in chunks] == [([1], ""), ([2], "length")]
 
 
 async def test_ready_events_travel_in_one_message() -> None:
@@ -232,17 +221,10 @@ async def test_a_session_that_breaks_fails_its_generations_as_retryable() -> Non
         await context.abort(grpc.StatusCode.INTERNAL, "transport trouble")
         yield worker_pb2.SessionEvents()  # pragma: no cover - makes this an async generator
 
-    srv = aio.server()
-    srv.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("heteroserve.v1.Worker", {
-        "Session": grpc.stream_stream_rpc_method_handler(
-            breaks, request_deserializer=worker_pb2.SessionRequest.FromString,
-            response_serializer=worker_pb2.SessionEvents.SerializeToString)})])
-    port = srv.add_insecure_port("127.0.0.1:0")
-    await srv.start()
-    try:
-        async with WorkerClient(f"127.0.0.1:{port}", "") as client:
-            with pytest.raises(UnavailableError, match="broke: INTERNAL transport trouble") as info:
-                [c async for c in client.session_generate(request([5]))]
-            assert info.value.retryable
-    finally:
-        await srv.stop(None)
+    session = grpc.stream_stream_rpc_method_handler(
+        breaks, request_deserializer=worker_pb2.SessionRequest.FromString,
+        response_serializer=worker_pb2.SessionEvents.SerializeToString)
+    async with one_method_server("Session", session) as address, WorkerClient(address, "") as client:
+        with pytest.raises(UnavailableError, match="broke: INTERNAL transport trouble") as info:
+            [c async for c in client.session_generate(request([5]))]
+        assert info.value.retryable

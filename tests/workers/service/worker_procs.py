@@ -1,17 +1,28 @@
-"""Real worker processes (`heteroserve worker` on 127.0.0.1) for the worker-service tests (helpers)."""
+"""Real workers for the worker-service tests (helpers): `heteroserve worker` processes on 127.0.0.1, a
+`WorkerServer` in the test's own process, and a bare gRPC server answering one Worker method (for
+workers of another version)."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
+from grpc import aio
+from prometheus_client import CollectorRegistry
 
 from heteroserve.embedded.processes import NotReadyError, start_until_ready
 from heteroserve.localredis import free_port
+from workers.config import WorkerConfig
+from workers.engine.async_engine import AsyncEngine
+from workers.service.server import WorkerServer, engine_config
 
 CLUSTER_TOKEN = "test-cluster-token-1234"
 READY_TIMEOUT_SECONDS = 90.0
@@ -70,3 +81,26 @@ def start_worker(model_dir: Path, *, role: str = "colocated", redis_url: str | N
         pytest.fail(f"worker did not become ready ({exc}); stderr:\n{exc.stderr}")
     assert line.startswith(f"worker {worker_id} ready on 127.0.0.1:"), line
     return WorkerProcess(proc, worker_id, line.rsplit(" ", 1)[-1], metrics_port, stderr_lines)
+
+
+def inprocess_server(model_dir: Path, worker_id: str, token: str, **config: Any) -> WorkerServer:
+    """A `WorkerServer` (real engine, 8 MB KV pool, own metrics registry) in this process, not started."""
+    worker_config = WorkerConfig(worker_id=worker_id, model_dir=model_dir, cluster_token=token, kv_cache_mb=8,
+                                 **config)
+    engine = AsyncEngine.from_config(engine_config(worker_config))
+    return WorkerServer(worker_config, engine, registry=CollectorRegistry())
+
+
+@contextlib.asynccontextmanager
+async def one_method_server(method: str, handler: grpc.RpcMethodHandler) -> AsyncIterator[str]:
+    """A gRPC server on 127.0.0.1 that answers only `heteroserve.v1.Worker/<method>` with `handler`
+    (e.g. a worker built before an RPC existed); yields its address."""
+    server = aio.server()
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("heteroserve.v1.Worker",
+                                                                          {method: handler})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
