@@ -20,12 +20,12 @@ import httpx
 import redis
 import yaml
 
+from common.localredis import free_port
 from control_plane.planner.leader import DEFAULT_LOCK_KEY
 from heteroserve.embedded.config import DEFAULT_CONFIG_PATH, load_embedded_config
 from heteroserve.embedded.launcher import EmbeddedCluster
 from heteroserve.embedded.processes import ManagedProcess, heteroserve_command, pid_alive
 from heteroserve.embedded.state import worker_files
-from heteroserve.localredis import free_port
 
 
 class ChaosCluster:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import httpx
 
+from common.localredis import LocalRedis, RedisServerConfig, free_port
 from control_plane.gateway.auth import hash_key
 from heteroserve.embedded.processes import start_until_ready
-from heteroserve.localredis import LocalRedis, RedisServerConfig, free_port
 
 CLUSTER_TOKEN = "bench-cluster-token"
 BIN = str(Path(sys.executable).parent / "heteroserve")

@@ -53,7 +53,7 @@ from cache.hashing import BlockHash, HashKeys, hash_prompt_blocks
 from cache.serde import encode_block
 from cache.store import StoreTier, TieredStore, TierRole
 from cache.tiers import DiskTier, DiskTierConfig, RedisTier, RedisTierConfig
-from heteroserve.localredis import LocalRedis, RedisServerConfig
+from common.localredis import LocalRedis, RedisServerConfig
 from heteroserve.modelgen import PRESETS, create_model
 
 TARGETS: dict[str, Target] = {"cross_worker_ttft_ratio": ("<=", 0.3), "redis_tier_efficiency": (">=", 0.7),

@@ -33,7 +33,7 @@ from benchmarks._cluster import CLUSTER_TOKEN, LocalCluster, percentile, wait_fo
 from benchmarks._report import target_table
 from heteroserve.modelgen import create_model
 from heteroserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, worker_pb2
-from heteroserve.workerclient import WorkerClient
+from workerrpc.client import WorkerClient
 
 API_KEY = "sk-bench-gateway"
 PROMPT = "the gateway overhead benchmark"

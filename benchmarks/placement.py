@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from heteroserve.logs import native_stdout_silenced
+from common.logs import native_stdout_silenced
 from placement import melange
 from placement.catalog import load_catalog
 from placement.compile import CompileOptions, compile_problem

@@ -2,7 +2,7 @@
 
 Default layout (LMCache-like): memory (write-through, promote), Redis (write-through, shared, no
 promotion from disk), disk (write-back: receives what the memory tier evicts). Any tier may be left out
-(None). Build from YAML/JSON at the process edge with `heteroserve.config.build(CacheConfig, mapping)`.
+(None). Build from YAML/JSON at the process edge with `common.config.build(CacheConfig, mapping)`.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ import numpy as np
 import xxhash
 
 from cache.hashing import BlockHash
-from heteroserve.errors import CorruptDataError
+from common.errors import CorruptDataError
 
 MAGIC = b"HSKV"
 FORMAT_VERSION = 1

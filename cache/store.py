@@ -28,7 +28,7 @@ from cache.hashing import BlockHash
 from cache.metrics import CacheMetrics
 from cache.serde import SerdeOptions
 from cache.tiers.base import Evicted, Tier
-from heteroserve.errors import CorruptDataError
+from common.errors import CorruptDataError
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from heteroserve.errors import InfeasibleError
+from common.errors import InfeasibleError
 from placement.ilp.problem import MIN_RATE, Problem, SolverOptions
 from placement.ilp.solve import solve
 from placement.melange import solve_slices

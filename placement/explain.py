@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from heteroserve.errors import InfeasibleError
+from common.errors import InfeasibleError
 from placement.ilp.problem import MIN_RATE, Problem, SolverOptions
 
 TIGHT = 1e-6

@@ -20,7 +20,7 @@ from typing import Any
 
 import pulp
 
-from heteroserve.errors import ConfigError, InfeasibleError
+from common.errors import ConfigError, InfeasibleError
 from placement.ilp.problem import ColocatedOption, Demand, PoolSpec, Problem, SolverOptions
 from placement.ilp.solver import SolveInfo, run
 

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from heteroserve.config import build, load_mapping
-from heteroserve.errors import ConfigError
+from common.config import build, load_mapping
+from common.errors import ConfigError
 from placement.catalog import CATALOG_DIR
 from placement.types_ import DTYPE_BYTES
 

@@ -19,7 +19,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
-from heteroserve.errors import ConfigError, NotFoundError
+from common.errors import ConfigError, NotFoundError
 
 PLAN_SCHEMA = 1
 

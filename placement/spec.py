@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from heteroserve.config import build, load_mapping
-from heteroserve.errors import ConfigError
+from common.config import build, load_mapping
+from common.errors import ConfigError
 from placement.catalog import Catalog, NodeType, load_catalog
 from placement.compile import CompileOptions
 from placement.ilp.problem import SolverOptions

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from heteroserve.errors import ConfigError
+from common.errors import ConfigError
 
 
 @dataclass(frozen=True)

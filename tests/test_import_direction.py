@@ -1,8 +1,10 @@
 """Imports flow one way (DESIGN.md, Layout): a test, so the architecture cannot rot silently.
 
-placement imports no other component; cache imports only the shared vocabulary; workers imports cache;
-control_plane imports placement and cache; the CLI and benchmarks may import anything. Every import
-statement counts, including ones inside functions.
+Three floors, stated as packages. The ground floor (`common`, `workerrpc`, and the generated stubs
+`heteroserve.v1`) imports nothing above it. The components stand on it: `placement` imports no other
+component, `cache` none, `workers` imports `cache`, `control_plane` imports `placement` and `cache`.
+The top floor (the rest of `heteroserve`, and `benchmarks`) may import anything. Every import statement
+counts, including ones inside functions. A second test finds import cycles between modules.
 """
 
 from __future__ import annotations
@@ -13,21 +15,26 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPONENTS = ("placement", "cache", "workers", "control_plane")
-# heteroserve modules that any component may use: the package root (version only), errors, config,
-# logging, the local Redis launcher, generated stubs, the worker registry records and the worker RPC client
-# (with its Session multiplexer).
-SHARED = ("heteroserve.errors", "heteroserve.config", "heteroserve.logs", "heteroserve.localredis",
-          "heteroserve.v1", "heteroserve.registry", "heteroserve.workerclient", "heteroserve.worker_session")
-ALLOWED: dict[str, tuple[str, ...]] = {
-    "placement": ("placement", "heteroserve.errors", "heteroserve.config", "heteroserve.logs"),
-    "cache": ("cache", *SHARED),
-    "workers": ("workers", "cache", *SHARED),
-    "control_plane": ("control_plane", "placement", "cache", *SHARED),
-    "heteroserve.client": ("heteroserve.client", "heteroserve.errors", "heteroserve.v1"),
-    "shared": ("cache.hashing", *SHARED),
+STUBS = "heteroserve.v1"
+GROUND: dict[str, tuple[str, ...]] = {
+    "common": ("common",),
+    "workerrpc": ("workerrpc", "common", STUBS),
 }
-PROJECT_ROOTS = (*COMPONENTS, "heteroserve", "benchmarks")
+COMPONENTS: dict[str, tuple[str, ...]] = {
+    "placement": ("placement",),
+    "cache": ("cache",),
+    "workers": ("workers", "cache"),
+    "control_plane": ("control_plane", "placement", "cache"),
+}
+# The SDK is top floor but installs without the engine: it may use only errors and the stubs.
+SDK = "heteroserve.client"
+ALLOWED: dict[str, tuple[str, ...]] = {
+    **GROUND,
+    **{name: (*deps, *GROUND, STUBS) for name, deps in COMPONENTS.items()},
+    SDK: (SDK, "common.errors", STUBS),
+}
+TOP = ("heteroserve", "benchmarks")
+PROJECT_ROOTS = (*GROUND, *COMPONENTS, *TOP)
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:
@@ -41,16 +48,19 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
     return [(line, name) for line, name in found if name.split(".")[0] in PROJECT_ROOTS]
 
 
-def owner_of(path: Path) -> str | None:
+def dotted(path: Path) -> str:
     rel = path.relative_to(ROOT).with_suffix("")
-    dotted = ".".join(rel.parts)
-    if rel.parts[0] in COMPONENTS:
-        return rel.parts[0]
-    if dotted.startswith("heteroserve.client"):
-        return "heteroserve.client"
-    if any(dotted == s or dotted.startswith(s + ".") for s in SHARED if s != "heteroserve.v1"):
-        return "shared"
-    return None
+    parts = rel.parts[:-1] if rel.parts[-1] == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def owner_of(path: Path) -> str | None:
+    """The package whose rules bind `path`: a ground or component package, the SDK, or None (top)."""
+    name = dotted(path)
+    if name == SDK or name.startswith(SDK + "."):
+        return SDK
+    root = name.split(".")[0]
+    return root if root in ALLOWED else None
 
 
 def allowed(owner: str, module: str) -> bool:
@@ -59,11 +69,16 @@ def allowed(owner: str, module: str) -> bool:
     return any(module == prefix or module.startswith(prefix + ".") for prefix in ALLOWED[owner])
 
 
+def project_files() -> list[Path]:
+    return [p for p in sorted(ROOT.glob("**/*.py"))
+            if ".venv" not in p.parts and "tests" not in p.relative_to(ROOT).parts[:1]
+            and not p.relative_to(ROOT).as_posix().startswith("heteroserve/v1/")
+            and p.relative_to(ROOT).parts[0] in PROJECT_ROOTS]
+
+
 def test_import_direction() -> None:
     violations = []
-    for path in sorted(ROOT.glob("**/*.py")):
-        if ".venv" in path.parts or "heteroserve/v1" in path.as_posix():
-            continue
+    for path in project_files():
         owner = owner_of(path)
         if owner is None:
             continue
@@ -73,14 +88,66 @@ def test_import_direction() -> None:
     assert not violations, "imports against the architecture:\n" + "\n".join(violations)
 
 
-def test_rule_catches_a_violation(tmp_path: Path) -> None:
+def _module_graph() -> dict[str, set[str]]:
+    files = project_files()
+    modules = {dotted(p) for p in files}
+    graph: dict[str, set[str]] = {}
+    for path in files:
+        edges = set()
+        for _, module in imported_modules(path):
+            # `from a.b import c` may name a module a.b.c or an attribute of a.b: take the longest match.
+            while module and module not in modules:
+                module = module.rpartition(".")[0]
+            if module and module != dotted(path):
+                edges.add(module)
+        graph[dotted(path)] = edges
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle between modules (as a path that returns to its start), or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            # A package's __init__ re-exporting its own modules is not a cycle between concepts.
+            if nxt.startswith(node + ".") or node.startswith(nxt + "."):
+                continue
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt):], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return None
+
+
+def test_no_import_cycle_between_modules() -> None:
+    cycle = find_cycle(_module_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_rules_catch_violations(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import workers.engine\nfrom control_plane import router\n")
     modules = [m for _, m in imported_modules(bad)]
     assert modules == ["workers.engine", "control_plane"]
     assert not allowed("placement", "workers.engine")
     assert not allowed("control_plane", "workers.engine")
+    assert not allowed("common", "cache.hashing")
+    assert not allowed("workerrpc", "heteroserve.cli")
     assert allowed("control_plane", "cache.hashing")
+    assert allowed("cache", "common.vocab")
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
 def test_sdk_imports_without_torch() -> None:

@@ -29,7 +29,7 @@ from typing import Protocol
 
 from cache.hashing import BlockHash
 from cache.store import EventSink, TieredStore
-from heteroserve.errors import CorruptDataError, KVTransferError
+from common.errors import CorruptDataError, KVTransferError
 from workers.engine.types import KVBlock
 from workers.service.kv_wire import decode_block, encode_block
 

@@ -34,7 +34,7 @@ from cache.hashing import BlockHash
 from cache.metrics import CacheMetrics
 from cache.tiers.base import Evicted, PutResult, Tier
 from cache.tiers.policies import LocalIndex, make_policy
-from heteroserve.errors import CorruptDataError
+from common.errors import CorruptDataError
 
 _SUFFIX = ".kv"
 

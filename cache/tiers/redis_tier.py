@@ -29,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from cache.hashing import BlockHash
 from cache.metrics import CacheMetrics
 from cache.tiers.base import PutResult, Tier
-from heteroserve.logs import register_secret
+from common.logs import register_secret
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -25,19 +25,19 @@ from typing import Any, TypeVar
 from kubernetes import client as k8s
 from urllib3.exceptions import HTTPError as TransportError
 
-from control_plane.actuators.base import ApplyResult, DrainFn, DrainTarget, NodeGroup, PoolChange, PoolTarget
-from control_plane.actuators.base import check_pool_name as _check_pool
-from control_plane.actuators.inventory import InventoryLabels, inventory_from_nodes
-from control_plane.actuators.metrics import ActuatorMetrics
-from control_plane.actuators.pods import DELETION_COST, DELETION_COST_ANNOTATION, choose_pods_to_remove
-from control_plane.actuators.pods import drain_target as _drain_target
-from heteroserve.errors import (
+from common.errors import (
     ConfigError,
     HeteroserveError,
     NotFoundError,
     PermissionDeniedError,
     UnavailableError,
 )
+from control_plane.actuators.base import ApplyResult, DrainFn, DrainTarget, NodeGroup, PoolChange, PoolTarget
+from control_plane.actuators.base import check_pool_name as _check_pool
+from control_plane.actuators.inventory import InventoryLabels, inventory_from_nodes
+from control_plane.actuators.metrics import ActuatorMetrics
+from control_plane.actuators.pods import DELETION_COST, DELETION_COST_ANNOTATION, choose_pods_to_remove
+from control_plane.actuators.pods import drain_target as _drain_target
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from common.config import build, load_mapping
+from common.errors import ConfigError, UnavailableError
 from control_plane.actuators.base import DrainFn, DrainTarget
 from control_plane.actuators.kubernetes import KubernetesActuator, KubernetesActuatorConfig
 from control_plane.actuators.kubernetes import api_client_from_environment as _api_client
 from control_plane.actuators.leader import KubernetesLeaseLock, LeaseConfig
 from control_plane.actuators.metrics import ActuatorMetrics
-from heteroserve.config import build, load_mapping
-from heteroserve.errors import ConfigError, UnavailableError
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def load_kubernetes_settings(path: str | Path) -> KubernetesSettings:
 def worker_drain_fn(cluster_token: str, *, timeout_seconds: float = 60.0) -> DrainFn:
     """A DrainFn sending the worker Drain RPC (cluster token auth); raises UnavailableError when the
     worker reports it could not finish its requests in time."""
-    from heteroserve.workerclient import WorkerClient
+    from workerrpc.client import WorkerClient
 
     async def drain(target: DrainTarget) -> None:
         assert target.address is not None, "the actuator never drains a worker without an address"

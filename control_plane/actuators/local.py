@@ -10,7 +10,7 @@ the shared Redis KV tier, and with `disk_tier_mb` each gets its own node-local d
 apply(targets), per pool, scale-ups first (all new workers of a call start in parallel), then
 scale-downs:
 - scale-up: start the process on free loopback ports, then wait until the worker has registered in
-  Redis (`heteroserve.registry`) — gateways route only to registered workers, so no request reaches a
+  Redis (`common.registry`) — gateways route only to registered workers, so no request reaches a
   worker before it is ready. A worker that exits or is not ready within `ready_timeout_seconds` is
   killed and reported as `UnavailableError` naming its log file.
 - scale-down: the newest workers go first. Each is drained (the `DrainFn`; default: the worker's
@@ -38,11 +38,11 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from common.errors import HeteroserveError, UnavailableError
+from common.localredis import free_port
+from common.registry import get_worker
 from control_plane.actuators.base import ApplyResult, DrainFn, DrainTarget, PoolChange, PoolTarget
-from heteroserve.errors import HeteroserveError, UnavailableError
-from heteroserve.localredis import free_port
-from heteroserve.registry import get_worker
-from heteroserve.workerclient import WorkerClient
+from workerrpc.client import WorkerClient
 
 log = logging.getLogger(__name__)
 

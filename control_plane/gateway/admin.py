@@ -14,9 +14,9 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 
+from common.errors import InvalidRequestError
 from control_plane.gateway.runtime import GatewayRuntime
 from control_plane.gateway.schemas import ErrorResponse
-from heteroserve.errors import InvalidRequestError
 
 
 def admin_router(runtime: GatewayRuntime) -> APIRouter:

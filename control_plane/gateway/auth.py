@@ -18,7 +18,7 @@ import hmac
 import time
 from dataclasses import dataclass
 
-from heteroserve.errors import AuthenticationError, PermissionDeniedError, RateLimitedError
+from common.errors import AuthenticationError, PermissionDeniedError, RateLimitedError
 
 ANONYMOUS_TENANT = ""
 

@@ -19,11 +19,11 @@ from collections.abc import AsyncIterator
 import grpc
 from grpc import aio
 
+from common.errors import HeteroserveError
 from control_plane.gateway.models import ChatMessage
 from control_plane.gateway.runtime import GatewayRuntime
 from control_plane.gateway.service import GenerateInput
 from control_plane.orchestrator.types import Finished, TokenDelta
-from heteroserve.errors import HeteroserveError
 from heteroserve.v1 import gateway_pb2, gateway_pb2_grpc
 
 log = logging.getLogger(__name__)

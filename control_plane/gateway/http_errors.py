@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from heteroserve.errors import HeteroserveError
+from common.errors import HeteroserveError
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 
 from cache.hashing import kv_layout
-from heteroserve.errors import ConfigError, InvalidRequestError
+from common.errors import ConfigError, InvalidRequestError
 
 DEFAULT_CHAT_TEMPLATE = (
     "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"

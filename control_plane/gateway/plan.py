@@ -28,8 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from common.errors import ConfigError, NotFoundError
 from control_plane.orchestrator.routes import DEFAULT_ROUTE, ClassRoute
-from heteroserve.errors import ConfigError, NotFoundError
 from placement.plan import Plan, Route
 
 log = logging.getLogger(__name__)

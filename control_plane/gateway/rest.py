@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from common.errors import HeteroserveError, InvalidRequestError
 from control_plane.gateway import sse
 from control_plane.gateway.admin import admin_router
 from control_plane.gateway.auth import Principal
@@ -33,7 +34,6 @@ from control_plane.gateway.schemas import (
 from control_plane.gateway.service import GenerateInput, Prepared
 from control_plane.orchestrator.types import Event, Finished, TokenDelta
 from heteroserve import __version__
-from heteroserve.errors import HeteroserveError, InvalidRequestError
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 429, 503, 504)}

@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from cache.index_sync import PrefixIndexFollower
+from common.errors import NotFoundError
 from control_plane.gateway.auth import Authenticator, Principal
 from control_plane.gateway.config import GatewayConfig
 from control_plane.gateway.metrics import GatewayMetrics
@@ -28,7 +29,6 @@ from control_plane.orchestrator.prefix import IndexPrefixSource, NoPrefixIndex, 
 from control_plane.plan_store import PlanRecord, PlanStore, PlanWatcher
 from control_plane.router import InflightTracker, Router
 from control_plane.traffic import TrafficConfig, TrafficRecorder
-from heteroserve.errors import NotFoundError
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from cache.hashing import BlockHash, HashKeys, hash_prompt_blocks
+from common.errors import HeteroserveError, InvalidRequestError, NotFoundError
 from control_plane.gateway.auth import Principal
 from control_plane.gateway.config import GatewayConfig
 from control_plane.gateway.metrics import GatewayMetrics
@@ -23,7 +24,6 @@ from control_plane.orchestrator.orchestrator import Orchestrator
 from control_plane.orchestrator.routes import ClassRoute
 from control_plane.orchestrator.types import Event, Finished, GenerateJob, Sampling, TokenDelta
 from control_plane.traffic import TrafficRecorder, slo_met
-from heteroserve.errors import HeteroserveError, InvalidRequestError, NotFoundError
 
 SLO_PRIORITY = {"interactive": 0, "": 1, "default": 1, "standard": 1, "batch": 2}
 MAX_STOP = 16

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from common.errors import HeteroserveError, NotFoundError
+from common.registry import WorkerRecord, list_workers
 from control_plane.router import InflightTracker, WorkerState
-from heteroserve.errors import HeteroserveError, NotFoundError
-from heteroserve.registry import WorkerRecord, list_workers
-from heteroserve.workerclient import WorkerClient
+from workerrpc.client import WorkerClient
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

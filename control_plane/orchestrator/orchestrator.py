@@ -27,6 +27,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 from cache.hashing import BlockHash
+from common.errors import DeadlineExceededError, HeteroserveError, UnavailableError
 from control_plane.gateway.metrics import GatewayMetrics
 from control_plane.orchestrator.cluster import ClusterView
 from control_plane.orchestrator.config import OrchestratorConfig
@@ -37,7 +38,6 @@ from control_plane.orchestrator.routes import ClassRoute, PathChooser
 from control_plane.orchestrator.types import Event, Finished, GenerateJob
 from control_plane.router import InflightTracker, PrefixMatch, RouteDecision, Router, RouteRequest
 from control_plane.router.types import Role
-from heteroserve.errors import DeadlineExceededError, HeteroserveError, UnavailableError
 from heteroserve.v1 import common_pb2, worker_pb2
 
 log = logging.getLogger(__name__)

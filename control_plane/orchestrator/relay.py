@@ -14,8 +14,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from common.errors import DeadlineExceededError, UnavailableError
 from control_plane.orchestrator.types import Event, Finished, GenerateJob, RouteInfo, TokenDelta
-from heteroserve.errors import DeadlineExceededError, UnavailableError
 from heteroserve.v1 import common_pb2
 
 

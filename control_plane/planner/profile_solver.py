@@ -29,8 +29,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from common.errors import InfeasibleError
 from control_plane.planner.types import DemandClass, PoolPlan, SolvedPlan
-from heteroserve.errors import InfeasibleError
 from placement.ilp.problem import (
     ColocatedOption,
     Demand,

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import redis
 import redis.asyncio as aioredis
 
+from common.errors import HeteroserveError, InfeasibleError
 from control_plane.actuators.base import Actuator, PoolTarget
 from control_plane.plan_store import PlanStore
 from control_plane.planner.forecast import ForecastConfig, RateForecaster, significant_change
@@ -42,7 +43,6 @@ from control_plane.planner.metrics import PlannerMetrics
 from control_plane.planner.policy import PlanPolicy
 from control_plane.planner.types import DemandClass, SolvedPlan, SolveFn
 from control_plane.traffic import TrafficConfig, TrafficReader
-from heteroserve.errors import HeteroserveError, InfeasibleError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from heteroserve.v1 import common_pb2, worker_pb2
-from heteroserve.workerclient import WorkerClient
+from workerrpc.client import WorkerClient
 
 FIRST_TOKEN_ID = 10  # keeps clear of the special tokens of small vocabularies
 

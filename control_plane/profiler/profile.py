@@ -18,7 +18,7 @@ from pathlib import Path
 
 from control_plane.profiler.load import LoadSpec, run_load
 from control_plane.profiler.search import PERCENTILE, SLO, Probe, SearchOptions, max_rate_within_slo
-from heteroserve.workerclient import WorkerClient
+from workerrpc.client import WorkerClient
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 
+from common.errors import UnavailableError
 from control_plane.router.config import RouterConfig
 from control_plane.router.filters import HARD_FILTERS, SOFT_FILTERS
 from control_plane.router.picker import pick, weighted_totals
@@ -21,7 +22,6 @@ from control_plane.router.scorers.load import LoadScorer
 from control_plane.router.scorers.plan_weight import PlanWeightScorer
 from control_plane.router.scorers.prefix import PrefixScorer
 from control_plane.router.types import PrefixMatch, RouteDecision, RouteRequest, WorkerState
-from heteroserve.errors import UnavailableError
 
 
 class Router:

@@ -1,7 +1,7 @@
 """The `heteroserve` command line.
 
 Each command lives in its own module under `heteroserve.cli`. Every module is imported to build the
-parser, so a module imports only the standard library and `heteroserve.errors`/`logs` at the top and its
+parser, so a module imports only the standard library and `common.errors`/`logs` at the top and its
 heavy dependencies (torch, grpc, the components) inside `run()`: that
 keeps `heteroserve --help` fast and lets the SDK-only install (no torch) run the commands it needs.
 A command module defines `HELP` (one line), `configure(parser)` and `run(args) -> int`.
@@ -14,8 +14,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from common.errors import HeteroserveError
 from heteroserve import __version__
-from heteroserve.errors import HeteroserveError
 
 # command name -> module path. Order is the order of `--help`.
 COMMANDS: dict[str, str] = {
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from heteroserve.logs import setup_logging
+    from common.logs import setup_logging
 
     setup_logging(args.log_level, component=args.command)
     try:

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import pkgutil
 
-from heteroserve.errors import InvalidRequestError
+from common.errors import InvalidRequestError
 
 HELP = "run a benchmark (engine, cache, placement, gateway, routing, chaos, load)"
 

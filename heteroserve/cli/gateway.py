@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from heteroserve.errors import ConfigError
+from common.errors import ConfigError
 
 if TYPE_CHECKING:
     from control_plane.gateway.config import GatewayConfig
@@ -70,8 +70,8 @@ def _models(values: list[str]) -> tuple[Any, ...]:
 
 
 def _api_keys(path: Path | None) -> tuple[Any, ...]:
+    from common.config import build, load_mapping
     from control_plane.gateway.auth import ApiKeySpec
-    from heteroserve.config import build, load_mapping
 
     if path is None:
         return ()
@@ -83,9 +83,9 @@ def _api_keys(path: Path | None) -> tuple[Any, ...]:
 
 
 def build_config(args: argparse.Namespace) -> GatewayConfig:
+    from common.logs import register_secret
     from control_plane.gateway.config import GatewayConfig
     from control_plane.router import RouterConfig
-    from heteroserve.logs import register_secret
 
     token = os.environ.get(args.cluster_token_env, "")
     if not token:

@@ -13,7 +13,7 @@ import argparse
 import json
 from typing import Any
 
-from heteroserve.logs import native_stdout_silenced
+from common.logs import native_stdout_silenced
 
 HELP = "solve a placement spec (YAML or JSON); --simulate TRACE replays a trace against the plan"
 
@@ -42,7 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from heteroserve.errors import ConfigError
+    from common.errors import ConfigError
 
     if args.melange:
         return _run_melange(args)
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_spec(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from heteroserve.errors import InfeasibleError
+    from common.errors import InfeasibleError
     from placement.compile import compile_problem
     from placement.planning import make_plan
     from placement.spec import load_spec
@@ -117,7 +117,7 @@ def _simulate(args: argparse.Namespace, spec: Any, plan: Any) -> dict[str, Any]:
 
 
 def _run_melange(args: argparse.Namespace) -> int:
-    from heteroserve.errors import ConfigError
+    from common.errors import ConfigError
     from placement import melange
     from placement.ilp.problem import SolverOptions
     from placement.ilp.solve import solve

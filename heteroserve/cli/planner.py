@@ -41,13 +41,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from common.errors import ConfigError
+    from common.logs import register_secret
     from control_plane.actuators.local import LocalActuator, LocalActuatorConfig
     from control_plane.planner.forecast import ForecastConfig
     from control_plane.planner.process import serve
     from control_plane.planner.service import PlannerConfig
     from heteroserve.embedded.config import load_embedded_config
-    from heteroserve.errors import ConfigError
-    from heteroserve.logs import register_secret
 
     if not args.redis_url:
         raise ConfigError("a Redis URL is required (--redis-url or $HETEROSERVE_REDIS_URL)",

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from heteroserve.errors import ConfigError
+from common.errors import ConfigError
 
 if TYPE_CHECKING:
     from control_plane.profiler.profile import BucketResult, ProfileConfig
@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _with_local_worker(args: argparse.Namespace, config: ProfileConfig) -> int:
+    from common.localredis import free_port
     from heteroserve.embedded.processes import ManagedProcess, heteroserve_command
-    from heteroserve.localredis import free_port
 
     token = secrets.token_urlsafe(24)
     port = free_port()
@@ -101,7 +101,7 @@ def _with_local_worker(args: argparse.Namespace, config: ProfileConfig) -> int:
 
 async def _profile(address: str, token: str, config: ProfileConfig, out: Path, model: str) -> int:
     from control_plane.profiler.profile import profile_document, profile_worker, write_profile
-    from heteroserve.workerclient import WorkerClient
+    from workerrpc.client import WorkerClient
 
     async with WorkerClient(address, token, stream_timeout_seconds=600) as client:
         grid = await profile_worker(client, config, progress=lambda line: print(line, file=sys.stderr))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlparse
 
-from heteroserve.errors import ConfigError
+from common.errors import ConfigError
 
 if TYPE_CHECKING:
     from cache.config import CacheConfig
@@ -73,7 +73,7 @@ def _one_line_error(parser: argparse.ArgumentParser) -> Callable[[str], NoReturn
 
 def build_config(args: argparse.Namespace) -> WorkerConfig:
     """The `WorkerConfig` for `args`; raises `ConfigError` naming the flag at fault."""
-    from heteroserve.logs import register_secret
+    from common.logs import register_secret
     from workers.config import WorkerConfig
 
     token = os.environ.get(args.cluster_token_env, "")
@@ -108,7 +108,7 @@ def cache_config(args: argparse.Namespace) -> CacheConfig | None:
     from cache.config import CacheConfig
     from cache.store import TierRole
     from cache.tiers import DiskTierConfig, RedisTierConfig
-    from heteroserve.config import build, load_mapping
+    from common.config import build, load_mapping
 
     shorthand = args.shared_tier_url or args.disk_tier is not None
     if args.cache_config is not None and shorthand:

@@ -6,7 +6,7 @@
     print(done.text, done.route.worker_id, done.route.cached_prompt_tokens)
     for chunk in client.stream("Once upon a time", model="tiny"): print(chunk.text, end="")
 
-Errors are the typed errors of `heteroserve.errors`. Retryable ones (unavailable, timeout, capacity,
+Errors are the typed errors of `common.errors`. Retryable ones (unavailable, timeout, capacity,
 rate limited) are retried with backoff (`RetryPolicy`) while nothing was received yet; a stream that
 fails after its first chunk raises, since the caller already holds part of the answer.
 `Client` runs an `AsyncClient` on its own private event loop; it is not thread-safe.

@@ -1,6 +1,6 @@
 """gRPC transport: the gateway's `Gateway` service over grpc.aio.
 
-Statuses become domain errors through `heteroserve.errors.error_from_rpc_error`. Every call has a
+Statuses become domain errors through `common.errors.error_from_rpc_error`. Every call has a
 deadline of `timeout_seconds` (streams: for the whole stream).
 """
 
@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import grpc
 from grpc import aio
 
+from common.errors import HeteroserveError, error_from_rpc_error
 from heteroserve.client.types import Chunk, Model, Request, Route, Usage
-from heteroserve.errors import HeteroserveError, error_from_rpc_error
 from heteroserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 

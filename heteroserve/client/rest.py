@@ -1,6 +1,6 @@
 """REST transport: the gateway's OpenAI-compatible API over httpx, SSE for streams.
 
-HTTP errors become the domain errors of `heteroserve.errors` by status code (400 → InvalidRequestError,
+HTTP errors become the domain errors of `common.errors` by status code (400 → InvalidRequestError,
 401 → AuthenticationError, 403 → PermissionDeniedError, 404 → NotFoundError, 429 → RateLimitedError,
 503 → UnavailableError, 504 → DeadlineExceededError), keeping the message and the field (`param`).
 Connection failures are `UnavailableError`; timeouts `DeadlineExceededError`.
@@ -15,8 +15,7 @@ from typing import Any
 
 import httpx
 
-from heteroserve.client.types import Chunk, Model, Request, Route, Usage
-from heteroserve.errors import (
+from common.errors import (
     AuthenticationError,
     DeadlineExceededError,
     HeteroserveError,
@@ -26,6 +25,7 @@ from heteroserve.errors import (
     RateLimitedError,
     UnavailableError,
 )
+from heteroserve.client.types import Chunk, Model, Request, Route, Usage
 
 _BY_STATUS: dict[int, type[HeteroserveError]] = {
     400: InvalidRequestError, 401: AuthenticationError, 403: PermissionDeniedError, 404: NotFoundError,

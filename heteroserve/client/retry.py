@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from heteroserve.errors import HeteroserveError
+from common.errors import HeteroserveError
 
 
 @dataclass(frozen=True)

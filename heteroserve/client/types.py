@@ -95,7 +95,7 @@ class Request:
     def __post_init__(self) -> None:
         """Reject what no transport can carry (the gateway checks the ranges that depend on the model):
         `InvalidRequestError` naming the field, never a protobuf or JSON error later."""
-        from heteroserve.errors import InvalidRequestError
+        from common.errors import InvalidRequestError
 
         bounds = {"max_tokens": (1, INT32_MAX), "top_k": (0, INT32_MAX), "seed": (-INT64_MAX - 1, INT64_MAX)}
         for name, (low, high) in bounds.items():

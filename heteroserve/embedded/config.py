@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.config import build, load_mapping
 from control_plane.planner.profile_solver import ProfiledClass, ProfiledPool, ProfileSpec
-from heteroserve.config import build, load_mapping
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_CONFIG_PATH = ROOT / "deploy" / "examples" / "embedded.yaml"

@@ -65,8 +65,8 @@ async def _watch(redis_url: str, t0: float, timeline: list[TimelinePoint], stop:
     """Sample the plan and the registered workers per pool every second until `stop`."""
     import redis.asyncio as aioredis
 
+    from common.registry import list_workers
     from control_plane.plan_store import PlanStore
-    from heteroserve.registry import list_workers
 
     client = aioredis.Redis.from_url(redis_url)
     try:

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from common.errors import ConfigError, NotFoundError
 from heteroserve.embedded.config import load_embedded_config
 from heteroserve.embedded.launcher import EmbeddedCluster, stop_stray_workers, summary
 from heteroserve.embedded.processes import pid_alive, stop_pid
 from heteroserve.embedded.state import read_state, state_path
-from heteroserve.errors import ConfigError, NotFoundError
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

@@ -1,7 +1,7 @@
 """The embedded cluster: Redis, a gateway, a planner and its workers as processes on this machine.
 
 Start order, each step waiting for the previous one to be ready:
-1. `redis-server` (`heteroserve.localredis`) on a free loopback port, data in `<run_dir>/redis`;
+1. `redis-server` (`common.localredis`) on a free loopback port, data in `<run_dir>/redis`;
 2. the model, generated into `<run_dir>/models/<name>` if missing;
 3. the planner (`heteroserve planner --actuator local`): it publishes the initial plan and its
    `LocalActuator` starts the workers, which register in Redis;
@@ -23,13 +23,13 @@ from pathlib import Path
 
 import redis
 
+from common.errors import UnavailableError
+from common.localredis import LocalRedis, RedisServerConfig, free_port
+from common.logs import register_secret
 from control_plane.plan_store import read_plan_sync
 from heteroserve.embedded.config import EmbeddedConfig
 from heteroserve.embedded.processes import ManagedProcess, heteroserve_command, stop_pid
 from heteroserve.embedded.state import ClusterState, ProcessInfo, state_path, worker_files, write_state
-from heteroserve.errors import UnavailableError
-from heteroserve.localredis import LocalRedis, RedisServerConfig, free_port
-from heteroserve.logs import register_secret
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from heteroserve.errors import UnavailableError
+from common.errors import UnavailableError
 
 PYTHON = sys.executable
 

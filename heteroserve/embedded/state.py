@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from heteroserve.errors import NotFoundError
+from common.errors import NotFoundError
 
 STATE_FILE = "cluster.json"
 

@@ -21,9 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Group
 from rich.table import Table
 
+from common.registry import WorkerRecord, list_workers
 from control_plane.plan_store import PlanRecord, PlanStore
 from heteroserve.embedded.state import ClusterState
-from heteroserve.registry import WorkerRecord, list_workers
 
 OK_STATUSES = ("200", "OK")  # REST and gRPC labels of a successful request
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -8,7 +8,7 @@ from typing import Any
 
 from safetensors.numpy import save_file
 
-from heteroserve.errors import InvalidRequestError
+from common.errors import InvalidRequestError
 from heteroserve.modelgen.presets import PRESETS, Preset
 from heteroserve.modelgen.tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, train_tokenizer
 from heteroserve.modelgen.weights import make_weights

@@ -2,7 +2,7 @@
 
 `NodeType` is one frozen, validated record; `Catalog` is an immutable name → NodeType mapping.
 `load_catalog()` reads the shipped `catalog/nodes.yaml` (or a user's file of the same format) through
-`heteroserve.config.build`, so a bad entry is a one-line `ConfigError` naming file and field.
+`common.config.build`, so a bad entry is a one-line `ConfigError` naming file and field.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from heteroserve.config import build, load_mapping
-from heteroserve.errors import ConfigError
+from common.config import build, load_mapping
+from common.errors import ConfigError
 from placement.types_ import DTYPE_BYTES, NODE_KINDS
 
 CATALOG_DIR = Path(__file__).resolve().parent

@@ -13,7 +13,7 @@ from types import MappingProxyType
 
 import pulp
 
-from heteroserve.errors import InfeasibleError
+from common.errors import InfeasibleError
 from placement.ilp import constraints
 from placement.ilp.problem import Problem, SolverOptions, split_by_model
 from placement.ilp.solver import SolveInfo, run

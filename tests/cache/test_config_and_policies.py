@@ -12,8 +12,8 @@ from cache.config import CacheConfig
 from cache.hashing import BlockHash
 from cache.serde import SerdeOptions
 from cache.tiers.policies import LocalIndex, LRUPolicy
-from heteroserve.config import build
-from heteroserve.errors import ConfigError
+from common.config import build
+from common.errors import ConfigError
 
 
 def test_cache_config_from_mapping() -> None:

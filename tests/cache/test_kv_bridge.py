@@ -140,7 +140,7 @@ async def test_write_back_of_evicted_blocks_and_events(
 
 
 async def test_redis_down_worker_recomputes(engines: Callable[..., AsyncEngine], tmp_path: Path) -> None:
-    from heteroserve.localredis import LocalRedis, RedisServerConfig
+    from common.localredis import LocalRedis, RedisServerConfig
 
     server = LocalRedis(RedisServerConfig(data_dir=tmp_path)).start()
     a, b = engines(), engines()

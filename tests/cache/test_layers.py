@@ -12,7 +12,7 @@ LAYER = {
     "cache.store": 2, "cache.config": 2, "cache.events": 2,
     "cache.prefix_index": 3, "cache.index_sync": 3,
 }
-ALLOWED_OUTSIDE = ("heteroserve.errors", "heteroserve.config", "heteroserve.logs", "heteroserve.localredis")
+ALLOWED_OUTSIDE = ("common.errors", "common.config", "common.logs", "common.localredis")
 
 
 def _layer(module: str) -> int:

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from cache.tiers import RedisTier, RedisTierConfig
-from heteroserve.localredis import LocalRedis, RedisServerConfig, free_port
+from common.localredis import LocalRedis, RedisServerConfig, free_port
 from tests.cache.conftest import make_blocks
 
 

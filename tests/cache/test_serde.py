@@ -6,7 +6,7 @@ import torch
 
 from cache.hashing import BlockHash
 from cache.serde import SerdeOptions, decode_block, encode_block, stored_hash, verify
-from heteroserve.errors import CorruptDataError
+from common.errors import CorruptDataError
 
 H = BlockHash(bytes(range(16)))
 

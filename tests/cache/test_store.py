@@ -8,7 +8,7 @@ from cache.config import CacheConfig, build_store
 from cache.metrics import CacheMetrics
 from cache.store import StoreTier, TieredStore, TierRole
 from cache.tiers import DiskTier, DiskTierConfig, MemoryTier, MemoryTierConfig, RedisTier, RedisTierConfig
-from heteroserve.localredis import LocalRedis, RedisServerConfig
+from common.localredis import LocalRedis, RedisServerConfig
 from tests.cache.conftest import make_blocks, sample
 
 

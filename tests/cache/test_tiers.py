@@ -118,7 +118,7 @@ async def test_disk_write_failure_evicts_and_keeps_serving(tmp_path: Path, metri
 async def test_redis_refusing_writes_is_counted_not_raised(tmp_path: Path, metrics: CacheMetrics) -> None:
     import redis as sync_redis
 
-    from heteroserve.localredis import LocalRedis, RedisServerConfig
+    from common.localredis import LocalRedis, RedisServerConfig
 
     with LocalRedis(RedisServerConfig(data_dir=tmp_path)) as server:
         admin = sync_redis.Redis.from_url(server.url)

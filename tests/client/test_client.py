@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 
 import heteroserve
-from control_plane.gateway.auth import ApiKeySpec, hash_key
-from control_plane.gateway.config import GatewayConfig, ModelSpec
-from control_plane.gateway.server import serve
-from heteroserve.client import RetryPolicy
-from heteroserve.errors import (
+from common.errors import (
     AuthenticationError,
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
     UnavailableError,
 )
-from heteroserve.localredis import free_port
+from common.localredis import free_port
+from control_plane.gateway.auth import ApiKeySpec, hash_key
+from control_plane.gateway.config import GatewayConfig, ModelSpec
+from control_plane.gateway.server import serve
+from heteroserve.client import RetryPolicy
 
 KEY = "sk-client-test"
 

@@ -16,7 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from heteroserve.localredis import free_port
+from common.localredis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from common.registry import list_workers
 from control_plane.actuators.base import PoolTarget
 from control_plane.actuators.local import LocalActuator, LocalActuatorConfig
 from heteroserve.embedded.processes import pid_alive
-from heteroserve.registry import list_workers
 from heteroserve.v1 import common_pb2, worker_pb2
-from heteroserve.workerclient import WorkerClient
+from workerrpc.client import WorkerClient
 
 pytestmark = pytest.mark.slow
 TOKEN = "test-cluster-token-123"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from heteroserve.errors import InvalidRequestError
+from common.errors import InvalidRequestError
 from heteroserve.modelgen import PRESETS, create_model
 
 FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",

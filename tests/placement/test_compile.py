@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from heteroserve.errors import ConfigError
+from common.errors import ConfigError
 from placement.catalog import Catalog, NodeType
 from placement.check import check_plan
 from placement.compile import CompileOptions, compile_problem
@@ -118,7 +118,7 @@ def test_every_plan_passes_the_independent_checker(
     inventory_cap: int | None,
     disagg: bool,
 ) -> None:
-    from heteroserve.errors import InfeasibleError
+    from common.errors import InfeasibleError
 
     fleet = Catalog.of([catalog[t] for t in sorted(types)] + [cheap_csd()])
     classes = conv_classes("llama2-7b", "interactive", rate)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from heteroserve.errors import InfeasibleError
+from common.errors import InfeasibleError
 from placement.ilp.problem import (
     ColocatedOption,
     Demand,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common.errors import ConfigError
 from heteroserve.cli import main
-from heteroserve.errors import ConfigError
 from placement.spec import load_spec
 from placement.types_ import DEFAULT_EDGES
 

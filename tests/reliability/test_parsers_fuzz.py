@@ -1,7 +1,7 @@
 """Hypothesis on the process-edge parsers and the SDK's request building: bad input always ends in the
 domain error naming the file / field, never in another exception.
 
-- `heteroserve.config.build` / `load_embedded_config` / `placement.spec.load_spec`: a valid document
+- `common.config.build` / `load_embedded_config` / `placement.spec.load_spec`: a valid document
   (the shipped examples) with one value replaced by arbitrary JSON → a typed result or `ConfigError`
   whose message names the file (and the field when the bad value sits under one).
 - The SDK: `Request` → REST body / gRPC proto for arbitrary field values → a body, or a domain error
@@ -20,8 +20,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from heteroserve.config import build
-from heteroserve.errors import ConfigError, HeteroserveError
+from common.config import build
+from common.errors import ConfigError, HeteroserveError
 
 ROOT = Path(__file__).resolve().parents[2]
 EMBEDDED = ROOT / "deploy" / "examples" / "embedded.yaml"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import heteroserve
-from heteroserve.localredis import LocalRedis, RedisServerConfig
+from common.localredis import LocalRedis, RedisServerConfig
 from tests.control_plane.gateway.gateway_procs import (
     API_KEY,
     start_gateway,

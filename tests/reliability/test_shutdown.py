@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from heteroserve.localredis import LocalRedis, RedisServerConfig
+from common.localredis import LocalRedis, RedisServerConfig
 from tests.control_plane.gateway.gateway_procs import start_worker
 
 DRAIN_GRACE_SECONDS = 2.0  # what gateway_procs.start_worker passes

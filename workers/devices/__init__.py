@@ -20,7 +20,7 @@ from typing import TextIO
 
 import torch
 
-from heteroserve.errors import ConfigError
+from common.errors import ConfigError
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _RUNNABLE = {"cpu": ("float32", "bfloat16"), "csd": ("float32", "bfloat16"),

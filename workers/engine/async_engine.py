@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from cache.hashing import BlockHash, HashKeys
-from heteroserve.errors import InvalidRequestError, UnavailableError
+from common.errors import InvalidRequestError, UnavailableError
 from workers.engine.config import EngineConfig
 from workers.engine.engine import LLMEngine
 from workers.engine.listeners import BlockListener

@@ -16,7 +16,7 @@ import torch
 from tokenizers import Tokenizer
 
 from cache.hashing import BlockHash, HashKeys, kv_layout
-from heteroserve.errors import ConfigError, InvalidRequestError, KVTransferError
+from common.errors import ConfigError, InvalidRequestError, KVTransferError
 from workers.devices import allocate_kv_storage, torch_device, torch_dtype
 from workers.engine.block_manager import BlockManager
 from workers.engine.config import EngineConfig

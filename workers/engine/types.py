@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from cache.hashing import BlockHash
-from heteroserve.errors import InvalidRequestError
+from common.errors import InvalidRequestError
 
 if TYPE_CHECKING:
     import torch

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from heteroserve.errors import InvalidRequestError
+from common.errors import InvalidRequestError
 from heteroserve.v1 import common_pb2
 from workers.engine.types import EngineRequest, SamplingParams, TokenEvent
 

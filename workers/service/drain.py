@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
-from heteroserve.errors import CapacityError
+from common.errors import CapacityError
 
 
 class DrainGate:

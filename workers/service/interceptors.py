@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from heteroserve.errors import HeteroserveError
+from common.errors import HeteroserveError
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from cache.hashing import BlockHash, hash_prompt_blocks
-from heteroserve.errors import CorruptDataError, KVTransferError
+from common.errors import CorruptDataError, KVTransferError
 from heteroserve.v1 import common_pb2, worker_pb2
-from heteroserve.workerclient import WorkerClient
+from workerrpc.client import WorkerClient
 from workers.engine.types import KVBlock
 from workers.service.kv_wire import decode_block
 

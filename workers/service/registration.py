@@ -1,4 +1,4 @@
-"""Keeps this worker's record in the Redis registry (`heteroserve.registry`) while it serves.
+"""Keeps this worker's record in the Redis registry (`common.registry`) while it serves.
 
 A background task rewrites the record every `heartbeat_seconds` with a TTL of `ttl_seconds`, so a
 worker that dies vanishes from the registry within one TTL. When Redis is unreachable the worker keeps
@@ -16,7 +16,7 @@ import logging
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from heteroserve.registry import DEFAULT_TTL_SECONDS, WorkerRecord, delete_worker, write_worker
+from common.registry import DEFAULT_TTL_SECONDS, WorkerRecord, delete_worker, write_worker
 
 log = logging.getLogger(__name__)
 

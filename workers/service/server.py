@@ -24,11 +24,11 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
-from heteroserve.errors import UnavailableError
-from heteroserve.logs import register_secret
-from heteroserve.registry import WorkerRecord
+from common.errors import UnavailableError
+from common.logs import register_secret
+from common.registry import WorkerRecord
 from heteroserve.v1 import worker_pb2_grpc
-from heteroserve.workerclient import MAX_MESSAGE_BYTES, WORKER_SERVICE
+from workerrpc.client import MAX_MESSAGE_BYTES, WORKER_SERVICE
 from workers.metrics import WorkerMetrics
 from workers.service.drain import DrainGate
 from workers.service.interceptors import AuthInterceptor, ErrorInterceptor

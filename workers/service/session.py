@@ -3,7 +3,7 @@
 Why it exists: a per-call `Generate` costs both ends a new HTTP/2 stream, its metadata and auth, and a
 status at the end, each a trip through gRPC's completion queue and the event loop. Over a session, a
 generation is one message in and its chunks out; the gateway keeps one session per worker
-(`heteroserve.worker_session`). Measured in docs/benchmarks.md (bench gateway).
+(`workerrpc.session`). Measured in docs/benchmarks.md (bench gateway).
 
 Protocol (worker.proto): a `SessionRequest` starts a generation (`generate`) under a caller-chosen
 `tag`, or aborts one (`cancel`). Each chunk comes back as a `SessionEvent` with its tag, in order (the
@@ -22,7 +22,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from heteroserve.errors import HeteroserveError
+from common.errors import HeteroserveError
 from heteroserve.v1 import common_pb2, worker_pb2
 from workers.service.interceptors import INTERNAL_MESSAGE
 

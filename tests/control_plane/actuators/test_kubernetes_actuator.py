@@ -11,10 +11,10 @@ import pytest
 from kubernetes import client as k8s
 from prometheus_client import CollectorRegistry
 
+from common.errors import ConfigError, NotFoundError, PermissionDeniedError, UnavailableError
 from control_plane.actuators import ActuatorMetrics, DrainTarget, NodeGroup, PoolChange, PoolTarget
 from control_plane.actuators.inventory import InventoryLabels
 from control_plane.actuators.kubernetes import KubernetesActuator, KubernetesActuatorConfig
-from heteroserve.errors import ConfigError, NotFoundError, PermissionDeniedError, UnavailableError
 from tests.control_plane.actuators.recording_apiserver import Call, RecordingApiServer
 
 NS = "serving"

@@ -10,13 +10,13 @@ import pytest
 from grpc import aio
 from prometheus_client import CollectorRegistry
 
+from common.errors import ConfigError, UnavailableError
 from control_plane.actuators.base import DrainTarget
 from control_plane.actuators.kubernetes_setup import (
     kubernetes_actuator_factory,
     load_kubernetes_settings,
     worker_drain_fn,
 )
-from heteroserve.errors import ConfigError, UnavailableError
 from heteroserve.v1 import worker_pb2, worker_pb2_grpc
 
 FILE = """

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from heteroserve.localredis import LocalRedis, RedisServerConfig
+from common.localredis import LocalRedis, RedisServerConfig
 from tests.control_plane.gateway.gateway_procs import (
     Gateway,
     Worker,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from common.localredis import free_port
 from heteroserve.embedded.processes import NotReadyError, start_until_ready
-from heteroserve.localredis import free_port
 
 CLUSTER_TOKEN = "gw-test-cluster-token"
 ADMIN_TOKEN = "gw-test-admin-token"

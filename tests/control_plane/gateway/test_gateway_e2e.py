@@ -15,8 +15,8 @@ import pytest
 import heteroserve
 from control_plane.gateway.models import ChatMessage, ServedModel
 from heteroserve.v1 import common_pb2, worker_pb2
-from heteroserve.workerclient import WorkerClient
 from tests.control_plane.gateway.gateway_procs import ADMIN_TOKEN, API_KEY, CLUSTER_TOKEN, Gateway, Worker
+from workerrpc.client import WorkerClient
 
 pytestmark = pytest.mark.slow
 PROMPT = "The gateway routes every request to the worker that holds its prefix"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 import heteroserve
+from common.localredis import LocalRedis, free_port
+from common.registry import WorkerRecord
 from control_plane.orchestrator.cluster import ClusterView
 from control_plane.router import InflightTracker
-from heteroserve.localredis import LocalRedis, free_port
-from heteroserve.registry import WorkerRecord
 from tests.control_plane.gateway.gateway_procs import (
     API_KEY,
     CLUSTER_TOKEN,

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 import heteroserve
+from common.localredis import LocalRedis
 from control_plane.plan_store import PlanStore
-from heteroserve.localredis import LocalRedis
 from tests.control_plane.gateway.gateway_procs import (
     ADMIN_TOKEN,
     API_KEY,

@@ -10,6 +10,7 @@ import pytest
 from cache.events import KVEvent
 from cache.hashing import BlockHash, HashKeys, hash_prompt_blocks
 from cache.prefix_index import PrefixIndex
+from common.errors import AuthenticationError, PermissionDeniedError, RateLimitedError
 from control_plane.gateway.auth import ApiKeySpec, Authenticator, Principal, hash_key
 from control_plane.gateway.config import GatewayConfig, ModelSpec
 from control_plane.gateway.plan import PlanView
@@ -19,7 +20,6 @@ from control_plane.orchestrator.routed_prefixes import RoutedPrefixes, merge
 from control_plane.orchestrator.routes import ClassRoute, PathChooser
 from control_plane.orchestrator.types import Finished, GenerateJob, Sampling, TokenDelta
 from control_plane.router import PrefixMatch
-from heteroserve.errors import AuthenticationError, PermissionDeniedError, RateLimitedError
 from heteroserve.v1 import common_pb2
 
 PLAN = {
@@ -171,9 +171,9 @@ async def test_relay_timeouts_and_truncated_streams() -> None:
     import asyncio
     from collections.abc import AsyncIterator
 
+    from common.errors import DeadlineExceededError, UnavailableError
     from control_plane.orchestrator.relay import Run, relay
     from control_plane.orchestrator.types import Finished, GenerateJob, Sampling, TokenDelta
-    from heteroserve.errors import DeadlineExceededError, UnavailableError
     from heteroserve.v1 import common_pb2
 
     job = GenerateJob("r", "tiny", (1, 2, 3), Sampling(max_tokens=3))
@@ -217,9 +217,9 @@ def test_accept_chunk_marks_the_delta_a_finish_follows() -> None:
 async def test_worker_leaving_the_view_is_forgotten_by_the_routed_table(redis_url: str) -> None:
     import redis.asyncio as aioredis
 
+    from common.registry import WorkerRecord, delete_worker, write_worker
     from control_plane.orchestrator.cluster import ClusterView
     from control_plane.router import InflightTracker
-    from heteroserve.registry import WorkerRecord, delete_worker, write_worker
 
     def record(worker_id: str, port: int) -> WorkerRecord:  # nothing listens there: polls just fail
         return WorkerRecord(worker_id=worker_id, address=f"127.0.0.1:{port}", node_type="cpu", device="cpu",

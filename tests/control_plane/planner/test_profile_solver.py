@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from common.errors import InfeasibleError
 from control_plane.planner.profile_solver import ProfiledClass, ProfiledPool, ProfileSolver, ProfileSpec
 from control_plane.planner.types import DemandClass
-from heteroserve.errors import InfeasibleError
 
 SPEC = ProfileSpec(
     model="tiny",

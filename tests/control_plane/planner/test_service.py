@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
+from common.errors import InfeasibleError
 from control_plane.actuators.base import ApplyResult, PoolChange, PoolTarget
 from control_plane.plan_store import PlanStore
 from control_plane.planner.forecast import ForecastConfig
@@ -18,7 +19,6 @@ from control_plane.planner.policy import PlanPolicy
 from control_plane.planner.service import PlannerConfig, PlannerService
 from control_plane.planner.types import DemandClass, PoolPlan, SolvedPlan
 from control_plane.traffic import TrafficConfig, TrafficRecorder
-from heteroserve.errors import InfeasibleError
 
 RATE_PER_WORKER = 1.0
 

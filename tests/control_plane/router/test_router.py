@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from common.errors import UnavailableError
 from control_plane.router import InflightTracker, PrefixMatch, Router, RouterConfig, RouteRequest, WorkerState
 from control_plane.router.scorers.load import LoadScorer
 from control_plane.router.scorers.plan_weight import PlanWeightScorer
 from control_plane.router.scorers.prefix import PrefixScorer
-from heteroserve.errors import UnavailableError
 
 
 def workers(n: int = 4, **overrides: object) -> list[WorkerState]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cache.hashing import BlockHash, hash_prompt_blocks
-from heteroserve.errors import InvalidRequestError, UnavailableError
+from common.errors import InvalidRequestError, UnavailableError
 from tests.workers.engine.conftest import greedy_request, make_prompts
 from workers.engine.async_engine import AsyncEngine
 from workers.engine.config import EngineConfig

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from heteroserve.errors import ConfigError, InvalidRequestError, KVTransferError
+from common.errors import ConfigError, InvalidRequestError, KVTransferError
 from workers.engine.config import EngineConfig
 from workers.engine.engine import LLMEngine
 from workers.engine.types import EngineRequest, KVBlock, SamplingParams

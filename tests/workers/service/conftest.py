@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from heteroserve.localredis import LocalRedis
+from common.localredis import LocalRedis
 from tests.workers.service.worker_procs import WorkerProcess, start_worker
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from common.errors import UnavailableError
 from heteroserve.cli import main as cli_main
-from heteroserve.errors import UnavailableError
 from heteroserve.v1 import common_pb2, worker_pb2
-from heteroserve.workerclient import WorkerClient
 from tests.workers.service.worker_procs import inprocess_server
+from workerrpc.client import WorkerClient
 from workers.service.server import WorkerServer
 
 TOKEN = "in-process-cluster-token"

@@ -13,7 +13,7 @@ import pytest
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from heteroserve.errors import (
+from common.errors import (
     AuthenticationError,
     CapacityError,
     HeteroserveError,
@@ -21,7 +21,7 @@ from heteroserve.errors import (
     UnavailableError,
 )
 from heteroserve.v1 import common_pb2, worker_pb2, worker_pb2_grpc
-from heteroserve.workerclient import WorkerClient
+from workerrpc.client import WorkerClient
 from workers.service.interceptors import INTERNAL_MESSAGE, AuthInterceptor, ErrorInterceptor
 
 TOKEN = "cluster-token-for-tests"

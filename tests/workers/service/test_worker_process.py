@@ -17,12 +17,12 @@ import pytest_asyncio
 from grpc import aio
 from redis import asyncio as aioredis
 
-from heteroserve import registry
-from heteroserve.errors import AuthenticationError, InvalidRequestError, UnavailableError
-from heteroserve.localredis import LocalRedis, RedisServerConfig, free_port
+from common import registry
+from common.errors import AuthenticationError, InvalidRequestError, UnavailableError
+from common.localredis import LocalRedis, RedisServerConfig, free_port
 from heteroserve.v1 import common_pb2, worker_pb2, worker_pb2_grpc
-from heteroserve.workerclient import WorkerClient
 from tests.workers.service.worker_procs import CLUSTER_TOKEN, WorkerProcess, start_worker
+from workerrpc.client import WorkerClient
 from workers.engine.async_engine import AsyncEngine
 from workers.engine.config import EngineConfig
 from workers.engine.types import EngineRequest, SamplingParams

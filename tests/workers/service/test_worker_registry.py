@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from redis import asyncio as aioredis
 
-from heteroserve import registry
-from heteroserve.localredis import free_port
-from heteroserve.registry import WorkerRecord
+from common import registry
+from common.localredis import free_port
+from common.registry import WorkerRecord
 from workers.service.registration import Registration
 
 

@@ -11,10 +11,10 @@ import grpc
 import pytest
 from grpc import aio
 
-from heteroserve.errors import AuthenticationError, InvalidRequestError, UnavailableError
+from common.errors import AuthenticationError, InvalidRequestError, UnavailableError
 from heteroserve.v1 import common_pb2, worker_pb2, worker_pb2_grpc
-from heteroserve.workerclient import WorkerClient
 from tests.workers.service.worker_procs import inprocess_server, one_method_server
+from workerrpc.client import WorkerClient
 from workers.service.server import WorkerServer
 
 TOKEN = "session-cluster-token"

@@ -18,8 +18,8 @@ import pytest
 from grpc import aio
 from prometheus_client import CollectorRegistry
 
+from common.localredis import free_port
 from heteroserve.embedded.processes import NotReadyError, start_until_ready
-from heteroserve.localredis import free_port
 from workers.config import WorkerConfig
 from workers.engine.async_engine import AsyncEngine
 from workers.service.server import WorkerServer, engine_config

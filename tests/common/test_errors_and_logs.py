@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from heteroserve import errors
-from heteroserve.logs import RedactingFilter, register_secret
+from common import errors
+from common.logs import RedactingFilter, register_secret
 
 
 @pytest.mark.parametrize(

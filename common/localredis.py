@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from heteroserve.errors import UnavailableError
+from common.errors import UnavailableError
 
 
 def free_port() -> int:

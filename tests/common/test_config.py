@@ -8,8 +8,8 @@ from typing import Literal
 
 import pytest
 
-from heteroserve.config import build, env_overrides, load_mapping
-from heteroserve.errors import ConfigError
+from common.config import build, env_overrides, load_mapping
+from common.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc import aio
 
-from heteroserve.errors import UnavailableError, error_from_grpc_status, error_from_rpc_error
+from common.errors import UnavailableError, error_from_grpc_status, error_from_rpc_error
 from heteroserve.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
 

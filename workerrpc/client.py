@@ -2,7 +2,7 @@
 
 Shared vocabulary (no torch, no engine): it speaks the protobuf messages of `heteroserve.v1`, adds the
 cluster token to every call, and turns gRPC errors back into the domain errors of
-`heteroserve.errors` (`error_from_grpc_status`), so callers handle `InvalidRequestError`,
+`common.errors` (`error_from_grpc_status`), so callers handle `InvalidRequestError`,
 `UnavailableError` (retryable: try another worker), `AuthenticationError`, ... and never
 `grpc.RpcError`. A client owns one channel; close it with `close()` or `async with`.
 """
@@ -18,9 +18,9 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from heteroserve.errors import error_from_rpc_error as domain_error
+from common.errors import error_from_rpc_error as domain_error
 from heteroserve.v1 import common_pb2, worker_pb2, worker_pb2_grpc
-from heteroserve.worker_session import SessionUnsupported, WorkerSession
+from workerrpc.session import SessionUnsupported, WorkerSession
 
 WORKER_SERVICE = "heteroserve.v1.Worker"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # both ends of a worker channel: KV blocks of big models are MBs
@@ -64,7 +64,7 @@ class WorkerClient:
 
     async def session_generate(self, request: worker_pb2.GenerateRequest,
                                ) -> AsyncIterator[common_pb2.TokenChunk]:
-        """As `generate`, over this client's long-lived `Session` stream (`heteroserve.worker_session`);
+        """As `generate`, over this client's long-lived `Session` stream (`workerrpc.session`);
         a worker without `Session` is asked by per-call `Generate` instead."""
         if not self._session.unsupported:
             try:
