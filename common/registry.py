@@ -22,15 +22,14 @@ import json
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from common.vocab import Device, Role, parse_device, parse_role
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 WORKERS_INDEX_KEY = "heteroserve:workers"
 WORKER_KEY_PREFIX = "heteroserve:workers:"
 DEFAULT_TTL_SECONDS = 3.0
-
-ROLES = ("colocated", "prefill", "decode")
-DEVICES = ("cpu", "cuda", "csd")
 
 
 def worker_key(worker_id: str) -> str:
@@ -50,8 +49,8 @@ class WorkerRecord:
     worker_id: str
     address: str
     node_type: str
-    device: str
-    role: str
+    device: Device
+    role: Role
     model: str
     pool: str
     kv_blocks: int
@@ -66,10 +65,8 @@ class WorkerRecord:
             raise ValueError("worker_id must not be empty")
         if ":" not in self.address:
             raise ValueError(f"address must be host:port, got {self.address!r}")
-        if self.role not in ROLES:
-            raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        parse_role(self.role)  # a record read from JSON may carry any string
+        parse_device(self.device)
         for name in ("kv_blocks", "max_num_seqs", "block_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -9,8 +9,9 @@ Fields are `<request_class>|<stat>`, all integers, summed with HINCRBY by every 
     ttft_ms      sum of TTFT (ms)           tpot_ms     sum of TPOT (ms)
     in_h<i>      prompt-length histogram    out_h<i>    output-length histogram
 
-Histogram bucket i holds lengths in [LENGTH_EDGES[i], LENGTH_EDGES[i+1]) (the last one is open); the
-edges are Mélange's, so the planner can hand the histogram to the placement workload model as is.
+Histogram bucket i holds lengths in [LENGTH_BUCKET_EDGES[i], LENGTH_BUCKET_EDGES[i+1]) (the last one is
+open; `common.vocab`); the edges are Mélange's, so the planner can hand the histogram to the placement
+workload model as is.
 
 Writer. `TrafficRecorder.record()` only adds to an in-memory dict under a lock (no I/O, microseconds).
 A daemon thread flushes every `flush_interval_seconds` with one pipelined batch of HINCRBY + EXPIRE.
@@ -36,18 +37,17 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from placement.types_ import DEFAULT_EDGES
+from common.vocab import LENGTH_BUCKET_EDGES
 
 log = logging.getLogger(__name__)
 
-LENGTH_EDGES: tuple[int, ...] = DEFAULT_EDGES
 DEFAULT_PREFIX = "heteroserve:traffic"
 _STATS = ("n", "slo_met", "in_tokens", "out_tokens", "ttft_ms", "tpot_ms")
 
 
 def length_bucket(num_tokens: int) -> int:
-    """Index of the histogram bucket holding `num_tokens` (0 .. len(LENGTH_EDGES) - 1)."""
-    return max(0, bisect.bisect_right(LENGTH_EDGES, num_tokens) - 1)
+    """Index of the histogram bucket holding `num_tokens` (0 .. len(LENGTH_BUCKET_EDGES) - 1)."""
+    return max(0, bisect.bisect_right(LENGTH_BUCKET_EDGES, num_tokens) - 1)
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ class TrafficReader:
 
 def _class_traffic(name: str, stats: dict[str, int], covered_seconds: float) -> ClassTraffic:
     n = stats["n"]
-    nbuckets = len(LENGTH_EDGES)
+    nbuckets = len(LENGTH_BUCKET_EDGES)
     return ClassTraffic(
         request_class=name,
         num_requests=n,

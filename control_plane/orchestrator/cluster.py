@@ -219,7 +219,7 @@ class ClusterView:
     def _state(self, entry: _Entry) -> WorkerState:
         r, s = entry.record, entry.stats
         return WorkerState(worker_id=r.worker_id, address=r.address, model=r.model,
-                           role=r.role if r.role in ("colocated", "prefill", "decode") else "colocated",  # type: ignore[arg-type]
+                           role=r.role,  # a Role: WorkerRecord validated it when it was read
                            pool=r.pool, node_type=r.node_type, device=r.device, healthy=entry.healthy,
                            draining=r.draining or bool(s and s.draining),
                            max_concurrency=r.max_num_seqs,

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 
 from cache.hashing import BlockHash
 from common.errors import DeadlineExceededError, HeteroserveError, UnavailableError
+from common.vocab import Role
 from control_plane.gateway.metrics import GatewayMetrics
 from control_plane.orchestrator.cluster import ClusterView
 from control_plane.orchestrator.config import OrchestratorConfig
@@ -36,8 +37,7 @@ from control_plane.orchestrator.relay import Run, accept_chunk, relay
 from control_plane.orchestrator.routed_prefixes import RoutedPrefixes, merge
 from control_plane.orchestrator.routes import ClassRoute, PathChooser
 from control_plane.orchestrator.types import Event, Finished, GenerateJob
-from control_plane.router import InflightTracker, PrefixMatch, RouteDecision, Router, RouteRequest
-from control_plane.router.types import Role
+from control_plane.router import InflightTracker, PrefixHoldings, RouteDecision, Router, RouteRequest
 from heteroserve.v1 import common_pb2, worker_pb2
 
 log = logging.getLogger(__name__)
@@ -76,13 +76,13 @@ class Orchestrator:
         if run.prefill_worker_id and run.prefill_worker_id != run.worker_id:
             self.routed.record(run.prefill_worker_id, block_hashes)
 
-    def _uncached_tokens(self, job: GenerateJob, match: PrefixMatch) -> int:
+    def _uncached_tokens(self, job: GenerateJob, match: PrefixHoldings) -> int:
         best = max([*match.worker_blocks.values(), *match.shared_blocks.values(),
                     *match.local_blocks.values(), 0])
         return len(job.prompt_token_ids) - best * self._config.block_size
 
     def _route(self, run: Run, roles: Sequence[tuple[Role, Mapping[str, float]]],
-               match: PrefixMatch) -> RouteDecision:
+               match: PrefixHoldings) -> RouteDecision:
         """The first role in `roles` with a candidate wins. Raises `UnavailableError` if none has."""
         error: UnavailableError | None = None
         for role, weights in roles:
@@ -102,7 +102,7 @@ class Orchestrator:
         raise error
 
     async def _stream(self, run: Run, roles: Sequence[tuple[Role, Mapping[str, float]]],
-                      match: PrefixMatch, kv_source: worker_pb2.KVSource | None) -> AsyncIterator[Event]:
+                      match: PrefixHoldings, kv_source: worker_pb2.KVSource | None) -> AsyncIterator[Event]:
         """Generate (or Decode after tokens exist) on routed workers until finished, with retries and
         migrations (see module docstring)."""
         while True:
@@ -159,7 +159,8 @@ class Orchestrator:
         if getattr(run, kind) > budget:
             raise exc
 
-    async def _disaggregated(self, run: Run, route: ClassRoute, match: PrefixMatch) -> AsyncIterator[Event]:
+    async def _disaggregated(self, run: Run, route: ClassRoute,
+                             match: PrefixHoldings) -> AsyncIterator[Event]:
         response = await self._prefill(run, route, match)
         if response is None:
             if self._metrics is not None:
@@ -181,7 +182,7 @@ class Orchestrator:
             yield event
 
     async def _prefill(self, run: Run, route: ClassRoute,
-                       match: PrefixMatch) -> worker_pb2.PrefillResponse | None:
+                       match: PrefixHoldings) -> worker_pb2.PrefillResponse | None:
         """Prefill on a prefill worker, retrying others; None when no prefill worker could do it."""
         job = run.job
         while True:

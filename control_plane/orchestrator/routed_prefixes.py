@@ -16,7 +16,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import TypeVar
 
 from cache.hashing import BlockHash
-from control_plane.router import PrefixMatch
+from control_plane.router import PrefixHoldings
 
 K = TypeVar("K", bound=Hashable)
 
@@ -51,7 +51,7 @@ class RoutedPrefixes:
             if not self._holders[h]:
                 del self._holders[h]
 
-    def match(self, block_hashes: Sequence[BlockHash]) -> PrefixMatch:
+    def match(self, block_hashes: Sequence[BlockHash]) -> PrefixHoldings:
         runs: dict[str, int] = {}
         alive: set[str] | None = None
         for i, h in enumerate(block_hashes):
@@ -63,16 +63,16 @@ class RoutedPrefixes:
                 break
             for w in alive:
                 runs[w] = i + 1
-        return PrefixMatch(num_blocks=len(block_hashes), worker_blocks=runs)
+        return PrefixHoldings(num_blocks=len(block_hashes), worker_blocks=runs)
 
 
 def _longer(x: Mapping[K, int], y: Mapping[K, int]) -> dict[K, int]:
     return {k: max(x.get(k, 0), y.get(k, 0)) for k in {*x, *y}}
 
 
-def merge(a: PrefixMatch, b: PrefixMatch) -> PrefixMatch:
+def merge(a: PrefixHoldings, b: PrefixHoldings) -> PrefixHoldings:
     """Per worker and tier, the longer run of the two."""
-    return PrefixMatch(num_blocks=max(a.num_blocks, b.num_blocks),
-                       worker_blocks=_longer(a.worker_blocks, b.worker_blocks),
-                       shared_blocks=_longer(a.shared_blocks, b.shared_blocks),
-                       local_blocks=_longer(a.local_blocks, b.local_blocks))
+    return PrefixHoldings(num_blocks=max(a.num_blocks, b.num_blocks),
+                          worker_blocks=_longer(a.worker_blocks, b.worker_blocks),
+                          shared_blocks=_longer(a.shared_blocks, b.shared_blocks),
+                          local_blocks=_longer(a.local_blocks, b.local_blocks))

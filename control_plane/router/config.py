@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from control_plane.router.scorers.prefix import DEFAULT_TIER_CREDITS
-from control_plane.router.types import TIERS
+from control_plane.router.types import CREDITED_TIERS
 
 Policy = Literal["prefix_aware", "round_robin", "least_load", "random"]
 POLICIES: tuple[str, ...] = get_args(Policy)
@@ -39,8 +39,8 @@ class RouterConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for tier in self.tier_credits:
-            if tier not in TIERS:
-                raise ValueError(f"tier_credits has unknown tier {tier!r} (expected one of {TIERS})")
+            if tier not in CREDITED_TIERS:
+                raise ValueError(f"tier_credits has unknown tier {tier!r} (expected one of {CREDITED_TIERS})")
         if self.balance_abs_threshold < 0:
             raise ValueError(f"balance_abs_threshold must be >= 0, got {self.balance_abs_threshold}")
         if self.balance_rel_threshold < 1.0:

@@ -21,7 +21,7 @@ from control_plane.router.scorers.affinity import AffinityScorer
 from control_plane.router.scorers.load import LoadScorer
 from control_plane.router.scorers.plan_weight import PlanWeightScorer
 from control_plane.router.scorers.prefix import PrefixScorer
-from control_plane.router.types import PrefixMatch, RouteDecision, RouteRequest, WorkerState
+from control_plane.router.types import PrefixHoldings, RouteDecision, RouteRequest, WorkerState
 
 
 class Router:
@@ -46,9 +46,9 @@ class Router:
         return current
 
     def route(self, request: RouteRequest, workers: Sequence[WorkerState],
-              prefix: PrefixMatch | None = None) -> RouteDecision:
+              prefix: PrefixHoldings | None = None) -> RouteDecision:
         """Choose one worker for `request`. Remembers the session's worker for affinity."""
-        prefix = prefix or PrefixMatch()
+        prefix = prefix or PrefixHoldings()
         if request.session_id and not request.affinity_worker:
             remembered = self._sessions.get(request.session_id, "")
             if remembered:
@@ -60,7 +60,7 @@ class Router:
         return decision
 
     def _decide(self, request: RouteRequest, candidates: list[WorkerState],
-                prefix: PrefixMatch) -> RouteDecision:
+                prefix: PrefixHoldings) -> RouteDecision:
         policy = self.config.policy
         n = len(candidates)
         if policy == "round_robin":
@@ -77,7 +77,7 @@ class Router:
                              cached_blocks=prefix.best_blocks_for(chosen.worker_id), num_candidates=n)
 
     def _score_and_pick(self, request: RouteRequest, candidates: list[WorkerState],
-                        prefix: PrefixMatch) -> tuple[WorkerState, str, float]:
+                        prefix: PrefixHoldings) -> tuple[WorkerState, str, float]:
         if len(candidates) == 1:
             return candidates[0], "only_candidate", 0.0
         scores = {s.name: s.score(request, candidates, prefix) for s in self._scorers}

@@ -2,19 +2,23 @@
 
 The router never talks to workers, Redis or the prefix index itself. The gateway hands it a
 `RouteRequest` (what is being asked), a tuple of `WorkerState` (what the cluster looks like now) and a
-`PrefixMatch` (what the prefix index knows of this prompt), and gets back a `RouteDecision`.
+`PrefixHoldings` (which worker and tier holds how much of this prompt), and gets back a `RouteDecision`.
+
+Roles, devices and tier names are `common.vocab`'s. The router credits three places a prompt's KV can
+be loaded from (`CREDITED_TIERS`): the worker's own memory (`device`: its KV pool, and its host-memory
+tier folded in by the prefix source, as both load without a network read), the shared `redis` tier
+and the `disk` tier.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
-Role = Literal["colocated", "prefill", "decode"]
-Tier = Literal["memory", "redis", "disk"]
-TIERS: tuple[Tier, ...] = ("memory", "redis", "disk")
-ROLES: tuple[Role, ...] = ("colocated", "prefill", "decode")
+from common.vocab import TIERS, Device, Role, Tier
+
+# Every vocabulary tier except `memory`, which the prefix source counts as the worker's `device`.
+CREDITED_TIERS: tuple[Tier, ...] = tuple(t for t in TIERS if t != "memory")
 DEFAULT_POOL = "default"
 
 
@@ -33,7 +37,7 @@ class WorkerState:
     role: Role = "colocated"
     pool: str = DEFAULT_POOL
     node_type: str = ""
-    device: str = "cpu"
+    device: Device = "cpu"
     healthy: bool = True
     draining: bool = False
     num_running: int = 0
@@ -48,10 +52,12 @@ class WorkerState:
 
 
 @dataclass(frozen=True)
-class PrefixMatch:
-    """What the prefix index knows of one prompt.
+class PrefixHoldings:
+    """How much of one prompt each worker and tier holds, as the prefix index (or the gateway's
+    routed-prefix table) knows it.
 
-    `worker_blocks[w]` is the number of leading prompt blocks worker `w` holds in its own memory;
+    `worker_blocks[w]` is the number of leading prompt blocks worker `w` holds in its own memory
+    (tier `device`);
     `local_blocks[(w, tier)]` those in a tier private to w (e.g. its node-local "disk");
     `shared_blocks[tier]` those held by a shared tier (e.g. "redis") that every worker can read.
     Block counts, not tokens.
@@ -63,13 +69,13 @@ class PrefixMatch:
     local_blocks: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
     def blocks_for(self, worker_id: str, tier: Tier) -> int:
-        if tier == "memory":
+        if tier == "device":
             return self.worker_blocks.get(worker_id, 0)
         return max(self.local_blocks.get((worker_id, tier), 0), self.shared_blocks.get(tier, 0))
 
     def best_blocks_for(self, worker_id: str) -> int:
         """Leading blocks `worker_id` can get without recomputing, from any tier."""
-        return max(self.blocks_for(worker_id, t) for t in TIERS)
+        return max(self.blocks_for(worker_id, t) for t in CREDITED_TIERS)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common.errors import ConfigError
+from common.vocab import DEVICES
 
 if TYPE_CHECKING:
     from control_plane.profiler.profile import BucketResult, ProfileConfig
@@ -35,7 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--worker", help="HOST:PORT of a running worker to profile")
     target.add_argument("--model", type=Path, help="start a local worker on this model directory")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "csd"],
+    parser.add_argument("--device", default="cpu", choices=DEVICES,
                         help="device of the local worker (with --model)")
     parser.add_argument("--node-type", required=True, help="node type the profile is for (e.g. L4, cpu-32)")
     parser.add_argument("--cost-per-hour", type=float, required=True, help="price of one instance, $/h")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlparse
 
 from common.errors import ConfigError
+from common.vocab import DEVICES, ROLES
 
 if TYPE_CHECKING:
     from cache.config import CacheConfig
@@ -36,8 +37,8 @@ _FLAG_OF_FIELD = {
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.error = _one_line_error(parser)  # type: ignore[method-assign,assignment]
     parser.add_argument("--model", required=True, type=Path, help="model directory (Hugging Face format)")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "csd"), help="device kind")
-    parser.add_argument("--role", default="colocated", choices=("colocated", "prefill", "decode"))
+    parser.add_argument("--device", default="cpu", choices=DEVICES, help="device kind")
+    parser.add_argument("--role", default="colocated", choices=ROLES)
     parser.add_argument("--port", required=True, type=int, help="gRPC port (0 = pick a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--advertise-host", default=None,

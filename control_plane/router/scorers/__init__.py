@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from control_plane.router.types import PrefixMatch, RouteRequest, WorkerState
+from control_plane.router.types import PrefixHoldings, RouteRequest, WorkerState
 
 
 class Scorer(Protocol):
@@ -17,6 +17,6 @@ class Scorer(Protocol):
     def name(self) -> str: ...
 
     def score(self, request: RouteRequest, candidates: Sequence[WorkerState],
-              prefix: PrefixMatch) -> list[float]:
+              prefix: PrefixHoldings) -> list[float]:
         """One score in [0, 1] per candidate, in the candidates' order."""
         ...

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from control_plane.router.types import PrefixMatch, RouteRequest, WorkerState
+from control_plane.router.types import PrefixHoldings, RouteRequest, WorkerState
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,6 @@ class AffinityScorer:
     name: str = "affinity"
 
     def score(self, request: RouteRequest, candidates: Sequence[WorkerState],
-              prefix: PrefixMatch) -> list[float]:
+              prefix: PrefixHoldings) -> list[float]:
         target = request.affinity_worker
         return [1.0 if target and w.worker_id == target else 0.0 for w in candidates]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from control_plane.router.types import PrefixMatch, RouteRequest, WorkerState
+from control_plane.router.types import PrefixHoldings, RouteRequest, WorkerState
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class LoadScorer:
     name: str = "load"
 
     def score(self, request: RouteRequest, candidates: Sequence[WorkerState],
-              prefix: PrefixMatch) -> list[float]:
+              prefix: PrefixHoldings) -> list[float]:
         if not candidates:
             return []
         peak = max(w.load for w in candidates)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from control_plane.router.types import PrefixMatch, RouteRequest, WorkerState
+from control_plane.router.types import PrefixHoldings, RouteRequest, WorkerState
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class PlanWeightScorer:
     name: str = "plan_weight"
 
     def score(self, request: RouteRequest, candidates: Sequence[WorkerState],
-              prefix: PrefixMatch) -> list[float]:
+              prefix: PrefixHoldings) -> list[float]:
         weights = request.pool_weights
         if not weights:
             return [1.0] * len(candidates)

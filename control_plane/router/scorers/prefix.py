@@ -2,11 +2,12 @@
 
     score(w) = max over tiers t of  credit[t] · blocks(w, t) / num_blocks
 
-where blocks(w, "memory") is the number of leading prompt blocks in worker w's own KV pool and
-blocks(w, "redis" | "disk") the leading blocks in the shared tiers (the same for every worker). Default
-credits: memory 1.0 > redis 0.5 > disk 0.25 — a block in the worker's memory costs nothing, one in Redis
-a network read, one on disk a slower read, and all three beat recomputing it. A prompt with no full
-block scores 0 everywhere, so the scorer is neutral for short prompts.
+where blocks(w, "device") is the number of leading prompt blocks in worker w's own memory (its KV pool
+or host-memory tier) and blocks(w, "redis" | "disk") the leading blocks in the shared tiers (the same for
+every worker) or w's own disk. Default credits: device 1.0 > redis 0.5 > disk 0.25 — a block in the
+worker's memory costs nothing, one in Redis a network read, one on disk a slower read, and all three
+beat recomputing it. A prompt with no full block scores 0 everywhere, so the scorer is neutral for
+short prompts.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from control_plane.router.types import TIERS, PrefixMatch, RouteRequest, WorkerState
+from control_plane.router.types import CREDITED_TIERS, PrefixHoldings, RouteRequest, WorkerState
 
-DEFAULT_TIER_CREDITS: Mapping[str, float] = {"memory": 1.0, "redis": 0.5, "disk": 0.25}
+DEFAULT_TIER_CREDITS: Mapping[str, float] = {"device": 1.0, "redis": 0.5, "disk": 0.25}
 
 
 @dataclass(frozen=True)
@@ -25,20 +26,20 @@ class PrefixScorer:
     name: str = "prefix"
 
     def __post_init__(self) -> None:
-        for tier in TIERS:
+        for tier in CREDITED_TIERS:
             credit = self.tier_credits.get(tier, 0.0)
             if not 0.0 <= credit <= 1.0:
                 raise ValueError(f"tier_credits.{tier} must be in [0, 1], got {credit}")
 
     def score(self, request: RouteRequest, candidates: Sequence[WorkerState],
-              prefix: PrefixMatch) -> list[float]:
+              prefix: PrefixHoldings) -> list[float]:
         if prefix.num_blocks <= 0:
             return [0.0] * len(candidates)
         return [self._score_one(w.worker_id, prefix) for w in candidates]
 
-    def _score_one(self, worker_id: str, prefix: PrefixMatch) -> float:
+    def _score_one(self, worker_id: str, prefix: PrefixHoldings) -> float:
         best = 0.0
-        for tier in TIERS:
+        for tier in CREDITED_TIERS:
             blocks = min(prefix.blocks_for(worker_id, tier), prefix.num_blocks)
             best = max(best, self.tier_credits.get(tier, 0.0) * blocks / prefix.num_blocks)
         return best

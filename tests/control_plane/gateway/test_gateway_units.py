@@ -19,7 +19,7 @@ from control_plane.orchestrator.relay import Run, accept_chunk
 from control_plane.orchestrator.routed_prefixes import RoutedPrefixes, merge
 from control_plane.orchestrator.routes import ClassRoute, PathChooser
 from control_plane.orchestrator.types import Finished, GenerateJob, Sampling, TokenDelta
-from control_plane.router import PrefixMatch
+from control_plane.router import PrefixHoldings
 from heteroserve.v1 import common_pb2
 
 PLAN = {
@@ -78,8 +78,8 @@ def test_routed_prefixes_runs_and_eviction() -> None:
 
 
 def test_merge_takes_longer_runs() -> None:
-    a = PrefixMatch(4, worker_blocks={"w1": 2}, shared_blocks={"redis": 3})
-    b = PrefixMatch(4, worker_blocks={"w1": 4, "w2": 1})
+    a = PrefixHoldings(4, worker_blocks={"w1": 2}, shared_blocks={"redis": 3})
+    b = PrefixHoldings(4, worker_blocks={"w1": 4, "w2": 1})
     m = merge(a, b)
     assert m.worker_blocks == {"w1": 4, "w2": 1} and m.shared_blocks == {"redis": 3}
 

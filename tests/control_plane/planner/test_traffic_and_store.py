@@ -8,15 +8,16 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
+from common.vocab import LENGTH_BUCKET_EDGES
 from control_plane.plan_store import PlanStore, PlanWatcher, read_plan_sync
 from control_plane.planner.forecast import ForecastConfig, RateForecaster, significant_change
 from control_plane.planner.leader import RedisLeaderLock
-from control_plane.traffic import LENGTH_EDGES, TrafficConfig, TrafficReader, TrafficRecorder, length_bucket
+from control_plane.traffic import TrafficConfig, TrafficReader, TrafficRecorder, length_bucket
 
 
 def test_length_buckets_follow_melange_edges() -> None:
     assert [length_bucket(n) for n in (0, 24, 25, 99, 100, 1999, 2000, 10**6)] == [0, 0, 1, 1, 2, 5, 6, 6]
-    assert len(LENGTH_EDGES) == 7
+    assert len(LENGTH_BUCKET_EDGES) == 7
 
 
 async def test_recorded_traffic_is_read_back_per_class(redis_url: str) -> None:

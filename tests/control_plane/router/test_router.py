@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from common.errors import UnavailableError
-from control_plane.router import InflightTracker, PrefixMatch, Router, RouterConfig, RouteRequest, WorkerState
+from control_plane.router import InflightTracker, PrefixHoldings, Router, RouterConfig, RouteRequest, WorkerState
 from control_plane.router.scorers.load import LoadScorer
 from control_plane.router.scorers.plan_weight import PlanWeightScorer
 from control_plane.router.scorers.prefix import PrefixScorer
@@ -21,29 +21,29 @@ REQ = RouteRequest(model="tiny")
 
 def test_prefix_scorer_credits_tiers() -> None:
     ws = workers(3)
-    match = PrefixMatch(num_blocks=4, worker_blocks={"w0": 4, "w1": 2}, shared_blocks={"redis": 2, "disk": 4})
+    match = PrefixHoldings(num_blocks=4, worker_blocks={"w0": 4, "w1": 2}, shared_blocks={"redis": 2, "disk": 4})
     assert PrefixScorer().score(REQ, ws, match) == [1.0, 0.5, 0.25]
 
 
 def test_prefix_scorer_neutral_without_blocks() -> None:
-    assert PrefixScorer().score(REQ, workers(2), PrefixMatch()) == [0.0, 0.0]
+    assert PrefixScorer().score(REQ, workers(2), PrefixHoldings()) == [0.0, 0.0]
 
 
 def test_load_scorer_formula() -> None:
     ws = [WorkerState("a", "x", "tiny", num_running=1, num_waiting=1, num_unreported=1),
           WorkerState("b", "y", "tiny")]
-    assert LoadScorer().score(REQ, ws, PrefixMatch()) == [0.25, 1.0]
+    assert LoadScorer().score(REQ, ws, PrefixHoldings()) == [0.25, 1.0]
 
 
 def test_plan_weight_scorer() -> None:
     ws = [WorkerState("a", "x", "tiny", pool="gpu"), WorkerState("b", "y", "tiny", pool="cpu")]
     req = RouteRequest(model="tiny", pool_weights={"gpu": 0.8, "cpu": 0.2})
-    assert PlanWeightScorer().score(req, ws, PrefixMatch()) == pytest.approx([1.0, 0.25])
-    assert PlanWeightScorer().score(REQ, ws, PrefixMatch()) == [1.0, 1.0]
+    assert PlanWeightScorer().score(req, ws, PrefixHoldings()) == pytest.approx([1.0, 0.25])
+    assert PlanWeightScorer().score(REQ, ws, PrefixHoldings()) == [1.0, 1.0]
 
 
 def test_prefix_routing_prefers_holder() -> None:
-    match = PrefixMatch(num_blocks=8, worker_blocks={"w2": 8})
+    match = PrefixHoldings(num_blocks=8, worker_blocks={"w2": 8})
     decision = Router().route(REQ, workers(), match)
     assert decision.worker.worker_id == "w2"
     assert decision.reason == "prefix_hit"
@@ -56,7 +56,7 @@ def test_without_prefix_least_loaded_wins() -> None:
 
 
 def test_imbalance_guard_spreads_hot_prefix() -> None:
-    match = PrefixMatch(num_blocks=8, worker_blocks={"w0": 8})
+    match = PrefixHoldings(num_blocks=8, worker_blocks={"w0": 8})
     router = Router(RouterConfig(balance_abs_threshold=2, balance_rel_threshold=1.5))
     tracker = InflightTracker()
     chosen = []
