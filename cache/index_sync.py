@@ -30,6 +30,7 @@ from typing import Any
 from cache.events import EventStreamConfig, KVEvent
 from cache.metrics import CacheMetrics
 from cache.prefix_index import PrefixIndex
+from common.vocab import SHARED_TIERS
 
 log = logging.getLogger(__name__)
 ZERO_ID = "0-0"
@@ -45,7 +46,7 @@ class PrefixIndexFollower:
     """Owns `index` updates. `client` is a redis.asyncio client owned by the caller."""
 
     def __init__(self, client: Any, config: EventStreamConfig | None = None,
-                 metrics: CacheMetrics | None = None, shared_tiers: tuple[str, ...] = ("redis",),
+                 metrics: CacheMetrics | None = None, shared_tiers: tuple[str, ...] = SHARED_TIERS,
                  snapshot_interval_seconds: float = 30.0, read_count: int = 1000) -> None:
         self.client = client
         self.config = config or EventStreamConfig()

@@ -1,13 +1,14 @@
 """PrefixIndex: which workers (and tiers) hold which blocks, built from KV events.
 
 State: `hash -> {(worker_id, tier)}` plus the reverse `worker_id -> {hash}` so a vanished worker is
-dropped in O(its blocks). Blocks in a shared tier (`shared_tiers`, default {"redis"}) are recorded under
-the pseudo-worker `SHARED` whoever published them, because every worker can load them.
+dropped in O(its blocks). Blocks in a shared tier (`shared_tiers`, default `common.vocab.SHARED_TIERS`)
+are recorded under the pseudo-worker `SHARED` whoever published them, because every worker can load them.
 
-`longest_prefix(hashes)` walks the leading hashes once. A worker's run is the number of leading blocks
-it holds itself or that the shared tier holds; `tier` is the slowest tier used along that run (rank:
-device < memory < redis < disk), i.e. what the load will be limited by. Workers holding one of the
-blocks of their run themselves are listed; every other worker's run is the `SHARED` entry's.
+`longest_prefix(hashes)` walks the leading hashes once and answers a `PrefixRun` per holder. A worker's
+run is the number of leading blocks it holds itself or that the shared tier holds; `tier` is the slowest
+tier used along that run (rank: `common.vocab.TIERS` order, device < memory < redis < disk), i.e. what
+the load will be limited by. Workers holding one of the blocks of their run themselves are listed; every
+other worker's run is the `SHARED` entry's.
 Cost: O(sum of the runs) dict operations.
 
 Pure data structure: no I/O, not thread-safe (one event loop). `cache.index_sync` feeds it from Redis.
@@ -21,13 +22,16 @@ from typing import NamedTuple
 
 from cache.events import KVEvent
 from cache.hashing import BlockHash
+from common.vocab import SHARED_TIERS, TIERS
 
 SHARED = "*"
-TIER_RANK = {"device": 0, "memory": 1, "redis": 2, "disk": 3}
+TIER_RANK: dict[str, int] = {name: rank for rank, name in enumerate(TIERS)}  # fastest first
 _UNKNOWN_RANK = 9
 
 
-class PrefixMatch(NamedTuple):
+class PrefixRun(NamedTuple):
+    """One holder's run of leading prompt blocks."""
+
     num_blocks: int
     tier: str  # slowest tier along the matched run
 
@@ -37,7 +41,7 @@ def _rank(tier: str) -> int:
 
 
 class PrefixIndex:
-    def __init__(self, shared_tiers: Iterable[str] = ("redis",)) -> None:
+    def __init__(self, shared_tiers: Iterable[str] = SHARED_TIERS) -> None:
         self.shared_tiers = frozenset(shared_tiers)
         self._holders: dict[BlockHash, set[tuple[str, str]]] = {}
         self._by_worker: dict[str, set[tuple[BlockHash, str]]] = {}
@@ -89,10 +93,10 @@ class PrefixIndex:
     def workers(self) -> list[str]:
         return sorted(self._by_worker)
 
-    def longest_prefix(self, hashes: Sequence[BlockHash]) -> dict[str, PrefixMatch]:
+    def longest_prefix(self, hashes: Sequence[BlockHash]) -> dict[str, PrefixRun]:
         """Each worker's run (see the module docstring). A worker not in the result has the `SHARED`
         entry's run (loadable from the shared tier), or none if there is no `SHARED` entry."""
-        result: dict[str, PrefixMatch] = {}
+        result: dict[str, PrefixRun] = {}
         alive: dict[str, int] = {}  # worker whose run reaches the current block -> worst rank so far
         seen: set[str] = set()
         shared_worst, shared_on, n = -1, True, 0  # shared_on: SHARED holds every block so far
@@ -117,7 +121,7 @@ class PrefixIndex:
                 elif r > worst:
                     alive[w] = r
             for w in ended:
-                result[w] = PrefixMatch(i, _tier_name(alive.pop(w)))
+                result[w] = PrefixRun(i, _tier_name(alive.pop(w)))
             for w, r in best.items():
                 if w != SHARED and w not in seen:
                     seen.add(w)
@@ -126,14 +130,14 @@ class PrefixIndex:
             if shared_on and s is None:
                 shared_on = False
                 if i:
-                    result[SHARED] = PrefixMatch(i, _tier_name(shared_worst))
+                    result[SHARED] = PrefixRun(i, _tier_name(shared_worst))
             elif shared_on and s is not None:
                 shared_worst = max(shared_worst, s)
             n = i + 1
         for w, worst in alive.items():
-            result[w] = PrefixMatch(n, _tier_name(worst))
+            result[w] = PrefixRun(n, _tier_name(worst))
         if shared_on and n:
-            result[SHARED] = PrefixMatch(n, _tier_name(shared_worst))
+            result[SHARED] = PrefixRun(n, _tier_name(shared_worst))
         return result
 
     def longest_prefix_per_tier(self, hashes: Sequence[BlockHash]) -> dict[tuple[str, str], int]:
@@ -176,7 +180,7 @@ class PrefixIndex:
         return b"".join(parts)
 
     @classmethod
-    def from_bytes(cls, data: bytes, shared_tiers: Iterable[str] = ("redis",)) -> PrefixIndex:
+    def from_bytes(cls, data: bytes, shared_tiers: Iterable[str] = SHARED_TIERS) -> PrefixIndex:
         """Inverse of `to_bytes`. Raises ValueError on malformed data."""
         index = cls(shared_tiers)
         try:

@@ -13,7 +13,7 @@ from cache.events import EventStreamConfig, KVEvent, KVEventPublisher
 from cache.hashing import BlockHash
 from cache.index_sync import PrefixIndexFollower
 from cache.metrics import CacheMetrics
-from cache.prefix_index import SHARED, PrefixIndex, PrefixMatch
+from cache.prefix_index import SHARED, PrefixIndex, PrefixRun
 
 H = [BlockHash(bytes([i]) * 16) for i in range(8)]
 
@@ -30,9 +30,9 @@ def test_longest_prefix_per_worker_and_tier() -> None:
     index.apply(stored("b", "redis", 1, 2, 3, 4))  # shared: every worker may load these
     got = index.longest_prefix(H[:6])
     # block 3: a holds it on disk but the shared redis copy is faster; block 0 is not shared
-    assert got == {"a": PrefixMatch(5, "redis"), "b": PrefixMatch(5, "redis")}
+    assert got == {"a": PrefixRun(5, "redis"), "b": PrefixRun(5, "redis")}
     # b holds none of these itself: it is covered by the SHARED entry, like every unlisted worker
-    assert index.longest_prefix(H[1:5]) == {"a": PrefixMatch(4, "redis"), SHARED: PrefixMatch(4, "redis")}
+    assert index.longest_prefix(H[1:5]) == {"a": PrefixRun(4, "redis"), SHARED: PrefixRun(4, "redis")}
     assert index.longest_prefix_per_tier(H[:6])[("a", "device")] == 3
     assert index.longest_prefix([H[5]]) == {}
     index.check_integrity()
@@ -43,9 +43,9 @@ def test_removed_cleared_and_remove_worker() -> None:
     index.apply(stored("a", "device", 0, 1))
     index.apply(stored("a", "disk", 0, 1))
     index.apply(KVEvent("a", "device", "removed", (H[1],)))
-    assert index.longest_prefix(H[:2]) == {"a": PrefixMatch(2, "disk")}
+    assert index.longest_prefix(H[:2]) == {"a": PrefixRun(2, "disk")}
     index.apply(KVEvent("a", "disk", "cleared"))
-    assert index.longest_prefix(H[:2]) == {"a": PrefixMatch(1, "device")}
+    assert index.longest_prefix(H[:2]) == {"a": PrefixRun(1, "device")}
     assert index.remove_worker("a") == 1
     assert len(index) == 0 and index.workers() == []
     index.check_integrity()
@@ -62,7 +62,7 @@ def test_longest_prefix_is_fast() -> None:
         for _ in range(100):
             result = index.longest_prefix(hashes)
         per_call_us = min(per_call_us, (time.perf_counter() - start) / 100 * 1e6)
-    assert result["w7"] == PrefixMatch(128, "device")
+    assert result["w7"] == PrefixRun(128, "device")
     assert per_call_us < 2000  # generous bound for a shared 2-core machine; typically ~100 µs
 
 
@@ -140,11 +140,11 @@ async def test_publisher_task_drains_in_order(redis_url: str) -> None:
     await publisher.aclose()
     follower = PrefixIndexFollower(client, config)
     assert await follower.recover() == 2
-    assert follower.index.longest_prefix(H[:3]) == {"w1": PrefixMatch(1, "device")}
+    assert follower.index.longest_prefix(H[:3]) == {"w1": PrefixRun(1, "device")}
     await client.aclose()
 
 
-def _reference_runs(index: PrefixIndex, hashes: list[BlockHash]) -> dict[str, PrefixMatch]:
+def _reference_runs(index: PrefixIndex, hashes: list[BlockHash]) -> dict[str, PrefixRun]:
     """Brute force: every worker's run, block by block (own or shared), slowest tier along it."""
     state = index.state()
     rank = {"device": 0, "memory": 1, "redis": 2, "disk": 3}
@@ -157,7 +157,7 @@ def _reference_runs(index: PrefixIndex, hashes: list[BlockHash]) -> dict[str, Pr
                 break
             n, worst = n + 1, max(worst, min(ranks))
         if n:
-            out[worker] = PrefixMatch(n, next(t for t, r in rank.items() if r == worst))
+            out[worker] = PrefixRun(n, next(t for t, r in rank.items() if r == worst))
     return out
 
 
@@ -185,10 +185,10 @@ async def test_removed_worker_stays_removed_until_it_restarts(redis_url: str) ->
         await follower.recover()  # a rebuild from that snapshot must not bring w1 back
         await publisher.flush_events([stored("w1", "device", 2), stored("w1", "redis", 0)])
         await follower.poll_once()
-        assert follower.index.longest_prefix(H[:2]) == {"w2": PrefixMatch(1, "device"),
-                                                       SHARED: PrefixMatch(1, "redis")}
+        assert follower.index.longest_prefix(H[:2]) == {"w2": PrefixRun(1, "device"),
+                                                       SHARED: PrefixRun(1, "redis")}
         await publisher.flush_events([KVEvent("w1", "device", "cleared"), stored("w1", "device", 0, 1)])
         await follower.poll_once()
-        assert follower.index.longest_prefix(H[:2])["w1"] == PrefixMatch(2, "device")
+        assert follower.index.longest_prefix(H[:2])["w1"] == PrefixRun(2, "device")
     finally:
         await client.aclose()
