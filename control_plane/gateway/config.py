@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from control_plane.gateway.auth import ApiKeySpec
+from control_plane.orchestrator.config import OrchestratorConfig
 from control_plane.router.config import RouterConfig
 
 
@@ -31,14 +32,11 @@ class GatewayConfig:
     """Everything one gateway process needs.
 
     Limits: `max_body_bytes` (413 above), `max_tokens_limit` (upper bound of max_tokens, 400 above),
-    `default_max_tokens` (when a request sets none). Timeouts (seconds): `first_token_timeout_seconds`
-    bounds prefill + first token on a worker, `token_timeout_seconds` the gap between two tokens,
-    `unary_timeout_seconds` every unary worker call (stats, health, drain). Faults:
-    `max_retries` attempts on other workers before the first token, `max_migrations` resumes of a
-    stream after its worker died. P/D: the disaggregated path is taken when the plan sends the class
-    to P/D pools and the uncached prompt has at least `pd_min_uncached_tokens` tokens.
-    `refresh_seconds` is the period of registry, stats and plan refresh. `block_size` and `kv_dtype`
-    must be the workers' (they are part of every block hash).
+    `default_max_tokens` (when a request sets none). `orchestrator`: timeouts, fault budgets, the P/D
+    threshold and `block_size` of each generation (`OrchestratorConfig`; its `unary_timeout_seconds`
+    also bounds the cluster view's stats and health calls). `refresh_seconds` is the period of
+    registry, stats and plan refresh. `orchestrator.block_size` and `kv_dtype` must be the workers'
+    (they are part of every block hash).
     """
 
     models: tuple[ModelSpec, ...]
@@ -53,15 +51,9 @@ class GatewayConfig:
     max_body_bytes: int = 1_048_576
     max_tokens_limit: int = 4096
     default_max_tokens: int = 16
-    first_token_timeout_seconds: float = 60.0
-    token_timeout_seconds: float = 30.0
-    unary_timeout_seconds: float = 5.0
-    max_retries: int = 2
-    max_migrations: int = 2
-    pd_min_uncached_tokens: int = 256
     refresh_seconds: float = 0.5
-    block_size: int = 16
     kv_dtype: str = "float32"
+    orchestrator: OrchestratorConfig = field(default_factory=OrchestratorConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
 
     def __post_init__(self) -> None:
@@ -76,17 +68,12 @@ class GatewayConfig:
                 raise ValueError(f"{name} must be in 0..65535, got {getattr(self, name)}")
         if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
             raise ValueError(f"grpc_port must be in 0..65535, got {self.grpc_port}")
-        for name in ("max_body_bytes", "max_tokens_limit", "default_max_tokens", "block_size"):
+        for name in ("max_body_bytes", "max_tokens_limit", "default_max_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError("default_max_tokens must be <= max_tokens_limit")
-        for name in ("first_token_timeout_seconds", "token_timeout_seconds", "unary_timeout_seconds",
-                     "refresh_seconds"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("max_retries", "max_migrations", "pd_min_uncached_tokens"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.refresh_seconds <= 0:
+            raise ValueError(f"refresh_seconds must be > 0, got {self.refresh_seconds}")
         if len({k.name for k in self.api_keys}) != len(self.api_keys):
             raise ValueError("api_keys: names must be unique")

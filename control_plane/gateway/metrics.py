@@ -1,5 +1,8 @@
 """The gateway's Prometheus metrics: every name it exports, created on a registry passed in.
 
+The four rows marked (orchestrator) are owned by `control_plane.orchestrator.metrics.OrchestratorMetrics`,
+which `GatewayMetrics` builds on the same registry and exposes as `.orchestrator`.
+
 | name | type | labels |
 |---|---|---|
 | heteroserve_gateway_requests_total | counter | transport (rest, grpc), status (HTTP code, 499: gone) |
@@ -9,10 +12,10 @@
 | heteroserve_gateway_prompt_tokens_total | counter | |
 | heteroserve_gateway_generated_tokens_total | counter | |
 | heteroserve_gateway_prefix_hit_tokens_total | counter | |
-| heteroserve_gateway_route_decisions_total | counter | policy, reason, role |
-| heteroserve_gateway_retries_total | counter | |
-| heteroserve_gateway_migrations_total | counter | |
-| heteroserve_gateway_pd_fallbacks_total | counter | |
+| heteroserve_gateway_route_decisions_total (orchestrator) | counter | policy, reason, role |
+| heteroserve_gateway_retries_total (orchestrator) | counter | |
+| heteroserve_gateway_migrations_total (orchestrator) | counter | |
+| heteroserve_gateway_pd_fallbacks_total (orchestrator) | counter | |
 | heteroserve_gateway_inflight_requests | gauge | |
 | heteroserve_gateway_workers | gauge | state (healthy, unhealthy) |
 | heteroserve_gateway_registry_up | gauge | |
@@ -23,6 +26,8 @@ Label values are bounded: reasons come from the router's fixed set, statuses are
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from control_plane.orchestrator.metrics import OrchestratorMetrics
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -44,15 +49,7 @@ class GatewayMetrics:
                                         "Tokens streamed to clients", registry=registry)
         self.prefix_hit_tokens = Counter("heteroserve_gateway_prefix_hit_tokens_total",
                                          "Prompt tokens served from a KV cache (any tier)", registry=registry)
-        self.route_decisions = Counter("heteroserve_gateway_route_decisions_total", "Routing decisions",
-                                       ["policy", "reason", "role"], registry=registry)
-        self.retries = Counter("heteroserve_gateway_retries_total",
-                               "Requests re-sent before their first token", registry=registry)
-        self.migrations = Counter("heteroserve_gateway_migrations_total",
-                                  "Streams resumed on another worker after theirs failed", registry=registry)
-        self.pd_fallbacks = Counter("heteroserve_gateway_pd_fallbacks_total",
-                                    "Disaggregated requests served colocated (no prefill worker)",
-                                    registry=registry)
+        self.orchestrator = OrchestratorMetrics(registry)
         self.inflight = Gauge("heteroserve_gateway_inflight_requests", "Requests being served",
                               registry=registry)
         self.workers = Gauge("heteroserve_gateway_workers", "Known workers by health", ["state"],

@@ -23,7 +23,6 @@ from control_plane.gateway.models import ServedModel
 from control_plane.gateway.plan import PlanView
 from control_plane.gateway.service import GatewayService, GenerateInput, Prepared
 from control_plane.orchestrator.cluster import ClusterView
-from control_plane.orchestrator.config import OrchestratorConfig
 from control_plane.orchestrator.orchestrator import Orchestrator
 from control_plane.orchestrator.prefix import IndexPrefixSource, NoPrefixIndex, PrefixSource
 from control_plane.plan_store import PlanRecord, PlanStore, PlanWatcher
@@ -51,7 +50,7 @@ class GatewayRuntime:
                                                  socket_connect_timeout=2.0)
         self.cluster = ClusterView(self.redis, config.cluster_token, self.inflight,
                                    refresh_seconds=config.refresh_seconds,
-                                   unary_timeout_seconds=config.unary_timeout_seconds)
+                                   unary_timeout_seconds=config.orchestrator.unary_timeout_seconds)
         self.follower = PrefixIndexFollower(self.redis) if self.redis is not None else None
         prefix: PrefixSource = NoPrefixIndex()
         if self.follower is not None:
@@ -61,7 +60,7 @@ class GatewayRuntime:
         self._watcher = PlanWatcher(self.plan_store, self._on_plan, poll_seconds=1.0) \
             if self.plan_store is not None else None
         self.orchestrator = Orchestrator(self.cluster, self.router, self.inflight, prefix,
-                                         _orchestrator_config(config), self.metrics)
+                                         config.orchestrator, self.metrics.orchestrator)
         self.cluster.on_leave = self.orchestrator.routed.remove_worker
         # Per-class load statistics for the planner (buffered; flushed by its own thread every second).
         self.traffic = TrafficRecorder(TrafficConfig(redis_url=config.redis_url)) \
@@ -142,11 +141,3 @@ class GatewayRuntime:
             raise NotFoundError("no plan has been published yet", field="plan")
         return record
 
-
-def _orchestrator_config(config: GatewayConfig) -> OrchestratorConfig:
-    return OrchestratorConfig(
-        first_token_timeout_seconds=config.first_token_timeout_seconds,
-        token_timeout_seconds=config.token_timeout_seconds,
-        unary_timeout_seconds=config.unary_timeout_seconds, max_retries=config.max_retries,
-        max_migrations=config.max_migrations, pd_min_uncached_tokens=config.pd_min_uncached_tokens,
-        block_size=config.block_size)

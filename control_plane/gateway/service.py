@@ -95,7 +95,7 @@ class GatewayService:
                           tenant=tenant, slo_class=request.slo_class, session_id=request.session_id,
                           priority=SLO_PRIORITY[request.slo_class])
         keys = self._hash_keys(served, tenant)
-        hashes = hash_prompt_blocks(tokens, keys, self.config.block_size)
+        hashes = hash_prompt_blocks(tokens, keys, self.config.orchestrator.block_size)
         return Prepared(job=job, route=route, block_hashes=tuple(hashes))
 
     def _hash_keys(self, served: ServedModel, tenant: str) -> HashKeys:
@@ -104,8 +104,8 @@ class GatewayService:
         if keys is None:
             if len(self._keys) >= MAX_CACHED_KEYS:
                 self._keys.clear()
-            keys = HashKeys(model_id=served.kv_model_id, tenant_salt=tenant,
-                            layout=served.kv_layout(self.config.kv_dtype, self.config.block_size))
+            layout = served.kv_layout(self.config.kv_dtype, self.config.orchestrator.block_size)
+            keys = HashKeys(model_id=served.kv_model_id, tenant_salt=tenant, layout=layout)
             self._keys[(served.name, tenant)] = keys
         return keys
 

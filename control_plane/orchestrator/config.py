@@ -1,4 +1,4 @@
-"""`OrchestratorConfig`: timeouts and fault budgets of one generation (see GatewayConfig)."""
+"""`OrchestratorConfig`: timeouts and fault budgets of one generation (nested in `GatewayConfig`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,14 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class OrchestratorConfig:
-    """Seconds for timeouts; counts for budgets. `pd_min_uncached_tokens`: the disaggregated path is
-    taken only when at least this many prompt tokens are not cached anywhere."""
+    """Seconds for timeouts; counts for budgets.
+
+    `first_token_timeout_seconds` bounds prefill + first token on a worker, `token_timeout_seconds` the
+    gap between two tokens, `unary_timeout_seconds` every unary worker call (prefill aside: stats,
+    health, drain). `max_retries`: attempts on other workers before the first token; `max_migrations`:
+    resumes of a stream after its worker failed. `pd_min_uncached_tokens`: the disaggregated path is
+    taken only when at least this many prompt tokens are not cached anywhere. `block_size`: tokens per
+    KV block, the workers' (block hashes and cached-token counts depend on it)."""
 
     first_token_timeout_seconds: float = 60.0
     token_timeout_seconds: float = 30.0

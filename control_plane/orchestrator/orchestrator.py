@@ -29,9 +29,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from cache.hashing import BlockHash
 from common.errors import DeadlineExceededError, HeteroserveError, UnavailableError
 from common.vocab import Role
-from control_plane.gateway.metrics import GatewayMetrics
 from control_plane.orchestrator.cluster import ClusterView
 from control_plane.orchestrator.config import OrchestratorConfig
+from control_plane.orchestrator.metrics import OrchestratorMetrics
 from control_plane.orchestrator.prefix import PrefixSource
 from control_plane.orchestrator.relay import Run, accept_chunk, relay
 from control_plane.orchestrator.routed_prefixes import RoutedPrefixes, merge
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 class Orchestrator:
     def __init__(self, cluster: ClusterView, router: Router, inflight: InflightTracker,
-                 prefix: PrefixSource, config: OrchestratorConfig, metrics: GatewayMetrics | None = None,
+                 prefix: PrefixSource, config: OrchestratorConfig, metrics: OrchestratorMetrics | None = None,
                  ) -> None:
         self._cluster = cluster
         self._router = router

@@ -85,6 +85,7 @@ def _api_keys(path: Path | None) -> tuple[Any, ...]:
 def build_config(args: argparse.Namespace) -> GatewayConfig:
     from common.logs import register_secret
     from control_plane.gateway.config import GatewayConfig
+    from control_plane.orchestrator.config import OrchestratorConfig
     from control_plane.router import RouterConfig
 
     token = os.environ.get(args.cluster_token_env, "")
@@ -100,10 +101,11 @@ def build_config(args: argparse.Namespace) -> GatewayConfig:
             admin_token_sha256=hash_key(admin) if admin else None, api_keys=_api_keys(args.api_keys),
             allow_anonymous=args.allow_anonymous, host=args.host, http_port=args.port,
             grpc_port=args.grpc_port, max_tokens_limit=args.max_tokens_limit,
-            first_token_timeout_seconds=args.first_token_timeout, token_timeout_seconds=args.token_timeout,
-            max_retries=args.max_retries, max_migrations=args.max_migrations,
-            pd_min_uncached_tokens=args.pd_min_uncached_tokens, refresh_seconds=args.refresh_seconds,
-            kv_dtype=args.kv_dtype,
+            refresh_seconds=args.refresh_seconds, kv_dtype=args.kv_dtype,
+            orchestrator=OrchestratorConfig(
+                first_token_timeout_seconds=args.first_token_timeout,
+                token_timeout_seconds=args.token_timeout, max_retries=args.max_retries,
+                max_migrations=args.max_migrations, pd_min_uncached_tokens=args.pd_min_uncached_tokens),
             router=RouterConfig(policy=args.policy, balance_abs_threshold=args.balance_abs_threshold))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

@@ -3,6 +3,7 @@ table, the prefix-index adapter, config validation and the auth buckets."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -10,16 +11,18 @@ import pytest
 from cache.events import KVEvent
 from cache.hashing import BlockHash, HashKeys, hash_prompt_blocks
 from cache.prefix_index import PrefixIndex
-from common.errors import AuthenticationError, PermissionDeniedError, RateLimitedError
+from common.errors import AuthenticationError, ConfigError, PermissionDeniedError, RateLimitedError
 from control_plane.gateway.auth import ApiKeySpec, Authenticator, Principal, hash_key
 from control_plane.gateway.config import GatewayConfig, ModelSpec
 from control_plane.gateway.plan import PlanView
+from control_plane.orchestrator.config import OrchestratorConfig
 from control_plane.orchestrator.prefix import IndexPrefixSource
 from control_plane.orchestrator.relay import Run, accept_chunk
 from control_plane.orchestrator.routed_prefixes import RoutedPrefixes, merge
 from control_plane.orchestrator.routes import ClassRoute, PathChooser
 from control_plane.orchestrator.types import Finished, GenerateJob, Sampling, TokenDelta
 from control_plane.router import PrefixHoldings
+from heteroserve.cli import gateway as gateway_cli
 from heteroserve.v1 import common_pb2
 
 PLAN = {
@@ -132,13 +135,40 @@ def test_rate_limits_are_per_key_not_per_name() -> None:
 
 @pytest.mark.parametrize("kwargs, field", [
     ({"models": ()}, "models"), ({"cluster_token": ""}, "cluster_token"),
-    ({"http_port": 70000}, "http_port"), ({"max_retries": -1}, "max_retries"),
+    ({"http_port": 70000}, "http_port"),
     ({"default_max_tokens": 10_000}, "default_max_tokens"), ({"refresh_seconds": 0}, "refresh_seconds"),
 ])
 def test_gateway_config_names_field(kwargs: dict[str, object], field: str) -> None:
     base: dict[str, object] = {"models": (ModelSpec("tiny", Path("/m")),), "cluster_token": "t"}
     with pytest.raises(ValueError, match=field):
         GatewayConfig(**{**base, **kwargs})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"max_retries": -1}, "max_retries"), ({"max_migrations": -1}, "max_migrations"),
+    ({"token_timeout_seconds": 0}, "token_timeout_seconds"), ({"block_size": 0}, "block_size"),
+    ({"pd_min_uncached_tokens": -1}, "pd_min_uncached_tokens"),
+])
+def test_orchestrator_config_names_field(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        OrchestratorConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_gateway_flags_fill_the_nested_orchestrator_config(monkeypatch: pytest.MonkeyPatch,
+                                                           tiny_model_dir: Path) -> None:
+    parser = argparse.ArgumentParser()
+    gateway_cli.configure(parser)
+    monkeypatch.setenv("HETEROSERVE_CLUSTER_TOKEN", "t")
+    args = parser.parse_args(["--model", str(tiny_model_dir), "--max-retries", "5", "--max-migrations", "0",
+                              "--first-token-timeout", "7.5", "--token-timeout", "2",
+                              "--pd-min-uncached-tokens", "64"])
+    config = gateway_cli.build_config(args)
+    assert config.orchestrator == OrchestratorConfig(
+        first_token_timeout_seconds=7.5, token_timeout_seconds=2.0, unary_timeout_seconds=5.0,
+        max_retries=5, max_migrations=0, pd_min_uncached_tokens=64, block_size=16)
+    bad = parser.parse_args(["--model", str(tiny_model_dir), "--max-retries", "-1"])
+    with pytest.raises(ConfigError, match="max_retries"):
+        gateway_cli.build_config(bad)
 
 
 def test_plan_view_reads_placement_plan() -> None:
