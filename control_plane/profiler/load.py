@@ -15,8 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import numpy as np
-
+from common.stats import percentile
 from heteroserve.v1 import common_pb2, worker_pb2
 from workerrpc.client import WorkerClient
 
@@ -54,8 +53,11 @@ class LoadResult:
     wall_seconds: float
 
     def percentile(self, which: str, q: float) -> float:
+        """`common.stats.percentile` (q in [0, 1]) of the TTFTs or TPOTs; inf when there are none, so
+        a run that measured nothing never meets an SLO."""
         values = self.ttft_seconds if which == "ttft" else self.tpot_seconds
-        return float(np.percentile(values, q)) if values else float("inf")
+        value = percentile(values, q)
+        return float("inf") if value is None else value
 
 
 async def _one(client: WorkerClient, spec: LoadSpec, rng: random.Random) -> tuple[float, float]:

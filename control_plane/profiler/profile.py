@@ -95,7 +95,7 @@ def profile_document(config: ProfileConfig, grid: Sequence[Sequence[BucketResult
         "input_edges": list(config.input_edges),
         "output_edges": list(config.output_edges),
         "slo": asdict(config.slo),
-        "percentile": PERCENTILE,
+        "percentile": round(PERCENTILE * 100, 6),  # in percent, as the files have always stated it
         "model": model,
         "worker": worker,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-PERCENTILE = 90.0
+PERCENTILE = 0.9  # the SLO's quantile, q in [0, 1] as `common.stats.percentile` takes it (p90)
 
 
 @dataclass(frozen=True)

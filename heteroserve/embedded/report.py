@@ -1,11 +1,11 @@
 """The demo's report: latency percentiles, plan vs baselines, planner reactions, cache hit rates.
 
 Definitions: TTFT = send → first streamed token (client side); TPOT = (end − first token) /
-(output tokens − 1); percentiles by linear interpolation. A "P/D handoff" is a request whose route
-was disaggregated (prefill on one worker, decode on another). Planner reactions are read from the
-timeline sampled every second: `scale_up_after_step_s` = first time the plan wants more workers than
-at the step's start, minus the step's start; `scale_down_after_drop_s` likewise for fewer workers
-after the drop.
+(output tokens − 1); percentiles are `common.stats.percentile` (linear interpolation). A "P/D handoff"
+is a request whose route was disaggregated (prefill on one worker, decode on another). Planner
+reactions are read from the timeline sampled every second: `scale_up_after_step_s` = first time the
+plan wants more workers than at the step's start, minus the step's start; `scale_down_after_drop_s`
+likewise for fewer workers after the drop.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from common.stats import percentile
 from heteroserve.client import Route
 from heteroserve.embedded.status import ClusterStatus
 from heteroserve.embedded.workload import Phase, WorkloadConfig
@@ -51,15 +52,6 @@ class TimelinePoint:
     desired: dict[str, int]
     running: dict[str, int]
     plan_reason: str = ""
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    k = (len(s) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 def _latency(results: list[RequestResult]) -> dict[str, Any]:

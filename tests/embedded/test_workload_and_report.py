@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from common.stats import percentile
 from heteroserve.client import Route
 from heteroserve.embedded.demo import BUNDLED_TRACE, _changes
-from heteroserve.embedded.report import RequestResult, TimelinePoint, _reactions, percentile
+from heteroserve.embedded.report import RequestResult, TimelinePoint, _reactions
 from heteroserve.embedded.workload import Phase, PromptMaker, WorkloadConfig, build_schedule, read_trace
 
 ROOT = Path(__file__).resolve().parents[2]
