@@ -36,11 +36,11 @@ from placement import melange
 from placement.catalog import load_catalog
 from placement.compile import CompileOptions, compile_problem
 from placement.ilp.problem import SolverOptions
-from placement.ilp.solve import solve
 from placement.models import load_models
 from placement.plan import Classifier
 from placement.planning import to_plan
 from placement.simulator import SimOptions, requests_from_trace, simulate
+from placement.solve import solve
 from placement.trace import load_trace, with_poisson_arrivals
 from placement.workload import (
     Buckets,

@@ -15,9 +15,9 @@ from collections import defaultdict
 
 from common.errors import InfeasibleError
 from placement.ilp.problem import MIN_RATE, Problem, SolverOptions
-from placement.ilp.solve import solve
 from placement.melange import solve_slices
 from placement.plan import Baseline
+from placement.solve import solve
 
 EPS = 1e-9
 

@@ -21,13 +21,13 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from common.vocab import Role
 from placement.catalog import Catalog, NodeType
 from placement.ilp.problem import ColocatedOption, Demand, DisaggregatedOption, PoolSpec, Problem
 from placement.measured import MeasuredTable
 from placement.models import ModelSpec
 from placement.perf.roofline import kv_transfer_seconds
 from placement.profiles import Capacity, ProfileOptions, colocated_capacity, decode_capacity, prefill_capacity
-from placement.types_ import Role
 from placement.workload import RequestClass, SLOClass
 
 

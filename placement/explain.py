@@ -1,17 +1,22 @@
 """Explaining infeasible placement problems: which class cannot be served, and which constraint binds.
 
-1. Pre-check per class (cheap, before solving): a class with positive rate but no option at all is
-   reported with the reasons its options were excluded (memory, KV capacity, TTFT incl. transfer, TPOT,
-   CSD rule), as recorded in `Problem.exclusions`.
-2. Elastic re-solve (only after the ILP says infeasible): every class may leave a share unserved at a
-   large price. Classes left partly unserved are named; the binding constraint is the inventory or
-   KV-transfer row that is tight in that solution.
+1. `precheck` (cheap, before solving): a class with positive rate but no option at all is reported
+   with the reasons its options were excluded (memory, KV capacity, TTFT incl. transfer, TPOT, CSD
+   rule), as recorded in `Problem.exclusions`.
+2. `explain` (after `ilp.model.optimize` returned `Unsolved`): a proven-infeasible problem is re-solved
+   elastically (every class may leave a share unserved at a large price); the class left most unserved
+   is named, and the binding constraint is the inventory or KV-transfer row that is tight in that
+   solution. A solve stopped by its time limit is reported as such.
+Both return or raise `InfeasibleError`; `placement.solve.solve` composes them with the ILP.
 """
 
 from __future__ import annotations
 
 from common.errors import InfeasibleError
+from placement.ilp.backend import run
+from placement.ilp.model import build_model, read_solution
 from placement.ilp.problem import MIN_RATE, Problem, SolverOptions
+from placement.ilp.result import Unsolved
 
 TIGHT = 1e-6
 
@@ -42,18 +47,26 @@ def _binding_kind(reasons: tuple[str, ...]) -> str:
     return "no_option"
 
 
-def explain_infeasible(problem: Problem, options: SolverOptions) -> InfeasibleError:
-    """Elastic re-solve of an infeasible problem → the error to raise (never raises itself)."""
-    from placement.ilp.solve import build_model, extract
-    from placement.ilp.solver import run
+def explain(unsolved: Unsolved) -> InfeasibleError:
+    """The error to raise for an `Unsolved` ILP result (never raises itself)."""
+    info, options = unsolved.info, unsolved.options
+    if info.status != "infeasible":
+        return InfeasibleError(
+            f"solver {info.solver} found no plan within {options.time_limit_seconds} s "
+            f"(status {info.status}); raise the time limit",
+            constraint="time_limit",
+        )
+    return _elastic(unsolved.problem, options)
 
+
+def _elastic(problem: Problem, options: SolverOptions) -> InfeasibleError:
     model, v = build_model(problem, options, elastic=True)
     info = run(model, options)
     if not info.has_solution:
         return InfeasibleError(
             f"placement infeasible (elastic re-solve: {info.status})", constraint="unknown"
         )
-    solution = extract(problem, v, info)
+    solution = read_solution(problem, v, info)
     if not solution.unserved:
         return InfeasibleError(
             "placement infeasible for numerical reasons; relax the SLOs slightly", constraint="numerics"

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from common.vocab import LENGTH_BUCKET_EDGES
 from placement.melange import MelangeProfiles
 from placement.profiles import Capacity
-from placement.types_ import DEFAULT_EDGES
 from placement.workload import RequestClass
 
 
@@ -25,8 +25,8 @@ class MeasuredTable:
     """node type → rates[i][j] (req/s per instance) over `input_edges` × `output_edges` (tokens)."""
 
     rates: Mapping[str, tuple[tuple[float, ...], ...]]
-    input_edges: tuple[int, ...] = DEFAULT_EDGES
-    output_edges: tuple[int, ...] = DEFAULT_EDGES
+    input_edges: tuple[int, ...] = LENGTH_BUCKET_EDGES
+    output_edges: tuple[int, ...] = LENGTH_BUCKET_EDGES
     source: str = field(default="measured")
 
     def __post_init__(self) -> None:
@@ -56,8 +56,8 @@ class MeasuredTable:
 def from_melange(
     profiles: MelangeProfiles,
     names: Mapping[str, str] | None = None,
-    input_edges: tuple[int, ...] = DEFAULT_EDGES,
-    output_edges: tuple[int, ...] = DEFAULT_EDGES,
+    input_edges: tuple[int, ...] = LENGTH_BUCKET_EDGES,
+    output_edges: tuple[int, ...] = LENGTH_BUCKET_EDGES,
     source: str = "measured",
 ) -> MeasuredTable:
     """A table from Mélange profiles; `names` maps the file's GPU names to catalog node types."""

@@ -21,8 +21,9 @@ from typing import Any
 import pulp
 
 from common.errors import ConfigError, InfeasibleError
+from placement.ilp.backend import run
 from placement.ilp.problem import ColocatedOption, Demand, PoolSpec, Problem, SolverOptions
-from placement.ilp.solver import SolveInfo, run
+from placement.ilp.result import SolveInfo
 
 
 @dataclass(frozen=True)

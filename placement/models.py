@@ -13,8 +13,7 @@ from pathlib import Path
 
 from common.config import build, load_mapping
 from common.errors import ConfigError
-from placement.catalog import CATALOG_DIR
-from placement.types_ import DTYPE_BYTES
+from placement.catalog import CATALOG_DIR, DTYPE_BYTES
 
 SHIPPED_MODELS = CATALOG_DIR / "models.yaml"
 

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 from placement import baselines as base
 from placement.ilp.problem import Problem, SolverOptions
-from placement.ilp.solve import Solution, solve
+from placement.ilp.result import Solution
 from placement.plan import Baseline, Classifier, ClassRouting, Plan, Pool, Route, SolveSummary
+from placement.solve import solve
 
 _BUCKET = re.compile(r"/i(\d+)o(\d+)$")
 

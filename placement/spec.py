@@ -29,6 +29,7 @@ from typing import Any
 
 from common.config import build, load_mapping
 from common.errors import ConfigError
+from common.vocab import LENGTH_BUCKET_EDGES
 from placement.catalog import Catalog, NodeType, load_catalog
 from placement.compile import CompileOptions
 from placement.ilp.problem import SolverOptions
@@ -38,7 +39,6 @@ from placement.models import ModelSpec, load_models
 from placement.plan import Classifier
 from placement.profiles import ProfileOptions
 from placement.trace import Trace, load_trace
-from placement.types_ import DEFAULT_EDGES
 from placement.workload import (
     Buckets,
     RequestClass,
@@ -93,8 +93,8 @@ class ProfileFileSpec:
     model: str
     path: str
     node_types: dict[str, str] = field(default_factory=dict)
-    input_edges: tuple[int, ...] = DEFAULT_EDGES
-    output_edges: tuple[int, ...] = DEFAULT_EDGES
+    input_edges: tuple[int, ...] = LENGTH_BUCKET_EDGES
+    output_edges: tuple[int, ...] = LENGTH_BUCKET_EDGES
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ each request class it can serve (what `heteroserve profile` measures, or an oper
 
 It builds the placement ILP's `Problem` directly from those numbers — a colocated option per
 (class, colocated pool with a rate), a P/D option per (class, prefill pool, decode pool) that both
-have a rate, load = 1 / rate instances per req/s — and calls `placement.ilp.solve.solve` with the
+have a rate, load = 1 / rate instances per req/s — and calls `placement.solve.solve` with the
 running plan's counts (churn penalty). When the fleet does not change and the running plan's routing
 still fits the new rates, that routing is kept (the ILP's routing is one of many equal-cost optima,
 and re-publishing a different one each solve only shuffles traffic). Baselines are solved the same
@@ -39,7 +39,7 @@ from placement.ilp.problem import (
     Problem,
     SolverOptions,
 )
-from placement.ilp.solve import solve
+from placement.solve import solve
 
 
 @dataclass(frozen=True)

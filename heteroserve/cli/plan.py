@@ -120,7 +120,7 @@ def _run_melange(args: argparse.Namespace) -> int:
     from common.errors import ConfigError
     from placement import melange
     from placement.ilp.problem import SolverOptions
-    from placement.ilp.solve import solve
+    from placement.solve import solve
 
     if not args.workload:
         raise ConfigError("--workload DIST.json is required with --melange", field="workload")

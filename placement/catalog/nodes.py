@@ -14,10 +14,14 @@ from types import MappingProxyType
 
 from common.config import build, load_mapping
 from common.errors import ConfigError
-from placement.types_ import DTYPE_BYTES, NODE_KINDS
+from common.vocab import NODE_KINDS
 
 CATALOG_DIR = Path(__file__).resolve().parent
 SHIPPED_NODES = CATALOG_DIR / "nodes.yaml"
+
+# Bytes per value of each numeric format: sizes weights and KV (`placement.models`) and names the
+# dtypes a node's `peak_tflops` may list.
+DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from placement.types_ import Role
+from common.vocab import Role
 
 # Classes below this rate (req/s) count as idle: a solver's tolerances cannot route them meaningfully.
 MIN_RATE = 1e-6
@@ -137,61 +137,3 @@ class Problem:
 
     def pool_index(self) -> dict[str, int]:
         return {p.name: i for i, p in enumerate(self.pools)}
-
-
-def split_by_model(problem: Problem) -> list[Problem]:
-    """Independent sub-problems, one per group of models that share an inventory-limited node type.
-
-    Pools belong to one model, so without a shared inventory row the ILP separates exactly by model.
-    """
-    models = sorted({d.model for d in problem.demands} | {p.model for p in problem.pools})
-    parent = {m: m for m in models}
-
-    def find(m: str) -> str:
-        while parent[m] != m:
-            m = parent[m]
-        return m
-
-    for node_type in problem.inventory:
-        users = sorted({p.model for p in problem.pools if p.node_type == node_type})
-        for other in users[1:]:
-            parent[find(other)] = find(users[0])
-    groups: dict[str, set[str]] = {}
-    for m in models:
-        groups.setdefault(find(m), set()).add(m)
-    if len(groups) == 1:
-        return [problem]
-    return [_restrict(problem, group) for group in groups.values()]
-
-
-def _restrict(problem: Problem, models: set[str]) -> Problem:
-    demands = [i for i, d in enumerate(problem.demands) if d.model in models]
-    pools = [i for i, p in enumerate(problem.pools) if p.model in models]
-    dmap = {old: new for new, old in enumerate(demands)}
-    pmap = {old: new for new, old in enumerate(pools)}
-    coloc = tuple(
-        ColocatedOption(dmap[o.demand], pmap[o.pool], o.load) for o in problem.colocated if o.demand in dmap
-    )
-    disagg = tuple(
-        DisaggregatedOption(
-            dmap[o.demand],
-            pmap[o.prefill_pool],
-            pmap[o.decode_pool],
-            o.prefill_load,
-            o.decode_load,
-            o.transfer_seconds,
-        )
-        for o in problem.disaggregated
-        if o.demand in dmap
-    )
-    names = {problem.pools[i].name for i in pools}
-    return Problem(
-        tuple(problem.demands[i] for i in demands),
-        tuple(problem.pools[i] for i in pools),
-        coloc,
-        disagg,
-        problem.inventory,
-        {k: v for k, v in problem.current.items() if k in names},
-        problem.churn_penalty,
-        {problem.demands[i].name: problem.exclusions.get(problem.demands[i].name, ()) for i in demands},
-    )

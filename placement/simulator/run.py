@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
+from common.stats import percentile
 from placement.catalog import Catalog
 from placement.models import ModelSpec
 from placement.perf.roofline import TRANSFER_LATENCY_SECONDS, kv_transfer_bytes
@@ -44,7 +45,9 @@ class SimOptions:
 
 @dataclass(frozen=True)
 class SimResult:
-    """Times in seconds; utilisation = busy time / simulated span, per pool (mean over instances)."""
+    """Times in seconds; utilisation = busy time / simulated span, per pool (mean over instances).
+    Percentiles are `common.stats.percentile` (linear interpolation); 0.0 when the sample is empty
+    (no requests, or no request with more than one output token for TPOT)."""
 
     num_requests: int
     slo_attainment: float
@@ -68,11 +71,10 @@ def requests_from_trace(trace: Trace, model: str, slo: str) -> tuple[SimRequest,
     )
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def _quantiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """p50, p90, p99 by `common.stats.percentile`; 0.0 for an empty sample (SimResult's contract)."""
+    p50, p90, p99 = (percentile(values, q) for q in (0.5, 0.9, 0.99))
+    return p50 or 0.0, p90 or 0.0, p99 or 0.0
 
 
 class _Sim:
@@ -195,12 +197,8 @@ def simulate(
     return SimResult(
         len(states),
         met / len(states) if states else 1.0,
-        _percentile(ttfts, 0.5),
-        _percentile(ttfts, 0.9),
-        _percentile(ttfts, 0.99),
-        _percentile(tpots, 0.5),
-        _percentile(tpots, 0.9),
-        _percentile(tpots, 0.99),
+        *_quantiles(ttfts),
+        *_quantiles(tpots),
         span,
         plan.cost_per_hour,
         plan.cost_per_hour * span / 3600,

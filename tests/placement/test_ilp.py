@@ -17,7 +17,8 @@ from placement.ilp.problem import (
     Problem,
     SolverOptions,
 )
-from placement.ilp.solve import Solution, solve
+from placement.ilp.result import Solution
+from placement.solve import solve
 
 
 def pd_problem(**kw: object) -> Problem:

@@ -10,7 +10,7 @@ import pytest
 from heteroserve.cli import main
 from placement import melange
 from placement.ilp.problem import SolverOptions
-from placement.ilp.solve import solve
+from placement.solve import solve
 
 
 @pytest.fixture(scope="module")

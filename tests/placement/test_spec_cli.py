@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from common.errors import ConfigError
+from common.vocab import LENGTH_BUCKET_EDGES
 from heteroserve.cli import main
 from placement.spec import load_spec
-from placement.types_ import DEFAULT_EDGES
 
 GOOD = {
     "fleet": ["A100-80G", "A10G", "L4"],
@@ -109,11 +109,11 @@ def test_shipped_examples_load() -> None:
 def test_melange_profile_file_replaces_roofline_rates(tmp_path: Path, shared_data: Path) -> None:
     from placement import melange
     from placement.compile import compile_problem
-    from placement.ilp.solve import solve
+    from placement.solve import solve
 
     mdir = shared_data / "melange"
     arena = melange.load_workload(mdir / "arena_workload_distribution_6x6.json")
-    edges = list(DEFAULT_EDGES)
+    edges = list(LENGTH_BUCKET_EDGES)
     spec = {
         "fleet": ["A10G", "A100-80G"],
         "slo_classes": [{"name": "default", "ttft_seconds": 10.0, "tpot_seconds": 1.0}],

@@ -1,4 +1,6 @@
-"""Run a pulp model on HiGHS (through `pulp.HiGHS`, the highspy API) or CBC, and read the outcome.
+"""The solver backend: run a pulp model on HiGHS (`pulp.HiGHS`, the highspy API; CBC when HiGHS is
+missing or asked for) quietly, within the time limit and relative gap of `SolverOptions`, and read the
+outcome as a `SolveInfo`.
 
 Optimality comes from pulp's solution status (`sol_status`), not the status string: a MIP stopped by
 its time limit has status "Optimal" in pulp but `sol_status` LpSolutionIntegerFeasible. The relative
@@ -9,28 +11,11 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
 
 import pulp
 
 from placement.ilp.problem import SolverOptions
-
-
-@dataclass(frozen=True)
-class SolveInfo:
-    """How a solve went. `status`: optimal | feasible | infeasible | unbounded | not_solved."""
-
-    solver: str
-    status: str
-    optimal: bool
-    gap: float | None
-    solve_seconds: float
-    objective: float | None
-
-    @property
-    def has_solution(self) -> bool:
-        return self.status in ("optimal", "feasible")
-
+from placement.ilp.result import SolveInfo
 
 _SOL_STATUS = {
     pulp.LpSolutionOptimal: "optimal",
@@ -44,9 +29,8 @@ _SOL_STATUS = {
 def _make(options: SolverOptions) -> tuple[str, pulp.LpSolver]:
     if options.solver == "highs" and pulp.HiGHS().available():
         return "highs", pulp.HiGHS(msg=False, timeLimit=options.time_limit_seconds, gapRel=options.mip_gap)
-    with (
-        warnings.catch_warnings()
-    ):  # PULP_CBC_CMD (bundled CBC) is deprecated for PuLP 4; still the one shipped
+    # PULP_CBC_CMD (the bundled CBC) is deprecated for PuLP 4, but still the one pulp ships
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return "cbc", pulp.PULP_CBC_CMD(
             msg=False, timeLimit=options.time_limit_seconds, gapRel=options.mip_gap

@@ -1,0 +1,140 @@
+"""The placement ILP, top to bottom: variables, objective, constraints (in DESIGN.md's order), solve.
+
+Indices: c a request class (`problem.demands`), p a pool (model × node type × role), t a node type,
+k an option: a colocated (class, pool) pair or a P/D route (class, prefill pool, decode pool).
+
+    minimise    Σ_p price_p · n_p  +  churn_penalty · Σ_p d_p                              ($/h)
+    subject to  served_c, capacity_p, inventory_t, egress_p, ingress_p, churn_hi_p, churn_lo_p
+
+Memory fit, TTFT including the KV transfer, and the CSD rule are not rows: `placement.compile` creates
+an option only if it meets them, so a breaking option has no variable (its reason is kept in
+`Problem.exclusions` for explanations, and `placement.check` re-verifies all three on the plan).
+Pure: a fresh pulp model per call, nothing printed, the `Problem` never mutated. `optimize` returns a
+`Solution`, or an `Unsolved` that `placement.explain` turns into an explanation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import pulp
+
+from placement.ilp import terms
+from placement.ilp.backend import run
+from placement.ilp.problem import MIN_RATE, Problem, SolverOptions
+from placement.ilp.result import Solution, SolveInfo, Unsolved
+from placement.ilp.split import merge, split_by_model
+
+SHARE_EPSILON = 1e-6  # shares below this are solver dust, not routes
+
+
+@dataclass(frozen=True)
+class Variables:
+    count: tuple[pulp.LpVariable, ...]  # n_p integer in [0, inventory of p's node type]: instances
+    coloc: tuple[pulp.LpVariable, ...]  # x_k in [0, 1]: share of option k's class on its pool
+    disagg: tuple[pulp.LpVariable, ...]  # z_k in [0, 1]: share of route k's class, prefill → decode
+    change: tuple[pulp.LpVariable, ...]  # d_p ≥ 0: |n_p − running_p|, only with a churn penalty
+    unserved: tuple[pulp.LpVariable, ...]  # u_c in [0, 1]: only in the elastic re-solve (explain)
+
+
+def build_model(
+    problem: Problem, options: SolverOptions, *, elastic: bool = False
+) -> tuple[pulp.LpProblem, Variables]:
+    """The pulp model of `problem`; `elastic` lets classes go unserved at a prohibitive price."""
+    model = pulp.LpProblem("placement", pulp.LpMinimize)
+    pools, demands, add, bound = problem.pools, problem.demands, model.add_variable, problem.inventory.get
+
+    # Variables, named by index (n_3, x_12, z_40) so any class or pool name is safe.
+    v = Variables(
+        count=tuple(add(f"n_{p}", 0, bound(pool.node_type), cat="Integer") for p, pool in enumerate(pools)),
+        coloc=tuple(add(f"x_{k}", 0, 1) for k in range(len(problem.colocated))),
+        disagg=tuple(add(f"z_{k}", 0, 1) for k in range(len(problem.disaggregated))),
+        change=tuple(add(f"d_{p}", 0) for p in range(len(pools))) if problem.churn_penalty > 0 else (),
+        unserved=tuple(add(f"u_{c}", 0, 1) for c in range(len(demands))) if elastic else (),
+    )
+
+    # Objective: cost per hour + churn penalty (+ in the elastic model, unserved req/s far above any plan).
+    cost = pulp.lpSum(pool.price_per_hour * v.count[p] for p, pool in enumerate(pools))
+    churn = problem.churn_penalty * pulp.lpSum(v.change) if v.change else 0
+    big = 1e3 * (1 + sum(pool.price_per_hour for pool in pools))
+    unserved_rates = (d.rate * u for d, u in zip(demands, v.unserved, strict=True))
+    unserved = big * pulp.lpSum(unserved_rates) if v.unserved else 0
+    model += cost + churn + unserved
+
+    # 1. Every class served: Σ colocated shares + Σ P/D route shares (+ unserved) = 1.
+    shares = terms.shares_by_class(problem, v.coloc, v.disagg)
+    for c, demand in enumerate(demands):
+        if demand.rate > MIN_RATE:
+            model += pulp.lpSum(shares[c] + ([v.unserved[c]] if v.unserved else [])) == 1, f"served_{c}"
+
+    # 2. P/D shares covered: a route's z_k carries its prefill and its decode half together, so row 1
+    #    covers both halves of the disaggregated part, and row 3 charges each half to its own pool.
+
+    # 3. Capacity per pool: Σ rate · share · load over the options using pool p ≤ n_p.
+    load = terms.load_by_pool(problem, v.coloc, v.disagg)
+    for p in range(len(pools)):
+        model += pulp.lpSum(load[p]) <= v.count[p], f"capacity_{p}"
+
+    # 4. Inventory: Σ n_p over the pools of node type t ≤ its nodes (when the fleet limits it).
+    for t, (node_type, counts) in enumerate(terms.counts_by_node_type(problem, v.count)):
+        if node_type in problem.inventory:
+            model += pulp.lpSum(counts) <= problem.inventory[node_type], f"inventory_{t}"
+
+    # 5. Memory fit (weights + KV of the class's requests): by option generation, see the docstring.
+
+    # 6. KV-transfer bandwidth: KV bytes/s leaving a prefill pool / entering a decode pool
+    #    ≤ n_p · NIC bytes/s · transfer_utilization; in GB/s so the coefficients stay near 1.
+    egress, ingress = terms.kv_flows(problem, v.disagg)
+    for kind, flows in (("egress", egress), ("ingress", ingress)):
+        for p, flow in flows.items():
+            bandwidth = pools[p].network_bytes_per_second * options.transfer_utilization
+            if bandwidth != float("inf"):
+                model += pulp.lpSum(flow) * 1e-9 <= v.count[p] * bandwidth * 1e-9, f"{kind}_{p}"
+
+    # 7. TTFT including the KV transfer time: by option generation.
+    # 8. CSD only decodes, and only long-context or latency-tolerant classes: by option generation.
+
+    # Churn, linearised: d_p ≥ |n_p − running_p|.
+    for p, pool in enumerate(pools if v.change else ()):
+        running = problem.current.get(pool.name, 0)
+        model += v.change[p] >= v.count[p] - running, f"churn_hi_{p}"
+        model += v.change[p] >= running - v.count[p], f"churn_lo_{p}"
+    return model, v
+
+
+def read_solution(problem: Problem, v: Variables, info: SolveInfo) -> Solution:
+    """The solved values: counts rounded to integers, shares above SHARE_EPSILON, cost from the counts."""
+
+    def nonzero(xs: tuple[pulp.LpVariable, ...]) -> dict[int, float]:
+        return {i: float(x.value()) for i, x in enumerate(xs) if (x.value() or 0) > SHARE_EPSILON}
+
+    counts = tuple(round(x.value() or 0) for x in v.count)
+    cost = sum(n * pool.price_per_hour for n, pool in zip(counts, problem.pools, strict=True))
+    return Solution(counts, nonzero(v.coloc), nonzero(v.disagg), round(cost, 6), info, nonzero(v.unserved))
+
+
+def optimize(problem: Problem, options: SolverOptions | None = None) -> Solution | Unsolved:
+    """Cheapest counts and routing shares meeting every constraint, or the first part without a plan.
+
+    Models that share no inventory-limited node type are solved as separate ILPs (exact: the ILP
+    separates), each with an equal part of the time limit; their gaps combine cost-weighted.
+    """
+    options = options or SolverOptions()
+    parts = split_by_model(problem)
+    if len(parts) == 1:
+        return _optimize_one(problem, options)
+    limit = options.time_limit_seconds
+    part_options = replace(options, time_limit_seconds=limit / len(parts) if limit else None)
+    solutions = []
+    for part in parts:
+        result = _optimize_one(part, part_options)
+        if isinstance(result, Unsolved):
+            return result
+        solutions.append(result)
+    return merge(problem, parts, solutions)
+
+
+def _optimize_one(problem: Problem, options: SolverOptions) -> Solution | Unsolved:
+    model, v = build_model(problem, options)
+    info = run(model, options)
+    return read_solution(problem, v, info) if info.has_solution else Unsolved(problem, options, info)
