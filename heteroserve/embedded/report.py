@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from common.stats import percentile
+from common.vocab import Tier
 from heteroserve.client import Route
 from heteroserve.embedded.status import ClusterStatus
 from heteroserve.embedded.workload import Phase, WorkloadConfig
@@ -74,7 +75,7 @@ class DemoReport:
     pd_handoffs: int
     cached_prompt_tokens: int
     prompt_tokens: int
-    cache_hit_rates: dict[str, float | None]
+    cache_hit_rates: dict[Tier, float | None]
     plan: dict[str, Any]
     plan_history: list[dict[str, Any]]
     reactions: dict[str, float | None]

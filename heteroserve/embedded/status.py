@@ -22,8 +22,12 @@ from rich.console import Group
 from rich.table import Table
 
 from common.registry import WorkerRecord, list_workers
+from common.vocab import Tier
 from control_plane.plan_store import PlanRecord, PlanStore
 from heteroserve.embedded.state import ClusterState
+
+# The tiers the status shows a hit rate for: the engines' own KV pool, then the shared and disk tiers.
+_SHOWN_TIERS: tuple[Tier, ...] = ("device", "redis", "disk")
 
 OK_STATUSES = ("200", "OK")  # REST and gRPC labels of a successful request
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -60,14 +64,15 @@ class ClusterStatus:
     planner_metrics: Samples | None = None
     collected_at: float = field(default_factory=time.time)
 
-    def cache_hit_rates(self) -> dict[str, float | None]:
-        """Hit rate per tier (None when nothing was looked up there yet)."""
+    def cache_hit_rates(self) -> dict[Tier, float | None]:
+        """Hit rate per tier (None when nothing was looked up there yet): `device` is the share of
+        prompt tokens the engines did not recompute, the others the store's lookups in that tier."""
         ms = list(self.worker_metrics.values())
         cached = sum(total(m, "heteroserve_worker_cached_prompt_tokens_total") for m in ms)
         computed = sum(total(m, "heteroserve_worker_prefill_tokens_total") for m in ms)
         seen = cached + computed
-        rates: dict[str, float | None] = {"memory": cached / seen if seen else None}
-        for tier in ("redis", "disk"):
+        rates: dict[Tier, float | None] = {"device": cached / seen if seen else None}
+        for tier in _SHOWN_TIERS[1:]:
             hits = sum(total(m, "heteroserve_cache_hits_total", tier=tier) for m in ms)
             misses = sum(total(m, "heteroserve_cache_misses_total", tier=tier) for m in ms)
             rates[tier] = hits / (hits + misses) if hits + misses else None
@@ -145,7 +150,7 @@ def render(status: ClusterStatus) -> Group:
     g = status.gateway_metrics
     traffic = Table(title="gateway and cache")
     for col in ("requests ok", "errors", "mean TTFT", "mean TPOT",
-                *(f"hit rate {t}" for t in ("memory", "redis", "disk"))):
+                *(f"hit rate {t}" for t in _SHOWN_TIERS)):
         traffic.add_column(col)
     n_ttft = total(g, "heteroserve_gateway_ttft_seconds_count")
     n_tpot = total(g, "heteroserve_gateway_tpot_seconds_count")
@@ -157,5 +162,5 @@ def render(status: ClusterStatus) -> Group:
                          "{:.3f}s"),
                     _fmt(total(g, "heteroserve_gateway_tpot_seconds_sum") / n_tpot if n_tpot else None,
                          "{:.4f}s"),
-                    *(_fmt(hits[t]) for t in ("memory", "redis", "disk")))
+                    *(_fmt(hits[t]) for t in _SHOWN_TIERS))
     return Group(header, pools, workers, traffic)
