@@ -80,7 +80,7 @@ def build_model(
         if node_type in problem.inventory:
             model += pulp.lpSum(counts) <= problem.inventory[node_type], f"inventory_{t}"
 
-    # 5. Memory fit (weights + KV of the class's requests): by option generation, see the docstring.
+    # 5. Memory fit (weights + one request's KV): by option generation, see the docstring.
 
     # 6. KV-transfer bandwidth: KV bytes/s leaving a prefill pool / entering a decode pool
     #    ≤ n_p · NIC bytes/s · transfer_utilization; in GB/s so the coefficients stay near 1.
