@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import UnavailableError
+from common.lifetime import parent_death_preexec
 
 
 def free_port() -> int:
@@ -68,7 +69,9 @@ class LocalRedis:
         ]
         if self.config.password:
             args += ["--requirepass", self.config.password]
-        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Dies with the process that started it (common.lifetime): no orphan Redis after a SIGKILL.
+        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      preexec_fn=parent_death_preexec())
         self._wait_ready(timeout_seconds)
         return self
 

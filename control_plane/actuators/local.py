@@ -18,7 +18,10 @@ scale-downs:
   requests), then sent SIGTERM, and SIGKILL after `stop_timeout_seconds`.
 A worker process that died on its own is forgotten at the next `apply`/`current`, so re-applying the
 same targets replaces it. Each running worker has `<run_dir>/workers/<worker_id>.json` (pid, ports,
-pool) so `heteroserve down` can stop it even if the actuator's process died.
+pool) so `heteroserve down` can stop it even if the actuator's process died; and every worker gets
+the parent-death signal (`common.lifetime`): when the planner process ends without stopping its
+workers (SIGKILL, a crash), the kernel kills them. `apply` forks on the event loop's thread, which
+lives as long as the planner.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from common.errors import HeteroserveError, UnavailableError
+from common.lifetime import parent_death_preexec
 from common.localredis import free_port
 from common.registry import get_worker
 from control_plane.actuators.base import ApplyResult, DrainFn, DrainTarget, PoolChange, PoolTarget
@@ -171,8 +175,10 @@ class LocalActuator:
         env = {**os.environ, "HETEROSERVE_CLUSTER_TOKEN": self.config.cluster_token,
                "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **self.config.extra_env}
         with log_path.open("ab") as log_file:
+            # Dies with the planner (common.lifetime): a SIGKILLed planner leaves no worker behind.
             proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    preexec_fn=parent_death_preexec())
         worker = LocalWorker(worker_id, target, port, metrics_port, proc, log_path)
         self._workers.setdefault(target.pool, []).append(worker)
         self._pid_file(worker).write_text(json.dumps({

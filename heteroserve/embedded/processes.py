@@ -2,6 +2,9 @@
 
 Every child runs in its own session (so a Ctrl-C in the terminal reaches only the launcher, which
 then stops the children in order) and writes stdout + stderr to `<run_dir>/logs/<name>.log`.
+Every child also dies with the thread that started it (`common.lifetime`, the parent-death signal):
+a launcher or benchmark that is SIGKILLed leaves no process behind. Start children from the main
+thread or from an executor thread kept for the whole run, never from a short-lived thread.
 `stop()` sends SIGTERM, waits `timeout` seconds, then SIGKILLs. `stop_pid()` does the same for a
 process known only by its pid (used by `heteroserve down` after the launcher died).
 """
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from common.errors import UnavailableError
+from common.lifetime import parent_death_preexec
 
 PYTHON = sys.executable
 
@@ -41,7 +45,8 @@ class ManagedProcess:
         with log_path.open("ab") as log_file:
             self.proc = subprocess.Popen(list(argv), stdout=log_file, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True,
-                                         env={**os.environ, **(env or {})})
+                                         env={**os.environ, **(env or {})},
+                                         preexec_fn=parent_death_preexec())
 
     @property
     def pid(self) -> int:
@@ -153,7 +158,7 @@ def start_until_ready(argv: Sequence[str], ready_marker: str, *, env: Mapping[st
     `NotReadyError`. The pumping threads are daemons and end when the process closes its pipes.
     """
     proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})}, preexec_fn=parent_death_preexec())
     lines: queue.Queue[str] = queue.Queue()
     stderr_lines: list[str] = []
     threading.Thread(target=_pump, args=(proc.stdout, lines.put), daemon=True).start()
