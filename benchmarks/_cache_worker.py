@@ -1,5 +1,5 @@
 """One worker process for `heteroserve bench cache`: an AsyncEngine + a Redis-backed TieredStore joined
-by `workers.kv_bridge`, driven by JSON lines on stdin (one reply line each on stdout).
+by `workers.kv`, driven by JSON lines on stdin (one reply line each on stdout).
 
 Commands: {"op": "generate", "prompt": [...], "load": bool, "publish": bool, "max_tokens": int}
 -> {"ttft_s", "load_s", "cached_tokens", "tokens", "hits", "misses"}; {"op": "quit"}.
@@ -28,7 +28,9 @@ from cache.tiers import RedisTierConfig
 from workers.engine.async_engine import AsyncEngine
 from workers.engine.config import EngineConfig
 from workers.engine.types import EngineRequest, SamplingParams
-from workers.kv_bridge import load_cached_prefix, publish_prompt_blocks
+from workers.kv.bridge import publish_prompt_blocks
+from workers.kv.fetch import fetch_prefix
+from workers.kv.sources import StoreSource
 
 
 def _count(metrics: CacheMetrics, family: str) -> float:
@@ -42,7 +44,7 @@ async def _generate(engine: AsyncEngine, store: TieredStore, metrics: CacheMetri
     hashes = hash_prompt_blocks(prompt, engine.hash_keys(), engine.block_size)
     start = time.perf_counter()
     if cmd.get("load"):
-        await load_cached_prefix(engine, store, hashes)
+        await fetch_prefix(engine, StoreSource(store), hashes, prompt)
     load_s = time.perf_counter() - start
     ttft, cached, tokens = None, 0, []
     request = EngineRequest(f"r{seq}", prompt, SamplingParams(max_tokens=int(cmd.get("max_tokens", 4)),

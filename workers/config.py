@@ -10,15 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from cache.config import CacheConfig
+from common.vocab import DEVICES, ROLES, Device, Role
 
-Device = Literal["cpu", "cuda", "csd"]
-Role = Literal["colocated", "prefill", "decode"]
-
-DEVICES: tuple[Device, ...] = ("cpu", "cuda", "csd")
-ROLES: tuple[Role, ...] = ("colocated", "prefill", "decode")
 CLUSTER_TOKEN_ENV = "HETEROSERVE_CLUSTER_TOKEN"
 
 

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from common.vocab import TRANSFER_PATHS, TransferPath
+
 if TYPE_CHECKING:
     from workers.engine.types import EngineStats
 
-KV_TRANSFER_TIERS = ("peer", "shared")
 _TRANSFER_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -61,7 +62,7 @@ class WorkerMetrics:
         self.kv_blocks_exported = Counter(
             "heteroserve_worker_kv_blocks_exported_total", "KV blocks sent to other workers over PullKV.",
             registry=registry)
-        for tier in KV_TRANSFER_TIERS:  # export zero series up front so dashboards see them
+        for tier in TRANSFER_PATHS:  # export zero series up front so dashboards see them
             self.kv_transfer_bytes.labels(tier=tier)
             self.kv_transfer_failures.labels(tier=tier)
         self._last: EngineStats | None = None
@@ -85,9 +86,9 @@ class WorkerMetrics:
     def record_request(self, method: str, status: str) -> None:
         self.requests.labels(method=method, status=status).inc()
 
-    def record_kv_transfer(self, tier: str, num_bytes: int, seconds: float) -> None:
+    def record_kv_transfer(self, tier: TransferPath, num_bytes: int, seconds: float) -> None:
         self.kv_transfer_bytes.labels(tier=tier).inc(num_bytes)
         self.kv_transfer_seconds.labels(tier=tier).observe(seconds)
 
-    def record_kv_transfer_failure(self, tier: str) -> None:
+    def record_kv_transfer_failure(self, tier: TransferPath) -> None:
         self.kv_transfer_failures.labels(tier=tier).inc()

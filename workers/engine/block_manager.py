@@ -34,7 +34,7 @@ class Block:
 
 
 @dataclass(frozen=True)
-class PrefixMatch:
+class ReusablePrefix:
     """Result of `match`: cached blocks a sequence may reuse. Changes nothing by itself."""
 
     block_ids: tuple[int, ...]
@@ -80,10 +80,10 @@ class BlockManager:
             count += 1
         return count
 
-    def match(self, seq: Sequence) -> PrefixMatch:
+    def match(self, seq: Sequence) -> ReusablePrefix:
         """Reusable cached prefix of `seq` (at most num_tokens - 1 tokens). Pure."""
         if not self.enable_prefix_caching:
-            return PrefixMatch((), 0, 0)
+            return ReusablePrefix((), 0, 0)
         max_blocks = (seq.num_tokens - 1) // self.block_size
         hits: list[int] = []
         for index, block_hash in enumerate(seq.full_block_hashes(max_blocks)):
@@ -92,14 +92,14 @@ class BlockManager:
                 break
             hits.append(block_id)
         free_hits = sum(1 for b in hits if self.blocks[b].ref_count == 0)
-        return PrefixMatch(tuple(hits), len(hits) * self.block_size, free_hits)
+        return ReusablePrefix(tuple(hits), len(hits) * self.block_size, free_hits)
 
     # ---- admission and growth (paired verbs) -------------------------------------------------
-    def can_allocate(self, match: PrefixMatch, num_new_tokens: int) -> bool:
+    def can_allocate(self, match: ReusablePrefix, num_new_tokens: int) -> bool:
         new_blocks = self.blocks_needed(match.num_tokens + num_new_tokens) - len(match.block_ids)
         return new_blocks + match.num_free_hits <= self.num_free_blocks
 
-    def allocate(self, seq: Sequence, match: PrefixMatch, num_new_tokens: int) -> None:
+    def allocate(self, seq: Sequence, match: ReusablePrefix, num_new_tokens: int) -> None:
         """Hold the matched blocks and enough new ones for `num_new_tokens` more tokens; sets the
         sequence's block table and computed/cached token counts."""
         assert not seq.block_table, f"{seq.request_id} already holds blocks"

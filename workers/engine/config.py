@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-DeviceKind = Literal["cpu", "cuda", "csd"]
-DEVICE_KINDS = ("cpu", "cuda", "csd")
+from common.vocab import DEVICES, Device
+
 DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -21,7 +20,7 @@ class EngineConfig:
     """
 
     model_dir: Path
-    device: DeviceKind = "cpu"
+    device: Device = "cpu"
     dtype: str = "float32"
     block_size: int = 16
     num_kv_blocks: int | None = None
@@ -38,8 +37,8 @@ class EngineConfig:
         object.__setattr__(self, "model_dir", Path(self.model_dir))
         if self.csd_path is not None:
             object.__setattr__(self, "csd_path", Path(self.csd_path))
-        if self.device not in DEVICE_KINDS:
-            raise ValueError(f"device: must be one of {DEVICE_KINDS}, got {self.device!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device: must be one of {DEVICES}, got {self.device!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype: must be one of {DTYPES}, got {self.dtype!r}")
         for name in ("block_size", "kv_cache_bytes", "max_num_seqs", "max_num_batched_tokens"):

@@ -94,6 +94,10 @@ class LLMEngine:
                                       field="prompt")
         if min(prompt) < 0 or max(prompt) >= self.args.vocab_size:
             raise InvalidRequestError(f"token ids must be in [0, {self.args.vocab_size})", field="prompt")
+        if len(request.block_hashes) > len(prompt) // self.config.block_size:
+            raise InvalidRequestError(f"{len(request.block_hashes)} hashes for a prompt of "
+                                      f"{len(prompt) // self.config.block_size} full blocks",
+                                      field="block_hashes")
         if self.block_manager.blocks_needed(len(prompt) + 1) > self.block_manager.num_blocks:
             raise InvalidRequestError(f"prompt needs more KV blocks than the pool's "
                                       f"{self.block_manager.num_blocks}", field="prompt")

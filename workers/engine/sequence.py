@@ -21,7 +21,8 @@ class Sequence:
 
     `token_ids` = prompt (including `num_generated_before` tokens made elsewhere) + tokens generated
     here. `num_computed_tokens` tokens have KV in the blocks of `block_table`. `block_hashes[i]` is the
-    chained hash of full block i, filled lazily by `full_block_hashes`.
+    chained hash of full block i: those the request brings (`EngineRequest.block_hashes`), the rest
+    filled lazily by `full_block_hashes`.
     """
 
     request: EngineRequest
@@ -39,6 +40,7 @@ class Sequence:
     def __post_init__(self) -> None:
         self.token_ids = list(self.request.prompt_token_ids)
         self.num_prompt_tokens = len(self.token_ids)
+        self.block_hashes = list(self.request.block_hashes)  # hashed once, by the caller
 
     @property
     def request_id(self) -> str:

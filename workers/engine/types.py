@@ -69,6 +69,11 @@ class EngineRequest:
     below `max_tokens`: the engine always samples at least one token, so a caller with nothing left
     to generate finishes the stream itself.
     Lower `priority` runs first (SLO classes); equal priorities are FCFS.
+    `block_hashes`: the chained hashes (cache/hashing.py, the engine's `hash_keys`) of the leading full
+    blocks of `prompt_token_ids`, when the caller has them already (the worker service hashes each
+    prompt once); the engine's prefix cache then uses them instead of hashing those tokens again. They
+    are trusted, not checked: a wrong hash can only miss (a hit re-checks the block's tokens). Empty =
+    the engine hashes the prompt itself.
     """
 
     request_id: str
@@ -78,6 +83,7 @@ class EngineRequest:
     adapter: str = ""
     tenant_salt: str = ""
     num_generated_before: int = 0
+    block_hashes: tuple[BlockHash, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.prompt_token_ids:

@@ -11,9 +11,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cache.hashing import BlockHash
 from common.errors import InvalidRequestError
-from heteroserve.v1 import common_pb2
+from heteroserve.v1 import common_pb2, worker_pb2
 from workers.engine.types import EngineRequest, SamplingParams, TokenEvent
+from workers.kv.loader import KVTransfer
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,16 @@ def engine_request(
         tenant_salt=cache_keys.tenant_salt,
         num_generated_before=len(generated),
     )
+
+
+def kv_transfer(source: worker_pb2.KVSource, num_prompt_tokens: int) -> KVTransfer | None:
+    """Where a Decode's KV waits (`worker_address` wins over `shared_tier`); None when neither is set."""
+    hashes = tuple(BlockHash(h) for h in source.block_hashes)
+    if source.worker_address:
+        return KVTransfer("peer", num_prompt_tokens, source.worker_address, hashes)
+    if source.shared_tier:
+        return KVTransfer("shared", num_prompt_tokens, block_hashes=hashes)
+    return None
 
 
 def token_chunk(event: TokenEvent, worker_id: str, *, first: bool) -> common_pb2.TokenChunk:

@@ -24,16 +24,17 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
+from cache.hashing import hash_prompt_blocks
 from common.errors import UnavailableError
 from common.logs import register_secret
 from common.registry import WorkerRecord
 from heteroserve.v1 import worker_pb2_grpc
 from workerrpc.client import MAX_MESSAGE_BYTES, WORKER_SERVICE
+from workers.kv.cache_link import WorkerKVCache
+from workers.kv.loader import PrefixLoader, PromptHasher
 from workers.metrics import WorkerMetrics
 from workers.service.drain import DrainGate
 from workers.service.interceptors import AuthInterceptor, ErrorInterceptor
-from workers.service.kv_cache import WorkerKVCache
-from workers.service.kv_import import KVImporter
 from workers.service.registration import Registration
 from workers.service.servicer import WorkerServicer
 
@@ -65,10 +66,12 @@ def engine_config(config: WorkerConfig) -> EngineConfig:
 
 
 class WorkerServer:
-    """One engine behind one gRPC server. Owns the engine's lifecycle from `start()` on."""
+    """One engine behind one gRPC server. Owns the engine's lifecycle from `start()` on.
+    `hash_prompt` hashes each request's prompt blocks, once per request (tests pass a counting one)."""
 
     def __init__(self, config: WorkerConfig, engine: AsyncEngine, *,
-                 registry: CollectorRegistry | None = None, kv_cache: WorkerKVCache | None = None) -> None:
+                 registry: CollectorRegistry | None = None, kv_cache: WorkerKVCache | None = None,
+                 hash_prompt: PromptHasher = hash_prompt_blocks) -> None:
         self.config = config
         self.engine = engine
         self.registry = registry or CollectorRegistry()
@@ -76,9 +79,9 @@ class WorkerServer:
         self.gate = DrainGate()
         self._health = health.aio.HealthServicer()
         self.kv_cache = kv_cache
-        shared = kv_cache if kv_cache is not None and kv_cache.has_store else None
-        importer = KVImporter(engine, self.metrics, config.cluster_token, shared_tier=shared)
-        self.servicer = WorkerServicer(engine, config, self.metrics, importer, self.gate,
+        loader = PrefixLoader(engine, self.metrics, config.cluster_token,
+                              store=kv_cache.store if kv_cache is not None else None, hash_prompt=hash_prompt)
+        self.servicer = WorkerServicer(engine, config, self.metrics, loader, self.gate,
                                        kv_cache=kv_cache, on_drain=self._on_drain)
         self._server: aio.Server | None = None
         self._registration: Registration | None = None

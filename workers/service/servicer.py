@@ -5,6 +5,9 @@ status codes in one place (a `Session` ends each failed generation with the same
 workers/service/session.py). New work (Generate, each generation of a Session, Prefill, Decode) passes
 through the `DrainGate` and is refused with UNAVAILABLE once the worker drains; PullKV and Stats keep
 working. A call the client abandons aborts its engine request, so its blocks are freed at once.
+
+Each request's prompt is hashed once (`PrefixLoader.with_block_hashes`); the hashes travel on the
+`EngineRequest` to the KV transfer, the read-through, the engine's prefix cache and Prefill's reply.
 """
 
 from __future__ import annotations
@@ -18,35 +21,36 @@ from typing import TYPE_CHECKING
 
 from grpc import aio
 
-from cache.hashing import BlockHash, hash_prompt_blocks
+from cache.hashing import BlockHash
 from heteroserve.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+from workers.kv.wire import encode_block
 from workers.service import convert
 from workers.service.drain import DrainGate
-from workers.service.kv_wire import encode_block
 from workers.service.session import SessionHandler
 
 if TYPE_CHECKING:
     from workers.config import WorkerConfig
     from workers.engine.async_engine import AsyncEngine
     from workers.engine.types import EngineRequest
+    from workers.kv.cache_link import WorkerKVCache
+    from workers.kv.loader import PrefixLoader
     from workers.metrics import WorkerMetrics
-    from workers.service.kv_cache import WorkerKVCache
-    from workers.service.kv_import import KVImporter
 
 log = logging.getLogger(__name__)
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):
-    """Serves one engine. `kv_cache` (optional) links it to the cluster KV cache: read-through before
-    every request, publishing on Prefill. `on_drain` is awaited once when a drain starts."""
+    """Serves one engine. `loader` hashes each prompt and loads its cached prefix (P/D transfer,
+    read-through); `kv_cache` (optional) publishes on Prefill. `on_drain` is awaited once when a drain
+    starts."""
 
     def __init__(self, engine: AsyncEngine, config: WorkerConfig, metrics: WorkerMetrics,
-                 importer: KVImporter, gate: DrainGate, *, kv_cache: WorkerKVCache | None = None,
+                 loader: PrefixLoader, gate: DrainGate, *, kv_cache: WorkerKVCache | None = None,
                  on_drain: Callable[[], Awaitable[None]] | None = None) -> None:
         self._engine = engine
         self._config = config
         self._metrics = metrics
-        self._importer = importer
+        self._loader = loader
         self._gate = gate
         self._kv_cache = kv_cache
         self._on_drain = on_drain
@@ -77,14 +81,15 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
     async def Prefill(self, request: worker_pb2.PrefillRequest,
                       context: aio.ServicerContext) -> worker_pb2.PrefillResponse:
         with self._gate.admit():
-            full = convert.engine_request(request.request_id, request.prompt_token_ids, request.sampling,
-                                          request.cache_keys, self._limits)
+            full = self._loader.with_block_hashes(convert.engine_request(
+                request.request_id, request.prompt_token_ids, request.sampling, request.cache_keys,
+                self._limits))
             one_token = dataclasses.replace(full, sampling=dataclasses.replace(full.sampling, max_tokens=1))
-            hashes = self._prompt_hashes(full)
-            await self._load_prefix(full, hashes)
+            await self._loader.load(full)
             first = convert.merge_chunks(await self._collect(one_token))
             if first.finish_reason == "length" and full.sampling.max_tokens > 1:
                 first.finish_reason = ""  # only the prefill's own limit was reached, not the request's
+            hashes = full.block_hashes
             held = hashes[: self._engine.match_prefix(hashes)]
             if request.publish_to_shared_tier and self._kv_cache is not None:
                 await self._kv_cache.publish(held)
@@ -101,12 +106,11 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                                             prompt_tokens=len(request.prompt_token_ids),
                                             worker_id=self._config.worker_id)
                 return
-            engine_request = convert.engine_request(
+            engine_request = self._loader.with_block_hashes(convert.engine_request(
                 request.request_id, request.prompt_token_ids, request.sampling, request.cache_keys,
-                self._limits, priority=request.priority, generated=request.generated_token_ids)
-            await self._importer.import_prefix(request.kv_source, request.prompt_token_ids,
-                                               request.cache_keys)
-            await self._load_prefix(engine_request)
+                self._limits, priority=request.priority, generated=request.generated_token_ids))
+            await self._loader.load(engine_request,
+                                    convert.kv_transfer(request.kv_source, len(request.prompt_token_ids)))
             async for chunk in self._stream(engine_request):
                 yield chunk
 
@@ -153,10 +157,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
     async def _generate(self, request: worker_pb2.GenerateRequest) -> AsyncIterator[common_pb2.TokenChunk]:
         """One generation, as `Generate` and each generation of a `Session` run it."""
         with self._gate.admit():
-            engine_request = convert.engine_request(
+            engine_request = self._loader.with_block_hashes(convert.engine_request(
                 request.request_id, request.prompt_token_ids, request.sampling, request.cache_keys,
-                self._limits, priority=request.priority)
-            await self._load_prefix(engine_request)
+                self._limits, priority=request.priority))
+            await self._loader.load(engine_request)
             async for chunk in self._stream(engine_request):
                 yield chunk
 
@@ -173,15 +177,3 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         request), as a client that abandons a stream does."""
         async with contextlib.aclosing(self._stream(request)) as chunks:
             return [chunk async for chunk in chunks]
-
-    def _prompt_hashes(self, request: EngineRequest) -> list[BlockHash]:
-        """The block hashes of the request's full prompt blocks (the engine's keys)."""
-        keys = self._engine.hash_keys(request.adapter, request.tenant_salt)
-        return hash_prompt_blocks(request.prompt_token_ids, keys, self._engine.block_size)
-
-    async def _load_prefix(self, request: EngineRequest, hashes: list[BlockHash] | None = None) -> None:
-        """Read-through of the tiered store for the prompt blocks the pool lacks (no-op without one).
-        `hashes`: the request's `_prompt_hashes` when the caller has them already."""
-        if self._kv_cache is None or not self._kv_cache.has_store:
-            return
-        await self._kv_cache.load_prefix(hashes if hashes is not None else self._prompt_hashes(request))

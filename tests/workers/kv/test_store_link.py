@@ -1,5 +1,6 @@
-"""The bridge between real engines (tiny model) and a real Redis-backed store: cross-worker reuse,
-corruption -> recompute with identical tokens, write-back of evicted pool blocks, KV events."""
+"""workers.kv between real engines (tiny model) and a real Redis-backed store: cross-worker reuse through
+`fetch_prefix`, corruption -> recompute with identical tokens, write-back of evicted pool blocks, KV
+events."""
 
 from __future__ import annotations
 
@@ -11,17 +12,18 @@ import redis.asyncio as aioredis
 
 from cache.config import CacheConfig, build_store
 from cache.events import EventStreamConfig, KVEventPublisher
-from cache.hashing import hash_prompt_blocks
+from cache.hashing import BlockHash, hash_prompt_blocks
 from cache.index_sync import PrefixIndexFollower
 from cache.metrics import CacheMetrics
-from cache.prefix_index import PrefixMatch
 from cache.store import TieredStore
 from cache.tiers import MemoryTierConfig, RedisTierConfig
 from tests.cache.conftest import sample
 from workers.engine.async_engine import AsyncEngine
 from workers.engine.config import EngineConfig
 from workers.engine.types import EngineRequest, SamplingParams
-from workers.kv_bridge import KVWriteBack, load_cached_prefix, publish_prompt_blocks
+from workers.kv.bridge import KVWriteBack, publish_prompt_blocks
+from workers.kv.fetch import fetch_prefix
+from workers.kv.sources import StoreSource
 
 PROMPT = tuple((i * 37 + 11) % 1900 + 5 for i in range(85))  # 5 full blocks + 5 tokens
 
@@ -48,6 +50,11 @@ async def engines(tiny_model_dir: Path) -> AsyncIterator[Callable[..., AsyncEngi
     yield make
     for engine in started:
         await engine.stop()
+
+
+async def load_cached_prefix(engine: AsyncEngine, store: TieredStore, hashes: list[BlockHash]) -> int:
+    """Prompt tokens cached in `engine`'s pool after fetching PROMPT's prefix from `store`."""
+    return (await fetch_prefix(engine, StoreSource(store), hashes, PROMPT)).num_tokens_cached
 
 
 async def _redis_store(url: str, metrics: CacheMetrics | None = None) -> TieredStore:
@@ -131,7 +138,7 @@ async def test_write_back_of_evicted_blocks_and_events(
         follower = PrefixIndexFollower(client, stream)
         await follower.recover()
         match = follower.index.longest_prefix(hashes)
-        assert match["w1"] == PrefixMatch(5, "device")
+        assert match["w1"] == (5, "device")  # (blocks, slowest tier), the index's run of w1
     finally:
         await write_back.aclose()
         await publisher.aclose()

@@ -1,22 +1,18 @@
-"""The worker side of the shared KV cache: an `AsyncEngine`'s pool connected to a `TieredStore`.
+"""The engine side of the KV path: what `workers.kv` needs from an engine, and the engine's pool joined
+to a `cache.store.TieredStore`.
 
-Three entry points, called by the worker service (workers/service/):
-
-- `await load_cached_prefix(engine, store, hashes)` before prefill: the pool's own prefix first
-  (`engine.match_prefix`), then the store for the rest (memory, Redis, disk, in the store's order; every
-  block verified, a corrupt one ends the run), import the decoded blocks into the pool, and return the
-  number of prompt tokens now cached. The engine then computes only the rest.
+- `KVEngine`: the part of `workers.engine.async_engine.AsyncEngine` the kv package calls (structural,
+  so tests and benchmarks can pass any engine with these members).
+- `await publish_prompt_blocks(engine, store, hashes, tiers)`: the prefill role writes the prompt's
+  blocks to the shared tier after prefill, so a decode worker's `fetch_prefix` finds them.
 - `KVWriteBack(engine, store, publisher)`: an engine block listener. Blocks evicted from the pool are
   encoded and written down into the store (so they go to Redis / disk instead of being lost); blocks
   stored in the pool are published as `device` KV events and, with `write_through_tiers`, also
-  exported and written to those tiers (for P/D handoff without an explicit publish). The engine calls
-  it on its own thread: it only enqueues (thread-safe hop to the event loop); one asyncio task does
-  the encoding (in a thread) and the I/O. `start()` / `aclose()` own that task.
-- `await publish_prompt_blocks(engine, store, hashes, tiers=("redis",))`: the prefill role writes the
-  prompt's blocks to the shared tier after prefill, so a decode worker's `load_cached_prefix` finds them.
+  exported and written to those tiers (P/D handoff without an explicit publish). The engine calls it
+  on its own thread: it only enqueues (a thread-safe hop to the event loop); one asyncio task does the
+  encoding (in a thread) and the I/O. `start()` / `aclose()` own that task.
 
-KV crosses into `cache` as bytes (cache.serde, via `workers.service.kv_wire`, the one KVBlock <-> bytes
-conversion, shared with the PullKV stream), never as tensors, so `cache` does not need torch.
+Reading KV back into the pool is `workers.kv.fetch.fetch_prefix`, the one way in.
 """
 
 from __future__ import annotations
@@ -27,21 +23,24 @@ import logging
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
-from cache.hashing import BlockHash
+from cache.hashing import BlockHash, HashKeys
 from cache.store import EventSink, TieredStore
-from common.errors import CorruptDataError, KVTransferError
+from common.vocab import SHARED_TIERS, Tier
+from workers.engine.listeners import BlockListener
 from workers.engine.types import KVBlock
-from workers.service.kv_wire import decode_block, encode_block
+from workers.kv.wire import encode_blocks
 
 log = logging.getLogger(__name__)
-DEVICE_TIER = "device"
+POOL_TIER: Tier = "device"  # the engine's own pool, as KV events name it
 
 
-class BridgeEngine(Protocol):
-    """The part of `workers.engine.async_engine.AsyncEngine` the bridge uses."""
+class KVEngine(Protocol):
+    """The part of `workers.engine.async_engine.AsyncEngine` the kv package uses."""
 
     model_id: str
     block_size: int
+
+    def hash_keys(self, adapter: str = "", tenant_salt: str = "") -> HashKeys: ...
 
     def match_prefix(self, hashes: Sequence[BlockHash]) -> int: ...
 
@@ -49,45 +48,13 @@ class BridgeEngine(Protocol):
 
     async def import_blocks(self, blocks: Sequence[KVBlock]) -> int: ...
 
-
-def encode_blocks(blocks: Sequence[KVBlock], model_id: str) -> list[tuple[BlockHash, bytes]]:
-    """(hash, encoded bytes) of each block. CPU-heavy: call in a thread for large batches."""
-    return [(b.block_hash, encode_block(b, model_id)) for b in blocks]
+    def add_block_listener(self, listener: BlockListener) -> None: ...
 
 
-def decode_blocks(payloads: Sequence[bytes], hashes: Sequence[BlockHash], model_id: str) -> list[KVBlock]:
-    """The leading run of `payloads` that decode and verify against `hashes` and `model_id`."""
-    out: list[KVBlock] = []
-    for data, block_hash in zip(payloads, hashes, strict=False):
-        try:
-            out.append(decode_block(data, expected_hash=block_hash, model_id=model_id))
-        except CorruptDataError as exc:
-            log.warning("stopping prefix load at a corrupt block: %s", exc)
-            break
-    return out
-
-
-async def load_cached_prefix(engine: BridgeEngine, store: TieredStore, hashes: Sequence[BlockHash]) -> int:
-    """Make the longest cached prefix of `hashes` resident in the engine's pool; returns the number of
-    prompt tokens cached now (a hint: the pool may evict before the request runs). Never raises for a
-    missing, corrupt or unreachable tier: it loads less and the engine computes more."""
-    num_local = engine.match_prefix(hashes)
-    if num_local < len(hashes):
-        rest = list(hashes[num_local:])
-        payloads = await store.get_prefix(rest)
-        if payloads:
-            blocks = await asyncio.to_thread(decode_blocks, payloads, rest, engine.model_id)
-            try:
-                await engine.import_blocks(blocks)
-            except KVTransferError as exc:
-                log.warning("could not import %d cached block(s): %s", len(blocks), exc)
-    return engine.match_prefix(hashes) * engine.block_size
-
-
-async def publish_prompt_blocks(engine: BridgeEngine, store: TieredStore, hashes: Sequence[BlockHash],
-                                tiers: Collection[str] = ("redis",)) -> int:
+async def publish_prompt_blocks(engine: KVEngine, store: TieredStore, hashes: Sequence[BlockHash],
+                                tiers: Collection[Tier] = SHARED_TIERS) -> int:
     """Write the pool's leading blocks of `hashes` to the store tiers named in `tiers` (default the
-    shared Redis tier). Returns the number of blocks written (0 if none are in the pool)."""
+    shared tiers). Returns the number of blocks written (0 if none are in the pool)."""
     blocks = await engine.export_blocks(hashes)
     if not blocks:
         return 0
@@ -103,8 +70,8 @@ class KVWriteBack:
     `write_through_tiers` (optional) names store tiers that get every block the pool stores.
     """
 
-    def __init__(self, engine: BridgeEngine, store: TieredStore, publisher: EventSink | None = None,
-                 write_through_tiers: Collection[str] = ()) -> None:
+    def __init__(self, engine: KVEngine, store: TieredStore, publisher: EventSink | None = None,
+                 write_through_tiers: Collection[Tier] = ()) -> None:
         self.engine = engine
         self.store = store
         self.publisher = publisher
@@ -148,7 +115,7 @@ class KVWriteBack:
         if kind == "evicted":
             blocks = [b for b in payload if isinstance(b, KVBlock)]
             if self.publisher:
-                self.publisher.publish("removed", DEVICE_TIER, [b.block_hash for b in blocks])
+                self.publisher.publish("removed", POOL_TIER, [b.block_hash for b in blocks])
             if not self.store.tiers:  # nowhere to write: skip the encoding
                 return
             items = await asyncio.to_thread(encode_blocks, blocks, self.engine.model_id)
@@ -157,7 +124,7 @@ class KVWriteBack:
             return
         hashes = [BlockHash(h) for h in payload if isinstance(h, bytes)]
         if self.publisher:
-            self.publisher.publish("stored", DEVICE_TIER, hashes)
+            self.publisher.publish("stored", POOL_TIER, hashes)
         if self.write_through_tiers:
             blocks = await self.engine.export_blocks(hashes)
             items = await asyncio.to_thread(encode_blocks, blocks, self.engine.model_id)
