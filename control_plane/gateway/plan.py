@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from common.errors import ConfigError, NotFoundError
+from common.vocab import ROLES, Role, parse_role
 from control_plane.orchestrator.routes import DEFAULT_ROUTE, ClassRoute
 from placement.plan import Plan, Route
 
@@ -117,13 +118,14 @@ class PlanView:
 
 
 def _class_route(name: str, routes: Sequence[Route]) -> ClassRoute:
-    by_role: dict[str, dict[str, float]] = {"colocated": {}, "prefill": {}, "decode": {}}
+    by_role: dict[Role, dict[str, float]] = {role: {} for role in ROLES}
     for r in routes:
         if r.pool is not None:
             by_role["colocated"][r.pool] = by_role["colocated"].get(r.pool, 0.0) + r.share
         else:
-            for role, pool in (("prefill", str(r.prefill_pool)), ("decode", str(r.decode_pool))):
-                by_role[role][pool] = by_role[role].get(pool, 0.0) + r.share
+            prefill, decode = by_role["prefill"], by_role["decode"]
+            prefill[str(r.prefill_pool)] = prefill.get(str(r.prefill_pool), 0.0) + r.share
+            decode[str(r.decode_pool)] = decode.get(str(r.decode_pool), 0.0) + r.share
     share = min(1.0, sum(by_role["prefill"].values()))
     return ClassRoute(request_class=name, colocated=by_role["colocated"], prefill=by_role["prefill"],
                       decode=by_role["decode"], disaggregated_share=share)
@@ -131,13 +133,14 @@ def _class_route(name: str, routes: Sequence[Route]) -> ClassRoute:
 
 def parse_plan(document: Mapping[str, Any]) -> tuple[dict[str, ClassRoute], tuple[_ClassBounds, ...]]:
     """(class → route, class bounds) from a plan document. Raises KeyError/TypeError/ValueError."""
-    roles = {str(p["name"]): str(p["role"]) for p in document.get("pools", [])}
+    roles = {str(p["name"]): parse_role(str(p["role"]), f"pools[{i}].role")
+             for i, p in enumerate(document.get("pools", []))}
     routes: dict[str, ClassRoute] = {}
     for name, shares in (document.get("routing") or {}).items():
-        by_role: dict[str, dict[str, float]] = {"colocated": {}, "prefill": {}, "decode": {}}
+        by_role: dict[Role, dict[str, float]] = {role: {} for role in ROLES}
         for pool, share in shares.items():
             role = roles.get(pool)
-            if role not in by_role:
+            if role is None:
                 raise ValueError(f"routing.{name}.{pool}: unknown pool (pools: {sorted(roles)})")
             if float(share) > 0:
                 by_role[role][pool] = float(share)

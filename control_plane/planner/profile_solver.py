@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from common.errors import InfeasibleError
+from common.vocab import Device, Role, parse_device, parse_role
 from control_plane.planner.types import DemandClass, PoolPlan, SolvedPlan
 from placement.ilp.problem import (
     ColocatedOption,
@@ -46,16 +47,14 @@ from placement.solve import solve
 class ProfiledPool:
     name: str
     node_type: str
-    role: str
-    device: str
+    role: Role
+    device: Device
     price_per_hour: float
     rate_per_worker: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.role not in ("colocated", "prefill", "decode"):
-            raise ValueError(f"role must be colocated, prefill or decode, got {self.role!r}")
-        if self.device not in ("cpu", "cuda", "csd"):
-            raise ValueError(f"device must be cpu, cuda or csd, got {self.device!r}")
+        parse_role(self.role)  # built from a file, the Literal is checked already; from code, here
+        parse_device(self.device)
         if self.price_per_hour < 0:
             raise ValueError(f"price_per_hour must be >= 0 (pool {self.name})")
         if any(r <= 0 for r in self.rate_per_worker.values()):
@@ -145,7 +144,7 @@ class ProfileSolver:
         for cls, rate in rates.items():
             shares = routing.get(cls, {})
             served = sum(v for pool, v in shares.items() if pool in by_name
-                         and by_name[pool].role in ("colocated", "prefill"))
+                         and by_name[pool].role != "decode")  # colocated + prefill shares
             if rate > 0 and abs(served - 1.0) > 1e-3:
                 return False
             for pool, share in shares.items():
@@ -160,7 +159,7 @@ class ProfileSolver:
         model = self.spec.model
         demands = tuple(Demand(c.name, model, c.slo_class or "default", float(rates.get(c.name, 0.0)))
                         for c in self.spec.classes)
-        specs = tuple(PoolSpec(model, p.node_type, p.role, p.price_per_hour) for p in pools)  # type: ignore[arg-type]
+        specs = tuple(PoolSpec(model, p.node_type, p.role, p.price_per_hour) for p in pools)
         coloc, disagg = [], []
         for c, cls in enumerate(self.spec.classes):
             for i, p in enumerate(pools):
@@ -168,7 +167,7 @@ class ProfileSolver:
                     coloc.append(ColocatedOption(c, i, 1.0 / p.rate_per_worker[cls.name]))
             for i, pre in enumerate(pools):
                 for j, dec in enumerate(pools):
-                    if (pre.role, dec.role) == ("prefill", "decode") and cls.name in pre.rate_per_worker \
+                    if pre.role == "prefill" and dec.role == "decode" and cls.name in pre.rate_per_worker \
                             and cls.name in dec.rate_per_worker:
                         disagg.append(DisaggregatedOption(c, i, j, 1.0 / pre.rate_per_worker[cls.name],
                                                           1.0 / dec.rate_per_worker[cls.name], 0.0))
@@ -200,8 +199,9 @@ def _add(routing: dict[str, dict[str, float]], request_class: str, pool: str, sh
 
 def parse_document(document: Mapping[str, object]) -> SolvedPlan:
     """A `SolvedPlan` from a published document (a planner adopting the plan after a takeover)."""
-    pools = tuple(PoolPlan(str(p["name"]), str(p["node_type"]), str(p["role"]), str(p["device"]),
-                           int(p["count"])) for p in document.get("pools", []))  # type: ignore[attr-defined]
+    pools = tuple(PoolPlan(str(p["name"]), str(p["node_type"]), parse_role(str(p["role"]), "pools[].role"),
+                           parse_device(str(p["device"]), "pools[].device"), int(p["count"]))
+                  for p in document.get("pools", []))  # type: ignore[attr-defined]
     baselines = dict(document.get("baselines", {}))  # type: ignore[call-overload]
     return SolvedPlan(pools, float(document.get("cost_per_hour", 0.0)), baselines,  # type: ignore[arg-type]
                       str(document.get("status", "adopted")), dict(document))

@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.vocab import Device, Role
+
 
 @dataclass(frozen=True)
 class DemandClass:
@@ -30,8 +32,8 @@ class PoolPlan:
 
     name: str
     node_type: str
-    role: str
-    device: str
+    role: Role
+    device: Device
     count: int
 
 

@@ -1,7 +1,10 @@
 """`heteroserve planner`: run the planner loop (observe traffic, re-plan, publish, actuate).
 
-The fleet, profiles, classes and loop settings come from an embedded-cluster file (default
-`deploy/examples/embedded.yaml`; see `heteroserve.embedded.config`; the Helm chart renders one).
+The fleet, profiles, classes and loop settings come from the planner's spec file
+(`control_plane.planner.spec`; the Helm chart renders one). With `--actuator local`, or without
+`--config`, the planner is part of an embedded cluster and reads the whole embedded-cluster file
+(`heteroserve.embedded.config`, default `deploy/examples/embedded.yaml`), whose `workers` section
+configures the workers it starts; otherwise it never imports `heteroserve.embedded`.
 `--actuator local` starts and stops worker processes on this machine (embedded mode);
 `--actuator kubernetes` scales the chart's pool Deployments (`--kubernetes-config`, whose `lease`
 section, when present, replaces the Redis leader lock by a Kubernetes Lease); `--actuator none` only
@@ -15,9 +18,12 @@ import argparse
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from heteroserve.cli.up import DEFAULT_RUN_DIR
+
+if TYPE_CHECKING:
+    from heteroserve.embedded.config import EmbeddedConfig
 
 HELP = "run the planner loop (observe traffic, re-plan, actuate)"
 
@@ -43,42 +49,25 @@ def run(args: argparse.Namespace) -> int:
 
     from common.errors import ConfigError
     from common.logs import register_secret
-    from control_plane.actuators.local import LocalActuator, LocalActuatorConfig
-    from control_plane.planner.forecast import ForecastConfig
     from control_plane.planner.process import serve
-    from control_plane.planner.service import PlannerConfig
-    from heteroserve.embedded.config import load_embedded_config
+    from control_plane.planner.spec import PlannerSpec, load_planner_spec
 
     if not args.redis_url:
         raise ConfigError("a Redis URL is required (--redis-url or $HETEROSERVE_REDIS_URL)",
                           field="redis_url")
-    cfg = load_embedded_config(args.config)
-    section = cfg.planner
+    embedded: EmbeddedConfig | None = None
+    if args.actuator == "local" or args.config is None:  # part of an embedded cluster (module docstring)
+        from heteroserve.embedded.config import load_embedded_config
+
+        embedded = load_embedded_config(args.config)
+    spec: PlannerSpec = embedded or load_planner_spec(args.config)
     planner_id = args.planner_id or f"{socket.gethostname()}-{os.getpid()}"
     token = os.environ.get("HETEROSERVE_CLUSTER_TOKEN", "")
     register_secret(token)
-    config = PlannerConfig(
-        planner_id=planner_id, model=cfg.model.name, interval_seconds=section.interval_seconds,
-        tick_seconds=section.tick_seconds, min_solve_gap_seconds=section.min_solve_gap_seconds,
-        traffic_window_seconds=section.traffic_window_seconds, headroom=section.headroom,
-        scale_down_confirmations=section.scale_down_confirmations,
-        scale_down_stabilization_seconds=section.scale_down_stabilization_seconds,
-        reconcile_seconds=section.reconcile_seconds, lock_ttl_ms=section.lock_ttl_ms,
-        min_rate_per_s=dict(section.min_rate_per_s), forecast=ForecastConfig())
     factory, lock = None, None
     if args.actuator == "local":
-        run_dir = args.run_dir.resolve()
-        local = LocalActuatorConfig(
-            model_dir=(args.model_dir or cfg.model_dir(run_dir)).resolve(), redis_url=args.redis_url,
-            run_dir=run_dir, cluster_token=token, kv_cache_mb=cfg.workers.kv_cache_mb,
-            ready_timeout_seconds=cfg.workers.ready_timeout_seconds,
-            drain_timeout_seconds=cfg.workers.drain_timeout_seconds,
-            threads_per_worker=cfg.workers.threads_per_worker,
-            shared_tier_url=args.redis_url if cfg.workers.shared_tier else None,
-            disk_tier_mb=cfg.workers.disk_tier_mb)
-
-        def factory(registry: Any) -> Any:
-            return LocalActuator(local)
+        assert embedded is not None, "loaded above: the local actuator reads the embedded file"
+        factory = _local_actuator_factory(embedded, args, token)
     elif args.actuator == "kubernetes":
         from control_plane.actuators.kubernetes_setup import (
             kubernetes_actuator_factory,
@@ -97,6 +86,27 @@ def run(args: argparse.Namespace) -> int:
         if load_kubernetes_settings(path).lease is not None:
             lock = lease_lock(path, planner_id)
 
-    asyncio.run(serve(config, cfg.profile_spec(), args.redis_url, factory, metrics_port=args.metrics_port,
-                      metrics_host=args.metrics_host, lock=lock))
+    asyncio.run(serve(spec.planner_config(planner_id), spec.profile_spec(), args.redis_url, factory,
+                      metrics_port=args.metrics_port, metrics_host=args.metrics_host, lock=lock))
     return 0
+
+
+def _local_actuator_factory(cfg: EmbeddedConfig, args: argparse.Namespace, token: str) -> Any:
+    """A factory of the `LocalActuator` starting workers on this machine, set by the embedded file
+    `cfg` (its `workers` section and model directory)."""
+    from control_plane.actuators.local import LocalActuator, LocalActuatorConfig
+
+    run_dir = args.run_dir.resolve()
+    local = LocalActuatorConfig(
+        model_dir=(args.model_dir or cfg.model_dir(run_dir)).resolve(), redis_url=args.redis_url,
+        run_dir=run_dir, cluster_token=token, kv_cache_mb=cfg.workers.kv_cache_mb,
+        ready_timeout_seconds=cfg.workers.ready_timeout_seconds,
+        drain_timeout_seconds=cfg.workers.drain_timeout_seconds,
+        threads_per_worker=cfg.workers.threads_per_worker,
+        shared_tier_url=args.redis_url if cfg.workers.shared_tier else None,
+        disk_tier_mb=cfg.workers.disk_tier_mb)
+
+    def factory(registry: Any) -> Any:
+        return LocalActuator(local)
+
+    return factory

@@ -1,10 +1,13 @@
 """Configuration of the embedded cluster (`heteroserve up --config FILE`), read by `up` and the planner.
 
+The file is the planner's input spec (`control_plane.planner.spec.PlannerSpec`: `model`, `planner`,
+`pools`, `classes`, `inventory`, `churn_penalty`) plus the sections only the embedded cluster reads:
+`gateway` (ports), `workers` (settings of the worker processes a local planner starts) and the
+model's `preset` and `seed` (generated if missing). Those extra keys are what
+`control_plane.planner.spec.FOREIGN_KEYS` lists, so a planner reading this file skips them.
+
 The default lives in `deploy/examples/embedded.yaml` (read from the source tree: `make install` installs
-the project in editable mode). Sections: `model` (generated if missing), `gateway`,
-`planner` (loop timing, hysteresis, minimum rates), `workers` (process settings), `pools` (the node
-types and roles the planner may use: price, initial count, and the profile — requests/s one worker
-sustains per class), `classes` (request classes by length bounds) and `inventory` (max nodes per type).
+the project in editable mode).
 """
 
 from __future__ import annotations
@@ -13,14 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.config import build, load_mapping
-from control_plane.planner.profile_solver import ProfiledClass, ProfiledPool, ProfileSpec
+from control_plane.planner.spec import ModelRef, PlannerSpec
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_CONFIG_PATH = ROOT / "deploy" / "examples" / "embedded.yaml"
 
 
 @dataclass(frozen=True)
-class ModelSection:
+class ModelSection(ModelRef):
+    """The planner's model reference plus how to generate it when `path` holds none."""
+
     name: str = "tiny"
     preset: str = "tiny"
     path: str | None = None  # default: <run_dir>/models/<name>
@@ -40,28 +45,6 @@ class GatewaySection:
 
 
 @dataclass(frozen=True)
-class PlannerSection:
-    interval_seconds: float = 20.0
-    tick_seconds: float = 2.0
-    min_solve_gap_seconds: float = 4.0
-    traffic_window_seconds: float = 20.0
-    headroom: float = 1.2
-    scale_down_confirmations: int = 2
-    scale_down_stabilization_seconds: float = 0.0
-    reconcile_seconds: float = 10.0
-    lock_ttl_ms: int = 6000
-    min_rate_per_s: dict[str, float] = field(default_factory=dict)
-    metrics_port: int = 0
-
-    def __post_init__(self) -> None:
-        if self.interval_seconds <= 0 or self.tick_seconds <= 0:
-            raise ValueError("interval_seconds and tick_seconds must be > 0")
-        if self.lock_ttl_ms < 300:
-            raise ValueError(f"lock_ttl_ms must be >= 300 (the lock is renewed every ttl/3), "
-                             f"got {self.lock_ttl_ms}")
-
-
-@dataclass(frozen=True)
 class WorkerSection:
     kv_cache_mb: int = 64
     threads_per_worker: int = 1
@@ -76,25 +59,13 @@ class WorkerSection:
 
 
 @dataclass(frozen=True)
-class EmbeddedConfig:
+class EmbeddedConfig(PlannerSpec):
+    """The planner's spec (its fields and validation, inherited: the file format is flat) with the
+    embedded cluster's sections. `model` defaults to the generated tiny model."""
+
     model: ModelSection = field(default_factory=ModelSection)
     gateway: GatewaySection = field(default_factory=GatewaySection)
-    planner: PlannerSection = field(default_factory=PlannerSection)
     workers: WorkerSection = field(default_factory=WorkerSection)
-    pools: tuple[ProfiledPool, ...] = ()
-    classes: tuple[ProfiledClass, ...] = ()
-    inventory: dict[str, int] = field(default_factory=dict)
-    churn_penalty: float = 0.01
-
-    def __post_init__(self) -> None:
-        if not self.pools or not self.classes:
-            raise ValueError("pools and classes must each list at least one entry")
-        self.profile_spec()  # validates pool names, roles and (node_type, role) uniqueness
-
-    def profile_spec(self) -> ProfileSpec:
-        """What the planner's `ProfileSolver` needs from this file."""
-        return ProfileSpec(model=self.model.name, pools=self.pools, classes=self.classes,
-                           inventory=dict(self.inventory), churn_penalty=self.churn_penalty)
 
     def model_dir(self, run_dir: Path) -> Path:
         return Path(self.model.path) if self.model.path else run_dir / "models" / self.model.name
