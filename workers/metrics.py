@@ -4,8 +4,9 @@ Gauges and token counters are driven from the engine's cumulative `EngineStats`,
 second (`observe_engine_stats`); counters advance by the difference to the previous sample, so rates
 come from PromQL (`rate(heteroserve_worker_decode_tokens_total[1m])`). Request outcomes and KV transfers
 are recorded by the service as they happen. Labels are few and bounded: `status` (ok, invalid, error,
-unavailable, cancelled, ...) and `tier` (`peer` = another worker's PullKV stream, `shared` = the shared
-cache tier). Pool, node type and role are target labels set by the scraper, not metric labels.
+unavailable, cancelled, ...) and `tier`, a `common.vocab.TransferPath` (`peer` = another worker's
+PullKV stream, `shared` = the cache tiers below the pool). Pool, node type and role are target labels
+set by the scraper, not metric labels.
 """
 
 from __future__ import annotations
