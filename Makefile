@@ -50,7 +50,7 @@ lint: install
 
 bench: install
 	@for name in $$($(PY) -c "from heteroserve.cli.bench import available; print(' '.join(available()))"); do \
-	  echo "== heteroserve bench $$name"; $(VENV)/bin/heteroserve bench $$name || exit 1; done
+	  echo "== heteroserve bench $$name"; $(VENV)/bin/heteroserve bench $$name --check || exit 1; done
 
 protos: $(STAMP)
 	$(PY) -m heteroserve.protoc

@@ -90,11 +90,3 @@ def wait_for_workers(http_url: str, count: int, timeout: float = 60.0) -> None:
             return
         time.sleep(0.2)
     raise RuntimeError(f"gateway did not list {count} healthy workers within {timeout} s")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-quantile (0..1) by nearest rank; 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]

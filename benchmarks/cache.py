@@ -48,7 +48,7 @@ import numpy as np
 import redis
 import redis.asyncio as aioredis
 
-from benchmarks._report import Target, meets
+from benchmarks._report import Target, add_arguments, finish
 from cache.hashing import BlockHash, HashKeys, hash_prompt_blocks
 from cache.serde import encode_block
 from cache.store import StoreTier, TieredStore, TierRole
@@ -57,7 +57,7 @@ from common.localredis import LocalRedis, RedisServerConfig
 from heteroserve.modelgen import PRESETS, create_model
 
 TARGETS: dict[str, Target] = {"cross_worker_ttft_ratio": ("<=", 0.3), "redis_tier_efficiency": (">=", 0.7),
-                              "disk_tier_efficiency": (">=", 0.7)}
+                              "disk_tier_efficiency": (">=", 0.7), "cross_worker_tokens_equal": ("==", True)}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -211,13 +211,6 @@ def bench_cross_worker(model_dir: Path, url: str, prefix_tokens: int, vocab: int
             "hit_rate": hits / lookups if lookups else 0.0}
 
 
-def _check(name: str, value: float) -> str:
-    if name not in TARGETS:
-        return ""
-    op, target = TARGETS[name]
-    return f"{op} {target}  {'PASS' if meets(value, TARGETS[name]) else 'FAIL'}"
-
-
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     preset = "small" if args.quick else "bench"
     prefix = 256 if args.quick else 1536
@@ -240,7 +233,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="heteroserve bench cache", description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="small model, short prefix (smoke test)")
     parser.add_argument("--blocks", type=int, default=96, help="blocks per tier read (96 = 1,536 tokens)")
     parser.add_argument("--repeats", type=int, default=25)
@@ -249,11 +242,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="hs-bench-cache-") as tmp:
         result = asyncio.run(run(args, Path(tmp)))
-    print(f"{'metric':<28} {'value':>14}  target")
     for key, value in result.items():
-        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
-        print(f"{key:<28} {shown:>14}  {_check(key, value) if isinstance(value, float) else ''}")
-    if args.json:
-        print(json.dumps(result))
-    ok = all(_check(k, result[k]).endswith("PASS") for k in TARGETS) and result["cross_worker_tokens_equal"]
-    return 0 if ok else 1
+        print(f"{key:<28} {f'{value:.4g}' if isinstance(value, float) else str(value):>14}")
+    return finish(result, TARGETS, args)

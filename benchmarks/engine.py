@@ -25,7 +25,6 @@ Both sides use the same torch thread count (`--threads`, default 1).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -36,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks._report import Target, meets
+from benchmarks._report import Target, add_arguments, finish
 from heteroserve.modelgen import PRESETS, create_model
 from workers.engine.config import EngineConfig
 from workers.engine.engine import LLMEngine
@@ -164,16 +163,9 @@ def measure(w: Workload, model_dir: Path) -> dict[str, float]:
     }
 
 
-def _verdict(key: str, value: float) -> str:
-    if key not in TARGETS:
-        return ""
-    op, limit = TARGETS[key]
-    return f"target {op} {limit}: {'met' if meets(value, TARGETS[key]) else 'MISSED'}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="heteroserve bench engine", description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="small model, 8 requests (about a minute)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for both sides (default 1: steadier on a shared machine)")
@@ -187,7 +179,5 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench engine ({'quick' if args.quick else 'full'}, preset {workload.preset})")
     for key, value in result.items():
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
-        print(f"  {key:26s} {shown:>12s}  {_verdict(key, value) if isinstance(value, float) else ''}")
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    return 0
+        print(f"  {key:26s} {shown:>12s}")
+    return finish(result, TARGETS, args)

@@ -1,18 +1,25 @@
-"""`heteroserve bench gateway`: what the gateway adds to a request, and how many it carries.
+"""`heteroserve bench gateway`: what the gateway adds to each request, paired with the same request sent
+straight to the worker the gateway chose.
 
-Setup: Redis, one `tiny` worker and one gateway (REST + gRPC), real processes on 127.0.0.1.
-Workload: one 8-token prompt, greedy, max_tokens 1 (so the worker's work is minimal and the gateway's
-share is what shows).
+Setup: Redis, 4 `tiny` workers in two pools (`pa`, `pb`, 2 workers each, KV events on) and one gateway
+(REST + gRPC, prefix-aware router), real processes on 127.0.0.1. A plan routing the default class 60/40
+over the two pools is published first, so the gateway's plan view is in the path; workers publish KV
+events, so hashing, the prefix index lookup and every scorer run on each request.
 
-1. Latency, same run, interleaved: `--requests` (500) requests each, one at a time, by three paths:
-   direct to the worker's gRPC `Generate` (peer), through the gateway's gRPC `Generate`, and through
-   its REST `/v1/completions`. overhead_p50_ms = p50(gateway gRPC) − p50(direct gRPC): the same
-   client stack on both sides, so the difference is the gateway (auth, tokenize, hash, route, relay).
-   overhead_p99_ms likewise. rest_overhead_* = REST − direct: it adds the HTTP client (httpx) and
-   server (uvicorn, FastAPI) costs, all on the same two cores. Targets: p50 ≤ 2 ms, p99 ≤ 10 ms.
-2. Throughput: closed loop, `--clients` (32) concurrent clients for `--seconds` (5) s through the
-   gateway (gRPC, then REST) and direct to the worker. gateway_rps = the better gateway transport.
-   Target: ≥ 300 req/s. The client runs in this process, on the same cores as the gateway and worker.
+Workload (fixed by the rule in `_gateway_workload.py`, stated in the output): 200 prompts of 128–2,048
+tokens sharing prefixes with one of 8 documents, 32 streamed output tokens each, greedy, ignore_eos.
+
+Method: one untimed pass of every prompt through the gateway (connections, caches and the index warm).
+Then, one request at a time, each after a 50 ms pause (so it starts on an idle cluster: the worker has
+finished writing and announcing the previous request's blocks), for each prompt: through the gateway's
+REST `/v1/completions` (SSE), then the same token ids directly to the worker that served it (the route
+names it); then the same over the gateway's gRPC `Generate` and direct again. Per request:
+overhead = gateway TTFT − direct TTFT (the request's own cost: auth, tokenize, hash, index lookup,
+scoring, plan view, relay of the first token); relay per token = the difference of the times after the
+first token / 31; e2e overhead = the difference of send → last token (both together). The direct
+request runs second, so it meets a cache at least as warm as the gateway's: if anything the overhead
+is overstated. Percentiles are of the per-request differences (`common.stats.percentile`), never a
+difference of percentiles. Targets, REST and gRPC each: overhead p50 ≤ 2 ms, p99 ≤ 10 ms.
 """
 
 from __future__ import annotations
@@ -22,128 +29,163 @@ import asyncio
 import json
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx
 from grpc import aio
 
-from benchmarks._cluster import CLUSTER_TOKEN, LocalCluster, percentile, wait_for_workers
-from benchmarks._report import target_table
+from benchmarks._cluster import CLUSTER_TOKEN, LocalCluster, wait_for_workers
+from benchmarks._gateway_workload import Pair, Prompt, Timing, WorkloadRule, build_prompts, paired_stats
+from benchmarks._report import Target, add_arguments, finish
 from heteroserve.modelgen import create_model
 from heteroserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, worker_pb2
 from workerrpc.client import WorkerClient
 
 API_KEY = "sk-bench-gateway"
-PROMPT = "the gateway overhead benchmark"
-TARGETS = {"overhead_p50_ms": ("<=", 2.0), "overhead_p99_ms": ("<=", 10.0), "gateway_rps": (">=", 300.0)}
+TENANT = "bench"  # the API key's tenant: its salt keys the KV cache, so the direct request carries it too
+SETTLE_SECONDS = 0.05
+MODEL = "tiny"
+POOLS = ("pa", "pa", "pb", "pb")
+PLAN = {"pools": [{"name": "pa", "role": "colocated"}, {"name": "pb", "role": "colocated"}],
+        "routing": {"default": {"pa": 0.6, "pb": 0.4}}}
+TARGETS: dict[str, Target] = {"rest_overhead_p50_ms": ("<=", 2.0), "rest_overhead_p99_ms": ("<=", 10.0),
+                              "grpc_overhead_p50_ms": ("<=", 2.0), "grpc_overhead_p99_ms": ("<=", 10.0)}
 
 
 class Paths:
-    """One call per path; each returns when the single token has arrived."""
+    """One streamed call per path; each returns its `Timing` and the route the gateway took."""
 
-    def __init__(self, worker_address: str, http_url: str, grpc_target: str, prompt_ids: list[int]) -> None:
-        self.worker = WorkerClient(worker_address, CLUSTER_TOKEN)
+    def __init__(self, workers: dict[str, str], http_url: str, grpc_target: str, max_tokens: int) -> None:
+        self.workers = {wid: WorkerClient(address, CLUSTER_TOKEN) for wid, address in workers.items()}
         self.http = httpx.AsyncClient(base_url=http_url, headers={"authorization": f"Bearer {API_KEY}"},
-                                      limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+                                      timeout=120)
         self.channel = aio.insecure_channel(grpc_target)
         self.gateway = gateway_pb2_grpc.GatewayStub(self.channel)
-        self.prompt_ids = prompt_ids
-        self.sampling = common_pb2.SamplingParams(max_tokens=1)
+        self.max_tokens = max_tokens
+        self.sampling = common_pb2.SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
         self.metadata = (("authorization", f"Bearer {API_KEY}"),)
         self.counter = 0
 
-    async def direct(self) -> None:
+    async def rest(self, text: str) -> tuple[Timing, dict[str, Any]]:
+        body = {"model": MODEL, "prompt": text, "max_tokens": self.max_tokens, "temperature": 0,
+                "ignore_eos": True, "stream": True}
+        route: dict[str, Any] = {}
+        start, first, tokens = time.perf_counter(), None, 0
+        async with self.http.stream("POST", "/v1/completions", json=body) as reply:
+            reply.raise_for_status()
+            async for line in reply.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if chunk["choices"] and chunk["choices"][0].get("text"):
+                    first = first or time.perf_counter()
+                    tokens += 1  # one SSE event per relayed token delta
+                route = chunk.get("route") or route
+        end = time.perf_counter()
+        return Timing((first or end) - start, end - start, tokens), route
+
+    async def grpc(self, text: str) -> tuple[Timing, dict[str, Any]]:
+        request = gateway_pb2.GatewayGenerateRequest(model=MODEL, prompt=text, sampling=self.sampling)
+        route: dict[str, Any] = {}
+        start, first, tokens = time.perf_counter(), None, 0
+        async for chunk in self.gateway.Generate(request, metadata=self.metadata):
+            if chunk.token_ids:
+                first = first or time.perf_counter()
+                tokens += len(chunk.token_ids)
+            if chunk.HasField("route"):
+                route = {"worker_id": chunk.route.worker_id, "reason": chunk.route.reason,
+                         "cached_prompt_tokens": chunk.route.cached_prompt_tokens}
+        end = time.perf_counter()
+        return Timing((first or end) - start, end - start, tokens), route
+
+    async def direct(self, worker_id: str, prompt_ids: list[int]) -> Timing:
         self.counter += 1
-        request = worker_pb2.GenerateRequest(request_id=f"direct-{self.counter}",
-                                             prompt_token_ids=self.prompt_ids, sampling=self.sampling)
-        async for _ in self.worker.generate(request):
-            pass
-
-    async def rest(self) -> None:
-        reply = await self.http.post("/v1/completions", json={"model": "tiny", "prompt": PROMPT,
-                                                                "max_tokens": 1, "temperature": 0})
-        reply.raise_for_status()
-
-    async def grpc(self) -> None:
-        request = gateway_pb2.GatewayGenerateRequest(model="tiny", prompt=PROMPT, sampling=self.sampling)
-        async for _ in self.gateway.Generate(request, metadata=self.metadata):
-            pass
+        request = worker_pb2.GenerateRequest(request_id=f"direct-{self.counter}", prompt_token_ids=prompt_ids,
+                                             sampling=self.sampling,
+                                             cache_keys=common_pb2.CacheKeys(tenant_salt=TENANT))
+        start, first, tokens = time.perf_counter(), None, 0
+        async for chunk in self.workers[worker_id].generate(request):
+            if chunk.token_ids:
+                first = first or time.perf_counter()
+                tokens += len(chunk.token_ids)
+        end = time.perf_counter()
+        return Timing((first or end) - start, end - start, tokens)
 
     async def close(self) -> None:
-        await self.worker.close()
+        for client in self.workers.values():
+            await client.close()
         await self.http.aclose()
         await self.channel.close()
 
 
-async def _latencies(paths: Paths, requests: int) -> dict[str, list[float]]:
-    calls = {"direct": paths.direct, "rest": paths.rest, "grpc": paths.grpc}
-    for call in calls.values():  # warm up connections and the worker's prefix cache
-        for _ in range(20):
-            await call()
-    out: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(requests):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            await call()
-            out[name].append((time.perf_counter() - start) * 1000.0)
-    return out
+async def measure(paths: Paths, prompts: list[Prompt], prompt_ids: list[list[int]]) -> dict[str, Any]:
+    for prompt in prompts:  # untimed pass: connections, worker caches and the prefix index warm
+        await paths.grpc(prompt.text)
+    pairs: dict[str, list[Pair]] = {"rest": [], "grpc": []}
+    reasons: Counter[str] = Counter()
+    chosen: Counter[str] = Counter()
+    cached = 0
+    for prompt, ids in zip(prompts, prompt_ids, strict=True):
+        for name, call in (("rest", paths.rest), ("grpc", paths.grpc)):
+            await asyncio.sleep(SETTLE_SECONDS)
+            timing, route = await call(prompt.text)
+            worker = str(route["worker_id"])
+            await asyncio.sleep(SETTLE_SECONDS)
+            pairs[name].append(Pair(timing, await paths.direct(worker, ids)))
+            reasons[str(route.get("reason", ""))] += 1
+            chosen[worker] += 1
+            cached += int(str(route.get("cached_prompt_tokens", 0)))
+    result: dict[str, Any] = {**paired_stats("rest", pairs["rest"]), **paired_stats("grpc", pairs["grpc"])}
+    for q in ("p50", "p99"):
+        values = [result[f"{t}_overhead_{q}_ms"] for t in ("rest", "grpc")]
+        result[f"overhead_{q}_ms"] = max(values) if None not in values else None
+    total_prompt = 2 * sum(len(ids) for ids in prompt_ids)
+    result.update(pairs=len(pairs["rest"]), workers_chosen=len(chosen), route_reasons=dict(reasons),
+                  cached_prompt_share=round(cached / total_prompt, 3),
+                  prompt_tokens_min=min(map(len, prompt_ids)), prompt_tokens_max=max(map(len, prompt_ids)),
+                  prompt_tokens_mean=round(sum(map(len, prompt_ids)) / len(prompt_ids), 1))
+    return result
 
 
-async def _closed_loop(call: Callable[[], Awaitable[None]], clients: int, seconds: float) -> float:
-    done = 0
-    deadline = time.perf_counter() + seconds
+async def _publish_plan(redis_url: str) -> None:
+    import redis.asyncio as aioredis
 
-    async def client() -> None:
-        nonlocal done
-        while time.perf_counter() < deadline:
-            await call()
-            done += 1
+    from control_plane.plan_store import PlanStore
 
-    start = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(clients)))
-    return done / (time.perf_counter() - start)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await PlanStore(client).publish(PLAN, leader="bench-gateway", reason="bench gateway")
+    finally:
+        await client.aclose()
 
 
-async def _measure(paths: Paths, args: argparse.Namespace) -> dict[str, Any]:
-    lat = await _latencies(paths, args.requests)
-    rps = {name: await _closed_loop(call, args.clients, args.seconds)
-           for name, call in (("grpc", paths.grpc), ("rest", paths.rest), ("direct", paths.direct))}
-    p = {name: (percentile(v, 0.5), percentile(v, 0.99)) for name, v in lat.items()}
-    return {
-        "overhead_p50_ms": round(p["grpc"][0] - p["direct"][0], 3),
-        "overhead_p99_ms": round(p["grpc"][1] - p["direct"][1], 3),
-        "rest_overhead_p50_ms": round(p["rest"][0] - p["direct"][0], 3),
-        "rest_overhead_p99_ms": round(p["rest"][1] - p["direct"][1], 3),
-        "gateway_rps": round(max(rps["grpc"], rps["rest"]), 1),
-        "gateway_rest_rps": round(rps["rest"], 1), "gateway_grpc_rps": round(rps["grpc"], 1),
-        "direct_rps": round(rps["direct"], 1),
-        "direct_p50_ms": round(p["direct"][0], 3), "direct_p99_ms": round(p["direct"][1], 3),
-        "rest_p50_ms": round(p["rest"][0], 3), "rest_p99_ms": round(p["rest"][1], 3),
-        "grpc_p50_ms": round(p["grpc"][0], 3), "grpc_p99_ms": round(p["grpc"][1], 3),
-        "requests": args.requests, "clients": args.clients,
-    }
-
-
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(rule: WorkloadRule) -> dict[str, Any]:
     from tokenizers import Tokenizer
+
+    from heteroserve.modelgen.tokenizer import corpus_text
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        model_dir = create_model(workdir / "tiny", preset="tiny", seed=0)
+        model_dir = create_model(workdir / MODEL, preset=MODEL, seed=0)
+        tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        bos = len(tokenizer.encode("").ids)  # the post-processor adds <s> to every encoding
+        prompts = build_prompts(rule, corpus_text().split(), lambda w: len(tokenizer.encode(w).ids) - bos)
+        prompt_ids = [list(tokenizer.encode(p.text).ids) for p in prompts]
         cluster = LocalCluster(workdir)
         try:
             redis_url = cluster.start_redis()
-            worker = cluster.start_worker(model_dir, "bench-w0", redis_url)
-            http_url, grpc_target = cluster.start_gateway(model_dir, redis_url, {API_KEY: "bench"})
-            wait_for_workers(http_url, 1)
-            prompt_ids = Tokenizer.from_file(str(model_dir / "tokenizer.json")).encode(PROMPT).ids
+            asyncio.run(_publish_plan(redis_url))
+            workers = {f"bench-w{i}": cluster.start_worker(model_dir, f"bench-w{i}", redis_url,
+                                                           ("--pool", pool)) for i, pool in enumerate(POOLS)}
+            http_url, grpc_target = cluster.start_gateway(model_dir, redis_url, {API_KEY: TENANT})
+            wait_for_workers(http_url, len(workers))
 
             async def main() -> dict[str, Any]:
-                paths = Paths(worker, http_url, grpc_target, prompt_ids)
+                paths = Paths(workers, http_url, grpc_target, rule.output_tokens)
                 try:
-                    return await _measure(paths, args)
+                    return await measure(paths, prompts, prompt_ids)
                 finally:
                     await paths.close()
 
@@ -154,13 +196,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="heteroserve bench gateway", description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    parser.add_argument("--requests", type=int, default=500, help="sequential requests per path")
-    parser.add_argument("--clients", type=int, default=32, help="closed-loop concurrency")
-    parser.add_argument("--seconds", type=float, default=5.0, help="closed-loop duration per path")
+    add_arguments(parser)
+    parser.add_argument("--requests", type=int, default=200, help="prompts (each measured on REST and gRPC)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the workload rule")
     args = parser.parse_args(argv)
-    result = run(args)
-    print(target_table(result, TARGETS, 24))
-    if args.json:
-        print(json.dumps(result))
-    return 0
+    rule = WorkloadRule(requests=args.requests, seed=args.seed)
+    print(f"workload rule: {rule.describe()}")
+    result = {"workload_rule": rule.describe(), **run(rule)}
+    for key, value in result.items():
+        if key != "workload_rule":
+            print(f"{key:<34} {value!s:>14}")
+    return finish(result, TARGETS, args)

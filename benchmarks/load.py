@@ -17,22 +17,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks._chaos_cluster import ChaosCluster
+from benchmarks._report import add_arguments, finish
 from benchmarks._streams import Timed, closed_loop, prompt
+from common.stats import percentile
 from heteroserve.embedded.state import worker_files
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
 def rss_mb(pid: int) -> float | None:
@@ -64,9 +58,9 @@ async def ramp(cluster: ChaosCluster, args: argparse.Namespace, texts: list[str]
                                 args.step_seconds, texts, args.max_tokens)
         counted = [r for t, r in log if t - started >= args.warmup_seconds]
         ttfts = [r.ttft_seconds for r in counted if r.ttft_seconds is not None]
-        p99 = percentile(ttfts, 99)
+        p99 = percentile(ttfts, 0.99)
         step = {"concurrency": concurrency, "requests": len(counted),
-                "errors": sum(not r.ok for r in counted), "ttft_p50_s": percentile(ttfts, 50),
+                "errors": sum(not r.ok for r in counted), "ttft_p50_s": percentile(ttfts, 0.5),
                 "ttft_p99_s": p99}
         steps.append(step)
         if p99 is None or p99 > args.slo_seconds or step["errors"]:
@@ -99,7 +93,7 @@ async def soak(cluster: ChaosCluster, args: argparse.Namespace, texts: list[str]
     return {"clients": args.hold_clients, "seconds": args.hold_seconds, "requests": len(log),
             "errors": sum(not r.ok for _, r in log),
             "error_sample": sorted({r.error for _, r in log if r.error})[:3],
-            "ttft_p50_s": percentile(ttfts, 50), "ttft_p99_s": percentile(ttfts, 99),
+            "ttft_p50_s": percentile(ttfts, 0.5), "ttft_p99_s": percentile(ttfts, 0.99),
             "max_rss_growth_mb": max(growth.values(), default=0.0), "rss_growth_mb": growth,
             "rss_end_mb": {k: round(v, 1) for k, v in last.items()}}
 
@@ -121,7 +115,7 @@ async def run(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="heteroserve bench load", description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="ramp to 8, hold 16 clients for 10 s")
     parser.add_argument("--slo-seconds", type=float, default=1.0, help="TTFT p99 SLO (chat class)")
     parser.add_argument("--max-tokens", type=int, default=16)
@@ -145,6 +139,5 @@ def main(argv: list[str] | None = None) -> int:
     print(f"soak: {soak_result['clients']} clients x {soak_result['seconds']} s: {soak_result['requests']} "
           f"requests, errors {soak_result['errors']} (target 0), max RSS growth "
           f"{soak_result['max_rss_growth_mb']} MB (target <= {args.rss_limit_mb})")
-    if args.json:
-        print(json.dumps(result))
-    return 0 if result["errors"] == 0 and result["max_rss_growth_mb"] <= args.rss_limit_mb else 1
+    targets = {"errors": ("==", 0), "max_rss_growth_mb": ("<=", args.rss_limit_mb)}
+    return finish(result, targets, args)

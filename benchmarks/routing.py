@@ -41,8 +41,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks._cluster import LocalCluster, percentile, wait_for_workers
-from benchmarks._report import target_table
+from benchmarks._cluster import LocalCluster, wait_for_workers
+from benchmarks._report import add_arguments, finish
+from common.stats import percentile
 from heteroserve.modelgen import PRESETS, create_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -205,7 +206,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="heteroserve bench routing", description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_arguments(parser)
     parser.add_argument("--trace", type=Path, default=DEFAULT_TRACE, help="Mooncake-format JSONL trace")
     parser.add_argument("--start", type=int, default=3600, help="index of the first trace request")
     parser.add_argument("--requests", type=int, default=160, help="number of trace requests to replay")
@@ -224,7 +225,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1:
         parser.error(f"--rounds: must be >= 1, got {args.rounds}")
     result = run(args)
-    print(target_table(result, TARGETS, 36))
-    if args.json:
-        print(json.dumps(result))
-    return 0
+    for key, value in result.items():
+        print(f"{key:<36} {value!s:>14}")
+    return finish(result, TARGETS, args)

@@ -1,7 +1,8 @@
 """`heteroserve bench NAME [--json] [...]`: run one benchmark from `benchmarks/`.
 
-Each benchmark is a module `benchmarks/NAME.py` with `main(argv) -> int`. It prints a readable table and,
-with `--json`, one JSON object as its last line.
+Each benchmark is a module `benchmarks/NAME.py` with `main(argv) -> int`. It prints the targets it checks
+(name, bound, measured, ✔/✘) and, with `--json`, one JSON object as its last line. With `--check` it exits
+1 when any target is missed or any part was skipped (`benchmarks/_report.py`); without, it exits 0.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pkgutil
 
 from common.errors import InvalidRequestError
 
-HELP = "run a benchmark (engine, cache, placement, gateway, routing, chaos, load)"
+HELP = "run a benchmark (engine, cache, placement, gateway, routing, chaos, load, scale)"
 
 
 def available() -> list[str]:
