@@ -11,16 +11,22 @@ Per layer: the new tokens' K/V are written to their slots, then
   starts at position 0 uses the fresh K/V directly (SDPA with `is_causal`); a later chunk (chunked
   prefill, prefix-cache hit) gathers its context from the pool and uses an explicit offset-causal mask.
 No Python loop runs per token; there is one small loop per prefill chunk.
+
+In-storage attention (csd): when the pool is a drive that attends in storage (`InStorageAttention` with
+`attention_site == "drive"`), the step's new K/V and the decodes' queries go to the drive in one message
+per layer and the decodes' outputs come back; prefill chunks still attend on the host.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 
-from workers.engine.kv_pool import KVPool
+from workers.engine.kv_pool import KVStore
 
 
 @dataclass(frozen=True)
@@ -39,12 +45,13 @@ class PrefillChunk:
 class DecodeGroup:
     """Decode rows [start, end) of the batch, whose KV is gathered together.
     `block_table` [rows * max_blocks] is padded with block 0; `mask` [rows, 1, max_blocks * block_size]
-    is additive (0 / -inf)."""
+    is additive (0 / -inf); `lengths[i]` = context tokens of row i, its new token included."""
 
     start: int
     end: int
     block_table: torch.Tensor
     mask: torch.Tensor
+    lengths: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -56,19 +63,35 @@ class AttentionMetadata:
     prefills: tuple[PrefillChunk, ...]
 
 
-def paged_attention(pool: KVPool, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+@runtime_checkable
+class InStorageAttention(Protocol):
+    """A KV pool that can run decode attention where the KV lives (a computational storage drive)."""
+
+    attention_site: str  # "drive": decodes attend in storage; "host": they gather the KV (host-offload)
+
+    def write_and_attend(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                         q: torch.Tensor, decodes: Sequence[DecodeGroup], scale: float) -> torch.Tensor:
+        """Write k/v at slots, return the decode rows' outputs [rows, heads, head_dim]."""
+        ...
+
+
+def paged_attention(pool: KVStore, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                     meta: AttentionMetadata, scale: float) -> torch.Tensor:
     """q [tokens, heads, head_dim], k/v [tokens, kv_heads, head_dim] -> [tokens, heads * head_dim].
     Side effect: writes k/v into the pool at `meta.slots`."""
-    pool.write(layer, meta.slots, k, v)
-    outputs = [_decode(pool, layer, q[group.start : group.end], group, scale) for group in meta.decodes]
+    if meta.decodes and isinstance(pool, InStorageAttention) and pool.attention_site == "drive":
+        rows = meta.decodes[-1].end
+        outputs = [pool.write_and_attend(layer, meta.slots, k, v, q[:rows], meta.decodes, scale)]
+    else:
+        pool.write(layer, meta.slots, k, v)
+        outputs = [_decode(pool, layer, q[group.start : group.end], group, scale) for group in meta.decodes]
     for chunk in meta.prefills:
         outputs.append(_prefill(pool, layer, q, k, v, chunk, scale))
     out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=0)
     return out.reshape(q.shape[0], -1)
 
 
-def _decode(pool: KVPool, layer: int, q: torch.Tensor, group: DecodeGroup, scale: float) -> torch.Tensor:
+def _decode(pool: KVStore, layer: int, q: torch.Tensor, group: DecodeGroup, scale: float) -> torch.Tensor:
     n, heads, dim = q.shape
     kv_heads = pool.num_kv_heads
     keys, values = pool.gather(layer, group.block_table)
@@ -82,7 +105,7 @@ def _decode(pool: KVPool, layer: int, q: torch.Tensor, group: DecodeGroup, scale
     return out.permute(1, 0, 2, 3).reshape(n, heads, dim)
 
 
-def _prefill(pool: KVPool, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+def _prefill(pool: KVStore, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
              chunk: PrefillChunk, scale: float) -> torch.Tensor:
     qc = q[chunk.start : chunk.end].transpose(0, 1).unsqueeze(0)  # [1, heads, chunk, dim]
     if chunk.block_ids is None:

@@ -18,9 +18,10 @@ from tokenizers import Tokenizer
 from cache.hashing import BlockHash, HashKeys, kv_layout
 from common.errors import ConfigError, InvalidRequestError, KVTransferError
 from workers.devices import allocate_kv_storage, torch_device, torch_dtype
+from workers.devices.csd import open_drive_pool
 from workers.engine.block_manager import BlockManager
 from workers.engine.config import EngineConfig
-from workers.engine.kv_pool import KVPool
+from workers.engine.kv_pool import KVPool, KVStore
 from workers.engine.listeners import BlockListener
 from workers.engine.loader import load_weights, read_args
 from workers.engine.model import LlamaModel
@@ -50,7 +51,7 @@ class LLMEngine:
             torch.set_num_threads(config.num_threads)
         self.model = LlamaModel(self.args, load_weights(config.model_dir, self.args, self.dtype, self.device),
                                 self.device)
-        self.pool = KVPool(self._allocate_pool(), config.block_size)
+        self.pool = self._allocate_pool()
         self.block_manager = BlockManager(self.pool.num_blocks, config.block_size,
                                           config.enable_prefix_caching, on_evict=self._on_evict)
         self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens,
@@ -67,7 +68,7 @@ class LLMEngine:
         self._evicted: list[KVBlock] = []
         self._totals = {"prompt": 0, "generated": 0, "cached": 0}
 
-    def _allocate_pool(self) -> torch.Tensor:
+    def _allocate_pool(self) -> KVStore:
         a, cfg = self.args, self.config
         per_block = KVPool.bytes_per_block(a.num_layers, a.num_kv_heads, cfg.block_size, a.head_dim,
                                            torch.empty((), dtype=self.dtype).element_size())
@@ -76,7 +77,10 @@ class LLMEngine:
             raise ConfigError(f"{cfg.kv_cache_bytes} bytes hold {num_blocks} KV blocks of {per_block} bytes; "
                               "need at least 2", field="kv_cache_bytes")
         shape = (a.num_layers, 2, a.num_kv_heads, num_blocks, cfg.block_size, a.head_dim)
-        return allocate_kv_storage(cfg.device, shape, self.dtype, self.device, cfg.csd_path)
+        if cfg.device == "csd":  # the pool lives on a drive process (workers/devices/csd)
+            assert cfg.csd_path is not None, "EngineConfig lets device csd through without csd_path"
+            return open_drive_pool(cfg.csd_path, shape, self.dtype)
+        return KVPool(allocate_kv_storage(cfg.device, shape, self.dtype, self.device), cfg.block_size)
 
     # ---- requests ---------------------------------------------------------------------------
     def hash_keys(self, adapter: str = "", tenant_salt: str = "") -> HashKeys:

@@ -3,13 +3,40 @@
 Layout [num_layers, 2, num_kv_heads, num_blocks, block_size, head_dim] (2 = key, value). Heads come
 before blocks so a gather of a sequence's blocks for one layer yields [heads, tokens, head_dim] slices
 that are contiguous per head, which batched attention consumes without another copy. A token's slot
-is `block_id * block_size + offset`. The storage tensor comes from `workers.devices` (RAM, GPU memory
-or a memory-mapped file on a drive).
+is `block_id * block_size + offset`. The storage tensor comes from `workers.devices` (RAM or GPU
+memory). `KVStore` is the interface the engine uses; a csd engine's pool lives on the drive instead
+(`workers.devices.csd.DrivePool`) and implements the same calls as messages to the drive process.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
+
+
+class KVStore(Protocol):
+    """What the engine needs of a KV pool (shape attributes as in `KVPool`)."""
+
+    block_size: int
+    num_blocks: int
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    @property
+    def block_shape(self) -> tuple[int, int, int, int, int]: ...
+
+    def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None: ...
+
+    def gather(self, layer: int, block_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def read_block(self, block_id: int) -> torch.Tensor: ...
+
+    def write_block(self, block_id: int, kv: torch.Tensor) -> None: ...
 
 
 class KVPool:
@@ -23,6 +50,10 @@ class KVPool:
         self.num_layers, _, self.num_kv_heads, self.num_blocks, _, self.head_dim = storage.shape
         self._flat = storage.view(self.num_layers, 2, self.num_kv_heads, self.num_blocks * block_size,
                                   self.head_dim)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.storage.dtype
 
     @property
     def block_shape(self) -> tuple[int, int, int, int, int]:

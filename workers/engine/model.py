@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from workers.engine.attention import AttentionMetadata, paged_attention
-from workers.engine.kv_pool import KVPool
+from workers.engine.kv_pool import KVStore
 from workers.engine.layers import apply_rope, rms_norm, rope_tables, swiglu_mlp
 from workers.engine.loader import ModelArgs
 
@@ -56,7 +56,7 @@ class LlamaModel:
             down=w[p + "mlp.down_proj.weight"],
         )
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, pool: KVPool,
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, pool: KVStore,
                 meta: AttentionMetadata) -> torch.Tensor:
         """input_ids, positions [tokens] -> hidden states [tokens, hidden]. Writes the step's KV."""
         args = self.args

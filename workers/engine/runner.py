@@ -13,13 +13,13 @@ from collections.abc import Sequence as Seq
 import torch
 
 from workers.engine.attention import AttentionMetadata, DecodeGroup, PrefillChunk
-from workers.engine.kv_pool import KVPool
+from workers.engine.kv_pool import KVStore
 from workers.engine.model import LlamaModel
 from workers.engine.scheduler import ScheduledChunk
 
 
 class ModelRunner:
-    def __init__(self, model: LlamaModel, pool: KVPool, device: torch.device) -> None:
+    def __init__(self, model: LlamaModel, pool: KVStore, device: torch.device) -> None:
         self.model = model
         self.pool = pool
         self.device = device
@@ -74,7 +74,8 @@ class ModelRunner:
                 if nxt <= 1.5 * first or end - start < 4:
                     continue
             table, mask = self._decode_table(decodes[start:end])
-            groups.append(DecodeGroup(start, end, table, mask))
+            lengths = tuple(c.seq.num_computed_tokens + 1 for c in decodes[start:end])
+            groups.append(DecodeGroup(start, end, table, mask, lengths))
             start = end
         return tuple(groups)
 
@@ -89,7 +90,7 @@ class ModelRunner:
         block_table = torch.tensor(table, dtype=torch.long, device=self.device).view(-1)
         columns = torch.arange(max_blocks * self.block_size, device=self.device)
         valid = columns[None, :] < torch.tensor(lengths, device=self.device)[:, None]
-        mask = torch.zeros(valid.shape, dtype=self.pool.storage.dtype, device=self.device)
+        mask = torch.zeros(valid.shape, dtype=self.pool.dtype, device=self.device)
         mask.masked_fill_(~valid, float("-inf"))
         return block_table, mask[:, None, :]
 

@@ -99,8 +99,8 @@ def test_csd_device_matches_hf(tiny_model_dir: Path, tmp_path: Path, hf: HFOracl
 
     engine = LLMEngine(EngineConfig(tiny_model_dir, device="csd", csd_path=tmp_path / "drive",
                                     kv_cache_bytes=64 * 2**20))
-    pool_file = tmp_path / "drive" / "kv_pool.bin"
-    assert pool_file.stat().st_size == engine.pool.storage.numel() * 4  # capacity = bytes of the drive
+    pool_file = tmp_path / "drive" / "slot-0" / "flash.bin"  # the drive's flash (workers/devices/csd)
+    assert pool_file.stat().st_size == engine.pool.spec.total_bytes  # capacity = bytes of the drive
     prompts = make_prompts(LENGTHS[:4], seed=11)
     events = run_all(engine, [greedy_request(f"c{i}", p, MAX_TOKENS) for i, p in enumerate(prompts)])
     for i, prompt in enumerate(prompts):
@@ -109,7 +109,7 @@ def test_csd_device_matches_hf(tiny_model_dir: Path, tmp_path: Path, hf: HFOracl
         assert any(handle.read(1 << 20))
     # a second engine on the same drive directory gets its own pool file
     LLMEngine(EngineConfig(tiny_model_dir, device="csd", csd_path=tmp_path / "drive", num_kv_blocks=8))
-    assert (tmp_path / "drive" / "kv_pool-1.bin").is_file()
+    assert (tmp_path / "drive" / "slot-1" / "flash.bin").is_file()
 
 
 @pytest.mark.cuda

@@ -1,0 +1,162 @@
+"""The drive process: the emulated drive's controller, a separate OS process.
+
+It owns the flash (`FlashStore`), two link limiters (one per direction, PCIe being full duplex) and a
+flash read and a flash write limiter, and runs with `drive_threads` torch threads (its compute budget).
+It serves one host over a pipe, one message at a time, in order:
+
+| op          | in (arrays)                   | out (arrays)                                       |
+|-------------|-------------------------------|----------------------------------------------------|
+| write       | slots, k, v                   | -  (prefill KV, or each decode's new KV in host mode) |
+| attend      | slots, k, v, q, blocks        | attention outputs [rows, heads, head_dim]          |
+| gather      | block ids (distinct)          | pages [n, 2, kv_heads, block_size, head_dim]       |
+| read_block  | -                             | one block [layers, 2, kv_heads, block_size, dim]   |
+| write_block | one block                     | -                                                  |
+| stats       | -                             | - (`DriveStats` fields in the reply's meta)        |
+
+Every message is charged to the link (size / rate + latency) and every flash access to the flash
+limiters; the drive sleeps the modelled time not already spent working. A failed op replies `error`
+with a `kind` (`checksum`, `internal`) and the drive keeps serving. EOF on the pipe (the host is gone)
+or `close` ends the process.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workers.devices.csd import wire
+from workers.devices.csd.config import DriveConfig
+from workers.devices.csd.flash import ChecksumError, DriveFullError, FlashStore, PoolSpec
+from workers.devices.csd.kernel import decode_attention
+from workers.devices.csd.ratelimit import RateLimiter
+from workers.devices.csd.stats import DriveStats
+
+
+class Drive:
+    """The controller's state and its ops; `serve` is the loop."""
+
+    def __init__(self, flash: FlashStore, config: DriveConfig) -> None:
+        self.flash = flash
+        self.spec = flash.spec
+        self.link_in = RateLimiter(config.scaled_link_bytes_per_s, config.scaled_link_latency_s)
+        self.link_out = RateLimiter(config.scaled_link_bytes_per_s, config.scaled_link_latency_s)
+        self.flash_read = RateLimiter(config.scaled_flash_read_bytes_per_s)
+        self.flash_write = RateLimiter(config.scaled_flash_write_bytes_per_s)
+        self.messages = 0
+        self.compute_seconds = 0.0
+
+    def serve(self, conn: Connection) -> None:
+        while True:
+            try:
+                (op, meta, arrays), size = wire.recv(conn)
+            except (EOFError, OSError):
+                return
+            self.messages += 1
+            self.link_in.charge(size)
+            if op == "close":
+                return
+            try:
+                reply_meta, reply = self.handle(op, meta, arrays)
+            except ChecksumError as exc:
+                reply_meta, reply = {"kind": "checksum", "message": str(exc), "pages": exc.pages}, []
+                op = "error"
+            except Exception as exc:  # reported to the host, which raises; the drive keeps serving
+                reply_meta = {"kind": "internal", "message": f"{exc!r}\n{traceback.format_exc()}"}
+                reply, op = [], "error"
+            self.messages += 1
+            wire.send(conn, op if op == "error" else "ok", reply_meta, reply,
+                      before_send=self.link_out.charge)
+
+    def handle(self, op: str, meta: dict[str, Any], arrays: list[torch.Tensor]
+               ) -> tuple[dict[str, Any], list[torch.Tensor]]:
+        match op:
+            case "write":
+                self._write(meta["layer"], *arrays)
+                return {}, []
+            case "attend":
+                return {}, [self._attend(meta, *arrays)]
+            case "gather":
+                return {}, [self._read(meta["layer"], arrays[0])]
+            case "read_block":
+                started = time.perf_counter()
+                block = self.flash.read_block(meta["block_id"])
+                self.flash_read.charge(block.numel() * block.element_size(), started)
+                return {}, [block]
+            case "write_block":
+                started = time.perf_counter()
+                self.flash.write_block(meta["block_id"], arrays[0])
+                self.flash_write.charge(arrays[0].numel() * arrays[0].element_size(), started)
+                return {}, []
+            case "stats":
+                return self.stats().to_dict(), []
+            case _:
+                raise ValueError(f"unknown drive op {op!r}")
+
+    def _write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        started = time.perf_counter()
+        self.flash.write_tokens(layer, slots, k, v)
+        self.flash_write.charge((k.numel() + v.numel()) * k.element_size(), started)
+
+    def _read(self, layer: int, block_ids: torch.Tensor) -> torch.Tensor:
+        started = time.perf_counter()
+        pages = self.flash.read_pages(layer, block_ids)
+        self.flash_read.charge(len(block_ids) * self.spec.page_bytes, started)
+        return pages
+
+    def _attend(self, meta: dict[str, Any], slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                q: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+        layer = meta["layer"]
+        self._write(layer, slots, k, v)
+        started = time.perf_counter()
+        waited = self.flash_read.waited_seconds
+        flat = blocks.tolist()
+        row_blocks, offset = [], 0
+        for count in meta["row_block_counts"]:
+            row_blocks.append(flat[offset : offset + count])
+            offset += count
+        out = decode_attention(lambda ids: self._read(layer, ids), q, meta["lengths"], row_blocks,
+                               meta["groups"], self.spec.block_size, meta["scale"])
+        self.compute_seconds += time.perf_counter() - started - (self.flash_read.waited_seconds - waited)
+        return out
+
+    def stats(self) -> DriveStats:
+        return DriveStats(
+            link_bytes_to_drive=self.link_in.num_bytes, link_bytes_to_host=self.link_out.num_bytes,
+            link_messages=self.messages, flash_bytes_read=self.flash.bytes_read,
+            flash_bytes_written=self.flash.bytes_written, flash_pages_read=self.flash.pages_read,
+            checksum_failures=self.flash.checksum_failures,
+            link_wait_seconds=self.link_in.waited_seconds + self.link_out.waited_seconds,
+            flash_wait_seconds=self.flash_read.waited_seconds + self.flash_write.waited_seconds,
+            compute_seconds=self.compute_seconds)
+
+
+def drive_main(conn: Connection, directory: str, spec: PoolSpec, config: DriveConfig) -> None:
+    """Body of the drive process: open the flash, report `ready` (or `error` kind `full`), serve."""
+    torch.set_num_threads(config.drive_threads)
+    try:
+        flash = FlashStore(Path(directory), spec, config.capacity_bytes)
+    except DriveFullError as exc:
+        wire.send(conn, "error", {"kind": "full", "message": exc.message})
+        return
+    wire.send(conn, "ready", {})
+    with torch.inference_mode():
+        Drive(flash, config).serve(conn)
+
+
+def main(argv: list[str]) -> None:
+    """`python -m workers.devices.csd.drive FD DIRECTORY SPEC_JSON CONFIG_JSON` (started by `DrivePool`):
+    FD is this process's end of the host's pipe."""
+    fd, directory, spec_json, config_json = argv
+    conn = Connection(int(fd))
+    drive_main(conn, directory, PoolSpec(**json.loads(spec_json)), DriveConfig(**json.loads(config_json)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
