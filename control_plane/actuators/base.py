@@ -17,8 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-ROLES = ("colocated", "prefill", "decode")
-DEVICES = ("cpu", "cuda", "csd")
+from common.vocab import DEVICES, ROLES, Device, Role
 
 # A DNS-1123 label: a pool name becomes part of Kubernetes object names and label values.
 _POOL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
@@ -39,8 +38,8 @@ class PoolTarget:
 
     pool: str
     node_type: str
-    role: str
-    device: str
+    role: Role
+    device: Device
     model: str
     replicas: int
 
@@ -85,16 +84,26 @@ class PoolChange:
 
 @dataclass(frozen=True)
 class ApplyResult:
-    """What one `apply` call changed: replica counts (in the order applied), drained workers, and the
-    workers whose drain failed or timed out (they were removed regardless)."""
+    """What one `apply` call changed: replica counts (in the order applied, a created pool as a change
+    from 0, a deleted one as a change to 0), pools created and deleted, drained workers, the workers
+    whose drain failed or timed out (they were removed regardless), and the pools whose change could
+    not be made (the backend stayed unreachable through the retries): a half-applied plan is never
+    silent, `complete` is False and `not_applied` names the pools still to do."""
 
     changes: tuple[PoolChange, ...] = ()
     drained: tuple[DrainTarget, ...] = ()
     drain_failures: tuple[DrainTarget, ...] = ()
+    created: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+    not_applied: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
-        return bool(self.changes)
+        return bool(self.changes or self.created or self.deleted)
+
+    @property
+    def complete(self) -> bool:
+        return not self.not_applied
 
 
 @dataclass(frozen=True)
@@ -105,7 +114,7 @@ class NodeGroup:
     """
 
     node_type: str
-    device: str
+    device: Device
     num_nodes: int
     num_gpus: int
 
@@ -115,7 +124,9 @@ class Actuator(Protocol):
 
     async def apply(self, targets: Sequence[PoolTarget]) -> ApplyResult:
         """Set every pool in `targets` to its replica count: scale-ups first, then scale-downs, each
-        preceded by draining the workers that go. Pools not in `targets` are left as they are.
+        preceded by draining the workers that go. Pools not in `targets` are left as they are, except
+        pools the actuator itself created (an actuator that creates pools deletes those the plan
+        dropped). A change that cannot be made is named in `ApplyResult.not_applied`.
         Raises PermissionDeniedError for an object the actuator does not own, ConfigError when a
         target contradicts the pool's deployed role or node type, UnavailableError when the backend
         cannot be reached. Idempotent: applying the same targets twice changes nothing the second time."""

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.vocab import Device
 from control_plane.actuators.base import NodeGroup
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -52,10 +53,11 @@ def _allocatable_gpus(node: Any) -> int:
     return int(raw) if raw.isdigit() else 0
 
 
-def classify_node(node: Any, labels: InventoryLabels) -> tuple[str, str, int]:
+def classify_node(node: Any, labels: InventoryLabels) -> tuple[str, Device, int]:
     """(node type, device kind, allocatable GPUs) of one node object, by the rules above."""
     node_labels: Mapping[str, str] = (node.metadata.labels if node.metadata is not None else None) or {}
     gpus = _allocatable_gpus(node)
+    device: Device
     if node_labels.get(labels.csd_label) == "true":
         device = "csd"
     elif gpus > 0:
@@ -74,7 +76,7 @@ def classify_node(node: Any, labels: InventoryLabels) -> tuple[str, str, int]:
 
 def inventory_from_nodes(nodes: Iterable[Any], labels: InventoryLabels) -> tuple[NodeGroup, ...]:
     """Group schedulable `V1Node` objects into `NodeGroup`s (sorted by node type, then device)."""
-    counts: dict[tuple[str, str], list[int]] = {}
+    counts: dict[tuple[str, Device], list[int]] = {}
     for node in nodes:
         if not _is_schedulable(node):
             continue

@@ -1,4 +1,5 @@
-"""Prometheus names of the actuators (desired vs actual workers per pool, drains, scale operations).
+"""Prometheus names of the actuators (desired vs actual workers per pool, drains, scale operations,
+pools created and deleted, half-applied plans).
 
 `heteroserve_pool_desired_replicas` is the planner's wish per pool. Users who prefer their own
 autoscaler (HPA with an external metric, KEDA's Prometheus scaler) scale on it and run the planner with
@@ -38,6 +39,22 @@ class ActuatorMetrics:
             "heteroserve_actuator_drains_total",
             "Workers drained before a scale-down, by status (ok, failed)",
             ("pool", "status"),
+            registry=registry,
+        )
+        self.pool_lifecycle = Counter(
+            "heteroserve_actuator_pool_lifecycle_total",
+            "Pools the actuator created from a template or deleted when the plan dropped them, by event",
+            ("event",),
+            registry=registry,
+        )
+        self.pools_not_applied = Gauge(
+            "heteroserve_actuator_pools_not_applied",
+            "Pools whose change the last apply could not make (0: the plan is fully applied)",
+            registry=registry,
+        )
+        self.incomplete_applies = Counter(
+            "heteroserve_actuator_incomplete_applies_total",
+            "Applies that left part of the plan undone (the API server stayed unreachable through retries)",
             registry=registry,
         )
         self.api_errors = Counter(

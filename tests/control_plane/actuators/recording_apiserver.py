@@ -2,9 +2,12 @@
 
 No Kubernetes API server can run on this machine, so the actuator's tests point the real `kubernetes`
 client at this small HTTP server on 127.0.0.1. It answers only the paths the actuator uses, from canned
-objects the test puts in `nodes`, `deployments` and `pods`, applies merge patches to them so later reads
-see the change, and records every request (method, path, query, content type, JSON body) in `events`
-in arrival order. Tests may append their own markers to `events` (e.g. a drain) to check ordering.
+objects the test puts in `nodes`, `deployments`, `pdbs` and `pods`, applies merge patches to them so
+later reads see the change, creates (409 AlreadyExists on a taken name) and deletes Deployments and
+PodDisruptionBudgets, lists Deployments by label selector, and records every request (method, path,
+query, content type, JSON body) in `events` in arrival order. Tests may append their own markers to
+`events` (e.g. a drain) to check ordering. `faults` injects failures: the first fault matching a
+request answers it instead (an HTTP status, or a dropped connection for status 0) while its count lasts.
 It checks nothing about authorization: RBAC is the chart's job, tested by rendering it.
 """
 
@@ -19,6 +22,18 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 
+@dataclass
+class Fault:
+    """Answer `times` requests whose method is `method` and whose path ends with `path_suffix` with
+    `status` (0: close the connection without an answer, as a crashed API server does)."""
+
+    method: str
+    path_suffix: str
+    status: int
+    times: int = 1
+    reason: str = ""
+
+
 @dataclass(frozen=True)
 class Call:
     method: str
@@ -29,6 +44,9 @@ class Call:
 
 
 _DEPLOYMENT = re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/deployments/([^/]+)(/scale)?$")
+_DEPLOYMENTS = re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/deployments$")
+_PDB = re.compile(r"^/apis/policy/v1/namespaces/([^/]+)/poddisruptionbudgets(?:/([^/]+))?$")
+_REASONS = {409: "Conflict", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
 _PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
 _POD = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)$")
 _LEASES = re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/([^/]+)/leases(?:/([^/]+))?$")
@@ -48,6 +66,11 @@ def _selected(obj: dict[str, Any], selector: str) -> bool:
     return all(labels.get(k) == v for k, v in pairs)
 
 
+def _status(code: int, reason: str, message: str = "") -> tuple[int, dict[str, Any]]:
+    return code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+                  "message": message or reason, "code": code}
+
+
 def _not_found(kind: str, name: str) -> tuple[int, dict[str, Any]]:
     return 404, {
         "kind": "Status",
@@ -65,6 +88,8 @@ class RecordingApiServer:
     def __init__(self) -> None:
         self.nodes: list[dict[str, Any]] = []
         self.deployments: dict[str, dict[str, Any]] = {}  # name -> Deployment object
+        self.pdbs: dict[str, dict[str, Any]] = {}  # name -> PodDisruptionBudget object
+        self.faults: list[Fault] = []
         self.pods: list[dict[str, Any]] = []
         self.leases: dict[str, dict[str, Any]] = {}  # name -> Lease object
         self._resource_version = 100
@@ -91,8 +116,13 @@ class RecordingApiServer:
         self._thread.join(timeout=5)
 
     def answer(self, call: Call) -> tuple[int, dict[str, Any]]:
+        """(status, body); status 0 means: drop the connection."""
         with self._lock:
             self.events.append(call)
+            for fault in self.faults:
+                if fault.times > 0 and fault.method == call.method and call.path.endswith(fault.path_suffix):
+                    fault.times -= 1
+                    return _status(fault.status, fault.reason or _REASONS.get(fault.status, "Injected"))
             return self._route(call)
 
     def _route(self, call: Call) -> tuple[int, dict[str, Any]]:
@@ -101,6 +131,13 @@ class RecordingApiServer:
             return 200, {"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": items}
         if m := _DEPLOYMENT.match(call.path):
             return self._deployment(call, m.group(2), scale=bool(m.group(3)))
+        if _DEPLOYMENTS.match(call.path):
+            return self._collection(call, self.deployments, "DeploymentList", "deployments.apps")
+        if m := _PDB.match(call.path):
+            if m.group(2) is None:
+                return self._collection(call, self.pdbs, "PodDisruptionBudgetList",
+                                        "poddisruptionbudgets.policy")
+            return self._item(call, self.pdbs, m.group(2), "poddisruptionbudgets.policy")
         if call.method == "GET" and _PODS.match(call.path):
             items = [p for p in self.pods if _selected(p, call.query.get("labelSelector", ""))]
             return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
@@ -156,10 +193,37 @@ class RecordingApiServer:
         self.leases[name] = lease
         return lease
 
+    def _collection(self, call: Call, store: dict[str, dict[str, Any]], list_kind: str,
+                    resource: str) -> tuple[int, dict[str, Any]]:
+        """GET (list by label selector) or POST (create) on a namespaced collection."""
+        if call.method == "POST":
+            name = call.body["metadata"]["name"]
+            if name in store:
+                return _status(409, "AlreadyExists", f'{resource} "{name}" already exists')
+            self._resource_version += 1
+            obj = json.loads(json.dumps(call.body))
+            obj["metadata"]["resourceVersion"] = str(self._resource_version)
+            store[name] = obj
+            return 201, obj
+        selector = call.query.get("labelSelector", "")
+        items = [o for o in store.values() if _selected(o, selector)]
+        return 200, {"kind": list_kind, "apiVersion": "v1", "metadata": {}, "items": items}
+
+    def _item(self, call: Call, store: dict[str, dict[str, Any]], name: str,
+              resource: str) -> tuple[int, dict[str, Any]]:
+        if name not in store:
+            return _not_found(resource, name)
+        if call.method == "DELETE":
+            del store[name]
+            return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}
+        return 200, store[name]
+
     def _deployment(self, call: Call, name: str, *, scale: bool) -> tuple[int, dict[str, Any]]:
         deployment = self.deployments.get(name)
         if deployment is None:
             return _not_found("deployments.apps", name)
+        if call.method == "DELETE":
+            return self._item(call, self.deployments, name, "deployments.apps")
         if call.method == "PATCH":
             if scale:
                 deployment["spec"]["replicas"] = call.body["spec"]["replicas"]
@@ -192,6 +256,9 @@ class RecordingApiServer:
                     body=json.loads(raw) if raw else None,
                 )
                 status, payload = server.answer(call)
+                if status == 0:
+                    self.close_connection = True  # no answer at all: the client sees a broken connection
+                    return
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -25,6 +25,9 @@ def test_names_and_labels() -> None:
         "heteroserve_actuator_scale_operations",
         "heteroserve_actuator_drains",
         "heteroserve_actuator_api_errors",
+        "heteroserve_actuator_pool_lifecycle",
+        "heteroserve_actuator_pools_not_applied",
+        "heteroserve_actuator_incomplete_applies",
     }
 
 
