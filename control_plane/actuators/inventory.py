@@ -10,6 +10,12 @@ Rules, applied to each node in order:
    allocatable `nvidia.com/gpu` > 0; `cpu` otherwise.
 4. Nodes are grouped by (node type, device); each group counts nodes and allocatable GPUs.
 The result is sorted by (node type, device) so that the same cluster always gives the same inventory.
+
+Worker capacity (`worker_capacity`, the planner's inventory: node type -> most workers): per node, the
+workers that fit its allocatable resources, i.e. the minimum over the template's requested resources of
+floor(allocatable / request) (1 when the template requests nothing); without a template, a `cuda` node
+holds one worker per allocatable GPU and any other node one worker. Summed per node type, then capped
+by the values' count for that node type (else the default cap) and by the template's `max_workers`.
 """
 
 from __future__ import annotations
@@ -18,8 +24,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.utils import parse_quantity
+
 from common.vocab import Device
 from control_plane.actuators.base import NodeGroup
+from control_plane.actuators.templates import TemplateSet
 
 GPU_RESOURCE = "nvidia.com/gpu"
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
@@ -88,3 +97,31 @@ def inventory_from_nodes(nodes: Iterable[Any], labels: InventoryLabels) -> tuple
         NodeGroup(node_type=node_type, device=device, num_nodes=n, num_gpus=g)
         for (node_type, device), (n, g) in sorted(counts.items())
     )
+
+
+def workers_that_fit(node: Any, requests: Mapping[str, str]) -> int:
+    """Workers with these resource requests that fit the node's allocatable resources."""
+    allocatable = (node.status.allocatable if node.status is not None else None) or {}
+    fits = [int(parse_quantity(allocatable.get(name, "0")) // parse_quantity(need))
+            for name, need in requests.items() if parse_quantity(need) > 0]
+    return min(fits) if fits else 1
+
+
+def worker_capacity(nodes: Iterable[Any], labels: InventoryLabels, templates: TemplateSet,
+                    caps: Mapping[str, int], default_cap: int) -> dict[str, int]:
+    """node type -> the most workers the plan may run there (rules in the module docstring)."""
+    capacity: dict[str, int] = {}
+    limits: dict[str, int] = {}
+    for node in nodes:
+        if not _is_schedulable(node):
+            continue
+        node_type, device, gpus = classify_node(node, labels)
+        template = templates.find(node_type, device)
+        if template is not None:
+            fit = workers_that_fit(node, template.requests())
+            if template.max_workers:
+                limits[node_type] = template.max_workers
+        else:
+            fit = gpus if device == "cuda" else 1
+        capacity[node_type] = capacity.get(node_type, 0) + fit
+    return {t: min(n, caps.get(t, default_cap), limits.get(t, n)) for t, n in sorted(capacity.items())}
