@@ -20,6 +20,7 @@ from control_plane.actuators.base import Actuator
 from control_plane.planner.metrics import PlannerMetrics
 from control_plane.planner.profile_solver import ProfileSolver, ProfileSpec, parse_document
 from control_plane.planner.service import LeaderLock, PlannerConfig, PlannerService
+from control_plane.planner.types import SolveFn
 from control_plane.traffic import TrafficConfig
 
 log = logging.getLogger(__name__)
@@ -28,17 +29,18 @@ log = logging.getLogger(__name__)
 async def serve(config: PlannerConfig, spec: ProfileSpec, redis_url: str,
                 actuator_factory: Callable[[CollectorRegistry], Actuator] | None, *, metrics_port: int = 0,
                 metrics_host: str = "0.0.0.0", lock: LeaderLock | None = None,
-                traffic: TrafficConfig | None = None) -> None:
+                traffic: TrafficConfig | None = None, solve: SolveFn | None = None) -> None:
     """Run the planner until SIGTERM/SIGINT (or cancellation). The actuator factory gets the
-    planner's metrics registry (for its own metrics); `lock` defaults to the Redis lock."""
+    planner's metrics registry (for its own metrics); `lock` defaults to the Redis lock; `solve`
+    defaults to `ProfileSolver(spec)` (on Kubernetes: the live-fleet solver over the Node list)."""
     registry = CollectorRegistry()
     metrics = PlannerMetrics(registry)
     http = start_http_server(metrics_port, addr=metrics_host, registry=registry) if metrics_port else None
     client = aioredis.Redis.from_url(redis_url)
     actuator = actuator_factory(registry) if actuator_factory else None
     service = PlannerService(config, client, traffic or TrafficConfig(redis_url=redis_url),
-                             ProfileSolver(spec), metrics, actuator=actuator, parse_plan=parse_document,
-                             lock=lock)
+                             solve or ProfileSolver(spec), metrics, actuator=actuator,
+                             parse_plan=parse_document, lock=lock)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

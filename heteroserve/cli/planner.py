@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     planner_id = args.planner_id or f"{socket.gethostname()}-{os.getpid()}"
     token = os.environ.get("HETEROSERVE_CLUSTER_TOKEN", "")
     register_secret(token)
-    factory, lock = None, None
+    factory, lock, solve = None, None, None
     if args.actuator == "local":
         assert embedded is not None, "loaded above: the local actuator reads the embedded file"
         factory = _local_actuator_factory(embedded, args, token)
@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         from control_plane.actuators.kubernetes_setup import (
             kubernetes_actuator_factory,
             lease_lock,
+            live_fleet_solver,
             load_kubernetes_settings,
         )
 
@@ -85,9 +86,12 @@ def run(args: argparse.Namespace) -> int:
 
         if load_kubernetes_settings(path).lease is not None:
             lock = lease_lock(path, planner_id)
+        # The inventory and the template pools come from the live Node list, capped by the values.
+        solve = live_fleet_solver(path, spec.profile_spec())
 
     asyncio.run(serve(spec.planner_config(planner_id), spec.profile_spec(), args.redis_url, factory,
-                      metrics_port=args.metrics_port, metrics_host=args.metrics_host, lock=lock))
+                      metrics_port=args.metrics_port, metrics_host=args.metrics_host, lock=lock,
+                      solve=solve))
     return 0
 
 
