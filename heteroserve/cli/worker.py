@@ -60,6 +60,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csd-path", type=Path, default=None, help="drive directory of the csd KV pool")
     parser.add_argument("--kv-cache-mb", type=int, default=None, help="KV pool size in MiB")
     parser.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (0 = off)")
+    parser.add_argument("--openai-port", type=int, default=None, metavar="PORT",
+                        help="also serve OpenAI-compatible HTTP (/v1/completions, /v1/chat/completions, "
+                             "/health, /metrics) on PORT, 0 = a free one (default: off)")
     parser.add_argument("--worker-id", default=None, help="worker id (default: random)")
     parser.add_argument("--drain-grace-seconds", type=float, default=30.0,
                         help="how long a drain waits for running requests (default: 30)")
@@ -143,4 +146,6 @@ def run(args: argparse.Namespace) -> int:
     def ready(address: str) -> None:
         print(f"worker {config.worker_id} ready on {address}", flush=True)
 
-    return asyncio.run(serve(config, on_ready=ready))
+    if args.openai_port is not None and not 0 <= args.openai_port <= 65535:
+        raise ConfigError(f"must be in 0..65535, got {args.openai_port}", field="--openai-port")
+    return asyncio.run(serve(config, on_ready=ready, openai_port=args.openai_port))

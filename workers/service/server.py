@@ -203,9 +203,12 @@ class WorkerServer:
             await asyncio.sleep(METRICS_INTERVAL_SECONDS)
 
 
-async def serve(config: WorkerConfig, on_ready: Callable[[str], None] | None = None) -> int:
-    """Run a worker until SIGTERM / SIGINT, then drain and stop; returns the exit code (0)."""
+async def serve(config: WorkerConfig, on_ready: Callable[[str], None] | None = None,
+                openai_port: int | None = None) -> int:
+    """Run a worker (and its OpenAI HTTP front on `openai_port` unless None) until SIGTERM / SIGINT,
+    then drain and stop; returns the exit code (0)."""
     from workers.engine.async_engine import AsyncEngine
+    from workers.openai_http import start_openai_http
 
     engine = await asyncio.to_thread(AsyncEngine.from_config, engine_config(config))
     registry = CollectorRegistry()  # one registry: worker and cache metrics on the same /metrics
@@ -216,6 +219,7 @@ async def serve(config: WorkerConfig, on_ready: Callable[[str], None] | None = N
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     address = await server.start()
+    front = await start_openai_http(server, openai_port) if openai_port is not None else None
     if on_ready is not None:
         on_ready(address)
     try:
@@ -223,6 +227,8 @@ async def serve(config: WorkerConfig, on_ready: Callable[[str], None] | None = N
         log.info("signal received: draining (grace %.1f s)", config.drain_grace_seconds)
     finally:
         await server.drain_and_stop()
+        if front is not None:
+            await front.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     return 0

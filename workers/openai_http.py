@@ -1,0 +1,317 @@
+"""A worker's OpenAI-compatible HTTP front, so any OpenAI-speaking router (vllm-router, a plain load
+balancer) can front heteroserve workers as it fronts vLLM servers.
+
+Routes: `POST /v1/completions` and `POST /v1/chat/completions` (JSON or SSE with `"stream": true`;
+`stream_options.include_usage` adds a last chunk with usage and no choices, as vLLM does), `GET /v1/models`,
+`GET /health` (200, or 503 once the worker drains; no auth, as in vLLM) and `GET /metrics` (no auth:
+vLLM's metric names over the engine's live stats, then the worker's own registry).
+
+Every generation runs through the worker's gRPC `Generate` path (`generate`, see `servicer_generate`), on
+the same event loop and engine: the drain gate, the prompt hashing, the shared-tier read-through and the
+worker metrics apply to HTTP requests exactly as to gRPC ones. Requests need `Authorization: Bearer
+<cluster token>`. Errors are OpenAI-shaped: `{"error": {"message", "type", "param", "code"}}`, with the
+status of the domain error (400 bad field, 401 bad token, 404 unknown model, 503 draining).
+Prompts are text (tokenized with the model's `tokenizer.json`, post-processor included) or token ids;
+chat messages are rendered with the model's `chat_template` (tokenizer_config.json) or, without one, the
+gateway's default (`role: content` lines, then `assistant:`).
+`usage.prompt_tokens_details.cached_tokens` reports the prompt tokens served from cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from prometheus_client import CollectorRegistry, generate_latest
+from tokenizers import Tokenizer
+
+from common.errors import AuthenticationError, HeteroserveError, InvalidRequestError, NotFoundError
+from heteroserve.v1 import common_pb2, worker_pb2
+from workers.openai_schema import ChatRequest, CompletionRequest, OpenAIRequest
+
+if TYPE_CHECKING:
+    from grpc import aio
+
+    from workers.engine.types import EngineStats
+    from workers.service.server import WorkerServer
+
+log = logging.getLogger(__name__)
+Generate = Callable[[worker_pb2.GenerateRequest], AsyncIterator[common_pb2.TokenChunk]]
+DEFAULT_CHAT_TEMPLATE = (  # the gateway's default (control_plane/gateway/models.py), kept identical
+    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}")
+
+
+class ServedEngine(Protocol):
+    """What the front reads of the worker's engine (native or vLLM): identity, context, live stats."""
+
+    model_id: str
+    max_context_tokens: int
+
+    def stats(self) -> EngineStats: ...
+
+
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+                429: "rate_limit_error"}
+
+
+def error_body(status: int, message: str, param: str | None = None) -> dict[str, Any]:
+    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": str(status)}}
+
+
+def servicer_generate(server: WorkerServer) -> Generate:
+    """The worker's gRPC `Generate` as a plain function (it never reads its gRPC context)."""
+    def generate(request: worker_pb2.GenerateRequest) -> AsyncIterator[common_pb2.TokenChunk]:
+        return server.servicer.Generate(request, cast("aio.ServicerContext", None))
+    return generate
+
+
+class Prompts:
+    """Text → token ids for one model: its tokenizer and chat template."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        config_path = model_dir / "tokenizer_config.json"
+        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        template = config.get("chat_template") or DEFAULT_CHAT_TEMPLATE
+        if isinstance(template, list):  # HF allows a list of named templates
+            template = next((t["template"] for t in template if t.get("name") == "default"),
+                            template[0]["template"])
+        self._template = ImmutableSandboxedEnvironment().from_string(template)
+        self._special = {k: v.get("content", "") if isinstance(v, dict) else str(v or "")
+                         for k, v in config.items() if k in ("bos_token", "eos_token")}
+
+    def completion(self, prompt: str | list[str] | list[int]) -> list[int]:
+        if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt) and prompt:
+            return [int(t) for t in prompt]
+        if isinstance(prompt, list):
+            if len(prompt) != 1 or not isinstance(prompt[0], str):
+                raise InvalidRequestError("must be text, one text in a list, or token ids", field="prompt")
+            prompt = prompt[0]
+        return list(self._tokenizer.encode(str(prompt)).ids)
+
+    def chat(self, request: ChatRequest) -> list[int]:
+        messages = [{"role": m.role, "content": m.text()} for m in request.messages]
+        try:
+            text = self._template.render(messages=messages, add_generation_prompt=True, **self._special)
+        except Exception as exc:  # a template error is the request's fault or the model's: say which
+            raise InvalidRequestError(f"the model's chat template failed: {exc}", field="messages") from None
+        return list(self._tokenizer.encode(str(text)).ids)
+
+
+class OpenAIFront:
+    """The FastAPI app over one worker. `generate` runs one generation (the worker's `Generate`)."""
+
+    def __init__(self, engine: ServedEngine, model_dir: Path, generate: Generate, token: str, *,
+                 registry: CollectorRegistry | None = None, draining: Callable[[], bool] = lambda: False
+                 ) -> None:
+        self.engine = engine
+        self.model = engine.model_id
+        self._prompts = Prompts(model_dir)
+        self._generate = generate
+        self._token = token
+        self._registry = registry
+        self._draining = draining
+        self.app = self._build()
+
+    def _build(self) -> FastAPI:
+        app = FastAPI(title="heteroserve worker (OpenAI-compatible)", docs_url=None, redoc_url=None)
+
+        @app.exception_handler(HeteroserveError)
+        async def _domain(request: Request, exc: HeteroserveError) -> JSONResponse:
+            return JSONResponse(error_body(exc.http_status, str(exc), exc.field), status_code=exc.http_status)
+
+        @app.exception_handler(RequestValidationError)
+        async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+            first = dict(exc.errors()[0]) if exc.errors() else {"loc": ("body",), "msg": "invalid"}
+            field = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+            return JSONResponse(error_body(400, f"{field}: {first.get('msg', 'invalid value')}", field), 400)
+
+        @app.get("/health")
+        async def health() -> Response:
+            return Response(status_code=503 if self._draining() else 200)
+
+        @app.get("/metrics")
+        async def metrics() -> Response:
+            own = generate_latest(self._registry).decode() if self._registry is not None else ""
+            return PlainTextResponse(vllm_metrics(self.engine) + own,
+                                     media_type="text/plain; version=0.0.4; charset=utf-8")
+
+        @app.get("/v1/models")
+        async def models(request: Request) -> dict[str, Any]:
+            self._authorize(request)
+            return {"object": "list", "data": [{"id": self.model, "object": "model", "created": 0,
+                                                "owned_by": "heteroserve",
+                                                "max_model_len": self.engine.max_context_tokens}]}
+
+        @app.post("/v1/completions")
+        async def completions(body: CompletionRequest, request: Request) -> Response:
+            self._authorize(request)
+            return await self._respond(body, self._prompts.completion(body.prompt), "text_completion")
+
+        @app.post("/v1/chat/completions")
+        async def chat(body: ChatRequest, request: Request) -> Response:
+            self._authorize(request)
+            return await self._respond(body, self._prompts.chat(body), "chat.completion")
+
+        return app
+
+    def _authorize(self, request: Request) -> None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or token != self._token:
+            raise AuthenticationError("missing or wrong bearer token (the worker's cluster token)")
+
+    async def _respond(self, body: OpenAIRequest, prompt: list[int], kind: str) -> Response:
+        if body.model not in (None, self.model):
+            raise NotFoundError(f"model {body.model!r} is not served here (this worker serves "
+                                f"{self.model!r})", field="model")
+        room = self.engine.max_context_tokens - len(prompt)
+        max_tokens = body.max_tokens_or(16 if kind == "text_completion" else max(1, room))
+        request_id = ("cmpl-" if kind == "text_completion" else "chatcmpl-") + uuid.uuid4().hex
+        chunks = self._generate(worker_pb2.GenerateRequest(
+            request_id=request_id, prompt_token_ids=prompt, sampling=body.sampling(max_tokens)))
+        first = await anext(chunks)  # errors of admission and validation become this call's status
+        reply = Reply(request_id, int(time.time()), self.model, kind)
+        if body.stream:
+            return StreamingResponse(reply.stream(first, chunks, body.include_usage()),
+                                     media_type="text/event-stream")
+        return JSONResponse(await reply.whole(first, chunks))
+
+
+class Reply:
+    """The OpenAI shape of one generation's chunks, whole or as server-sent events."""
+
+    def __init__(self, request_id: str, created: int, model: str, kind: str) -> None:
+        self.head = {"id": request_id, "created": created, "model": model}
+        self.chat = kind == "chat.completion"
+        self.kind = kind
+        self.prompt_tokens = self.cached_tokens = self.completion_tokens = 0
+
+    def _count(self, chunk: common_pb2.TokenChunk, first: bool) -> None:
+        if first:
+            self.prompt_tokens, self.cached_tokens = chunk.prompt_tokens, chunk.cached_prompt_tokens
+        self.completion_tokens += len(chunk.token_ids)
+
+    def usage(self) -> dict[str, Any]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": self.cached_tokens}}
+
+    def _choice(self, text: str, finish: str | None, delta: bool) -> dict[str, Any]:
+        if not self.chat:
+            return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+        body = {"role": "assistant", "content": text}
+        return {"index": 0, ("delta" if delta else "message"): body, "finish_reason": finish,
+                "logprobs": None}
+
+    async def whole(self, first: common_pb2.TokenChunk, rest: AsyncIterator[common_pb2.TokenChunk]
+                    ) -> dict[str, Any]:
+        parts, finish = [], None
+        async with contextlib.aclosing(rest):  # type: ignore[type-var]
+            for i, chunk in enumerate([first] + [c async for c in rest]):
+                self._count(chunk, i == 0)
+                parts.append(chunk.text)
+                finish = chunk.finish_reason or finish
+        return {**self.head, "object": self.kind, "choices": [self._choice("".join(parts), finish, False)],
+                "usage": self.usage()}
+
+    async def stream(self, first: common_pb2.TokenChunk, rest: AsyncIterator[common_pb2.TokenChunk],
+                     include_usage: bool) -> AsyncIterator[bytes]:
+        """SSE frames; a client that disconnects closes `rest`, which aborts the engine request."""
+        kind = self.kind + ".chunk" if self.chat else self.kind
+        chunk: common_pb2.TokenChunk | None = first
+        is_first = True
+        async with contextlib.aclosing(rest):  # type: ignore[type-var]
+            while chunk is not None:
+                self._count(chunk, is_first)
+                finish = chunk.finish_reason or None
+                choice = self._choice(chunk.text, finish, True)
+                yield _event({**self.head, "object": kind, "choices": [choice]})
+                is_first = False
+                chunk = await anext(rest, None)
+        if include_usage:
+            yield _event({**self.head, "object": kind, "choices": [], "usage": self.usage()})
+        yield b"data: [DONE]\n\n"
+
+
+def _event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+def vllm_metrics(engine: ServedEngine) -> str:
+    """vLLM's metric names (v1) over the engine's stats, read at scrape time. KV usage is the fraction
+    of pool blocks not free (0..1); prefix-cache queries/hits count prompt tokens, as in vLLM."""
+    stats = engine.stats()
+    label = f'{{model_name="{engine.model_id}"}}'
+    usage = 1.0 - stats.kv_blocks_free / stats.kv_blocks_total if stats.kv_blocks_total else 0.0
+    rows = [("vllm:num_requests_running", "gauge", stats.num_running),
+            ("vllm:num_requests_waiting", "gauge", stats.num_waiting),
+            ("vllm:kv_cache_usage_perc", "gauge", usage),
+            ("vllm:gpu_cache_usage_perc", "gauge", usage),
+            ("vllm:num_preemptions_total", "counter", stats.preemptions_total),
+            ("vllm:prompt_tokens_total", "counter", stats.prompt_tokens_total),
+            ("vllm:generation_tokens_total", "counter", stats.generated_tokens_total),
+            ("vllm:prefix_cache_queries_total", "counter", stats.prompt_tokens_total),
+            ("vllm:prefix_cache_hits_total", "counter", stats.cached_tokens_total)]
+    return "".join(f"# TYPE {name} {kind}\n{name}{label} {float(value)}\n" for name, kind, value in rows)
+
+
+class _QuietServer(uvicorn.Server):
+    """Uvicorn without its own signal handling: the worker's `serve` owns SIGINT/SIGTERM (and drains)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class OpenAIHttp:
+    """Uvicorn serving `OpenAIFront(server)` on the running event loop; `start()` returns the port."""
+
+    def __init__(self, server: WorkerServer, host: str, port: int) -> None:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"openai_port must be in 0..65535, got {port}")
+        front = OpenAIFront(server.engine, server.config.model_dir, servicer_generate(server),
+                            server.config.cluster_token, registry=server.registry,
+                            draining=lambda: server.gate.draining)
+        self._uvicorn = _QuietServer(uvicorn.Config(front.app, host=host, port=port, log_level="warning",
+                                                    lifespan="off", access_log=False))
+        self._task: asyncio.Task[None] | None = None
+        self.port = port
+
+    async def start(self) -> int:
+        self._task = asyncio.create_task(self._uvicorn.serve(), name="openai-http")
+        while not self._uvicorn.started:
+            if self._task.done():
+                self._task.result()  # a bind failure: raise it here
+                raise RuntimeError(f"OpenAI HTTP front did not start on port {self.port}")
+            await asyncio.sleep(0.02)
+        self.port = self._uvicorn.servers[0].sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._uvicorn.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+async def start_openai_http(server: WorkerServer, port: int) -> OpenAIHttp:
+    """Serve `server`'s OpenAI front on its host and `port` (0 = a free one); logs the bound address."""
+    front = OpenAIHttp(server, server.config.host, port)
+    bound = await front.start()
+    log.info("OpenAI-compatible HTTP on http://%s:%d", server.config.host, bound)
+    return front
