@@ -1,230 +1,242 @@
-"""`heteroserve bench routing`: our prefix-aware router vs round robin and least load, same run.
+"""`heteroserve bench routing`: our router's policies and vllm-router, same workers, windows fixed by rule.
 
-Setup: one cluster per policy, all started before the replay and kept apart (each its own Redis, so no
-policy sees another's caches or prefix index): 4 colocated workers of the `--preset` (bench) model and
-one gateway with `--policy`. Workload: a window of a Mooncake-format trace (JSONL: `timestamp` ms,
-`input_length`, `output_length`, `hash_ids`; default `../shared/data/traces/mooncake_synthetic_trace.jsonl`,
-any file of that format with `--trace`), replayed scaled:
-- each 512-token block id becomes 16 deterministic token ids (numpy generator seeded by the id), so
-  equal ids give equal prompt blocks and the trace's prefix sharing is kept; at most `--max-blocks`
-  leading blocks per request (the model's context is 4,096 tokens);
-- output length = clamp(round(output_length / 32), 1, 32), EOS ignored;
-- arrival time = (timestamp − first timestamp) × `--time-scale` (default 0.8): the busiest setting
-  of a sweep on this machine at which every policy still finishes within about a second of the last
-  arrival, i.e. workers busy (queues form) but not saturated (queues drain); docs/benchmarks.md has
-  the sweep. A faster or slower machine needs its own value.
-The window is replayed whole on each policy's cluster in turn (`--rounds 1`, the default), so queues
-build up across it as they would in production. `--rounds N` cuts it into N consecutive slices, each
-replayed on every policy in turn (the order rotating each round), arrivals counted from the slice's
-first request: outside load on a shared machine then falls on every policy alike, but each slice
-starts with empty queues, which measures a lighter load (docs/benchmarks.md has both).
-Requests go through the REST API as token ids, streamed; TTFT is measured at the client.
+Systems (benchmarks/_routing_systems.py), all started before the first replay, each with its own Redis
+and 4 colocated workers of `--preset` with the shared KV tier on, as shipped: our gateway with
+round_robin, least_load and prefix_aware (ours), and `vllm-router` (`--peers`, default cache_aware)
+over the workers' OpenAI-compatible HTTP fronts.
 
-Reported: per policy, cached-token share (Σ cached prompt tokens / Σ prompt tokens, as the workers
-report them), mean, p50 and p99 TTFT. prefix_hit_ratio_vs_rr = ours / round robin's cached share
-(target ≥ 2.0); ttft_mean_ratio_vs_rr = ours / round robin's mean TTFT (target ≤ 0.7).
+Workload (benchmarks/_routing_workload.py): windows of a Mooncake-format trace (default
+`../shared/data/traces/mooncake_synthetic_trace.jsonl`, any with `--trace`), each block a run of 16
+single-token words (so prompts are text and every router sees the same request), at most
+`--max-blocks` blocks, output clamp(output_length / 32, 1, 32) with EOS ignored, arrivals = trace time ×
+`--time-scale`.
+
+Window rule, fixed before any measurement: `--windows` k = 3 evenly spaced windows of `--requests` 160,
+window i starting at floor(i·N/k) of the N-request trace; each replayed `--rounds` 2 times, every round
+with fresh blocks (a new salt), every replay on every system in turn with the order rotating. `--start`
+instead picks one window by hand. Time scale 0.8: the busiest setting without a backlog of the earlier
+sweep on this machine (docs/benchmarks.md), kept, not re-tuned.
+
+Long-horizon mode (`--long-horizon`): the whole trace (3,993 requests) as one window, 1 round, the `tiny`
+model, time scale 0.15 (arrivals in 153 s per system), systems round_robin, prefix_aware and vllm-router
+cache_aware: multi-turn returns far apart in the trace count in its oracle; one run ≈ 10 minutes.
+
+Reported per window: oracle share (leading blocks already seen earlier in the window, the most any
+router can serve from cache) and per system cached share (Σ cached prompt tokens / Σ prompt tokens, as
+the workers count them), cache_efficiency = cached share / oracle share, TTFT mean / p50 / p99 (client,
+first streamed chunk). Targets: cache_efficiency_min (prefix_aware's lowest over all window rounds)
+≥ 0.9; on windows whose oracle share ≥ 0.3 (others are reported as such: TTFT targets do not apply),
+the worst window's ttft_mean_ratio_vs_rr (ours / round robin, mean over its rounds) ≤ 0.7 and
+ttft_mean_ratio_vs_vllm_router (ours / vllm-router cache_aware) ≤ 0.9.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import statistics
 import sys
 import tempfile
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-import numpy as np
+from tokenizers import Tokenizer
 
-from benchmarks._cluster import LocalCluster, wait_for_workers
-from benchmarks._report import add_arguments, finish
-from common.stats import percentile
+from benchmarks._report import Target, add_arguments, finish
+from benchmarks._routing_systems import (
+    OURS,
+    PEER_POLICIES,
+    PEER_PREFIX,
+    System,
+    replay,
+    start_ours,
+    start_peer,
+)
+from benchmarks._routing_workload import (
+    Window,
+    build_requests,
+    evenly_spaced,
+    oracle_share,
+    read_trace,
+    single_token_words,
+)
 from heteroserve.modelgen import PRESETS, create_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TRACE = ROOT.parent / "shared" / "data" / "traces" / "mooncake_synthetic_trace.jsonl"
-API_KEY = "sk-bench-routing"
-TOKENS_PER_BLOCK = 16
-POLICIES = ("round_robin", "least_load", "prefix_aware")
-TARGETS = {"prefix_hit_ratio_vs_rr": (">=", 2.0), "ttft_mean_ratio_vs_rr": ("<=", 0.7)}
+ORACLE_MIN = 0.3  # TTFT targets apply to windows with at least this oracle share
+EFFICIENCY_TARGET: dict[str, Target] = {"cache_efficiency_min": (">=", 0.9)}
+TTFT_TARGETS: dict[str, Target] = {"ttft_mean_ratio_vs_rr": ("<=", 0.7),
+                                   "ttft_mean_ratio_vs_vllm_router": ("<=", 0.9)}
+OURS_NAME, RR_NAME, PEER_NAME = "prefix_aware", "round_robin", PEER_PREFIX + "cache_aware"
+DEFAULTS = {"windows": 3, "requests": 160, "rounds": 2, "time_scale": 0.8, "preset": "bench",
+            "policies": list(OURS), "peers": ["cache_aware"]}
+LONG_HORIZON = {"windows": 1, "requests": None, "rounds": 1, "time_scale": 0.15, "preset": "tiny",
+                "policies": ["round_robin", "prefix_aware"], "peers": ["cache_aware"]}
 
 
-@dataclass(frozen=True)
-class TraceRequest:
-    arrival_s: float
-    prompt: tuple[int, ...]
-    max_tokens: int
+def choose_windows(num_rows: int, args: argparse.Namespace) -> list[Window]:
+    size = args.requests or num_rows
+    if args.start is not None:
+        if not 0 <= args.start < num_rows:
+            raise ValueError(f"--start: must be in [0, {num_rows}), got {args.start}")
+        return [Window(args.start, min(size, num_rows - args.start))]
+    return evenly_spaced(num_rows, args.windows, size)
 
 
-def load_requests(path: Path, start: int, count: int, max_blocks: int, time_scale: float,
-                  vocab_size: int) -> list[TraceRequest]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()][start:start + count]
-    if not rows:
-        raise ValueError(f"{path}: no requests in [{start}, {start + count})")
-    t0 = rows[0]["timestamp"]
-    block_tokens: dict[int, tuple[int, ...]] = {}
-    out = []
-    for row in rows:
-        prompt: list[int] = []
-        for block_id in row["hash_ids"][:max_blocks]:
-            if block_id not in block_tokens:
-                rng = np.random.default_rng(int(block_id))
-                block_tokens[block_id] = tuple(int(t) for t in rng.integers(4, vocab_size, TOKENS_PER_BLOCK))
-            prompt.extend(block_tokens[block_id])
-        max_tokens = int(min(32, max(1, round(row["output_length"] / 32))))
-        out.append(TraceRequest((row["timestamp"] - t0) / 1000.0 * time_scale, tuple(prompt), max_tokens))
-    return out
-
-
-async def _one(client: httpx.AsyncClient, request: TraceRequest, start: float) -> dict[str, Any]:
-    await asyncio.sleep(max(0.0, start + request.arrival_s - time.perf_counter()))
-    sent = time.perf_counter()
-    ttft = None
-    final: dict[str, Any] = {}
-    body = {"model": "model", "prompt": list(request.prompt), "max_tokens": request.max_tokens,
-            "temperature": 0, "ignore_eos": True, "stream": True}
-    async with client.stream("POST", "/v1/completions", json=body) as reply:
-        if reply.status_code != 200:
-            raise RuntimeError(f"HTTP {reply.status_code}: {(await reply.aread())[:300]!r}")
-        async for line in reply.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            data = json.loads(line[6:])
-            if ttft is None and data["choices"] and data["choices"][0]["text"]:
-                ttft = time.perf_counter() - sent
-            if "route" in data:
-                final = data
-    return {"ttft": ttft if ttft is not None else time.perf_counter() - sent,
-            "prompt_tokens": final["usage"]["prompt_tokens"],
-            "cached_tokens": final["route"]["cached_prompt_tokens"], "worker": final["route"]["worker_id"]}
-
-
-async def _replay(http_url: str, requests: list[TraceRequest]) -> list[dict[str, Any]]:
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=http_url, headers={"authorization": f"Bearer {API_KEY}"},
-                                 timeout=600.0, limits=limits) as client:
-        start = time.perf_counter() + 0.5
-        return list(await asyncio.gather(*(_one(client, r, start) for r in requests)))
-
-
-@dataclass
-class PolicyCluster:
-    """One policy's cluster, and what the replay measured on it so far."""
-
-    policy: str
-    cluster: LocalCluster
-    http_url: str
-    results: list[dict[str, Any]] = field(default_factory=list)
-    wall_s: float = 0.0
-
-    def summary(self) -> dict[str, Any]:
-        ttfts = [r["ttft"] for r in self.results]
-        prompt = sum(r["prompt_tokens"] for r in self.results)
-        workers = {r["worker"] for r in self.results}
-        return {"cached_share": sum(r["cached_tokens"] for r in self.results) / max(1, prompt),
-                "ttft_mean_s": statistics.fmean(ttfts), "ttft_p50_s": percentile(ttfts, 0.5),
-                "ttft_p99_s": percentile(ttfts, 0.99), "wall_s": self.wall_s,
-                "requests_per_worker": sorted(sum(1 for r in self.results if r["worker"] == w)
-                                              for w in workers)}
-
-
-def start_policy(policy: str, model_dir: Path, workdir: Path, num_workers: int) -> PolicyCluster:
-    (workdir / policy).mkdir(parents=True, exist_ok=True)
-    cluster = LocalCluster(workdir / policy)
+def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[dict[str, Any]], list[System]]:
+    """Start every system, replay every (window, round) on each in rotating order; stop them."""
+    rows = read_trace(args.trace)
+    windows = choose_windows(len(rows), args)
+    model_dir = create_model(workdir / "model", preset=args.preset, seed=0)
+    words = single_token_words(Tokenizer.from_file(str(model_dir / "tokenizer.json")))
+    systems: list[System] = []
+    plan = []
     try:
-        redis_url = cluster.start_redis()
-        for i in range(num_workers):
-            cluster.start_worker(model_dir, f"{policy}-w{i}", redis_url)
-        http_url, _ = cluster.start_gateway(model_dir, redis_url, {API_KEY: "bench"}, "--policy", policy)
-        wait_for_workers(http_url, num_workers)
-    except BaseException:
-        cluster.stop()
-        raise
-    return PolicyCluster(policy, cluster, http_url)
+        for name in [*args.policies, *(PEER_PREFIX + p for p in args.peers)]:
+            print(f"starting {name} (Redis, {args.workers} workers, router)", file=sys.stderr, flush=True)
+            start = start_peer if name.startswith(PEER_PREFIX) else start_ours
+            systems.append(start(name.removeprefix(PEER_PREFIX), model_dir, workdir, args.workers))
+        turn = 0
+        for wi, window in enumerate(windows):
+            for r in range(args.rounds):
+                requests = build_requests(rows, window, words=words, salt=1000 * wi + r + 1,
+                                          max_blocks=args.max_blocks, time_scale=args.time_scale)
+                plan.append({"window": wi, "round": r, "start": window.start, "requests": len(requests),
+                             "oracle_share": oracle_share(requests),
+                             "mean_prompt_tokens": statistics.fmean(q.prompt_tokens for q in requests)})
+                for k in range(len(systems)):
+                    system = systems[(turn + k) % len(systems)]
+                    system.replays[(wi, r)] = summary = replay(system, requests)
+                    print(f"window {wi} (start {window.start}) round {r + 1}/{args.rounds}: {system.name} "
+                          f"cached {summary['cached_share']:.3f} of oracle {plan[-1]['oracle_share']:.3f}, "
+                          f"ttft mean {summary['ttft_mean_s']} s, wall {summary['wall_s']:.1f} s",
+                          file=sys.stderr, flush=True)
+                turn += 1
+    finally:
+        for system in systems:
+            system.cluster.stop()
+    return plan, systems
 
 
-def slices(requests: list[TraceRequest], rounds: int) -> list[list[TraceRequest]]:
-    """`requests` cut into `rounds` consecutive slices, each with arrivals counted from its first."""
-    size = -(-len(requests) // max(1, rounds))
-    out = []
-    for begin in range(0, len(requests), size):
-        part = requests[begin:begin + size]
-        t0 = part[0].arrival_s
-        out.append([TraceRequest(r.arrival_s - t0, r.prompt, r.max_tokens) for r in part])
-    return out
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.fmean(present), 4) if present else None
 
 
-def replay_interleaved(clusters: list[PolicyCluster], requests: list[TraceRequest], rounds: int) -> None:
-    parts = slices(requests, rounds)
-    for i, part in enumerate(parts):
-        for k in range(len(clusters)):
-            target = clusters[(i + k) % len(clusters)]
-            began = time.perf_counter()
-            target.results += asyncio.run(_replay(target.http_url, part))
-            elapsed = time.perf_counter() - began
-            target.wall_s += elapsed
-            print(f"round {i + 1}/{len(parts)}: {target.policy}, {len(part)} requests in {elapsed:.1f} s",
-                  file=sys.stderr, flush=True)
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    preset = PRESETS[args.preset]
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        model_dir = create_model(workdir / "model", preset=args.preset, seed=0)
-        requests = load_requests(args.trace, args.start, args.requests, args.max_blocks, args.time_scale,
-                                 preset.vocab_size)
-        clusters: list[PolicyCluster] = []
-        try:
-            for policy in args.policies:
-                print(f"starting the {policy} cluster ({args.workers} workers)", file=sys.stderr, flush=True)
-                clusters.append(start_policy(policy, model_dir, workdir, args.workers))
-            replay_interleaved(clusters, requests, args.rounds)
-        finally:
-            for c in clusters:
-                c.cluster.stop()
-        per_policy = {c.policy: c.summary() for c in clusters}
-    mean_prompt = round(statistics.fmean(len(r.prompt) for r in requests), 1)
-    result: dict[str, Any] = {"requests": len(requests), "workers": args.workers, "preset": args.preset,
-                              "trace": args.trace.name, "start": args.start, "time_scale": args.time_scale,
-                              "rounds": args.rounds,
-                              "mean_prompt_tokens": mean_prompt}
-    for policy, stats in per_policy.items():
-        for key, value in stats.items():
-            result[f"{policy}_{key}"] = round(value, 4) if isinstance(value, float) else value
-    if "round_robin" in per_policy and "prefix_aware" in per_policy:
-        rr, ours = per_policy["round_robin"], per_policy["prefix_aware"]
-        result["prefix_hit_ratio_vs_rr"] = round(ours["cached_share"] / max(rr["cached_share"], 1e-9), 3)
-        result["ttft_mean_ratio_vs_rr"] = round(ours["ttft_mean_s"] / rr["ttft_mean_s"], 3)
-    return result
+def summarize(plan: list[dict[str, Any]], systems: list[System]) -> tuple[dict[str, Any], list[str]]:
+    """The flat result (per window, per system, the target figures) and the parts that failed."""
+    by_name = {s.name: s for s in systems}
+    skipped = [f"{s.name}: {x['errors']} failed requests in window {k[0]} round {k[1] + 1} "
+               f"({x['first_error']})" for s in systems for k, x in s.replays.items() if x["errors"]]
+    windows: dict[int, dict[str, Any]] = {}
+    efficiencies: list[float] = []
+    for entry in plan:
+        key, oracle = (entry["window"], entry["round"]), entry["oracle_share"]
+        w = windows.setdefault(entry["window"], {
+            "start": entry["start"], "requests": entry["requests"], "oracle_share": round(oracle, 4),
+            "mean_prompt_tokens": round(entry["mean_prompt_tokens"], 1),
+            "ttft_targets": "apply" if oracle >= ORACLE_MIN else f"n/a (oracle share < {ORACLE_MIN})",
+            "rounds": []})
+        row: dict[str, Any] = {}
+        for s in systems:
+            x = s.replays[key]
+            eff = x["cached_share"] / oracle if oracle > 0 else None
+            row[s.name] = {"cached_share": round(x["cached_share"], 4),
+                           "cache_efficiency": round(eff, 4) if eff is not None else None,
+                           **{k: round(x[k], 4) if isinstance(x[k], float) else x[k]
+                              for k in ("ttft_mean_s", "ttft_p50_s", "ttft_p99_s", "wall_s",
+                                        "requests_per_worker", "errors")}}
+            if s.name == OURS_NAME and eff is not None:
+                efficiencies.append(eff)
+        ours = by_name.get(OURS_NAME)
+        for label, other in (("vs_rr", RR_NAME), ("vs_vllm_router", PEER_NAME)):
+            if ours is not None and other in by_name:
+                ratio = _ratio(ours.replays[key]["ttft_mean_s"], by_name[other].replays[key]["ttft_mean_s"])
+                row[f"ttft_mean_ratio_{label}"] = round(ratio, 4) if ratio is not None else None
+        w["rounds"].append(row)
+    result: dict[str, Any] = {"windows": list(windows.values())}
+    if efficiencies:
+        result |= {"cache_efficiency_min": round(min(efficiencies), 4),
+                   "cache_efficiency_mean": round(statistics.fmean(efficiencies), 4),
+                   "cache_efficiency_max": round(max(efficiencies), 4)}
+    for s in systems:
+        replays = list(s.replays.values())
+        result[f"{s.name}_cached_share_mean"] = _mean([x["cached_share"] for x in replays])
+        result[f"{s.name}_ttft_mean_s"] = _mean([x["ttft_mean_s"] for x in replays])
+    eligible = [w for w in windows.values() if w["oracle_share"] >= ORACLE_MIN]
+    result["ttft_windows_eligible"] = len(eligible)
+    for label in ("vs_rr", "vs_vllm_router"):
+        per_window = [_mean([r.get(f"ttft_mean_ratio_{label}") for r in w["rounds"]]) for w in eligible]
+        every = [r.get(f"ttft_mean_ratio_{label}") for w in eligible for r in w["rounds"]]
+        if per_window and None not in per_window:
+            result[f"ttft_mean_ratio_{label}"] = max(v for v in per_window if v is not None)  # worst window
+            result[f"ttft_mean_ratio_{label}_mean"] = _mean(every)
+            result[f"ttft_mean_ratio_{label}_spread"] = [round(min(v for v in every if v is not None), 4),
+                                                         round(max(v for v in every if v is not None), 4)]
+    return result, skipped
+
+
+def targets_for(result: dict[str, Any]) -> dict[str, Target]:
+    """cache_efficiency always; the TTFT targets only when some window's oracle share is ≥ ORACLE_MIN."""
+    return {**EFFICIENCY_TARGET, **(TTFT_TARGETS if result.get("ttft_windows_eligible") else {})}
+
+
+def print_windows(result: dict[str, Any]) -> None:
+    for i, w in enumerate(result["windows"]):
+        print(f"window {i}: requests {w['start']}..{w['start'] + w['requests'] - 1}, oracle share "
+              f"{w['oracle_share']:.3f}, mean prompt {w['mean_prompt_tokens']} tokens, TTFT targets: "
+              f"{w['ttft_targets']}")
+        for r, row in enumerate(w["rounds"]):
+            for name, x in row.items():
+                if isinstance(x, dict):
+                    print(f"  round {r + 1} {name:<28} cached {x['cached_share']:.3f}  efficiency "
+                          f"{x['cache_efficiency']}  ttft mean/p50/p99 {x['ttft_mean_s']}/{x['ttft_p50_s']}/"
+                          f"{x['ttft_p99_s']} s  wall {x['wall_s']} s  per worker {x['requests_per_worker']}")
+    if not result.get("ttft_windows_eligible"):
+        print(f"TTFT targets not applicable: no window has an oracle share >= {ORACLE_MIN}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="heteroserve bench routing", description=__doc__.splitlines()[0])
     add_arguments(parser)
     parser.add_argument("--trace", type=Path, default=DEFAULT_TRACE, help="Mooncake-format JSONL trace")
-    parser.add_argument("--start", type=int, default=3600, help="index of the first trace request")
-    parser.add_argument("--requests", type=int, default=160, help="number of trace requests to replay")
+    parser.add_argument("--long-horizon", action="store_true",
+                        help="the whole trace as one window, tiny model, time scale 0.15 (see docs)")
+    parser.add_argument("--windows", type=int, help="k evenly spaced windows (default 3)")
+    parser.add_argument("--start", type=int, help="pick one window by hand: index of its first request")
+    parser.add_argument("--requests", type=int, help="requests per window (default 160)")
+    parser.add_argument("--rounds", type=int, help="replays of each window, fresh blocks each (default 2)")
+    parser.add_argument("--time-scale", type=float, help="arrival-time multiplier (default 0.8)")
     parser.add_argument("--max-blocks", type=int, default=32, help="leading blocks kept per request")
-    parser.add_argument("--time-scale", type=float, default=0.8, help="arrival-time multiplier")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="slices of the window, each replayed on every policy in turn (1 = whole)")
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--preset", default="bench", choices=sorted(PRESETS))
-    parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="model preset (default bench)")
+    parser.add_argument("--policies", nargs="*", choices=OURS, help="our gateway's policies (default all)")
+    parser.add_argument("--peers", nargs="*", choices=PEER_POLICIES,
+                        help="vllm-router policies (default cache_aware)")
     args = parser.parse_args(argv)
+    for key, value in (LONG_HORIZON if args.long_horizon else DEFAULTS).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if not args.trace.is_file():
         parser.error(f"--trace: no such file {args.trace}")
+    for name in ("windows", "rounds", "workers", "max_blocks"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(args, name)}")
+    if args.requests is not None and args.requests < 1:
+        parser.error(f"--requests: must be >= 1, got {args.requests}")
     if args.time_scale <= 0:
         parser.error(f"--time-scale: must be > 0, got {args.time_scale}")
-    if args.rounds < 1:
-        parser.error(f"--rounds: must be >= 1, got {args.rounds}")
-    result = run(args)
-    for key, value in result.items():
-        print(f"{key:<36} {value!s:>14}")
-    return finish(result, TARGETS, args)
+    with tempfile.TemporaryDirectory() as tmp:
+        plan, systems = measure(args, Path(tmp))
+    result, skipped = summarize(plan, systems)
+    result |= {"trace": args.trace.name, "preset": args.preset, "time_scale": args.time_scale,
+               "rounds": args.rounds, "workers": args.workers, "max_blocks": args.max_blocks,
+               "long_horizon": args.long_horizon,
+               "window_rule": (f"one window by hand: --start {args.start}" if args.start is not None else
+                               f"{args.windows} evenly spaced: start_i = floor(i*N/{args.windows})")}
+    print_windows(result)
+    return finish(result, targets_for(result), args, skipped)
