@@ -64,12 +64,16 @@ class ChaosCluster:
     def workers(self) -> list[dict[str, Any]]:
         return [w for w in worker_files(self.run_dir) if pid_alive(int(str(w["pid"])))]
 
-    def worker_pid(self, role: str) -> int | None:
-        """The pid of a live worker whose pool has this role (pool names end in the role)."""
+    def worker_pid(self, kind: str) -> int | None:
+        """The pid of a live worker of this kill kind (see `kill_kind`)."""
         for worker in self.workers():
-            if str(worker.get("pool", "")).endswith(role):
+            if kill_kind(worker) == kind:
                 return int(str(worker["pid"]))
         return None
+
+    def declares_csd(self) -> bool:
+        """Whether the cluster's config has a pool on CSD devices."""
+        return any(pool.device == "csd" for pool in self.config.pools)
 
     async def wait_for_workers(self, timeout_seconds: float) -> bool:
         """Until the gateway lists as many healthy workers as at start (the actuator replaced the dead)."""
@@ -197,6 +201,12 @@ class ChaosCluster:
         secrets = (self.embedded.api_key, self.embedded.admin_token, self.embedded.cluster_token)
         texts = [p.read_text(errors="replace") for p in self.run_dir.rglob("*.log")]
         return sum(1 for text in texts for s in secrets if s in text)
+
+
+def kill_kind(worker: dict[str, Any]) -> str:
+    """`csd` for a worker on a CSD device (whatever its role), else its role (colocated, prefill,
+    decode): the kinds `bench chaos` must each kill at least once."""
+    return "csd" if worker.get("device") == "csd" else str(worker.get("role", ""))
 
 
 def _text(value: Any) -> str:

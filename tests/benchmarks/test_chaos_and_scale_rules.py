@@ -1,0 +1,54 @@
+"""`bench chaos`'s every-role rule and `bench scale`'s synthetic state, on small inputs (fast)."""
+
+from __future__ import annotations
+
+import random
+
+from benchmarks._chaos_cluster import kill_kind
+from benchmarks._report import check, passed
+from benchmarks._scale_router import SyntheticIndex, time_decisions, worker_states
+from benchmarks.chaos import chaos_targets, skipped_parts
+
+
+def test_kill_kind_is_csd_for_any_role_on_a_csd_device() -> None:
+    assert kill_kind({"role": "decode", "device": "csd"}) == "csd"
+    assert kill_kind({"role": "decode", "device": "cpu"}) == "decode"
+    assert kill_kind({"role": "prefill"}) == "prefill"
+
+
+def test_a_role_never_killed_fails_the_check_even_with_zero_losses() -> None:
+    result = {"lost_requests": 0, "token_mismatches": 0, "failed_requests_redis_outage": 0,
+              "corrupt_blocks_used": 0, "failed_requests_disk_full": 0, "secrets_in_logs": 0,
+              "hit_rate_recovered": True, "planner_failover_seconds": 9.5,
+              "planner_failover_bound_seconds": 20.0,
+              "worker_kills": {"decode": {"role": "decode", "killed_pid": 11},
+                               "csd": {"role": "csd", "skipped": "no csd worker ran within 90 s"}}}
+    verdicts = check(result, chaos_targets(result))
+    assert all(v.ok for v in verdicts)
+    assert skipped_parts(result) == ["kill csd: no csd worker ran within 90 s"]
+    assert not passed(verdicts, skipped_parts(result))
+    del result["worker_kills"]["csd"]
+    assert passed(verdicts, skipped_parts(result))
+
+
+def test_planner_failover_is_checked_against_its_stated_bound() -> None:
+    result = {"planner_failover_seconds": 21.0, "planner_failover_bound_seconds": 20.0}
+    failover = [v for v in check(result, chaos_targets(result)) if v.name == "planner_failover_seconds"]
+    assert [(v.bound, v.ok) for v in failover] == [(20.0, False)]
+    result = {"planner_failover_seconds": None, "planner_failover_bound_seconds": 20.0}  # no takeover
+    verdicts = check(result, chaos_targets(result))
+    assert not next(v for v in verdicts if v.name == "planner_failover_seconds").ok
+
+
+def test_synthetic_index_holds_the_blocks_asked_and_routes_through_the_real_pipeline() -> None:
+    state = SyntheticIndex(num_workers=20, num_blocks=5_000)
+    memory = state.fill()
+    assert 5_000 <= memory["index_blocks"] < 5_000 + 20 * 64
+    state.index.check_integrity()
+    prompt = state.prompt(random.Random(1))
+    assert len(prompt) == 8 + 32 + 8
+    holders = state.index.longest_prefix_per_tier(prompt)
+    assert max(holders.values()) == 40, "one worker holds the system prompt and its chain"
+    timing = time_decisions(state, worker_states(20, random.Random(0)), requests=50)
+    assert timing["workers"] == 20 and sum(timing["route_reasons"].values()) == 50
+    assert 0 < timing["route_decision_p50_ms"] <= timing["route_decision_p99_ms"]
