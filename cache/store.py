@@ -27,7 +27,7 @@ from cache import serde
 from cache.hashing import BlockHash
 from cache.metrics import CacheMetrics
 from cache.serde import SerdeOptions
-from cache.tiers.base import Evicted, Tier
+from cache.tiers.base import BlockTier, Evicted
 from common.errors import CorruptDataError
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class TierRole:
 
 
 class StoreTier(NamedTuple):
-    tier: Tier
+    tier: BlockTier
     role: TierRole
 
 
@@ -74,13 +74,13 @@ class TieredStore:
         self._metrics = metrics
         self.events = events
 
-    def tier(self, name: str) -> Tier:
+    def tier(self, name: str) -> BlockTier:
         for t in self.tiers:
             if t.tier.name == name:
                 return t.tier
         raise KeyError(f"no tier named {name!r}; tiers: {[t.tier.name for t in self.tiers]}")
 
-    def _emit(self, kind: EventKind, tier: Tier, hashes: Sequence[BlockHash]) -> None:
+    def _emit(self, kind: EventKind, tier: BlockTier, hashes: Sequence[BlockHash]) -> None:
         if self.events is not None and hashes:
             self.events.publish(kind, tier.name, list(hashes))
 
@@ -132,7 +132,7 @@ class TieredStore:
             return False
         return True
 
-    async def _drop_corrupt(self, tier: Tier, hashes: list[BlockHash]) -> None:
+    async def _drop_corrupt(self, tier: BlockTier, hashes: list[BlockHash]) -> None:
         log.warning("dropping %d corrupt block(s) from tier %s", len(hashes), tier.name)
         if self._metrics:
             self._metrics.checksum_failures.labels(tier.name).inc(len(hashes))

@@ -28,7 +28,7 @@ class PutResult(NamedTuple):
     evicted: list[Evicted]
 
 
-class Tier:
+class BlockTier:
     """Abstract base: subclasses implement the four batched methods; the single forms derive from them.
 
     `name` is the tier's metric label and event tier (memory / redis / disk).

@@ -32,7 +32,7 @@ from pathlib import Path
 from cache import serde
 from cache.hashing import BlockHash
 from cache.metrics import CacheMetrics
-from cache.tiers.base import Evicted, PutResult, Tier
+from cache.tiers.base import BlockTier, Evicted, PutResult
 from cache.tiers.policies import LocalIndex, make_policy
 from common.errors import CorruptDataError
 
@@ -78,7 +78,7 @@ def _scan(directory: Path) -> list[tuple[float, BlockHash, int]]:
     return found
 
 
-class DiskTier(Tier):
+class DiskTier(BlockTier):
     """Blocks as files. Create with `await DiskTier.open(config)` (rescans the directory)."""
 
     name = "disk"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from cache.hashing import BlockHash
 from cache.metrics import CacheMetrics
-from cache.tiers.base import Evicted, PutResult, Tier
+from cache.tiers.base import BlockTier, Evicted, PutResult
 from cache.tiers.policies import LocalIndex, make_policy
 
 
@@ -23,7 +23,7 @@ class MemoryTierConfig:
         make_policy(self.policy)
 
 
-class MemoryTier(Tier):
+class MemoryTier(BlockTier):
     """Blocks in this process's memory. A block larger than the whole capacity is not stored."""
 
     name = "memory"

@@ -28,7 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cache.hashing import BlockHash
 from cache.metrics import CacheMetrics
-from cache.tiers.base import PutResult, Tier
+from cache.tiers.base import BlockTier, PutResult
 from common.logs import register_secret
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def connect(config: RedisTierConfig) -> Any:
     return aioredis.Redis.from_url(config.url, **kwargs)
 
 
-class RedisTier(Tier):
+class RedisTier(BlockTier):
     """Blocks in Redis. Eviction is Redis's own (maxmemory policy, TTL): `put_many` returns no evictions."""
 
     name = "redis"

@@ -23,7 +23,7 @@ from placement.perf.roofline import decode_step_seconds, kv_capacity_tokens, pre
 
 
 @dataclass
-class Request:
+class RequestState:
     """Mutable per-request state of one simulation run (times in seconds)."""
 
     rid: int
@@ -45,16 +45,17 @@ class Instance:
     model: ModelSpec
     chunk_tokens: int
     max_batch: int
-    on_prefilled: Callable[[Instance, Request, float], None] | None = None
-    waiting: deque[Request] = field(default_factory=deque)
-    running: list[tuple[int, int, int, Request]] = field(default_factory=list)  # (end step, rid, base, req)
+    on_prefilled: Callable[[Instance, RequestState, float], None] | None = None
+    waiting: deque[RequestState] = field(default_factory=deque)
+    # (end step, rid, base, request)
+    running: list[tuple[int, int, int, RequestState]] = field(default_factory=list)
     busy: bool = False
     inflight: int = 0
     busy_seconds: float = 0.0
     steps: int = 0
     context_base: int = 0
     reserved_tokens: int = 0
-    _batch: list[Request] = field(default_factory=list)
+    _batch: list[RequestState] = field(default_factory=list)
     _kind: str = ""
 
     def __post_init__(self) -> None:
@@ -84,7 +85,7 @@ class Instance:
         self.busy_seconds += seconds
         return seconds
 
-    def _fits(self, r: Request) -> bool:
+    def _fits(self, r: RequestState) -> bool:
         return self.reserved_tokens + r.input_tokens + r.output_tokens <= self.kv_tokens
 
     def _admit_prefill(self) -> bool:
@@ -105,7 +106,7 @@ class Instance:
             self.reserved_tokens += r.input_tokens + r.output_tokens
             self._join(r, generated=1)
 
-    def _join(self, r: Request, generated: int) -> None:
+    def _join(self, r: RequestState, generated: int) -> None:
         remaining = r.output_tokens - generated
         if remaining <= 0:
             self._release(r)
@@ -115,13 +116,13 @@ class Instance:
         heapq.heappush(self.running, (self.steps + remaining, r.rid, base, r))
         self.context_base += base
 
-    def _release(self, r: Request) -> None:
+    def _release(self, r: RequestState) -> None:
         self.reserved_tokens -= r.input_tokens + r.output_tokens
 
-    def finish(self, now: float) -> list[Request]:
+    def finish(self, now: float) -> list[RequestState]:
         """End the current iteration at `now`; returns requests completed by it."""
         self.busy = False
-        done: list[Request] = []
+        done: list[RequestState] = []
         if self._kind == "prefill":
             batch, self._batch = self._batch, []
             for r in batch:

@@ -22,7 +22,7 @@ from placement.catalog import Catalog
 from placement.models import ModelSpec
 from placement.perf.roofline import TRANSFER_LATENCY_SECONDS, kv_transfer_bytes
 from placement.plan import Plan
-from placement.simulator.instances import Instance, Request
+from placement.simulator.instances import Instance, RequestState
 from placement.trace import Trace
 from placement.workload import SLOClass
 
@@ -117,7 +117,7 @@ class _Sim:
             if duration is not None:
                 self.push(now + duration, "done", inst)
 
-    def route(self, r: Request, req: SimRequest, now: float) -> None:
+    def route(self, r: RequestState, req: SimRequest, now: float) -> None:
         name = self.plan.classify(req.input_tokens, req.output_tokens, req.slo, req.model)
         routes = self.plan.routes(name)
         route = self.rng.choices(routes, weights=[x.share for x in routes])[0]
@@ -127,7 +127,7 @@ class _Sim:
         inst.waiting.append(r)
         self.kick(inst, now)
 
-    def _prefilled(self, inst: Instance, r: Request, now: float) -> None:
+    def _prefilled(self, inst: Instance, r: RequestState, now: float) -> None:
         target = min(self.pools[self.decode_pool[r.rid]], key=lambda i: i.load)
         bandwidth = min(inst.node.network_bytes_per_second, target.node.network_bytes_per_second)
         start = max(now, self.nic_free.get(id(inst), 0.0))
@@ -136,12 +136,13 @@ class _Sim:
         target.inflight += 1
         self.push(end + TRANSFER_LATENCY_SECONDS, "kv", (target, r))
 
-    def run(self, requests: Sequence[SimRequest]) -> list[Request]:
+    def run(self, requests: Sequence[SimRequest]) -> list[RequestState]:
         states = []
         for rid, q in enumerate(requests):
             slo = self.slos[q.slo]
             states.append(
-                Request(rid, q.arrival, q.input_tokens, q.output_tokens, slo.ttft_seconds, slo.tpot_seconds)
+                RequestState(rid, q.arrival, q.input_tokens, q.output_tokens,
+                             slo.ttft_seconds, slo.tpot_seconds)
             )
             self.push(q.arrival, "arrive", rid)
         while self.events:
@@ -150,7 +151,7 @@ class _Sim:
                 rid = cast(int, item)
                 self.route(states[rid], requests[rid], now)
             elif kind == "kv":
-                target, r = cast(tuple[Instance, Request], item)
+                target, r = cast(tuple[Instance, RequestState], item)
                 r.first_token = now
                 target.inflight -= 1
                 target.waiting.append(r)

@@ -8,18 +8,18 @@ import pytest
 
 from cache.metrics import CacheMetrics
 from cache.tiers import (
+    BlockTier,
     DiskTier,
     DiskTierConfig,
     MemoryTier,
     MemoryTierConfig,
     RedisTier,
     RedisTierConfig,
-    Tier,
 )
 from tests.cache.conftest import make_blocks, sample
 
 
-async def _round_trip(tier: Tier) -> None:
+async def _round_trip(tier: BlockTier) -> None:
     blocks = make_blocks(4)
     result = await tier.put_many(blocks)
     assert result.stored == [h for h, _ in blocks]
