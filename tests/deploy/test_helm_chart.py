@@ -120,7 +120,9 @@ def test_mixed_fleet_pools(tmp_path: Path):
 
 
 def test_planner_rbac_is_least_privilege(tmp_path: Path):
-    objects = render(MIXED_FLEET, tmp_path)
+    no_templates = {"poolTemplates": {"nodeTypes": {}, "devices": {}}}
+    without_templates = MIXED_FLEET | {"planner": MIXED_FLEET["planner"] | no_templates}
+    objects = render(without_templates, tmp_path)
     pools = [PREFIX + p for p in ("h100-prefill", "l4-decode", "cpu-colocated", "csd-decode")]
     role = by_kind(objects, "Role")["hs-heteroserve-planner"]
     rules = {
@@ -137,6 +139,17 @@ def test_planner_rbac_is_least_privilege(tmp_path: Path):
     cluster_role = by_kind(objects, "ClusterRole")["serving-hs-heteroserve-planner"]
     assert cluster_role["rules"] == [
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}
+    ]
+    # Pool templates: Deployments and PDBs named at run time, so namespace-wide create/delete (RBAC
+    # has neither name patterns nor label rules; the actuator keeps to its labels, tested elsewhere).
+    templated = by_kind(render(MIXED_FLEET, tmp_path), "Role")["hs-heteroserve-planner"]["rules"]
+    assert [(r["apiGroups"], r["resources"], r["verbs"], r.get("resourceNames")) for r in templated] == [
+        (["apps"], ["deployments"], ["get", "list", "watch", "create", "delete"], None),
+        (["apps"], ["deployments/scale"], ["get", "patch"], None),
+        (["policy"], ["poddisruptionbudgets"], ["get", "create", "delete"], None),
+        ([""], ["pods"], ["list", "patch"], None),
+        (["coordination.k8s.io"], ["leases"], ["create"], None),
+        (["coordination.k8s.io"], ["leases"], ["get", "update"], ["hs-heteroserve-planner"]),
     ]
     accounts = by_kind(objects, "ServiceAccount")
     assert accounts["hs-heteroserve-planner"]["automountServiceAccountToken"] is True

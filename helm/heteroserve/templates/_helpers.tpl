@@ -183,3 +183,167 @@ prometheus.io/path: /metrics
     {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end }}
+
+{{/*
+A worker pod's spec. Args: dict "root" $ "pool" <pool: a workerPools entry with the optional keys
+filled in, or a pool template> "image" <image>. A pool template has no `name` and no `nodeType`: its
+pod spec goes to the planner (kubernetes.yaml), which adds --role, --node-type, --pool and, unless the
+template sets one, the node selector for the node type it opens a pool on.
+*/}}
+{{- define "heteroserve.workerPodSpec" -}}
+{{- $root := .root }}
+{{- $pool := .pool }}
+{{- $image := .image }}
+{{- $w := $root.Values.worker }}
+{{- $fullname := include "heteroserve.fullname" $root -}}
+serviceAccountName: {{ $fullname }}-worker
+automountServiceAccountToken: false
+terminationGracePeriodSeconds: {{ $w.terminationGracePeriodSeconds }}
+{{- with $root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- include "heteroserve.podSecurityContext" $root | nindent 2 }}
+{{- with include "heteroserve.modelsInit" (dict "root" $root "image" $image) }}
+initContainers:
+  {{- . | trim | nindent 2 }}
+{{- end }}
+containers:
+  - name: worker
+    image: {{ $image }}
+    imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+    command: ["heteroserve", "worker"]
+    args:
+      - --model={{ $root.Values.models.mountPath }}/{{ $pool.model }}
+      - --device={{ $pool.device }}
+      {{- if $pool.name }}
+      - --role={{ $pool.role }}
+      - --node-type={{ $pool.nodeType }}
+      - --pool={{ $pool.name }}
+      {{- end }}
+      # Listen on every interface; register the pod IP, which gateways and peer workers dial.
+      - --host=0.0.0.0
+      - --advertise-host=$(POD_IP)
+      - --port={{ $w.grpcPort }}
+      - --metrics-port={{ $w.metricsPort }}
+      - --worker-id=$(POD_NAME)
+      - --redis-url=$(HETEROSERVE_REDIS_URL)
+      - --shared-tier-url=$(HETEROSERVE_REDIS_URL)
+      - --drain-grace-seconds={{ $w.drainGraceSeconds }}
+      {{- if $pool.kvCacheMb }}
+      - --kv-cache-mb={{ int $pool.kvCacheMb }}
+      {{- end }}
+      {{- if gt (int $pool.kvDisk.capacityMb) 0 }}
+      - --disk-tier={{ $w.kvDiskMountPath }}
+      - --disk-tier-mb={{ int $pool.kvDisk.capacityMb }}
+      {{- end }}
+      {{- if eq $pool.device "csd" }}
+      - --csd-path={{ $w.csdMountPath }}
+      {{- end }}
+      {{- if and $pool.engine (ne $pool.engine "native") }}
+      - --engine={{ $pool.engine }}
+      {{- end }}
+      {{- range $pool.extraArgs }}
+      - {{ . | quote }}
+      {{- end }}
+    env:
+      {{- include "heteroserve.commonEnv" $root | trim | nindent 6 }}
+      - name: POD_IP
+        valueFrom:
+          fieldRef: {fieldPath: status.podIP}
+      - name: POD_NAME
+        valueFrom:
+          fieldRef: {fieldPath: metadata.name}
+    ports:
+      - {name: grpc, containerPort: {{ $w.grpcPort }}, protocol: TCP}
+      - {name: metrics, containerPort: {{ $w.metricsPort }}, protocol: TCP}
+    # gRPC health turns SERVING once the model is loaded and the worker is registered (warm).
+    startupProbe:
+      grpc: {port: {{ $w.grpcPort }}}
+      periodSeconds: 5
+      failureThreshold: {{ div $w.startupTimeoutSeconds 5 }}
+    readinessProbe:
+      grpc: {port: {{ $w.grpcPort }}}
+      periodSeconds: 5
+      failureThreshold: 1
+    # Liveness only checks the port: a draining worker reports NOT_SERVING and must not be killed.
+    livenessProbe:
+      tcpSocket: {port: grpc}
+      periodSeconds: 15
+      failureThreshold: 4
+    resources:
+      {{- $resources := deepCopy ($pool.resources | default dict) }}
+      {{- if gt (int $pool.gpus) 0 }}
+      {{- $limits := merge (dict "nvidia.com/gpu" (int $pool.gpus)) ($resources.limits | default dict) }}
+      {{- $_ := set $resources "limits" $limits }}
+      {{- $requests := merge (dict "nvidia.com/gpu" (int $pool.gpus)) ($resources.requests | default dict) }}
+      {{- $_ := set $resources "requests" $requests }}
+      {{- end }}
+      {{- toYaml $resources | nindent 6 }}
+    securityContext:
+      {{- include "heteroserve.containerSecurityContext" $root | nindent 6 }}
+    volumeMounts:
+      - {name: models, mountPath: {{ $root.Values.models.mountPath }}, readOnly: true}
+      - {name: kv-disk, mountPath: {{ $w.kvDiskMountPath }}}
+      - {name: tmp, mountPath: /tmp}
+      {{- if eq $pool.device "csd" }}
+      - {name: csd-drive, mountPath: {{ $w.csdMountPath }}}
+      {{- end }}
+      {{- with include "heteroserve.redisCaMount" $root }}{{ . | trim | nindent 6 }}{{ end }}
+volumes:
+  {{- include "heteroserve.modelsVolume" (dict "root" $root) | nindent 2 }}
+  - name: kv-disk
+    {{- if $pool.kvDisk.hostPath }}
+    hostPath: {path: {{ $pool.kvDisk.hostPath | quote }}, type: DirectoryOrCreate}
+    {{- else }}
+    {{- /* 10% above the tier's capacity: the tier evicts before the kubelet would evict the pod. */}}
+    emptyDir: {sizeLimit: {{ printf "%dMi" (add (int $pool.kvDisk.capacityMb) (div (int $pool.kvDisk.capacityMb) 10) 1) }}}
+    {{- end }}
+  - name: tmp
+    emptyDir: {}
+  {{- if eq $pool.device "csd" }}
+  - name: csd-drive
+    hostPath: {path: {{ $pool.csd.drivePath | quote }}, type: Directory}
+  {{- end }}
+  {{- with include "heteroserve.redisCaVolume" $root }}{{ . | trim | nindent 2 }}{{ end }}
+{{- $nodeSelector := $pool.nodeSelector }}
+{{- if and (not $nodeSelector) $pool.nodeType }}
+{{- $nodeSelector = dict "heteroserve.io/node-type" $pool.nodeType }}
+{{- end }}
+{{- with $nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- $tolerations := $pool.tolerations }}
+{{- if and (not $tolerations) (eq $pool.device "cuda") }}
+{{- $tolerations = list (dict "key" "nvidia.com/gpu" "operator" "Exists" "effect" "NoSchedule") }}
+{{- end }}
+{{- with $tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $pool.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Pool defaults: workerPools entries and pool templates listed in user values replace the chart's
+whole, so the optional keys are filled in here. */}}
+{{- define "heteroserve.poolDefaults" -}}
+{{- toYaml (dict "gpus" 0 "resources" (dict) "nodeSelector" (dict) "tolerations" (list) "affinity" (dict) "kvDisk" (dict "hostPath" "" "capacityMb" 10240) "csd" (dict "drivePath" "") "extraArgs" (list) "engine" "native" "kvCacheMb" nil) -}}
+{{- end -}}
+
+{{/* The image of a pool: `image.repository:tag`, or the `-cuda` tag for cuda pools; a pool's own
+`image` wins. Arg: dict "root" $ "pool" <pool> */}}
+{{- define "heteroserve.poolImage" -}}
+{{- $tag := default .root.Chart.AppVersion .root.Values.image.tag -}}
+{{- if .pool.image -}}
+{{- .pool.image -}}
+{{- else if eq .pool.device "cuda" -}}
+{{- printf "%s:%s" .root.Values.image.repository (default (printf "%s-cuda" $tag) .root.Values.image.cudaTag) -}}
+{{- else -}}
+{{- printf "%s:%s" .root.Values.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
