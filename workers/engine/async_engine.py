@@ -38,6 +38,7 @@ class AsyncEngine:
         self.model_id = engine.model_id
         self.max_context_tokens = engine.max_context_tokens
         self.block_size = engine.config.block_size
+        self.max_num_seqs = engine.config.max_num_seqs
         self.eos_token_id = engine.eos_token_ids[0] if engine.eos_token_ids else -1
         self._inbox: list[_Command] = []
         self._cv = threading.Condition()

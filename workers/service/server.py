@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from workers.config import WorkerConfig
     from workers.engine.async_engine import AsyncEngine
     from workers.engine.config import EngineConfig
+    from workers.service.engine_api import WorkerEngine
 
 log = logging.getLogger(__name__)
 # Clients (the gateway) may ping as often as every second to check a long-lived Session stream; gRPC's
@@ -69,7 +70,7 @@ class WorkerServer:
     """One engine behind one gRPC server. Owns the engine's lifecycle from `start()` on.
     `hash_prompt` hashes each request's prompt blocks, once per request (tests pass a counting one)."""
 
-    def __init__(self, config: WorkerConfig, engine: AsyncEngine, *,
+    def __init__(self, config: WorkerConfig, engine: WorkerEngine, *,
                  registry: CollectorRegistry | None = None, kv_cache: WorkerKVCache | None = None,
                  hash_prompt: PromptHasher = hash_prompt_blocks) -> None:
         self.config = config
@@ -185,7 +186,7 @@ class WorkerServer:
             worker_id=self.config.worker_id, address=self.address, node_type=self.config.node_type,
             device=self.config.device, role=self.config.role, model=self.engine.model_id,
             pool=self.config.pool, kv_blocks=stats.kv_blocks_total,
-            max_num_seqs=self.engine.engine.config.max_num_seqs, block_size=self.engine.block_size,
+            max_num_seqs=self.engine.max_num_seqs, block_size=self.engine.block_size,
             started_at=time.time(), metrics_port=self.config.metrics_port)
 
     async def _on_drain(self) -> None:
@@ -205,15 +206,23 @@ class WorkerServer:
 
 async def serve(config: WorkerConfig, on_ready: Callable[[str], None] | None = None,
                 openai_port: int | None = None) -> int:
-    """Run a worker (and its OpenAI HTTP front on `openai_port` unless None) until SIGTERM / SIGINT,
-    then drain and stop; returns the exit code (0)."""
+    """Run a worker until SIGTERM / SIGINT, then drain and stop; returns the exit code (0)."""
     from workers.engine.async_engine import AsyncEngine
-    from workers.openai_http import start_openai_http
 
     engine = await asyncio.to_thread(AsyncEngine.from_config, engine_config(config))
     registry = CollectorRegistry()  # one registry: worker and cache metrics on the same /metrics
     server = WorkerServer(config, engine, registry=registry,
                           kv_cache=await build_kv_cache(config, engine, registry))
+    return await run_until_signal(server, on_ready, openai_port)
+
+
+async def run_until_signal(server: WorkerServer, on_ready: Callable[[str], None] | None = None,
+                           openai_port: int | None = None) -> int:
+    """Start `server` (and its OpenAI HTTP front on `openai_port` unless None), serve until SIGTERM /
+    SIGINT, then drain and stop; returns the exit code (0)."""
+    from workers.openai_http import start_openai_http
+
+    config = server.config
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

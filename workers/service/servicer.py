@@ -30,11 +30,11 @@ from workers.service.session import SessionHandler
 
 if TYPE_CHECKING:
     from workers.config import WorkerConfig
-    from workers.engine.async_engine import AsyncEngine
     from workers.engine.types import EngineRequest
     from workers.kv.cache_link import WorkerKVCache
     from workers.kv.loader import PrefixLoader
     from workers.metrics import WorkerMetrics
+    from workers.service.engine_api import WorkerEngine
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
     read-through); `kv_cache` (optional) publishes on Prefill. `on_drain` is awaited once when a drain
     starts."""
 
-    def __init__(self, engine: AsyncEngine, config: WorkerConfig, metrics: WorkerMetrics,
+    def __init__(self, engine: WorkerEngine, config: WorkerConfig, metrics: WorkerMetrics,
                  loader: PrefixLoader, gate: DrainGate, *, kv_cache: WorkerKVCache | None = None,
                  on_drain: Callable[[], Awaitable[None]] | None = None) -> None:
         self._engine = engine
