@@ -12,6 +12,11 @@ Route pruning: of a class's P/D routes only the `max_routes_per_class` cheapest 
 (price_prefill·load_prefill + price_decode·load_decode) are kept (None keeps all). A 12-type fleet has
 ~140 routes per class; keeping 12 shrinks the ILP ~10× and lets HiGHS close the gap, at the price of
 optimality being proven over the kept routes only.
+Measured profiles (`profiles`, keyed by (model, node type)) replace the roofline for that pair: each
+role's rate comes from the step times fitted to that role's measurements (`perf/steps.py`), the
+KV transfer time of a P/D route from the prefill side's measured path (`peer`, else `shared`; else
+the decode side's; else the roofline over the NICs), and its pools' bandwidth rows use the measured
+transfer bandwidth when it is below the NIC's.
 Every excluded option leaves a reason in `Problem.exclusions[class]` for the explainer.
 """
 
@@ -27,6 +32,8 @@ from placement.ilp.problem import ColocatedOption, Demand, DisaggregatedOption, 
 from placement.measured import MeasuredTable
 from placement.models import ModelSpec
 from placement.perf.roofline import kv_transfer_seconds
+from placement.perf.steps import MeasuredSteps, StepTimes
+from placement.profile_file import NodeProfile, TransferPoint
 from placement.profiles import Capacity, ProfileOptions, colocated_capacity, decode_capacity, prefill_capacity
 from placement.workload import RequestClass, SLOClass
 
@@ -54,20 +61,48 @@ def csd_allowed(cls: RequestClass, slo: SLOClass, options: CompileOptions) -> bo
     return slo.latency_tolerant or cls.input_tokens >= options.csd_min_context_tokens
 
 
+ProfileKey = tuple[str, str]  # (model, node type)
+
+
+def measured_transfer(profile: NodeProfile | None) -> TransferPoint | None:
+    """The path the system uses first (peer `PullKV`), else the shared tier; None if unmeasured."""
+    if profile is None:
+        return None
+    return profile.transfer_path("peer") or profile.transfer_path("shared")
+
+
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, profiles: Mapping[ProfileKey, NodeProfile]) -> None:
         self.pools: list[PoolSpec] = []
         self.index: dict[tuple[str, str, str], int] = {}
         self.exclusions: dict[str, list[str]] = defaultdict(list)
+        self.profiles = profiles
 
     def pool(self, model: str, node: NodeType, role: Role) -> int:
         key = (model, node.name, role)
         if key not in self.index:
             self.index[key] = len(self.pools)
-            self.pools.append(
-                PoolSpec(model, node.name, role, node.price_per_hour, node.network_bytes_per_second)
-            )
+            bandwidth = node.network_bytes_per_second
+            measured = measured_transfer(self.profiles.get((model, node.name)))
+            if measured is not None and role != "colocated":
+                bandwidth = min(bandwidth, measured.bytes_per_second)
+            self.pools.append(PoolSpec(model, node.name, role, node.price_per_hour, bandwidth))
         return self.index[key]
+
+    def steps(self, model: str, node: NodeType, role: Role) -> StepTimes | str | None:
+        """Measured step times of the role, None for the roofline, or why the profile cannot serve."""
+        profile = self.profiles.get((model, node.name))
+        if profile is None:
+            return None
+        fitted = MeasuredSteps.fit(profile, role)
+        return fitted if fitted is not None else f"measured: {node.name} profile has no {role} points"
+
+    def transfer_seconds(self, model: ModelSpec, tokens: float, pnode: NodeType, dnode: NodeType) -> float:
+        for node in (pnode, dnode):
+            measured = measured_transfer(self.profiles.get((model.name, node.name)))
+            if measured is not None:
+                return measured.seconds_for(tokens * model.kv_bytes_per_token)
+        return kv_transfer_seconds(model, tokens, pnode, dnode)
 
     def capacity(self, cls: RequestClass, role: str, node: NodeType, cap: Capacity) -> bool:
         if cap.rate > 0:
@@ -85,13 +120,15 @@ def compile_problem(
     options: CompileOptions | None = None,
     current: Mapping[str, int] | None = None,
     measured: Mapping[str, MeasuredTable] | None = None,
+    profiles: Mapping[ProfileKey, NodeProfile] | None = None,
 ) -> Problem:
     """The ILP input for serving `classes` on node types of `fleet`. Pure (no I/O).
 
-    `measured`: model → measured colocated rates that replace the roofline's for that model."""
+    `measured`: model → measured colocated rates (Mélange format) that replace the roofline's for that
+    model; `profiles`: (model, node type) → measured profile replacing the roofline for every role."""
     measured = measured or {}
     options = options or CompileOptions()
-    b = _Builder()
+    b = _Builder(profiles or {})
     demands, colocated, disaggregated = [], [], []
     for c, cls in enumerate(classes):
         model, slo = models[cls.model], slos[cls.slo]
@@ -101,10 +138,13 @@ def compile_problem(
         csd_ok = csd_allowed(cls, slo, options)
         gpus = [n for n in fleet if n.kind != "csd"]
         for node in gpus:
-            if cls.model in measured:
+            steps = b.steps(cls.model, node, "colocated")
+            if isinstance(steps, str):
+                cap = Capacity(0.0, "measured", steps)
+            elif cls.model in measured and steps is None:
                 cap = measured[cls.model].capacity(node.name, cls)
             else:
-                cap = colocated_capacity(model, node, cls, slo, options.profile)
+                cap = colocated_capacity(model, node, cls, slo, options.profile, steps)
             if b.capacity(cls, "colocated", node, cap):
                 colocated.append(ColocatedOption(c, b.pool(cls.model, node, "colocated"), 1.0 / cap.rate))
         if not options.allow_disaggregation:
@@ -117,14 +157,24 @@ def compile_problem(
                     f"or prompts >= {options.csd_min_context_tokens} tokens"
                 )
                 continue
-            cap = decode_capacity(model, node, cls, slo, options.profile)
+            steps = b.steps(cls.model, node, "decode")
+            cap = (
+                Capacity(0.0, "measured", steps)
+                if isinstance(steps, str)
+                else decode_capacity(model, node, cls, slo, options.profile, steps)
+            )
             if b.capacity(cls, "decode", node, cap):
                 decoders.append((node, cap.rate))
         routes: list[tuple[float, NodeType, NodeType, float, float, float]] = []
         for pnode in gpus:
+            psteps = b.steps(cls.model, pnode, "prefill")
             for dnode, drate in decoders:
-                transfer = kv_transfer_seconds(model, cls.input_tokens, pnode, dnode)
-                cap = prefill_capacity(model, pnode, cls, slo, options.profile, transfer)
+                transfer = b.transfer_seconds(model, cls.input_tokens, pnode, dnode)
+                cap = (
+                    Capacity(0.0, "measured", psteps)
+                    if isinstance(psteps, str)
+                    else prefill_capacity(model, pnode, cls, slo, options.profile, transfer, psteps)
+                )
                 if b.capacity(cls, f"prefill→{dnode.name}", pnode, cap):
                     marginal = pnode.price_per_hour / cap.rate + dnode.price_per_hour / drate
                     routes.append((marginal, pnode, dnode, 1.0 / cap.rate, 1.0 / drate, transfer))

@@ -14,7 +14,7 @@ import bisect
 import json
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any
@@ -32,6 +32,7 @@ class Pool:
     role: str
     count: int
     price_per_hour: float
+    device: str | None = None  # cpu | cuda | csd, when the writer knows it (the running planner does)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class ClassRouting:
     bucket: tuple[int, int]
     rate: float
     routes: tuple[Route, ...]
+    ttft_seconds: float | None = None  # the class's SLO, when the writer states it
+    tpot_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ class Plan:
     baselines: tuple[Baseline, ...]
     solve: SolveSummary
     version: int = 0
+    demand: Mapping[str, Any] | None = None  # what the rates are (module docstring); None: as given
 
     # -- lookups ---------------------------------------------------------------------------------
     # Lookup indexes, built once per plan on first use (not fields: equality and to_dict ignore them).
@@ -173,14 +177,40 @@ class Plan:
     def baseline(self, name: str) -> Baseline | None:
         return next((b for b in self.baselines if b.name == name), None)
 
+    def counts(self) -> dict[str, int]:
+        """Pool name → planned instances."""
+        return {p.name: p.count for p in self.pools}
+
+    def renamed(self, names: Mapping[str, str]) -> Plan:
+        """The same plan with pools renamed by `names` (old → new; absent names kept), in pools and
+        routes alike. The running planner renames placement's `model:node_type:role` to the DNS labels
+        its workers register and its actuators deploy under."""
+
+        def n(name: str | None) -> str | None:
+            return None if name is None else names.get(name, name)
+
+        return replace(
+            self,
+            pools=tuple(replace(p, name=names.get(p.name, p.name)) for p in self.pools),
+            classes=tuple(
+                replace(
+                    c,
+                    routes=tuple(
+                        Route(r.share, n(r.pool), n(r.prefill_pool), n(r.decode_pool)) for r in c.routes
+                    ),
+                )
+                for c in self.classes
+            ),
+        )
+
     # -- serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict; routes omit their None fields; `schema` names the format version."""
-        return {
+        out: dict[str, Any] = {
             "schema": PLAN_SCHEMA,
             "version": self.version,
             "cost_per_hour": self.cost_per_hour,
-            "pools": [asdict(p) for p in self.pools],
+            "pools": [{k: v for k, v in asdict(p).items() if v is not None} for p in self.pools],
             "classes": [
                 {
                     "name": c.name,
@@ -189,6 +219,8 @@ class Plan:
                     "bucket": list(c.bucket),
                     "rate": c.rate,
                     "routes": [{k: v for k, v in asdict(r).items() if v is not None} for r in c.routes],
+                    **({"ttft_seconds": c.ttft_seconds} if c.ttft_seconds is not None else {}),
+                    **({"tpot_seconds": c.tpot_seconds} if c.tpot_seconds is not None else {}),
                 }
                 for c in self.classes
             ],
@@ -209,6 +241,9 @@ class Plan:
             ],
             "solve": asdict(self.solve),
         }
+        if self.demand is not None:
+            out["demand"] = dict(self.demand)
+        return out
 
     def to_json(self) -> str:
         """Compact JSON of `to_dict()` (what the planner writes to Redis)."""
@@ -244,6 +279,8 @@ class Plan:
                         tuple(x["bucket"]),
                         x["rate"],
                         tuple(Route(**r) for r in x["routes"]),
+                        x.get("ttft_seconds"),
+                        x.get("tpot_seconds"),
                     )
                     for x in data["classes"]
                 ),
@@ -257,6 +294,7 @@ class Plan:
                 baselines=tuple(Baseline(**b) for b in data["baselines"]),
                 solve=SolveSummary(**data["solve"]),
                 version=int(data.get("version", 0)),
+                demand=data.get("demand"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"malformed plan ({type(exc).__name__}: {exc})") from None

@@ -11,6 +11,8 @@ Derived from the roofline (`perf/roofline.py`) under the class's SLO, with queue
   TTFT = M/D/1 wait + t_p + one decode step. Largest feasible B by bisection (all terms grow with B).
   Prefill stalls hit short requests unevenly, so colocated TPOT gets the stricter
   `colocated_tpot_headroom` (0.8; the simulator misses ~1% of requests at 0.9).
+Step times come from `StepTimes`: the roofline by default, or a measured profile's fit
+(`placement.perf.steps.MeasuredSteps`) when `compile.py` has one for the (model, node type, role).
 A zero rate comes with `binding`: "memory" (weights do not fit), "kv_capacity" (one request's KV does
 not fit), "ttft" or "tpot" (even one request at a time misses the SLO).
 """
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 
 from placement.catalog import NodeType
 from placement.models import ModelSpec
-from placement.perf.roofline import decode_step_seconds, kv_capacity_tokens, prefill_seconds
+from placement.perf.steps import RooflineSteps, StepTimes
 from placement.workload import RequestClass, SLOClass
 
 
@@ -54,8 +56,14 @@ class Capacity:
     detail: str = ""
 
 
-def _fit_check(model: ModelSpec, node: NodeType, tokens_per_request: float) -> Capacity | None:
-    kv_tokens = kv_capacity_tokens(model, node)
+def _steps(model: ModelSpec, node: NodeType, steps: StepTimes | None) -> StepTimes:
+    return steps if steps is not None else RooflineSteps(model, node)
+
+
+def _fit_check(
+    model: ModelSpec, node: NodeType, tokens_per_request: float, steps: StepTimes
+) -> Capacity | None:
+    kv_tokens = steps.kv_capacity_tokens()
     if kv_tokens <= 0:
         return Capacity(
             0.0,
@@ -84,11 +92,15 @@ def _largest(feasible: Callable[[int], bool], upper: int) -> int:
 
 
 def prefill_service(
-    model: ModelSpec, node: NodeType, input_tokens: float, opts: ProfileOptions
+    model: ModelSpec,
+    node: NodeType,
+    input_tokens: float,
+    opts: ProfileOptions,
+    steps: StepTimes | None = None,
 ) -> tuple[float, float]:
     """(batch seconds, seconds per request) of prefilling prompts of `input_tokens` in chunks."""
     per_batch = max(1, int(opts.prefill_chunk_tokens // max(input_tokens, 1.0)))
-    t_batch = prefill_seconds(model, node, input_tokens, per_batch)
+    t_batch = _steps(model, node, steps).prefill_seconds(input_tokens, per_batch)
     return t_batch, t_batch / per_batch
 
 
@@ -99,12 +111,14 @@ def prefill_capacity(
     slo: SLOClass,
     opts: ProfileOptions,
     transfer_seconds: float = 0.0,
+    steps: StepTimes | None = None,
 ) -> Capacity:
     """Rate of a prefill-only instance when the KV transfer after it takes `transfer_seconds`."""
-    bad = _fit_check(model, node, cls.max_input_tokens)
+    steps = _steps(model, node, steps)
+    bad = _fit_check(model, node, cls.max_input_tokens, steps)
     if bad:
         return bad
-    t_batch, s = prefill_service(model, node, cls.input_tokens, opts)
+    t_batch, s = prefill_service(model, node, cls.input_tokens, opts, steps)
     budget = slo.ttft_seconds * opts.ttft_headroom - t_batch - transfer_seconds
     if budget <= 0:
         return Capacity(
@@ -118,41 +132,51 @@ def prefill_capacity(
 
 
 def decode_capacity(
-    model: ModelSpec, node: NodeType, cls: RequestClass, slo: SLOClass, opts: ProfileOptions
+    model: ModelSpec,
+    node: NodeType,
+    cls: RequestClass,
+    slo: SLOClass,
+    opts: ProfileOptions,
+    steps: StepTimes | None = None,
 ) -> Capacity:
     """Rate of a decode-only instance for `cls` under the TPOT SLO."""
-    bad = _fit_check(model, node, cls.max_input_tokens + cls.max_output_tokens)
+    steps = _steps(model, node, steps)
+    bad = _fit_check(model, node, cls.max_input_tokens + cls.max_output_tokens, steps)
     if bad:
         return bad
     ctx = cls.input_tokens + cls.output_tokens / 2
-    kv_batch = int(kv_capacity_tokens(model, node) // (cls.input_tokens + cls.output_tokens))
+    kv_batch = int(steps.kv_capacity_tokens() // (cls.input_tokens + cls.output_tokens))
     budget = slo.tpot_seconds * opts.tpot_headroom
-    batch = _largest(
-        lambda b: decode_step_seconds(model, node, b, ctx) <= budget, min(opts.max_batch, kv_batch)
-    )
+    batch = _largest(lambda b: steps.decode_step_seconds(b, ctx) <= budget, min(opts.max_batch, kv_batch))
     if batch == 0:
-        step = decode_step_seconds(model, node, 1, ctx)
+        step = steps.decode_step_seconds(1, ctx)
         return Capacity(
             0.0, "tpot", f"one decode step takes {step:.3f} s on {node.name}, budget {budget:.3f} s"
         )
     return Capacity(
-        opts.max_utilization * batch / (cls.output_tokens * decode_step_seconds(model, node, batch, ctx))
+        opts.max_utilization * batch / (cls.output_tokens * steps.decode_step_seconds(batch, ctx))
     )
 
 
 def colocated_capacity(
-    model: ModelSpec, node: NodeType, cls: RequestClass, slo: SLOClass, opts: ProfileOptions
+    model: ModelSpec,
+    node: NodeType,
+    cls: RequestClass,
+    slo: SLOClass,
+    opts: ProfileOptions,
+    steps: StepTimes | None = None,
 ) -> Capacity:
     """Rate of an instance doing both prefill and decode for `cls` (prefill-first batching)."""
-    bad = _fit_check(model, node, cls.max_input_tokens + cls.max_output_tokens)
+    steps = _steps(model, node, steps)
+    bad = _fit_check(model, node, cls.max_input_tokens + cls.max_output_tokens, steps)
     if bad:
         return bad
     ctx = cls.input_tokens + cls.output_tokens / 2
-    t_batch, s = prefill_service(model, node, cls.input_tokens, opts)
-    kv_batch = int(kv_capacity_tokens(model, node) // (cls.input_tokens + cls.output_tokens))
+    t_batch, s = prefill_service(model, node, cls.input_tokens, opts, steps)
+    kv_batch = int(steps.kv_capacity_tokens() // (cls.input_tokens + cls.output_tokens))
 
     def rate_at(b: int) -> tuple[float, float, float]:
-        step = decode_step_seconds(model, node, b, ctx)
+        step = steps.decode_step_seconds(b, ctx)
         lam = opts.max_utilization * b / (cls.output_tokens * step + b * s)
         rho = lam * s
         tpot = step / (1 - rho)

@@ -16,14 +16,15 @@ deploy/examples/placement/*.yaml):
     node_types: [...]           # optional extra / overriding node types
     models: [...]               # optional extra / overriding model specs
     current: {"llama2-70b:H100x8:colocated": 2}   # running plan, for the churn penalty
-    profiles:                   # measured colocated rates (Mélange format) replacing the roofline's
-      - {model: llama2-7b, path: gpu_info.json, node_types: {A100: A100-80G}}
+    profiles:                   # measured profiles replacing the roofline's
+      - {path: cpu-local.profile.json}                     # `heteroserve profile` file: every role
+      - {model: llama2-7b, path: gpu_info.json, node_types: {A100: A100-80G}}   # Mélange: colocated
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from placement.measured import MeasuredTable, from_melange
 from placement.melange import load_profiles
 from placement.models import ModelSpec, load_models
 from placement.plan import Classifier
+from placement.profile_file import NodeProfile, is_profile_document, load_node_profile
 from placement.profiles import ProfileOptions
 from placement.trace import Trace, load_trace
 from placement.workload import (
@@ -88,10 +90,12 @@ class TrafficSpec:
 
 @dataclass(frozen=True)
 class ProfileFileSpec:
-    """A Mélange-format profile file for `model`; `node_types` maps its GPU names to catalog names."""
+    """A profile file: a `heteroserve profile` file (model and node type inside it; `model` and
+    `node_types` optional renames), or a Mélange-format file for `model` (`node_types` maps its GPU
+    names to catalog names)."""
 
-    model: str
     path: str
+    model: str | None = None
     node_types: dict[str, str] = field(default_factory=dict)
     input_edges: tuple[int, ...] = LENGTH_BUCKET_EDGES
     output_edges: tuple[int, ...] = LENGTH_BUCKET_EDGES
@@ -149,6 +153,7 @@ class LoadedSpec:
     traces: dict[int, Trace]
     traffic: tuple[TrafficSpec, ...]
     measured: dict[str, MeasuredTable] = field(default_factory=dict)
+    profiles: dict[tuple[str, str], NodeProfile] = field(default_factory=dict)
 
 
 def _relative(base: Path, name: str) -> Path:
@@ -232,7 +237,7 @@ def _resolve(spec: PlacementSpec, source: str, base: Path) -> LoadedSpec:
         raise ConfigError(
             "two traffic entries share a model and SLO class; merge them", field="traffic", source=source
         )
-    measured = _measured(spec, source, base, catalog, models)
+    measured, profiles = _measured(spec, source, base, catalog, models)
     o = spec.options
     profile = ProfileOptions(
         max_utilization=o.max_utilization,
@@ -266,14 +271,23 @@ def _resolve(spec: PlacementSpec, source: str, base: Path) -> LoadedSpec:
         traces,
         spec.traffic,
         measured,
+        profiles,
     )
 
 
 def _measured(
     spec: PlacementSpec, source: str, base: Path, catalog: Catalog, models: dict[str, ModelSpec]
-) -> dict[str, MeasuredTable]:
+) -> tuple[dict[str, MeasuredTable], dict[tuple[str, str], NodeProfile]]:
     out: dict[str, MeasuredTable] = {}
+    node_profiles: dict[tuple[str, str], NodeProfile] = {}
     for i, entry in enumerate(spec.profiles):
+        path = _relative(base, entry.path)
+        if is_profile_document(load_mapping(path)):
+            profile = _node_profile(entry, i, path, source, catalog, models)
+            node_profiles[(profile.model, profile.node_type)] = profile
+            continue
+        if entry.model is None:
+            raise ConfigError("required for a Mélange file", field=f"profiles[{i}].model", source=source)
         if entry.model not in models:
             raise ConfigError(f"unknown model {entry.model!r}", field=f"profiles[{i}].model", source=source)
         profiles = load_profiles(_relative(base, entry.path))
@@ -291,4 +305,26 @@ def _measured(
             )
         except ValueError as exc:
             raise ConfigError(str(exc), field=f"profiles[{i}]", source=source) from None
-    return out
+    return out, node_profiles
+
+
+def _node_profile(
+    entry: ProfileFileSpec, i: int, path: Path, source: str, catalog: Catalog, models: dict[str, ModelSpec]
+) -> NodeProfile:
+    """A `heteroserve profile` file, renamed by the entry's `model` / `node_types`, checked against the
+    catalog and models so a typo names its field."""
+    profile = load_node_profile(path)
+    profile = replace(
+        profile,
+        model=entry.model or profile.model,
+        node_type=entry.node_types.get(profile.node_type, profile.node_type),
+    )
+    if profile.model not in models:
+        raise ConfigError(f"unknown model {profile.model!r}", field=f"profiles[{i}].model", source=source)
+    if profile.node_type not in catalog:
+        raise ConfigError(
+            f"profile of node type {profile.node_type!r} not in the catalog; add it under node_types",
+            field=f"profiles[{i}].node_types",
+            source=source,
+        )
+    return profile

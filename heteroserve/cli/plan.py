@@ -74,6 +74,7 @@ def _run_spec(args: argparse.Namespace) -> int:
                 spec.compile_options,
                 spec.current,
                 spec.measured,
+                spec.profiles,
             )
             plan = make_plan(problem, spec.classifier, options, slice_factor=spec.slice_factor)
     except InfeasibleError as exc:

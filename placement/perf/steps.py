@@ -1,0 +1,126 @@
+"""Step times of one instance: from the roofline, or fitted to a measured profile.
+
+`StepTimes` is what `placement.profiles` turns into sustainable rates: the time to prefill a batch,
+the time of one decode step, and the KV the instance holds. `RooflineSteps(model, node)` answers from
+`perf/roofline.py`; `MeasuredSteps.fit(profile, role)` from the points of a `NodeProfile`, with two
+small least-squares fits (non-negative coefficients, so extrapolating beyond the grid never makes
+longer prompts or bigger batches faster):
+
+    prefill seconds(I, b) = a + c1 · b·I + c2 · b·I²        (overhead, matmul per token, attention)
+    decode  seconds(b, C) = a + c1 · b   + c2 · b·C         (overhead, per sequence, KV read)
+
+With one point only, the fit is the proportional model through it. The fit's relative error on its
+own points is kept (`prefill_error`, `decode_error`) so a profile with a bad fit can be spotted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from common.vocab import Role
+from placement.catalog import NodeType
+from placement.models import ModelSpec
+from placement.perf import roofline
+from placement.profile_file import NodeProfile
+
+
+class StepTimes(Protocol):
+    """Seconds of one instance's work units (contract of `placement.profiles`)."""
+
+    def prefill_seconds(self, prompt_tokens: float, num_seqs: int = 1) -> float: ...
+    def decode_step_seconds(self, batch: int, context_tokens: float) -> float: ...
+    def kv_capacity_tokens(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class RooflineSteps:
+    model: ModelSpec
+    node: NodeType
+
+    def prefill_seconds(self, prompt_tokens: float, num_seqs: int = 1) -> float:
+        return roofline.prefill_seconds(self.model, self.node, prompt_tokens, num_seqs)
+
+    def decode_step_seconds(self, batch: int, context_tokens: float) -> float:
+        return roofline.decode_step_seconds(self.model, self.node, batch, context_tokens)
+
+    def kv_capacity_tokens(self) -> int:
+        return roofline.kv_capacity_tokens(self.model, self.node)
+
+
+Features = Callable[[float, float], tuple[float, float, float]]
+
+
+def _prefill_features(input_tokens: float, batch: float) -> tuple[float, float, float]:
+    return 1.0, batch * input_tokens, batch * input_tokens**2
+
+
+def _decode_features(batch: float, context_tokens: float) -> tuple[float, float, float]:
+    return 1.0, batch, batch * context_tokens
+
+
+def _fit(points: Sequence[tuple[float, float, float]], features: Features) -> tuple[np.ndarray, float]:
+    """Non-negative least squares over (x, y, seconds) by active-set elimination (3 coefficients);
+    returns (coefficients, mean relative error on the points)."""
+    x = np.array([features(a, b) for a, b, _ in points], dtype=float)
+    y = np.array([s for _, _, s in points], dtype=float)
+    if len(points) == 1:  # proportional through the one point: keep the per-unit term only
+        coef = np.zeros(3)
+        coef[1] = y[0] / x[0, 1]
+        return coef, 0.0
+    active = [0, 1, 2]
+    coef = np.zeros(3)
+    while active:
+        sol, *_ = np.linalg.lstsq(x[:, active], y, rcond=None)
+        if (sol >= 0).all():
+            coef = np.zeros(3)
+            coef[active] = sol
+            break
+        active.pop(int(np.argmin(sol)))
+    error = float(np.mean(np.abs(x @ coef - y) / y))
+    return coef, error
+
+
+@dataclass(frozen=True)
+class MeasuredSteps:
+    """Step times fitted to one role's measurements (see the module docstring)."""
+
+    prefill_coef: tuple[float, float, float]
+    decode_coef: tuple[float, float, float]
+    kv_tokens: int
+    prefill_error: float = 0.0
+    decode_error: float = 0.0
+
+    @classmethod
+    def fit(cls, profile: NodeProfile, role: Role) -> MeasuredSteps | None:
+        """The role's own points; a missing half comes from the other roles of the same node type
+        (a prefill-only worker never decodes in the plan, but the colocated worker's decode points
+        say what one decode step costs on this node). None when the profile lacks prefill or decode."""
+        own = profile.role(role)
+        order: list[Role] = [role, *(r for r in ("colocated", "prefill", "decode") if r != role)]
+        prefill = next((p.prefill for r in order if (p := profile.role(r)) and p.prefill), ())
+        decode = next((p.decode for r in order if (p := profile.role(r)) and p.decode), ())
+        if own is not None and own.prefill:
+            prefill = own.prefill
+        if own is not None and own.decode:
+            decode = own.decode
+        if not prefill or not decode:
+            return None
+        pc, pe = _fit([(p.input_tokens, p.batch, p.seconds) for p in prefill], _prefill_features)
+        dc, de = _fit([(p.batch, p.context_tokens, p.seconds) for p in decode], _decode_features)
+        coefs = (tuple(float(v) for v in pc), tuple(float(v) for v in dc))
+        return cls(coefs[0], coefs[1], profile.kv_capacity_tokens, pe, de)  # type: ignore[arg-type]
+
+    def prefill_seconds(self, prompt_tokens: float, num_seqs: int = 1) -> float:
+        f = _prefill_features(prompt_tokens, num_seqs)
+        return float(sum(c * v for c, v in zip(self.prefill_coef, f, strict=True)))
+
+    def decode_step_seconds(self, batch: int, context_tokens: float) -> float:
+        f = _decode_features(batch, context_tokens)
+        return float(sum(c * v for c, v in zip(self.decode_coef, f, strict=True)))
+
+    def kv_capacity_tokens(self) -> int:
+        return self.kv_tokens
