@@ -1,7 +1,10 @@
 """Real processes for the gateway and routing benchmarks: Redis, workers and gateways on 127.0.0.1.
 
 Every process is started with the same CLI users run (`heteroserve worker`, `heteroserve gateway`) and
-stopped by `LocalCluster.stop()` (SIGTERM, then SIGKILL after a grace period).
+stopped by `LocalCluster.stop()` (SIGTERM, then SIGKILL after a grace period). Each also dies with the
+benchmark (`start_until_ready` and `LocalRedis` set the parent-death signal, `common.lifetime`): a
+benchmark killed by a time limit leaves nothing running. Start clusters from a thread that lives for
+the whole run.
 """
 
 from __future__ import annotations

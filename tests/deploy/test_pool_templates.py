@@ -115,3 +115,13 @@ def test_bad_templates_are_refused_naming_the_field(template: dict[str, Any], ex
                   values=values, tmp_path=tmp_path)
     assert result.returncode != 0
     assert expected in result.stderr, result.stderr
+
+
+def test_a_chart_pool_can_host_vllm(tmp_path: Path) -> None:
+    pools = [p | {"engine": "vllm"} if p["name"] == "l4-decode" else p for p in MIXED_FLEET["workerPools"]]
+    deployments = by_kind(render(MIXED_FLEET | {"workerPools": pools}, tmp_path), "Deployment")
+    worker = deployments["hs-heteroserve-worker-l4-decode"]["spec"]["template"]["spec"]["containers"][0]
+    args = build_parser().parse_args([*worker["command"][1:], *worker["args"]])
+    assert args.engine == "vllm"
+    other = deployments["hs-heteroserve-worker-h100-prefill"]["spec"]["template"]["spec"]["containers"][0]
+    assert not any(a.startswith("--engine") for a in other["args"]), "native is the worker's default"
