@@ -1,0 +1,147 @@
+"""A csd engine against a real drive process: HF's greedy tokens on both attention sites, bytes counted
+on the link, P/D handoff straight into the drive, and the failure paths (drive death, drive full, a
+corrupt flash page), each caused for real."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cache.hashing import hash_prompt_blocks
+from common.errors import InvalidRequestError, UnavailableError
+from tests.workers.engine.conftest import HFOracle, greedy_request, make_prompts, run_all
+from workers.devices.csd import ChecksumError, DriveConfig, DriveFullError, DrivePool
+from workers.engine.async_engine import AsyncEngine
+from workers.engine.config import EngineConfig
+from workers.engine.engine import LLMEngine
+
+LENGTHS = [5, 17, 40, 70, 150]
+MAX_TOKENS = 10
+
+
+def drive_of(engine: LLMEngine) -> DrivePool:
+    assert isinstance(engine.pool, DrivePool)
+    return engine.pool
+
+
+@pytest.mark.parametrize("site", ["drive", "host"])
+def test_both_attention_sites_match_hf(make_csd_engine: Any, hf: HFOracle, site: str) -> None:
+    # budget 32: long prompts prefill in chunks whose context is gathered from the drive over the link
+    engine = make_csd_engine(DriveConfig(time_scale=1.0, attention_site=site), max_num_batched_tokens=32)
+    prompts = make_prompts(LENGTHS, seed=21)
+    events = run_all(engine, [greedy_request(f"r{i}", p, MAX_TOKENS) for i, p in enumerate(prompts)])
+    for i, prompt in enumerate(prompts):
+        assert [e.token_id for e in events[f"r{i}"]] == hf.greedy(prompt, MAX_TOKENS), i
+    stats = drive_of(engine).stats()
+    assert stats.flash_bytes_read > 0 and stats.checksum_failures == 0
+    assert engine.stats().kv_blocks_free == engine.stats().kv_blocks_total
+
+
+def test_in_storage_moves_far_fewer_link_bytes_than_host_offload(make_csd_engine: Any) -> None:
+    per_site = {}
+    for site in ("drive", "host"):
+        engine = make_csd_engine(DriveConfig(time_scale=1.0, attention_site=site), name=f"d-{site}",
+                                 max_num_batched_tokens=1024)  # both prompts prefill in one step
+        for i, prompt in enumerate(make_prompts([300, 300], seed=5)):
+            engine.add_request(greedy_request(f"p{i}", prompt, 9))
+        while engine.stats().generated_tokens_total < 2:  # prefill (its KV crosses the link in both cases)
+            engine.step()
+        before = drive_of(engine).stats()
+        for _ in range(8):  # 8 decode steps of both sequences
+            engine.step()
+        per_site[site] = drive_of(engine).stats().minus(before)
+        assert not engine.has_unfinished()
+    # 16 tokens over ~300 tokens of context: host-offload carries the KV over the link, in-storage does not
+    assert per_site["host"].link_bytes > 50 * per_site["drive"].link_bytes
+    # contexts 301..308: 4 steps over 19 blocks, 4 over 20; 2 sequences, 2 layers; pages of 8 KiB
+    pages = (4 * 19 + 4 * 20) * 2 * 2
+    for stats in per_site.values():
+        assert stats.flash_bytes_read == pages * 8192 and stats.flash_pages_read == pages
+    assert per_site["host"].link_bytes_to_host > pages * 8192  # every page crossed the link
+
+
+def test_kv_import_lands_on_the_drive_and_decodes_like_hf(make_csd_engine: Any, hf: HFOracle,
+                                                          tiny_model_dir: Path) -> None:
+    prefill = LLMEngine(EngineConfig(tiny_model_dir, num_kv_blocks=64))  # a cpu prefill worker's engine
+    prompt = make_prompts([70], seed=9)[0]
+    run_all(prefill, [greedy_request("p", prompt, 1)])
+    keys = prefill.hash_keys()
+    blocks = prefill.export_blocks(hash_prompt_blocks(prompt, keys, 16))
+    decode = make_csd_engine()
+    before = drive_of(decode).stats()
+    assert decode.import_blocks(blocks) == 4
+    assert drive_of(decode).stats().minus(before).flash_bytes_written == 4 * blocks[0].kv.numel() * 4
+    events = run_all(decode, [greedy_request("d", prompt, MAX_TOKENS)])["d"]
+    assert events[0].num_cached_prompt_tokens == 64
+    assert [e.token_id for e in events] == hf.greedy(prompt, MAX_TOKENS)
+
+
+async def test_drive_death_fails_requests_unavailable_and_nothing_hangs(make_csd_engine: Any) -> None:
+    engine = AsyncEngine(make_csd_engine(DriveConfig(time_scale=200.0)))  # slow enough to be caught mid-way
+    await engine.start()
+    try:
+        async def consume(request_id: str) -> list[Any]:
+            got: list[Any] = []
+            try:
+                async for event in engine.generate(greedy_request(request_id, make_prompts([200])[0], 400)):
+                    got.append(event)
+            except UnavailableError as exc:
+                got.append(exc)
+            return got
+
+        tasks = [asyncio.create_task(consume(f"r{i}")) for i in range(2)]
+        while not engine.stats().generated_tokens_total:
+            await asyncio.sleep(0.05)
+        os.kill(drive_of(engine.engine).pid, signal.SIGKILL)
+        results = await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+        for got in results:
+            assert isinstance(got[-1], UnavailableError) and "drive" in str(got[-1]), got[-1]
+        late = await asyncio.wait_for(consume("late"), timeout=30)  # a dead drive refuses at once
+        assert isinstance(late[-1], UnavailableError) and "drive" in str(late[-1])
+        assert len(late) == 1
+    finally:
+        await asyncio.wait_for(engine.stop(), timeout=30)
+
+
+def test_drive_full_refuses_at_start_and_at_admission(make_csd_engine: Any, hf: HFOracle) -> None:
+    per_block = 2 * 2 * 2 * 16 * 32 * 4  # layers * (k, v) * kv_heads * block_size * head_dim * 4 bytes
+    with pytest.raises(DriveFullError, match="drive full"):
+        make_csd_engine(DriveConfig(time_scale=1.0, capacity_bytes=100 * per_block), num_kv_blocks=101)
+    engine = make_csd_engine(DriveConfig(time_scale=1.0, capacity_bytes=16 * per_block), name="small",
+                             num_kv_blocks=16)
+    running = make_prompts([60], seed=3)[0]
+    engine.add_request(greedy_request("running", running, MAX_TOKENS))
+    tokens = [e.token_id for e in engine.step()]
+    with pytest.raises(InvalidRequestError, match="KV blocks"):
+        engine.add_request(greedy_request("too-long", make_prompts([16 * 16 + 5], seed=4)[0], 4))
+    assert list(engine.requests) == ["running"]
+    while engine.has_unfinished():  # the running request is untouched and finishes with HF's tokens
+        tokens += [e.token_id for e in engine.step()]
+    assert tokens == hf.greedy(running, MAX_TOKENS)
+    assert drive_of(engine).stats().checksum_failures == 0
+
+
+def test_corrupt_flash_page_is_detected_never_used(make_csd_engine: Any, hf: HFOracle) -> None:
+    engine = make_csd_engine(enable_prefix_caching=False)
+    drive = drive_of(engine)
+    prompt = make_prompts([50], seed=8)[0]
+    engine.add_request(greedy_request("victim", prompt, MAX_TOKENS))
+    engine.step()  # prefill: the KV of 50 tokens is on flash
+    block = engine.requests["victim"].seq.block_table[1]
+    assert engine.config.csd_path is not None
+    path = engine.config.csd_path / "slot-0" / "flash.bin"
+    with open(path, "r+b") as handle:  # layer 0, that block: flip bytes behind the drive's back
+        handle.seek(block * drive.spec.page_bytes + 100)
+        handle.write(b"\x00\x01\x02\x03")
+    with pytest.raises(ChecksumError, match=rf"\(0, {block}\)"):
+        engine.step()
+    assert drive.stats().checksum_failures == 1
+    engine.abort_request("victim")
+    other = make_prompts([30], seed=9)[0]  # the drive keeps serving: a new request is exact
+    events = run_all(engine, [greedy_request("next", other, MAX_TOKENS)])
+    assert [e.token_id for e in events["next"]] == hf.greedy(other, MAX_TOKENS)
