@@ -7,7 +7,7 @@ It serves one host over a pipe, one message at a time, in order:
 | op          | in (arrays)                   | out (arrays)                                       |
 |-------------|-------------------------------|----------------------------------------------------|
 | write       | slots, k, v                   | -  (prefill KV, or each decode's new KV in host mode) |
-| attend      | slots, k, v, q, blocks        | attention outputs [rows, heads, head_dim]          |
+| attend      | slots, k, v, q (+ tables)     | attention outputs [rows, heads, head_dim]          |
 | gather      | block ids (distinct)          | pages [n, 2, kv_heads, block_size, head_dim]       |
 | read_block  | -                             | one block [layers, 2, kv_heads, block_size, dim]   |
 | write_block | one block                     | -                                                  |
@@ -25,6 +25,7 @@ import json
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,15 @@ from workers.devices.csd.ratelimit import RateLimiter
 from workers.devices.csd.stats import DriveStats
 
 
+@dataclass(frozen=True)
+class _StepTables:
+    """The decode rows of the current step: context lengths, block ids per row, padded groups."""
+
+    lengths: list[int]
+    row_blocks: list[list[int]]
+    groups: list[tuple[int, int]]
+
+
 class Drive:
     """The controller's state and its ops; `serve` is the loop."""
 
@@ -51,6 +61,7 @@ class Drive:
         self.flash_write = RateLimiter(config.scaled_flash_write_bytes_per_s)
         self.messages = 0
         self.compute_seconds = 0.0
+        self.step: _StepTables | None = None
 
     def serve(self, conn: Connection) -> None:
         while True:
@@ -111,18 +122,22 @@ class Drive:
         return pages
 
     def _attend(self, meta: dict[str, Any], slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                q: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+                q: torch.Tensor, *tables: torch.Tensor) -> torch.Tensor:
         layer = meta["layer"]
         self._write(layer, slots, k, v)
         started = time.perf_counter()
         waited = self.flash_read.waited_seconds
-        flat = blocks.tolist()
-        row_blocks, offset = [], 0
-        for count in meta["row_block_counts"]:
-            row_blocks.append(flat[offset : offset + count])
-            offset += count
-        out = decode_attention(lambda ids: self._read(layer, ids), q, meta["lengths"], row_blocks,
-                               meta["groups"], self.spec.block_size, meta["scale"])
+        if tables:  # a step's first layer: new block tables (kept for the step's other layers)
+            flat = tables[0].tolist()
+            row_blocks, offset = [], 0
+            for count in meta["row_block_counts"]:
+                row_blocks.append(flat[offset : offset + count])
+                offset += count
+            self.step = _StepTables(meta["lengths"], row_blocks, meta["groups"])
+        if self.step is None:
+            raise ValueError("attend without block tables: the host sent none this step")
+        out = decode_attention(lambda ids: self._read(layer, ids), q, self.step.lengths, self.step.row_blocks,
+                               self.step.groups, self.spec.block_size, meta["scale"])
         self.compute_seconds += time.perf_counter() - started - (self.flash_read.waited_seconds - waited)
         return out
 

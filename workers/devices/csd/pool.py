@@ -52,6 +52,7 @@ class DrivePool:
         self.dtype = spec.torch_dtype
         self.attention_site: AttentionSite = config.attention_site
         self.dead_reason: str | None = None
+        self._step_decodes: Sequence[DecodeGroup] | None = None  # whose block tables the drive holds
         # A fresh interpreter (`python -m workers.devices.csd.drive`), not a fork: forking a process that
         # runs torch threads is unsafe, and multiprocessing's spawn would re-import the caller's __main__.
         self._conn, child = mp.Pipe(duplex=True)
@@ -96,20 +97,27 @@ class DrivePool:
     def write_and_attend(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                          q: torch.Tensor, decodes: Sequence[DecodeGroup], scale: float) -> torch.Tensor:
         """Write the step's K/V of `layer` (all its tokens) and return the decode rows' attention outputs
-        [rows, heads, head_dim], computed on the drive. `q` holds the decode rows' queries only."""
-        lengths: list[int] = []
-        counts: list[int] = []
-        blocks: list[torch.Tensor] = []
-        for group in decodes:
-            table = group.block_table.view(group.end - group.start, -1)
-            for row, length in enumerate(group.lengths):
-                count = -(-length // self.block_size)
-                lengths.append(length)
-                counts.append(count)
-                blocks.append(table[row, :count])
-        meta = {"layer": layer, "scale": scale, "lengths": lengths, "row_block_counts": counts,
-                "groups": [(g.start, g.end) for g in decodes]}
-        _, (out,) = self._call("attend", meta, [slots, k, v, q, torch.cat(blocks)])
+        [rows, heads, head_dim], computed on the drive. `q` holds the decode rows' queries only. The
+        block tables and lengths go over with the step's first layer only (the same `decodes` object is
+        passed for every layer of a step); the drive keeps them for the step's other layers."""
+        meta: dict[str, Any] = {"layer": layer, "scale": scale}
+        arrays = [slots, k, v, q]
+        if decodes is not self._step_decodes:  # the step's first layer: its block tables go over once
+            lengths: list[int] = []
+            counts: list[int] = []
+            blocks: list[torch.Tensor] = []
+            for group in decodes:
+                table = group.block_table.view(group.end - group.start, -1)
+                for row, length in enumerate(group.lengths):
+                    count = -(-length // self.block_size)
+                    lengths.append(length)
+                    counts.append(count)
+                    blocks.append(table[row, :count])
+            meta.update(lengths=lengths, row_block_counts=counts, groups=[(g.start, g.end) for g in decodes])
+            arrays.append(torch.cat(blocks).to(torch.int32))
+            self._step_decodes = None  # until the drive has the new tables
+        _, (out,) = self._call("attend", meta, arrays)
+        self._step_decodes = decodes  # held, so its id cannot be reused by a later step's tuple
         return out
 
     # ---- drive management --------------------------------------------------------------------------
