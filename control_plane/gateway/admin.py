@@ -1,6 +1,9 @@
 """The admin API under `/admin`, behind the admin token (403 without it).
 
 - `GET  /admin/plan`: the current plan document and its version (404 before the first plan);
+- `GET  /admin/routing`: planned vs served share per class route and per (SLO class, pool, role)
+  since the plan in use was adopted, the route deviations by reason, and why the last refused plan
+  was refused (`plan_error`, null when none was);
 - `GET  /admin/workers`: every known worker with health, role, pool and load;
 - `POST /admin/solve`: a what-if placement: the body is a placement spec (the same mapping
   `heteroserve plan` reads from YAML/JSON); answers the solved plan without publishing it;
@@ -33,6 +36,10 @@ def admin_router(runtime: GatewayRuntime) -> APIRouter:
         record = await runtime.plan_record()
         return {"version": record.version, "published_at": record.published_at, "plan": record.plan,
                 "in_use_version": runtime.plan.version}
+
+    @router.get("/routing")
+    async def get_routing() -> dict[str, Any]:
+        return runtime.routing()
 
     @router.get("/workers")
     async def get_workers() -> dict[str, Any]:

@@ -16,10 +16,11 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from common.errors import HeteroserveError, InvalidRequestError
+from common.errors import HeteroserveError
 from control_plane.gateway import sse
 from control_plane.gateway.admin import admin_router
 from control_plane.gateway.auth import Principal
+from control_plane.gateway.contract import install_contract
 from control_plane.gateway.http_errors import BodyLimitMiddleware, error_body, install_error_handlers
 from control_plane.gateway.models import ChatMessage
 from control_plane.gateway.runtime import GatewayRuntime
@@ -30,6 +31,7 @@ from control_plane.gateway.schemas import (
     CompletionResponse,
     ErrorResponse,
     ModelList,
+    StreamOptions,
 )
 from control_plane.gateway.service import GenerateInput, Prepared
 from control_plane.orchestrator.types import Event, Finished, TokenDelta
@@ -47,6 +49,8 @@ def create_app(runtime: GatewayRuntime) -> FastAPI:
     app.include_router(_openai_router(runtime))
     app.include_router(_probe_router(runtime))
     app.include_router(admin_router(runtime))
+    install_contract(app, runtime.models, runtime.config.max_tokens_limit,
+                     min(m.vocab_size for m in runtime.models.values()))
     return app
 
 
@@ -57,8 +61,6 @@ def _principal(runtime: GatewayRuntime) -> Callable[[Request], Awaitable[Princip
 
 
 def _input(body: CompletionRequest | ChatCompletionRequest, **kwargs: Any) -> GenerateInput:
-    if body.n != 1:
-        raise InvalidRequestError(f"only n = 1 is supported, got {body.n}", field="n")
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     max_tokens = body.max_tokens if body.max_tokens is not None else body.max_completion_tokens
     return GenerateInput(model=body.model, max_tokens=max_tokens, temperature=body.temperature,
@@ -68,25 +70,20 @@ def _input(body: CompletionRequest | ChatCompletionRequest, **kwargs: Any) -> Ge
 
 
 def _completion_input(body: CompletionRequest) -> GenerateInput:
-    prompt = body.prompt
-    if isinstance(prompt, list) and prompt and all(isinstance(p, int) for p in prompt):
+    prompt = body.prompt  # the schema allows text, one text in a list, or token ids (none empty)
+    if isinstance(prompt, str):
+        return _input(body, prompt=prompt)
+    if all(isinstance(p, int) for p in prompt):
         return _input(body, prompt_token_ids=tuple(int(p) for p in prompt))
-    if isinstance(prompt, list):
-        if len(prompt) != 1:
-            raise InvalidRequestError(f"a list prompt must hold exactly one string, got {len(prompt)}",
-                                      field="prompt")
-        prompt = str(prompt[0])
-    return _input(body, prompt=str(prompt))
+    return _input(body, prompt=str(prompt[0]))
 
 
 def _chat_input(body: ChatCompletionRequest) -> GenerateInput:
     messages = []
-    for i, m in enumerate(body.messages):
+    for m in body.messages:
         content = m.content
-        if isinstance(content, list):  # OpenAI content parts: keep the text ones
-            content = "".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
-        if content is None:
-            raise InvalidRequestError("must be a string", field=f"messages[{i}].content")
+        if not isinstance(content, str):  # OpenAI content parts: keep the text ones
+            content = "".join(p.text for p in content if p.type == "text")
         messages.append(ChatMessage(role=m.role, content=content))
     return _input(body, messages=tuple(messages))
 
@@ -166,9 +163,9 @@ def _openai_router(runtime: GatewayRuntime) -> APIRouter:
 
 
 def _stream(first: Event, events: AsyncIterator[Event], frame: Callable[[Event], dict[str, Any]],
-            options: dict[str, Any] | None, rid: str, created: int, model: str,
+            options: StreamOptions | None, rid: str, created: int, model: str,
             kind: str) -> StreamingResponse:
-    include_usage = bool((options or {}).get("include_usage"))
+    include_usage = bool(options and options.include_usage)
 
     async def body() -> AsyncIterator[bytes]:
         event: Event | None = first

@@ -23,6 +23,7 @@ from control_plane.gateway.models import ServedModel
 from control_plane.gateway.plan import PlanView
 from control_plane.gateway.service import GatewayService, GenerateInput, Prepared
 from control_plane.orchestrator.cluster import ClusterView
+from control_plane.orchestrator.metrics import ALL_DEVIATION_REASONS
 from control_plane.orchestrator.orchestrator import Orchestrator
 from control_plane.orchestrator.prefix import IndexPrefixSource, NoPrefixIndex, PrefixSource
 from control_plane.plan_store import PlanRecord, PlanStore, PlanWatcher
@@ -62,6 +63,7 @@ class GatewayRuntime:
         self.orchestrator = Orchestrator(self.cluster, self.router, self.inflight, prefix,
                                          config.orchestrator, self.metrics.orchestrator)
         self.cluster.on_leave = self.orchestrator.routed.remove_worker
+        self.metrics.watch_shares(self.orchestrator.shares.pool_shares)
         # Per-class load statistics for the planner (buffered; flushed by its own thread every second).
         self.traffic = TrafficRecorder(TrafficConfig(redis_url=config.redis_url)) \
             if config.redis_url else None
@@ -79,8 +81,38 @@ class GatewayRuntime:
         return prepared
 
     async def _on_plan(self, record: PlanRecord) -> None:
-        self.plan.update(record.version, record.plan)
+        """Install a newly published plan, or keep the last good one when it is refused."""
+        rejected = self.plan.update(record.version, record.plan)
+        if rejected is not None:
+            self.metrics.plan_rejected.labels(rejected).inc()
+            log.error("refusing %s; still routing by plan version %d", self.plan.last_error,
+                      self.plan.version)
+            return
+        self.orchestrator.routes.splitter.clear()
+        self.orchestrator.shares.reset(record.version, self.plan.classes())
+        self.metrics.plan_version.set(record.version)
         log.info("using plan version %d", record.version)
+
+    def routing(self) -> dict[str, Any]:
+        """Planned vs served share per class route and per (SLO class, pool, role), since the plan in
+        use was adopted (GET /admin/routing; `heteroserve status`)."""
+        splitter = self.orchestrator.routes.splitter
+        return {
+            "plan_version": self.plan.version,
+            "plan_error": self.plan.last_error,
+            "epsilon": splitter.epsilon,
+            "window": splitter.window,
+            "deviations": {reason: self.orchestrator.deviations.get(reason, 0)
+                           for reason in ALL_DEVIATION_REASONS},
+            "classes": [{"request_class": r.request_class, "slo_class": r.slo_class, "route": r.route.name,
+                         "pool": r.route.pool or None, "prefill_pool": r.route.prefill_pool or None,
+                         "decode_pool": r.route.decode_pool or None, "planned_share": r.planned,
+                         "served_share": r.served, "requests": r.requests}
+                        for r in self.orchestrator.shares.class_shares()],
+            "pools": [{"slo_class": p.slo_class, "pool": p.pool, "role": p.role, "planned_share": p.planned,
+                       "served_share": p.served, "requests": p.requests}
+                      for p in self.orchestrator.shares.pool_shares()],
+        }
 
     async def start(self) -> None:
         await self.cluster.start()

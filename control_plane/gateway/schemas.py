@@ -9,52 +9,113 @@ Unknown request fields are ignored, as OpenAI does for fields it deprecated.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from control_plane.gateway.models import ChatRole
+from control_plane.gateway.service import MAX_STOP, SLO_PRIORITY
 from control_plane.orchestrator.types import RouteInfo
+
+MAX_SEED = 2**63 - 1  # the worker's seed is an int64
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = Field(False, description="a final chunk with usage and no choices")
 
 
 class _Request(BaseModel):
+    """The fields both generation requests share. Every bound the gateway checks that does not depend
+    on the served model is stated here, so the OpenAPI document says what the server accepts; the
+    bounds that do (model names, token ids, max_tokens) are filled into the document at start-up by
+    `control_plane.gateway.contract`."""
+
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(description="a model id from /v1/models")
-    max_tokens: int | None = Field(None, description="tokens to generate (default: the gateway's)")
-    max_completion_tokens: int | None = Field(None, description="alias of max_tokens (newer OpenAI name)")
-    temperature: float = Field(1.0, description="0 = greedy; at most 2")
-    top_p: float = Field(1.0, description="nucleus sampling mass, in (0, 1]")
-    n: int = Field(1, description="only 1 is supported")
+    max_tokens: int | None = Field(None, ge=1, description="tokens to generate (default: the gateway's)")
+    max_completion_tokens: int | None = Field(None, ge=1,
+                                              description="alias of max_tokens (newer OpenAI name)")
+    temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 = greedy")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
+    n: int = Field(1, ge=1, le=1, description="only 1 is supported")
     stream: bool = False
-    stream_options: dict[str, Any] | None = Field(None, description='{"include_usage": true} adds a '
-                                                  "final chunk with usage and no choices")
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    stream_options: StreamOptions | None = None
+    stop: Annotated[str, Field(min_length=1)] | Annotated[
+        list[Annotated[str, Field(min_length=1)]], Field(max_length=MAX_STOP)] | None = Field(
+        None, description=f"up to {MAX_STOP} non-empty stop strings")
+    seed: int | None = Field(None, ge=-MAX_SEED - 1, le=MAX_SEED)
     user: str | None = None
     # extensions
-    top_k: int = Field(0, description="extension: top-k sampling, 0 = off")
+    top_k: int = Field(0, ge=0, description="extension: top-k sampling, 0 = off")
     ignore_eos: bool = Field(False, description="extension: generate exactly max_tokens")
-    slo_class: str = Field("", description="extension: SLO class hint (interactive, standard, batch)")
+    slo_class: str = Field("", description="extension: SLO class hint; empty = default",
+                           json_schema_extra={"enum": list(SLO_PRIORITY)})
     session_id: str = Field("", description="extension: session id for worker affinity")
-    tenant: str = Field("", description="extension: must equal the API key's tenant when set")
+    tenant: str = Field("", description="extension: must equal the API key's tenant when set (else 403)")
+
+    @field_validator("slo_class")
+    @classmethod
+    def _known_slo_class(cls, value: str) -> str:
+        if value not in SLO_PRIORITY:
+            raise ValueError(f"unknown SLO class {value!r}; one of {', '.join(k for k in SLO_PRIORITY if k)}")
+        return value
+
+    @field_validator("n", mode="before")  # before the bounds, so the refusal says why
+    @classmethod
+    def _only_one(cls, value: object) -> object:
+        if value != 1 or isinstance(value, bool):
+            raise ValueError(f"only n = 1 is supported, got {value}")
+        return value
+
+
+NonEmptyText = Annotated[str, Field(min_length=1)]
+TokenId = Annotated[int, Field(ge=0)]
 
 
 class CompletionRequest(_Request):
-    prompt: str | list[str] | list[int] = Field(description="text, a one-element list of text, or token ids")
-    logprobs: int | None = None
-    echo: bool = False
+    prompt: NonEmptyText | Annotated[list[NonEmptyText], Field(min_length=1, max_length=1)] | Annotated[
+        list[TokenId], Field(min_length=1)] = Field(
+        description="text, a one-element list of text, or token ids")
+    logprobs: int | None = Field(None, ge=0, le=0, description="not supported: only 0 or null")
+    echo: bool = Field(False, description="not supported: only false")
+
+    @field_validator("echo")
+    @classmethod
+    def _no_echo(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("echo is not supported")
+        return value
+
+
+class TextPart(BaseModel):
+    """An OpenAI content part; the text of `text` parts is used, other parts are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+    text: str = ""
 
 
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    role: str
-    content: str | list[dict[str, Any]] | None = None
+    role: ChatRole
+    content: str | list[TextPart] = Field(description="text, or OpenAI content parts")
 
 
 class ChatCompletionRequest(_Request):
-    messages: list[ChatMessageIn]
-    logprobs: bool = False
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    logprobs: bool = Field(False, description="not supported: only false")
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("logprobs are not supported")
+        return value
 
 
 class Usage(BaseModel):

@@ -1,17 +1,24 @@
-"""Serve one generation: route, call workers, retry, migrate, and the P/D path.
+"""Serve one generation: choose the planned route, route to workers, call them, retry, migrate.
 
-Colocated path: the router picks a worker of the class's colocated pools; it prefills and decodes,
-over the gateway's long-lived `Session` stream to that worker (`WorkerClient.session_generate`).
+Route step first (`RouteChooser`, control_plane/router/split.py): the request's class has the plan's
+routes (colocated pools and (prefill pool, decode pool) pairs); a smooth weighted round robin with
+bounded prefix deviation picks one, skipping routes with no healthy worker. Then the router picks the
+worker inside the route's pool (prefix and load aware). Without a plan, or when no route of the class
+has workers (`no_route`), any colocated worker of the model serves it.
 
-Disaggregated path, taken when the plan sends this request to P/D pools (`PathChooser`) and at least
-`pd_min_uncached_tokens` prompt tokens are not cached anywhere: Prefill on a prefill worker (first
-token, KV kept there and published to the shared tier), then Decode on a decode worker with
-`kv_source` = the prefill worker's address and the shared tier. If the KV transfer fails, the decode
-worker prefills locally (worker side). If no prefill worker can take it, the request goes colocated.
+Colocated route: the worker prefills and decodes, over the gateway's long-lived `Session` stream to it
+(`WorkerClient.session_generate`).
+
+P/D route (P, D): when at least `pd_min_uncached_tokens` prompt tokens are not cached anywhere,
+Prefill on a worker of P (first token, KV kept there and published to the shared tier), then Decode
+on a worker of D — the pairing the plan chose — with `kv_source` = the prefill worker's address and
+the shared tier. If the KV transfer fails, the decode worker prefills locally (worker side). A short
+or mostly cached prompt, or one no worker of P could prefill (`pd_fallbacks`), runs on D alone.
 
 Faults:
 - before the first token, a retryable error (worker down, timeout, full) sends the request to another
-  worker, at most `max_retries` times;
+  worker of the route's pool, at most `max_retries` times; when the pool has none left, to any worker
+  of the model (counted as deviation `route_exhausted`);
 - after tokens were sent, the stream migrates: `Decode` on another worker with prompt + tokens already
   sent and no KV source (it re-prefills), at most `max_migrations` times. The client sees every token
   exactly once, because only tokens after `generated_token_ids` come back;
@@ -24,23 +31,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from cache.hashing import BlockHash
 from common.errors import DeadlineExceededError, HeteroserveError, UnavailableError
 from common.vocab import Role
 from control_plane.orchestrator.cluster import ClusterView
 from control_plane.orchestrator.config import OrchestratorConfig
-from control_plane.orchestrator.metrics import OrchestratorMetrics
+from control_plane.orchestrator.metrics import ROUTE_EXHAUSTED, OrchestratorMetrics
 from control_plane.orchestrator.prefix import PrefixSource
 from control_plane.orchestrator.relay import Run, accept_chunk, relay
 from control_plane.orchestrator.routed_prefixes import RoutedPrefixes, merge
-from control_plane.orchestrator.routes import ClassRoute, PathChooser
+from control_plane.orchestrator.routes import ClassRoute, PlannedRoute, RouteChooser
+from control_plane.orchestrator.shares import ShareLedger
 from control_plane.orchestrator.types import Event, Finished, GenerateJob
 from control_plane.router import InflightTracker, PrefixHoldings, RouteDecision, Router, RouteRequest
 from heteroserve.v1 import common_pb2, worker_pb2
 
 log = logging.getLogger(__name__)
+
+# Where a request may run: (role, pools); empty pools = any pool of the model. A list of options is
+# tried in order; the first is the planned one, later ones are fallbacks (counted as deviations).
+Option = tuple[Role, frozenset[str]]
+ANY_POOL: frozenset[str] = frozenset()
 
 
 class Orchestrator:
@@ -53,7 +66,9 @@ class Orchestrator:
         self._prefix = prefix
         self._config = config
         self._metrics = metrics
-        self._paths = PathChooser()
+        self.routes = RouteChooser()
+        self.shares = ShareLedger()
+        self.deviations: dict[str, int] = {}  # reason → requests since start (as the metric counts)
         self.routed = RoutedPrefixes()
 
     async def generate(self, job: GenerateJob, block_hashes: Sequence[BlockHash],
@@ -61,15 +76,35 @@ class Orchestrator:
         """The events of `job`: `TokenDelta`s then one `Finished`. Raises `HeteroserveError`."""
         run = Run(job=job, request_class=route.request_class)
         match = merge(self._prefix.match(block_hashes), self.routed.match(block_hashes))
-        if self._paths.disaggregate(route) and self._uncached_tokens(job, match) >= \
-                self._config.pd_min_uncached_tokens:
-            events = self._disaggregated(run, route, match)
+        taken = self._choose_route(route, job.model, match)
+        if taken is None:
+            events = self._stream(run, [("colocated", ANY_POOL)], match, None)
+        elif not taken.disaggregated:
+            events = self._stream(run, [("colocated", frozenset({taken.pool})), ("colocated", ANY_POOL)],
+                                  match, None)
+        elif self._uncached_tokens(job, match) >= self._config.pd_min_uncached_tokens:
+            events = self._disaggregated(run, taken, match)
         else:
-            events = self._stream(run, [("colocated", route.colocated)], match, None)
+            events = self._stream(run, _decode_alone(taken), match, None)
         async for event in events:
             if isinstance(event, Finished):  # before yielding: the caller may stop reading here
                 self._remember(run, block_hashes)
             yield event
+
+    def _choose_route(self, route: ClassRoute, model: str, match: PrefixHoldings) -> PlannedRoute | None:
+        """The planned route of this request (None: no plan, or off-plan); counts deviations and
+        records the choice in the share ledger."""
+        chosen = self.routes.choose(route, model, self._cluster.snapshot(), match)
+        taken, deviation = chosen if chosen is not None else (None, "no_route" if route.routes else None)
+        if deviation is not None:
+            self._deviation(deviation)
+        self.shares.record(route, taken)
+        return taken
+
+    def _deviation(self, reason: str) -> None:
+        self.deviations[reason] = self.deviations.get(reason, 0) + 1
+        if self._metrics is not None:
+            self._metrics.route_deviations.labels(reason).inc()
 
     def _remember(self, run: Run, block_hashes: Sequence[BlockHash]) -> None:
         self.routed.record(run.worker_id, block_hashes)
@@ -81,32 +116,34 @@ class Orchestrator:
                     *match.local_blocks.values(), 0])
         return len(job.prompt_token_ids) - best * self._config.block_size
 
-    def _route(self, run: Run, roles: Sequence[tuple[Role, Mapping[str, float]]],
-               match: PrefixHoldings) -> RouteDecision:
-        """The first role in `roles` with a candidate wins. Raises `UnavailableError` if none has."""
+    def _route(self, run: Run, options: Sequence[Option], match: PrefixHoldings) -> RouteDecision:
+        """The first option with a candidate wins; a later one counts as deviation `route_exhausted`.
+        Raises `UnavailableError` if none has a candidate."""
         error: UnavailableError | None = None
-        for role, weights in roles:
+        for i, (role, pools) in enumerate(options):
             request = RouteRequest(model=run.job.model, role=role, request_class=run.request_class,
-                                   num_prompt_tokens=len(run.job.prompt_token_ids), pool_weights=weights,
+                                   num_prompt_tokens=len(run.job.prompt_token_ids), pools=pools,
                                    session_id=run.job.session_id, exclude=frozenset(run.tried))
             try:
                 decision = self._router.route(request, self._cluster.snapshot(), match)
             except UnavailableError as exc:
                 error = error or exc
                 continue
+            if i > 0:
+                self._deviation(ROUTE_EXHAUSTED)
             if self._metrics is not None:
                 self._metrics.route_decisions.labels(decision.policy, decision.reason, role).inc()
             run.policy, run.reason = decision.policy, decision.reason
             return decision
-        assert error is not None, "no roles given to _route: the caller passes at least one"
+        assert error is not None, "no options given to _route: the caller passes at least one"
         raise error
 
-    async def _stream(self, run: Run, roles: Sequence[tuple[Role, Mapping[str, float]]],
-                      match: PrefixHoldings, kv_source: worker_pb2.KVSource | None) -> AsyncIterator[Event]:
+    async def _stream(self, run: Run, options: Sequence[Option], match: PrefixHoldings,
+                      kv_source: worker_pb2.KVSource | None) -> AsyncIterator[Event]:
         """Generate (or Decode after tokens exist) on routed workers until finished, with retries and
         migrations (see module docstring)."""
         while True:
-            decision = self._route(run, roles, match)
+            decision = self._route(run, options, match)
             worker = decision.worker
             run.worker_id, run.pool = worker.worker_id, worker.pool
             self._inflight.routed(worker.worker_id, run.job.request_id)
@@ -159,13 +196,13 @@ class Orchestrator:
         if getattr(run, kind) > budget:
             raise exc
 
-    async def _disaggregated(self, run: Run, route: ClassRoute,
+    async def _disaggregated(self, run: Run, taken: PlannedRoute,
                              match: PrefixHoldings) -> AsyncIterator[Event]:
-        response = await self._prefill(run, route, match)
+        response = await self._prefill(run, taken, match)
         if response is None:
             if self._metrics is not None:
                 self._metrics.pd_fallbacks.inc()
-            async for event in self._stream(run, [("colocated", route.colocated)], match, None):
+            async for event in self._stream(run, _decode_alone(taken), match, None):
                 yield event
             return
         run.disaggregated = True
@@ -177,17 +214,17 @@ class Orchestrator:
             return  # finished at the first token
         source = worker_pb2.KVSource(worker_address=self._cluster.record(run.worker_id).address,
                                      shared_tier=True, block_hashes=list(response.block_hashes))
-        async for event in self._stream(run, [("decode", route.decode), ("colocated", route.colocated)],
-                                        match, source):
+        async for event in self._stream(run, _decode_alone(taken), match, source):
             yield event
 
-    async def _prefill(self, run: Run, route: ClassRoute,
+    async def _prefill(self, run: Run, taken: PlannedRoute,
                        match: PrefixHoldings) -> worker_pb2.PrefillResponse | None:
-        """Prefill on a prefill worker, retrying others; None when no prefill worker could do it."""
+        """Prefill on a worker of the route's prefill pool, retrying others of it; None when none
+        could do it."""
         job = run.job
         while True:
             try:
-                decision = self._route(run, [("prefill", route.prefill)], match)
+                decision = self._route(run, [("prefill", frozenset({taken.prefill_pool}))], match)
             except UnavailableError:
                 return None
             worker_id = decision.worker.worker_id
@@ -207,3 +244,9 @@ class Orchestrator:
                 self._after_failure(run, worker_id, exc)
             finally:
                 self._inflight.finished(worker_id, job.request_id)
+
+
+def _decode_alone(taken: PlannedRoute) -> list[Option]:
+    """Where the decode of a P/D route runs: its decode pool (the plan's pairing); if that has no
+    worker left, any colocated worker of the model."""
+    return [("decode", frozenset({taken.decode_pool})), ("colocated", ANY_POOL)]

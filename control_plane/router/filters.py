@@ -28,6 +28,13 @@ def has_role(request: RouteRequest, workers: Sequence[WorkerState]) -> list[Work
     return [w for w in workers if w.role == request.role]
 
 
+def in_route_pools(request: RouteRequest, workers: Sequence[WorkerState]) -> list[WorkerState]:
+    """Workers of the pools the route step chose (all workers when it chose none)."""
+    if not request.pools:
+        return list(workers)
+    return [w for w in workers if w.pool in request.pools]
+
+
 def not_excluded(request: RouteRequest, workers: Sequence[WorkerState]) -> list[WorkerState]:
     """Drops workers this request already failed on (retry / migration)."""
     return [w for w in workers if w.worker_id not in request.exclude]
@@ -52,6 +59,7 @@ HARD_FILTERS: tuple[tuple[str, Filter], ...] = (
     ("healthy", healthy),
     ("model", serves_model),
     ("role", has_role),
+    ("route_pools", in_route_pools),
     ("not_excluded", not_excluded),
 )
 SOFT_FILTERS: tuple[tuple[str, Filter], ...] = (

@@ -82,8 +82,10 @@ class PrefixHoldings:
 class RouteRequest:
     """What to route.
 
-    `pool_weights` is the plan's share of this request class per pool for `role` (empty = every pool
-    equally, the state before any plan exists). `exclude` lists workers already tried (retries).
+    `pools` restricts the request to the workers of these pools (empty = any pool): the gateway's
+    route step (control_plane/router/split.py) chose the pool before the worker is chosen.
+    `pool_weights` is a soft per-pool weight for callers without a route step (empty = every pool
+    equally). `exclude` lists workers already tried (retries).
     `affinity_worker` is the worker that last served `session_id` ("" = none), filled in by the router.
     """
 
@@ -91,6 +93,7 @@ class RouteRequest:
     role: Role = "colocated"
     request_class: str = "default"
     num_prompt_tokens: int = 0
+    pools: frozenset[str] = frozenset()
     pool_weights: Mapping[str, float] = field(default_factory=dict)
     session_id: str = ""
     affinity_worker: str = ""

@@ -1,11 +1,14 @@
-"""P/D orchestration with real prefill, decode and colocated workers and a published plan."""
+"""P/D orchestration with real prefill, decode and colocated workers and a published `Plan`: the
+planned prefill→decode pairings are respected, a route without workers gives its share to the others."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -13,6 +16,7 @@ import pytest
 import heteroserve
 from common.localredis import LocalRedis
 from control_plane.plan_store import PlanStore
+from placement.plan import Route
 from tests.control_plane.gateway.gateway_procs import (
     ADMIN_TOKEN,
     API_KEY,
@@ -22,20 +26,36 @@ from tests.control_plane.gateway.gateway_procs import (
     start_worker,
     wait_for_workers,
 )
+from tests.control_plane.gateway.plans import document
 
 pytestmark = pytest.mark.slow
-LONG = " ".join(f"paragraph {i} of a long document to summarise" for i in range(8))
-PLAN = {"pools": [{"name": "pf", "role": "prefill"}, {"name": "dc", "role": "decode"},
-                  {"name": "co", "role": "colocated"}],
-        "routing": {"default": {"pf": 1.0, "dc": 1.0}}}
+LONG = " ".join(f"paragraph {i} of a long document to summarise" for i in range(8))  # 162 tokens: i1
+POOLS = {"co": "colocated", "pf-a": "prefill", "pf-b": "prefill", "dc-a": "decode", "dc-b": "decode"}
+# Long prompts go P/D on two crossed pairs; short ones colocated.
+PLAN = document(POOLS, {"tiny/interactive/i1o0": [Route(0.5, prefill_pool="pf-a", decode_pool="dc-b"),
+                                                  Route(0.5, prefill_pool="pf-b", decode_pool="dc-a")],
+                        "tiny/interactive/i0o0": [Route(1.0, pool="co")]})
+PAIRS = {"p-a": "d-b", "p-b": "d-a"}
 
 
-async def _publish(url: str) -> None:
+async def _publish(url: str, plan: dict[str, Any]) -> None:
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(url)
-    await PlanStore(client).publish(PLAN, leader="test", reason="pd test")
+    await PlanStore(client).publish(plan, leader="test", reason="pd test")
     await client.aclose()
+
+
+def admin(gateway: Gateway, path: str) -> Any:
+    return httpx.get(f"{gateway.http_url}/admin/{path}", timeout=5,
+                     headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+
+
+def wait_for_plan(gateway: Gateway, version: int) -> None:
+    deadline = time.monotonic() + 20
+    while admin(gateway, "plan").get("in_use_version") != version:
+        assert time.monotonic() < deadline, f"gateway never adopted plan version {version}"
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -44,22 +64,15 @@ def pd_cluster(tiny_model_dir: Path, gw_redis: LocalRedis,
     import redis
 
     redis.Redis.from_url(gw_redis.url).flushall()
-    workers = {"p-0": start_worker(tiny_model_dir, gw_redis.url, "p-0", role="prefill", pool="pf",
-                                   shared_tier=True),
-               "d-0": start_worker(tiny_model_dir, gw_redis.url, "d-0", role="decode", pool="dc",
-                                   shared_tier=True),
-               "c-0": start_worker(tiny_model_dir, gw_redis.url, "c-0", pool="co")}
-    asyncio.run(_publish(gw_redis.url))
+    specs = {"p-a": ("prefill", "pf-a"), "p-b": ("prefill", "pf-b"), "d-a": ("decode", "dc-a"),
+             "d-b": ("decode", "dc-b"), "c-0": ("colocated", "co")}
+    workers = {name: start_worker(tiny_model_dir, gw_redis.url, name, role=role, pool=pool,
+                                  shared_tier=role != "colocated") for name, (role, pool) in specs.items()}
+    asyncio.run(_publish(gw_redis.url, PLAN))
     gateway = start_gateway(tiny_model_dir, gw_redis.url, keys_file, "--pd-min-uncached-tokens", "32")
     try:
-        wait_for_workers(gateway, 3)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            plan = httpx.get(f"{gateway.http_url}/admin/plan", timeout=5,
-                             headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()
-            if plan.get("in_use_version") == 1:
-                break
-            time.sleep(0.2)
+        wait_for_workers(gateway, len(workers))
+        wait_for_plan(gateway, 1)
         yield gateway, workers
     finally:
         gateway.stop()
@@ -67,29 +80,50 @@ def pd_cluster(tiny_model_dir: Path, gw_redis: LocalRedis,
             w.stop()
 
 
-def test_long_prompt_takes_pd_path_with_colocated_output(
-        pd_cluster: tuple[Gateway, dict[str, Worker]]) -> None:
+def _doc(i: int) -> str:
+    return " ".join(f"section {j} of document {i}, never seen before" for j in range(8))
+
+
+def test_pd_requests_follow_the_planned_pairings(pd_cluster: tuple[Gateway, dict[str, Worker]]) -> None:
     gateway, _ = pd_cluster
     with heteroserve.Client(gateway.grpc_target, api_key=API_KEY, transport="grpc") as client:
         pd = client.complete(LONG, model="tiny", max_tokens=20, ignore_eos=True)
+        more = [client.complete(_doc(i), model="tiny", max_tokens=4, ignore_eos=True) for i in range(5)]
         short = client.complete("short prompt", model="tiny", max_tokens=4)
-    assert pd.route.disaggregated and pd.route.prefill_worker_id == "p-0" and pd.route.worker_id == "d-0"
+    assert pd.route.disaggregated and PAIRS[pd.route.prefill_worker_id] == pd.route.worker_id
     assert len(pd.token_ids) == 20
+    for done in more:  # every P/D request decodes on its prefill pool's planned partner, never crossed
+        assert done.route.disaggregated, done.route
+        assert PAIRS[done.route.prefill_worker_id] == done.route.worker_id, done.route
+    used = Counter(d.route.prefill_worker_id for d in [pd, *more])
+    assert used == {"p-a": 3, "p-b": 3}  # 0.5 / 0.5, exactly, by the round robin
     assert not short.route.disaggregated and short.route.worker_id == "c-0"
-    # now mostly cached, the same prompt goes colocated: computed start to finish on c-0, same tokens
+    # now cached, the same prompt runs on a decode pool alone (no second prefill): same tokens
     with heteroserve.Client(gateway.grpc_target, api_key=API_KEY, transport="grpc") as client:
         again = client.complete(LONG, model="tiny", max_tokens=20, ignore_eos=True)
-    assert not again.route.disaggregated and again.route.worker_id == "c-0"
+    assert not again.route.disaggregated and again.route.worker_id in ("d-a", "d-b")
     assert again.token_ids == pd.token_ids
+    routing = admin(gateway, "routing")
+    pools = {(p["pool"], p["role"]): p for p in routing["pools"] if p["slo_class"] == "interactive"}
+    # planned shares weighted by the classes served: 7 long requests (half to pf-a), 1 short one
+    assert pools[("pf-a", "prefill")]["planned_share"] == pytest.approx(0.5 * 7 / 8)
+    assert pools[("co", "colocated")]["planned_share"] == pytest.approx(1 / 8)
+    assert pools[("co", "colocated")]["served_share"] == pytest.approx(1 / 8)
+    assert pools[("dc-b", "decode")]["served_share"] == pools[("pf-a", "prefill")]["served_share"]
 
 
-def test_pd_falls_back_to_colocated_without_prefill_worker(
+def test_route_without_workers_gives_its_share_to_the_others(
         pd_cluster: tuple[Gateway, dict[str, Worker]]) -> None:
     gateway, workers = pd_cluster
-    workers["p-0"].kill()
+    workers["p-a"].kill()
+    deadline = time.monotonic() + 30
+    while any(w["worker_id"] == "p-a" and w["healthy"] for w in admin(gateway, "workers")["workers"]):
+        assert time.monotonic() < deadline, "the gateway never noticed p-a is gone"
+        time.sleep(0.2)
+    before = admin(gateway, "routing")["deviations"]["route_unavailable"]
     with heteroserve.Client(gateway.grpc_target, api_key=API_KEY, transport="grpc") as client:
-        other = " ".join(f"section {i} of another document, never seen before" for i in range(8))
-        done = client.complete(other, model="tiny", max_tokens=8)
-    assert not done.route.disaggregated and done.route.worker_id == "c-0"
+        done = [client.complete(_doc(100 + i), model="tiny", max_tokens=4, ignore_eos=True) for i in range(4)]
+    assert [(d.route.prefill_worker_id, d.route.worker_id) for d in done] == [("p-b", "d-a")] * 4
+    assert admin(gateway, "routing")["deviations"]["route_unavailable"] == before + 4
     metrics = httpx.get(f"{gateway.http_url}/metrics", timeout=10).text
-    assert "heteroserve_gateway_pd_fallbacks_total 1.0" in metrics
+    assert 'heteroserve_gateway_route_deviations_total{reason="route_unavailable"} ' in metrics

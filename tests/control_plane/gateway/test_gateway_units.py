@@ -1,5 +1,5 @@
-"""Pure parts of the gateway and orchestrator: plan parsing, the P/D path chooser, the routed-prefix
-table, the prefix-index adapter, config validation and the auth buckets."""
+"""Pure parts of the gateway and orchestrator: the routed-prefix table, the prefix-index adapter,
+config validation and the auth buckets (plan parsing: test_plan_view.py)."""
 
 from __future__ import annotations
 
@@ -14,56 +14,16 @@ from cache.prefix_index import PrefixIndex
 from common.errors import AuthenticationError, ConfigError, PermissionDeniedError, RateLimitedError
 from control_plane.gateway.auth import ApiKeySpec, Authenticator, Principal, hash_key
 from control_plane.gateway.config import GatewayConfig, ModelSpec
-from control_plane.gateway.plan import PlanView
 from control_plane.orchestrator.config import OrchestratorConfig
 from control_plane.orchestrator.prefix import IndexPrefixSource
 from control_plane.orchestrator.relay import Run, accept_chunk
 from control_plane.orchestrator.routed_prefixes import RoutedPrefixes, merge
-from control_plane.orchestrator.routes import ClassRoute, PathChooser
 from control_plane.orchestrator.types import Finished, GenerateJob, Sampling, TokenDelta
 from control_plane.router import PrefixHoldings
 from heteroserve.cli import gateway as gateway_cli
 from heteroserve.v1 import common_pb2
 
-PLAN = {
-    "pools": [{"name": "gpu-co", "role": "colocated"}, {"name": "gpu-p", "role": "prefill"},
-              {"name": "cpu-d", "role": "decode"}],
-    "routing": {"chat": {"gpu-co": 0.25, "gpu-p": 0.75, "cpu-d": 0.75}, "batch": {"gpu-co": 1.0}},
-    "classes": [{"name": "chat", "slo_class": "interactive", "max_input_tokens": 2000},
-                {"name": "batch", "slo_class": "batch"}],
-}
 HASHES = hash_prompt_blocks(list(range(64)), HashKeys("tiny"), 16)
-
-
-def test_plan_view_classifies_and_splits_roles() -> None:
-    view = PlanView()
-    assert view.route_for(10, 10, "").request_class == "default"
-    view.update(3, PLAN)
-    chat = view.route_for(100, 16, "interactive")
-    assert chat.request_class == "chat" and chat.disaggregated_share == pytest.approx(0.75)
-    assert chat.colocated == {"gpu-co": 0.25} and chat.prefill == {"gpu-p": 0.75}
-    assert chat.decode == {"cpu-d": 0.75}
-    assert view.route_for(100, 16, "batch").request_class == "batch"
-    assert view.route_for(100, 16, "batch").disaggregated_share == 0.0
-    assert view.version == 3
-
-
-def test_plan_view_keeps_previous_plan_on_malformed() -> None:
-    view = PlanView()
-    view.update(1, PLAN)
-    view.update(2, {"pools": [], "routing": {"chat": {"ghost": 1.0}}})
-    assert view.version == 1 and view.route_for(10, 10, "interactive").request_class == "chat"
-
-
-def test_path_chooser_follows_share_exactly() -> None:
-    chooser = PathChooser()
-    route = ClassRoute("c", prefill={"p": 1.0}, decode={"d": 1.0}, disaggregated_share=0.3)
-    picks = [chooser.disaggregate(route) for _ in range(100)]
-    assert sum(picks) == 30
-    assert all(abs(sum(picks[:n]) - 0.3 * n) <= 1 for n in range(1, 101))
-    assert not chooser.disaggregate(ClassRoute("x"))
-    with pytest.raises(ValueError, match="prefill and decode"):
-        ClassRoute("bad", disaggregated_share=0.5)
 
 
 def test_routed_prefixes_runs_and_eviction() -> None:
@@ -169,32 +129,6 @@ def test_gateway_flags_fill_the_nested_orchestrator_config(monkeypatch: pytest.M
     bad = parser.parse_args(["--model", str(tiny_model_dir), "--max-retries", "-1"])
     with pytest.raises(ConfigError, match="max_retries"):
         gateway_cli.build_config(bad)
-
-
-def test_plan_view_reads_placement_plan() -> None:
-    from placement.plan import Baseline, Classifier, ClassRouting, Plan, Pool, Route, SolveSummary
-
-    plan = Plan(
-        pools=(Pool("m:gpu:colocated", "m", "gpu", "colocated", 1, 1.0),
-               Pool("m:gpu:prefill", "m", "gpu", "prefill", 1, 1.0),
-               Pool("m:cpu:decode", "m", "cpu", "decode", 2, 0.5)),
-        classes=(ClassRouting("m/interactive/i1o0", "m", "interactive", (1, 0), 2.0,
-                              (Route(0.4, pool="m:gpu:colocated"),
-                               Route(0.6, prefill_pool="m:gpu:prefill", decode_pool="m:cpu:decode"))),),
-        classifier=Classifier((0, 100, 1000), (0, 100, 1000), ("interactive",), "interactive"),
-        cost_per_hour=2.0, baselines=(Baseline("single", 3.0),),
-        solve=SolveSummary("highs", "optimal", True, 0.0, 0.1), version=7)
-    view = PlanView()
-    view.update(7, plan.to_dict())
-    route = view.route_for(500, 16, "interactive", "m")
-    assert route.request_class == "m/interactive/i1o0"
-    assert route.colocated == {"m:gpu:colocated": 0.4}
-    assert route.prefill == {"m:gpu:prefill": 0.6} and route.decode == {"m:cpu:decode": 0.6}
-    assert route.disaggregated_share == pytest.approx(0.6)
-    assert view.route_for(500, 16, "interactive", "other-model").request_class == "interactive"
-    assert view.route_for(500, 16, "interactive", "m") is route  # built once per class and plan
-    view.update(8, plan.to_dict())
-    assert view.route_for(500, 16, "interactive", "m") is not route  # a new plan: routes built again
 
 
 async def test_relay_timeouts_and_truncated_streams() -> None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from common.errors import UnavailableError
-from control_plane.router import InflightTracker, PrefixHoldings, Router, RouterConfig, RouteRequest, WorkerState
+from control_plane.router import (
+    InflightTracker,
+    PrefixHoldings,
+    Router,
+    RouterConfig,
+    RouteRequest,
+    WorkerState,
+)
 from control_plane.router.scorers.load import LoadScorer
 from control_plane.router.scorers.plan_weight import PlanWeightScorer
 from control_plane.router.scorers.prefix import PrefixScorer
@@ -21,7 +28,8 @@ REQ = RouteRequest(model="tiny")
 
 def test_prefix_scorer_credits_tiers() -> None:
     ws = workers(3)
-    match = PrefixHoldings(num_blocks=4, worker_blocks={"w0": 4, "w1": 2}, shared_blocks={"redis": 2, "disk": 4})
+    match = PrefixHoldings(num_blocks=4, worker_blocks={"w0": 4, "w1": 2},
+                           shared_blocks={"redis": 2, "disk": 4})
     assert PrefixScorer().score(REQ, ws, match) == [1.0, 0.5, 0.25]
 
 
