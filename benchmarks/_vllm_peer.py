@@ -47,6 +47,7 @@ class VLLMSpec:
     batched: list[Request]
     singles: list[Request]
     repeats: int = 2
+    intel_openmp: bool = True
     extra_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -66,9 +67,9 @@ def cpu_set(threads: int) -> list[int]:
     return allowed[:threads]
 
 
-def child_env(threads: int) -> dict[str, str]:
-    """Environment of the vLLM child: OpenMP threads bound to our cores, Intel OpenMP preloaded when the
-    venv has it (vLLM's CPU install guide asks for it), no usage reporting, quiet logs."""
+def child_env(threads: int, intel_openmp: bool = True) -> dict[str, str]:
+    """Environment of the vLLM child: OpenMP threads bound to our cores, Intel OpenMP preloaded when
+    `intel_openmp` and the venv has it (vLLM's CPU install guide asks for it), no usage reporting."""
     env = dict(os.environ)
     cores = cpu_set(threads)
     env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cores))
@@ -77,7 +78,7 @@ def child_env(threads: int) -> dict[str, str]:
     env["VLLM_LOGGING_LEVEL"] = env.get("VLLM_LOGGING_LEVEL", "WARNING")
     env.pop("VLLM_CPU_KVCACHE_SPACE", None)  # legacy: the KV size is set by kv_cache_memory_bytes
     iomp = Path(sys.prefix) / "lib" / "libiomp5.so"
-    if iomp.is_file() and "libiomp" not in env.get("LD_PRELOAD", ""):
+    if intel_openmp and iomp.is_file() and "libiomp" not in env.get("LD_PRELOAD", ""):
         env["LD_PRELOAD"] = ":".join(p for p in (str(iomp), env.get("LD_PRELOAD", "")) if p)
     return env
 
@@ -98,7 +99,7 @@ def run_vllm(spec: VLLMSpec, timeout_s: float = START_TIMEOUT_S) -> dict[str, An
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "benchmarks._vllm_peer"], input=json.dumps(asdict(spec)), text=True,
-            capture_output=True, env=child_env(spec.threads), timeout=timeout_s,
+            capture_output=True, env=child_env(spec.threads, spec.intel_openmp), timeout=timeout_s,
             preexec_fn=_preexec(cores), cwd=Path(__file__).resolve().parents[1])
     except subprocess.TimeoutExpired as error:  # run() has killed the child; its tree follows it
         raise RuntimeError(f"vLLM peer took over {timeout_s:.0f} s") from error
@@ -123,11 +124,30 @@ def _preexec(cores: list[int]) -> Callable[[], None]:
 
 
 # ---- the child --------------------------------------------------------------------------------------
+def _tree_cpu_s() -> float:
+    """CPU seconds (user + system) used so far by this process and all its live descendants (the
+    engine core and the worker): the work vLLM did, whatever other tenants of the machine do."""
+    import psutil
+
+    me = psutil.Process()
+    procs = [me, *me.children(recursive=True)]
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:  # a helper that exited in between
+            continue
+        total += times.user + times.system
+    return total
+
+
 def _drive(engine: Any, requests: list[Request], tag: str) -> dict[str, Any]:
-    """Submit all requests, step until done; wall time, TTFT per request, generated tokens per request."""
+    """Submit all requests, step until done; wall and tree CPU time, TTFT and generated tokens per
+    request."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
+    cpu_start = _tree_cpu_s()
     start = time.perf_counter()
     for i, (prompt, out) in enumerate(requests):
         params = SamplingParams(temperature=0.0, max_tokens=out, min_tokens=out, ignore_eos=True,
@@ -145,7 +165,8 @@ def _drive(engine: Any, requests: list[Request], tag: str) -> dict[str, Any]:
                 tokens[output.request_id].extend(new)
     wall = time.perf_counter() - start
     ids = [f"{tag}{i}" for i in range(len(requests))]
-    return {"wall_s": wall, "ttft_s": [first[r] - start for r in ids], "tokens": [tokens[r] for r in ids]}
+    return {"wall_s": wall, "cpu_s": _tree_cpu_s() - cpu_start, "ttft_s": [first[r] - start for r in ids],
+            "tokens": [tokens[r] for r in ids]}
 
 
 def _child(spec: VLLMSpec) -> dict[str, Any]:
@@ -164,7 +185,7 @@ def _child(spec: VLLMSpec) -> dict[str, Any]:
     singles = []
     for i, request in enumerate(spec.singles):
         engine.reset_prefix_cache()
-        singles.append(_drive(engine, [request], f"s{i}-")["wall_s"])
+        singles.append(_drive(engine, [request], f"s{i}-"))
     config = engine.vllm_config
     settings = {"version": _version(), "dtype": str(config.model_config.dtype),
                 "max_num_batched_tokens": config.scheduler_config.max_num_batched_tokens,
@@ -178,7 +199,8 @@ def _child(spec: VLLMSpec) -> dict[str, Any]:
                 "omp_threads_bind": os.environ.get("VLLM_CPU_OMP_THREADS_BIND"),
                 "ld_preload": os.environ.get("LD_PRELOAD", ""), "torch": torch.__version__}
     return {"start_s": start_s, "batched": best, "batched_walls_s": [r["wall_s"] for r in runs],
-            "single_walls_s": singles, "settings": settings}
+            "single_walls_s": [r["wall_s"] for r in singles], "single_cpu_s": [r["cpu_s"] for r in singles],
+            "settings": settings}
 
 
 def _version() -> str:

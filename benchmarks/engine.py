@@ -159,9 +159,9 @@ def measure_ours(w: Workload, model_dir: Path) -> dict[str, Any]:
         run_engine(engine, warm)
         engine_runs.append(run_engine(engine, requests))
         hf_runs.append(run_hf(hf, requests))
-    eng1_s, hf1_s = [], []
+    eng1, hf1_s = [], []
     for single in single_requests(vocab):
-        eng1_s.append(run_engine(engine, [single])["wall_s"])
+        eng1.append(run_engine(engine, [single]))
         hf1_s.append(run_hf(hf, [single])["wall_s"])
     cold, hot = [], []
     for seed in range(REPEATS):
@@ -169,7 +169,8 @@ def measure_ours(w: Workload, model_dir: Path) -> dict[str, Any]:
         cold.append(run_engine(engine, [(prefix, 1)])["ttft_p50_s"])
         hot.append(run_engine(engine, [(prefix, 1)])["ttft_p50_s"])
     fastest = lambda runs: min(runs, key=lambda r: r["wall_s"])  # noqa: E731
-    return {"engine": fastest(engine_runs), "hf": fastest(hf_runs), "engine1_s": min(eng1_s),
+    return {"engine": fastest(engine_runs), "hf": fastest(hf_runs),
+            "engine1_s": min(r["wall_s"] for r in eng1), "engine1_cpu_s": min(r["cpu_s"] for r in eng1),
             "hf1_s": min(hf1_s), "prefix_hot_s": min(hot), "prefix_cold_s": min(cold)}
 
 
@@ -192,6 +193,7 @@ def summarize(w: Workload, ours: dict[str, Any], vllm: dict[str, Any] | None) ->
         "engine_batch1_s": ours["engine1_s"], "hf_batch1_s": ours["hf1_s"],
         "engine_wall_s": eng["wall_s"], "hf_wall_s": hfr["wall_s"],
         "engine_cpu_s": eng["cpu_s"], "hf_cpu_s": hfr["cpu_s"],
+        "throughput_ratio_vs_hf_cpu": hfr["cpu_s"] / eng["cpu_s"],
         "model_params": PRESETS[w.preset].num_params, "num_requests": w.num_requests,
     }
     if vllm is not None:
@@ -205,6 +207,9 @@ def summarize(w: Workload, ours: dict[str, Any], vllm: dict[str, Any] | None) ->
             "token_agreement_vs_vllm": agreement(eng["tokens"], run["tokens"]),
             "vllm_tokens_per_s": vllm_tps, "vllm_ttft_p50_s": vllm_ttft,
             "vllm_batch1_s": min(vllm["single_walls_s"]), "vllm_wall_s": run["wall_s"],
+            "vllm_cpu_s": run["cpu_s"],
+            "throughput_ratio_vs_vllm_cpu": run["cpu_s"] / eng["cpu_s"],
+            "batch1_ratio_vs_vllm_cpu": min(vllm["single_cpu_s"]) / ours["engine1_cpu_s"],
             "vllm_start_s": vllm["start_s"], "vllm_settings": vllm["settings"],
         })
     return result

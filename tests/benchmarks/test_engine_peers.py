@@ -70,20 +70,23 @@ def test_vllm_spec_and_cores_name_the_bad_field() -> None:
 def _ours(tokens: list[list[int]]) -> dict[str, object]:
     run = {"count": 300, "wall_s": 1.0, "cpu_s": 1.0, "ttft_p50_s": 0.2, "tpot_p50_s": 0.01, "tokens": tokens}
     hf = {"count": 300, "wall_s": 3.0, "cpu_s": 3.0, "tokens": tokens}
-    return {"engine": run, "hf": hf, "engine1_s": 0.5, "hf1_s": 0.6, "prefix_hot_s": 0.01,
-            "prefix_cold_s": 0.1}
+    return {"engine": run, "hf": hf, "engine1_s": 0.5, "engine1_cpu_s": 0.5, "hf1_s": 0.6,
+            "prefix_hot_s": 0.01, "prefix_cold_s": 0.1}
 
 
 def test_summarize_computes_each_ratio_in_the_stated_direction() -> None:
     tokens = [[5] * 100, [6] * 200]
-    vllm = {"batched": {"wall_s": 1.5, "ttft_s": [0.1, 0.3, 0.5], "tokens": [[5] * 100, [7] * 200]},
-            "single_walls_s": [0.45, 0.4], "start_s": 50.0, "settings": {}}
+    batched = {"wall_s": 1.5, "cpu_s": 2.0, "ttft_s": [0.1, 0.3, 0.5], "tokens": [[5] * 100, [7] * 200]}
+    vllm = {"batched": batched,
+            "single_walls_s": [0.45, 0.4], "single_cpu_s": [0.6, 0.7], "start_s": 50.0, "settings": {}}
     result = summarize(FULL, _ours(tokens), vllm)
     assert result["throughput_ratio_vs_hf"] == pytest.approx(3.0)
     assert result["throughput_ratio_vs_vllm"] == pytest.approx(300 / (300 / 1.5))
     assert result["batch1_ratio_vs_vllm"] == pytest.approx(0.4 / 0.5)
     assert result["ttft_p50_ratio_vs_vllm"] == pytest.approx(0.2 / 0.3)
     assert result["prefix_hit_ttft_ratio"] == pytest.approx(0.1)
+    assert result["throughput_ratio_vs_vllm_cpu"] == pytest.approx(2.0)
+    assert result["batch1_ratio_vs_vllm_cpu"] == pytest.approx(0.6 / 0.5)
     assert result["token_agreement_vs_vllm"] == 0.5 and result["token_agreement_vs_hf"] == 1.0
     verdicts = {v.name: v.ok for v in check(result, TARGETS)}
     assert verdicts == {"throughput_ratio_vs_hf": True, "throughput_ratio_vs_vllm": True,
@@ -107,5 +110,6 @@ def test_vllm_child_runs_the_same_requests_greedily_and_exits(tiny_model_dir: Pa
     assert [len(t) for t in result["batched"]["tokens"]] == [12, 5]
     assert agreement(ours["tokens"], result["batched"]["tokens"]) == 1.0
     assert len(result["batched"]["ttft_s"]) == 2 and len(result["single_walls_s"]) == 1
+    assert result["batched"]["cpu_s"] > 0, "the CPU time of vLLM's process tree is measured"
     assert result["settings"]["dtype"] == "torch.float32"
     assert result["settings"]["omp_threads_bind"] == str(cpu_set(1)[0])
