@@ -31,6 +31,7 @@ from benchmarks._routing_workload import TraceRequest
 from common.lifetime import parent_death_preexec
 from common.localredis import free_port
 from common.stats import percentile
+from heteroserve.embedded.processes import NotReadyError
 
 API_KEY = "sk-bench-routing"
 OURS = ("round_robin", "least_load", "prefix_aware")
@@ -60,6 +61,9 @@ def start_ours(policy: str, model_dir: Path, workdir: Path, num_workers: int) ->
             cluster.start_worker(model_dir, f"{policy}-w{i}", redis_url, ("--shared-tier-url", redis_url))
         http_url, _ = cluster.start_gateway(model_dir, redis_url, {API_KEY: "bench"}, "--policy", policy)
         wait_for_workers(http_url, num_workers)
+    except NotReadyError as exc:
+        cluster.stop()
+        raise RuntimeError(f"{policy}: {exc}; its stderr ends:\n{exc.stderr[-3000:]}") from None
     except BaseException:
         cluster.stop()
         raise
