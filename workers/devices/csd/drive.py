@@ -21,6 +21,7 @@ or `close` ends the process.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -38,6 +39,8 @@ from workers.devices.csd.flash import ChecksumError, DriveFullError, FlashStore,
 from workers.devices.csd.kernel import decode_attention
 from workers.devices.csd.ratelimit import RateLimiter
 from workers.devices.csd.stats import DriveStats
+
+_STREAMED = ("gather", "read_block")
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,9 @@ class Drive:
             self.link_in.charge(size)
             if op == "close":
                 return
+            # A read streams to the host as it comes off flash (the link overlaps the flash read); any
+            # other reply exists only once the op is done.
+            reply_started = time.perf_counter() if op in _STREAMED else None
             try:
                 reply_meta, reply = self.handle(op, meta, arrays)
             except ChecksumError as exc:
@@ -83,7 +89,7 @@ class Drive:
                 reply, op = [], "error"
             self.messages += 1
             wire.send(conn, op if op == "error" else "ok", reply_meta, reply,
-                      before_send=self.link_out.charge)
+                      before_send=functools.partial(self.link_out.charge, started=reply_started))
 
     def handle(self, op: str, meta: dict[str, Any], arrays: list[torch.Tensor]
                ) -> tuple[dict[str, Any], list[torch.Tensor]]:

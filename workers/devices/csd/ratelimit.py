@@ -1,10 +1,12 @@
 """`RateLimiter`: one emulated channel (the host link in one direction, or the flash array).
 
 A virtual clock: the channel is busy until `busy_until`. A transfer of `n` bytes that started (its real
-work began) at `started` occupies the channel from `max(started, busy_until)` for `n / rate` seconds and
-completes `latency` seconds after that; `charge` sleeps until then. Real work done since `started`
-(reading the file, checksums, copying) therefore overlaps the modelled transfer time instead of adding
-to it, and transfers queue behind each other as on one channel. Not thread-safe (one drive thread).
+work began) at `started` occupies the channel from `max(started, busy_until)` for `n / rate` seconds; its
+last byte arrives `latency` seconds after the later of that end and the moment `charge` is called (a
+byte cannot arrive before it exists). `charge` sleeps until then. Real work done since `started` (reading
+the file, checksums, copying) therefore overlaps the modelled transfer time instead of adding to it (a
+streamed read: flash and link work at once), and transfers queue behind each other as on one channel.
+Not thread-safe (one drive thread).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class RateLimiter:
         begin = max(now if started is None else started, self.busy_until)
         self.busy_until = begin + num_bytes / self.bytes_per_s
         self.num_bytes += num_bytes
-        delay = self.busy_until + self.latency_s - now
+        delay = max(self.busy_until - now, 0.0) + self.latency_s
         if delay <= 0:
             return 0.0
         self._sleep(delay)
