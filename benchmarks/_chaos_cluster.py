@@ -65,11 +65,10 @@ class ChaosCluster:
         return [w for w in worker_files(self.run_dir) if pid_alive(int(str(w["pid"])))]
 
     def worker_pid(self, kind: str) -> int | None:
-        """The pid of a live worker of this kill kind (see `kill_kind`)."""
-        for worker in self.workers():
-            if kill_kind(worker) == kind:
-                return int(str(worker["pid"]))
-        return None
+        """The pid of a live worker of this kill kind (see `kill_kind`); for a role, a worker of that
+        role on a CSD device when no other runs (the plan may decode on CSD only)."""
+        chosen = pick_worker(self.workers(), kind)
+        return None if chosen is None else int(str(chosen["pid"]))
 
     def declares_csd(self) -> bool:
         """Whether the cluster's config has a pool on CSD devices."""
@@ -207,6 +206,14 @@ def kill_kind(worker: dict[str, Any]) -> str:
     """`csd` for a worker on a CSD device (whatever its role), else its role (colocated, prefill,
     decode): the kinds `bench chaos` must each kill at least once."""
     return "csd" if worker.get("device") == "csd" else str(worker.get("role", ""))
+
+
+def pick_worker(workers: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    """The first worker of `kind`; for a role with none, the first of that role on a CSD device."""
+    exact = [w for w in workers if kill_kind(w) == kind]
+    fallback = [w for w in workers if kind != "csd" and w.get("role") == kind]
+    found = exact or fallback
+    return found[0] if found else None
 
 
 def _text(value: Any) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from benchmarks._chaos_cluster import kill_kind
+from benchmarks._chaos_cluster import kill_kind, pick_worker
 from benchmarks._report import check, passed
 from benchmarks._scale_router import SyntheticIndex, time_decisions, worker_states
 from benchmarks.chaos import chaos_targets, skipped_parts
@@ -14,6 +14,17 @@ def test_kill_kind_is_csd_for_any_role_on_a_csd_device() -> None:
     assert kill_kind({"role": "decode", "device": "csd"}) == "csd"
     assert kill_kind({"role": "decode", "device": "cpu"}) == "decode"
     assert kill_kind({"role": "prefill"}) == "prefill"
+
+
+def test_a_role_served_only_on_csd_is_killed_there() -> None:
+    cpu_decode = {"pid": 1, "role": "decode", "device": "cpu"}
+    csd_decode = {"pid": 2, "role": "decode", "device": "csd"}
+    prefill = {"pid": 3, "role": "prefill", "device": "cpu"}
+    assert pick_worker([csd_decode, cpu_decode, prefill], "decode") == cpu_decode
+    assert pick_worker([csd_decode, prefill], "decode") == csd_decode
+    assert pick_worker([csd_decode, cpu_decode], "csd") == csd_decode
+    assert pick_worker([cpu_decode, prefill], "csd") is None
+    assert pick_worker([prefill], "colocated") is None
 
 
 def test_a_role_never_killed_fails_the_check_even_with_zero_losses() -> None:
