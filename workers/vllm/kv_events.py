@@ -204,7 +204,11 @@ class VLLMKVEventBridge:
 
         if self.error is not None:
             return
-        batch = msgspec.msgpack.decode(payload, type=KVEventBatch)
+        try:
+            batch = msgspec.msgpack.decode(payload, type=KVEventBatch)
+        except msgspec.DecodeError as exc:  # a batch we cannot read names nothing; the next ones may
+            log.warning("undecodable vLLM KV event batch skipped: %s", exc)
+            return
         self.num_batches += 1
         for event in batch.events:
             if isinstance(event, BlockStored):
