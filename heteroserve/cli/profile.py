@@ -1,8 +1,10 @@
-"""`heteroserve profile`: measure a worker's sustainable rate per length bucket under an SLO.
+"""`heteroserve profile`: measure a node type's workers in every role and write its profile file.
 
-Either profiles a running worker (`--worker HOST:PORT`, the way to profile a real node type: run one
-worker there and point this at it) or starts a local worker on `--model DIR` for the duration. Writes
-a Mélange-format profile file that `heteroserve plan` and the planner load as they are.
+Either starts the workers itself (`--model DIR`: one idle worker per role on this machine, and a
+private `redis-server` for the shared-tier path unless `--shared-tier-url` names one), or measures
+running workers of the node type (`--colocated`, `--prefill`, `--decode` HOST:PORT; run them on the
+node you profile). Writes one `placement.profile_file.NodeProfile` (JSON, schema 1) that
+`heteroserve plan` (spec key `profiles`) and the planner (`profiles` in its file) compile directly.
 """
 
 from __future__ import annotations
@@ -10,22 +12,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common.errors import ConfigError
-from common.vocab import DEVICES
+from common.vocab import DEVICES, ENGINES
 
 if TYPE_CHECKING:
-    from control_plane.profiler.profile import BucketResult, ProfileConfig
+    from control_plane.profiler.grid import ProfileGrid
+    from placement.profile_file import NodeProfile
 
-HELP = "measure a worker's sustainable rate per length bucket under an SLO (Mélange-format profile)"
+HELP = "measure prefill, decode and KV transfer of a node type in every role (profile file)"
 
 
-def _edges(text: str) -> tuple[int, ...]:
+def _ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(","))
     except ValueError:
@@ -33,93 +35,114 @@ def _edges(text: str) -> tuple[int, ...]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--worker", help="HOST:PORT of a running worker to profile")
-    target.add_argument("--model", type=Path, help="start a local worker on this model directory")
-    parser.add_argument("--device", default="cpu", choices=DEVICES,
-                        help="device of the local worker (with --model)")
+    parser.add_argument("--model", type=Path, help="start local workers on this model directory")
+    parser.add_argument("--model-name", default=None, help="model name in the profile (default: the "
+                                                           "directory name)")
+    parser.add_argument("--colocated", help="HOST:PORT of a running colocated worker")
+    parser.add_argument("--prefill", help="HOST:PORT of a running prefill worker (the KV source)")
+    parser.add_argument("--decode", help="HOST:PORT of a running decode worker")
+    parser.add_argument("--device", default="cpu", choices=DEVICES, help="device of the workers")
+    parser.add_argument("--engine", default="native", choices=ENGINES, help="engine of the workers")
     parser.add_argument("--node-type", required=True, help="node type the profile is for (e.g. L4, cpu-32)")
-    parser.add_argument("--cost-per-hour", type=float, required=True, help="price of one instance, $/h")
-    parser.add_argument("--ttft-slo-ms", type=float, default=2000.0, help="p90 TTFT SLO (default 2000)")
-    parser.add_argument("--tpot-slo-ms", type=float, default=200.0, help="p90 TPOT SLO (default 200)")
-    parser.add_argument("--input-edges", type=_edges, default=(0, 64, 256, 1024),
-                        help="input-length bucket edges (default 0,64,256,1024)")
-    parser.add_argument("--output-edges", type=_edges, default=(0, 32, 128),
-                        help="output-length bucket edges (default 0,32,128)")
-    parser.add_argument("--probe-seconds", type=float, default=5.0, help="length of each load probe")
-    parser.add_argument("--start-rate", type=float, default=1.0, help="first rate tried, req/s")
-    parser.add_argument("--min-rate", type=float, default=0.25,
-                        help="below this rate a bucket is reported as 0 req/s (default 0.25)")
-    parser.add_argument("--max-doublings", type=int, default=8,
-                        help="how many times the rate may double while the SLO still holds (default 8)")
-    parser.add_argument("--vocab-size", type=int, default=256, help="prompt token ids are drawn below this")
+    parser.add_argument("--shared-tier-url", default=None,
+                        help="Redis of the shared KV tier (default with --model: a private redis-server)")
+    grid = parser.add_argument_group("grid (defaults: control_plane.profiler.grid.ProfileGrid)")
+    grid.add_argument("--input-tokens", type=_ints, default=None, help="prompt lengths (64,256,1024)")
+    grid.add_argument("--prefill-batches", type=_ints, default=None, help="prefill batches (1,4,8)")
+    grid.add_argument("--context-tokens", type=_ints, default=None, help="decode contexts (128,512,1024)")
+    grid.add_argument("--decode-batches", type=_ints, default=None, help="decode batches (1,4,8)")
+    grid.add_argument("--repeats", type=int, default=None, help="runs per point, the fastest kept (2)")
+    parser.add_argument("--quick", action="store_true", help="the embedded cluster's small first-start grid")
+    parser.add_argument("--kv-cache-mb", type=int, default=64, help="KV pool of the local workers (MiB)")
     parser.add_argument("--out", type=Path, required=True, help="profile file to write (JSON)")
     parser.add_argument("--cluster-token-env", default="HETEROSERVE_CLUSTER_TOKEN",
-                        help="environment variable holding the cluster token")
+                        help="environment variable holding the cluster token (running workers)")
+
+
+def _grid(args: argparse.Namespace) -> ProfileGrid:
+    from dataclasses import replace
+
+    from control_plane.profiler.grid import FIRST_START_GRID, ProfileGrid
+
+    base = FIRST_START_GRID if args.quick else ProfileGrid()
+    names = ("input_tokens", "prefill_batches", "context_tokens", "decode_batches", "repeats")
+    changes = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    try:
+        return replace(base, **changes)
+    except ValueError as exc:
+        raise ConfigError(str(exc), source="command line") from None
 
 
 def run(args: argparse.Namespace) -> int:
-    from control_plane.profiler.profile import ProfileConfig
-    from control_plane.profiler.search import SLO, SearchOptions
+    grid = _grid(args)
+    if args.model is not None:
+        profile = _local(args, grid)
+    elif args.prefill:
+        profile = _remote(args, grid)
+    else:
+        raise ConfigError("give --model DIR, or --prefill HOST:PORT (with --colocated / --decode)",
+                          field="model", source="command line")
+    from placement.profile_file import save_node_profile
 
-    try:
-        config = ProfileConfig(
-            node_type=args.node_type, cost_per_hour=args.cost_per_hour,
-            slo=SLO(args.ttft_slo_ms / 1e3, args.tpot_slo_ms / 1e3),
-            input_edges=args.input_edges, output_edges=args.output_edges,
-            probe_seconds=args.probe_seconds, vocab_size=args.vocab_size,
-            search=SearchOptions(start_rate=args.start_rate, min_rate=args.min_rate,
-                                 max_doublings=args.max_doublings),
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc), source="command line") from None
-    if args.worker:
-        token = os.environ.get(args.cluster_token_env, "")
-        return asyncio.run(_profile(args.worker, token, config, args.out, model=args.worker))
-    return _with_local_worker(args, config)
-
-
-def _with_local_worker(args: argparse.Namespace, config: ProfileConfig) -> int:
-    from common.localredis import free_port
-    from heteroserve.embedded.processes import ManagedProcess, heteroserve_command
-
-    token = secrets.token_urlsafe(24)
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="heteroserve-profile-") as tmp:
-        argv = heteroserve_command("worker", "--model", str(args.model), "--device", args.device,
-                                   "--role", "colocated", "--port", str(port), "--node-type", args.node_type,
-                                   *(["--csd-path", tmp] if args.device == "csd" else []))
-        worker = ManagedProcess("worker", argv, Path(tmp) / "worker.log",
-                                env={"HETEROSERVE_CLUSTER_TOKEN": token})
-        try:
-            worker.wait_for_log(" ready on ", timeout_seconds=120)
-            print(f"profiling a local worker on {args.model} (127.0.0.1:{port})", file=sys.stderr)
-            return asyncio.run(_profile(f"127.0.0.1:{port}", token, config, args.out,
-                                        model=Path(args.model).name))
-        finally:
-            worker.stop()
-
-
-async def _profile(address: str, token: str, config: ProfileConfig, out: Path, model: str) -> int:
-    from control_plane.profiler.profile import profile_document, profile_worker, write_profile
-    from workerrpc.client import WorkerClient
-
-    async with WorkerClient(address, token, stream_timeout_seconds=600) as client:
-        grid = await profile_worker(client, config, progress=lambda line: print(line, file=sys.stderr))
-    write_profile(out, profile_document(config, grid, model=model, worker=address))
-    _print_table(config, grid)
-    print(f"wrote {out}")
+    save_node_profile(args.out, profile)
+    _print_summary(profile)
+    print(f"wrote {args.out}")
     return 0
 
 
-def _print_table(config: ProfileConfig, grid: list[list[BucketResult]]) -> None:
+def _say(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _local(args: argparse.Namespace, grid: ProfileGrid) -> NodeProfile:
+    from common.localredis import LocalRedis, RedisServerConfig
+    from heteroserve.embedded.profiling import LocalNodeType, WorkerSettings, profile_local
+
+    node = LocalNodeType(args.node_type, args.device, args.engine)
+    name = args.model_name or Path(args.model).name
+    settings = WorkerSettings(kv_cache_mb=args.kv_cache_mb)
+    if args.shared_tier_url:
+        return profile_local(args.model, name, node, grid, shared_tier_url=args.shared_tier_url,
+                             settings=settings, progress=_say)
+    with tempfile.TemporaryDirectory(prefix="heteroserve-profile-redis-") as tmp, \
+            LocalRedis(RedisServerConfig(data_dir=Path(tmp))) as redis:
+        return profile_local(args.model, name, node, grid, shared_tier_url=redis.url, settings=settings,
+                             progress=_say)
+
+
+def _remote(args: argparse.Namespace, grid: ProfileGrid) -> NodeProfile:
+    from control_plane.profiler.run import Identity, RoleWorkers, profile_node
+    from workerrpc.client import WorkerClient
+
+    token = os.environ.get(args.cluster_token_env, "")
+    identity = Identity(model=args.model_name or "model", node_type=args.node_type, device=args.device,
+                        engine=args.engine)
+
+    async def measure() -> NodeProfile:
+        clients = {role: WorkerClient(address, token, stream_timeout_seconds=600)
+                   for role, address in (("colocated", args.colocated), ("prefill", args.prefill),
+                                         ("decode", args.decode)) if address}
+        try:
+            workers = RoleWorkers(clients.get("colocated"), clients["prefill"], clients.get("decode"),
+                                  args.shared_tier_url)
+            return await profile_node(workers, grid, identity, _say)
+        finally:
+            for client in clients.values():
+                await client.close()
+
+    return asyncio.run(measure())
+
+
+def _print_summary(profile: NodeProfile) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"sustainable req/s under the SLO ({config.node_type})")
-    table.add_column("input \\ output tokens")
-    for cell in grid[0]:
-        table.add_column(str(cell.output_tokens), justify="right")
-    for row in grid:
-        table.add_row(str(row[0].input_tokens), *(f"{cell.rate:.3g}" for cell in row))
+    table = Table(title=f"{profile.model} on {profile.node_type} ({profile.engine}, {profile.device})")
+    for column in ("role", "prefill points", "decode points"):
+        table.add_column(column)
+    for role, rp in profile.roles.items():
+        table.add_row(role, str(len(rp.prefill)), str(len(rp.decode)))
+    for t in profile.transfer:
+        table.add_row(f"transfer {t.path}", f"{t.bytes_per_second / 1e6:.1f} MB/s",
+                      f"{t.latency_seconds * 1e3:.2f} ms latency")
     Console(stderr=True).print(table)

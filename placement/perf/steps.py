@@ -96,21 +96,19 @@ class MeasuredSteps:
 
     @classmethod
     def fit(cls, profile: NodeProfile, role: Role) -> MeasuredSteps | None:
-        """The role's own points; a missing half comes from the other roles of the same node type
-        (a prefill-only worker never decodes in the plan, but the colocated worker's decode points
-        say what one decode step costs on this node). None when the profile lacks prefill or decode."""
-        own = profile.role(role)
+        """Step times of `role` from its own points; a half the role's own worker was not measured on
+        comes from the node type's other roles (a colocated worker's decode points say what a decode
+        step costs here too). None when a half the role needs is missing: colocated needs both,
+        prefill its prefill points, decode its decode points (an unneeded missing half is zero)."""
         order: list[Role] = [role, *(r for r in ("colocated", "prefill", "decode") if r != role)]
         prefill = next((p.prefill for r in order if (p := profile.role(r)) and p.prefill), ())
         decode = next((p.decode for r in order if (p := profile.role(r)) and p.decode), ())
-        if own is not None and own.prefill:
-            prefill = own.prefill
-        if own is not None and own.decode:
-            decode = own.decode
-        if not prefill or not decode:
+        if (role != "decode" and not prefill) or (role != "prefill" and not decode):
             return None
-        pc, pe = _fit([(p.input_tokens, p.batch, p.seconds) for p in prefill], _prefill_features)
-        dc, de = _fit([(p.batch, p.context_tokens, p.seconds) for p in decode], _decode_features)
+        pc, pe = _fit([(p.input_tokens, p.batch, p.seconds) for p in prefill], _prefill_features) \
+            if prefill else (np.zeros(3), 0.0)
+        dc, de = _fit([(p.batch, p.context_tokens, p.seconds) for p in decode], _decode_features) \
+            if decode else (np.zeros(3), 0.0)
         coefs = (tuple(float(v) for v in pc), tuple(float(v) for v in dc))
         return cls(coefs[0], coefs[1], profile.kv_capacity_tokens, pe, de)  # type: ignore[arg-type]
 

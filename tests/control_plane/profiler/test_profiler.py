@@ -1,4 +1,4 @@
-"""Measured profiles: the rate search, and `heteroserve profile` against a real worker process."""
+"""The profiler: its grid validation and transfer fit, and a real run against real worker processes."""
 
 from __future__ import annotations
 
@@ -8,74 +8,47 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.profiler.profile import ProfileConfig, representative
-from control_plane.profiler.search import SLO, Probe, SearchOptions, max_rate_within_slo
-from placement.melange import load_profiles
+from control_plane.profiler.grid import ProfileGrid
+from control_plane.profiler.run import fit_transfer
+from placement.perf.steps import MeasuredSteps
+from placement.profile_file import load_node_profile
 
 
-def threshold_probe(capacity: float, seen: list[float]):  # type: ignore[no-untyped-def]
-    async def probe(rate: float) -> Probe:
-        seen.append(rate)
-        return Probe(rate, rate <= capacity, 0.0, 0.0, 0)
-
-    return probe
-
-
-async def test_search_doubles_then_bisects() -> None:
-    seen: list[float] = []
-    rate, probes = await max_rate_within_slo(threshold_probe(5.0, seen), SearchOptions(start_rate=1.0))
-    assert seen == [1.0, 2.0, 4.0, 8.0, 6.0, 5.0, 5.5]
-    assert rate == 5.0 and len(probes) == 7
+def test_grid_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match="prefill_batches"):
+        ProfileGrid(prefill_batches=())
+    with pytest.raises(ValueError, match="output_tokens"):
+        ProfileGrid(output_tokens=1)
+    with pytest.raises(ValueError, match="transfer_tokens"):
+        ProfileGrid(transfer_tokens=(8, 64))
 
 
-async def test_search_halves_below_start() -> None:
-    seen: list[float] = []
-    rate, _ = await max_rate_within_slo(threshold_probe(0.3, seen),
-                                        SearchOptions(start_rate=1.0, min_rate=0.1, bisect_steps=1))
-    assert seen == [1.0, 0.5, 0.25, 0.375]
-    assert rate == 0.25
-
-
-async def test_search_gives_zero_when_nothing_meets() -> None:
-    rate, probes = await max_rate_within_slo(threshold_probe(0.0, []), SearchOptions(start_rate=1.0,
-                                                                                    min_rate=0.5))
-    assert rate == 0.0 and [p.rate for p in probes] == [1.0, 0.5]
-
-
-def test_config_errors_name_the_field() -> None:
-    with pytest.raises(ValueError, match="input_edges"):
-        ProfileConfig("cpu", 1.0, SLO(1, 1), input_edges=(0, 64, 32))
-    with pytest.raises(ValueError, match="cost_per_hour"):
-        ProfileConfig("cpu", 0.0, SLO(1, 1))
-    assert representative(0, 64) == 8 and representative(64, 256) == 128
-
-
-def run_profile(model: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "heteroserve.cli", "profile", "--model", str(model),
-            "--node-type", "cpu-test", "--cost-per-hour", "0.5", "--out", str(out), *extra]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=300)
+def test_transfer_fit_separates_latency_and_bandwidth() -> None:
+    row = fit_transfer("peer", (1_000_000, 0.012), (9_000_000, 0.092))
+    assert row.bytes_per_second == pytest.approx(1e8) and row.latency_seconds == pytest.approx(0.002)
+    flat = fit_transfer("shared", (1_000, 0.01), (8_000, 0.009))  # noise: larger but not slower
+    assert flat.latency_seconds == 0.0 and flat.bytes_per_second == pytest.approx(8_000 / 0.009, rel=1e-3)
 
 
 @pytest.mark.slow
-def test_profile_a_real_worker(tiny_model_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "profile.json"
-    done = run_profile(tiny_model_dir, out, "--input-edges", "0,16,64", "--output-edges", "0,8",
-                       "--probe-seconds", "1.5", "--start-rate", "2", "--max-doublings", "1",
-                       "--ttft-slo-ms", "5000", "--tpot-slo-ms", "1000")
-    assert done.returncode == 0, done.stderr[-2000:]
-    profiles = load_profiles(out)
-    tputs = profiles.tputs["cpu-test"]
-    assert profiles.costs["cpu-test"] == 0.5
-    assert len(tputs) == 2 and all(len(row) == 1 for row in tputs)
-    assert all(rate >= 2.0 for row in tputs for rate in row), tputs  # a loose SLO holds at the start rate
-
-
-@pytest.mark.slow
-def test_impossible_slo_gives_zero(tiny_model_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "profile.json"
-    done = run_profile(tiny_model_dir, out, "--input-edges", "0,16", "--output-edges", "0,8",
-                       "--probe-seconds", "1", "--start-rate", "1", "--min-rate", "1",
-                       "--tpot-slo-ms", "0.001")
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert load_profiles(out).tputs["cpu-test"] == ((0.0,),)
-    assert "misses the SLO" in done.stderr
+def test_profile_real_workers_in_every_role(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cpu-test.json"
+    argv = [sys.executable, "-m", "heteroserve.cli", "profile", "--model", str(tiny_model_dir),
+            "--model-name", "tiny", "--node-type", "cpu-test", "--input-tokens", "32,128",
+            "--prefill-batches", "1,2", "--context-tokens", "64", "--decode-batches", "1,2",
+            "--repeats", "1", "--out", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    profile = load_node_profile(out)
+    identity = (profile.model, profile.node_type, profile.engine, profile.device)
+    assert identity == ("tiny", "cpu-test", "native", "cpu")
+    assert set(profile.roles) == {"colocated", "prefill", "decode"}
+    assert len(profile.roles["colocated"].prefill) == 4 and len(profile.roles["colocated"].decode) == 2
+    assert len(profile.roles["prefill"].prefill) == 4 and not profile.roles["prefill"].decode
+    assert len(profile.roles["decode"].decode) == 2 and not profile.roles["decode"].prefill
+    assert {t.path for t in profile.transfer} == {"peer", "shared"}
+    assert all(t.bytes_per_second > 1e5 for t in profile.transfer)  # loopback moves > 100 kB/s
+    assert profile.kv_capacity_tokens > 0 and profile.kv_bytes_per_token > 0
+    assert len(profile.fingerprint) == 16 and profile.machine["cores"] >= 1
+    for role in ("colocated", "prefill", "decode"):
+        assert MeasuredSteps.fit(profile, role) is not None

@@ -1,0 +1,49 @@
+"""What `heteroserve profile` measures: the grid of prompt lengths, batches and contexts.
+
+`ProfileGrid()` is the full grid of `heteroserve profile`; `FIRST_START_GRID` the small one the
+embedded cluster measures on its first start (2 prompt lengths × 2 batches per prefill role,
+2 contexts × 2 batches per decode role, 2 transfer sizes per path: 8 + 4 + 4 points and
+4 transfers, each the fastest of 2 runs: about 35-50 s on a 2-core machine with the tiny model,
+about 15 s of it starting the workers).
+The compile step fits step times through these points (`placement.perf.steps`) and extrapolates
+linearly beyond them, so the grid should span the lengths the cluster will serve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ProfileGrid:
+    """Token counts and batch sizes measured; `output_tokens` per decode measurement."""
+
+    input_tokens: tuple[int, ...] = (64, 256, 1024)
+    prefill_batches: tuple[int, ...] = (1, 4, 8)
+    context_tokens: tuple[int, ...] = (128, 512, 1024)
+    decode_batches: tuple[int, ...] = (1, 4, 8)
+    output_tokens: int = 32
+    transfer_tokens: tuple[int, ...] = (64, 1024)
+    repeats: int = 2
+    vocab_size: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("input_tokens", "prefill_batches", "context_tokens", "decode_batches",
+                     "transfer_tokens"):
+            values = getattr(self, name)
+            if not values or any(v < 1 for v in values):
+                raise ValueError(f"{name}: needs at least one value, all >= 1, got {values}")
+        if min(self.transfer_tokens) < 16:
+            raise ValueError(f"transfer_tokens: each >= 16 (one KV block), got {self.transfer_tokens}")
+        if self.output_tokens < 4:
+            raise ValueError(f"output_tokens: must be >= 4 (TPOT needs tokens after the first), "
+                             f"got {self.output_tokens}")
+        if self.repeats < 1:
+            raise ValueError(f"repeats: must be >= 1, got {self.repeats}")
+        if self.vocab_size <= 10:
+            raise ValueError(f"vocab_size: must be > 10, got {self.vocab_size}")
+
+
+FIRST_START_GRID = ProfileGrid(input_tokens=(64, 512), prefill_batches=(1, 4), context_tokens=(128, 512),
+                               decode_batches=(1, 4), output_tokens=24, transfer_tokens=(64, 512), repeats=2)

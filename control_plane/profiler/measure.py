@@ -1,0 +1,154 @@
+"""One measurement each, against real workers through the real Worker RPCs (`workerrpc.client`).
+
+- `colocated_prefill` / `prefill_batch`: `batch` prompts of `input_tokens` sent together to an idle
+  worker (`Generate` with one output token on a colocated worker, `Prefill` on a prefill worker);
+  seconds until the last first token.
+- `colocated_decode` / `disaggregated_decode`: `batch` sequences of context `context_tokens` decoding
+  `output_tokens` together (`Generate` on a colocated worker; on a decode worker, `Decode` whose KV
+  comes from a prefill worker over `PullKV`). TPOT = median over sequences of (last token − first
+  token) / (tokens − 1): a stream may deliver tokens in bursts, so only the span of a whole sequence
+  is a measurement of its decode steps, never the gap between two chunks.
+- `peer_transfer` / `shared_transfer`: the KV of one prefilled prompt, pulled with `PullKV` from the
+  prefill worker, or read from the shared Redis tier it was published to; (payload bytes, seconds).
+
+Prompts are random token ids (seeded; never two alike, so no prefix cache hit hides work).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from cache.hashing import BlockHash
+from cache.tiers.redis_tier import RedisTier, RedisTierConfig
+from heteroserve.v1 import common_pb2, worker_pb2
+from workerrpc.client import WorkerClient
+
+FIRST_TOKEN_ID = 10  # clear of the special tokens of small vocabularies
+
+
+@dataclass
+class Prompts:
+    """Source of distinct random prompts below `vocab_size`."""
+
+    vocab_size: int
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def make(self, num_tokens: int) -> list[int]:
+        return [self._rng.randrange(FIRST_TOKEN_ID, self.vocab_size) for _ in range(num_tokens)]
+
+
+def _sampling(max_tokens: int) -> common_pb2.SamplingParams:
+    return common_pb2.SamplingParams(max_tokens=max_tokens, ignore_eos=True)
+
+
+def _rid() -> str:
+    return f"profile-{uuid.uuid4().hex[:12]}"
+
+
+async def _arrivals(chunks: AsyncIterator[common_pb2.TokenChunk]) -> list[float]:
+    """perf_counter time of every token of a stream (a chunk of n tokens counts n times)."""
+    times: list[float] = []
+    async for chunk in chunks:
+        now = time.perf_counter()
+        times += [now] * len(chunk.token_ids)
+    return times
+
+
+def _tpot(streams: Sequence[list[float]]) -> float:
+    """Median over sequences of (last − first token time) / (tokens − 1)."""
+    assert all(len(s) > 1 for s in streams), "a sequence produced < 2 tokens; the stream ended early"
+    return statistics.median((s[-1] - s[0]) / (len(s) - 1) for s in streams)
+
+
+async def colocated_prefill(client: WorkerClient, prompts: Prompts, input_tokens: int, batch: int) -> float:
+    started = time.perf_counter()
+    requests = [worker_pb2.GenerateRequest(request_id=_rid(), prompt_token_ids=prompts.make(input_tokens),
+                                           sampling=_sampling(1)) for _ in range(batch)]
+    await asyncio.gather(*(_arrivals(client.generate(r)) for r in requests))
+    return time.perf_counter() - started
+
+
+async def prefill_batch(client: WorkerClient, prompts: Prompts, input_tokens: int, batch: int,
+                        *, publish: bool = False) -> tuple[float, list[worker_pb2.PrefillResponse]]:
+    """(seconds, responses) of `batch` Prefill calls sent together."""
+    requests = [worker_pb2.PrefillRequest(request_id=_rid(), prompt_token_ids=prompts.make(input_tokens),
+                                          sampling=_sampling(1), publish_to_shared_tier=publish)
+                for _ in range(batch)]
+    started = time.perf_counter()
+    responses = await asyncio.gather(*(client.prefill(r) for r in requests))
+    return time.perf_counter() - started, [*responses]
+
+
+async def colocated_decode(client: WorkerClient, prompts: Prompts, context_tokens: int, batch: int,
+                           output_tokens: int) -> float:
+    requests = [worker_pb2.GenerateRequest(request_id=_rid(), prompt_token_ids=prompts.make(context_tokens),
+                                           sampling=_sampling(output_tokens)) for _ in range(batch)]
+    return _tpot(await asyncio.gather(*(_arrivals(client.generate(r)) for r in requests)))
+
+
+async def disaggregated_decode(prefill: WorkerClient, decode: WorkerClient, prompts: Prompts,
+                               context_tokens: int, batch: int, output_tokens: int) -> float:
+    """TPOT of `batch` sequences on the decode worker, their KV pulled from the prefill worker."""
+    prompt_ids = [prompts.make(context_tokens) for _ in range(batch)]
+    responses = await asyncio.gather(*(prefill.prefill(worker_pb2.PrefillRequest(
+        request_id=_rid(), prompt_token_ids=p, sampling=_sampling(1))) for p in prompt_ids))
+    requests = [worker_pb2.DecodeRequest(
+        request_id=_rid(), prompt_token_ids=p, generated_token_ids=list(r.first.token_ids),
+        sampling=_sampling(output_tokens + 1),
+        kv_source=worker_pb2.KVSource(worker_address=prefill.address, block_hashes=list(r.block_hashes)))
+        for p, r in zip(prompt_ids, responses, strict=True)]
+    return _tpot(await asyncio.gather(*(_arrivals(decode.decode(r)) for r in requests)))
+
+
+async def peer_transfer(prefill: WorkerClient, prompts: Prompts, tokens: int) -> tuple[int, float]:
+    """(payload bytes, seconds) of pulling one fresh prompt's KV blocks with PullKV."""
+    _, (response,) = await prefill_batch(prefill, prompts, tokens, 1)
+    hashes = list(response.block_hashes)
+    assert hashes, f"a prompt of {tokens} tokens left no full KV block on the prefill worker"
+    started = time.perf_counter()
+    num_bytes = 0
+    async for block in prefill.pull_kv(hashes):
+        num_bytes += len(block.payload)
+    seconds = time.perf_counter() - started
+    assert num_bytes > 0, "PullKV returned no block the prefill worker had just computed"
+    return num_bytes, seconds
+
+
+async def shared_transfer(prefill: WorkerClient, prompts: Prompts, tokens: int,
+                          tier: RedisTier) -> tuple[int, float]:
+    """(payload bytes, seconds) of reading one fresh prompt's KV blocks from the shared Redis tier,
+    as a decode worker does after the prefill worker published them."""
+    _, (response,) = await prefill_batch(prefill, prompts, tokens, 1, publish=True)
+    hashes = [BlockHash(h) for h in response.block_hashes]
+    started = time.perf_counter()
+    blocks = await tier.get_many(hashes)
+    seconds = time.perf_counter() - started
+    found = [b for b in blocks if b is not None]
+    assert len(found) == len(hashes), (
+        f"{len(hashes) - len(found)} of {len(hashes)} published blocks missing from the shared tier; "
+        "is the prefill worker's --shared-tier-url the profiler's Redis?")
+    return sum(len(b) for b in found), seconds
+
+
+async def warm_up(prefill: WorkerClient, decode: WorkerClient | None, colocated: WorkerClient | None,
+                  prompts: Prompts) -> None:
+    """One small request through every path first: a fresh worker's first calls are several times
+    slower (lazy initialisation), and the fastest-of-`repeats` rule cannot drop them with one repeat."""
+    if colocated is not None:
+        await colocated_decode(colocated, prompts, 32, 1, 4)
+    await prefill_batch(prefill, prompts, 32, 1)
+    if decode is not None:
+        await disaggregated_decode(prefill, decode, prompts, 32, 1, 4)
+
+
+def shared_tier(url: str) -> RedisTier:
+    return RedisTier(RedisTierConfig(url=url))

@@ -1,0 +1,157 @@
+"""Profile one node type: measure its workers in every role and build the `NodeProfile`.
+
+`profile_node(workers, grid, identity, progress)` runs, one worker at a time (the others idle, so each
+point is the cost of that role alone):
+
+1. colocated worker: prefill points (input_tokens × batches) and decode points (contexts × decode
+   batches) through `Generate`;
+2. prefill worker: prefill points through `Prefill`;
+3. decode worker: decode points through `Decode`, KV pulled from the prefill worker (`PullKV`);
+4. transfer: `PullKV` of a fresh prompt's blocks (path `peer`) and, with a shared tier, a read of the
+   blocks the prefill worker published to Redis (path `shared`), each at `transfer_tokens`
+   (smallest, largest) to fit a fixed latency and a bandwidth.
+
+Every point is the minimum over `repeats` runs (the least-disturbed measurement on a shared machine).
+The KV capacity is the decode worker's pool (`Stats`: blocks × block size); KV bytes per token are the
+transferred payload bytes over the tokens they hold.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from common.vocab import Device, Engine, Role
+from control_plane.profiler import measure
+from control_plane.profiler.grid import ProfileGrid
+from control_plane.profiler.machine import fingerprint, machine_info
+from placement.profile_file import DecodePoint, NodeProfile, PrefillPoint, RoleProfile, TransferPoint
+from workerrpc.client import WorkerClient
+
+ProgressFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RoleWorkers:
+    """Clients of one idle worker per role (same model, node type, engine), and the shared tier URL.
+    The prefill worker is the KV source of every transfer; a role left None is not measured (a CSD
+    node type has only a decode worker, fed by a CPU prefill worker)."""
+
+    colocated: WorkerClient | None
+    prefill: WorkerClient
+    decode: WorkerClient | None
+    shared_tier_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What the profile is of (written into it)."""
+
+    model: str
+    node_type: str
+    device: Device
+    engine: Engine = "native"
+    model_hash: str = ""
+    extra_machine: dict[str, object] = field(default_factory=dict)
+
+
+async def _best(repeats: int, run: Callable[[], Awaitable[float]]) -> float:
+    return min([await run() for _ in range(repeats)])
+
+
+async def _prefill_points(grid: ProfileGrid, run: Callable[[int, int], Awaitable[float]],
+                          progress: ProgressFn) -> tuple[PrefillPoint, ...]:
+    points = []
+    for tokens in grid.input_tokens:
+        for batch in grid.prefill_batches:
+            seconds = await _best(grid.repeats, lambda t=tokens, b=batch: run(t, b))  # type: ignore[misc]
+            points.append(PrefillPoint(tokens, batch, round(seconds, 6)))
+            progress(f"prefill in={tokens} batch={batch}: {seconds * 1e3:.1f} ms")
+    return tuple(points)
+
+
+async def _decode_points(grid: ProfileGrid, run: Callable[[int, int], Awaitable[float]],
+                         progress: ProgressFn) -> tuple[DecodePoint, ...]:
+    points = []
+    for context in grid.context_tokens:
+        for batch in grid.decode_batches:
+            seconds = await _best(grid.repeats, lambda c=context, b=batch: run(c, b))  # type: ignore[misc]
+            points.append(DecodePoint(batch, context, round(seconds, 6)))
+            progress(f"decode ctx={context} batch={batch}: TPOT {seconds * 1e3:.2f} ms")
+    return tuple(points)
+
+
+def fit_transfer(path: str, small: tuple[int, float], large: tuple[int, float]) -> TransferPoint:
+    """Latency and bandwidth through two (bytes, seconds) points; proportional when the line would
+    have a non-positive slope (noise larger than the size effect)."""
+    (b1, s1), (b2, s2) = small, large
+    if b2 > b1 and s2 > s1:
+        bandwidth = (b2 - b1) / (s2 - s1)
+        latency = max(0.0, s1 - b1 / bandwidth)
+    else:
+        bandwidth, latency = b2 / s2, 0.0
+    return TransferPoint(path, b2, round(s2, 6), round(bandwidth, 1), round(latency, 6))  # type: ignore[arg-type]
+
+
+async def _transfer(grid: ProfileGrid, workers: RoleWorkers, prompts: measure.Prompts, block_size: int,
+                    progress: ProgressFn) -> tuple[tuple[TransferPoint, ...], float]:
+    """(transfer rows, KV payload bytes per token); only full blocks of `block_size` tokens move."""
+    sizes = (min(grid.transfer_tokens), max(grid.transfer_tokens))
+
+    async def best(run: Callable[[int], Awaitable[tuple[int, float]]], tokens: int) -> tuple[int, float]:
+        runs = [await run(tokens) for _ in range(grid.repeats)]
+        return runs[0][0], min(s for _, s in runs)
+
+    peer = [await best(lambda t: measure.peer_transfer(workers.prefill, prompts, t), n) for n in sizes]
+    rows = [fit_transfer("peer", peer[0], peer[1])]
+    block_tokens = block_size * (sizes[1] // block_size)
+    per_token = peer[1][0] / block_tokens
+    progress(f"transfer peer (PullKV): {rows[0].bytes_per_second / 1e6:.1f} MB/s, "
+             f"latency {rows[0].latency_seconds * 1e3:.2f} ms")
+    if workers.shared_tier_url:
+        tier = measure.shared_tier(workers.shared_tier_url)
+        try:
+            shared = [await best(lambda t: measure.shared_transfer(workers.prefill, prompts, t, tier), n)
+                      for n in sizes]
+        finally:
+            await tier.close()
+        rows.append(fit_transfer("shared", shared[0], shared[1]))
+        progress(f"transfer shared (Redis): {rows[1].bytes_per_second / 1e6:.1f} MB/s, "
+                 f"latency {rows[1].latency_seconds * 1e3:.2f} ms")
+    return tuple(rows), per_token
+
+
+async def profile_node(workers: RoleWorkers, grid: ProfileGrid, identity: Identity,
+                       progress: ProgressFn | None = None) -> NodeProfile:
+    """Measure every role and the transfer paths (module docstring); the workers must be idle."""
+    say = progress or (lambda _line: None)
+    prompts = measure.Prompts(grid.vocab_size, grid.seed)
+    co, pre, dec = workers.colocated, workers.prefill, workers.decode
+    await measure.warm_up(pre, dec, co, prompts)
+    roles: dict[Role, RoleProfile] = {}
+    if co is not None:
+        roles["colocated"] = RoleProfile(
+            await _prefill_points(grid, lambda t, b: measure.colocated_prefill(co, prompts, t, b), say),
+            await _decode_points(grid, lambda c, b: measure.colocated_decode(co, prompts, c, b,
+                                                                             grid.output_tokens), say))
+    if dec is None or co is not None:  # a CSD node's prefill worker is only the KV source
+
+        async def prefill_only(tokens: int, batch: int) -> float:
+            return (await measure.prefill_batch(pre, prompts, tokens, batch))[0]
+
+        roles["prefill"] = RoleProfile(prefill=await _prefill_points(grid, prefill_only, say))
+    if dec is not None:
+        roles["decode"] = RoleProfile(decode=await _decode_points(
+            grid, lambda c, b: measure.disaggregated_decode(pre, dec, prompts, c, b, grid.output_tokens),
+            say))
+    stats = await (dec or co or pre).stats()
+    transfer, kv_bytes_per_token = await _transfer(grid, workers, prompts, stats.block_size, say)
+    machine = {**machine_info(), **identity.extra_machine}
+    return NodeProfile(
+        model=identity.model, node_type=identity.node_type, engine=identity.engine, device=identity.device,
+        fingerprint=fingerprint(machine), kv_bytes_per_token=round(kv_bytes_per_token, 3),
+        kv_capacity_tokens=int(stats.kv_blocks_total * stats.block_size),
+        roles=roles, transfer=transfer,
+        model_hash=identity.model_hash, machine=machine,
+        measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

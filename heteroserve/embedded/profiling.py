@@ -1,0 +1,166 @@
+"""Measure node profiles on this machine: start one idle worker per role, profile, stop them.
+
+Used by `heteroserve profile --model DIR` and by the embedded cluster's first start
+(`ensure_profiles`), which keeps the files in a cache directory keyed by
+`<model hash>-<machine fingerprint>-<engine>-<node type>.json`: the same model on the same machine
+with the same engine is measured once; a new model, machine or engine measures again.
+
+A node type of device `csd` only decodes in a plan, so for it only a decode worker of that device is
+measured, fed by a `cpu` prefill worker (the route the cluster uses: CPU prefill → CSD decode); its
+profile has a decode section and the transfer rows of that route.
+The workers are started without a registry (`--redis-url` absent), so they never join a cluster; with
+`shared_tier_url` they write and read the shared tier, so its path is measured too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import ConfigError
+from common.localredis import free_port
+from common.vocab import Device, Engine, Role
+from control_plane.profiler.grid import ProfileGrid
+from control_plane.profiler.machine import fingerprint, machine_info
+from control_plane.profiler.run import Identity, RoleWorkers, profile_node
+from heteroserve.embedded.processes import ManagedProcess, heteroserve_command
+from placement.profile_file import NodeProfile, load_node_profile, save_node_profile
+from workerrpc.client import WorkerClient
+
+ProgressFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LocalNodeType:
+    """A node type emulated on this machine: workers of `device` running `engine`."""
+
+    name: str
+    device: Device
+    engine: Engine = "native"
+
+    @property
+    def roles(self) -> tuple[Role, ...]:
+        return ("decode",) if self.device == "csd" else ("colocated", "prefill", "decode")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How the profiled workers run (as the cluster's workers will): KV pool MiB, threads."""
+
+    kv_cache_mb: int = 64
+    threads: int = 1
+    ready_timeout_seconds: float = 180.0
+
+
+def model_hash(model_dir: Path) -> str:
+    """16 hex digits of sha256 over the model's config.json and weight files (names and bytes)."""
+    digest = hashlib.sha256()
+    for path in sorted([model_dir / "config.json", *model_dir.glob("*.safetensors")]):
+        digest.update(path.name.encode())
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def cache_path(cache_dir: Path, model_dir: Path, node: LocalNodeType) -> Path:
+    return cache_dir / f"{model_hash(model_dir)}-{fingerprint(machine_info())}-{node.engine}-{node.name}.json"
+
+
+def expected_steps(grid: ProfileGrid, node: LocalNodeType) -> int:
+    """How many progress lines `profile_local` reports for `node` (a progress bar's total)."""
+    prefill = len(grid.input_tokens) * len(grid.prefill_batches)
+    decode = len(grid.context_tokens) * len(grid.decode_batches)
+    per_role = {"colocated": prefill + decode, "prefill": prefill, "decode": decode}
+    return sum(per_role[r] for r in node.roles) + 2  # + peer and shared transfer
+
+
+@contextlib.contextmanager
+def _workers(model_dir: Path, node: LocalNodeType, token: str, shared_tier_url: str | None,
+             settings: WorkerSettings, log_dir: Path) -> Iterator[dict[str, str]]:
+    """role → address of one started worker per role (plus the CPU prefill source of a CSD node)."""
+    roles: list[tuple[Role, Device]] = [(r, node.device) for r in node.roles]
+    if node.device == "csd":
+        roles.insert(0, ("prefill", "cpu"))
+    procs: dict[str, tuple[ManagedProcess, str]] = {}
+    env = {"HETEROSERVE_CLUSTER_TOKEN": token, "OMP_NUM_THREADS": str(settings.threads),
+           "MKL_NUM_THREADS": str(settings.threads)}
+    try:
+        for role, device in roles:
+            port = free_port()
+            argv = heteroserve_command(
+                "worker", "--model", str(model_dir), "--device", device, "--engine", node.engine,
+                "--role", role, "--port", str(port), "--node-type", node.name,
+                "--kv-cache-mb", str(settings.kv_cache_mb),
+                *(["--shared-tier-url", shared_tier_url] if shared_tier_url else []),
+                *(["--csd-path", str(log_dir / f"csd-{role}")] if device == "csd" else []),
+                log_level="WARNING")
+            name = f"profile-{node.name}-{role}"
+            procs[role] = (ManagedProcess(name, argv, log_dir / f"{name}.log", env), f"127.0.0.1:{port}")
+        for process, _ in procs.values():
+            process.wait_for_log(" ready on ", settings.ready_timeout_seconds)
+        yield {role: address for role, (_, address) in procs.items()}
+    finally:
+        for process, _ in procs.values():
+            process.stop(timeout_seconds=10)
+
+
+async def _measure(addresses: dict[str, str], token: str, grid: ProfileGrid, identity: Identity,
+                   shared_tier_url: str | None, progress: ProgressFn | None) -> NodeProfile:
+    clients = {role: WorkerClient(address, token, stream_timeout_seconds=600)
+               for role, address in addresses.items()}
+    try:
+        workers = RoleWorkers(clients.get("colocated"), clients["prefill"], clients.get("decode"),
+                              shared_tier_url)
+        return await profile_node(workers, grid, identity, progress)
+    finally:
+        for client in clients.values():
+            await client.close()
+
+
+def profile_local(model_dir: Path, model_name: str, node: LocalNodeType, grid: ProfileGrid, *,
+                  shared_tier_url: str | None = None, settings: WorkerSettings | None = None,
+                  log_dir: Path | None = None, progress: ProgressFn | None = None) -> NodeProfile:
+    """Start the workers of `node` on `model_dir`, measure them (`control_plane.profiler.run`), stop
+    them. Blocking; runs its own event loop. The cluster token is generated for this run only."""
+    import secrets
+
+    token = secrets.token_urlsafe(24)
+    identity = Identity(model=model_name, node_type=node.name, device=node.device, engine=node.engine,
+                        model_hash=model_hash(model_dir))
+    with tempfile.TemporaryDirectory(prefix="heteroserve-profile-") as tmp:
+        logs = log_dir or Path(tmp)
+        started = _workers(model_dir, node, token, shared_tier_url, settings or WorkerSettings(), logs)
+        with started as addresses:
+            return asyncio.run(_measure(addresses, token, grid, identity, shared_tier_url, progress))
+
+
+def ensure_profiles(model_dir: Path, model_name: str, nodes: tuple[LocalNodeType, ...], grid: ProfileGrid,
+                    cache_dir: Path, *, shared_tier_url: str | None = None,
+                    settings: WorkerSettings | None = None, log_dir: Path | None = None,
+                    progress: Callable[[LocalNodeType, str], None] | None = None) -> list[Path]:
+    """The profile file of every node type, measured now unless the cache holds it. A cached file
+    that does not load (older schema, truncated) is measured again."""
+    paths = []
+    for node in nodes:
+        path = cache_path(cache_dir, model_dir, node)
+        if path.exists():
+            with contextlib.suppress(ConfigError):
+                cached = load_node_profile(path)
+                if cached.model == model_name and cached.node_type == node.name:
+                    paths.append(path)
+                    continue
+        report: ProgressFn | None = None
+        if progress is not None:
+            report = functools.partial(progress, node)
+        profile = profile_local(model_dir, model_name, node, grid, shared_tier_url=shared_tier_url,
+                                settings=settings, log_dir=log_dir, progress=report)
+        save_node_profile(path, profile)
+        paths.append(path)
+    return paths
