@@ -2,7 +2,8 @@
 
 Collected (`collect`): the current plan (version, pools with desired counts, cost and baselines), the
 live workers from the registry with their load (running / waiting requests, KV blocks used) and
-their pool's actual count, gateway totals (requests by status, TTFT and TPOT means), and cache hit
+their pool's actual count, gateway totals (requests by status, TTFT and TPOT means), the gateway's
+planned vs served share per class route and per (SLO class, pool) (`GET /admin/routing`), and cache hit
 rates per tier: `memory` = prompt tokens served from worker KV caches over all prompt tokens, and
 `redis` / `disk` = block hits over lookups from the cache metrics of the workers. Rendered as rich
 tables (`render`). Any process that does not answer is shown as such, never an exception.
@@ -13,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
@@ -62,6 +65,7 @@ class ClusterStatus:
     worker_metrics: dict[str, Samples | None]
     gateway_metrics: Samples | None
     planner_metrics: Samples | None = None
+    routing: dict[str, Any] | None = None  # the gateway's GET /admin/routing; None when unreachable
     collected_at: float = field(default_factory=time.time)
 
     def cache_hit_rates(self) -> dict[Tier, float | None]:
@@ -94,13 +98,35 @@ async def _read_redis(redis_url: str) -> tuple[PlanRecord | None, list[WorkerRec
         await client.aclose()
 
 
+def read_routing(http_url: str, admin_token: str, timeout: float = 2.0) -> dict[str, Any] | None:
+    """The gateway's planned vs served shares (GET /admin/routing); None if it does not answer 200."""
+    try:
+        reply = httpx.get(f"{http_url}/admin/routing", timeout=timeout,
+                          headers={"authorization": f"Bearer {admin_token}"})
+        body = reply.json() if reply.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):  # ValueError: not JSON (not our gateway's admin API)
+        return None
+    return body if isinstance(body, dict) and "pools" in body else None
+
+
 def collect(state: ClusterState) -> ClusterStatus:
     plan, workers = asyncio.run(_read_redis(state.redis_url))
     metrics = {w.worker_id: scrape(f"http://{w.address.rsplit(':', 1)[0]}:{w.metrics_port}/metrics")
                if w.metrics_port else None for w in workers}
     planner = state.process("planner")
     planner_metrics = scrape(planner.metrics_url) if planner and planner.metrics_url else None
-    return ClusterStatus(state, plan, workers, metrics, scrape(f"{state.http_url}/metrics"), planner_metrics)
+    return ClusterStatus(state, plan, workers, metrics, scrape(f"{state.http_url}/metrics"), planner_metrics,
+                         read_routing(state.http_url, state.admin_token))
+
+
+def plan_baselines(doc: Mapping[str, Any]) -> dict[str, float | None]:
+    """{baseline name: $/h (None: infeasible)} from a plan document: `Plan.to_dict()` lists them
+    (`[{name, cost_per_hour}]`), the planner's older document mapped them."""
+    raw = doc.get("baselines") or {}
+    if isinstance(raw, dict):
+        return {str(k): None if v is None else float(v) for k, v in raw.items()}
+    costs = {str(b["name"]): b.get("cost_per_hour") for b in raw}
+    return {k: None if v is None else float(v) for k, v in costs.items()}
 
 
 def _fmt(value: float | None, pattern: str = "{:.0%}") -> str:
@@ -128,14 +154,14 @@ def render(status: ClusterStatus) -> Group:
     header.add_row("plan", f"v{plan.version} ({plan.reason})" if plan else "none yet",
                    "cost", f"${doc.get('cost_per_hour', 0):.2f}/h" if plan else "-",
                    "baselines",
-                   ", ".join(f"{k} ${v:.2f}/h" for k, v in doc.get("baselines", {}).items()) or "-")
+                   ", ".join(f"{k} {_fmt(v, '${:.2f}/h')}" for k, v in plan_baselines(doc).items()) or "-")
     header.add_row("planner", _planner_text(status.planner_metrics), "", "", "", "")
     pools = Table(title="pools (plan vs running)")
     for col in ("pool", "node type", "role", "device", "desired", "running", "$/h each"):
         pools.add_column(col)
     actual = status.actual_counts()
     for p in doc.get("pools", []):
-        pools.add_row(p["name"], p["node_type"], p["role"], p["device"], str(p["count"]),
+        pools.add_row(p["name"], p["node_type"], p["role"], p.get("device") or "-", str(p["count"]),
                       str(actual.get(p["name"], 0)), f"{p.get('price_per_hour', 0):.2f}")
     workers = Table(title="workers")
     for col in ("worker", "pool", "role", "device", "address", "running", "waiting", "KV used", "tokens out"):
@@ -163,4 +189,28 @@ def render(status: ClusterStatus) -> Group:
                     _fmt(total(g, "heteroserve_gateway_tpot_seconds_sum") / n_tpot if n_tpot else None,
                          "{:.4f}s"),
                     *(_fmt(hits[t]) for t in _SHOWN_TIERS))
-    return Group(header, pools, workers, traffic)
+    return Group(header, pools, workers, traffic, *routing_tables(status.routing))
+
+
+def routing_tables(routing: dict[str, Any] | None) -> list[Table]:
+    """Planned vs served share per class route and per (SLO class, pool, role); none without a
+    gateway answer."""
+    if routing is None:
+        return []
+    title = f"routing by plan v{routing.get('plan_version', 0)}: planned vs served share"
+    if routing.get("plan_error"):
+        title += f" (refused: {routing['plan_error']})"
+    routes = Table(title=title)
+    for col in ("class", "route", "planned", "served", "requests"):
+        routes.add_column(col)
+    for r in routing.get("classes", []):
+        routes.add_row(r["request_class"], r["route"], _fmt(r["planned_share"], "{:.3f}"),
+                       _fmt(r["served_share"], "{:.3f}"), str(r["requests"]))
+    pools = Table(title="share per SLO class and pool (deviations: " + ", ".join(
+        f"{k} {v}" for k, v in sorted(routing.get("deviations", {}).items())) + ")")
+    for col in ("SLO class", "pool", "role", "planned", "served", "requests"):
+        pools.add_column(col)
+    for p in routing.get("pools", []):
+        pools.add_row(p["slo_class"], p["pool"], p["role"], _fmt(p["planned_share"], "{:.3f}"),
+                      _fmt(p["served_share"], "{:.3f}"), str(p["requests"]))
+    return [routes, pools]

@@ -18,7 +18,7 @@ from typing import IO, Any, Literal
 
 from rich.console import Console, RenderableType
 
-from heteroserve.embedded.status import OK_STATUSES, ClusterStatus, Samples, total
+from heteroserve.embedded.status import OK_STATUSES, ClusterStatus, Samples, plan_baselines, total
 
 Output = Literal["table", "wide", "json"]
 OUTPUTS: tuple[Output, ...] = ("table", "wide", "json")
@@ -87,15 +87,31 @@ def status_document(status: ClusterStatus) -> dict[str, Any]:
         "plan": None if plan is None else {
             "version": plan.version, "reason": plan.reason, "leader": plan.leader,
             "published_at": plan.published_at, "cost_per_hour": float(doc.get("cost_per_hour", 0.0)),
-            "baselines": {k: float(v) for k, v in doc.get("baselines", {}).items()}},
+            "baselines": plan_baselines(doc)},
         "planner": _planner(status.planner_metrics),
-        "pools": [{"name": p["name"], "node_type": p["node_type"], "role": p["role"], "device": p["device"],
+        "pools": [{"name": p["name"], "node_type": p["node_type"], "role": p["role"],
+                   "device": p.get("device"),
                    "desired": int(p["count"]), "running": actual.get(p["name"], 0),
                    "price_per_hour": float(p.get("price_per_hour", 0.0))} for p in doc.get("pools", [])],
         "workers": workers,
         "gateway": _gateway(status.gateway_metrics),
         "cache_hit_rate": status.cache_hit_rates(),
+        "routing": _routing(status.routing),
     }
+
+
+def _routing(routing: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The gateway's planned vs served shares, in the documented shape (added in version 1)."""
+    if routing is None:
+        return None
+    route_keys = ("request_class", "slo_class", "route", "pool", "prefill_pool", "decode_pool",
+                  "planned_share", "served_share", "requests")
+    pool_keys = ("slo_class", "pool", "role", "planned_share", "served_share", "requests")
+    return {"plan_version": routing.get("plan_version"), "plan_error": routing.get("plan_error"),
+            "epsilon": routing.get("epsilon"), "window": routing.get("window"),
+            "deviations": dict(routing.get("deviations", {})),
+            "classes": [{k: r.get(k) for k in route_keys} for r in routing.get("classes", [])],
+            "pools": [{k: p.get(k) for k in pool_keys} for p in routing.get("pools", [])]}
 
 
 def natural_width(renderable: RenderableType) -> int:

@@ -19,6 +19,7 @@ from common.localredis import LocalRedis
 from control_plane.router.split import DEFAULT_EPSILON
 from placement.plan import Route
 from tests.control_plane.gateway.gateway_procs import (
+    ADMIN_TOKEN,
     API_KEY,
     Gateway,
     Worker,
@@ -107,3 +108,31 @@ def test_malformed_plan_keeps_the_old_plan(share_cluster: Gateway, gw_redis: Loc
     served = _served(gateway)  # still the old plan's split, counted since it was adopted
     assert all(served[p]["requests"] == NUM_REQUESTS + 10 for p in SHARES)
     assert all(abs(served[p]["served_share"] - share) <= 0.05 for p, share in SHARES.items()), served
+
+
+def test_status_shows_planned_vs_served(share_cluster: Gateway, gw_redis: LocalRedis, tmp_path: Path) -> None:
+    """`heteroserve status` (json and wide) reads the gateway's /admin/routing."""
+    import io
+
+    from heteroserve.embedded.state import ClusterState
+    from heteroserve.embedded.status import collect
+    from heteroserve.embedded.status_output import status_document, write_status
+
+    state = ClusterState(run_dir=str(tmp_path), launcher_pid=0, redis_url=gw_redis.url,
+                         http_url=share_cluster.http_url, grpc_address=share_cluster.grpc_target,
+                         api_key=API_KEY, admin_token=ADMIN_TOKEN, cluster_token="c", model="tiny",
+                         model_dir=str(tmp_path), started_at=0.0)
+    snapshot = collect(state)
+    routing = status_document(snapshot)["routing"]
+    assert routing["plan_version"] == 1 and routing["epsilon"] == DEFAULT_EPSILON
+    pools = {p["pool"]: p for p in routing["pools"]}
+    assert {p: pools[p]["planned_share"] for p in SHARES} == pytest.approx(SHARES)
+    assert all(abs(pools[p]["served_share"] - s) <= 0.05 for p, s in SHARES.items())
+    assert sorted(routing["classes"][0]) == ["decode_pool", "planned_share", "pool", "prefill_pool",
+                                             "request_class", "requests", "route", "served_share",
+                                             "slo_class"]
+    out = io.StringIO()
+    write_status(snapshot, "wide", out, is_terminal=False)
+    text = out.getvalue()
+    assert "planned vs served share" in text and "tiny/interactive/i1o0" in text
+    assert f"{pools['pb']['served_share']:.3f}" in text
