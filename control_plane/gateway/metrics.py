@@ -52,8 +52,8 @@ class ShareCollector(Collector):
     """Planned and served share per (SLO class, pool, role), read from `shares()` at scrape time.
     `shares` must not block (it reads in-memory counters)."""
 
-    def __init__(self, shares: Callable[[], Sequence[PoolShare]]) -> None:
-        self._shares = shares
+    def __init__(self, shares: Callable[[], Sequence[PoolShare]] = tuple) -> None:
+        self.shares = shares  # replaced once by `GatewayMetrics.watch_shares`
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         labels = ["slo_class", "pool", "role"]
@@ -67,7 +67,7 @@ class ShareCollector(Collector):
                                      "Requests of the SLO class since the plan in use was adopted",
                                      labels=["slo_class"])
         seen: set[str] = set()
-        for row in self._shares():
+        for row in self.shares():
             planned.add_metric([row.slo_class, row.pool, row.role], row.planned)
             if row.served is not None:
                 served.add_metric([row.slo_class, row.pool, row.role], row.served)
@@ -107,11 +107,12 @@ class GatewayMetrics:
                                      registry=registry)
         for reason in REJECT_REASONS:
             self.plan_rejected.labels(reason)
-        self._registry = registry
+        self._shares = ShareCollector()  # registered now, so the names exist before the first plan
+        registry.register(self._shares)
         self.registry_up = Gauge("heteroserve_gateway_registry_up",
                                  "1 when the worker registry (Redis) answered the last refresh",
                                  registry=registry)
 
     def watch_shares(self, shares: Callable[[], Sequence[PoolShare]]) -> None:
         """Export the planned/served share gauges from `shares` (called once, by the runtime)."""
-        self._registry.register(ShareCollector(shares))
+        self._shares.shares = shares
