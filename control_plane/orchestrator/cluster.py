@@ -8,6 +8,9 @@ next successful poll. The orchestrator may also `mark_failed` a worker at once w
 shared `InflightTracker`. Redis unreachable: the view keeps its last list of workers and says so.
 `on_leave(worker_id)` is called when a worker leaves the view, or comes back at a new address (a new
 process, with an empty cache): the orchestrator forgets what it routed there.
+With `tls`, every channel is mutual TLS: a worker whose certificate does not chain to the cluster CA
+fails its stats poll (UNAVAILABLE) and never becomes a candidate. A channel built after a certificate
+rotation (a new worker, or a renewed channel of an unhealthy one) uses the new files.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from common.errors import HeteroserveError, NotFoundError
 from common.registry import WorkerRecord, list_workers
+from common.tls import ClientTLS
 from control_plane.router import InflightTracker, WorkerState
 from workerrpc.client import WorkerClient
 
@@ -64,9 +68,10 @@ class ClusterView:
     def __init__(self, redis: Redis | None, cluster_token: str, inflight: InflightTracker, *,
                  refresh_seconds: float = 0.5, unary_timeout_seconds: float = 5.0,
                  absent_grace_seconds: float = ABSENT_GRACE_SECONDS,
-                 on_leave: Callable[[str], None] | None = None) -> None:
+                 on_leave: Callable[[str], None] | None = None, tls: ClientTLS | None = None) -> None:
         self._redis = redis
         self._token = cluster_token
+        self._tls = tls  # mutual TLS to every worker (None: plaintext); read per new channel
         self._inflight = inflight
         self._refresh_seconds = refresh_seconds
         self._timeout = unary_timeout_seconds
@@ -178,7 +183,7 @@ class ClusterView:
 
     def _client(self, address: str) -> WorkerClient:
         return WorkerClient(address, self._token, timeout_seconds=self._timeout,
-                            channel_options=CHANNEL_OPTIONS)
+                            channel_options=CHANNEL_OPTIONS, tls=self._tls)
 
     async def _poll(self, entry: _Entry) -> None:
         asked_at = time.monotonic()

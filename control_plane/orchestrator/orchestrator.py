@@ -46,6 +46,7 @@ from control_plane.orchestrator.routes import ClassRoute, PlannedRoute, RouteCho
 from control_plane.orchestrator.shares import ShareLedger
 from control_plane.orchestrator.types import Event, Finished, GenerateJob
 from control_plane.router import InflightTracker, PrefixHoldings, RouteDecision, Router, RouteRequest
+from control_plane.router.split import RouteSplitter
 from heteroserve.v1 import common_pb2, worker_pb2
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ class Orchestrator:
         self._prefix = prefix
         self._config = config
         self._metrics = metrics
-        self.routes = RouteChooser()
+        self.routes = RouteChooser(RouteSplitter(router.config.route_share_epsilon,
+                                                 router.config.route_share_window))
         self.shares = ShareLedger()
         self.deviations: dict[str, int] = {}  # reason → requests since start (as the metric counts)
         self.routed = RoutedPrefixes()

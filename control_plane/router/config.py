@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from control_plane.router.scorers.prefix import DEFAULT_TIER_CREDITS
+from control_plane.router.split import DEFAULT_EPSILON, DEFAULT_WINDOW
 from control_plane.router.types import CREDITED_TIERS
 
 Policy = Literal["prefix_aware", "round_robin", "least_load", "random"]
@@ -19,6 +20,8 @@ class RouterConfig:
 
     Scorer weights apply to `prefix_aware` only. `balance_*` are the imbalance guard's thresholds
     (see picker.py). `session_capacity` bounds the session → worker map. `seed` seeds `random`.
+    `route_share_epsilon` and `route_share_window` bound the route step's prefix deviation: a route
+    takes at most its planned share + ε of its class's last `window` decisions (see split.py).
     """
 
     policy: Policy = "prefix_aware"
@@ -31,6 +34,8 @@ class RouterConfig:
     balance_rel_threshold: float = 1.5
     session_capacity: int = 100_000
     seed: int = 0
+    route_share_epsilon: float = DEFAULT_EPSILON
+    route_share_window: int = DEFAULT_WINDOW
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -45,6 +50,10 @@ class RouterConfig:
             raise ValueError(f"balance_abs_threshold must be >= 0, got {self.balance_abs_threshold}")
         if self.balance_rel_threshold < 1.0:
             raise ValueError(f"balance_rel_threshold must be >= 1, got {self.balance_rel_threshold}")
+        if not 0.0 <= self.route_share_epsilon <= 1.0:
+            raise ValueError(f"route_share_epsilon must be in [0, 1], got {self.route_share_epsilon}")
+        if self.route_share_window < 1:
+            raise ValueError(f"route_share_window must be >= 1, got {self.route_share_window}")
         if self.session_capacity < 1:
             raise ValueError(f"session_capacity must be >= 1, got {self.session_capacity}")
 

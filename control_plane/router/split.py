@@ -16,7 +16,8 @@ Algorithm, per class, deterministic and local to one gateway replica:
    fraction of the prompt's blocks already in the memory of one of its workers, from the caller). If
    affinity[a] ≥ `MIN_AFFINITY` (0.5) and affinity[a] > affinity[p], route a is taken instead of p —
    but only if, counting this request, a's share of the class's last `window` decisions (default 200)
-   stays ≤ share[a] + `epsilon` (default 0.04). Otherwise p is taken. So over any window a route takes
+   stays ≤ share[a] + `epsilon` (default 0.04; both set by `RouterConfig.route_share_epsilon` and
+   `route_share_window`). Otherwise p is taken. So over any window a route takes
    at most its share + ε because of prefix affinity, and the round robin pays the others back.
 3. Unavailable routes (no healthy worker in one of their pools) are skipped: they gain no credit and
    their share goes to the available routes in proportion to their shares. Their credit is frozen

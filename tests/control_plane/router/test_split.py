@@ -139,3 +139,13 @@ def test_share_ledger_planned_vs_served() -> None:
     assert by_route[("m/interactive/i1o0", "pf>dc")].planned == 0.5
     ledger.reset(4, [batch])
     assert [(r.request_class, r.served) for r in ledger.class_shares()] == [("m/batch/i0o0", None)]
+
+
+def test_router_config_carries_the_bound() -> None:
+    from control_plane.router import RouterConfig
+
+    assert (RouterConfig().route_share_epsilon, RouterConfig().route_share_window) == (0.04, 200)
+    with pytest.raises(ValueError, match="route_share_epsilon"):
+        RouterConfig(route_share_epsilon=-0.1)
+    with pytest.raises(ValueError, match="route_share_window"):
+        RouterConfig(route_share_window=0)
