@@ -10,8 +10,9 @@ Algorithm, per class, deterministic and local to one gateway replica:
 1. Smooth weighted round robin (nginx's): every available route i gains credit[i] += share[i]; the
    route with the largest credit is the round-robin pick p (ties: lower index); the route taken pays
    credit[taken] −= Σ available shares. Invariant: credit[i] = share[i]·n − taken[i] (shares summing to
-   1 over n requests), so without deviations each route's count stays within one request of its
-   share · n at every n, and the taker of a deviation is paid back by the others later.
+   1 over n requests), so without deviations each route's count stays close to share · n at every n
+   (|taken[i] − share[i]·n| < number of routes, tested; at most 1.02 measured over 2,000 random share
+   sets of up to 6 routes), and the taker of a deviation is paid back by the others later.
 2. Prefix affinity may deviate from p: let a be the available route with the largest `affinity` (the
    fraction of the prompt's blocks already in the memory of one of its workers, from the caller). If
    affinity[a] ≥ `MIN_AFFINITY` (0.5) and affinity[a] > affinity[p], route a is taken instead of p —
