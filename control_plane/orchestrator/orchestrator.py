@@ -97,9 +97,9 @@ class Orchestrator:
         """The planned route of this request (None: no plan, or off-plan); counts deviations and
         records the choice in the share ledger."""
         chosen = self.routes.choose(route, model, self._cluster.snapshot(), match)
-        taken, deviation = chosen if chosen is not None else (None, "no_route" if route.routes else None)
-        if deviation is not None:
-            self._deviation(deviation)
+        taken, deviations = chosen if chosen is not None else (None, ("no_route",) if route.routes else ())
+        for reason in deviations:
+            self._deviation(reason)
         self.shares.record(route, taken)
         return taken
 

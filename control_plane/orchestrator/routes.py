@@ -83,8 +83,8 @@ class RouteChooser:
         self.splitter = splitter or RouteSplitter()
 
     def choose(self, route: ClassRoute, model: str, workers: Sequence[WorkerState],
-               prefix: PrefixHoldings) -> tuple[PlannedRoute, str | None] | None:
-        """(route, deviation reason or None) for one request of `route.request_class`; None when the
+               prefix: PrefixHoldings) -> tuple[PlannedRoute, tuple[str, ...]] | None:
+        """(route, deviation reasons: empty = none) for one request of `route.request_class`; None when the
         class has no route with a healthy worker in each of its pools. Changes the splitter's state."""
         if not route.routes:
             return None
@@ -95,7 +95,7 @@ class RouteChooser:
                                                           affinity)
         if choice is None:
             return None
-        return route.routes[choice.index], choice.deviation
+        return route.routes[choice.index], choice.deviations
 
     @staticmethod
     def _affinity(route: PlannedRoute, serving: dict[tuple[str, str], list[WorkerState]],

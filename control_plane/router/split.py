@@ -46,10 +46,11 @@ DEVIATION_REASONS: tuple[str, ...] = ("prefix_affinity", "route_unavailable", "n
 @dataclass(frozen=True)
 class SplitChoice:
     """The route taken (index into the class's routes) and why it is not the round-robin pick over
-    every route (`deviation` None = it is)."""
+    every route (`deviations` empty = it is; both reasons when a route was down and affinity moved
+    the request too)."""
 
     index: int
-    deviation: str | None = None
+    deviations: tuple[str, ...] = ()
 
 
 @dataclass
@@ -90,15 +91,17 @@ class RouteSplitter:
         for i in live:
             state.credit[i] += shares[i]
         pick = max(live, key=lambda i: (state.credit[i], -i))
-        taken, deviation = pick, None if len(live) == sum(1 for s in shares if s > 0) else "route_unavailable"
+        deviations: tuple[str, ...] = () if len(live) == sum(1 for s in shares if s > 0) \
+            else ("route_unavailable",)
+        taken = pick
         if affinity is not None:
             best = max(live, key=lambda i: (affinity[i], -i))
             if affinity[best] >= MIN_AFFINITY and affinity[best] > affinity[pick] \
                     and self._within_bound(state, best):
-                taken, deviation = best, "prefix_affinity"
+                taken, deviations = best, (*deviations, "prefix_affinity")
         state.credit[taken] -= total
         self._record(state, taken)
-        return SplitChoice(taken, deviation)
+        return SplitChoice(taken, deviations)
 
     def window_shares(self, class_name: str) -> tuple[float, ...] | None:
         """Each route's share of the class's last `window` decisions (None before any)."""

@@ -12,14 +12,14 @@ from hypothesis import strategies as st
 from control_plane.orchestrator.routes import ClassRoute, PlannedRoute, RouteChooser
 from control_plane.orchestrator.shares import ShareLedger
 from control_plane.router import PrefixHoldings, WorkerState
-from control_plane.router.split import DEFAULT_EPSILON, DEFAULT_WINDOW, RouteSplitter
+from control_plane.router.split import DEFAULT_EPSILON, DEFAULT_WINDOW, RouteSplitter, SplitChoice
 
 
 def test_smooth_weighted_round_robin_exact_sequence() -> None:
     splitter = RouteSplitter()
     picks = [splitter.choose("c", (0.5, 0.3, 0.2), (True, True, True)) for _ in range(10)]
     assert [p.index for p in picks if p] == [0, 1, 2, 0, 0, 1, 0, 2, 1, 0]
-    assert all(p is not None and p.deviation is None for p in picks)
+    assert all(p is not None and p.deviations == () for p in picks)
 
 
 @settings(max_examples=60, deadline=None)
@@ -39,7 +39,7 @@ def test_unavailable_route_share_goes_to_the_others() -> None:
     picks = [splitter.choose("c", (0.5, 0.3, 0.2), (True, False, True)) for _ in range(70)]
     counts = Counter(p.index for p in picks if p)
     assert counts == {0: 50, 2: 20}  # 0.5 : 0.2 of the live routes, exactly over 70 requests
-    assert {p.deviation for p in picks if p} == {"route_unavailable"}
+    assert {p.deviations for p in picks if p} == {("route_unavailable",)}
     assert splitter.choose("c", (0.5, 0.5), (False, False)) is None
 
 
@@ -55,7 +55,7 @@ def test_prefix_affinity_deviates_only_within_the_bound() -> None:
         assert choice is not None
         taken.append(choice.index)
         counts[choice.index] += 1
-        deviations += choice.deviation == "prefix_affinity"
+        deviations += choice.deviations == ("prefix_affinity",)
         assert sum(taken) <= (shares[1] + DEFAULT_EPSILON) * len(taken) + 1  # +1: the round-robin's own slack
     assert abs(counts[1] / n - shares[1]) <= 0.05
     assert counts[1] / n > shares[1] + 0.02  # affinity did pull traffic towards the holder
@@ -63,11 +63,17 @@ def test_prefix_affinity_deviates_only_within_the_bound() -> None:
     assert splitter.window_shares("c") is not None
 
 
+def test_both_reasons_when_a_route_is_down_and_affinity_moves_the_request() -> None:
+    splitter = RouteSplitter(epsilon=1.0)  # no bound: affinity always wins
+    choice = splitter.choose("c", (0.5, 0.3, 0.2), (True, False, True), affinity=(0.0, 0.0, 1.0))
+    assert choice == SplitChoice(2, ("route_unavailable", "prefix_affinity"))
+
+
 def test_weak_or_equal_affinity_does_not_deviate() -> None:
     splitter = RouteSplitter()
     weak = [splitter.choose("c", (0.5, 0.5), (True, True), affinity=(0.0, 0.49)) for _ in range(50)]
     equal = [splitter.choose("d", (0.5, 0.5), (True, True), affinity=(1.0, 1.0)) for _ in range(50)]
-    assert all(p is not None and p.deviation is None for p in weak + equal)
+    assert all(p is not None and p.deviations == () for p in weak + equal)
 
 
 def test_new_shares_reset_the_class_state() -> None:
@@ -101,7 +107,7 @@ def test_pd_route_needs_a_live_worker_in_both_pools() -> None:
     chooser = RouteChooser()
     no_decode = [_w("c", "co", "colocated"), _w("p", "pf", "prefill"), _w("d", "dc", "decode", healthy=False)]
     picks = [chooser.choose(ROUTE, "m", no_decode, PrefixHoldings()) for _ in range(4)]
-    assert [p for p in picks] == [(CO, "route_unavailable")] * 4
+    assert [p for p in picks] == [(CO, ("route_unavailable",))] * 4
     # a decode worker of another pool does not make the pair available: the pairing is the plan's
     wrong_pool = [_w("p", "pf", "prefill"), _w("d2", "other", "decode")]
     assert chooser.choose(ROUTE, "m", wrong_pool, PrefixHoldings()) is None
@@ -112,11 +118,11 @@ def test_route_affinity_comes_from_the_route_pools_workers() -> None:
     live = [_w("c", "co", "colocated"), _w("p", "pf", "prefill"), _w("d", "dc", "decode")]
     held = PrefixHoldings(num_blocks=4, worker_blocks={"d": 4})  # cached on the P/D route's decode worker
     first = chooser.choose(ROUTE, "m", live, held)
-    assert first == (CO, None)  # the window is too short to deviate yet (1 of 1 > 0.5 + ε)
+    assert first == (CO, ())  # the window is too short to deviate yet (1 of 1 > 0.5 + ε)
     second = chooser.choose(ROUTE, "m", live, held)
-    assert second == (PD, None)  # the round robin's own pick
+    assert second == (PD, ())  # the round robin's own pick
     picks = [chooser.choose(ROUTE, "m", live, held) for _ in range(200)]
-    assert sum(p == (PD, "prefix_affinity") for p in picks if p) > 0
+    assert sum(p == (PD, ("prefix_affinity",)) for p in picks if p) > 0
 
 
 def test_share_ledger_planned_vs_served() -> None:
