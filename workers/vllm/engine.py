@@ -119,6 +119,8 @@ class VLLMEngine:
             raise InvalidRequestError(f"request {rid!r} is already running", field="request_id")
         params = to_vllm_sampling(request, self.max_context_tokens)
         prompt = TokensPrompt(prompt_token_ids=list(request.prompt_token_ids))
+        if request.tenant_salt:  # vLLM keeps tenants' prefixes apart too, and reports it in KV events
+            prompt["cache_salt"] = request.tenant_salt
         self._running.add(rid)
         try:
             outputs = self._llm.generate(prompt, params, rid, priority=request.priority)

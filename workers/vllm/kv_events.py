@@ -6,7 +6,9 @@ and replays missed batches from a ROUTER socket. Its block hashes are its own (a
 function, seed and block size), so the gateway's hashes could never match them. `BlockNamer` renames:
 a stored vLLM block's token ids, cut into `hash_block_size` pieces and chained from the cluster hash
 of its parent block (known from an earlier event, or the root for a first block), give the
-`hashes_per_block` cluster hashes of that block; removing the vLLM block removes those.
+`hashes_per_block` cluster hashes of that block; removing the vLLM block removes those. The tenant
+salt, part of every cluster hash, reaches vLLM as the prompt's `cache_salt` (so vLLM keeps tenants
+apart too) and comes back in the first block's `extra_keys`; later blocks inherit their parent's keys.
 
 Ordering and replay: batches are applied in `seq` order. A gap (a batch lost by the PUB socket) is
 filled from the replay endpoint; if that fails, the bridge announces `cleared` and starts over from
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -51,14 +54,16 @@ class BlockNamer:
         self.block_size = block_size
         self.hash_block_size = hash_block_size
         self._names: dict[Any, tuple[BlockHash, ...]] = {}  # vLLM hash -> its cluster hashes
+        self._keys: dict[Any, HashKeys] = {}  # vLLM hash -> the keys its chain was hashed with
         self._held: set[BlockHash] = set()
         self.num_unnamed_blocks = 0  # stored blocks whose parent was never seen (cannot be named)
 
     def stored(self, block_hashes: Sequence[Any], parent: Any, token_ids: Sequence[int],
-               block_size: int) -> list[BlockHash]:
+               block_size: int, first_extra_keys: Sequence[Any] | None = None) -> list[BlockHash]:
         """Name the vLLM blocks `block_hashes` (consecutive, holding `token_ids`, the first chained to
-        `parent` or to nothing). Raises `ConfigError` when vLLM's block size is not the configured one:
-        its tokens would be cut at the wrong places and every name would be wrong."""
+        `parent` or to nothing; `first_extra_keys`: vLLM's extra keys of the first block, whose string
+        is the tenant salt when it starts a sequence). Raises `ConfigError` when vLLM's block size is
+        not the configured one: its tokens would be cut at the wrong places, every name wrong."""
         if block_size != self.block_size:
             raise ConfigError(f"vLLM publishes blocks of {block_size} tokens but this worker was "
                               f"configured for {self.block_size}", field="block_size")
@@ -66,9 +71,10 @@ class BlockNamer:
             raise ConfigError(f"BlockStored with {len(block_hashes)} blocks carries {len(token_ids)} "
                               f"token ids (expected {len(block_hashes) * block_size})", field="token_ids")
         if parent is None:
-            chain = root_hash(self.keys)
+            keys = dataclasses.replace(self.keys, tenant_salt=_salt(first_extra_keys))
+            chain = root_hash(keys)
         elif parent in self._names:
-            chain = self._names[parent][-1]
+            keys, chain = self._keys[parent], self._names[parent][-1]
         else:
             self.num_unnamed_blocks += len(block_hashes)
             return []
@@ -78,9 +84,10 @@ class BlockNamer:
             tokens = token_ids[i * block_size:(i + 1) * block_size]
             names = []
             for start in range(0, block_size, step):
-                chain = hash_block_tokens(chain, tokens[start:start + step], self.keys)
+                chain = hash_block_tokens(chain, tokens[start:start + step], keys)
                 names.append(chain)
             self._names[vllm_hash] = tuple(names)
+            self._keys[vllm_hash] = keys
             named.extend(names)
         self._held.update(named)
         return named
@@ -89,12 +96,14 @@ class BlockNamer:
         gone: list[BlockHash] = []
         for vllm_hash in block_hashes:
             names = self._names.pop(vllm_hash, ())
+            self._keys.pop(vllm_hash, None)
             gone.extend(names)
         self._held.difference_update(gone)
         return gone
 
     def cleared(self) -> None:
         self._names.clear()
+        self._keys.clear()
         self._held.clear()
 
     def match_prefix(self, hashes: Sequence[BlockHash]) -> int:
@@ -213,8 +222,9 @@ class VLLMKVEventBridge:
         for event in batch.events:
             if isinstance(event, BlockStored):
                 try:
+                    first_keys = event.extra_keys[0] if event.extra_keys else None
                     named = self.namer.stored(event.block_hashes, event.parent_block_hash,
-                                              event.token_ids, event.block_size)
+                                              event.token_ids, event.block_size, first_keys)
                 except ConfigError as exc:
                     self.error = exc
                     log.error("vLLM KV events refused, no longer announced: %s", exc)
@@ -231,6 +241,12 @@ class VLLMKVEventBridge:
     def _emit(self, kind: str, hashes: Sequence[BlockHash]) -> None:
         if self._sink is not None and (hashes or kind == "cleared"):
             self._sink(kind, POOL_TIER, hashes)
+
+
+def _salt(extra_keys: Sequence[Any] | None) -> str:
+    """The tenant salt among a first block's vLLM extra keys (its one string: this worker runs no LoRA
+    adapters, and multimodal keys are tuples); "" when none."""
+    return next((k for k in extra_keys or () if isinstance(k, str)), "")
 
 
 def connect_address(endpoint: str) -> str:

@@ -153,3 +153,13 @@ def test_metrics_collector_reexports_only_vllm_families() -> None:
     target.register(VLLMMetricsCollector(source))
     text = generate_latest(target).decode()
     assert "vllm:num_requests_running 3.0" in text and "other_metric" not in text
+
+
+def test_namer_keys_tenants_apart_by_the_salt_vllm_reports() -> None:
+    import dataclasses
+
+    namer = BlockNamer(KEYS, block_size=32, hash_block_size=16)
+    acme = dataclasses.replace(KEYS, tenant_salt="acme")
+    assert namer.stored([b"t0"], None, TOKENS[:32], 32, ("acme",)) == hash_prompt_blocks(TOKENS[:32], acme)
+    assert namer.stored([b"t1"], b"t0", TOKENS[32:64], 32) == hash_prompt_blocks(TOKENS[:64], acme)[2:]
+    assert namer.stored([b"u0"], None, TOKENS[:32], 32) == hash_prompt_blocks(TOKENS[:32], KEYS)
