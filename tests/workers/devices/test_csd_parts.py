@@ -96,3 +96,21 @@ def test_wire_carries_raw_tensors_and_counts_bytes(dtype: torch.dtype) -> None:
     assert arrays[0].dtype == dtype and torch.equal(arrays[0], tensor)
     assert torch.equal(arrays[1], torch.arange(4))
     assert sent > tensor.numel() * tensor.element_size() + 32
+
+
+def test_drive_metrics_follow_the_stats_snapshots() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from workers.devices.csd.metrics import DriveMetrics
+    from workers.devices.csd.stats import DriveStats
+
+    registry = CollectorRegistry()
+    metrics = DriveMetrics(registry)
+    metrics.observe(DriveStats(link_bytes_to_drive=100, link_bytes_to_host=40, flash_bytes_read=4096))
+    metrics.observe(DriveStats(link_bytes_to_drive=150, link_bytes_to_host=40, flash_bytes_read=8192,
+                               checksum_failures=1))
+    value = registry.get_sample_value
+    assert value("heteroserve_csd_link_bytes_total", {"direction": "to_drive"}) == 150
+    assert value("heteroserve_csd_link_bytes_total", {"direction": "to_host"}) == 40
+    assert value("heteroserve_csd_flash_read_bytes_total") == 8192
+    assert value("heteroserve_csd_checksum_failures_total") == 1

@@ -19,6 +19,7 @@ import json
 import multiprocessing as mp
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -42,8 +43,9 @@ _START_TIMEOUT_S = 120.0
 
 
 class DrivePool:
-    """Host handle of one drive process. Used by one thread (the engine's); `attention_site` may be
-    changed between steps (the csd bench runs both sites over the same KV)."""
+    """Host handle of one drive process. Used by the engine's thread; `stats()` may also be called from
+    another thread (a metrics sampler): each round trip holds a lock, so messages never interleave.
+    `attention_site` may be changed between steps (the csd bench runs both sites over the same KV)."""
 
     def __init__(self, directory: Path, spec: PoolSpec, config: DriveConfig) -> None:
         self.spec, self.config = spec, config
@@ -53,6 +55,7 @@ class DrivePool:
         self.attention_site: AttentionSite = config.attention_site
         self.dead_reason: str | None = None
         self._step_decodes: Sequence[DecodeGroup] | None = None  # whose block tables the drive holds
+        self._lock = threading.Lock()
         # A fresh interpreter (`python -m workers.devices.csd.drive`), not a fork: forking a process that
         # runs torch threads is unsafe, and multiprocessing's spawn would re-import the caller's __main__.
         self._conn, child = mp.Pipe(duplex=True)
@@ -141,6 +144,11 @@ class DrivePool:
 
     def _call(self, op: str, meta: dict[str, Any], arrays: list[torch.Tensor]
               ) -> tuple[dict[str, Any], list[torch.Tensor]]:
+        with self._lock:
+            return self._round_trip(op, meta, arrays)
+
+    def _round_trip(self, op: str, meta: dict[str, Any], arrays: list[torch.Tensor]
+                    ) -> tuple[dict[str, Any], list[torch.Tensor]]:
         if self.dead_reason is not None:
             raise UnavailableError(f"csd drive unavailable: {self.dead_reason}")
         try:
