@@ -44,11 +44,15 @@ def load_mapping(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def build(cls: type[T], data: Mapping[str, Any], *, source: str | None = None, prefix: str = "") -> T:
+def build(cls: type[T], data: Mapping[str, Any], *, source: str | None = None, prefix: str = "",
+          strict: bool = False) -> T:
     """Build the frozen dataclass `cls` from `data`, recursively, naming any bad field.
 
     Unknown keys, missing required keys, wrong types and the dataclass's own `ValueError`s all become a
-    `ConfigError` whose field is the dotted path (e.g. `pools[2].role`).
+    `ConfigError` whose field is the dotted path (e.g. `pools[2].role`). By default scalars may come as
+    strings (`"8"` for an int, `"yes"` for a bool), as YAML files and environment variables write them;
+    `strict=True` takes JSON's types only (an integral float is an int, as JSON Schema says), which is
+    what `common.config_schema.json_schema(cls)` documents.
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"must be a mapping, got {type(data).__name__}", field=prefix or None,
@@ -61,7 +65,7 @@ def build(cls: type[T], data: Mapping[str, Any], *, source: str | None = None, p
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, source, _join(prefix, name))
+        kwargs[name] = _coerce(hints[name], value, _Edge(source, strict), _join(prefix, name))
     missing = [name for name, f in fields.items() if name not in kwargs and _is_required(f)]
     if missing:
         raise ConfigError("required field is missing", field=_join(prefix, missing[0]), source=source)
@@ -86,7 +90,16 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def _coerce(hint: Any, value: Any, source: str | None, field: str) -> Any:
+@dataclasses.dataclass(frozen=True)
+class _Edge:
+    """Where the data came from (for errors) and how strictly its scalars are read."""
+
+    source: str | None
+    strict: bool
+
+
+def _coerce(hint: Any, value: Any, edge: _Edge, field: str) -> Any:
+    source = edge.source
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
@@ -95,33 +108,38 @@ def _coerce(hint: Any, value: Any, source: str | None, field: str) -> Any:
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
-                return _coerce(arg, value, source, field)
+                return _coerce(arg, value, edge, field)
             except ConfigError as exc:
                 errors.append(exc)
         raise errors[0]
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        return build(hint, value, source=source, prefix=field)
+        return build(hint, value, source=source, prefix=field, strict=edge.strict)
     if origin in (tuple, list):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"must be a list, got {type(value).__name__}", field=field, source=source)
         item = args[0] if args else Any
-        items = [_coerce(item, v, source, f"{field}[{i}]") for i, v in enumerate(value)]
+        items = [_coerce(item, v, edge, f"{field}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"must be a mapping, got {type(value).__name__}", field=field, source=source)
-        return {k: _coerce(args[1], v, source, f"{field}.{k}") for k, v in value.items()}
+        return {k: _coerce(args[1], v, edge, f"{field}.{k}") for k, v in value.items()}
     if origin is typing.Literal:
-        if value not in args:
+        # strict: 1 is not True, though they compare equal
+        same_type = not edge.strict or any(a == value and type(a) is type(value) for a in args)
+        if value not in args or not same_type:
             choices = ", ".join(repr(a) for a in args)
             raise ConfigError(f"must be one of {choices}, got {value!r}", field=field, source=source)
         return value
-    return _coerce_scalar(hint, value, source, field)
+    return _coerce_scalar(hint, value, edge, field)
 
 
-def _coerce_scalar(hint: Any, value: Any, source: str | None, field: str) -> Any:
+def _coerce_scalar(hint: Any, value: Any, edge: _Edge, field: str) -> Any:
+    source = edge.source
     if hint is Any:
         return value
+    if edge.strict:
+        return _strict_scalar(hint, value, edge, field)
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -147,3 +165,18 @@ def _coerce_scalar(hint: Any, value: Any, source: str | None, field: str) -> Any
         return value
     name = getattr(hint, "__name__", str(hint))
     raise ConfigError(f"must be {name}, got {value!r}", field=field, source=source)
+
+
+def _strict_scalar(hint: Any, value: Any, edge: _Edge, field: str) -> Any:
+    """JSON's types only: no strings for numbers or booleans; 2.0 is the integer 2."""
+    if hint is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    ok = {bool: lambda v: isinstance(v, bool), str: lambda v: isinstance(v, str),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, int | float) and not isinstance(v, bool)}.get(hint)
+    if ok is not None and ok(value):
+        return float(value) if hint is float else value
+    if ok is None and isinstance(hint, type) and isinstance(value, hint):
+        return value
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"must be {name}, got {value!r}", field=field, source=edge.source)

@@ -167,10 +167,12 @@ def load_spec(path: str | Path) -> LoadedSpec:
     return spec_from_mapping(load_mapping(source), source, Path(source).resolve().parent)
 
 
-def spec_from_mapping(data: Mapping[str, Any], source: str, base: Path | None = None) -> LoadedSpec:
+def spec_from_mapping(data: Mapping[str, Any], source: str, base: Path | None = None, *,
+                      strict: bool = False) -> LoadedSpec:
     """As `load_spec`, for a spec already in memory (e.g. a request body, `source` = how errors name
-    it); file names in it resolve against `base` (default: the current directory)."""
-    spec = build(PlacementSpec, data, source=source)
+    it); file names in it resolve against `base` (default: the current directory). `strict` takes
+    JSON's types only (a request body), not the strings YAML and environment variables allow."""
+    spec = build(PlacementSpec, data, source=source, strict=strict)
     try:
         return _resolve(spec, source, (base or Path.cwd()).resolve())
     except ValueError as exc:

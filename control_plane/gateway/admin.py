@@ -13,9 +13,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from common.errors import InvalidRequestError
 from control_plane.gateway.runtime import GatewayRuntime
@@ -45,9 +46,9 @@ def admin_router(runtime: GatewayRuntime) -> APIRouter:
     async def get_workers() -> dict[str, Any]:
         return {"workers": runtime.workers()}
 
-    @router.post("/solve")
-    async def solve(spec: dict[str, Any] = Body(..., description="a placement spec")) -> dict[str, Any]:  # noqa: B008
-        return await asyncio.to_thread(solve_what_if, spec)
+    @router.post("/solve", openapi_extra=what_if_body())
+    async def solve(request: Request) -> dict[str, Any]:
+        return await asyncio.to_thread(solve_what_if, await _json_body(request))
 
     @router.post("/drain/{worker_id}")
     async def drain(worker_id: str, timeout_seconds: float = Query(30.0, gt=0, le=3600)) -> dict[str, Any]:
@@ -68,7 +69,7 @@ def solve_what_if(spec: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(spec, dict):
         raise InvalidRequestError("must be a JSON object", field="body")
     _refuse_file_references(spec)
-    loaded = spec_from_mapping(spec, "request body")
+    loaded = spec_from_mapping(spec, "request body", strict=True)
     problem = compile_problem(loaded.fleet, loaded.models, loaded.classes, loaded.slos, loaded.inventory,
                               loaded.compile_options, loaded.current)
     plan = make_plan(problem, loaded.classifier, loaded.solver_options, slice_factor=loaded.slice_factor)
@@ -76,6 +77,7 @@ def solve_what_if(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 FILE_FIELDS = ("catalog", "model_catalog", "profiles")
+WHAT_IF_REF = "#/paths/~1admin~1solve/post/requestBody/content/application~1json/schema/$defs/"
 
 
 def _refuse_file_references(spec: dict[str, Any]) -> None:
@@ -89,3 +91,32 @@ def _refuse_file_references(spec: dict[str, Any]) -> None:
         if isinstance(entry, dict) and entry.get("trace"):
             raise InvalidRequestError("trace files are not accepted by the API; give a rate and a "
                                       "distribution", field=f"traffic[{i}].trace")
+
+
+async def _json_body(request: Request) -> Any:
+    """The request body as JSON, or a 400 naming `body` (never FastAPI's own error shape)."""
+    try:
+        return json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError(f"malformed JSON ({exc})", field="body") from None
+
+
+def what_if_body() -> dict[str, Any]:
+    """The OpenAPI request body of `/admin/solve`: the placement spec's JSON Schema
+    (`common.config_schema`), without the file references the API refuses, so that a traffic entry is
+    a rate with a distribution."""
+    from common.config_schema import json_schema
+    from placement.spec import PlacementSpec
+
+    schema = json_schema(PlacementSpec, ref_prefix=WHAT_IF_REF)
+    defs = schema.pop("$defs")
+    for name in FILE_FIELDS:
+        schema["properties"].pop(name, None)
+    traffic = defs["TrafficSpec"]
+    traffic["properties"].pop("trace")
+    traffic["required"] = sorted({*traffic.get("required", ()), "rate", "distribution"})
+    traffic["properties"]["rate"] = {"type": "number", "minimum": 0}
+    traffic["properties"]["distribution"] = {"$ref": WHAT_IF_REF + "DistributionSpec"}
+    schema["$defs"] = defs
+    return {"requestBody": {"required": True, "description": "a placement spec (see placement/spec.py)",
+                            "content": {"application/json": {"schema": schema}}}}

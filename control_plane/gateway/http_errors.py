@@ -73,7 +73,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
     telling = [e for e in errors if not str(e.get("type", "")).endswith(_MISMATCH_SUFFIX)]
     chosen = (telling or errors)[0]
     field = _field_path(chosen.get("loc", ()))
-    if field == "body":
+    if field == "body" and chosen.get("type") in ("model_type", "model_attributes_type", "dict_type"):
         return field, "body: must be a JSON object (Content-Type: application/json)"
     if chosen.get("type") == "missing":
         return field, f"{field}: required field is missing"

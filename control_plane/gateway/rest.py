@@ -39,6 +39,11 @@ from heteroserve import __version__
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 429, 503, 504)}
+# With `"stream": true` a generation answers with server-sent events (each `data:` line one chunk, then
+# `data: [DONE]`); without, with the JSON response model.
+STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+          "description": "the response, or with stream=true its chunks as server-sent events"}}
 
 
 def create_app(runtime: GatewayRuntime) -> FastAPI:
@@ -117,7 +122,7 @@ def _openai_router(runtime: GatewayRuntime) -> APIRouter:
             {"id": m.name, "object": "model", "created": 0, "owned_by": "heteroserve",
              "max_context_tokens": m.max_context_tokens} for m in runtime.models.values()]}
 
-    @router.post("/completions", response_model=CompletionResponse, responses=ERRORS)
+    @router.post("/completions", response_model=CompletionResponse, responses={**STREAMED, **ERRORS})
     async def completions(body: CompletionRequest, principal: Principal = auth) -> Response:
         prepared, events, first = await _start(runtime, principal, _completion_input(body))
         created, rid, model = int(time.time()), prepared.job.request_id, prepared.job.model
@@ -134,7 +139,8 @@ def _openai_router(runtime: GatewayRuntime) -> APIRouter:
             rid, created, model, text, done.finish_reason,
             usage=sse.usage(done.prompt_tokens, done.completion_tokens), route=done.route.to_dict()))
 
-    @router.post("/chat/completions", response_model=ChatCompletionResponse, responses=ERRORS)
+    @router.post("/chat/completions", response_model=ChatCompletionResponse,
+                 responses={**STREAMED, **ERRORS})
     async def chat_completions(body: ChatCompletionRequest, principal: Principal = auth) -> Response:
         prepared, events, first = await _start(runtime, principal, _chat_input(body))
         created, rid, model = int(time.time()), prepared.job.request_id, prepared.job.model
