@@ -10,7 +10,7 @@ def report(mel: dict[str, Any], scale: dict[str, Any], pd: dict[str, Any], pd_al
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=160)  # the per-rate table is wider than a pipe's default 80 columns
     t = Table(title=f"Mélange reproduction (slice factor 4; CBC capped at {cap:g} s)")
     for col in ("rate", "Mélange (CBC) $/h", "ours sliced $/h", "reproduced", "CBC s", "CBC status",
                 "ours joint $/h", "joint s", "relaxation saving"):
