@@ -5,6 +5,11 @@ cluster token to every call, and turns gRPC errors back into the domain errors o
 `common.errors` (`error_from_grpc_status`), so callers handle `InvalidRequestError`,
 `UnavailableError` (retryable: try another worker), `AuthenticationError`, ... and never
 `grpc.RpcError`. A client owns one channel; close it with `close()` or `async with`.
+
+With `tls` (a `common.tls.ClientTLS`) the channel is mutual TLS: this process's certificate goes to the
+worker, and the worker's certificate must chain to the cluster CA and name `WORKER_SERVER_NAME`; a worker
+that fails that check is unreachable (`UnavailableError`). Without it the channel is plaintext (dev).
+The credentials are read when the client is built, so a client built after a rotation uses the new files.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.errors import error_from_rpc_error as domain_error
+from common.tls import ClientTLS
 from heteroserve.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from workerrpc.session import SessionUnsupported, WorkerSession
 
@@ -32,16 +38,18 @@ class WorkerClient:
 
     def __init__(self, address: str, cluster_token: str, *, timeout_seconds: float = 30.0,
                  stream_timeout_seconds: float | None = None,
-                 channel_options: Sequence[tuple[str, int | str]] = ()) -> None:
+                 channel_options: Sequence[tuple[str, int | str]] = (), tls: ClientTLS | None = None,
+                 ) -> None:
         self.address = address
         self._metadata = (("authorization", f"Bearer {cluster_token}"),) if cluster_token else ()
         self._timeout = timeout_seconds
         self._stream_timeout = stream_timeout_seconds
-        self._channel = aio.insecure_channel(address, options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            *channel_options,
-        ])
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES), *channel_options]
+        if tls is None:
+            self._channel = aio.insecure_channel(address, options=options)
+        else:
+            self._channel = aio.secure_channel(address, tls.credentials(), options=[*options, *tls.options()])
         self._stub = worker_pb2_grpc.WorkerStub(self._channel)
         self._session = WorkerSession(self._stub, self._metadata, address)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cache.config import CacheConfig
+from common.tls import TLSFiles
 from common.vocab import DEVICES, ROLES, Device, Role
 
 CLUSTER_TOKEN_ENV = "HETEROSERVE_CLUSTER_TOKEN"
@@ -29,7 +30,9 @@ class WorkerConfig:
     `publish_kv_events` appends the pool's block events to the KV event stream in `redis_url`.
     `heartbeat_seconds` must be well below `registration_ttl_seconds` so one late heartbeat does not
     drop the worker. `drain_grace_seconds` bounds how long a drain waits for running requests.
-    `cluster_token` is a secret: it is excluded from `repr`.
+    `cluster_token` is a secret: it is excluded from `repr`. `tls` (None = plaintext, dev only) makes
+    the gRPC server require client certificates of the cluster CA and the worker's own PullKV calls
+    present its certificate (`common.tls`); the token is still required on top.
     """
 
     worker_id: str
@@ -51,6 +54,7 @@ class WorkerConfig:
     heartbeat_seconds: float = 1.0
     registration_ttl_seconds: float = 3.0
     drain_grace_seconds: float = 30.0
+    tls: TLSFiles | None = None
 
     def __post_init__(self) -> None:
         if not self.worker_id or any(c in self.worker_id for c in " :/\t\n"):

@@ -63,6 +63,10 @@ class WorkerMetrics:
         self.kv_blocks_exported = Counter(
             "heteroserve_worker_kv_blocks_exported_total", "KV blocks sent to other workers over PullKV.",
             registry=registry)
+        self.role_refusals = Counter(
+            "heteroserve_worker_role_refusals_total",
+            "RPCs refused because this worker's role does not serve them (PERMISSION_DENIED); any "
+            "increase means a caller routes by a wrong role.", ["method"], registry=registry)
         for tier in TRANSFER_PATHS:  # export zero series up front so dashboards see them
             self.kv_transfer_bytes.labels(tier=tier)
             self.kv_transfer_failures.labels(tier=tier)
@@ -86,6 +90,9 @@ class WorkerMetrics:
 
     def record_request(self, method: str, status: str) -> None:
         self.requests.labels(method=method, status=status).inc()
+
+    def record_role_refusal(self, method: str) -> None:
+        self.role_refusals.labels(method=method).inc()
 
     def record_kv_transfer(self, tier: TransferPath, num_bytes: int, seconds: float) -> None:
         self.kv_transfer_bytes.labels(tier=tier).inc(num_bytes)

@@ -20,6 +20,7 @@ from urllib3.exceptions import HTTPError as TransportError
 
 from common.config import build, load_mapping
 from common.errors import ConfigError, UnavailableError
+from common.tls import TLSFiles
 from control_plane.actuators.base import DrainFn, DrainTarget
 from control_plane.actuators.kubernetes import KubernetesActuator, KubernetesActuatorConfig
 from control_plane.actuators.kubernetes import api_client_from_environment as _api_client
@@ -52,14 +53,20 @@ def load_kubernetes_settings(path: str | Path) -> KubernetesSettings:
     )
 
 
-def worker_drain_fn(cluster_token: str, *, timeout_seconds: float = 60.0) -> DrainFn:
-    """A DrainFn sending the worker Drain RPC (cluster token auth); raises UnavailableError when the
-    worker reports it could not finish its requests in time."""
+def worker_drain_fn(cluster_token: str, *, timeout_seconds: float = 60.0,
+                    tls: TLSFiles | None = None) -> DrainFn:
+    """A DrainFn sending the worker Drain RPC (cluster token auth; mutual TLS with the planner's
+    certificate `tls`); raises UnavailableError when the worker reports it could not finish its
+    requests in time."""
+    from common.tls import ClientTLS
     from workerrpc.client import WorkerClient
+
+    client_tls = ClientTLS(tls) if tls is not None else None
 
     async def drain(target: DrainTarget) -> None:
         assert target.address is not None, "the actuator never drains a worker without an address"
-        async with WorkerClient(target.address, cluster_token, timeout_seconds=timeout_seconds) as client:
+        async with WorkerClient(target.address, cluster_token, timeout_seconds=timeout_seconds,
+                                tls=client_tls) as client:
             reply = await client.drain(timeout_seconds=timeout_seconds)
         if not reply.drained:
             raise UnavailableError(f"worker {target.name} still had {reply.remaining} request(s) running")
@@ -68,12 +75,12 @@ def worker_drain_fn(cluster_token: str, *, timeout_seconds: float = 60.0) -> Dra
 
 
 def kubernetes_actuator_factory(
-    path: str | Path, cluster_token: str, registry: CollectorRegistry
+    path: str | Path, cluster_token: str, registry: CollectorRegistry, tls: TLSFiles | None = None
 ) -> Callable[[], KubernetesActuator]:
     """A factory for the planner process: reads `path` now (errors surface at start-up), connects on call.
     Uses the pod's service account in a cluster, else ~/.kube/config."""
     settings = load_kubernetes_settings(path)
-    drain = worker_drain_fn(cluster_token, timeout_seconds=settings.actuator.drain_timeout_seconds)
+    drain = worker_drain_fn(cluster_token, timeout_seconds=settings.actuator.drain_timeout_seconds, tls=tls)
     metrics = ActuatorMetrics(registry)
 
     def factory() -> KubernetesActuator:

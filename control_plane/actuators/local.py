@@ -45,6 +45,7 @@ from common.errors import HeteroserveError, UnavailableError
 from common.lifetime import parent_death_preexec
 from common.localredis import free_port
 from common.registry import get_worker
+from common.tls import ClientTLS, TLSFiles
 from control_plane.actuators.base import ApplyResult, DrainFn, DrainTarget, PoolChange, PoolTarget
 from workerrpc.client import WorkerClient
 
@@ -68,6 +69,8 @@ class LocalActuatorConfig:
     python: str = sys.executable
     extra_args: tuple[str, ...] = ()
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    tls: TLSFiles | None = None  # the planner's certificate for Drain calls (None: plaintext)
+    worker_tls_dir: Path | None = None  # `--tls-dir` of the workers it starts (None: plaintext)
 
     def __post_init__(self) -> None:
         if self.kv_cache_mb < 1:
@@ -168,6 +171,8 @@ class LocalActuator:
             args += ["--csd-path", str(self.config.run_dir / "csd" / worker_id)]
         if self.config.shared_tier_url:
             args += ["--shared-tier-url", self.config.shared_tier_url]
+        if self.config.worker_tls_dir is not None:
+            args += ["--tls-dir", str(self.config.worker_tls_dir)]
         if self.config.disk_tier_mb > 0:
             args += ["--disk-tier", str(self.config.run_dir / "disk" / worker_id),
                      "--disk-tier-mb", str(self.config.disk_tier_mb)]
@@ -234,7 +239,8 @@ class LocalActuator:
     async def _drain_rpc(self, target: DrainTarget) -> None:
         if target.address is None:
             return
-        async with WorkerClient(target.address, self.config.cluster_token) as client:
+        tls = ClientTLS(self.config.tls) if self.config.tls is not None else None
+        async with WorkerClient(target.address, self.config.cluster_token, tls=tls) as client:
             reply = await client.drain(timeout_seconds=self.config.drain_timeout_seconds)
         if not reply.drained:
             raise TimeoutError(f"{target.name} still holds {reply.remaining} requests after drain")

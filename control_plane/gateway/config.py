@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.tls import TLSFiles
 from control_plane.gateway.auth import ApiKeySpec
 from control_plane.orchestrator.config import OrchestratorConfig
 from control_plane.router.config import RouterConfig
@@ -55,6 +56,7 @@ class GatewayConfig:
     kv_dtype: str = "float32"
     orchestrator: OrchestratorConfig = field(default_factory=OrchestratorConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
+    tls: TLSFiles | None = None  # mutual TLS to the workers (common.tls); None: plaintext (dev)
 
     def __post_init__(self) -> None:
         if not self.models:

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from cache.index_sync import PrefixIndexFollower
 from common.errors import NotFoundError
+from common.tls import ClientTLS, log_mode
 from control_plane.gateway.auth import Authenticator, Principal
 from control_plane.gateway.config import GatewayConfig
 from control_plane.gateway.metrics import GatewayMetrics
@@ -49,9 +50,11 @@ class GatewayRuntime:
 
             self.redis = aioredis.Redis.from_url(config.redis_url, socket_timeout=5.0,
                                                  socket_connect_timeout=2.0)
+        log_mode("gateway", config.tls)
         self.cluster = ClusterView(self.redis, config.cluster_token, self.inflight,
                                    refresh_seconds=config.refresh_seconds,
-                                   unary_timeout_seconds=config.orchestrator.unary_timeout_seconds)
+                                   unary_timeout_seconds=config.orchestrator.unary_timeout_seconds,
+                                   tls=ClientTLS(config.tls) if config.tls is not None else None)
         self.follower = PrefixIndexFollower(self.redis) if self.redis is not None else None
         prefix: PrefixSource = NoPrefixIndex()
         if self.follower is not None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from common.errors import ConfigError
+from heteroserve.cli._tls import add_tls_flag, tls_files
 
 if TYPE_CHECKING:
     from control_plane.gateway.config import GatewayConfig
@@ -32,6 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grpc-port", type=int, default=None, help="gRPC port (0 = free; default: off)")
     parser.add_argument("--redis-url", default=None, help="Redis of the registry, plan and KV events")
     parser.add_argument("--cluster-token-env", default="HETEROSERVE_CLUSTER_TOKEN", metavar="VAR")
+    add_tls_flag(parser)
     parser.add_argument("--admin-token-env", default="HETEROSERVE_ADMIN_TOKEN", metavar="VAR",
                         help="environment variable holding the admin token (unset = admin API closed)")
     parser.add_argument("--api-keys", type=Path, default=None, metavar="FILE", help="API keys file")
@@ -106,7 +108,8 @@ def build_config(args: argparse.Namespace) -> GatewayConfig:
                 first_token_timeout_seconds=args.first_token_timeout,
                 token_timeout_seconds=args.token_timeout, max_retries=args.max_retries,
                 max_migrations=args.max_migrations, pd_min_uncached_tokens=args.pd_min_uncached_tokens),
-            router=RouterConfig(policy=args.policy, balance_abs_threshold=args.balance_abs_threshold))
+            router=RouterConfig(policy=args.policy, balance_abs_threshold=args.balance_abs_threshold),
+            tls=tls_files(args))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 

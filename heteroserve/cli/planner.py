@@ -20,9 +20,11 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from heteroserve.cli._tls import add_tls_flag, tls_files
 from heteroserve.cli.up import DEFAULT_RUN_DIR
 
 if TYPE_CHECKING:
+    from common.tls import TLSFiles
     from heteroserve.embedded.config import EmbeddedConfig
 
 HELP = "run the planner loop (observe traffic, re-plan, actuate)"
@@ -42,6 +44,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                                            "(default: hostname-pid)")
     parser.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (0 = off)")
     parser.add_argument("--metrics-host", default="0.0.0.0", help="address of /metrics (default: 0.0.0.0)")
+    add_tls_flag(parser)  # the planner's certificate, for Drain calls to workers
+    parser.add_argument("--worker-tls-dir", type=Path, default=None, metavar="DIR",
+                        help="local actuator: --tls-dir of the workers it starts (default: plaintext)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,10 +69,15 @@ def run(args: argparse.Namespace) -> int:
     planner_id = args.planner_id or f"{socket.gethostname()}-{os.getpid()}"
     token = os.environ.get("HETEROSERVE_CLUSTER_TOKEN", "")
     register_secret(token)
+    tls = tls_files(args)
+    if args.actuator != "none":
+        from common.tls import log_mode
+
+        log_mode("planner", tls)
     factory, lock, solve = None, None, None
     if args.actuator == "local":
         assert embedded is not None, "loaded above: the local actuator reads the embedded file"
-        factory = _local_actuator_factory(embedded, args, token)
+        factory = _local_actuator_factory(embedded, args, token, tls)
     elif args.actuator == "kubernetes":
         from control_plane.actuators.kubernetes_setup import (
             kubernetes_actuator_factory,
@@ -82,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         path = args.kubernetes_config
 
         def factory(registry: Any) -> Any:
-            return kubernetes_actuator_factory(path, token, registry)()
+            return kubernetes_actuator_factory(path, token, registry, tls)()
 
         if load_kubernetes_settings(path).lease is not None:
             lock = lease_lock(path, planner_id)
@@ -95,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _local_actuator_factory(cfg: EmbeddedConfig, args: argparse.Namespace, token: str) -> Any:
+def _local_actuator_factory(cfg: EmbeddedConfig, args: argparse.Namespace, token: str,
+                            tls: TLSFiles | None) -> Any:
     """A factory of the `LocalActuator` starting workers on this machine, set by the embedded file
     `cfg` (its `workers` section and model directory)."""
     from control_plane.actuators.local import LocalActuator, LocalActuatorConfig
@@ -108,7 +119,7 @@ def _local_actuator_factory(cfg: EmbeddedConfig, args: argparse.Namespace, token
         drain_timeout_seconds=cfg.workers.drain_timeout_seconds,
         threads_per_worker=cfg.workers.threads_per_worker,
         shared_tier_url=args.redis_url if cfg.workers.shared_tier else None,
-        disk_tier_mb=cfg.workers.disk_tier_mb)
+        disk_tier_mb=cfg.workers.disk_tier_mb, tls=tls, worker_tls_dir=args.worker_tls_dir)
 
     def factory(registry: Any) -> Any:
         return LocalActuator(local)

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 from common.errors import ConfigError
 from common.vocab import DEVICES, ENGINES, ROLES
+from heteroserve.cli._tls import add_tls_flag, tls_files
 
 if TYPE_CHECKING:
     from cache.config import CacheConfig
@@ -67,6 +68,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster-token-env", default=DEFAULT_TOKEN_ENV, metavar="VAR",
                         help=f"environment variable holding the cluster token (default: {DEFAULT_TOKEN_ENV})")
     parser.add_argument("--csd-path", type=Path, default=None, help="drive directory of the csd KV pool")
+    add_tls_flag(parser)
     parser.add_argument("--kv-cache-mb", type=int, default=None, help="KV pool size in MiB")
     parser.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (0 = off)")
     parser.add_argument("--openai-port", type=int, default=None, metavar="PORT",
@@ -107,7 +109,8 @@ def build_config(args: argparse.Namespace) -> WorkerConfig:
             redis_url=args.redis_url, cache=cache_config(args), publish_kv_events=not args.no_kv_events,
             csd_path=args.csd_path,
             kv_cache_mb=args.kv_cache_mb,
-            metrics_port=args.metrics_port, drain_grace_seconds=args.drain_grace_seconds)
+            metrics_port=args.metrics_port, drain_grace_seconds=args.drain_grace_seconds,
+            tls=tls_files(args))
     except ValueError as exc:
         message = str(exc)
         flag = next((f for name, f in sorted(_FLAG_OF_FIELD.items(), key=lambda kv: -len(kv[0]))
@@ -161,7 +164,7 @@ def vllm_config(args: argparse.Namespace, config: WorkerConfig) -> VLLMEngineCon
         return VLLMEngineConfig(
             model_dir=config.model_dir, device=config.device, block_size=args.vllm_block_size,
             hash_block_size=args.hash_block_size, memory_fraction=args.vllm_memory_fraction,
-            kv_cache_bytes=config.kv_cache_mb * 2**20 if config.kv_cache_mb else None,
+            kv_cache_bytes=config.kv_cache_mb * 2**20 if config.kv_cache_mb else None, cache=config.cache,
             kv_events_endpoint=events if with_events else None,
             kv_events_replay_endpoint=replay if with_events else None)
     except ValueError as exc:

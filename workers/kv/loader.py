@@ -27,6 +27,7 @@ from typing import Protocol
 from cache.hashing import BlockHash, HashKeys, hash_prompt_blocks
 from cache.store import TieredStore
 from common.errors import KVTransferError
+from common.tls import ClientTLS
 from common.vocab import TransferPath
 from heteroserve.v1 import common_pb2
 from workers.engine.types import EngineRequest, KVBlock
@@ -70,10 +71,11 @@ class PrefixLoader:
 
     def __init__(self, engine: KVEngine, metrics: TransferMetrics, cluster_token: str, *,
                  store: TieredStore | None = None, hash_prompt: PromptHasher = hash_prompt_blocks,
-                 timeout_seconds: float = 10.0) -> None:
+                 timeout_seconds: float = 10.0, tls: ClientTLS | None = None) -> None:
         self._engine = engine
         self._metrics = metrics
         self._token = cluster_token
+        self._tls = tls  # the worker's certificate for PullKV from peers (None: plaintext)
         self._store = StoreSource(store) if store is not None else None
         self._hash_prompt = hash_prompt
         self._timeout = timeout_seconds
@@ -122,7 +124,8 @@ class PrefixLoader:
     def _source(self, request: EngineRequest, transfer: KVTransfer) -> BlockSource:
         if transfer.path == "peer":
             keys = common_pb2.CacheKeys(adapter=request.adapter, tenant_salt=request.tenant_salt)
-            return PeerSource(transfer.worker_address, self._token, keys, timeout_seconds=self._timeout)
+            return PeerSource(transfer.worker_address, self._token, keys, timeout_seconds=self._timeout,
+                              tls=self._tls)
         return self._store if self._store is not None else _NoStore()
 
 

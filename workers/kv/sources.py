@@ -21,6 +21,7 @@ from typing import Protocol
 from cache.hashing import BlockHash
 from cache.store import TieredStore
 from common.errors import CorruptDataError
+from common.tls import ClientTLS
 from common.vocab import TransferPath
 from heteroserve.v1 import common_pb2
 from workerrpc.client import WorkerClient
@@ -48,11 +49,12 @@ class PeerSource:
     """Another worker's blocks over its PullKV stream. Opens one connection per `fetch`."""
 
     def __init__(self, address: str, cluster_token: str, cache_keys: common_pb2.CacheKeys, *,
-                 timeout_seconds: float = 10.0) -> None:
+                 timeout_seconds: float = 10.0, tls: ClientTLS | None = None) -> None:
         if not address:
             raise ValueError("address: must name the peer as host:port")
         self._address = address
         self._token = cluster_token
+        self._tls = tls
         self._cache_keys = cache_keys
         self._timeout = timeout_seconds
 
@@ -66,7 +68,8 @@ class PeerSource:
 
     async def fetch(self, hashes: Sequence[BlockHash], model_id: str) -> list[KVBlock]:
         blocks: list[KVBlock] = []
-        async with WorkerClient(self._address, self._token, timeout_seconds=self._timeout) as peer:
+        async with WorkerClient(self._address, self._token, timeout_seconds=self._timeout,
+                                tls=self._tls) as peer:
             async for data in peer.pull_kv(list(hashes), self._cache_keys, timeout_seconds=self._timeout):
                 i = len(blocks)
                 if i >= len(hashes) or data.block_hash != hashes[i]:

@@ -50,6 +50,28 @@ def _rebuild(handler: grpc.RpcMethodHandler, unary: Callable[[UnaryBehavior], Un
     return handler
 
 
+def refused(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str,
+            on_call: Callable[[], None] = lambda: None) -> grpc.RpcMethodHandler:
+    """`handler` replaced by one that ends the call with `code` and `message` before any servicer code,
+    calling `on_call` first. (Interceptors run innermost first: a refusal is only real once the call
+    runs, since an outer interceptor may still replace the handler, e.g. for a missing token.)"""
+
+    def deny_unary(_: UnaryBehavior) -> UnaryBehavior:
+        async def deny(request: Any, context: aio.ServicerContext) -> Any:
+            on_call()
+            await context.abort(code, message)
+        return deny
+
+    def deny_stream(_: StreamBehavior) -> StreamBehavior:
+        async def deny(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+            on_call()
+            await context.abort(code, message)
+            yield  # pragma: no cover - makes this an async generator
+        return deny
+
+    return _rebuild(handler, deny_unary, deny_stream)
+
+
 class AuthInterceptor(aio.ServerInterceptor):
     """Rejects every call without the cluster token (UNAUTHENTICATED)."""
 
@@ -75,19 +97,7 @@ class AuthInterceptor(aio.ServerInterceptor):
         if self._authorized(handler_call_details):
             return handler
         log.warning("rejected unauthenticated call to %s", method)
-
-        def deny_unary(_: UnaryBehavior) -> UnaryBehavior:
-            async def deny(request: Any, context: aio.ServicerContext) -> Any:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid cluster token")
-            return deny
-
-        def deny_stream(_: StreamBehavior) -> StreamBehavior:
-            async def deny(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid cluster token")
-                yield  # pragma: no cover - makes this an async generator
-            return deny
-
-        return _rebuild(handler, deny_unary, deny_stream)
+        return refused(handler, grpc.StatusCode.UNAUTHENTICATED, "missing or invalid cluster token")
 
 
 class ErrorInterceptor(aio.ServerInterceptor):

@@ -1,9 +1,9 @@
 """Bootstrap of one worker process: engine, gRPC server, health, metrics, registration, drain.
 
 Lifecycle owned by `WorkerServer`:
-  start(): engine -> KV cache link (events, write-back) -> gRPC server (auth + error interceptors,
-           Worker + health services) -> health SERVING -> metrics HTTP endpoint -> registry heartbeat
-           -> metrics sampling task.
+  start(): engine -> KV cache link (events, write-back) -> gRPC server (auth, role and error
+           interceptors, Worker + health services; mutual TLS with `config.tls`: transport.py)
+           -> health SERVING -> metrics HTTP endpoint -> registry heartbeat -> metrics sampling task.
   drain_and_stop(grace): refuse new work (UNAVAILABLE "draining"; health NOT_SERVING; registry record
            marked draining) -> wait up to `grace` seconds for running calls -> deregister -> stop the
            server (1 s for stragglers) -> stop the metrics endpoint, the engine, the KV cache link.
@@ -28,6 +28,7 @@ from cache.hashing import hash_prompt_blocks
 from common.errors import UnavailableError
 from common.logs import register_secret
 from common.registry import WorkerRecord
+from common.tls import ReloadingMaterial
 from heteroserve.v1 import worker_pb2_grpc
 from workerrpc.client import MAX_MESSAGE_BYTES, WORKER_SERVICE
 from workers.kv.cache_link import WorkerKVCache
@@ -36,7 +37,9 @@ from workers.metrics import WorkerMetrics
 from workers.service.drain import DrainGate
 from workers.service.interceptors import AuthInterceptor, ErrorInterceptor
 from workers.service.registration import Registration
+from workers.service.roles import RoleInterceptor
 from workers.service.servicer import WorkerServicer
+from workers.service.transport import bind, peer_tls
 
 if TYPE_CHECKING:
     from workers.config import WorkerConfig
@@ -80,11 +83,12 @@ class WorkerServer:
         self.gate = DrainGate()
         self._health = health.aio.HealthServicer()
         self.kv_cache = kv_cache
-        loader = PrefixLoader(engine, self.metrics, config.cluster_token,
+        loader = PrefixLoader(engine, self.metrics, config.cluster_token, tls=peer_tls(config),
                               store=kv_cache.store if kv_cache is not None else None, hash_prompt=hash_prompt)
         self.servicer = WorkerServicer(engine, config, self.metrics, loader, self.gate,
                                        kv_cache=kv_cache, on_drain=self._on_drain)
         self._server: aio.Server | None = None
+        self.tls_material: ReloadingMaterial | None = None  # the served certificate (None: plaintext)
         self._registration: Registration | None = None
         self._metrics_http: tuple[Any, Any] | None = None
         self._metrics_task: asyncio.Task[None] | None = None
@@ -114,16 +118,15 @@ class WorkerServer:
             await self.kv_cache.start()
         server = aio.server(
             interceptors=[AuthInterceptor(self.config.cluster_token),
+                          RoleInterceptor(self.config.worker_id, self.config.role,
+                                          self.metrics.record_role_refusal),
                           ErrorInterceptor(self.metrics.record_request)],
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.so_reuseport", 0), *KEEPALIVE_SERVER_OPTIONS])
         worker_pb2_grpc.add_WorkerServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        try:
-            self.port = server.add_insecure_port(f"{self.config.host}:{self.config.port}")
-        except RuntimeError as exc:
-            raise UnavailableError(f"cannot listen on {self.config.host}:{self.config.port}: {exc}") from None
+        self.port, self.tls_material = bind(server, self.config)  # mTLS or (dev) plaintext, logged
         await server.start()
         self._server = server
         if self.config.metrics_port:

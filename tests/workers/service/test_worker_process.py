@@ -69,14 +69,15 @@ def tokens(chunks: Sequence[common_pb2.TokenChunk]) -> list[int]:
     return [t for c in chunks for t in c.token_ids]
 
 
-async def test_generate_matches_in_process_engine(worker_a: WorkerProcess, reference: AsyncEngine) -> None:
-    async with WorkerClient(worker_a.address, CLUSTER_TOKEN) as client:
+async def test_generate_matches_in_process_engine(worker_b: WorkerProcess, reference: AsyncEngine) -> None:
+    # on B: a decode worker serves Generate (a P/D route's short prompt), a prefill worker refuses it
+    async with WorkerClient(worker_b.address, CLUSTER_TOKEN) as client:
         streams = [collect(client.generate(worker_pb2.GenerateRequest(
             request_id=f"gen-{i}", prompt_token_ids=p, sampling=greedy()))) for i, p in enumerate(PROMPTS)]
         results = await asyncio.gather(*streams)  # concurrent: continuous batching must not change tokens
     for i, (prompt, chunks) in enumerate(zip(PROMPTS, results, strict=True)):
         assert tokens(chunks) == await expected_tokens(reference, prompt, f"ref-{i}")
-        assert chunks[0].prompt_tokens == len(prompt) and chunks[0].worker_id == "worker-a"
+        assert chunks[0].prompt_tokens == len(prompt) and chunks[0].worker_id == "worker-b"
         assert chunks[-1].finish_reason == "length"
 
 
@@ -129,18 +130,20 @@ BAD_REQUESTS = [
 ]
 
 
-async def test_bad_input_is_invalid_argument_and_worker_keeps_serving(worker_a: WorkerProcess) -> None:
-    async with WorkerClient(worker_a.address, CLUSTER_TOKEN) as client:
+async def test_bad_input_is_invalid_argument_and_worker_keeps_serving(worker_a: WorkerProcess,
+                                                                     worker_b: WorkerProcess) -> None:
+    async with WorkerClient(worker_b.address, CLUSTER_TOKEN) as client, \
+            WorkerClient(worker_a.address, CLUSTER_TOKEN) as prefill:
         for field, request in BAD_REQUESTS:
             with pytest.raises(InvalidRequestError, match=rf"^{field}: "):
                 await collect(client.generate(request))
         with pytest.raises(InvalidRequestError, match=r"^sampling\.top_p: "):
-            await client.prefill(worker_pb2.PrefillRequest(
+            await prefill.prefill(worker_pb2.PrefillRequest(
                 prompt_token_ids=[5, 6], sampling=common_pb2.SamplingParams(max_tokens=4, top_p=2.0)))
         chunks = await collect(client.generate(worker_pb2.GenerateRequest(prompt_token_ids=[5, 6],
                                                                           sampling=greedy(3))))
     assert len(tokens(chunks)) == 3
-    invalid = worker_a.metric("heteroserve_worker_requests_total",
+    invalid = worker_b.metric("heteroserve_worker_requests_total",
                               'method="Generate",status="invalid_argument"')
     assert invalid >= len(BAD_REQUESTS)
 
