@@ -132,7 +132,6 @@ class Drive:
         layer = meta["layer"]
         self._write(layer, slots, k, v)
         started = time.perf_counter()
-        waited = self.flash_read.waited_seconds
         if tables:  # a step's first layer: new block tables (kept for the step's other layers)
             flat = tables[0].tolist()
             row_blocks, offset = [], 0
@@ -142,9 +141,19 @@ class Drive:
             self.step = _StepTables(meta["lengths"], row_blocks, meta["groups"])
         if self.step is None:
             raise ValueError("attend without block tables: the host sent none this step")
-        out = decode_attention(lambda ids: self._read(layer, ids), q, self.step.lengths, self.step.row_blocks,
-                               self.step.groups, self.spec.block_size, meta["scale"])
-        self.compute_seconds += time.perf_counter() - started - (self.flash_read.waited_seconds - waited)
+        read_bytes = 0
+
+        def read(block_ids: torch.Tensor) -> torch.Tensor:
+            nonlocal read_bytes
+            read_bytes += len(block_ids) * self.spec.page_bytes
+            return self.flash.read_pages(layer, block_ids)
+
+        out = decode_attention(read, q, self.step.lengths, self.step.row_blocks, self.step.groups,
+                               self.spec.block_size, meta["scale"])
+        self.compute_seconds += time.perf_counter() - started
+        # The attention unit consumes pages as they stream off the flash channels (InstInfer's in-storage
+        # engine is pipelined): the op takes max(modelled flash time, real read + compute).
+        self.flash_read.charge(read_bytes, started)
         return out
 
     def stats(self) -> DriveStats:

@@ -11,8 +11,9 @@ class DriveStats:
     """`link_bytes_to_drive` / `link_bytes_to_host`: every byte of every message on the host link, each
     direction (headers included). `flash_bytes_read` / `flash_bytes_written`: bytes read from / written
     to the flash files (whole pages on read: a partly filled block is read in full). `*_wait_seconds`:
-    time the drive slept to honour the modelled rates and latencies; `compute_seconds`: time in attention
-    kernels; `checksum_failures`: flash pages whose checksum did not match (never used)."""
+    time the drive slept to honour the modelled rates and latencies. `compute_seconds`: real time of
+    in-storage attention (page reads, checksums, kernel). `checksum_failures`: flash pages whose
+    checksum did not match (never used)."""
 
     link_bytes_to_drive: int = 0
     link_bytes_to_host: int = 0
