@@ -13,7 +13,7 @@ import pkgutil
 
 from common.errors import InvalidRequestError
 
-HELP = "run a benchmark (engine, cache, placement, gateway, routing, chaos, load, scale)"
+HELP = "run a benchmark (engine, cache, placement, gateway, routing, chaos, load, scale, csd)"
 
 
 def available() -> list[str]:
