@@ -1,15 +1,28 @@
 """PrefixIndex: which workers (and tiers) hold which blocks, built from KV events.
 
-State: `hash -> {(worker_id, tier)}` plus the reverse `worker_id -> {hash}` so a vanished worker is
-dropped in O(its blocks). Blocks in a shared tier (`shared_tiers`, default `common.vocab.SHARED_TIERS`)
-are recorded under the pseudo-worker `SHARED` whoever published them, because every worker can load them.
-
+Contract. Blocks in a shared tier (`shared_tiers`, default `common.vocab.SHARED_TIERS`) are recorded
+under the pseudo-worker `SHARED` whoever published them, because every worker can load them.
 `longest_prefix(hashes)` walks the leading hashes once and answers a `PrefixRun` per holder. A worker's
 run is the number of leading blocks it holds itself or that the shared tier holds; `tier` is the slowest
 tier used along that run (rank: `common.vocab.TIERS` order, device < memory < redis < disk), i.e. what
 the load will be limited by. Workers holding one of the blocks of their run themselves are listed; every
-other worker's run is the `SHARED` entry's.
-Cost: O(sum of the runs) dict operations.
+other worker's run is the `SHARED` entry's. `longest_prefix_per_tier` gives each exact (worker, tier)'s
+run of leading blocks.
+
+Data structure (sized for ~10 M blocks at ≤ 128 bytes each, see docs/benchmarks.md "scale"):
+- each (owner, tier) pair is interned once as a small int, its *holder id*;
+- `cache._block_table.BlockTable`: one open-addressing hash table in numpy arrays, linear probing,
+  keyed by the full 128-bit hash (two uint64 words, so there are no false hits) and slotted by
+  Fibonacci hashing of the low word. A slot stores up to two holder ids inline; a block with three or
+  more holders keeps its holder set in a small side dict (rare: a hot system prompt). 24 bytes per
+  slot, load ≤ 0.7 (live + deleted), grown ×2 by a vectorised rehash: ~35–70 bytes per block.
+- no reverse map: a per-holder block count, and `remove_worker` / `cleared` find the holder's slots
+  with one vectorised scan of the table (O(capacity) numpy work, ~10 ms per 10 M slots; both are rare:
+  a worker leaving or restarting).
+
+Bounds. `apply(stored|removed)`: O(hashes) expected probes. `longest_prefix` and
+`longest_prefix_per_tier`: one probe per leading block until the first block nobody holds, plus
+O(holders of each walked block): O(blocks + holders), never O(workers × blocks).
 
 Pure data structure: no I/O, not thread-safe (one event loop). `cache.index_sync` feeds it from Redis.
 """
@@ -20,6 +33,9 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+import numpy as np
+
+from cache._block_table import BlockTable, split_hash
 from cache.events import KVEvent
 from cache.hashing import BlockHash
 from common.vocab import SHARED_TIERS, TIERS
@@ -36,62 +52,66 @@ class PrefixRun(NamedTuple):
     tier: str  # slowest tier along the matched run
 
 
-def _rank(tier: str) -> int:
-    return TIER_RANK.get(tier, _UNKNOWN_RANK)
-
-
 class PrefixIndex:
     def __init__(self, shared_tiers: Iterable[str] = SHARED_TIERS) -> None:
         self.shared_tiers = frozenset(shared_tiers)
-        self._holders: dict[BlockHash, set[tuple[str, str]]] = {}
-        self._by_worker: dict[str, set[tuple[BlockHash, str]]] = {}
+        self._table = BlockTable()
+        self._ids: dict[tuple[str, str], int] = {}  # (owner, tier) -> holder id
+        self._pairs: list[tuple[str, str]] = []  # holder id -> (owner, tier)
+        self._ranks: list[int] = []  # holder id -> tier rank
+        self._counts: list[int] = []  # holder id -> blocks it holds
 
     def __len__(self) -> int:
-        return len(self._holders)
+        return self._table.num_blocks
 
     def _owner(self, worker_id: str, tier: str) -> str:
         return SHARED if tier in self.shared_tiers else worker_id
 
+    def _holder_id(self, owner: str, tier: str) -> int:
+        hid = self._ids.get((owner, tier))
+        if hid is None:
+            hid = self._ids[(owner, tier)] = len(self._pairs)
+            self._pairs.append((owner, tier))
+            self._ranks.append(TIER_RANK.get(tier, _UNKNOWN_RANK))
+            self._counts.append(0)
+        return hid
+
     def apply(self, event: KVEvent) -> None:
-        """Apply one event (idempotent for stored/removed)."""
+        """Apply one event (idempotent for stored/removed). Raises ValueError for a hash that is not
+        16 bytes."""
         owner = self._owner(event.worker_id, event.tier)
         if event.kind == "stored":
-            for h in event.hashes:
-                self._holders.setdefault(h, set()).add((owner, event.tier))
-                self._by_worker.setdefault(owner, set()).add((h, event.tier))
+            hid = self._holder_id(owner, event.tier)
+            add = self._table.add
+            self._counts[hid] += sum(add(*split_hash(h), hid) for h in event.hashes)
         elif event.kind == "removed":
-            for h in event.hashes:
-                self._discard(owner, h, event.tier)
+            hid_or_none = self._ids.get((owner, event.tier))
+            if hid_or_none is not None:
+                discard = self._table.discard
+                self._counts[hid_or_none] -= sum(discard(*split_hash(h), hid_or_none) for h in event.hashes)
         elif event.kind == "cleared":
-            for h, tier in list(self._by_worker.get(owner, ())):
-                if tier == event.tier:
-                    self._discard(owner, h, tier)
+            hid_or_none = self._ids.get((owner, event.tier))
+            if hid_or_none is not None:
+                self._drop([hid_or_none])
 
-    def _discard(self, owner: str, h: BlockHash, tier: str) -> None:
-        holders = self._holders.get(h)
-        if holders is not None:
-            holders.discard((owner, tier))
-            if not holders:
-                del self._holders[h]
-        mine = self._by_worker.get(owner)
-        if mine is not None:
-            mine.discard((h, tier))
-            if not mine:
-                del self._by_worker[owner]
+    def _drop(self, hids: list[int]) -> int:
+        held = [h for h in hids if self._counts[h]]
+        if held:
+            self._table.drop_holders(held)
+        dropped = sum(self._counts[h] for h in held)
+        for h in held:
+            self._counts[h] = 0
+        return dropped
 
     def remove_worker(self, worker_id: str) -> int:
         """Forget everything `worker_id` holds (it left the registry). Returns the entries dropped."""
-        entries = self._by_worker.pop(worker_id, set())
-        for h, tier in entries:
-            holders = self._holders.get(h)
-            if holders is not None:
-                holders.discard((worker_id, tier))
-                if not holders:
-                    del self._holders[h]
-        return len(entries)
+        return self._drop([hid for hid, (owner, _) in enumerate(self._pairs) if owner == worker_id])
 
     def workers(self) -> list[str]:
-        return sorted(self._by_worker)
+        return sorted({self._pairs[hid][0] for hid, n in enumerate(self._counts) if n})
+
+    def _holders(self, h: BlockHash) -> tuple[int, ...]:
+        return self._table.holders(*split_hash(h))
 
     def longest_prefix(self, hashes: Sequence[BlockHash]) -> dict[str, PrefixRun]:
         """Each worker's run (see the module docstring). A worker not in the result has the `SHARED`
@@ -100,14 +120,14 @@ class PrefixIndex:
         alive: dict[str, int] = {}  # worker whose run reaches the current block -> worst rank so far
         seen: set[str] = set()
         shared_worst, shared_on, n = -1, True, 0  # shared_on: SHARED holds every block so far
-        rank_of, holders_of, absent = TIER_RANK.get, self._holders.get, _UNKNOWN_RANK + 1
+        pairs, ranks, absent = self._pairs, self._ranks, _UNKNOWN_RANK + 1
         for i, h in enumerate(hashes):
-            holders = holders_of(h)
+            holders = self._holders(h)
             if not holders:
                 break
             best: dict[str, int] = {}
-            for owner, tier in holders:
-                r = rank_of(tier, _UNKNOWN_RANK)
+            for hid in holders:
+                owner, r = pairs[hid][0], ranks[hid]
                 if r < best.get(owner, absent):
                     best[owner] = r
             s = best.get(SHARED)
@@ -142,41 +162,38 @@ class PrefixIndex:
 
     def longest_prefix_per_tier(self, hashes: Sequence[BlockHash]) -> dict[tuple[str, str], int]:
         """(worker_id, tier) -> number of leading blocks that exact (worker, tier) holds."""
-        result: dict[tuple[str, str], int] = {}
-        alive: set[tuple[str, str]] | None = None
+        runs: dict[int, int] = {}
+        alive: set[int] | None = None
         for i, h in enumerate(hashes):
-            holders = self._holders.get(h, set())
-            alive = set(holders) if alive is None else alive & holders
+            holders = self._holders(h)
+            alive = set(holders) if alive is None else alive.intersection(holders)
             if not alive:
                 break
-            for key in alive:
-                result[key] = i + 1
-        return result
+            for hid in alive:
+                runs[hid] = i + 1
+        return {self._pairs[hid]: n for hid, n in runs.items()}
 
     def state(self) -> dict[BlockHash, frozenset[tuple[str, str]]]:
         """A comparable copy of the whole index (tests, snapshots)."""
-        return {h: frozenset(v) for h, v in self._holders.items()}
+        pairs = self._pairs
+        return {BlockHash(h): frozenset(pairs[hid] for hid in hids) for h, hids in self._table.items()}
 
     def check_integrity(self) -> None:
-        """Re-derive the reverse map and compare; raises AssertionError naming the first difference."""
-        derived: dict[str, set[tuple[BlockHash, str]]] = {}
-        for h, holders in self._holders.items():
-            assert holders, f"empty holder set left for {h.hex()} (a _discard path forgot to delete)"
-            for owner, tier in holders:
-                derived.setdefault(owner, set()).add((h, tier))
-        assert derived == self._by_worker, "reverse map differs from holders (apply/remove_worker bug)"
+        """Re-derive the table's invariants and the per-holder counts; raises AssertionError naming the
+        first difference."""
+        derived = self._table.check_integrity(len(self._pairs))
+        for hid, n in enumerate(self._counts):
+            assert derived[hid] == n, (f"holder {self._pairs[hid]} counted {n} blocks, table has "
+                                       f"{derived[hid]} (apply/remove_worker bug)")
 
     def to_bytes(self) -> bytes:
-        """Serialise: per (owner, tier) group: lengths, names, count, hashes."""
-        groups: dict[tuple[str, str], list[BlockHash]] = {}
-        for owner, entries in self._by_worker.items():
-            for h, tier in entries:
-                groups.setdefault((owner, tier), []).append(h)
+        """Serialise: per (owner, tier) group: lengths, names, count, hashes (sorted)."""
+        groups = self._table.blocks_by_holder(len(self._pairs))
         parts = [struct.pack("<I", len(groups))]
-        for (owner, tier), hashes in sorted(groups.items()):
-            o, t = owner.encode(), tier.encode()
-            parts.append(struct.pack("<HH", len(o), len(t)) + o + t + struct.pack("<I", len(hashes)))
-            parts.append(b"".join(sorted(hashes)))
+        for hid, records in sorted(groups.items(), key=lambda item: self._pairs[item[0]]):
+            o, t = (name.encode() for name in self._pairs[hid])
+            parts.append(struct.pack("<HH", len(o), len(t)) + o + t + struct.pack("<I", len(records)))
+            parts.append(records.tobytes())
         return b"".join(parts)
 
     @classmethod
@@ -198,10 +215,9 @@ class PrefixIndex:
                 offset += 16 * count
                 if len(raw) != 16 * count:
                     raise ValueError("truncated hash list")
-                for i in range(count):
-                    h = BlockHash(raw[16 * i:16 * (i + 1)])
-                    index._holders.setdefault(h, set()).add((owner, tier))
-                    index._by_worker.setdefault(owner, set()).add((h, tier))
+                hid = index._holder_id(owner, tier)
+                words = np.frombuffer(raw, dtype="<u8").reshape(-1, 2)
+                index._counts[hid] += index._table.add_many(words, hid)
         except (struct.error, UnicodeDecodeError) as exc:
             raise ValueError(f"malformed index snapshot: {exc}") from None
         return index

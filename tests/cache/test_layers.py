@@ -10,7 +10,7 @@ LAYER = {
     "cache.hashing": 0, "cache.serde": 0, "cache.metrics": 0,
     "cache.tiers": 1,
     "cache.store": 2, "cache.config": 2, "cache.events": 2,
-    "cache.prefix_index": 3, "cache.index_sync": 3,
+    "cache.prefix_index": 3, "cache.index_sync": 3, "cache._block_table": 3,
 }
 ALLOWED_OUTSIDE = ("common.errors", "common.config", "common.logs", "common.localredis")
 

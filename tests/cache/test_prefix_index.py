@@ -192,3 +192,77 @@ async def test_removed_worker_stays_removed_until_it_restarts(redis_url: str) ->
         assert follower.index.longest_prefix(H[:2])["w1"] == PrefixRun(2, "device")
     finally:
         await client.aclose()
+
+
+# Block table under churn: many hashes (some sharing their low 8 bytes, so only the full 128 bits tell
+# them apart), enough to grow and rebuild the table, against a plain dict-of-sets reference model.
+MANY = [BlockHash(bytes([i % 7]) * 8 + i.to_bytes(8, "little")) for i in range(400)]
+CHURN = st.lists(st.one_of(
+    st.builds(KVEvent, WORKERS, TIERS, st.sampled_from(["stored", "stored", "removed"]),
+              st.lists(st.sampled_from(MANY), max_size=40).map(tuple)),
+    st.builds(KVEvent, WORKERS, TIERS, st.just("cleared")),
+), max_size=60)
+
+
+def _reference(events: list[KVEvent]) -> dict[BlockHash, frozenset[tuple[str, str]]]:
+    held: dict[BlockHash, set[tuple[str, str]]] = {}
+    for e in events:
+        key = (SHARED if e.tier == "redis" else e.worker_id, e.tier)
+        if e.kind == "stored":
+            for h in e.hashes:
+                held.setdefault(h, set()).add(key)
+        elif e.kind == "removed":
+            for h in e.hashes:
+                held.get(h, set()).discard(key)
+        else:
+            for holders in held.values():
+                holders.discard(key)
+    return {h: frozenset(v) for h, v in held.items() if v}
+
+
+@settings(deadline=None, max_examples=60)
+@given(CHURN, st.lists(st.sampled_from(["w1", "w2", "w3"]), max_size=2), st.integers(0, 399))
+def test_table_matches_reference_model_under_churn(events: list[KVEvent], leaving: list[str],
+                                                   start: int) -> None:
+    index = _rebuild(events)
+    expected = _reference(events)
+    for worker in leaving:
+        dropped = index.remove_worker(worker)
+        assert dropped == sum(1 for v in expected.values() for (w, _) in v if w == worker)
+        expected = {h: frozenset(x for x in v if x[0] != worker) for h, v in expected.items()}
+        expected = {h: v for h, v in expected.items() if v}
+    index.check_integrity()
+    assert index.state() == expected
+    assert len(index) == len(expected)
+    query = MANY[start:start + 12]
+    runs: dict[tuple[str, str], int] = {}
+    alive: set[tuple[str, str]] | None = None
+    for i, h in enumerate(query):  # reference per-tier runs: holders of every block so far
+        alive = set(expected.get(h, ())) if alive is None else alive & expected.get(h, frozenset())
+        runs.update({key: i + 1 for key in alive})
+    assert index.longest_prefix_per_tier(query) == runs
+    assert PrefixIndex.from_bytes(index.to_bytes()).state() == expected
+
+
+def test_many_holders_and_growth_keep_exact_answers() -> None:
+    index = PrefixIndex()
+    hashes = tuple(BlockHash(i.to_bytes(16, "big")) for i in range(5000))  # grows the table 4 times
+    for w in range(5):
+        index.apply(KVEvent(f"w{w}", "device", "stored", hashes[: 1000 * (w + 1)]))
+    assert len(index) == 5000
+    assert index.longest_prefix_per_tier(hashes[:1200]) == {
+        ("w0", "device"): 1000, **{(f"w{w}", "device"): 1200 for w in range(1, 5)}}
+    index.apply(KVEvent("w3", "device", "cleared"))
+    assert index.remove_worker("w4") == 5000
+    assert index.longest_prefix(hashes[:2500]) == {"w0": PrefixRun(1000, "device"),
+                                                   "w1": PrefixRun(2000, "device"),
+                                                   "w2": PrefixRun(2500, "device")}
+    assert index.workers() == ["w0", "w1", "w2"] and len(index) == 3000
+    index.check_integrity()
+
+
+def test_bad_hash_length_is_named() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="block hash must be 16 bytes, got 3"):
+        PrefixIndex().apply(KVEvent("w1", "device", "stored", (BlockHash(b"abc"),)))
