@@ -84,9 +84,9 @@ def child_env(threads: int, intel_openmp: bool = True) -> dict[str, str]:
 
 
 def engine_args(spec: VLLMSpec) -> dict[str, Any]:
-    """vLLM's `EngineArgs` for the benchmark: its CPU defaults (max_num_batched_tokens 4096,
-    max_num_seqs 256, chunked prefill and prefix caching on, torch.compile via inductor) except dtype,
-    KV size and seed; `spec.extra_args` overrides (for sweeps)."""
+    """vLLM's `EngineArgs` for the benchmark: its CPU defaults for `LLMEngine` (max_num_batched_tokens
+    2048, max_num_seqs 128, block 128, chunked prefill and prefix caching on, torch.compile via inductor)
+    except dtype, KV size and seed; `spec.extra_args` overrides (for sweeps)."""
     args: dict[str, Any] = {"model": spec.model_dir, "tokenizer": spec.model_dir, "dtype": "float32",
                             "kv_cache_memory_bytes": KV_CACHE_BYTES, "seed": 0, "disable_log_stats": True}
     return {**args, **spec.extra_args}

@@ -5,7 +5,7 @@ lengths spread evenly over 32-512 tokens and output lengths over 16-256 (shuffle
 greedy, EOS ignored so every side produces exactly those lengths. The same token ids go to every side.
 - ours: all 32 at once (continuous batching, chunked prefill, budget 512 tokens/step, 1 GiB of KV);
 - vLLM: all 32 at once through its `LLMEngine` in a child process tree (benchmarks/_vllm_peer.py), at
-  its own CPU defaults (max_num_batched_tokens 4096, max_num_seqs 256, chunked prefill, prefix caching,
+  its own CPU defaults (max_num_batched_tokens 2048, max_num_seqs 128, chunked prefill, prefix caching,
   torch.compile/inductor; Intel OpenMP preloaded) with dtype float32 and 1 GiB of KV;
 - HF: `generate` on ONE batch of all 32, left-padded with an attention mask, max_new_tokens =
   min_new_tokens = the longest output; only the requested tokens of each row count as output.
