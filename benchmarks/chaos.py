@@ -36,8 +36,11 @@ from typing import Any
 from benchmarks._chaos_cluster import ChaosCluster, kill_kind
 from benchmarks._report import Target, add_arguments, finish
 from benchmarks._streams import StreamResult, closed_loop, prompt, run_streams
+from common.vocab import ROLES, Role
 
-ROLES_TO_KILL = ("decode", "prefill", "colocated")
+# Killed in this order (decode, prefill, colocated): the disaggregated roles first, while P/D streams
+# are in flight.
+ROLES_TO_KILL: tuple[Role, ...] = tuple(reversed(ROLES))
 ROLE_WAIT_SECONDS = 90.0  # for the planner to (re)start a worker of a kind before it counts as skipped
 LONG_PROMPT_WORDS = 320  # over the gateway's 256-token P/D threshold and the 256-token chat class bound
 
