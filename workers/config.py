@@ -32,7 +32,9 @@ class WorkerConfig:
     drop the worker. `drain_grace_seconds` bounds how long a drain waits for running requests.
     `cluster_token` is a secret: it is excluded from `repr`. `tls` (None = plaintext, dev only) makes
     the gRPC server require client certificates of the cluster CA and the worker's own PullKV calls
-    present its certificate (`common.tls`); the token is still required on top.
+    present its certificate (`common.tls`); the token is still required on top. `health_port` (None =
+none) serves only the standard gRPC health service, in plaintext, for probes that cannot speak mutual
+TLS (the kubelet's gRPC probe); 0 picks a free port.
     """
 
     worker_id: str
@@ -55,6 +57,7 @@ class WorkerConfig:
     registration_ttl_seconds: float = 3.0
     drain_grace_seconds: float = 30.0
     tls: TLSFiles | None = None
+    health_port: int | None = None
 
     def __post_init__(self) -> None:
         if not self.worker_id or any(c in self.worker_id for c in " :/\t\n"):
@@ -72,6 +75,8 @@ class WorkerConfig:
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ValueError(f"{name} must be in 0..65535, got {value}")
+        if self.health_port is not None and not 0 <= self.health_port <= 65535:
+            raise ValueError(f"health_port must be in 0..65535, got {self.health_port}")
         if self.kv_cache_mb is not None and self.kv_cache_mb <= 0:
             raise ValueError(f"kv_cache_mb must be positive, got {self.kv_cache_mb}")
         for name in ("node_type", "pool"):

@@ -33,6 +33,7 @@ _FLAG_OF_FIELD = {
     "role": "--role", "csd_path": "--csd-path", "metrics_port": "--metrics-port", "port": "--port",
     "kv_cache_mb": "--kv-cache-mb", "node_type": "--node-type", "pool": "--pool",
     "drain_grace_seconds": "--drain-grace-seconds", "redis_url": "--redis-url",
+    "health_port": "--health-port",
 }
 
 
@@ -69,6 +70,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"environment variable holding the cluster token (default: {DEFAULT_TOKEN_ENV})")
     parser.add_argument("--csd-path", type=Path, default=None, help="drive directory of the csd KV pool")
     add_tls_flag(parser)
+    parser.add_argument("--health-port", type=int, default=None, metavar="PORT",
+                        help="also serve the gRPC health service alone, in plaintext, on PORT (probes that "
+                             "cannot do mutual TLS, e.g. the kubelet's; default: off)")
     parser.add_argument("--kv-cache-mb", type=int, default=None, help="KV pool size in MiB")
     parser.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (0 = off)")
     parser.add_argument("--openai-port", type=int, default=None, metavar="PORT",
@@ -110,7 +114,7 @@ def build_config(args: argparse.Namespace) -> WorkerConfig:
             csd_path=args.csd_path,
             kv_cache_mb=args.kv_cache_mb,
             metrics_port=args.metrics_port, drain_grace_seconds=args.drain_grace_seconds,
-            tls=tls_files(args))
+            tls=tls_files(args), health_port=args.health_port)
     except ValueError as exc:
         message = str(exc)
         flag = next((f for name, f in sorted(_FLAG_OF_FIELD.items(), key=lambda kv: -len(kv[0]))

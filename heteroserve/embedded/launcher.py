@@ -9,6 +9,9 @@ Start order, each step waiting for the previous one to be ready:
 Then `<run_dir>/cluster.json` is written. Stop order is the reverse: gateway, planner (its actuator
 stops the workers), any worker still listed in `<run_dir>/workers/`, Redis; then cluster.json is
 removed. Tokens and the API key are generated per run and passed to children by environment.
+Every run also makes a throwaway CA and one certificate per component (gateway, planner, worker,
+profiler) under `<run_dir>/tls/` (`common.certs`; keys 0600), so gateway → worker, planner → worker and
+worker → worker gRPC is mutual TLS; the workers the planner starts share the `worker` certificate.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class EmbeddedCluster:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         stop_stray_workers(self.run_dir)  # left by a run whose launcher was killed
         try:
+            self._issue_certificates()
             self._start_redis()
             model_dir = self._ensure_model()
             self._start_planner(model_dir)
@@ -80,6 +84,16 @@ class EmbeddedCluster:
     def _env(self) -> dict[str, str]:
         return {TOKEN_ENV: self.cluster_token, ADMIN_ENV: self.admin_token, API_KEY_ENV: self.api_key,
                 "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+    def _issue_certificates(self) -> None:
+        from common.certs import create_cluster_certs
+
+        create_cluster_certs(self.tls_dir)  # a new CA each run: certificates of an old run stop working
+        log.info("mutual TLS between the cluster's processes: CA and certificates in %s", self.tls_dir)
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.run_dir / "tls"
 
     def _start_redis(self) -> None:
         self.redis = LocalRedis(RedisServerConfig(data_dir=self.run_dir / "redis")).start()
@@ -100,7 +114,9 @@ class EmbeddedCluster:
         argv = heteroserve_command("planner", "--actuator", "local", "--redis-url", self.redis.url,
                                    "--run-dir", str(self.run_dir), "--model-dir", str(model_dir),
                                    "--planner-id", "embedded-planner", "--metrics-host", "127.0.0.1",
-                                   "--metrics-port", str(self.planner_metrics_port), log_level=self.log_level)
+                                   "--metrics-port", str(self.planner_metrics_port),
+                                   "--tls-dir", str(self.tls_dir / "planner"),
+                                   "--worker-tls-dir", str(self.tls_dir / "worker"), log_level=self.log_level)
         if self.config_path is not None:
             argv += ["--config", str(self.config_path)]
         log_path = self.logs_dir / "planner.log"
@@ -121,7 +137,8 @@ class EmbeddedCluster:
         argv = heteroserve_command("gateway", "--host", "127.0.0.1", "--port", str(http_port),
                                    "--grpc-port", str(grpc_port), "--redis-url", self.redis.url,
                                    "--model", f"{self.config.model.name}={model_dir}",
-                                   "--api-keys", str(self._write_api_keys()), log_level=self.log_level)
+                                   "--api-keys", str(self._write_api_keys()),
+                                   "--tls-dir", str(self.tls_dir / "gateway"), log_level=self.log_level)
         gateway = ManagedProcess("gateway", argv, self.logs_dir / "gateway.log", self._env())
         self.processes["gateway"] = gateway
         gateway.wait_for_log("gateway ready on", self.config.gateway.ready_timeout_seconds)

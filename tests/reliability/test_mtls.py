@@ -142,3 +142,27 @@ async def test_client_credentials_follow_the_files(pki: PKI) -> None:
     current = client.credentials()
     pki.gateway.key_file.write_bytes(pki.worker.key_file.read_bytes())
     assert client.credentials() is current
+
+
+async def test_health_port_serves_only_health_in_plaintext(tiny_model_dir: Path, pki: PKI) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from common.localredis import free_port
+
+    port = free_port()
+    server = inprocess_server(tiny_model_dir, "mtls-health", TOKEN, tls=pki.worker, health_port=port)
+    await server.start()
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:  # as the kubelet probes
+            probe = health_pb2_grpc.HealthStub(channel)
+            reply = await probe.Check(health_pb2.HealthCheckRequest(), timeout=3)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.RpcError) as other:  # nothing else is served there
+                await worker_pb2_grpc.WorkerStub(channel).Stats(
+                    worker_pb2.StatsRequest(), metadata=(("authorization", f"Bearer {TOKEN}"),), timeout=3)
+            assert other.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            await server.servicer.start_draining()  # the same health state as the mTLS port
+            reply = await probe.Check(health_pb2.HealthCheckRequest(), timeout=3)
+            assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        await server.stop()

@@ -39,7 +39,7 @@ from workers.service.interceptors import AuthInterceptor, ErrorInterceptor
 from workers.service.registration import Registration
 from workers.service.roles import RoleInterceptor
 from workers.service.servicer import WorkerServicer
-from workers.service.transport import bind, peer_tls
+from workers.service.transport import bind, peer_tls, start_health_port
 
 if TYPE_CHECKING:
     from workers.config import WorkerConfig
@@ -88,6 +88,7 @@ class WorkerServer:
         self.servicer = WorkerServicer(engine, config, self.metrics, loader, self.gate,
                                        kv_cache=kv_cache, on_drain=self._on_drain)
         self._server: aio.Server | None = None
+        self._health_server: aio.Server | None = None  # plaintext health-only port (transport.py)
         self.tls_material: ReloadingMaterial | None = None  # the served certificate (None: plaintext)
         self._registration: Registration | None = None
         self._metrics_http: tuple[Any, Any] | None = None
@@ -129,6 +130,7 @@ class WorkerServer:
         self.port, self.tls_material = bind(server, self.config)  # mTLS or (dev) plaintext, logged
         await server.start()
         self._server = server
+        self._health_server = await start_health_port(self._health, self.config)
         if self.config.metrics_port:
             try:
                 self._metrics_http = start_http_server(self.config.metrics_port, addr=self.config.host,
@@ -164,6 +166,9 @@ class WorkerServer:
             self.servicer.close_sessions()
             await self._server.stop(grace=1.0)
             self._server = None
+        if self._health_server is not None:
+            await self._health_server.stop(grace=None)
+            self._health_server = None
         if self._metrics_task is not None:
             self._metrics_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
