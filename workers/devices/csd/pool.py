@@ -56,6 +56,9 @@ class DrivePool:
         self.dead_reason: str | None = None
         self._step_decodes: Sequence[DecodeGroup] | None = None  # whose block tables the drive holds
         self._lock = threading.Lock()
+        # The same link bytes as the drive's counters, seen from the host: readable without a round trip.
+        self.link_bytes_sent = 0
+        self.link_bytes_received = 0
         # A fresh interpreter (`python -m workers.devices.csd.drive`), not a fork: forking a process that
         # runs torch threads is unsafe, and multiprocessing's spawn would re-import the caller's __main__.
         self._conn, child = mp.Pipe(duplex=True)
@@ -152,7 +155,7 @@ class DrivePool:
         if self.dead_reason is not None:
             raise UnavailableError(f"csd drive unavailable: {self.dead_reason}")
         try:
-            wire.send(self._conn, op, meta, [a.detach().to("cpu") for a in arrays])
+            self.link_bytes_sent += wire.send(self._conn, op, meta, [a.detach().to("cpu") for a in arrays])
         except OSError as exc:
             self._die(f"link to drive process (pid {self.pid}) broke: {exc!r}")
         reply, reply_meta, reply_arrays = self._receive(self.config.reply_timeout_s)
@@ -170,7 +173,8 @@ class DrivePool:
                     self._die(f"drive process (pid {self.pid}) died with exit code {self.process.returncode}")
                 if time.monotonic() > deadline:
                     self._die(f"drive process (pid {self.pid}) sent no reply within {timeout_s} s")
-            (op, meta, arrays), _ = wire.recv(self._conn)
+            (op, meta, arrays), size = wire.recv(self._conn)
+            self.link_bytes_received += size
         except (EOFError, OSError) as exc:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(1.0)
