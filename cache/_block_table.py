@@ -20,6 +20,7 @@ ints without numpy scalar overhead (~10× faster per access). Not thread-safe.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -85,6 +86,28 @@ class BlockTable:
         if b == MORE:
             return tuple(self.more[slot])
         return (self._h0[slot] - 1, b - 1) if b else (self._h0[slot] - 1,)
+
+    def leading_holders(self, hashes: Sequence[bytes]) -> list[tuple[int, ...]]:
+        """Holder ids of each leading block of `hashes`, up to (not including) the first block nobody
+        holds. One probe sequence per block; the hot path of a routing decision."""
+        if any(len(h) != 16 for h in hashes):
+            bad = next(h for h in hashes if len(h) != 16)
+            raise ValueError(f"block hash must be 16 bytes, got {len(bad)}: {bytes(bad).hex()}")
+        h0, h1, klo, khi, mask, shift, more = self._h0, self._h1, self._lo, self._hi, self._mask, \
+            self._shift, self.more
+        out: list[tuple[int, ...]] = []
+        for lo, hi in _WORDS.iter_unpack(b"".join(hashes)):
+            slot = ((lo * _GOLDEN) & _M64) >> shift
+            while True:
+                a = h0[slot]
+                if a == 0:
+                    return out
+                if a > 0 and klo[slot] == lo and khi[slot] == hi:
+                    break
+                slot = (slot + 1) & mask
+            b = h1[slot]
+            out.append(tuple(more[slot]) if b == MORE else (a - 1, b - 1) if b else (a - 1,))
+        return out
 
     def add(self, lo: int, hi: int, hid: int) -> bool:
         """Record that `hid` holds the block; False if it already did."""

@@ -110,9 +110,6 @@ class PrefixIndex:
     def workers(self) -> list[str]:
         return sorted({self._pairs[hid][0] for hid, n in enumerate(self._counts) if n})
 
-    def _holders(self, h: BlockHash) -> tuple[int, ...]:
-        return self._table.holders(*split_hash(h))
-
     def longest_prefix(self, hashes: Sequence[BlockHash]) -> dict[str, PrefixRun]:
         """Each worker's run (see the module docstring). A worker not in the result has the `SHARED`
         entry's run (loadable from the shared tier), or none if there is no `SHARED` entry."""
@@ -121,10 +118,7 @@ class PrefixIndex:
         seen: set[str] = set()
         shared_worst, shared_on, n = -1, True, 0  # shared_on: SHARED holds every block so far
         pairs, ranks, absent = self._pairs, self._ranks, _UNKNOWN_RANK + 1
-        for i, h in enumerate(hashes):
-            holders = self._holders(h)
-            if not holders:
-                break
+        for i, holders in enumerate(self._table.leading_holders(hashes)):
             best: dict[str, int] = {}
             for hid in holders:
                 owner, r = pairs[hid][0], ranks[hid]
@@ -164,8 +158,7 @@ class PrefixIndex:
         """(worker_id, tier) -> number of leading blocks that exact (worker, tier) holds."""
         runs: dict[int, int] = {}
         alive: set[int] | None = None
-        for i, h in enumerate(hashes):
-            holders = self._holders(h)
+        for i, holders in enumerate(self._table.leading_holders(hashes)):
             alive = set(holders) if alive is None else alive.intersection(holders)
             if not alive:
                 break

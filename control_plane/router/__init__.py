@@ -8,7 +8,8 @@ from __future__ import annotations
 from control_plane.router.config import POLICIES, RouterConfig
 from control_plane.router.inflight import InflightTracker
 from control_plane.router.pipeline import Router
+from control_plane.router.table import Candidates, WorkerTable
 from control_plane.router.types import PrefixHoldings, RouteDecision, RouteRequest, WorkerState
 
-__all__ = ["POLICIES", "InflightTracker", "PrefixHoldings", "RouteDecision", "RouteRequest", "Router",
-           "RouterConfig", "WorkerState"]
+__all__ = ["POLICIES", "Candidates", "InflightTracker", "PrefixHoldings", "RouteDecision", "RouteRequest",
+           "Router", "RouterConfig", "WorkerState", "WorkerTable"]

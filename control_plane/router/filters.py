@@ -1,64 +1,68 @@
 """Filters: which workers may take a request at all.
 
-Applied in order; each returns the subset of its input that passes. Every filter is a pure function of
-(request, workers). The pipeline raises `UnavailableError` naming the first filter that left nothing,
-except `has_capacity`, which is soft: when every remaining worker is at capacity the request still goes
-to one of them (it queues there) rather than failing.
+Applied in order; each maps (request, table, positions) to the positions that pass, with numpy over the
+positions (no per-worker Python). The hard filters `healthy`, `model`, `role` are answered by the
+table's per-(model, role) lists of live workers; the pipeline raises `UnavailableError` naming the
+first filter that left nothing. The soft filters never leave nothing: `plan_pools` keeps every worker
+when no worker of a weighted pool is up (serving off-plan beats failing), and `capacity`, when every
+remaining worker is at capacity, keeps them all (the request queues on one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from control_plane.router.types import RouteRequest, WorkerState
+import numpy as np
 
-Filter = Callable[[RouteRequest, Sequence[WorkerState]], list[WorkerState]]
+from control_plane.router.table import WorkerTable
+from control_plane.router.types import RouteRequest
 
-
-def healthy(request: RouteRequest, workers: Sequence[WorkerState]) -> list[WorkerState]:
-    """Workers that pass health checks and are not draining."""
-    return [w for w in workers if w.healthy and not w.draining]
-
-
-def serves_model(request: RouteRequest, workers: Sequence[WorkerState]) -> list[WorkerState]:
-    return [w for w in workers if w.model == request.model]
+Filter = Callable[[RouteRequest, WorkerTable, np.ndarray], np.ndarray]
+_NONE = np.zeros(0, dtype=np.int64)
 
 
-def has_role(request: RouteRequest, workers: Sequence[WorkerState]) -> list[WorkerState]:
-    return [w for w in workers if w.role == request.role]
+def live_of_role(request: RouteRequest, table: WorkerTable) -> tuple[str, np.ndarray]:
+    """Positions of the healthy, not draining workers serving the request's model and role, or the
+    name of the first of the filters `healthy`, `model`, `role` that left none (and no positions)."""
+    if table.num_live == 0:
+        return "healthy", _NONE
+    if request.model not in table.live_models:
+        return "model", _NONE
+    found = table.live.get((request.model, request.role))
+    return ("role", _NONE) if found is None else ("", found)
 
 
-def in_route_pools(request: RouteRequest, workers: Sequence[WorkerState]) -> list[WorkerState]:
+def in_route_pools(request: RouteRequest, table: WorkerTable, idx: np.ndarray) -> np.ndarray:
     """Workers of the pools the route step chose (all workers when it chose none)."""
     if not request.pools:
-        return list(workers)
-    return [w for w in workers if w.pool in request.pools]
+        return idx
+    chosen = table.pool_values((pool, 1.0) for pool in request.pools) > 0
+    return idx[chosen[table.pool_code[idx]]]
 
 
-def not_excluded(request: RouteRequest, workers: Sequence[WorkerState]) -> list[WorkerState]:
+def not_excluded(request: RouteRequest, table: WorkerTable, idx: np.ndarray) -> np.ndarray:
     """Drops workers this request already failed on (retry / migration)."""
-    return [w for w in workers if w.worker_id not in request.exclude]
+    gone = [p for w in request.exclude if (p := table.position.get(w)) is not None]
+    return idx[~np.isin(idx, gone)] if gone else idx
 
 
-def in_plan_pools(request: RouteRequest, workers: Sequence[WorkerState]) -> list[WorkerState]:
+def in_plan_pools(request: RouteRequest, table: WorkerTable, idx: np.ndarray) -> np.ndarray:
     """Workers of pools with a positive plan weight; all workers when the plan gives no weights, or
-    when no worker of a weighted pool is up (serving off-plan beats failing)."""
+    when no worker of a weighted pool is up."""
     if not request.pool_weights:
-        return list(workers)
-    planned = [w for w in workers if request.pool_weights.get(w.pool, 0.0) > 0.0]
-    return planned or list(workers)
+        return idx
+    planned = idx[table.pool_values(dict(request.pool_weights))[table.pool_code[idx]] > 0.0]
+    return planned if len(planned) else idx
 
 
-def has_capacity(request: RouteRequest, workers: Sequence[WorkerState]) -> list[WorkerState]:
+def has_capacity(request: RouteRequest, table: WorkerTable, idx: np.ndarray) -> np.ndarray:
     """Workers below their admission capacity (`max_concurrency`, 0 = unbounded). Soft: see module."""
-    room = [w for w in workers if w.max_concurrency <= 0 or w.load < w.max_concurrency]
-    return room or list(workers)
+    cap = table.max_concurrency[idx]
+    room = idx[(cap <= 0) | (table.load[idx] < cap)]
+    return room if len(room) else idx
 
 
 HARD_FILTERS: tuple[tuple[str, Filter], ...] = (
-    ("healthy", healthy),
-    ("model", serves_model),
-    ("role", has_role),
     ("route_pools", in_route_pools),
     ("not_excluded", not_excluded),
 )

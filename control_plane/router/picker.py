@@ -14,10 +14,10 @@ more than 8 requests above the idlest worker, and is kept together below that.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from control_plane.router.types import WorkerState
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -27,24 +27,24 @@ class Pick:
     guarded: bool
 
 
-def weighted_totals(scores: Mapping[str, Sequence[float]], weights: Mapping[str, float],
-                    num_candidates: int) -> list[float]:
-    totals = [0.0] * num_candidates
+def weighted_totals(scores: Mapping[str, np.ndarray], weights: Mapping[str, float],
+                    num_candidates: int) -> np.ndarray:
+    """Σ weight · score, summed in the scorers' order (the same float operations for every worker)."""
+    totals = np.zeros(num_candidates, dtype=np.float64)
     for name, values in scores.items():
-        weight = weights.get(name, 0.0)
-        for i, value in enumerate(values):
-            totals[i] += weight * value
+        totals += weights.get(name, 0.0) * values
     return totals
 
 
-def pick(candidates: Sequence[WorkerState], totals: Sequence[float], *,
-         balance_abs_threshold: int, balance_rel_threshold: float) -> Pick:
-    """Index of the chosen candidate. `candidates` must be non-empty."""
-    assert candidates, "picker called with no candidates: the pipeline's filters should have raised"
-    best = min(range(len(candidates)),
-               key=lambda i: (-totals[i], candidates[i].load, candidates[i].worker_id))
-    idlest = min(range(len(candidates)), key=lambda i: (candidates[i].load, candidates[i].worker_id))
-    top, low = candidates[best].load, candidates[idlest].load
+def pick(load: np.ndarray, totals: np.ndarray, *, balance_abs_threshold: int,
+         balance_rel_threshold: float) -> Pick:
+    """Index of the chosen candidate. `load` and `totals` are per candidate, candidates in worker-id
+    order (so the first of equals is the lowest id); they must be non-empty."""
+    assert len(load), "picker called with no candidates: the pipeline's filters should have raised"
+    tied = np.flatnonzero(totals == totals.max())
+    best = int(tied[np.argmin(load[tied])])  # argmin: first of the least loaded, i.e. lowest id
+    idlest = int(np.argmin(load))
+    top, low = int(load[best]), int(load[idlest])
     if top - low > balance_abs_threshold and top > balance_rel_threshold * low:
-        return Pick(idlest, totals[idlest], guarded=True)
-    return Pick(best, totals[best], guarded=False)
+        return Pick(idlest, float(totals[idlest]), guarded=True)
+    return Pick(best, float(totals[best]), guarded=False)

@@ -1,8 +1,13 @@
 """The router: filters → scorers → picker, or a baseline policy, over one snapshot of the cluster.
 
-`Router.route(request, workers, prefix)` is synchronous and pure apart from three pieces of routing
-state the router owns: the round-robin cursor, the seeded random generator of the `random` policy, and
-a bounded session → worker map for affinity. It never performs I/O.
+`Router.route(request, workers, prefix)` is synchronous and pure apart from four pieces of routing
+state the router owns: the round-robin cursor, the seeded random generator of the `random` policy, a
+bounded session → worker map for affinity, and the last `WorkerTable` it built (reused while it is
+handed the same tuple of states; see table.py). It never performs I/O.
+
+Cost per decision, given the snapshot's table: O(workers) numpy work (masks and scores over candidate
+arrays) + O(prefix holders + excluded workers + route pools) Python; building a table is one
+O(workers) Python pass per snapshot.
 """
 
 from __future__ import annotations
@@ -12,16 +17,21 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 
+import numpy as np
+
 from common.errors import UnavailableError
 from control_plane.router.config import RouterConfig
-from control_plane.router.filters import HARD_FILTERS, SOFT_FILTERS
+from control_plane.router.filters import HARD_FILTERS, SOFT_FILTERS, live_of_role
 from control_plane.router.picker import pick, weighted_totals
 from control_plane.router.scorers import Scorer
 from control_plane.router.scorers.affinity import AffinityScorer
 from control_plane.router.scorers.load import LoadScorer
 from control_plane.router.scorers.plan_weight import PlanWeightScorer
 from control_plane.router.scorers.prefix import PrefixScorer
+from control_plane.router.table import Candidates, WorkerTable
 from control_plane.router.types import PrefixHoldings, RouteDecision, RouteRequest, WorkerState
+
+Workers = Sequence[WorkerState] | WorkerTable
 
 
 class Router:
@@ -32,20 +42,39 @@ class Router:
         self._cursor = 0
         self._rng = random.Random(self.config.seed)
         self._sessions: OrderedDict[str, str] = OrderedDict()
+        self._last: tuple[tuple[WorkerState, ...], WorkerTable] | None = None
 
-    def candidates(self, request: RouteRequest, workers: Sequence[WorkerState]) -> list[WorkerState]:
-        """Workers that may take `request`. Raises `UnavailableError` naming the filter that left none."""
-        current = sorted(workers, key=lambda w: w.worker_id)
-        for name, keep in HARD_FILTERS:
-            current = keep(request, current)
-            if not current:
-                raise UnavailableError(f"no {request.role} worker for model {request.model!r} "
-                                       f"(none left after the {name!r} filter)")
+    def table(self, workers: Workers) -> WorkerTable:
+        """The table of `workers`: itself, the cached one for the same tuple, or a new one."""
+        if isinstance(workers, WorkerTable):
+            return workers
+        if isinstance(workers, tuple):
+            if self._last is not None and self._last[0] is workers:
+                return self._last[1]
+            table = WorkerTable.build(workers)
+            self._last = (workers, table)
+            return table
+        return WorkerTable.build(workers)
+
+    def candidates(self, request: RouteRequest, workers: Workers) -> list[WorkerState]:
+        """Workers that may take `request`, by id. Raises `UnavailableError` naming the filter that left
+        none."""
+        return self._candidates(request, self.table(workers)).states()
+
+    def _candidates(self, request: RouteRequest, table: WorkerTable) -> Candidates:
+        name, idx = live_of_role(request, table)
+        for filter_name, keep in HARD_FILTERS:
+            if not len(idx):
+                break
+            name, idx = filter_name, keep(request, table, idx)
+        if not len(idx):
+            raise UnavailableError(f"no {request.role} worker for model {request.model!r} "
+                                   f"(none left after the {name!r} filter)")
         for _, keep in SOFT_FILTERS:
-            current = keep(request, current)
-        return current
+            idx = keep(request, table, idx)
+        return Candidates(table, idx)
 
-    def route(self, request: RouteRequest, workers: Sequence[WorkerState],
+    def route(self, request: RouteRequest, workers: Workers,
               prefix: PrefixHoldings | None = None) -> RouteDecision:
         """Choose one worker for `request`. Remembers the session's worker for affinity."""
         prefix = prefix or PrefixHoldings()
@@ -53,38 +82,38 @@ class Router:
             remembered = self._sessions.get(request.session_id, "")
             if remembered:
                 request = _with_affinity(request, remembered)
-        candidates = self.candidates(request, workers)
+        candidates = self._candidates(request, self.table(workers))
         decision = self._decide(request, candidates, prefix)
         if request.session_id:
             self._remember(request.session_id, decision.worker.worker_id)
         return decision
 
-    def _decide(self, request: RouteRequest, candidates: list[WorkerState],
+    def _decide(self, request: RouteRequest, candidates: Candidates,
                 prefix: PrefixHoldings) -> RouteDecision:
         policy = self.config.policy
         n = len(candidates)
         if policy == "round_robin":
-            chosen, reason, score = candidates[self._cursor % n], "round_robin", 0.0
+            chosen, reason, score = candidates.state(self._cursor % n), "round_robin", 0.0
             self._cursor += 1
         elif policy == "random":
-            chosen, reason, score = candidates[self._rng.randrange(n)], "random", 0.0
+            chosen, reason, score = candidates.state(self._rng.randrange(n)), "random", 0.0
         elif policy == "least_load":
-            chosen = min(candidates, key=lambda w: (w.load, w.worker_id))
+            chosen = candidates.state(int(np.argmin(candidates.load)))  # first = lowest id of equals
             reason, score = "least_load", 0.0
         else:
             chosen, reason, score = self._score_and_pick(request, candidates, prefix)
         return RouteDecision(worker=chosen, policy=policy, reason=reason, score=score,
                              cached_blocks=prefix.best_blocks_for(chosen.worker_id), num_candidates=n)
 
-    def _score_and_pick(self, request: RouteRequest, candidates: list[WorkerState],
+    def _score_and_pick(self, request: RouteRequest, candidates: Candidates,
                         prefix: PrefixHoldings) -> tuple[WorkerState, str, float]:
         if len(candidates) == 1:
-            return candidates[0], "only_candidate", 0.0
+            return candidates.state(0), "only_candidate", 0.0
         scores = {s.name: s.score(request, candidates, prefix) for s in self._scorers}
         totals = weighted_totals(scores, self.config.scorer_weights, len(candidates))
-        chosen = pick(candidates, totals, balance_abs_threshold=self.config.balance_abs_threshold,
+        chosen = pick(candidates.load, totals, balance_abs_threshold=self.config.balance_abs_threshold,
                       balance_rel_threshold=self.config.balance_rel_threshold)
-        worker = candidates[chosen.index]
+        worker = candidates.state(chosen.index)
         if chosen.guarded:
             reason = "imbalance_guard"
         elif prefix.worker_blocks.get(worker.worker_id, 0) > 0:

@@ -1,22 +1,26 @@
 """Scorers: each maps (request, candidates, prefix match) to one score in [0, 1] per candidate.
 
 One module per scorer, each with its formula in its docstring. The picker combines them as a weighted
-sum (weights in `RouterConfig`). A scorer is pure: it reads its inputs and changes nothing.
+sum (weights in `RouterConfig`). A scorer is pure: it reads its inputs and changes nothing. Scores are
+a float64 numpy array in the candidates' order; a scorer's cost is O(candidates) numpy work plus
+O(workers its request names) Python (prefix holders, the session's worker), never a Python loop over
+every candidate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Protocol
 
-from control_plane.router.types import PrefixHoldings, RouteRequest, WorkerState
+import numpy as np
+
+from control_plane.router.table import Candidates
+from control_plane.router.types import PrefixHoldings, RouteRequest
 
 
 class Scorer(Protocol):
     @property
     def name(self) -> str: ...
 
-    def score(self, request: RouteRequest, candidates: Sequence[WorkerState],
-              prefix: PrefixHoldings) -> list[float]:
+    def score(self, request: RouteRequest, candidates: Candidates, prefix: PrefixHoldings) -> np.ndarray:
         """One score in [0, 1] per candidate, in the candidates' order."""
         ...

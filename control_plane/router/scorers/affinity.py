@@ -9,17 +9,20 @@ index has caught up with the worker's KV events.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from control_plane.router.types import PrefixHoldings, RouteRequest, WorkerState
+import numpy as np
+
+from control_plane.router.table import Candidates
+from control_plane.router.types import PrefixHoldings, RouteRequest
 
 
 @dataclass(frozen=True)
 class AffinityScorer:
     name: str = "affinity"
 
-    def score(self, request: RouteRequest, candidates: Sequence[WorkerState],
-              prefix: PrefixHoldings) -> list[float]:
-        target = request.affinity_worker
-        return [1.0 if target and w.worker_id == target else 0.0 for w in candidates]
+    def score(self, request: RouteRequest, candidates: Candidates, prefix: PrefixHoldings) -> np.ndarray:
+        out = np.zeros(len(candidates), dtype=np.float64)
+        if request.affinity_worker:
+            out[candidates.where([request.affinity_worker])[1]] = 1.0
+        return out

@@ -10,19 +10,21 @@ the score defined when every candidate is idle (all score 1).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from control_plane.router.types import PrefixHoldings, RouteRequest, WorkerState
+import numpy as np
+
+from control_plane.router.table import Candidates
+from control_plane.router.types import PrefixHoldings, RouteRequest
 
 
 @dataclass(frozen=True)
 class LoadScorer:
     name: str = "load"
 
-    def score(self, request: RouteRequest, candidates: Sequence[WorkerState],
-              prefix: PrefixHoldings) -> list[float]:
-        if not candidates:
-            return []
-        peak = max(w.load for w in candidates)
-        return [1.0 - w.load / (peak + 1) for w in candidates]
+    def score(self, request: RouteRequest, candidates: Candidates, prefix: PrefixHoldings) -> np.ndarray:
+        if not len(candidates):
+            return np.zeros(0, dtype=np.float64)
+        load = candidates.load
+        result: np.ndarray = 1.0 - load / (int(load.max()) + 1)
+        return result

@@ -8,22 +8,25 @@ no share scores 0 (the `plan_pools` filter normally removed it already).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from control_plane.router.types import PrefixHoldings, RouteRequest, WorkerState
+import numpy as np
+
+from control_plane.router.table import Candidates
+from control_plane.router.types import PrefixHoldings, RouteRequest
 
 
 @dataclass(frozen=True)
 class PlanWeightScorer:
     name: str = "plan_weight"
 
-    def score(self, request: RouteRequest, candidates: Sequence[WorkerState],
-              prefix: PrefixHoldings) -> list[float]:
-        weights = request.pool_weights
-        if not weights:
-            return [1.0] * len(candidates)
-        peak = max((weights.get(w.pool, 0.0) for w in candidates), default=0.0)
+    def score(self, request: RouteRequest, candidates: Candidates, prefix: PrefixHoldings) -> np.ndarray:
+        ones = np.ones(len(candidates), dtype=np.float64)
+        if not request.pool_weights or not len(candidates):
+            return ones
+        weights = candidates.table.pool_values(dict(request.pool_weights))[candidates.pool_code]
+        peak = float(weights.max())
         if peak <= 0.0:
-            return [1.0] * len(candidates)
-        return [weights.get(w.pool, 0.0) / peak for w in candidates]
+            return ones
+        result: np.ndarray = weights / peak
+        return result

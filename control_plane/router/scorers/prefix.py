@@ -8,14 +8,21 @@ every worker) or w's own disk. Default credits: device 1.0 > redis 0.5 > disk 0.
 worker's memory costs nothing, one in Redis a network read, one on disk a slower read, and all three
 beat recomputing it. A prompt with no full block scores 0 everywhere, so the scorer is neutral for
 short prompts.
+
+Cost: every candidate not named in the match has the same score (the shared tiers' run), computed
+once; only the workers the match names (memory or private-tier holders) are scored one by one:
+O(candidates) numpy + O(holders) Python.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from control_plane.router.types import CREDITED_TIERS, PrefixHoldings, RouteRequest, WorkerState
+import numpy as np
+
+from control_plane.router.table import Candidates
+from control_plane.router.types import CREDITED_TIERS, PrefixHoldings, RouteRequest
 
 DEFAULT_TIER_CREDITS: Mapping[str, float] = {"device": 1.0, "redis": 0.5, "disk": 0.25}
 
@@ -31,11 +38,20 @@ class PrefixScorer:
             if not 0.0 <= credit <= 1.0:
                 raise ValueError(f"tier_credits.{tier} must be in [0, 1], got {credit}")
 
-    def score(self, request: RouteRequest, candidates: Sequence[WorkerState],
-              prefix: PrefixHoldings) -> list[float]:
+    def score(self, request: RouteRequest, candidates: Candidates, prefix: PrefixHoldings) -> np.ndarray:
         if prefix.num_blocks <= 0:
-            return [0.0] * len(candidates)
-        return [self._score_one(w.worker_id, prefix) for w in candidates]
+            return np.zeros(len(candidates), dtype=np.float64)
+        out = np.full(len(candidates), self._score_one("", prefix), dtype=np.float64)  # shared only
+        nb, device = prefix.num_blocks, self.tier_credits.get("device", 0.0)
+        # memory holders without a private tier: max(their device term, the shared score) in numpy
+        workers, at = candidates.where(w for w in prefix.worker_blocks)
+        if workers:
+            blocks = np.minimum(np.asarray([prefix.worker_blocks[w] for w in workers], dtype=np.int64), nb)
+            out[at] = np.maximum(out[at], device * blocks / nb)
+        workers, at = candidates.where({w for w, _ in prefix.local_blocks})
+        if workers:
+            out[at] = [self._score_one(w, prefix) for w in workers]
+        return out
 
     def _score_one(self, worker_id: str, prefix: PrefixHoldings) -> float:
         best = 0.0

@@ -6,6 +6,7 @@ import pytest
 
 from common.errors import UnavailableError
 from control_plane.router import (
+    Candidates,
     InflightTracker,
     PrefixHoldings,
     Router,
@@ -30,24 +31,25 @@ def test_prefix_scorer_credits_tiers() -> None:
     ws = workers(3)
     match = PrefixHoldings(num_blocks=4, worker_blocks={"w0": 4, "w1": 2},
                            shared_blocks={"redis": 2, "disk": 4})
-    assert PrefixScorer().score(REQ, ws, match) == [1.0, 0.5, 0.25]
+    assert PrefixScorer().score(REQ, Candidates.of(ws), match).tolist() == [1.0, 0.5, 0.25]
 
 
 def test_prefix_scorer_neutral_without_blocks() -> None:
-    assert PrefixScorer().score(REQ, workers(2), PrefixHoldings()) == [0.0, 0.0]
+    assert PrefixScorer().score(REQ, Candidates.of(workers(2)), PrefixHoldings()).tolist() == [0.0, 0.0]
 
 
 def test_load_scorer_formula() -> None:
     ws = [WorkerState("a", "x", "tiny", num_running=1, num_waiting=1, num_unreported=1),
           WorkerState("b", "y", "tiny")]
-    assert LoadScorer().score(REQ, ws, PrefixHoldings()) == [0.25, 1.0]
+    assert LoadScorer().score(REQ, Candidates.of(ws), PrefixHoldings()).tolist() == [0.25, 1.0]
 
 
 def test_plan_weight_scorer() -> None:
     ws = [WorkerState("a", "x", "tiny", pool="gpu"), WorkerState("b", "y", "tiny", pool="cpu")]
     req = RouteRequest(model="tiny", pool_weights={"gpu": 0.8, "cpu": 0.2})
-    assert PlanWeightScorer().score(req, ws, PrefixHoldings()) == pytest.approx([1.0, 0.25])
-    assert PlanWeightScorer().score(REQ, ws, PrefixHoldings()) == [1.0, 1.0]
+    scores = PlanWeightScorer().score(req, Candidates.of(ws), PrefixHoldings()).tolist()
+    assert scores == pytest.approx([1.0, 0.25])
+    assert PlanWeightScorer().score(REQ, Candidates.of(ws), PrefixHoldings()).tolist() == [1.0, 1.0]
 
 
 def test_prefix_routing_prefers_holder() -> None:
