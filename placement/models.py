@@ -118,3 +118,31 @@ def lookup_model(models: Mapping[str, ModelSpec], name: str) -> ModelSpec:
         raise ConfigError(
             f"unknown model {name!r} (known: {', '.join(sorted(models))})", field="model"
         ) from None
+
+
+_HF_DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+def model_spec_from_hf(model_dir: str | Path, name: str) -> ModelSpec:
+    """A ModelSpec from a Hugging Face-format directory's `config.json` (Llama-family keys);
+    ConfigError naming the file when it is missing or lacks a key."""
+    import json
+
+    path = Path(model_dir) / "config.json"
+    try:
+        c = json.loads(path.read_text())
+        return ModelSpec(
+            name=name,
+            num_layers=int(c["num_hidden_layers"]),
+            hidden_size=int(c["hidden_size"]),
+            num_heads=int(c["num_attention_heads"]),
+            num_kv_heads=int(c.get("num_key_value_heads", c["num_attention_heads"])),
+            intermediate_size=int(c["intermediate_size"]),
+            vocab_size=int(c["vocab_size"]),
+            dtype=_HF_DTYPES.get(str(c.get("torch_dtype", "float16")), "fp16"),
+            max_context_tokens=int(c.get("max_position_embeddings", 32768)),
+        )
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read the model's config ({exc})", source=str(path)) from None
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(f"not a Llama-family config ({exc})", source=str(path)) from None

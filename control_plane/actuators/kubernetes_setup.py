@@ -27,7 +27,7 @@ from control_plane.actuators.kubernetes import api_client_from_environment as _a
 from control_plane.actuators.leader import KubernetesLeaseLock, LeaseConfig
 from control_plane.actuators.live_fleet import InventoryCaps, LiveFleetSolver
 from control_plane.actuators.metrics import ActuatorMetrics
-from control_plane.planner.profile_solver import ProfileSpec
+from control_plane.planner.solver import PlacementSolver
 
 
 @dataclass(frozen=True)
@@ -97,10 +97,10 @@ def lease_lock(path: str | Path, holder_id: str) -> KubernetesLeaseLock:
     return KubernetesLeaseLock(settings.lease, _api_client(), holder_id)
 
 
-def live_fleet_solver(path: str | Path, base: ProfileSpec,
+def live_fleet_solver(path: str | Path, base: PlacementSolver,
                       api_client: k8s.ApiClient | None = None) -> LiveFleetSolver:
     """The planner's solver over the live Node list (`live_fleet.py`) of the file's cluster: the
-    chart's pools of `base`, the template pools of the node types present, capped by `inventory`."""
+    planner's solver `base` over the workers the node types present hold, capped by `inventory`."""
     settings = load_kubernetes_settings(path)
     core = k8s.CoreV1Api(api_client or _api_client())
     selector = settings.actuator.node_label_selector or None

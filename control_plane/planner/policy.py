@@ -9,7 +9,7 @@ Rules, in order:
    solves in a row, the first of them at least `scale_down_stabilization_seconds` ago
    ("scale-down"); until then reject ("scale-down pending i/n"). A brief dip in traffic therefore
    never drains a worker that is needed again a moment later (the HPA's stabilization window).
-5. Same counts, and some class's share of some pool (`document["routing"]`) moved by more than
+5. Same counts, and some class's share of some pool (`SolvedPlan.routing()`) moved by more than
    `reweight_threshold` (default 0.1): accept ("reweight"); costs nothing to apply. Smaller moves are
    noise of the traffic estimate and are not published.
 
@@ -20,8 +20,8 @@ that save little; this policy adds the time dimension.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from control_plane.planner.types import SolvedPlan
 
@@ -66,8 +66,7 @@ class PlanPolicy:
                 return self._done("scale-down")
             return Decision(False, f"scale-down pending {self._down_streak}/{self.scale_down_confirmations}")
         self._down_streak = 0
-        if routing_moved(running.document.get("routing"), proposed.document.get("routing"),
-                         self.reweight_threshold):
+        if routing_moved(running.routing(), proposed.routing(), self.reweight_threshold):
             return Decision(True, "reweight")
         return Decision(False, "unchanged")
 
@@ -76,9 +75,9 @@ class PlanPolicy:
         return Decision(True, reason)
 
 
-def routing_moved(before: Any, after: Any, threshold: float) -> bool:
+def routing_moved(before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[str, float]],
+                  threshold: float) -> bool:
     """True if some (class, pool) share differs by more than `threshold` (absent = 0)."""
-    before, after = before or {}, after or {}
     for cls in set(before) | set(after):
         a, b = before.get(cls, {}), after.get(cls, {})
         if any(abs(a.get(p, 0.0) - b.get(p, 0.0)) > threshold for p in set(a) | set(b)):

@@ -5,11 +5,14 @@ Three tasks run while the service is started:
 - leadership (every `lock_ttl_ms / 3`): acquire or renew the leader lock (Redis by default, or any
   `LeaderLock` such as a Kubernetes Lease); only the leader plans and actuates. Losing the lock
   stops both at the next tick; the lock is released on `stop()`.
-- planning (every `tick_seconds`), as leader: read the traffic snapshot over
-  `traffic_window_seconds`, fold it into the Holt forecaster, and solve again when
-  `interval_seconds` passed since the last solve, or the planning rates moved significantly since the
-  last solve (see `forecast.significant_change`) and at least `min_solve_gap_seconds` passed. Demand
-  per class = max(forecast, `min_rate_per_s`) × `headroom`. The solver runs in `asyncio.to_thread`
+- planning (every `tick_seconds`), as leader: read the traffic over `traffic_window_seconds` (mean
+  rates and lengths, folded into the Holt forecaster) and over the peak's short window (one sample
+  per tick for `peak.PeakTracker`), re-keyed to placement's class names (`DemandModel.class_of`);
+  solve again when `interval_seconds` passed since the last solve, or the planning rates moved
+  significantly since the last solve (see `forecast.significant_change`) and at least
+  `min_solve_gap_seconds` passed. Demand per class = max(peak quantile, Holt forecast, the warm
+  classes' `min_rate_per_s`) × `headroom`; its basis is recorded in the plan (`Plan.demand`).
+  The solver runs in `asyncio.to_thread`
   with the running plan (for its churn penalty) — when the demand is infeasible (beyond the
   inventory), for the largest of `OVERLOAD_FRACTIONS` of it that is feasible, so an overload grows the
   fleet as far as it can; `PlanPolicy` decides whether the answer replaces the running plan; an
@@ -17,8 +20,9 @@ Three tasks run while the service is started:
 - actuation: applies the newest accepted plan's pool targets (coalescing plans that arrive while an
   apply runs), and re-applies every `reconcile_seconds` so that a crashed worker is replaced.
 
-A planner that becomes leader adopts the plan in Redis (if `parse_plan` is given), so a takeover
-does not restart the fleet from scratch.
+A planner that becomes leader adopts the plan in Redis (`Plan.from_dict`), so a takeover does not
+restart the fleet from scratch. The plan published is `placement.plan.Plan.to_dict()`; actuation
+targets every pool the planner ever planned, at 0 once a plan drops it (plans list open pools only).
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import redis
@@ -40,9 +44,10 @@ from control_plane.plan_store import PlanStore
 from control_plane.planner.forecast import ForecastConfig, RateForecaster, significant_change
 from control_plane.planner.leader import DEFAULT_LOCK_KEY, RedisLeaderLock
 from control_plane.planner.metrics import PlannerMetrics
+from control_plane.planner.peak import PeakConfig, PeakTracker
 from control_plane.planner.policy import PlanPolicy
-from control_plane.planner.types import DemandClass, SolvedPlan, SolveFn
-from control_plane.traffic import TrafficConfig, TrafficReader
+from control_plane.planner.types import DemandClass, PoolPlan, SolvedPlan, SolveFn, parse_document
+from control_plane.traffic import ClassTraffic, TrafficConfig, TrafficReader
 
 log = logging.getLogger(__name__)
 
@@ -59,23 +64,28 @@ class LeaderLock(Protocol):
     async def release(self) -> bool: ...
 
 
+class DemandModel(Protocol):
+    """How observed traffic becomes placement classes (`solver.PlanningInputs` is one)."""
+
+    def class_of(self, name: str, input_tokens: float, output_tokens: float) -> str: ...
+    def warm_demand(self) -> dict[str, DemandClass]: ...
+
+
 @dataclass(frozen=True)
 class PlannerConfig:
     planner_id: str
-    model: str
     interval_seconds: float = 30.0
     tick_seconds: float = 1.0
     min_solve_gap_seconds: float = 5.0
     traffic_window_seconds: float = 30.0
-    headroom: float = 1.2
+    headroom: float = 1.0
     scale_down_confirmations: int = 2
     scale_down_stabilization_seconds: float = 0.0
     reconcile_seconds: float = 10.0
     lock_ttl_ms: int = 3000
     lock_key: str = DEFAULT_LOCK_KEY
-    min_rate_per_s: Mapping[str, float] = field(default_factory=dict)
-    default_lengths: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     forecast: ForecastConfig = field(default_factory=ForecastConfig)
+    peak: PeakConfig = field(default_factory=PeakConfig)
 
     def __post_init__(self) -> None:
         for name in ("interval_seconds", "tick_seconds", "traffic_window_seconds", "reconcile_seconds"):
@@ -85,8 +95,8 @@ class PlannerConfig:
             raise ValueError(f"min_solve_gap_seconds must be >= 0, got {self.min_solve_gap_seconds}")
         if self.headroom < 1.0:
             raise ValueError(f"headroom must be >= 1, got {self.headroom}")
-        if not self.planner_id or not self.model:
-            raise ValueError("planner_id and model must be non-empty")
+        if not self.planner_id:
+            raise ValueError("planner_id must be non-empty")
 
 
 @dataclass(frozen=True)
@@ -104,9 +114,8 @@ class PlannerService:
     """One planner replica. `start()` / `stop()` inside an event loop; `step()` is one planning tick."""
 
     def __init__(self, config: PlannerConfig, client: aioredis.Redis, traffic: TrafficConfig,
-                 solve: SolveFn, metrics: PlannerMetrics, actuator: Actuator | None = None,
-                 parse_plan: Callable[[Mapping[str, Any]], SolvedPlan] | None = None,
-                 lock: LeaderLock | None = None) -> None:
+                 solve: SolveFn, metrics: PlannerMetrics, demand: DemandModel,
+                 actuator: Actuator | None = None, lock: LeaderLock | None = None) -> None:
         self.config = config
         self._client = client
         self._reader = TrafficReader(traffic, client=client)
@@ -114,13 +123,17 @@ class PlannerService:
         self._lock: LeaderLock = lock or RedisLeaderLock(client, config.planner_id, key=config.lock_key,
                                                          ttl_ms=config.lock_ttl_ms)
         self._solve = solve
-        self._parse_plan = parse_plan
+        self._demand_model = demand
         self._metrics = metrics
         self._actuator = actuator
         self._forecaster = RateForecaster(config.forecast)
+        self._peaks = PeakTracker(config.peak)
+        self._known_pools: dict[str, PoolPlan] = {}
+        self._mean_rates: dict[str, float] = {}
         self._policy = PlanPolicy(config.scale_down_confirmations,
                                   scale_down_stabilization_seconds=config.scale_down_stabilization_seconds)
-        self._lengths: dict[str, tuple[float, float]] = dict(config.default_lengths)
+        self._lengths: dict[str, tuple[float, float]] = {
+            n: (d.mean_input_tokens, d.mean_output_tokens) for n, d in demand.warm_demand().items()}
         self._histograms: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         self.is_leader = False
         self.running: SolvedPlan | None = None
@@ -172,8 +185,12 @@ class PlannerService:
 
     async def _adopt_published_plan(self) -> None:
         record = await self._store.read()
-        if record is not None and self._parse_plan is not None and self.running is None:
-            self.running = self._parse_plan(record.plan)
+        if record is not None and self.running is None:
+            try:
+                self.running = parse_document(record.plan)
+            except HeteroserveError as exc:
+                log.warning("cannot adopt the published plan v%d: %s", record.version, exc)
+                return
             self._request_apply(self.running)
 
     # -- planning --------------------------------------------------------------------------------
@@ -192,10 +209,11 @@ class PlannerService:
         """Observe, and solve if due. Returns the plan accepted by this tick, or None."""
         now = time.monotonic() if now is None else now
         snapshot = await self._reader.snapshot(self.config.traffic_window_seconds)
-        for name, c in snapshot.classes.items():
-            self._lengths[name] = (c.mean_input_tokens, c.mean_output_tokens)
-            self._histograms[name] = (c.input_histogram, c.output_histogram)
-        self._forecaster.observe({n: c.arrival_rate_per_s for n, c in snapshot.classes.items()})
+        short = await self._reader.snapshot(self.config.peak.window_seconds)
+        long_rates = self._rekey(snapshot.classes, keep_lengths=True)
+        self._mean_rates = long_rates
+        self._forecaster.observe(long_rates)
+        self._peaks.observe(now, self._rekey(short.classes))
         rates = self._demand_rates()
         self._observe_metrics(snapshot.total_rate_per_s, snapshot.classes)
         due = self.running is None or now - self._last_solve >= self.config.interval_seconds
@@ -205,10 +223,38 @@ class PlannerService:
             return None
         return await self._solve_and_publish(rates, now, "interval" if due else "traffic change")
 
+    def _rekey(self, classes: Mapping[str, ClassTraffic], *, keep_lengths: bool = False) -> dict[str, float]:
+        """Observed rates by placement class name; several observed names of one class add up (their
+        lengths averaged by rate). With `keep_lengths`, the lengths and histograms are remembered."""
+        rates: dict[str, float] = {}
+        weighted: dict[str, tuple[float, float]] = {}
+        for name, c in classes.items():
+            key = self._demand_model.class_of(name, c.mean_input_tokens, c.mean_output_tokens)
+            rates[key] = rates.get(key, 0.0) + c.arrival_rate_per_s
+            w_in, w_out = weighted.get(key, (0.0, 0.0))
+            weighted[key] = (w_in + c.arrival_rate_per_s * c.mean_input_tokens,
+                             w_out + c.arrival_rate_per_s * c.mean_output_tokens)
+            if keep_lengths:
+                self._histograms[key] = (c.input_histogram, c.output_histogram)
+        if keep_lengths:
+            for key, rate in rates.items():
+                if rate > 0:
+                    self._lengths[key] = (weighted[key][0] / rate, weighted[key][1] / rate)
+        return rates
+
     def _demand_rates(self) -> dict[str, float]:
-        planning = self._forecaster.planning_rates()
-        names = set(planning) | set(self.config.min_rate_per_s)
-        return {n: max(planning.get(n, 0.0), self.config.min_rate_per_s.get(n, 0.0)) for n in names}
+        """max(peak quantile, Holt planning rate, warm minimum) per class, before headroom."""
+        planning, peaks = self._forecaster.planning_rates(), self._peaks.peaks()
+        warm = {n: d.rate_per_s for n, d in self._demand_model.warm_demand().items()}
+        names = set(planning) | set(peaks) | set(warm)
+        return {n: max(planning.get(n, 0.0), peaks.get(n, 0.0), warm.get(n, 0.0)) for n in names}
+
+    def demand_basis(self, rates: Mapping[str, float], fraction: float) -> dict[str, Any]:
+        """What `Plan.demand` records: the peak basis, the rates planned for (after headroom and any
+        overload fraction) and the long-window mean rates observed."""
+        return {**self._peaks.describe(), "headroom": self.config.headroom, "served_fraction": fraction,
+                "rates": {n: round(r * self.config.headroom * fraction, 4) for n, r in sorted(rates.items())},
+                "mean_rates": {n: round(r, 4) for n, r in sorted(self._mean_rates.items())}}
 
     def _demand(self, rates: Mapping[str, float]) -> list[DemandClass]:
         out = []
@@ -230,7 +276,7 @@ class PlannerService:
         if not decision.accept:
             log.info("solved (%s): %s, keeping plan", trigger, decision.reason)
             return None
-        record = await self._store.publish(plan.document, leader=self.config.planner_id,
+        record = await self._store.publish(plan.plan.to_dict(), leader=self.config.planner_id,
                                            reason=f"{decision.reason} ({trigger})")
         log.info("plan v%d published (%s, %s): %s, $%.2f/h", record.version, decision.reason, trigger,
                  plan.counts(), plan.cost_per_hour)
@@ -252,6 +298,7 @@ class PlannerService:
             started = time.perf_counter()
             try:
                 plan = await asyncio.to_thread(self._solve, demand, self.running)
+                plan = SolvedPlan(replace(plan.plan, demand=self.demand_basis(rates, fraction)))
             except InfeasibleError as exc:
                 self._metrics.solves.labels(status="infeasible").inc()
                 first_error = first_error or exc
@@ -287,8 +334,13 @@ class PlannerService:
 
     # -- actuation -------------------------------------------------------------------------------
     def targets(self, plan: SolvedPlan) -> list[PoolTarget]:
+        """The plan's pools, plus every pool an earlier plan opened at 0 replicas (plans list only
+        open pools; an actuator scales only the pools it is given)."""
+        pools = {p.name: p for p in plan.pools}
+        self._known_pools.update(pools)
         return [PoolTarget(pool=p.name, node_type=p.node_type, role=p.role, device=p.device,
-                           model=self.config.model, replicas=p.count) for p in plan.pools]
+                           model=p.model, replicas=pools[name].count if name in pools else 0)
+                for name, p in sorted(self._known_pools.items())]
 
     def _request_apply(self, plan: SolvedPlan) -> None:
         self._to_apply = plan

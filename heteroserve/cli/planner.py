@@ -1,7 +1,8 @@
 """`heteroserve planner`: run the planner loop (observe traffic, re-plan, publish, actuate).
 
-The fleet, profiles, classes and loop settings come from the planner's spec file
-(`control_plane.planner.spec`; the Helm chart renders one). With `--actuator local`, or without
+The fleet, SLO classes, profiles and loop settings come from the planner's spec file
+(`control_plane.planner.spec`; the Helm chart renders one); `--profile FILE` adds measured profiles
+(the embedded cluster passes the ones it measured on its first start). With `--actuator local`, or without
 `--config`, the planner is part of an embedded cluster and reads the whole embedded-cluster file
 (`heteroserve.embedded.config`, default `deploy/examples/embedded.yaml`), whose `workers` section
 configures the workers it starts; otherwise it never imports `heteroserve.embedded`.
@@ -39,7 +40,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="kubernetes actuator: the chart's kubernetes.yaml (actuator and lease sections)")
     parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR,
                         help="local actuator: where worker logs and pid files go")
-    parser.add_argument("--model-dir", type=Path, default=None, help="local actuator: model directory")
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help="model directory (local actuator; its config.json gives the architecture)")
+    parser.add_argument("--profile", type=Path, action="append", default=[], metavar="FILE",
+                        help="a measured profile file, in addition to the spec's `profiles` (repeatable)")
     parser.add_argument("--planner-id", default=None, help="replica id for leader election "
                                                            "(default: hostname-pid)")
     parser.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (0 = off)")
@@ -55,17 +59,24 @@ def run(args: argparse.Namespace) -> int:
     from common.errors import ConfigError
     from common.logs import register_secret
     from control_plane.planner.process import serve
+    from control_plane.planner.solver import PlacementSolver
     from control_plane.planner.spec import PlannerSpec, load_planner_spec
 
     if not args.redis_url:
         raise ConfigError("a Redis URL is required (--redis-url or $HETEROSERVE_REDIS_URL)",
                           field="redis_url")
+    if args.actuator == "kubernetes" and args.kubernetes_config is None:
+        raise ConfigError("--actuator kubernetes needs --kubernetes-config FILE", field="kubernetes_config")
     embedded: EmbeddedConfig | None = None
     if args.actuator == "local" or args.config is None:  # part of an embedded cluster (module docstring)
         from heteroserve.embedded.config import load_embedded_config
 
         embedded = load_embedded_config(args.config)
     spec: PlannerSpec = embedded or load_planner_spec(args.config)
+    base = args.config.resolve().parent if args.config else Path.cwd()
+    model_dir = args.model_dir or (embedded.model_dir(args.run_dir.resolve()) if embedded else None)
+    inputs = spec.planning_inputs(base=base, model_dir=model_dir, extra_profiles=args.profile,
+                                  source=str(args.config or "embedded config"))
     planner_id = args.planner_id or f"{socket.gethostname()}-{os.getpid()}"
     token = os.environ.get("HETEROSERVE_CLUSTER_TOKEN", "")
     register_secret(token)
@@ -86,9 +97,6 @@ def run(args: argparse.Namespace) -> int:
             load_kubernetes_settings,
         )
 
-        if args.kubernetes_config is None:
-            raise ConfigError("--actuator kubernetes needs --kubernetes-config FILE",
-                              field="kubernetes_config")
         path = args.kubernetes_config
 
         def factory(registry: Any) -> Any:
@@ -96,10 +104,10 @@ def run(args: argparse.Namespace) -> int:
 
         if load_kubernetes_settings(path).lease is not None:
             lock = lease_lock(path, planner_id)
-        # The inventory and the template pools come from the live Node list, capped by the values.
-        solve = live_fleet_solver(path, spec.profile_spec())
+        # The inventory comes from the live Node list, capped by the values and the spec.
+        solve = live_fleet_solver(path, PlacementSolver(inputs))
 
-    asyncio.run(serve(spec.planner_config(planner_id), spec.profile_spec(), args.redis_url, factory,
+    asyncio.run(serve(spec.planner_config(planner_id), inputs, args.redis_url, factory,
                       metrics_port=args.metrics_port, metrics_host=args.metrics_host, lock=lock,
                       solve=solve))
     return 0

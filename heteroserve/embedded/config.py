@@ -1,9 +1,10 @@
 """Configuration of the embedded cluster (`heteroserve up --config FILE`), read by `up` and the planner.
 
 The file is the planner's input spec (`control_plane.planner.spec.PlannerSpec`: `model`, `planner`,
-`pools`, `classes`, `inventory`, `churn_penalty`) plus the sections only the embedded cluster reads:
-`gateway` (ports), `workers` (settings of the worker processes a local planner starts) and the
-model's `preset` and `seed` (generated if missing). Those extra keys are what
+`slo_classes`, `classes`, `node_types`, `fleet`, `inventory`, `profiles`, `options`, `churn_penalty`)
+plus the sections only the embedded cluster reads: `gateway` (ports), `workers` (settings of the
+worker processes a local planner starts), `profiling` (the first-start measurement of every local
+node type) and the model's `preset` and `seed` (generated if missing). Those extra keys are what
 `control_plane.planner.spec.FOREIGN_KEYS` lists, so a planner reading this file skips them.
 
 The default lives in `deploy/examples/embedded.yaml` (read from the source tree: `make install` installs
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.config import build, load_mapping
+from common.vocab import Engine
 from control_plane.planner.spec import ModelRef, PlannerSpec
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -59,6 +61,18 @@ class WorkerSection:
 
 
 @dataclass(frozen=True)
+class ProfilingSection:
+    """The first start measures a profile of every node type of `node_types` (one idle worker per
+    role, `control_plane.profiler.grid.FIRST_START_GRID`), cached in `cache_dir` (default
+    `<run_dir>/profiles`) by model hash, machine fingerprint and engine. `enabled: false` plans on
+    the roofline of the `node_types` entries instead."""
+
+    enabled: bool = True
+    cache_dir: str | None = None
+    engine: Engine = "native"
+
+
+@dataclass(frozen=True)
 class EmbeddedConfig(PlannerSpec):
     """The planner's spec (its fields and validation, inherited: the file format is flat) with the
     embedded cluster's sections. `model` defaults to the generated tiny model."""
@@ -66,9 +80,13 @@ class EmbeddedConfig(PlannerSpec):
     model: ModelSection = field(default_factory=ModelSection)
     gateway: GatewaySection = field(default_factory=GatewaySection)
     workers: WorkerSection = field(default_factory=WorkerSection)
+    profiling: ProfilingSection = field(default_factory=ProfilingSection)
 
     def model_dir(self, run_dir: Path) -> Path:
         return Path(self.model.path) if self.model.path else run_dir / "models" / self.model.name
+
+    def profile_cache_dir(self, run_dir: Path) -> Path:
+        return Path(self.profiling.cache_dir) if self.profiling.cache_dir else run_dir / "profiles"
 
 
 def load_embedded_config(path: str | Path | None = None) -> EmbeddedConfig:

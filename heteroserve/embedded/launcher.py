@@ -3,6 +3,8 @@
 Start order, each step waiting for the previous one to be ready:
 1. `redis-server` (`common.localredis`) on a free loopback port, data in `<run_dir>/redis`;
 2. the model, generated into `<run_dir>/models/<name>` if missing;
+2b. the profiles of the node types (`heteroserve.embedded.profiling.first_start_profiles`): from the
+   cache, or measured now on the first start with a progress bar (about a minute);
 3. the planner (`heteroserve planner --actuator local`): it publishes the initial plan and its
    `LocalActuator` starts the workers, which register in Redis;
 4. the gateway (`heteroserve gateway`), ready when `GET /ready` answers 200.
@@ -72,7 +74,7 @@ class EmbeddedCluster:
             self._issue_certificates()
             self._start_redis()
             model_dir = self._ensure_model()
-            self._start_planner(model_dir)
+            self._start_planner(model_dir, self._ensure_profiles(model_dir))
             http_port, grpc_port = self._start_gateway(model_dir)
             self._wait_for_workers()
             self.state = self._write_state(model_dir, http_port, grpc_port)
@@ -108,7 +110,13 @@ class EmbeddedCluster:
             create_model(model_dir, preset=self.config.model.preset, seed=self.config.model.seed)
         return model_dir
 
-    def _start_planner(self, model_dir: Path) -> None:
+    def _ensure_profiles(self, model_dir: Path) -> list[Path]:
+        from heteroserve.embedded.profiling import first_start_profiles
+
+        assert self.redis is not None, "redis must start first"
+        return first_start_profiles(self.config, self.run_dir, model_dir, self.redis.url, self.logs_dir)
+
+    def _start_planner(self, model_dir: Path, profiles: list[Path]) -> None:
         assert self.redis is not None, "redis must start first"
         self.planner_metrics_port = self.config.planner.metrics_port or free_port()
         argv = heteroserve_command("planner", "--actuator", "local", "--redis-url", self.redis.url,
@@ -119,6 +127,8 @@ class EmbeddedCluster:
                                    "--worker-tls-dir", str(self.tls_dir / "worker"), log_level=self.log_level)
         if self.config_path is not None:
             argv += ["--config", str(self.config_path)]
+        for path in profiles:
+            argv += ["--profile", str(path)]
         log_path = self.logs_dir / "planner.log"
         self.processes["planner"] = ManagedProcess("planner", argv, log_path, self._env())
 

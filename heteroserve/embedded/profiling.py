@@ -29,6 +29,7 @@ from common.vocab import Device, Engine, Role
 from control_plane.profiler.grid import ProfileGrid
 from control_plane.profiler.machine import fingerprint, machine_info
 from control_plane.profiler.run import Identity, RoleWorkers, profile_node
+from heteroserve.embedded.config import EmbeddedConfig
 from heteroserve.embedded.processes import ManagedProcess, heteroserve_command
 from placement.profile_file import NodeProfile, load_node_profile, save_node_profile
 from workerrpc.client import WorkerClient
@@ -164,3 +165,39 @@ def ensure_profiles(model_dir: Path, model_name: str, nodes: tuple[LocalNodeType
         save_node_profile(path, profile)
         paths.append(path)
     return paths
+
+
+def first_start_profiles(config: EmbeddedConfig, run_dir: Path, model_dir: Path, redis_url: str,
+                         log_dir: Path) -> list[Path]:
+    """The embedded cluster's profiles: every node type of its fleet, from the cache or measured now
+    with `FIRST_START_GRID`, a rich progress bar on stderr while measuring. [] when disabled."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from control_plane.profiler.grid import FIRST_START_GRID
+
+    if not config.profiling.enabled:
+        return []
+    kinds = {t.name: t.kind for t in config.node_types}
+    names = list(config.fleet) or list(kinds)
+    devices: dict[str, Device] = {"cpu": "cpu", "csd": "csd", "gpu": "cuda"}
+    nodes = tuple(LocalNodeType(n, devices[kinds.get(n, "cpu")], config.profiling.engine) for n in names)
+    cache_dir = config.profile_cache_dir(run_dir)
+    missing = [n for n in nodes if not cache_path(cache_dir, model_dir, n).exists()]
+    if not missing:
+        return ensure_profiles(model_dir, config.model.name, nodes, FIRST_START_GRID, cache_dir)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("[dim]{task.fields[last]}"))
+    total = sum(expected_steps(FIRST_START_GRID, n) for n in missing)
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        task = progress.add_task(f"first start: profiling {', '.join(n.name for n in missing)}", total=total,
+                                 last="starting workers")
+
+        def report(node: LocalNodeType, line: str) -> None:
+            progress.update(task, advance=1, last=f"{node.name}: {line}")
+
+        settings = WorkerSettings(kv_cache_mb=config.workers.kv_cache_mb,
+                                  threads=config.workers.threads_per_worker,
+                                  ready_timeout_seconds=config.workers.ready_timeout_seconds)
+        return ensure_profiles(model_dir, config.model.name, nodes, FIRST_START_GRID, cache_dir,
+                               shared_tier_url=redis_url, settings=settings, log_dir=log_dir, progress=report)

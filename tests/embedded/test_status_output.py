@@ -26,13 +26,17 @@ from control_plane.plan_store import PlanStore
 from heteroserve.embedded.state import ClusterState, write_state
 from heteroserve.embedded.status import collect
 from heteroserve.embedded.status_output import natural_width, write_status
+from placement.plan import Baseline, Classifier, ClassRouting, Plan, Pool, Route, SolveSummary
 
 WORKER_ID = "cpu-colocated-a-very-long-worker-identifier-0001"
 ADDRESS = "127.0.0.1:54321"
-PLAN = {"model": "tiny", "status": "optimal", "cost_per_hour": 0.35, "baselines": {"colocated-only": 0.5},
-        "pools": [{"name": "cpu-colocated", "node_type": "cpu-local", "role": "colocated", "device": "cpu",
-                   "count": 2, "price_per_hour": 0.1}],
-        "routing": {"chat": {"cpu-colocated": 1.0}}, "classes": []}
+PLAN = Plan(  # the one plan document the planner publishes
+    pools=(Pool("cpu-colocated", "tiny", "cpu-local", "colocated", 2, 0.1, "cpu"),),
+    classes=(ClassRouting("tiny/interactive/i2o0", "tiny", "interactive", (2, 0), 1.0,
+                          (Route(1.0, pool="cpu-colocated"),), 1.0, 0.1),),
+    classifier=Classifier((0, 25, 100, 250), (0, 25, 100), ("interactive",), "interactive"),
+    cost_per_hour=0.35, baselines=(Baseline("colocated_only", 0.5),),
+    solve=SolveSummary("highs", "optimal", True, 0.0, 0.01)).to_dict()
 
 
 async def _seed(redis_url: str) -> None:
@@ -88,7 +92,7 @@ def test_json_holds_exactly_the_documented_fields(run_dir: Path) -> None:
     plan = doc["plan"]
     assert sorted(plan) == ["baselines", "cost_per_hour", "leader", "published_at", "reason", "version"]
     assert (plan["version"], plan["reason"], plan["leader"]) == (1, "initial", "embedded-planner")
-    assert (plan["cost_per_hour"], plan["baselines"]) == (0.35, {"colocated-only": 0.5})
+    assert (plan["cost_per_hour"], plan["baselines"]) == (0.35, {"colocated_only": 0.5})
     assert doc["pools"] == [{"name": "cpu-colocated", "node_type": "cpu-local", "role": "colocated",
                              "device": "cpu", "desired": 2, "running": 1, "price_per_hour": 0.1}]
     assert doc["workers"] == [{"worker_id": WORKER_ID, "pool": "cpu-colocated", "node_type": "cpu-local",

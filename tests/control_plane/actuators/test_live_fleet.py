@@ -16,8 +16,12 @@ from prometheus_client import CollectorRegistry
 from control_plane.actuators import ActuatorMetrics, DrainTarget, PoolTarget
 from control_plane.actuators.kubernetes import KubernetesActuator
 from control_plane.actuators.kubernetes_setup import live_fleet_solver, load_kubernetes_settings
-from control_plane.planner.profile_solver import ProfiledClass, ProfiledPool, ProfileSpec
+from control_plane.planner.solver import PlacementSolver, PlanningInputs
 from control_plane.planner.types import DemandClass
+from placement.catalog import Catalog, NodeType
+from placement.ilp.problem import SolverOptions
+from placement.models import ModelSpec
+from placement.workload import Buckets, SLOClass
 from tests.control_plane.actuators.recording_apiserver import Fault, RecordingApiServer
 from tests.control_plane.actuators.test_kubernetes_actuator import node
 from tests.control_plane.actuators.test_template_pools import CUDA_POD, validate
@@ -38,13 +42,18 @@ SETTINGS = {
     },
     "inventory": {"max_workers": {"cpu": 8, "h100": 2}, "default_max_workers": 6},
 }
-BASE = ProfileSpec(
-    model="tiny",
-    pools=(ProfiledPool(name="cpu-colocated", node_type="cpu", role="colocated", device="cpu",
-                        price_per_hour=1.0, rate_per_worker={"chat": 1.0}),),
-    classes=(ProfiledClass(name="chat", max_input_tokens=1024, max_output_tokens=256),),
-    inventory={"cpu": 8},
-)
+TINY = ModelSpec("tiny", num_layers=2, hidden_size=128, num_heads=4, num_kv_heads=2, intermediate_size=352,
+                 vocab_size=2048, dtype="fp32")
+FLEET = Catalog.of([
+    NodeType("cpu", "cpu", 1, 32, 50, {"fp32": 1.0}, 10, 1.0),
+    NodeType("a10g", "gpu", 1, 24, 600, {"fp16": 125, "fp32": 30}, 25, 0.5),
+    NodeType("h100", "gpu", 2, 80, 3350, {"fp16": 989, "fp32": 60}, 200, 9.0),
+    NodeType("l4", "gpu", 1, 24, 300, {"fp16": 121, "fp32": 30}, 25, 0.7),  # in no node of the cluster
+])
+BASE = PlacementSolver(PlanningInputs(
+    fleet=FLEET, models={"tiny": TINY}, slos={"chat": SLOClass("chat", 2.0, 0.2)},
+    buckets=Buckets((0, 256, 1024, 4096), (0, 64, 256, 1024)), inventory={"cpu": 8},
+    solver_options=SolverOptions(time_limit_seconds=5), with_baselines=False))
 
 
 def cluster_nodes() -> list[dict[str, Any]]:
@@ -70,36 +79,33 @@ def api_client(server: RecordingApiServer) -> k8s.ApiClient:
     return k8s.ApiClient(configuration)
 
 
-def test_inventory_and_pools_come_from_the_node_list(server: RecordingApiServer, tmp_path: Path) -> None:
+def test_inventory_comes_from_the_node_list(server: RecordingApiServer, tmp_path: Path) -> None:
     server.nodes = cluster_nodes()
     solver = live_fleet_solver(settings_file(tmp_path), BASE, api_client(server))
-    spec = solver.refresh()
-    assert [(p.name, p.node_type, p.role, p.device) for p in spec.pools] == [
-        ("cpu-colocated", "cpu", "colocated", "cpu"),
-        ("a10g-colocated", "a10g", "colocated", "cuda"),
-        ("h100-prefill", "h100", "prefill", "cuda"),
-    ]
+    inventory = solver.refresh()
     # a10g: per node min(4 GPUs / 1, 32 cpu / 4, 128Gi / 16Gi) = 4, two nodes = 8, default cap 6.
     # h100: per node min(8 GPUs / 2, 128Gi / 64Gi) = 2, two nodes = 4, capped by values at 2.
     # cpu: no template for cpu nodes: one worker per schedulable node (the cordoned one not counted).
-    assert spec.inventory == {"a10g": 6, "cpu": 2, "h100": 2}
+    # l4: in the planner's fleet, in no node: 0 (absent would mean unlimited).
+    assert inventory == {"a10g": 6, "cpu": 2, "h100": 2, "l4": 0}
     assert [c.path for c in server.calls] == ["/api/v1/nodes"]
 
     server.faults = [Fault("GET", "/api/v1/nodes", 503)]
     server.nodes = []
-    assert solver.refresh() == spec, "an unreachable API server: plan over the last fleet seen"
+    assert solver.refresh() == inventory, "an unreachable API server: plan over the last fleet seen"
 
 
-async def test_a_plan_opens_a_pool_on_a_node_type_values_never_declared(
+async def test_a_plan_opens_a_pool_on_a_node_type_the_values_never_declared(
     server: RecordingApiServer, tmp_path: Path
 ) -> None:
     server.nodes = cluster_nodes()
     path = settings_file(tmp_path)
     solver = live_fleet_solver(path, BASE, api_client(server))
-    plan = solver([DemandClass(name="chat", rate_per_s=25.0, mean_input_tokens=200, mean_output_tokens=50)],
-                  None)
+    plan = solver([DemandClass(name="tiny/chat/i0o0", rate_per_s=25.0, mean_input_tokens=200,
+                               mean_output_tokens=50)], None)
     counts = {p.name: p.count for p in plan.pools if p.count}
-    assert counts == {"a10g-colocated": 3}, "the cheapest way: 3 x $0.50/h at 10 req/s each"
+    assert set(counts) == {"a10g-colocated"}, counts  # the cheapest node type present, colocated
+    assert all(p.node_type != "l4" for p in plan.pools)
 
     async def drain(target: DrainTarget) -> None:
         raise AssertionError("nothing to drain")
@@ -107,17 +113,16 @@ async def test_a_plan_opens_a_pool_on_a_node_type_values_never_declared(
     actuator = KubernetesActuator(load_kubernetes_settings(path).actuator, api_client(server), drain,
                                   ActuatorMetrics(CollectorRegistry()))
     targets = [PoolTarget(pool=p.name, node_type=p.node_type, role=p.role, device=p.device, model="tiny",
-                          replicas=p.count) for p in plan.pools if p.name != "cpu-colocated"]
+                          replicas=p.count) for p in plan.pools]
     server.events.clear()
     try:
         result = await actuator.apply(targets)
     finally:
         await actuator.close()
-    assert result.created == ("a10g-colocated", "h100-prefill") and result.complete
+    assert result.created == ("a10g-colocated",) and result.complete
     created = server.deployments["hs-heteroserve-worker-a10g-colocated"]
-    assert created["spec"]["replicas"] == 3
+    assert created["spec"]["replicas"] == counts["a10g-colocated"]
     assert created["spec"]["template"]["spec"]["nodeSelector"] == {"heteroserve.io/node-type": "a10g"}
-    assert server.deployments["hs-heteroserve-worker-h100-prefill"]["spec"]["replicas"] == 0
     for call in server.calls:
         if call.method == "POST":
             validate(call.body)

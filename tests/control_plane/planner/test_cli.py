@@ -25,8 +25,8 @@ def test_kubernetes_actuator_needs_its_config_file(capsys: pytest.CaptureFixture
 def test_a_bad_fleet_file_names_file_and_field(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                redis_url: str) -> None:
     bad = tmp_path / "fleet.yaml"
-    bad.write_text("pools:\n  - {name: a, node_type: cpu, role: leader, device: cpu, price_per_hour: 1}\n"
-                   "classes: [{name: chat}]\n")
+    bad.write_text("model: {name: tiny}\nfleet: [H100]\n"
+                   "slo_classes: [{name: chat, ttft_seconds: 1, tpot_seconds: -0.1}]\n")
     assert main(["planner", "--redis-url", redis_url, "--config", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "fleet.yaml" in err and "pools[0]" in err and "role" in err
+    assert "fleet.yaml" in err and "slo_classes[0]" in err and "tpot_seconds" in err

@@ -1,9 +1,9 @@
-"""The planner loop against a real Redis: step response, hysteresis, leader-only actuation."""
+"""The planner loop against a real Redis and the real placement solver on a measured profile: one plan
+document (`Plan.to_dict()`), the role mix following traffic, the peak basis, hysteresis, leadership."""
 
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Sequence
 
 import pytest
@@ -15,24 +15,15 @@ from control_plane.actuators.base import ApplyResult, PoolChange, PoolTarget
 from control_plane.plan_store import PlanStore
 from control_plane.planner.forecast import ForecastConfig
 from control_plane.planner.metrics import PlannerMetrics
+from control_plane.planner.peak import PeakConfig, PeakTracker
 from control_plane.planner.policy import PlanPolicy
 from control_plane.planner.service import PlannerConfig, PlannerService
-from control_plane.planner.types import DemandClass, PoolPlan, SolvedPlan
+from control_plane.planner.types import DemandClass, SolvedPlan
 from control_plane.traffic import TrafficConfig, TrafficRecorder
+from placement.plan import Plan
+from tests.control_plane.planner.fleet import plan_of, planning_inputs, solver
 
-RATE_PER_WORKER = 1.0
-
-
-def capacity_solver(demand: Sequence[DemandClass], running: SolvedPlan | None) -> SolvedPlan:
-    """Plans ceil(rate / 1 rps) colocated CPU workers (a stand-in with an exact, known answer)."""
-    count = max(1, math.ceil(sum(d.rate_per_s for d in demand) / RATE_PER_WORKER - 1e-9))
-    pool = PoolPlan("cpu-colocated", "cpu-local", "colocated", "cpu", count)
-    return SolvedPlan((pool,), cost_per_hour=0.1 * count, baselines={"single-type": 0.1 * count},
-                      status="optimal", document={"pools": [{"name": pool.name, "count": count}]})
-
-
-def plan(count: int) -> SolvedPlan:
-    return capacity_solver([DemandClass("c", float(count), 10, 10)], None)
+LONG = "tiny/interactive/i4o0"  # 600-token prompts, 20-token answers, under the default SLO class
 
 
 class RecordingActuator:
@@ -56,109 +47,50 @@ class RecordingActuator:
         pass
 
 
-def test_policy_scales_up_at_once_and_down_after_confirmations() -> None:
-    policy = PlanPolicy(scale_down_confirmations=2)
-    assert policy.decide(None, plan(2)).reason == "initial"
-    assert policy.decide(plan(2), plan(3)).reason == "scale-up"
-    assert policy.decide(plan(3), plan(3)).reason == "unchanged"
-    first = policy.decide(plan(3), plan(2))
-    assert not first.accept and first.reason == "scale-down pending 1/2"
-    assert policy.decide(plan(3), plan(2)).reason == "scale-down"
-    assert not policy.decide(plan(2), plan(1)).accept  # the streak restarted
+def config(planner_id: str = "p", interval: float = 60.0, **kw: object) -> PlannerConfig:
+    return PlannerConfig(planner_id=planner_id, interval_seconds=interval, tick_seconds=0.1,
+                         min_solve_gap_seconds=0.0, traffic_window_seconds=10.0, scale_down_confirmations=2,
+                         reconcile_seconds=0.5, lock_ttl_ms=300,
+                         forecast=ForecastConfig(alpha=1.0, beta=0.1, horizon=0.0),
+                         peak=PeakConfig(quantile=0.95, window_seconds=2.0, horizon_seconds=10.0), **kw)  # type: ignore[arg-type]
 
 
-def make_service(redis_url: str, client: aioredis.Redis, planner_id: str, interval: float,
-                 actuator: RecordingActuator | None = None) -> PlannerService:
-    config = PlannerConfig(planner_id=planner_id, model="tiny", interval_seconds=interval, tick_seconds=0.1,
-                           min_solve_gap_seconds=0.0, traffic_window_seconds=2.0, headroom=1.0,
-                           scale_down_confirmations=2, reconcile_seconds=0.5, lock_ttl_ms=300,
-                           min_rate_per_s={"chat": 0.5},
-                           forecast=ForecastConfig(alpha=1.0, beta=0.1, horizon=0.0))
+def service(redis_url: str, client: aioredis.Redis, cfg: PlannerConfig, *,
+            registry: CollectorRegistry | None = None, actuator: RecordingActuator | None = None,
+            inventory: dict[str, int] | None = None) -> PlannerService:
     traffic = TrafficConfig(redis_url=redis_url, bucket_seconds=1)
-    return PlannerService(config, client, traffic, capacity_solver, PlannerMetrics(CollectorRegistry()),
+    metrics = PlannerMetrics(registry or CollectorRegistry())
+    return PlannerService(cfg, client, traffic, solver(inventory), metrics, planning_inputs(inventory),
                           actuator=actuator)
 
 
-class Feeder:
-    """Records `rate` chat requests per second into the traffic statistics, in 0.1 s steps."""
-
-    def __init__(self, recorder: TrafficRecorder) -> None:
-        self.recorder = recorder
-        self.carry = 0.0
-
-    async def feed(self, rate: float, seconds: float) -> None:
-        for _ in range(round(seconds * 10)):
-            self.carry += rate / 10
-            while self.carry >= 1:
-                self.recorder.record("chat", 100, 20, 0.1, 0.01, True)
-                self.carry -= 1
-            await asyncio.sleep(0.1)
-
-
-async def test_planner_reacts_to_a_load_step_within_two_intervals(redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
-    recorder = TrafficRecorder(TrafficConfig(redis_url=redis_url, bucket_seconds=1,
-                                             flush_interval_seconds=0.1))
-    actuator = RecordingActuator()
-    interval = 1.0
-    service = make_service(redis_url, client, "p1", interval, actuator)
-    service.start()
+def record(redis_url: str, n: int, input_tokens: int = 600, name: str = "long") -> None:
+    recorder = TrafficRecorder(TrafficConfig(redis_url=redis_url, bucket_seconds=1))
     try:
-        feeder = Feeder(recorder)
-        await feeder.feed(1.5, 3.0)
-        assert service.running is not None and service.running.counts()["cpu-colocated"] == 2
-        step_at = asyncio.get_running_loop().time()
-        reacted_at = None
-        while asyncio.get_running_loop().time() - step_at < 6:
-            await feeder.feed(4.5, 0.2)
-            if service.running.counts()["cpu-colocated"] >= 4:
-                reacted_at = asyncio.get_running_loop().time()
-                break
-        assert reacted_at is not None, f"no scale-up; events: {service.events}"
-        # the traffic window (2 s) must see the step first; then at most two intervals
-        assert reacted_at - step_at <= 2.0 + 2 * interval + 0.5
-        await asyncio.sleep(0.7)
-        assert actuator.replicas["cpu-colocated"] >= 4
-        record = await PlanStore(client).read()
-        assert record is not None and record.leader == "p1"
-        assert record.plan["pools"][0]["count"] == service.running.counts()["cpu-colocated"]
-        reasons = [e.reason for e in service.events]
-        assert reasons[0] == "initial" and "scale-up" in reasons
+        for _ in range(n):
+            recorder.record(name, input_tokens, 20, 0.1, 0.01, True)
     finally:
-        await service.stop()
-        recorder.close()
-        await client.aclose()
+        recorder.close()  # flushes
 
 
-async def test_only_the_leader_publishes_and_a_follower_takes_over(redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
-    a_act, b_act = RecordingActuator(), RecordingActuator()
-    a = make_service(redis_url, client, "a", 0.5, a_act)
-    b = make_service(redis_url, client, "b", 0.5, b_act)
-    a.start()
-    await asyncio.sleep(0.3)
-    b.start()
-    try:
-        await asyncio.sleep(1.0)
-        assert a.is_leader and not b.is_leader
-        assert a.events and not b.events and not b_act.applied
-        await a.stop()  # releases the lock
-        await asyncio.sleep(1.0)
-        assert b.is_leader
-        assert b.events
-        record = await PlanStore(client).read()
-        assert record is not None and record.leader == "b"
-    finally:
-        await a.stop()
-        await b.stop()
-        await client.aclose()
+def roles(plan: SolvedPlan) -> set[str]:
+    return {p.role for p in plan.pools}
+
+
+def test_policy_scales_up_at_once_and_down_after_confirmations() -> None:
+    policy = PlanPolicy(scale_down_confirmations=2)
+    assert policy.decide(None, plan_of({"a": 2})).reason == "initial"
+    assert policy.decide(plan_of({"a": 2}), plan_of({"a": 3})).reason == "scale-up"
+    assert policy.decide(plan_of({"a": 3}), plan_of({"a": 3})).reason == "unchanged"
+    first = policy.decide(plan_of({"a": 3}), plan_of({"a": 2}))
+    assert not first.accept and first.reason == "scale-down pending 1/2"
+    assert policy.decide(plan_of({"a": 3}), plan_of({"a": 2})).reason == "scale-down"
+    assert not policy.decide(plan_of({"a": 2}), plan_of({"a": 1})).accept  # the streak restarted
 
 
 def test_policy_publishes_a_reweight_only_beyond_the_threshold() -> None:
     def routed(share: float) -> SolvedPlan:
-        base = plan(2)
-        doc = {"routing": {"long": {"cpu-colocated": share, "cpu-prefill": 1 - share}}}
-        return SolvedPlan(base.pools, base.cost_per_hour, base.baselines, "optimal", doc)
+        return plan_of({"a": 1, "b": 1}, {"a": share, "b": 1 - share})
 
     policy = PlanPolicy(reweight_threshold=0.1)
     assert policy.decide(routed(0.40), routed(0.45)).reason == "unchanged"
@@ -167,75 +99,158 @@ def test_policy_publishes_a_reweight_only_beyond_the_threshold() -> None:
 
 def test_policy_scale_down_waits_for_the_stabilization_window() -> None:
     policy = PlanPolicy(scale_down_confirmations=2, scale_down_stabilization_seconds=20.0)
-    assert not policy.decide(plan(3), plan(2), now=100.0).accept
-    assert not policy.decide(plan(3), plan(2), now=110.0).accept  # two proposals, only 10 s
-    assert policy.decide(plan(3), plan(2), now=120.0).reason == "scale-down"
-    assert policy.decide(plan(2), plan(3), now=121.0).reason == "scale-up"
+    assert not policy.decide(plan_of({"a": 3}), plan_of({"a": 2}), now=100.0).accept
+    assert not policy.decide(plan_of({"a": 3}), plan_of({"a": 2}), now=110.0).accept  # only 10 s
+    assert policy.decide(plan_of({"a": 3}), plan_of({"a": 2}), now=120.0).reason == "scale-down"
+    assert policy.decide(plan_of({"a": 2}), plan_of({"a": 3}), now=121.0).reason == "scale-up"
 
 
-async def test_a_step_publishes_and_exports_the_planner_metrics(redis_url: str) -> None:
+def test_peak_is_the_stated_quantile_of_the_short_window_samples_over_the_horizon() -> None:
+    tracker = PeakTracker(PeakConfig(quantile=0.95, window_seconds=1.0, horizon_seconds=19.0))
+    for t in range(20):
+        tracker.observe(float(t), {"c": float(t + 1)})  # 1 .. 20 req/s
+    assert tracker.peaks() == {"c": pytest.approx(19.05)}  # rank 0.95 · 19 = 18.05 → 19 + 0.05
+    tracker.observe(40.0, {})  # every old sample left the horizon; the class counts 0 now
+    assert tracker.peaks() == {"c": 0.0}
+    with pytest.raises(ValueError, match="quantile"):
+        PeakConfig(quantile=1.5)
+
+
+async def test_step_publishes_a_plan_whose_role_mix_follows_traffic(redis_url: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
-    registry = CollectorRegistry()
-    config = PlannerConfig(planner_id="p", model="tiny", min_rate_per_s={"chat": 1.5}, headroom=1.0)
-    service = PlannerService(config, client, TrafficConfig(redis_url=redis_url), capacity_solver,
-                             PlannerMetrics(registry))
+    planner = service(redis_url, client, config())
     try:
-        accepted = await service.step(now=1000.0)
-        assert accepted is not None and accepted.counts() == {"cpu-colocated": 2}
-        assert await service.step(now=1001.0) is None  # not due, no change
-        value = registry.get_sample_value
-        assert value("heteroserve_planner_plan_cost_dollars_per_hour", {"plan": "current"}) == 0.2
-        assert value("heteroserve_planner_plan_cost_dollars_per_hour", {"plan": "single-type"}) == 0.2
-        assert value("heteroserve_planner_desired_instances",
-                     {"pool": "cpu-colocated", "node_type": "cpu-local", "role": "colocated"}) == 2
-        assert value("heteroserve_planner_solves_total", {"status": "optimal"}) == 1
-        assert value("heteroserve_planner_plan_version") == 1
-        assert value("heteroserve_planner_solve_seconds_count") == 1
-        names = {m.name for m in registry.collect()}
-        assert names == {f"heteroserve_planner_{n}" for n in (
-            "plan_cost_dollars_per_hour", "desired_instances", "actual_instances", "solve_seconds", "solves",
-            "plans_published", "plan_version", "slo_attainment_ratio", "observed_rate_requests_per_second",
-            "is_leader")}
+        record(redis_url, 1)
+        quiet = await planner.step(now=1000.0)
+        assert quiet is not None and roles(quiet) == {"colocated"}, quiet.counts()
+        record(redis_url, 40)  # a burst of long prompts: ≥ 13 req/s over the 2 s peak window
+        busy = await planner.step(now=1001.0)
+        assert busy is not None, planner.events
+        assert {"prefill", "decode"} <= roles(busy), busy.counts()
+        assert any(p.node_type == "csd-local" and p.role == "decode" for p in busy.pools)
+
+        stored = await PlanStore(client).read()
+        assert stored is not None and stored.version == 2
+        plan = Plan.from_dict(stored.plan)  # the one plan document
+        assert stored.plan["schema"] == 1 and plan.counts() == busy.counts()
+        assert all(p.device in ("cpu", "csd") for p in plan.pools)
+        routes = plan.routes(LONG)
+        assert any(r.disaggregated for r in routes) and sum(r.share for r in routes) == pytest.approx(1)
+        assert LONG in {c.name for c in plan.classes}, [c.name for c in plan.classes]
+        long_class = next(c for c in plan.classes if c.name == LONG)
+        assert (long_class.ttft_seconds, long_class.tpot_seconds) == (1.0, 0.1)
+        demand = plan.demand
+        assert demand is not None and demand["basis"] == "peak" and demand["quantile"] == 0.95
+        assert (demand["window_s"], demand["horizon_s"]) == (2.0, 10.0)
+        # sized for the peak of the short window, well above the 10 s mean
+        assert demand["rates"][LONG] > 2 * demand["mean_rates"][LONG] > 0
     finally:
         await client.aclose()
 
 
-def capped_solver(demand: Sequence[DemandClass], running: SolvedPlan | None) -> SolvedPlan:
-    """capacity_solver on a fleet of at most 4 workers."""
-    plan = capacity_solver(demand, running)
-    if plan.counts()["cpu-colocated"] > 4:
-        raise InfeasibleError("class chat can be served only in part: inventory of cpu-local (4 nodes)",
-                              constraint="inventory", request_class="chat")
-    return plan
+async def test_the_recorded_rate_is_the_peak_quantile_after_the_burst_fades(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    planner = service(redis_url, client, config())
+    try:
+        record(redis_url, 30)
+        await planner.step(now=2000.0)
+        peak_after_burst = planner._peaks.peaks()[LONG]
+        for t in (2000.5, 2001.0):
+            await planner.step(now=t)
+        peaks = planner._peaks.peaks()
+        assert peaks[LONG] >= peak_after_burst * 0.5  # a few ticks later the p95 still holds the burst
+        basis = planner.demand_basis(planner._demand_rates(), 1.0)
+        holt = planner._forecaster.planning_rates()[LONG]
+        assert basis["rates"][LONG] == pytest.approx(max(peaks[LONG], holt), abs=1e-3)
+    finally:
+        await client.aclose()
+
+
+async def test_a_step_exports_the_planner_metrics_and_the_baselines(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    registry = CollectorRegistry()
+    planner = service(redis_url, client, config(), registry=registry)
+    try:
+        accepted = await planner.step(now=1000.0)
+        assert accepted is not None and accepted.counts() == {"cpu-local-colocated": 1}
+        assert await planner.step(now=1001.0) is None  # not due, no change
+        value = registry.get_sample_value
+        assert value("heteroserve_planner_plan_cost_dollars_per_hour", {"plan": "current"}) == 0.1
+        assert value("heteroserve_planner_plan_cost_dollars_per_hour", {"plan": "colocated_only"}) == 0.1
+        assert value("heteroserve_planner_desired_instances",
+                     {"pool": "cpu-local-colocated", "node_type": "cpu-local", "role": "colocated"}) == 1
+        assert value("heteroserve_planner_solves_total", {"status": "optimal"}) == 1
+        assert value("heteroserve_planner_plan_version") == 1
+    finally:
+        await client.aclose()
+
+
+async def test_a_dropped_pool_is_scaled_to_zero(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    planner = service(redis_url, client, config())
+    try:
+        targets = planner.targets(plan_of({"a": 2, "b": 1}))
+        assert {t.pool: t.replicas for t in targets} == {"a": 2, "b": 1}
+        targets = planner.targets(plan_of({"a": 3}))
+        assert {t.pool: t.replicas for t in targets} == {"a": 3, "b": 0}
+    finally:
+        await client.aclose()
 
 
 async def test_an_overload_grows_the_fleet_to_the_inventory(redis_url: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
     registry = CollectorRegistry()
-    config = PlannerConfig(planner_id="p", model="tiny", min_rate_per_s={"chat": 6.0}, headroom=1.0)
-    service = PlannerService(config, client, TrafficConfig(redis_url=redis_url), capped_solver,
-                             PlannerMetrics(registry))
+    planner = service(redis_url, client, config(), registry=registry,
+                      inventory={"cpu-local": 2, "csd-local": 0})
     try:
-        accepted = await service.step(now=1000.0)
-        assert accepted is not None and accepted.counts() == {"cpu-colocated": 4}  # 6 × 0.6 = 3.6 → 4
-        record = await PlanStore(client).read()
-        assert record is not None and "overload: planned for 60% of the demand" in record.reason
-        assert registry.get_sample_value("heteroserve_planner_solves_total", {"status": "infeasible"}) == 3
+        record(redis_url, 60, input_tokens=150, name="interactive")
+        accepted = await planner.step(now=1000.0)
+        assert accepted is not None and sum(accepted.counts().values()) == 2
+        stored = await PlanStore(client).read()
+        assert stored is not None and "overload: planned for" in stored.reason
+        assert stored.plan["demand"]["served_fraction"] < 1
+        infeasible = registry.get_sample_value("heteroserve_planner_solves_total", {"status": "infeasible"})
+        assert (infeasible or 0) >= 1
     finally:
         await client.aclose()
 
 
 async def test_a_class_no_pool_can_serve_is_reported_not_hidden(redis_url: str) -> None:
     def never(demand: Sequence[DemandClass], running: SolvedPlan | None) -> SolvedPlan:
-        raise InfeasibleError("class chat cannot be served by any pool: tpot", constraint="tpot")
+        raise InfeasibleError("class tiny/interactive/i2o0 cannot be served by any pool: tpot",
+                              constraint="tpot")
 
     client = aioredis.Redis.from_url(redis_url)
-    config = PlannerConfig(planner_id="p", model="tiny", min_rate_per_s={"chat": 1.0})
-    service = PlannerService(config, client, TrafficConfig(redis_url=redis_url), never,
-                             PlannerMetrics(CollectorRegistry()))
+    planner = PlannerService(config(), client, TrafficConfig(redis_url=redis_url), never,
+                             PlannerMetrics(CollectorRegistry()), planning_inputs())
     try:
         with pytest.raises(InfeasibleError, match="tpot"):
-            await service.step(now=1000.0)
+            await planner.step(now=1000.0)
         assert await PlanStore(client).read() is None
     finally:
+        await client.aclose()
+
+
+async def test_only_the_leader_publishes_and_a_follower_takes_over(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    a_act, b_act = RecordingActuator(), RecordingActuator()
+    a = service(redis_url, client, config("a", 0.5), actuator=a_act)
+    b = service(redis_url, client, config("b", 0.5), actuator=b_act)
+    a.start()
+    await asyncio.sleep(0.3)
+    b.start()
+    try:
+        await asyncio.sleep(1.5)
+        assert a.is_leader and not b.is_leader
+        assert a.events and not b.events and not b_act.applied
+        assert a_act.replicas == {"cpu-local-colocated": 1}
+        await a.stop()  # releases the lock
+        await asyncio.sleep(1.5)
+        assert b.is_leader and b.running is not None  # adopted the published plan
+        assert b_act.replicas == {"cpu-local-colocated": 1}
+        stored = await PlanStore(client).read()
+        assert stored is not None and stored.leader in ("a", "b")
+    finally:
+        await a.stop()
+        await b.stop()
         await client.aclose()
