@@ -59,6 +59,7 @@ from heteroserve.modelgen import PRESETS, create_model
 TARGETS: dict[str, Target] = {"cross_worker_ttft_ratio": ("<=", 0.3), "redis_tier_efficiency": (">=", 0.7),
                               "disk_tier_efficiency": (">=", 0.7), "cross_worker_tokens_equal": ("==", True)}
 ROOT = Path(__file__).resolve().parent.parent
+VLLM_MEMORY_FRACTION = 0.02  # per vLLM engine (weights and activations; the KV is sized exactly)
 
 
 def make_blocks(preset: str, n: int) -> list[tuple[BlockHash, bytes]]:
@@ -147,12 +148,16 @@ async def bench_disk(root: Path, blocks: list[tuple[BlockHash, bytes]], repeats:
 
 
 class WorkerProcess:
-    """A `benchmarks._cache_worker` subprocess speaking JSON lines."""
+    """A `benchmarks._cache_worker` (or, with `engine` "vllm", `benchmarks._vllm_cache_worker`)
+    subprocess speaking JSON lines."""
 
-    def __init__(self, model_dir: Path, url: str, namespace: str, threads: int) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+    def __init__(self, model_dir: Path, url: str, namespace: str, threads: int,
+                 engine: str = "native") -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), VLLM_LOGGING_STREAM="ext://sys.stderr")
+        module, last = (("benchmarks._vllm_cache_worker", str(VLLM_MEMORY_FRACTION)) if engine == "vllm"
+                        else ("benchmarks._cache_worker", str(threads)))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks._cache_worker", str(model_dir), url, namespace, str(threads)],
+            [sys.executable, "-m", module, str(model_dir), url, namespace, last],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
         assert json.loads(self._readline()).get("ready"), "cache worker did not start"
 
@@ -181,9 +186,9 @@ class WorkerProcess:
 
 
 def bench_cross_worker(model_dir: Path, url: str, prefix_tokens: int, vocab: int, trials: int,
-                       threads: int) -> dict[str, Any]:
-    a = WorkerProcess(model_dir, url, "xw", threads)
-    b = WorkerProcess(model_dir, url, "xw", threads)
+                       threads: int, engine: str = "native") -> dict[str, Any]:
+    a = WorkerProcess(model_dir, url, "xw", threads, engine)
+    b = WorkerProcess(model_dir, url, "xw", threads, engine)
     rng = np.random.default_rng(1)
     cached_ttft, cold_ttft, same, loaded = [], [], True, []
     hits = lookups = 0
@@ -223,8 +228,12 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         model_dir = workdir / f"model-{preset}"
         create_model(model_dir, preset=preset, seed=0)
         result.update(await asyncio.to_thread(bench_cross_worker, model_dir, server.url, prefix,
-                                              PRESETS[preset].vocab_size, args.trials, args.threads))
-        result["cross_worker_mode"] = "two worker processes (engine + kv_bridge over a pipe)"
+                                              PRESETS[preset].vocab_size, args.trials, args.threads,
+                                              args.engine))
+        result["cross_worker_mode"] = (
+            "two vLLM engine processes (AsyncLLM + the heteroserve KV connector on the Redis tier)"
+            if args.engine == "vllm" else "two worker processes (engine + kv_bridge over a pipe)")
+        result["engine"] = args.engine
         result["prefix_tokens"] = prefix
         return result
     finally:
@@ -239,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch threads per worker process")
+    parser.add_argument("--engine", choices=("native", "vllm"), default="native",
+                        help="engine of the cross-worker pair (vllm: AsyncLLM + its KV connector)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="hs-bench-cache-") as tmp:
         result = asyncio.run(run(args, Path(tmp)))

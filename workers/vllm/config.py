@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cache.hashing import DEFAULT_BLOCK_SIZE
+from cache.config import CacheConfig
+from cache.hashing import DEFAULT_BLOCK_SIZE, kv_layout
 
 # vLLM's CPU attention backend (CPU_ATTN) accepts only multiples of 32 tokens per page.
 CPU_BLOCK_SIZE = 32
@@ -28,8 +29,8 @@ class VLLMEngineConfig:
 set, sizes the KV cache exactly instead (vLLM's `kv_cache_memory_bytes`). `max_model_len`
     None takes the model's `max_position_embeddings`. `kv_events_endpoint` is the ZMQ address vLLM
     publishes its KV-cache events on (None = no events); `kv_events_replay_endpoint` the ROUTER
-    address that replays missed batches. `kv_connector` is the vLLM KV-connector configuration
-    (`vllm.config.KVTransferConfig` fields) or None for none.
+    address that replays missed batches. `cache` configures the KV tiers below vLLM (memory, Redis,
+    disk), reached through the heteroserve KV connector (workers/vllm/connector.py); None = none.
     """
 
     model_dir: Path
@@ -45,7 +46,7 @@ set, sizes the KV cache exactly instead (vLLM's `kv_cache_memory_bytes`). `max_m
     model_id: str | None = None
     kv_events_endpoint: str | None = None
     kv_events_replay_endpoint: str | None = None
-    kv_connector: dict[str, object] | None = None
+    cache: CacheConfig | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_dir", Path(self.model_dir))
@@ -76,6 +77,14 @@ set, sizes the KV cache exactly instead (vLLM's `kv_cache_memory_bytes`). `max_m
     def resolved_model_id(self) -> str:
         """The model id in every block hash: as the native engine and the gateway name it."""
         return self.model_id or self.model_dir.resolve().name
+
+    def kv_layout(self) -> str:
+        """The `layout` hash key of this engine's blocks: dtype, the cluster block size and the model's
+        KV shape, read from config.json as the native engine reads it (so both name blocks alike)."""
+        from workers.engine.loader import read_args
+
+        args = read_args(self.model_dir)
+        return kv_layout(self.dtype, self.hash_block_size, args.num_layers, args.num_kv_heads, args.head_dim)
 
     @property
     def hashes_per_block(self) -> int:

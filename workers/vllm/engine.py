@@ -9,7 +9,8 @@ profiling and warm-up (about 50 s on a small CPU host): call it in a thread.
 Block vocabulary: everything this class reports is in cluster blocks of `hash_block_size` tokens
 (`block_size`, `stats()`, `match_prefix`), so hashes computed by the gateway name the blocks vLLM
 holds; vLLM's own pages hold `hashes_per_block` of them. Which blocks vLLM holds comes from its KV
-events (`kv_events.py`), when configured; without them `match_prefix` is 0.
+events (`kv_events.py`), when configured; without them `match_prefix` is 0. With `cache` set, vLLM
+reads and writes the KV tiers itself through the heteroserve KV connector (`connector.py`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from cache.hashing import BlockHash, HashKeys, kv_layout
+from cache.hashing import BlockHash, HashKeys
 from common.errors import InvalidRequestError, UnavailableError
 from workers.engine.types import EngineRequest, EngineStats, KVBlock, TokenEvent
 from workers.vllm.sampling import to_token_events, to_vllm_sampling
@@ -51,7 +52,7 @@ class VLLMEngine:
         self.max_context_tokens = int(llm.model_config.max_model_len)
         self.max_num_seqs = config.max_num_seqs
         self.block_size = config.hash_block_size
-        self._layout = _layout(llm, config)
+        self._layout = config.kv_layout()
         self._running: set[str] = set()
         self._events: VLLMKVEventBridge | None = None
         self._publisher: KVEventPublisher | None = None
@@ -206,16 +207,12 @@ def engine_args(config: VLLMEngineConfig) -> dict[str, Any]:
         kwargs["kv_events_config"] = KVEventsConfig(
             enable_kv_cache_events=True, publisher="zmq", endpoint=config.kv_events_endpoint,
             replay_endpoint=config.kv_events_replay_endpoint)
-    if config.kv_connector is not None:
+    if config.cache is not None:
         from vllm.config import KVTransferConfig
 
-        kwargs["kv_transfer_config"] = KVTransferConfig(**config.kv_connector)  # type: ignore[arg-type]
+        from workers.vllm.connector import ConnectorSettings, connector_config
+
+        settings = ConnectorSettings(config.resolved_model_id, config.kv_layout(), config.hash_block_size,
+                                     config.cache)
+        kwargs["kv_transfer_config"] = KVTransferConfig(**connector_config(settings))
     return kwargs
-
-
-def _layout(llm: Any, config: VLLMEngineConfig) -> str:
-    """The `layout` hash key: dtype, cluster block size and the KV shape (as `cache.hashing.kv_layout`)."""
-    model = llm.model_config
-    num_layers = model.get_num_layers(llm.vllm_config.parallel_config)
-    return kv_layout(config.dtype, config.hash_block_size, num_layers, model.get_total_num_kv_heads(),
-                     model.get_head_size())
