@@ -3,7 +3,7 @@
 Used by the image's HEALTHCHECK (Docker, Podman, Compose; Kubernetes uses the chart's probes instead).
 It reads PID 1's command line to find which command runs and on which port, then:
 - `heteroserve gateway`: HTTP GET http://127.0.0.1:<--port, 8000>/health must answer 200;
-- `heteroserve worker`: gRPC health check on 127.0.0.1:<--port> must be SERVING;
+- `heteroserve worker`: gRPC health check on 127.0.0.1:<--health-port, else --port> must be SERVING;
 - `heteroserve planner` and anything else: a TCP connect to `--metrics-port` must succeed; without
   that flag (or with 0: the planner serves no metrics then) there is no port to ask, and the check is
   that the process is alive (`proc://1`: not gone, not a zombie).
@@ -39,8 +39,9 @@ def probe_for(argv: Sequence[str]) -> str:
     command = next((a for a in argv[1:] if a in ("gateway", "worker", "planner")), "")
     if command == "gateway":
         return f"http://127.0.0.1:{_flag(argv, '--port') or DEFAULT_PORTS['gateway']}/health"
-    if command == "worker":
-        return f"grpc://127.0.0.1:{_flag(argv, '--port') or DEFAULT_PORTS['worker']}"
+    if command == "worker":  # with mutual TLS, its plaintext health-only port (--health-port)
+        port = _flag(argv, "--health-port") or _flag(argv, "--port") or DEFAULT_PORTS["worker"]
+        return f"grpc://127.0.0.1:{port}"
     metrics_port = _flag(argv, "--metrics-port")
     if metrics_port and metrics_port != "0":
         return f"tcp://127.0.0.1:{metrics_port}"

@@ -231,6 +231,10 @@ containers:
       - --redis-url=$(HETEROSERVE_REDIS_URL)
       - --shared-tier-url=$(HETEROSERVE_REDIS_URL)
       - --drain-grace-seconds={{ $w.drainGraceSeconds }}
+      {{- if $root.Values.tls.enabled }}
+      - --tls-dir={{ $root.Values.tls.mountPath }}
+      - --health-port={{ $root.Values.tls.workerHealthPort }}
+      {{- end }}
       {{- if $pool.kvCacheMb }}
       - --kv-cache-mb={{ int $pool.kvCacheMb }}
       {{- end }}
@@ -258,13 +262,19 @@ containers:
     ports:
       - {name: grpc, containerPort: {{ $w.grpcPort }}, protocol: TCP}
       - {name: metrics, containerPort: {{ $w.metricsPort }}, protocol: TCP}
+      {{- /* With mutual TLS the kubelet (no client certificate) probes the plaintext health-only port. */}}
+      {{- $probePort := $w.grpcPort }}
+      {{- if $root.Values.tls.enabled }}
+      {{- $probePort = $root.Values.tls.workerHealthPort }}
+      - {name: health, containerPort: {{ $probePort }}, protocol: TCP}
+      {{- end }}
     # gRPC health turns SERVING once the model is loaded and the worker is registered (warm).
     startupProbe:
-      grpc: {port: {{ $w.grpcPort }}}
+      grpc: {port: {{ $probePort }}}
       periodSeconds: 5
       failureThreshold: {{ div $w.startupTimeoutSeconds 5 }}
     readinessProbe:
-      grpc: {port: {{ $w.grpcPort }}}
+      grpc: {port: {{ $probePort }}}
       periodSeconds: 5
       failureThreshold: 1
     # Liveness only checks the port: a draining worker reports NOT_SERVING and must not be killed.
@@ -291,6 +301,7 @@ containers:
       - {name: csd-drive, mountPath: {{ $w.csdMountPath }}}
       {{- end }}
       {{- with include "heteroserve.redisCaMount" $root }}{{ . | trim | nindent 6 }}{{ end }}
+      {{- with include "heteroserve.tlsMount" (dict "root" $root) }}{{ . | trim | nindent 6 }}{{ end }}
 volumes:
   {{- include "heteroserve.modelsVolume" (dict "root" $root) | nindent 2 }}
   - name: kv-disk
@@ -307,6 +318,7 @@ volumes:
     hostPath: {path: {{ $pool.csd.drivePath | quote }}, type: Directory}
   {{- end }}
   {{- with include "heteroserve.redisCaVolume" $root }}{{ . | trim | nindent 2 }}{{ end }}
+  {{- with include "heteroserve.tlsVolume" (dict "root" $root "component" "worker") }}{{ . | trim | nindent 2 }}{{ end }}
 {{- $nodeSelector := $pool.nodeSelector }}
 {{- if and (not $nodeSelector) $pool.nodeType }}
 {{- $nodeSelector = dict "heteroserve.io/node-type" $pool.nodeType }}
@@ -346,4 +358,43 @@ whole, so the optional keys are filled in here. */}}
 {{- else -}}
 {{- printf "%s:%s" .root.Values.image.repository $tag -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Mutual TLS (values `tls`). The Secret of one component: the cert-manager Certificate's, or the
+given one. Arg: dict "root" $ "component" gateway|planner|worker */}}
+{{- define "heteroserve.tlsSecretName" -}}
+{{- $tls := .root.Values.tls -}}
+{{- if $tls.certManager.enabled -}}
+{{ include "heteroserve.fullname" .root }}-{{ .component }}-tls
+{{- else -}}
+{{- $name := get $tls.secrets .component -}}
+{{- if not $name -}}
+{{- fail (printf "tls.secrets.%s: name the kubernetes.io/tls Secret of the %s (tls.crt, tls.key, ca.crt), or set tls.certManager.enabled" .component .component) -}}
+{{- end -}}
+{{ $name }}
+{{- end -}}
+{{- end -}}
+
+{{/* The process's --tls-dir flag, when TLS is on. Arg: dict "root" $ */}}
+{{- define "heteroserve.tlsArgs" -}}
+{{- if .root.Values.tls.enabled }}
+- --tls-dir={{ .root.Values.tls.mountPath }}
+{{- end }}
+{{- end -}}
+
+{{- define "heteroserve.tlsMount" -}}
+{{- if .root.Values.tls.enabled }}
+- {name: tls, mountPath: {{ .root.Values.tls.mountPath }}, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{/* A Secret volume, not subPath mounts: the kubelet swaps the files in place on renewal, and the
+process re-reads them (common/tls.py). Readable by the pod's group (fsGroup) only. */}}
+{{- define "heteroserve.tlsVolume" -}}
+{{- if .root.Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ include "heteroserve.tlsSecretName" . }}
+    defaultMode: 0440
+{{- end }}
 {{- end -}}
