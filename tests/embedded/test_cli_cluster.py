@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from control_plane.plan_store import read_plan_sync
 from heteroserve.client import Client
 from heteroserve.embedded.processes import pid_alive
+from placement.plan import Plan
 
 pytestmark = pytest.mark.slow
 
@@ -57,18 +59,27 @@ def test_up_status_down(tmp_path: Path) -> None:
             time.sleep(0.5)
         state = json.loads((run_dir / "cluster.json").read_text())
         pids = all_pids(run_dir)
-        assert len(pids) >= 1 + 3 + 4  # launcher, redis + gateway + planner, the plan's workers
+        assert len(pids) >= 1 + 3 + 1  # launcher, redis + gateway + planner, the plan's workers
         assert oct((run_dir / "cluster.json").stat().st_mode)[-3:] == "600"
+        # the first start measured a profile of every node type, and the planner compiled them
+        profiles = sorted(p.name.split("-native-")[1] for p in (run_dir / "profiles").glob("*.json"))
+        assert profiles == ["cpu-local.json", "csd-local.json"], profiles
+        record = read_plan_sync(state["redis_url"])
+        assert record is not None
+        plan = Plan.from_dict(record.plan)  # the one plan document
+        assert plan.demand is not None and plan.demand["basis"] == "peak"
+        open_pools = {p.name for p in plan.pools}
 
         with Client(state["http_url"], api_key=state["api_key"]) as client:
             done = client.complete("hello there, how are you today", model="tiny", max_tokens=5)
-        assert done.usage.completion_tokens == 5 and done.route.pool == "cpu-colocated"
-        assert done.route.request_class == "chat"
-        assert wait_for_traffic(state["redis_url"], "chat") == 1  # the gateway recorded it for the planner
+        assert done.usage.completion_tokens == 5 and done.route.pool in open_pools
+        assert done.route.request_class == "tiny/interactive/i0o0"
+        # the gateway recorded it for the planner
+        assert wait_for_traffic(state["redis_url"], "tiny/interactive/i0o0") == 1
 
         status = heteroserve("status", "--run-dir", str(run_dir))
         assert status.returncode == 0, status.stderr
-        for expected in ("plan", "v1", "cpu-colocated", "csd-decode", "cpu-prefill", "$0.35/h", "leader"):
+        for expected in ("plan", "v1", *open_pools, f"${plan.cost_per_hour:.2f}/h", "leader"):
             assert expected in status.stdout, status.stdout
 
         again = heteroserve("up", "--run-dir", str(run_dir))
