@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from common.errors import ConfigError
 from common.vocab import DEVICES, ENGINES
+from heteroserve.cli._tls import add_tls_flag, tls_files
 
 if TYPE_CHECKING:
     from control_plane.profiler.grid import ProfileGrid
@@ -57,6 +58,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="profile file to write (JSON)")
     parser.add_argument("--cluster-token-env", default="HETEROSERVE_CLUSTER_TOKEN",
                         help="environment variable holding the cluster token (running workers)")
+    add_tls_flag(parser)  # running workers on mutual TLS: the profiler's certificate
 
 
 def _grid(args: argparse.Namespace) -> ProfileGrid:
@@ -111,15 +113,18 @@ def _local(args: argparse.Namespace, grid: ProfileGrid) -> NodeProfile:
 
 
 def _remote(args: argparse.Namespace, grid: ProfileGrid) -> NodeProfile:
+    from common.tls import ClientTLS
     from control_plane.profiler.run import Identity, RoleWorkers, profile_node
     from workerrpc.client import WorkerClient
 
     token = os.environ.get(args.cluster_token_env, "")
+    files = tls_files(args)
+    tls = ClientTLS(files) if files is not None else None
     identity = Identity(model=args.model_name or "model", node_type=args.node_type, device=args.device,
                         engine=args.engine)
 
     async def measure() -> NodeProfile:
-        clients = {role: WorkerClient(address, token, stream_timeout_seconds=600)
+        clients = {role: WorkerClient(address, token, stream_timeout_seconds=600, tls=tls)
                    for role, address in (("colocated", args.colocated), ("prefill", args.prefill),
                                          ("decode", args.decode)) if address}
         try:
