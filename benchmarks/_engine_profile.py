@@ -21,11 +21,12 @@ CPU ops run synchronously on CPU, so wall-clock timers around them measure their
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +85,18 @@ def instrument(engine: LLMEngine, times: StepTimes) -> None:
     engine._sample = times.wrap("engine_sample", engine._sample)  # type: ignore[method-assign]
 
 
-def patch_modules(times: StepTimes) -> None:
+@contextlib.contextmanager
+def patched_modules(times: StepTimes) -> Iterator[None]:
+    """Time attention, sampling and detokenization of every engine in this process while inside;
+    the module globals are restored on exit."""
+    saved = (model_module.paged_attention, engine_module.sample, Detokenizer.push)
     model_module.paged_attention = times.wrap("attention", model_module.paged_attention)
     engine_module.sample = times.wrap("sample", engine_module.sample)
     Detokenizer.push = times.wrap("detokenize", Detokenizer.push)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        model_module.paged_attention, engine_module.sample, Detokenizer.push = saved  # type: ignore
 
 
 def drive(engine: LLMEngine, times: StepTimes, requests: list[tuple[list[int], int]], label: str) -> float:
@@ -137,10 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         engine = LLMEngine(engine_config(model_dir))
         run_engine(engine, [([1, *range(10, 60)], 8)])  # warm-up, untimed
         times = StepTimes()
-        patch_modules(times)
         instrument(engine, times)
-        single = drive(engine, times, single_requests(vocab)[:1], "batch1")
-        batched = drive(engine, times, make_requests(workload, vocab), "batched")
+        with patched_modules(times):
+            single = drive(engine, times, single_requests(vocab)[:1], "batch1")
+            batched = drive(engine, times, make_requests(workload, vocab), "batched")
         print(f"threads {args.threads}; batch-1 wall {single:.3f} s; batched wall {batched:.3f} s")
         print(table(times))
         if args.ops:
