@@ -157,13 +157,16 @@ class PrefixIndex:
     def longest_prefix_per_tier(self, hashes: Sequence[BlockHash]) -> dict[tuple[str, str], int]:
         """(worker_id, tier) -> number of leading blocks that exact (worker, tier) holds."""
         runs: dict[int, int] = {}
-        alive: set[int] | None = None
+        alive: set[int] = set()  # holders of every block so far; a holder's run is set when it drops out
+        n = 0
         for i, holders in enumerate(self._table.leading_holders(hashes)):
-            alive = set(holders) if alive is None else alive.intersection(holders)
+            still = set(holders) if i == 0 else alive.intersection(holders)
+            if len(still) < len(alive):
+                runs.update((hid, i) for hid in alive - still)
+            alive, n = still, i + 1
             if not alive:
                 break
-            for hid in alive:
-                runs[hid] = i + 1
+        runs.update((hid, n) for hid in alive)
         return {self._pairs[hid]: n for hid, n in runs.items()}
 
     def state(self) -> dict[BlockHash, frozenset[tuple[str, str]]]:
