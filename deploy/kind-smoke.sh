@@ -55,11 +55,13 @@ VALUES="$(mktemp)"
 cat >"$VALUES" <<YAML
 # Small enough for a laptop's kind node.
 gateway: {replicas: 1, resources: {requests: {cpu: 100m, memory: 512Mi}}}
-planner: {replicas: 1, actuator: {mode: $MODE}, resources: {requests: {cpu: 50m, memory: 256Mi}}}
+planner: {replicas: 1, actuator: {mode: $MODE}, resources: {requests: {cpu: 50m, memory: 256Mi}},
+          modelArchitecture: {num_layers: 2, hidden_size: 128, num_heads: 4, num_kv_heads: 2,
+                              intermediate_size: 352, vocab_size: 2048, dtype: fp32}}
 redis: {persistence: {enabled: false}, maxmemory: 256mb, resources: {requests: {cpu: 50m, memory: 300Mi}}}
 workerPools:
   - {name: $POOL, nodeType: cpu, role: colocated, device: cpu, model: tiny, replicas: 1,
-     pricePerHour: 0.1, ratePerWorker: {chat: 1.0, long: 0.25}, kvDisk: {capacityMb: 256},
+     pricePerHour: 0.1, kvDisk: {capacityMb: 256},
      resources: {requests: {cpu: 250m, memory: 1Gi}, limits: {memory: 2Gi}}}
 YAML
 helm upgrade --install "$RELEASE" "$ROOT/helm/heteroserve" --namespace "$NAMESPACE" --create-namespace \

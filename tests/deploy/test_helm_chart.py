@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -180,25 +181,25 @@ def test_planner_config_builds_the_actuator_config(tmp_path: Path):
 
 
 def test_planner_cluster_file_loads(tmp_path: Path):
-    from heteroserve.embedded.config import load_embedded_config
+    from control_plane.planner.spec import planner_spec_from_mapping
 
     objects = render(MIXED_FLEET, tmp_path)
-    cluster_file = tmp_path / "cluster.yaml"
-    cluster_file.write_text(by_kind(objects, "ConfigMap")["hs-heteroserve-planner"]["data"]["cluster.yaml"])
-    cluster = load_embedded_config(cluster_file)
-    assert cluster.model.name == "llama-8b"
-    assert cluster.model.path == "/models/llama-8b"
-    assert [(p.name, p.node_type, p.role, p.device) for p in cluster.pools] == [
-        ("h100-prefill", "h100", "prefill", "cuda"),
-        ("l4-decode", "l4", "decode", "cuda"),
-        ("cpu-colocated", "c7i", "colocated", "cpu"),
-        ("csd-decode", "csd", "decode", "csd"),
-    ]
-    assert cluster.pools[0].price_per_hour == 4.5
-    assert cluster.pools[0].rate_per_worker == {"chat": 40.0, "long": 6.0}
-    # Helm merges maps with the defaults: the default `cpu: 8` stays unless set to null.
-    assert cluster.inventory == {"h100": 2, "l4": 8, "c7i": 4, "csd": 2, "cpu": 8}
-    assert [c.name for c in cluster.classes] == ["chat", "long"]
+    text = by_kind(objects, "ConfigMap")["hs-heteroserve-planner"]["data"]["cluster.yaml"]
+    assert "rate_per_worker" not in text  # capacities come from profiles or the roofline, never values
+    spec = planner_spec_from_mapping(yaml.safe_load(text), source="cluster.yaml")
+    assert spec.model.name == "llama-8b" and spec.model.path == "/models/llama-8b"
+    assert spec.model.architecture is not None and spec.model.architecture.num_kv_heads == 8
+    assert set(spec.fleet) == {"h100", "l4", "c7i", "csd", "a100"}
+    assert [p.path for p in spec.profiles] == ["/etc/heteroserve/profiles/h100.json",
+                                               "/etc/heteroserve/profiles/l4.json"]
+    assert [s.name for s in spec.slo_classes] == ["interactive", "batch"]
+    # Helm merges nodeCounts with the defaults (`cpu: 8`); the file keeps the fleet's node types only.
+    assert spec.inventory == {"h100": 2, "l4": 8, "c7i": 4, "csd": 2}
+    planner = by_kind(objects, "Deployment")["hs-heteroserve-planner"]["spec"]["template"]["spec"]
+    assert {"name": "profiles", "configMap": {"name": "hs-profiles"}} in planner["volumes"]
+    # Without the mounted profiles (not in this test) the spec resolves on the roofline alone.
+    inputs = dataclasses.replace(spec, profiles=()).planning_inputs(source="cluster.yaml")
+    assert set(inputs.fleet.names()) == {"h100", "l4", "c7i", "csd", "a100"} and inputs.profiles == {}
 
 
 def test_workers_accept_only_gateway_planner_and_peers(tmp_path: Path):

@@ -41,7 +41,7 @@ def test_templates_and_inventory_caps_reach_the_planner(tmp_path: Path) -> None:
     assert sorted(templates.node_types) == ["a100"] and sorted(templates.devices) == ["cuda"]
     a100 = templates.node_types["a100"]
     assert (a100.device, a100.roles, a100.price_per_hour) == ("cuda", ("prefill", "decode"), 3.0)
-    assert a100.rate_per_worker == {"chat": 30.0, "long": 5.0}
+    assert a100.rate_per_worker == {}, "capacities come from profiles or the roofline, never from values"
     worker = a100.pod_spec["containers"][0]
     assert worker["image"] == "registry.example.com/heteroserve:0.1.0-cuda"
     assert worker["args"][-2:] == ["--engine=vllm", "--vllm-memory-fraction=0.85"]
@@ -103,7 +103,7 @@ async def test_created_objects_validate_and_their_command_line_parses(tmp_path: 
 
 
 @pytest.mark.parametrize(("template", "expected"), [
-    ({"device": "csd", "ratePerWorker": {"chat": 1.0}}, "missing property 'csd'"),
+    ({"device": "csd", "pricePerHour": 1.0}, "missing property 'csd'"),
     ({"device": "cuda", "gpus": 1, "roles": ["both"]}, "/planner/poolTemplates/nodeTypes/x/roles/0"),
     ({"device": "cuda", "gpus": 1, "replicas": 3}, "additional properties 'replicas' not allowed"),
     ({"gpus": 1}, "missing property 'device'"),
