@@ -22,6 +22,7 @@ from common.stats import percentile
 from common.vocab import Tier
 from heteroserve.client import Route
 from heteroserve.embedded.status import ClusterStatus
+from heteroserve.embedded.status_output import plan_baselines
 from heteroserve.embedded.workload import Phase, WorkloadConfig
 
 
@@ -129,7 +130,7 @@ def build_report(results: list[RequestResult], timeline: list[TimelinePoint], st
         cached_prompt_tokens=sum(r.route.cached_prompt_tokens for r in results if r.route is not None),
         prompt_tokens=sum(r.input_tokens for r in results),
         cache_hit_rates=status.cache_hit_rates(),
-        plan={k: plan.get(k) for k in ("cost_per_hour", "baselines", "pools", "routing", "status")},
+        plan={k: plan.get(k) for k in ("cost_per_hour", "baselines", "pools", "classes", "solve", "demand")},
         plan_history=history, reactions=_reactions(timeline, tuple(workload.phases)))
 
 
@@ -143,8 +144,8 @@ def print_report(report: DemoReport, console: Console) -> None:
     costs.add_column("plan")
     costs.add_column("cost")
     costs.add_row("heteroserve plan (ILP)", f"{plan.get('cost_per_hour') or 0:.2f}")
-    for name, cost in (plan.get("baselines") or {}).items():
-        costs.add_row(name, f"{cost:.2f}")
+    for name, cost in plan_baselines(plan).items():  # Plan.to_dict() lists them
+        costs.add_row(name, "infeasible" if cost is None else f"{cost:.2f}")
     pools = ", ".join(f"{p['name']}×{p['count']}" for p in plan.get("pools") or [] if p["count"])
     lat = Table(title="latency (client side)")
     for col in ("class", "requests", "TTFT p50", "TTFT p90", "TTFT p99", "TPOT p50", "TPOT p90", "TPOT p99"):
