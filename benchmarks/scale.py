@@ -5,8 +5,9 @@
    prefix lookup + `control_plane.router.Router.route`) over `--route-requests` requests, and the
    index's memory per block (RSS delta over the fill). Targets: route_decision_p99_ms ≤ 1,
    index_bytes_per_block ≤ 128. Before filling, the run estimates the index's memory from a sample of a
-   tenth of `--blocks` (≥ 100,000); if `--blocks` would not fit in half of MemAvailable it fills what fits and lists the
-   shortfall as a skipped part (so `--check` fails: a smaller instance never passes for the stated one).
+   tenth of `--blocks` (≥ 100,000); if `--blocks` would not fit in half of MemAvailable it fills what
+   fits and lists the shortfall as a skipped part (so `--check` fails: a smaller instance never passes
+   for the stated one).
 2. Planner: 20 node types (the 15 of the shipped catalog plus 5 derived multi-accelerator shapes) × 8
    models × 1,000 classes (5 SLO classes × 25 length buckets per model) with one shared inventory per
    node type, so every model competes for the same nodes and the ILP is joint. Built as a user would:
