@@ -15,8 +15,8 @@ optimality being proven over the kept routes only.
 Measured profiles (`profiles`, keyed by (model, node type)) replace the roofline for that pair: each
 role's rate comes from the step times fitted to that role's measurements (`perf/steps.py`), the
 KV transfer time of a P/D route from the prefill side's measured path (`peer`, else `shared`; else
-the decode side's; else the roofline over the NICs), and its pools' bandwidth rows use the measured
-transfer bandwidth when it is below the NIC's.
+the decode side's; else the roofline over the NICs; never below the NIC roofline), and its pools'
+bandwidth rows use the measured transfer bandwidth when it is below the NIC's.
 Every excluded option leaves a reason in `Problem.exclusions[class]` for the explainer.
 """
 
@@ -98,11 +98,12 @@ class _Builder:
         return fitted if fitted is not None else f"measured: {node.name} profile has no {role} points"
 
     def transfer_seconds(self, model: ModelSpec, tokens: float, pnode: NodeType, dnode: NodeType) -> float:
+        nic = kv_transfer_seconds(model, tokens, pnode, dnode)
         for node in (pnode, dnode):
             measured = measured_transfer(self.profiles.get((model.name, node.name)))
-            if measured is not None:
-                return measured.seconds_for(tokens * model.kv_bytes_per_token)
-        return kv_transfer_seconds(model, tokens, pnode, dnode)
+            if measured is not None:  # never faster than the NICs (a one-machine profile is loopback)
+                return max(measured.seconds_for(tokens * model.kv_bytes_per_token), nic)
+        return nic
 
     def capacity(self, cls: RequestClass, role: str, node: NodeType, cap: Capacity) -> bool:
         if cap.rate > 0:
