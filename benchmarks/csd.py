@@ -43,6 +43,7 @@ from workers.engine.engine import LLMEngine
 from workers.engine.types import EngineRequest, SamplingParams
 
 CONTEXT_TOKENS = 33_792
+HF_CHUNK = 2048
 CONTEXTS = (2048, 8192, 32768)
 VOCAB = 2048
 SITES: tuple[AttentionSite, ...] = ("drive", "host")
@@ -128,15 +129,25 @@ def measure_context(model_dir: Path, drive_dir: Path, context: int, batch: int, 
 
 
 def hf_greedy(model_dir: Path, prompt: list[int], max_new_tokens: int) -> list[int]:
-    from transformers import AutoModelForCausalLM
+    """Greedy tokens of HF transformers' model for `prompt`: the prompt goes through HF's forward in
+    chunks of HF_CHUNK tokens with its KV cache (a whole 32k prompt in one forward would materialise
+    a 32k x 32k mask, ~4 GB), then one token at a time, argmax each."""
+    from transformers import AutoModelForCausalLM, DynamicCache
 
     model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
                                                       attn_implementation="sdpa")
+    cache = DynamicCache()
     ids = torch.tensor([prompt])
+    tokens: list[int] = []
     with torch.inference_mode():
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                             max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, pad_token_id=3)
-    return out[0, len(prompt):].tolist()
+        for start in range(0, len(prompt), HF_CHUNK):
+            logits = model(input_ids=ids[:, start : start + HF_CHUNK], past_key_values=cache,
+                           use_cache=True).logits[0, -1]
+        for _ in range(max_new_tokens):
+            tokens.append(int(logits.argmax()))
+            logits = model(input_ids=torch.tensor([[tokens[-1]]]), past_key_values=cache,
+                           use_cache=True).logits[0, -1]
+    return tokens
 
 
 def main(argv: list[str] | None = None) -> int:
