@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             try:  # first, alone: its engine core and worker exit before our side starts
                 vllm = measure_vllm(workload, model_dir, args.threads)
             except (RuntimeError, OSError) as error:
+                print(f"vllm peer failed: {error}", file=sys.stderr)  # the whole tail: the table has one line
                 skipped.append(f"vllm peer failed: {str(error).splitlines()[0]}")
         result = summarize(workload, measure_ours(workload, model_dir), vllm)
     result.update({"preset": workload.preset, "threads": args.threads, "cores": cores})
