@@ -56,6 +56,7 @@ class EmbeddedCluster:
         self.processes: dict[str, ManagedProcess] = {}
         self.state: ClusterState | None = None
         self.planner_metrics_port = 0
+        self.profile_paths: list[Path] = []  # measured on first start (or cached); every planner gets them
         self.api_key = "hs-" + secrets.token_urlsafe(24)
         self.admin_token = secrets.token_urlsafe(24)
         self.cluster_token = secrets.token_urlsafe(24)
@@ -114,7 +115,9 @@ class EmbeddedCluster:
         from heteroserve.embedded.profiling import first_start_profiles
 
         assert self.redis is not None, "redis must start first"
-        return first_start_profiles(self.config, self.run_dir, model_dir, self.redis.url, self.logs_dir)
+        self.profile_paths = first_start_profiles(self.config, self.run_dir, model_dir, self.redis.url,
+                                                  self.logs_dir)
+        return self.profile_paths
 
     def _start_planner(self, model_dir: Path, profiles: list[Path]) -> None:
         assert self.redis is not None, "redis must start first"
