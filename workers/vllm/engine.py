@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from workers.engine.listeners import BlockListener
     from workers.vllm.config import VLLMEngineConfig
     from workers.vllm.kv_events import VLLMKVEventBridge
+    from workers.vllm.reaper import Reaper
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class VLLMEngine:
         self._running: set[str] = set()
         self._events: VLLMKVEventBridge | None = None
         self._publisher: KVEventPublisher | None = None
+        self._reaper: Reaper | None = None
 
     @classmethod
     def from_config(cls, config: VLLMEngineConfig) -> VLLMEngine:
@@ -81,7 +83,12 @@ class VLLMEngine:
 
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start following vLLM's KV events (when configured) and the publisher. Idempotent."""
+        """Start following vLLM's KV events (when configured) and the publisher, and a reaper of vLLM's
+        engine processes (they end with this process however it ends). Idempotent."""
+        if self._reaper is None:
+            from workers.vllm.reaper import Reaper
+
+            self._reaper = Reaper.for_children()
         if self.config.kv_events_endpoint is not None and self._events is None:
             from workers.vllm.kv_events import VLLMKVEventBridge
 
@@ -102,6 +109,9 @@ class VLLMEngine:
             await self._publisher.client.aclose()
             self._publisher = None
         await asyncio.to_thread(self._llm.shutdown)
+        if self._reaper is not None:
+            self._reaper.stop()
+            self._reaper = None
 
     @property
     def kv_events(self) -> VLLMKVEventBridge | None:

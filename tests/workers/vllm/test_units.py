@@ -163,3 +163,31 @@ def test_namer_keys_tenants_apart_by_the_salt_vllm_reports() -> None:
     assert namer.stored([b"t0"], None, TOKENS[:32], 32, ("acme",)) == hash_prompt_blocks(TOKENS[:32], acme)
     assert namer.stored([b"t1"], b"t0", TOKENS[32:64], 32) == hash_prompt_blocks(TOKENS[:64], acme)[2:]
     assert namer.stored([b"u0"], None, TOKENS[:32], 32) == hash_prompt_blocks(TOKENS[:32], KEYS)
+
+
+def test_reaper_kills_the_engine_processes_of_a_killed_worker() -> None:
+    """A worker SIGKILLed (no cleanup runs) still takes vLLM's engine processes with it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    worker = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "from workers.vllm.reaper import Reaper\n"
+        "engine = subprocess.Popen(['sleep', '300'])\n"
+        "Reaper([engine.pid])\n"
+        "print(engine.pid, flush=True)\n"
+        "time.sleep(300)\n")], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[3])
+    assert worker.stdout is not None
+    engine_pid = int(worker.stdout.readline())
+    time.sleep(0.5)
+    worker.kill()
+    worker.wait()
+    for _ in range(100):
+        try:
+            os.kill(engine_pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"engine process {engine_pid} outlived its killed worker")
