@@ -107,7 +107,7 @@ def test_sigkilled_launcher_leaves_no_process(tmp_path: Path) -> None:
         names = " ".join(commands(tree))
         # redis-server, planner, gateway, and the initial plan's workers (grandchildren, via the planner).
         assert "redis-server" in names and " planner " in names and " gateway " in names
-        assert sum(" worker " in c for c in commands(tree)) >= 3, commands(tree)
+        assert sum(" worker " in c for c in commands(tree)) >= 1, commands(tree)  # the idle plan: 1+
         left = survivors_after_kill(up, tree)
         assert not left, f"still running {GONE_WITHIN_SECONDS:.0f}s after SIGKILL: {commands(left)}"
     finally:
