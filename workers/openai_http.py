@@ -44,8 +44,8 @@ from workers.openai_schema import ChatRequest, CompletionRequest, OpenAIRequest
 if TYPE_CHECKING:
     from grpc import aio
 
+    from workers.config import WorkerConfig
     from workers.engine.types import EngineStats
-    from workers.service.server import WorkerServer
 
 log = logging.getLogger(__name__)
 Generate = Callable[[worker_pb2.GenerateRequest], AsyncIterator[common_pb2.TokenChunk]]
@@ -63,6 +63,36 @@ class ServedEngine(Protocol):
     def stats(self) -> EngineStats: ...
 
 
+class GenerateServicer(Protocol):
+    def Generate(self, request: worker_pb2.GenerateRequest,
+                 context: aio.ServicerContext) -> AsyncIterator[common_pb2.TokenChunk]: ...
+
+
+class DrainState(Protocol):
+    @property
+    def draining(self) -> bool: ...
+
+
+class HostedWorker(Protocol):
+    """What the front needs of `workers.service.server.WorkerServer` (structural: importing the server
+    here would make an import cycle, as the server starts the front)."""
+
+    @property
+    def config(self) -> WorkerConfig: ...
+
+    @property
+    def engine(self) -> ServedEngine: ...
+
+    @property
+    def registry(self) -> CollectorRegistry: ...
+
+    @property
+    def servicer(self) -> GenerateServicer: ...
+
+    @property
+    def gate(self) -> DrainState: ...
+
+
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
                 429: "rate_limit_error"}
 
@@ -72,7 +102,7 @@ def error_body(status: int, message: str, param: str | None = None) -> dict[str,
     return {"error": {"message": message, "type": kind, "param": param, "code": str(status)}}
 
 
-def servicer_generate(server: WorkerServer) -> Generate:
+def servicer_generate(server: HostedWorker) -> Generate:
     """The worker's gRPC `Generate` as a plain function (it never reads its gRPC context)."""
     def generate(request: worker_pb2.GenerateRequest) -> AsyncIterator[common_pb2.TokenChunk]:
         return server.servicer.Generate(request, cast("aio.ServicerContext", None))
@@ -280,7 +310,7 @@ class _QuietServer(uvicorn.Server):
 class OpenAIHttp:
     """Uvicorn serving `OpenAIFront(server)` on the running event loop; `start()` returns the port."""
 
-    def __init__(self, server: WorkerServer, host: str, port: int) -> None:
+    def __init__(self, server: HostedWorker, host: str, port: int) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"openai_port must be in 0..65535, got {port}")
         front = OpenAIFront(server.engine, server.config.model_dir, servicer_generate(server),
@@ -309,7 +339,7 @@ class OpenAIHttp:
             self._task = None
 
 
-async def start_openai_http(server: WorkerServer, port: int) -> OpenAIHttp:
+async def start_openai_http(server: HostedWorker, port: int) -> OpenAIHttp:
     """Serve `server`'s OpenAI front on its host and `port` (0 = a free one); logs the bound address."""
     front = OpenAIHttp(server, server.config.host, port)
     bound = await front.start()
