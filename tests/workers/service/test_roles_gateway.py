@@ -26,9 +26,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-import heteroserve
 from common.localredis import LocalRedis, RedisServerConfig, free_port
 from control_plane.plan_store import PlanStore
+from heteroserve.client.client import Client
 from heteroserve.embedded.processes import NotReadyError, start_until_ready
 from placement.plan import Route
 from tests.control_plane.gateway.gateway_procs import ADMIN_TOKEN, API_KEY, Gateway, write_api_keys
@@ -119,7 +119,7 @@ def _kill(worker: WorkerProcess) -> None:
 
 def test_gateway_flows_never_hit_a_role_refusal(cluster: tuple[Gateway, dict[str, WorkerProcess]]) -> None:
     gateway, workers = cluster
-    with heteroserve.Client(gateway.grpc_target, api_key=API_KEY, transport="grpc") as client:
+    with Client(gateway.grpc_target, api_key=API_KEY, transport="grpc") as client:
         short = client.complete("short prompt", model="tiny", max_tokens=4)
         pd = client.complete(LONG, model="tiny", max_tokens=8, ignore_eos=True)
         cached = client.complete(LONG, model="tiny", max_tokens=8, ignore_eos=True)
