@@ -23,12 +23,15 @@ def add_tls_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def tls_files(args: argparse.Namespace) -> TLSFiles | None:
-    """The files under `--tls-dir`, or None; raises `ConfigError` naming the flag when one is missing."""
-    from common.tls import TLSFiles
+    """The files under `--tls-dir`, or None; raises `ConfigError` naming the flag when one is missing,
+    does not parse, or the key does not belong to the certificate."""
+    from common.tls import ReloadingMaterial, TLSFiles
 
     if not args.tls_dir:
         return None
     try:
-        return TLSFiles.from_dir(args.tls_dir)
-    except ValueError as exc:
+        files = TLSFiles.from_dir(args.tls_dir)
+        ReloadingMaterial(files)  # parses them and checks the key belongs to the certificate
+    except (ValueError, OSError) as exc:
         raise ConfigError(str(exc).removeprefix("tls_dir: "), field="--tls-dir") from None
+    return files

@@ -166,3 +166,19 @@ async def test_health_port_serves_only_health_in_plaintext(tiny_model_dir: Path,
             assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         await server.stop()
+
+
+def test_tls_dir_flag_refuses_missing_or_mismatched_files(pki: PKI) -> None:
+    import argparse
+
+    from common.errors import ConfigError
+    from heteroserve.cli._tls import tls_files
+
+    assert tls_files(argparse.Namespace(tls_dir=str(pki.worker.cert_file.parent))) == pki.worker
+    assert tls_files(argparse.Namespace(tls_dir=None)) is None
+    with pytest.raises(ConfigError, match=r"tls\.crt does not exist") as missing:
+        tls_files(argparse.Namespace(tls_dir=str(pki.root / "nowhere")))
+    assert missing.value.field == "--tls-dir"
+    pki.worker.key_file.write_bytes(pki.gateway.key_file.read_bytes())  # a half-written rotation
+    with pytest.raises(ConfigError, match="does not belong to the certificate"):
+        tls_files(argparse.Namespace(tls_dir=str(pki.worker.cert_file.parent)))
