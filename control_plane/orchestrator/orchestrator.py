@@ -88,9 +88,14 @@ class Orchestrator:
             events = self._disaggregated(run, taken, match)
         else:
             events = self._stream(run, _decode_alone(taken), match, None)
+        remembered: tuple[str, str] | None = None
         async for event in events:
-            if isinstance(event, Finished):  # before yielding: the caller may stop reading here
+            # At the first token the prompt's KV is in the worker's pool: remember it then, not at the
+            # end, so that requests sharing the prefix while this one still decodes follow it. Again at
+            # the end if the request moved (retry before the first token, mid-stream migration).
+            if remembered != (where := (run.worker_id, run.prefill_worker_id)) and run.worker_id:
                 self._remember(run, block_hashes)
+                remembered = where
             yield event
 
     def _choose_route(self, route: ClassRoute, model: str, match: PrefixHoldings) -> PlannedRoute | None:
