@@ -38,6 +38,7 @@ def pair(tiny_model_dir: Path, tier: LocalRedis) -> Iterator[list[VLLMWorker]]:
     yield workers
     for worker in workers:
         worker.stop()
+        print(f"--- {worker.worker_id} stderr (tail)\n{worker.stderr[-3000:]}")  # shown when a test failed
 
 
 def _prompt(seed: int, n: int = 200) -> list[int]:

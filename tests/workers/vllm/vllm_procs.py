@@ -72,28 +72,31 @@ def start_vllm_worker(args: list[str]) -> VLLMWorker:
 def offline_reference(model_dir: Path, prompts: list[list[int]], max_tokens: int) -> subprocess.Popen[str]:
     """Start vLLM's offline `LLM.generate` on `prompts` (greedy); `reference_tokens` reads its answer."""
     proc = subprocess.Popen([sys.executable, "-m", "tests.workers.vllm.offline_reference"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=Path(__file__).resolve().parents[3])
     assert proc.stdin is not None
     proc.stdin.write(json.dumps({"model": str(model_dir), "memory_fraction": MEMORY_FRACTION,
                                  "kv_cache_bytes": KV_CACHE_MB * 2**20, "prompts": prompts,
                                  "max_tokens": max_tokens}))
     proc.stdin.close()
+    proc.stdin = None  # communicate() must not flush the closed pipe
     return proc
 
 
 def reference_tokens(proc: subprocess.Popen[str]) -> list[list[int]]:
-    assert proc.stdout is not None
-    out = proc.stdout.read()  # stdin is closed already (the spec went in at start)
-    proc.wait(timeout=READY_TIMEOUT_SECONDS)
-    assert proc.returncode == 0, f"offline vLLM reference failed (exit {proc.returncode})"
+    out, err = proc.communicate(timeout=READY_TIMEOUT_SECONDS)  # stdin went in (and closed) at start
+    assert proc.returncode == 0, f"offline vLLM reference failed (exit {proc.returncode}): {err[-3000:]}"
     return [list(t) for t in json.loads(out.strip().splitlines()[-1])["tokens"]]
+
+
+# Workers get SIGKILL when the *thread* that started them exits (common.lifetime): start them from
+# threads that live as long as the test process, never from a pool that is shut down.
+_STARTERS = ThreadPoolExecutor(4, thread_name_prefix="vllm-worker-starter")
 
 
 def start_together(arg_lists: list[list[str]]) -> list[VLLMWorker]:
     """Start several vLLM workers at once (their engine starts overlap)."""
-    with ThreadPoolExecutor(len(arg_lists)) as pool:
-        return list(pool.map(start_vllm_worker, arg_lists))
+    return list(_STARTERS.map(start_vllm_worker, arg_lists))
 
 
 def metrics_port() -> int:
