@@ -50,7 +50,11 @@ class ChaosCluster:
         argv = heteroserve_command("planner", "--actuator", "local", "--redis-url", self.redis_url,
                                    "--run-dir", str(self.run_dir), "--model-dir", state.model_dir,
                                    "--planner-id", "standby-planner", "--metrics-host", "127.0.0.1",
-                                   "--metrics-port", str(free_port()), "--config", str(self.config_path))
+                                   "--metrics-port", str(free_port()), "--config", str(self.config_path),
+                                   "--tls-dir", str(self.embedded.tls_dir / "planner"),
+                                   "--worker-tls-dir", str(self.embedded.tls_dir / "worker"))
+        for path in self.embedded.profile_paths:  # the leader's measured profiles, so both plan alike
+            argv += ["--profile", str(path)]
         self.standby = ManagedProcess("planner-standby", argv, self.embedded.logs_dir / "planner-standby.log",
                                       self.embedded._env())
         self.initial_workers = len(self.workers())
@@ -71,8 +75,8 @@ class ChaosCluster:
         return None if chosen is None else int(str(chosen["pid"]))
 
     def declares_csd(self) -> bool:
-        """Whether the cluster's config has a pool on CSD devices."""
-        return any(pool.device == "csd" for pool in self.config.pools)
+        """Whether the cluster's config has a CSD node type the plan may use."""
+        return any(node_type.kind == "csd" for node_type in self.config.node_types)
 
     async def wait_for_workers(self, timeout_seconds: float) -> bool:
         """Until the gateway lists as many healthy workers as at start (the actuator replaced the dead)."""
