@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from common.vocab import Device, NodeKind
+from common.vocab import ROLES, Device, NodeKind
 from control_plane.planner.types import DemandClass, SolvedPlan
 from placement.catalog import Catalog
 from placement.compile import CompileOptions, compile_problem
@@ -137,7 +137,7 @@ class PlacementSolver:
         several = len(self.inputs.models) > 1
         return {pool_name(m, n.name, r): pool_label(m, n.name, r, with_model=several)
                 for m in self.inputs.models for n in self.inputs.fleet
-                for r in ("colocated", "prefill", "decode")}
+                for r in ROLES}
 
     def request_classes(self, demand: Sequence[DemandClass]) -> list[RequestClass]:
         edges_in, edges_out = self.inputs.buckets.input_edges, self.inputs.buckets.output_edges

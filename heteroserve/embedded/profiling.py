@@ -25,7 +25,7 @@ from pathlib import Path
 
 from common.errors import ConfigError
 from common.localredis import free_port
-from common.vocab import Device, Engine, Role
+from common.vocab import ROLES, Device, Engine, Role
 from control_plane.profiler.grid import ProfileGrid
 from control_plane.profiler.machine import fingerprint, machine_info
 from control_plane.profiler.run import Identity, RoleWorkers, profile_node
@@ -47,7 +47,7 @@ class LocalNodeType:
 
     @property
     def roles(self) -> tuple[Role, ...]:
-        return ("decode",) if self.device == "csd" else ("colocated", "prefill", "decode")
+        return ("decode",) if self.device == "csd" else ROLES
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from common.vocab import Role
+from common.vocab import ROLES, Role
 from placement.catalog import NodeType
 from placement.models import ModelSpec
 from placement.perf import roofline
@@ -100,7 +100,7 @@ class MeasuredSteps:
         comes from the node type's other roles (a colocated worker's decode points say what a decode
         step costs here too). None when a half the role needs is missing: colocated needs both,
         prefill its prefill points, decode its decode points (an unneeded missing half is zero)."""
-        order: list[Role] = [role, *(r for r in ("colocated", "prefill", "decode") if r != role)]
+        order: list[Role] = [role, *(r for r in ROLES if r != role)]
         prefill = next((p.prefill for r in order if (p := profile.role(r)) and p.prefill), ())
         decode = next((p.decode for r in order if (p := profile.role(r)) and p.decode), ())
         if (role != "decode" and not prefill) or (role != "prefill" and not decode):
