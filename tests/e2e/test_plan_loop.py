@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def long_prompt(seed: int, words: int = 400) -> str:
     return " ".join(f"{rng.choice(WORDS)}{rng.randrange(100)}" for _ in range(words))
 
 
-def roles(plan: dict[str, Any]) -> dict[str, int]:
+def roles(plan: Mapping[str, Any]) -> dict[str, int]:
     out: dict[str, int] = {}
     for pool in plan["pools"]:
         if int(pool.get("count", 0)) > 0:
