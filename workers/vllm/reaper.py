@@ -4,8 +4,8 @@ vLLM spawns its engine core (and the core its model process) with multiprocessin
 their parent, so a worker that is SIGKILLed (OOM killer, a CI limit, `kill -9` in a chaos test) would
 leave them running, holding the model's memory and spinning. `Reaper` starts a tiny process that
 asks the kernel for SIGTERM when the worker's main thread exits (`common.lifetime`, PR_SET_PDEATHSIG)
-and then SIGKILLs the engine processes it was given. A clean stop kills the reaper first (SIGKILL: no
-handler runs), after vLLM has shut its processes down itself.
+and then SIGKILLs the engine processes it was given. A clean stop (`stop()`, after vLLM's own shutdown)
+has the reaper reap too: an engine process vLLM's shutdown left behind is killed, not left running.
 """
 
 from __future__ import annotations
@@ -49,6 +49,11 @@ class Reaper:
         return cls([child.pid for child in psutil.Process().children(recursive=True)])
 
     def stop(self) -> None:
+        """Kill what is left of the engine processes, then end the reaper."""
         if self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(timeout=10)
+            self._proc.terminate()  # its handler SIGKILLs the pids (gone already after a clean shutdown)
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=10)
