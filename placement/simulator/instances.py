@@ -1,4 +1,5 @@
-"""One simulated instance: continuous batching with the roofline's step times.
+"""One simulated instance: continuous batching with the roofline's step times, or measured ones
+(`steps`: a `placement.perf.steps.StepTimes`, e.g. `MeasuredSteps.fit(profile, role)`).
 
 Scheduling per iteration (vLLM-style, prefill first, no preemption):
 - if requests wait and their KV (input + output tokens, reserved up front) fits, prefill a batch of
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from placement.catalog import NodeType
 from placement.models import ModelSpec
 from placement.perf.roofline import decode_step_seconds, kv_capacity_tokens, prefill_seconds
+from placement.perf.steps import StepTimes
 
 
 @dataclass
@@ -57,9 +59,21 @@ class Instance:
     reserved_tokens: int = 0
     _batch: list[RequestState] = field(default_factory=list)
     _kind: str = ""
+    steps_model: StepTimes | None = None  # measured step times; None = the roofline
 
     def __post_init__(self) -> None:
-        self.kv_tokens = kv_capacity_tokens(self.model, self.node)
+        self.kv_tokens = (self.steps_model.kv_capacity_tokens() if self.steps_model is not None
+                          else kv_capacity_tokens(self.model, self.node))
+
+    def _prefill_seconds(self, prompt: float, batch: int) -> float:
+        if self.steps_model is not None:
+            return self.steps_model.prefill_seconds(prompt, batch)
+        return prefill_seconds(self.model, self.node, prompt, batch)
+
+    def _decode_seconds(self, batch: int, context: float) -> float:
+        if self.steps_model is not None:
+            return self.steps_model.decode_step_seconds(batch, context)
+        return decode_step_seconds(self.model, self.node, batch, context)
 
     @property
     def load(self) -> int:
@@ -70,14 +84,14 @@ class Instance:
         if self.role != "decode" and self.waiting and self._admit_prefill():
             prompt = sum(r.input_tokens for r in self._batch) / len(self._batch)
             self._kind = "prefill"
-            return self._run(prefill_seconds(self.model, self.node, prompt, len(self._batch)))
+            return self._run(self._prefill_seconds(prompt, len(self._batch)))
         if self.role == "decode":
             self._admit_decode()
         if self.running:
             batch = len(self.running)
             context = (self.context_base + batch * self.steps) / batch
             self._kind = "decode"
-            return self._run(decode_step_seconds(self.model, self.node, batch, context))
+            return self._run(self._decode_seconds(batch, context))
         return None
 
     def _run(self, seconds: float) -> float:

@@ -6,6 +6,10 @@ instance = least loaded of the pool), `done` (an instance's iteration ended: col
 start the next iteration), `kv` (a prefilled request's KV reached its decode instance). KV transfers
 from one prefill instance are serialised on its NIC: transfer = bytes / min(NIC of both ends) + latency.
 TTFT of a disaggregated request counts until its KV is on the decode instance (as the ILP does).
+Calibrated from measurements (`SimOptions.steps`, `SimOptions.transfer`): an instance of a node type
+and role found in `steps` takes its step times and KV capacity from there (e.g. `MeasuredSteps.fit`
+of a measured profile) instead of the roofline; a prefill pool's node type found in `transfer` moves
+KV in `TransferPoint.seconds_for(bytes)` (its measured latency included) instead of bytes / NIC.
 A request meets its SLO when TTFT ≤ ttft and TPOT = (finish − first token) / (output − 1) ≤ tpot.
 """
 
@@ -21,7 +25,9 @@ from common.stats import percentile
 from placement.catalog import Catalog
 from placement.models import ModelSpec
 from placement.perf.roofline import TRANSFER_LATENCY_SECONDS, kv_transfer_bytes
+from placement.perf.steps import StepTimes
 from placement.plan import Plan
+from placement.profile_file import TransferPoint
 from placement.simulator.instances import Instance, RequestState
 from placement.trace import Trace
 from placement.workload import SLOClass
@@ -41,6 +47,8 @@ class SimOptions:
     seed: int = 0
     chunk_tokens: int = 2048
     max_batch: int = 512
+    steps: Mapping[tuple[str, str], StepTimes] = field(default_factory=dict)  # (node type, role)
+    transfer: Mapping[str, TransferPoint] = field(default_factory=dict)  # prefill node type → path
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,7 @@ class _Sim:
         opts: SimOptions,
     ) -> None:
         self.plan, self.slos, self.rng = plan, slos, random.Random(opts.seed)
+        self.transfer = opts.transfer
         self.events: list[tuple[float, int, str, object]] = []
         self.seq = 0
         self.end = 0.0
@@ -103,6 +112,7 @@ class _Sim:
                     opts.chunk_tokens,
                     opts.max_batch,
                     self._prefilled,
+                    steps_model=opts.steps.get((p.node_type, p.role)),
                 )
                 for _ in range(p.count)
             ]
@@ -129,12 +139,18 @@ class _Sim:
 
     def _prefilled(self, inst: Instance, r: RequestState, now: float) -> None:
         target = min(self.pools[self.decode_pool[r.rid]], key=lambda i: i.load)
-        bandwidth = min(inst.node.network_bytes_per_second, target.node.network_bytes_per_second)
         start = max(now, self.nic_free.get(id(inst), 0.0))
-        end = start + kv_transfer_bytes(inst.model, r.input_tokens) / bandwidth
+        measured = self.transfer.get(inst.node.name)
+        if measured is not None:
+            seconds = measured.seconds_for(kv_transfer_bytes(inst.model, r.input_tokens))
+            end, latency = start + seconds - measured.latency_seconds, measured.latency_seconds
+        else:
+            bandwidth = min(inst.node.network_bytes_per_second, target.node.network_bytes_per_second)
+            end = start + kv_transfer_bytes(inst.model, r.input_tokens) / bandwidth
+            latency = TRANSFER_LATENCY_SECONDS
         self.nic_free[id(inst)] = end
         target.inflight += 1
-        self.push(end + TRANSFER_LATENCY_SECONDS, "kv", (target, r))
+        self.push(end + latency, "kv", (target, r))
 
     def run(self, requests: Sequence[SimRequest]) -> list[RequestState]:
         states = []

@@ -1,0 +1,44 @@
+"""The simulator calibrated from measurements: step times and KV transfer per (node type, role)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from placement.models import ModelSpec
+from placement.profile_file import TransferPoint
+from placement.simulator import SimOptions, SimRequest, simulate
+from placement.workload import SLOClass
+from tests.placement.test_simulator import setup  # noqa: F401  (the module fixture)
+
+
+@dataclass(frozen=True)
+class FixedSteps:
+    """Constant step times: a lone request's TTFT and TPOT are exactly these."""
+
+    prefill: float
+    decode: float
+
+    def prefill_seconds(self, prompt_tokens: float, num_seqs: int = 1) -> float:
+        return self.prefill
+
+    def decode_step_seconds(self, batch: int, context_tokens: float) -> float:
+        return self.decode
+
+    def kv_capacity_tokens(self) -> int:
+        return 1_000_000
+
+
+def test_measured_steps_and_transfer_replace_the_roofline(  # type: ignore[no-untyped-def]
+        setup, models: dict[str, ModelSpec], slos: dict[str, SLOClass]) -> None:  # noqa: F811
+    plan, _, fleet = setup
+    pools = [p for p in plan.pools if p.count > 0]
+    steps = {(p.node_type, p.role): FixedSteps(0.25, 0.01) for p in pools}
+    transfer = {p.node_type: TransferPoint("peer", 1, 0.5, 1e18, latency_seconds=0.5) for p in pools}
+    lone = [SimRequest(0.0, 300, 11, "llama2-70b", "interactive")]
+    result = simulate(plan, lone, fleet, models, slos, SimOptions(steps=steps, transfer=transfer))
+    # one prefill step, plus the measured transfer's latency when the route was P/D
+    expected_ttft = 0.25 + (0.5 if result.disaggregated_fraction else 0.0)
+    assert abs(result.ttft_p50 - expected_ttft) < 1e-6
+    assert abs(result.tpot_p50 - 0.01) < 1e-6
+    roofline = simulate(plan, lone, fleet, models, slos, replace(SimOptions()))
+    assert roofline.ttft_p50 != result.ttft_p50
