@@ -164,7 +164,7 @@ async def test_stats_registration_and_metrics(cluster: Cluster) -> None:
     assert records[VLLM_ID].block_size == 16 and records[VLLM_ID].kv_blocks == stats.kv_blocks_total
     with urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=5) as reply:
         text = reply.read().decode()
-    assert 'heteroserve_worker_requests_total{method="Generate",status="OK"}' in text
+    assert 'heteroserve_worker_requests_total{method="Generate",status="ok"}' in text
     assert "vllm:prompt_tokens_total" in text or "vllm:prompt_tokens" in text
     assert "vllm:num_requests_running" in text
 
