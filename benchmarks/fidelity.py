@@ -28,6 +28,7 @@ from typing import Any
 
 from benchmarks._report import Target, add_arguments, finish
 from common.stats import percentile
+from common.vocab import ROLES
 
 TARGETS: dict[str, Target] = {
     "ttft_p50_error": ("<=", 0.15),
@@ -101,7 +102,7 @@ def predict(plan: Any, inputs: Any, window: list[tuple[float, int, int]]) -> Any
     steps: dict[tuple[str, str], Any] = {}
     transfer = {}
     for (_, node_type), profile in inputs.profiles.items():
-        for role in ("colocated", "prefill", "decode"):
+        for role in ROLES:
             fitted = MeasuredSteps.fit(profile, role)
             if fitted is not None:
                 steps[(node_type, role)] = fitted

@@ -14,6 +14,10 @@ from pathlib import Path
 
 from cache.config import CacheConfig
 from cache.hashing import DEFAULT_BLOCK_SIZE, kv_layout
+from common.vocab import DEVICES, Device
+
+# vLLM runs on CPUs and GPUs; a CSD's in-storage attention is the native engine's (workers/devices/csd).
+VLLM_DEVICES: tuple[Device, ...] = tuple(d for d in DEVICES if d != "csd")
 
 # vLLM's CPU attention backend (CPU_ATTN) accepts only multiples of 32 tokens per page.
 CPU_BLOCK_SIZE = 32
@@ -50,7 +54,7 @@ set, sizes the KV cache exactly instead (vLLM's `kv_cache_memory_bytes`). `max_m
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_dir", Path(self.model_dir))
-        if self.device not in ("cpu", "cuda"):
+        if self.device not in VLLM_DEVICES:
             raise ValueError(f"device must be cpu or cuda for the vllm engine, got {self.device!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
