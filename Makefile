@@ -59,7 +59,7 @@ test-fast: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy heteroserve control_plane workers placement cache benchmarks
+	$(VENV)/bin/mypy common workerrpc heteroserve control_plane workers placement cache benchmarks
 
 bench: install
 	@for name in $$($(PY) -c "from heteroserve.cli.bench import available; print(' '.join(available()))"); do \
