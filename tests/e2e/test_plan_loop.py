@@ -140,7 +140,8 @@ class LongTraffic:
 def test_traffic_change_replans_reshapes_the_fleet_and_the_gateway_follows(
         tmp_path: Path, pytestconfig: pytest.Config) -> None:
     run_dir = tmp_path / "run"
-    cache = Path(pytestconfig.cache.mkdir("heteroserve-profiles")) if pytestconfig.cache else tmp_path
+    store = getattr(pytestconfig, "cache", None)  # absent with -p no:cacheprovider: measure afresh
+    cache = Path(store.mkdir("heteroserve-profiles")) if store is not None else tmp_path
     config = write_config(tmp_path / "embedded.yaml", cache)
     up = subprocess.Popen([sys.executable, "-m", "heteroserve.cli", "up", "--run-dir", str(run_dir),
                            "--config", str(config)],
