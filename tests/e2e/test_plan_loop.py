@@ -114,6 +114,18 @@ def write_config(path: Path, profile_cache: Path) -> Path:
     return path
 
 
+def healthy_pools(workers: dict[str, Any]) -> set[str]:
+    return {w["pool"] for w in workers["workers"] if w["healthy"] and not w["draining"]}
+
+
+def ready(http_url: str) -> bool:
+    """The gateway's readiness probe: every served model has a healthy worker."""
+    try:
+        return httpx.get(f"{http_url}/ready", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def seed_profiles(cache: Path, model_dir: Path) -> None:
     """The committed profiles under the names the launcher's cache looks for on this machine."""
     from heteroserve.embedded.profiling import model_hash
@@ -179,6 +191,8 @@ def test_traffic_change_replans_reshapes_the_fleet_and_the_gateway_follows(
         assert roles(first.plan) == {"colocated": 1}, first.plan["pools"]
         before = wait_until("the colocated worker", lambda: live_workers(run_dir) or None, 30)
         assert set(before) == {"cpu-local-colocated"}, before
+        # a live process is not yet a healthy worker in the gateway's view: wait for its readiness probe
+        wait_until("the gateway's readiness", lambda: ready(state["http_url"]), 60)
         with Client(state["http_url"], api_key=state["api_key"]) as client:
             short = client.complete("hello there, how are you today", model="tiny", max_tokens=4)
         assert short.route.pool == "cpu-local-colocated" and not short.route.disaggregated
@@ -213,6 +227,9 @@ def test_traffic_change_replans_reshapes_the_fleet_and_the_gateway_follows(
             # the shares are compared over the requests served once the new fleet is up.
             wait_until("the gateway on the new plan",
                        lambda: admin(state, "routing")["plan_version"] >= second.version, 30)
+            wanted = {pool for pool, n in planned.items() if n > 0}
+            wait_until("the new pools healthy in the gateway's view",
+                       lambda: wanted <= healthy_pools(admin(state, "workers")), 60)
             with Client(state["http_url"], api_key=state["api_key"], timeout_seconds=120) as client:
                 probe = client.complete(long_prompt(7), model="tiny", max_tokens=8)
             assert probe.route.disaggregated and probe.route.pool in planned, probe.route
