@@ -112,6 +112,7 @@ class OptionsSection:
     time_limit_seconds: float = 10.0
     transfer_utilization: float = 0.8
     baselines: bool = True
+    min_replicas: int = 2  # availability: every used pool runs >= 2 workers (capped by inventory)
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,8 @@ class PlannerSpec:
                     csd_min_context_tokens=o.csd_min_context_tokens,
                     max_routes_per_class=o.max_routes_per_class, churn_penalty=self.churn_penalty),
                 solver_options=SolverOptions(time_limit_seconds=o.time_limit_seconds,
-                                             transfer_utilization=o.transfer_utilization),
+                                             transfer_utilization=o.transfer_utilization,
+                                             min_replicas=o.min_replicas),
                 warm=tuple(w if w.model else WarmClass(w.slo_class, w.input_tokens, w.output_tokens,
                                                        w.min_rate_per_s, model.name) for w in self.classes),
                 default_slo=self.slo_classes[0].name, with_baselines=o.baselines)

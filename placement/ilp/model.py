@@ -4,7 +4,8 @@ Indices: c a request class (`problem.demands`), p a pool (model × node type × 
 k an option: a colocated (class, pool) pair or a P/D route (class, prefill pool, decode pool).
 
     minimise    Σ_p price_p · n_p  +  churn_penalty · Σ_p d_p                              ($/h)
-    subject to  served_c, capacity_p, inventory_t, egress_p, ingress_p, churn_hi_p, churn_lo_p
+    subject to  served_c, capacity_p, inventory_t, egress_p, ingress_p, churn_hi_p, churn_lo_p,
+                replicas_p, uses_k   (9. availability: a used pool runs ≥ min(min_replicas, inventory))
 
 Memory fit, TTFT including the KV transfer, and the CSD rule are not rows: `placement.compile` creates
 an option only if it meets them, so a breaking option has no variable (its reason is kept in
@@ -35,6 +36,7 @@ class Variables:
     disagg: tuple[pulp.LpVariable, ...]  # z_k in [0, 1]: share of route k's class, prefill → decode
     change: tuple[pulp.LpVariable, ...]  # d_p ≥ 0: |n_p − running_p|, only with a churn penalty
     unserved: tuple[pulp.LpVariable, ...]  # u_c in [0, 1]: only in the elastic re-solve (explain)
+    used: tuple[pulp.LpVariable, ...]  # y_p binary: pool p carries traffic; only with min_replicas > 1
 
 
 def build_model(
@@ -51,6 +53,8 @@ def build_model(
         disagg=tuple(add(f"z_{k}", 0, 1) for k in range(len(problem.disaggregated))),
         change=tuple(add(f"d_{p}", 0) for p in range(len(pools))) if problem.churn_penalty > 0 else (),
         unserved=tuple(add(f"u_{c}", 0, 1) for c in range(len(demands))) if elastic else (),
+        used=tuple(add(f"y_{p}", 0, 1, cat="Binary") for p in range(len(pools)))
+        if options.min_replicas > 1 else (),
     )
 
     # Objective: cost per hour + churn penalty (+ in the elastic model, unserved req/s far above any plan).
@@ -93,6 +97,17 @@ def build_model(
 
     # 7. TTFT including the KV transfer time: by option generation.
     # 8. CSD only decodes, and only long-context or latency-tolerant classes: by option generation.
+
+    # 9. Availability: a pool that carries any share (x_k, z_k ≤ y_p) runs ≥ min_replicas instances
+    #    (capped by its node type's inventory), so one worker's death leaves a peer to retry on.
+    for k, o in enumerate(problem.colocated if v.used else ()):
+        model += v.coloc[k] <= v.used[o.pool], f"uses_{k}"
+    for k, d in enumerate(problem.disaggregated if v.used else ()):
+        model += v.disagg[k] <= v.used[d.prefill_pool], f"uses_prefill_{k}"
+        model += v.disagg[k] <= v.used[d.decode_pool], f"uses_decode_{k}"
+    for p, pool in enumerate(pools if v.used else ()):
+        floor = min(options.min_replicas, bound(pool.node_type, options.min_replicas))
+        model += v.count[p] >= floor * v.used[p], f"replicas_{p}"
 
     # Churn, linearised: d_p ≥ |n_p − running_p|.
     for p, pool in enumerate(pools if v.change else ()):

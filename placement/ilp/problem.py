@@ -73,12 +73,18 @@ class DisaggregatedOption:
 
 @dataclass(frozen=True)
 class SolverOptions:
-    """`solver`: "highs" (CBC fallback when HiGHS is missing) or "cbc". Time in seconds."""
+    """`solver`: "highs" (CBC fallback when HiGHS is missing) or "cbc". Time in seconds.
+
+    `min_replicas`: availability floor, instances of every pool the plan uses (row `replicas_p`),
+    capped by its node type's inventory. 1 (the default here) adds no row, the pure cost ILP that
+    `heteroserve plan` and Mélange's reproduction solve; the live planner defaults to 2, so killing
+    any one worker leaves a peer of its pool to retry on."""
 
     solver: Literal["highs", "cbc"] = "highs"
     time_limit_seconds: float | None = 10.0
     mip_gap: float = 1e-4
     transfer_utilization: float = 0.8
+    min_replicas: int = 1
 
     def __post_init__(self) -> None:
         if self.solver not in ("highs", "cbc"):
@@ -89,6 +95,8 @@ class SolverOptions:
             raise ValueError(f"mip_gap: must be in [0, 1), got {self.mip_gap}")
         if not 0 < self.transfer_utilization <= 1:
             raise ValueError(f"transfer_utilization: must be in (0, 1], got {self.transfer_utilization}")
+        if self.min_replicas < 1:
+            raise ValueError(f"min_replicas: must be >= 1, got {self.min_replicas}")
 
 
 def _frozen(m: Mapping[str, Any]) -> MappingProxyType[str, Any]:

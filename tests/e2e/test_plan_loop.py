@@ -8,7 +8,8 @@ tested in tests/embedded/test_cli_cluster.py). Seeded, because the decision this
 long prompts, is close on this machine: fresh measurements under different background load have tipped
 it either way, and a test of the loop must not depend on that noise.
 
-Short prompts (the warm classes) plan one colocated worker; long prompts (~1,700 tokens) make P/D pay
+Short prompts (the warm classes) plan two colocated workers (min_replicas); long prompts (~1,700
+tokens) make P/D pay
 on these profiles, so the planner must publish a plan with prefill and decode pools and no colocated
 one, which is a different role mix.
 """
@@ -188,7 +189,7 @@ def test_traffic_change_replans_reshapes_the_fleet_and_the_gateway_follows(
         first = read_plan_sync(state["redis_url"])
         assert first is not None
         Plan.from_dict(first.plan)
-        assert roles(first.plan) == {"colocated": 1}, first.plan["pools"]
+        assert roles(first.plan) == {"colocated": 2}, first.plan["pools"]  # min_replicas 2
         before = wait_until("the colocated worker", lambda: live_workers(run_dir) or None, 30)
         assert set(before) == {"cpu-local-colocated"}, before
         # a live process is not yet a healthy worker in the gateway's view: wait for its readiness probe

@@ -48,6 +48,27 @@ def test_disaggregation_wins_known_optimum(solver: str) -> None:
     assert s.info.optimal and s.info.gap == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.parametrize("solver", ["highs", "cbc"])
+def test_min_replicas_puts_two_in_every_used_pool(solver: str) -> None:
+    # The unconstrained optimum 1 P + 3 D has a single prefill worker; the floor of 2 makes it 2 P + 3 D
+    # ($26), still cheaper than any colocated mix (a colocated share would need 2 G at $20 more).
+    s = solve(pd_problem(), SolverOptions(solver=solver, min_replicas=2))  # type: ignore[arg-type]
+    assert s.counts == (0, 2, 3) and s.cost_per_hour == pytest.approx(26.0)
+
+
+def test_min_replicas_is_capped_by_the_inventory() -> None:
+    # One P node in the fleet: the floor cannot apply to P (1 P + 3 D stays); unused pools stay at 0.
+    s = solve(pd_problem(inventory={"P": 1}), SolverOptions(min_replicas=2))
+    assert s.counts == (0, 1, 3)
+    s3 = solve(pd_problem(), SolverOptions(min_replicas=4))
+    assert s3.counts == (0, 4, 4) and s3.cost_per_hour == pytest.approx(40.0)
+
+
+def test_min_replicas_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="min_replicas"):
+        SolverOptions(min_replicas=0)
+
+
 def test_colocated_only_known_optimum() -> None:
     s = solve(pd_problem().without_disaggregation())
     assert s.cost_per_hour == pytest.approx(50.0) and s.counts == (5, 0, 0)
