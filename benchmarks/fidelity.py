@@ -1,34 +1,40 @@
-"""`heteroserve bench fidelity [--trace FILE] [--profiles DIR] [--json] [--check]`: a plan's predictions
-against what the live embedded cluster does with it.
+"""`heteroserve bench fidelity [--trace FILE] [--profiles DIR] [--quick] [--json] [--check]`: a plan's
+predictions against what the live embedded cluster does with it.
 
-Method (the rule is fixed before anything is measured):
-1. Window: the first `--window-seconds` of the trace (default: a synthetic bursty window, seed 0: a
-   base rate with bursts of `--burst-factor` × that rate, prompts mixing short and long ones).
-2. Plans: the live planner's solver (`control_plane.planner.solver.PlacementSolver`, the embedded
-   config's inputs, the measured profiles of this machine) plans the window twice: for its **peak**
-   (p95 of 5 s arrival rates, the planner's own rule) and for its **mean** rate.
-3. Prediction: `placement.simulator` calibrated from the same profiles (`MeasuredSteps.fit` per node
-   type and role, measured KV transfer), not the roofline, replays the window against each plan:
-   TTFT p50/p90, TPOT p50, SLO attainment, per-pool utilisation.
-4. Measurement: the embedded cluster serves the same window on the plan; served vs planned share from
-   the gateway's /admin/routing. NOT BUILT YET: listed as a skipped part, so `--check` fails and the
-   error targets read "missing" (see docs/benchmarks.md, "bench fidelity").
+Method (every rule and factor is fixed before anything is measured):
+1. Window (`benchmarks/_fidelity_window.py`): the trace (default: the bundled Azure conversation
+   trace), lengths scaled as `heteroserve demo` scales them, arrivals divided by `--compression`, and of
+   `--candidates` evenly spaced windows of `--window-seconds` the one with the highest peak / mean
+   arrival-rate ratio (the burstiest).
+2. Profiles: measured on this machine by the embedded cluster's first-start profiler
+   (`heteroserve.embedded.profiling.first_start_profiles`, cached in `<run dir>/profiles`), or the
+   files of `--profiles DIR`.
+3. Plans: the live planner's solver (`PlacementSolver`, the embedded config, those profiles) plans the
+   window twice: for its **peak** (p95 of 5 s arrival rates, the planner's own rule) and its **mean**.
+4. Prediction (`_fidelity_predict.py`): `placement.simulator` calibrated from the same profiles (not
+   the roofline), with the gateway's P/D threshold and this machine's core sharing.
+5. Measurement (`_fidelity_cluster.py`, `_fidelity_replay.py`): the embedded cluster's processes
+   (Redis, gateway, `LocalActuator` workers pinned to cores) run each plan, pinned (no planner
+   re-plans during the replay); the window's arrivals are replayed open loop through the gateway;
+   served vs planned share comes from the gateway's ledger (/admin/routing) over the replay. When the
+   mean plan equals the peak plan, the peak plan's measurement stands for both.
 
-Targets (issue 14): ttft_p50_error, tpot_p50_error ≤ 0.15 (|pred − meas| / meas), slo_attainment_error
-≤ 0.05 (absolute), share_deviation_max ≤ 0.05, slo_attainment_measured ≥ 0.95 with the peak plan.
+Targets (issue 14), on the peak plan: ttft_p50_error, tpot_p50_error ≤ 0.15 (|pred − meas| / meas),
+slo_attainment_error ≤ 0.05 (absolute), share_deviation_max ≤ 0.05, slo_attainment_measured ≥ 0.95.
+The mean plan's measured attainment is reported next to it (`mean_slo_attainment_measured`).
 """
 
 from __future__ import annotations
 
 import argparse
-import random
+import asyncio
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks._fidelity_window import DEFAULT_TRACE, pick_window, scaled_rows
 from benchmarks._report import Target, add_arguments, finish
-from common.stats import percentile
-from common.vocab import ROLES
 
 TARGETS: dict[str, Target] = {
     "ttft_p50_error": ("<=", 0.15),
@@ -37,131 +43,142 @@ TARGETS: dict[str, Target] = {
     "share_deviation_max": ("<=", 0.05),
     "slo_attainment_measured": (">=", 0.95),
 }
-PEAK_QUANTILE, PEAK_WINDOW_S = 0.95, 5.0  # the embedded planner's peak rule (deploy/examples/embedded.yaml)
-DEFAULT_PROFILES = Path(".pytest_cache/d/heteroserve-profiles")  # where tests/e2e keeps this machine's
+DEFAULT_RUN_DIR = Path(".heteroserve/fidelity")
 
 
-Row = tuple[float, int, int]  # arrival s, input tokens, output tokens
+def relative_error(predicted: float | None, measured: float | None) -> float | None:
+    if predicted is None or not measured:
+        return None
+    return abs(predicted - measured) / measured
 
 
-def bursty_window(seconds: float, rate: float, burst_factor: float, seed: int = 0) -> list[Row]:
-    """(arrival s, input tokens, output tokens): Poisson at `rate`, ×`burst_factor` in every third
-    10 s slice; 70 % short (~150-token) prompts, 30 % long (~1,500-token) ones, 16-32 output tokens."""
-    rng, t = random.Random(seed), 0.0
-    out: list[Row] = []
-    while True:
-        slice_rate = rate * (burst_factor if int(t // 10) % 3 == 2 else 1.0)
-        t += rng.expovariate(slice_rate)
-        if t >= seconds:
-            return out
-        long = rng.random() < 0.3
-        out.append((t, rng.randint(1200, 1800) if long else rng.randint(100, 200), rng.randint(16, 32)))
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="heteroserve bench fidelity", description=__doc__.split("\n")[0])
+    parser.add_argument("--trace", type=Path, default=DEFAULT_TRACE, help="trace file (default: Azure conv)")
+    parser.add_argument("--profiles", type=Path, default=None,
+                        help="measured profile files (default: measure on first run, cached in the run dir)")
+    parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
+    parser.add_argument("--window-seconds", type=float, default=60.0, help="after compression")
+    parser.add_argument("--compression", type=float, default=1.0, help="trace time / replay time")
+    parser.add_argument("--candidates", type=int, default=5, help="evenly spaced candidate windows")
+    parser.add_argument("--cores", type=int, default=0, help="cores the workers are pinned to (0: all)")
+    parser.add_argument("--quick", action="store_true", help="a 20 s window")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.window_seconds = 20.0
+    return args
 
 
-def trace_window(path: Path | None, seconds: float, rate: float, burst: float) -> list[Row]:
-    if path is None:
-        return bursty_window(seconds, rate, burst)
-    from placement.trace import load_trace
+async def measure_plan(cluster: Any, plan: Any, rows: Sequence[Any], prompts: Sequence[str], slo: Any,
+                       seconds: float) -> dict[str, Any]:
+    """Run `plan` on the cluster, replay the rows, and return the measured figures."""
+    from benchmarks._fidelity_cluster import API_KEY
+    from benchmarks._fidelity_replay import measure, replay, share_deviation
 
-    trace = load_trace(path)
-    start = trace.arrivals[0] if trace.arrivals else 0.0
-    return [(a - start, i, o) for a, i, o in zip(trace.arrivals, trace.input_tokens, trace.output_tokens,
-                                                 strict=True) if a - start < seconds]
-
-
-def peak_rate(arrivals: Sequence[float], seconds: float) -> float:
-    """The planner's rule: the `PEAK_QUANTILE` of arrival rates over `PEAK_WINDOW_S` slices."""
-    slices = max(1, int(seconds // PEAK_WINDOW_S))
-    counts = [0] * slices
-    for a in arrivals:
-        counts[min(int(a // PEAK_WINDOW_S), slices - 1)] += 1
-    return float(percentile([c / PEAK_WINDOW_S for c in counts], PEAK_QUANTILE) or 0.0)
-
-
-def plan_for(inputs: Any, window: list[tuple[float, int, int]], total_rate: float) -> Any:
-    """The live planner's solver on the window's classes, scaled to `total_rate` req/s in all."""
-    from control_plane.planner.solver import PlacementSolver
-    from control_plane.planner.types import DemandClass
-
-    groups: dict[str, list[tuple[int, int]]] = {}
-    for _, i, o in window:
-        groups.setdefault(inputs.class_of("interactive", i, o), []).append((i, o))
-    demand = dict(inputs.warm_demand())
-    for name, rows in groups.items():
-        share = len(rows) / len(window)
-        mean_in, mean_out = sum(r[0] for r in rows) / len(rows), sum(r[1] for r in rows) / len(rows)
-        demand[name] = DemandClass(name, total_rate * share, mean_in, mean_out)
-    return PlacementSolver(inputs)(list(demand.values()), None).plan
+    await cluster.apply(plan)
+    # one request per worker first: the first forward pass of a fresh process is not steady state
+    warm = [(0.0, 64, 4)] * max(1, sum(p.count for p in plan.pools))
+    await replay(cluster.grpc_target, API_KEY, cluster.model_name, warm, [prompts[0][:200]] * len(warm))
+    before = await cluster.routing()
+    served = await replay(cluster.grpc_target, API_KEY, cluster.model_name, rows, prompts)
+    after = await cluster.routing()
+    out = measure(served, slo.ttft_seconds, slo.tpot_seconds, seconds)
+    out["share_deviation_max"], out["shares"] = share_deviation(before, after)
+    out["deviations"] = after.get("deviations", {})
+    out["errors"] = sorted({s.error for s in served if s.error})[:3]
+    return out
 
 
-def predict(plan: Any, inputs: Any, window: list[tuple[float, int, int]]) -> Any:
-    """The simulator calibrated from the measured profiles (step times, KV transfer)."""
-    from placement.perf.steps import MeasuredSteps
-    from placement.simulator import SimOptions, SimRequest, simulate
-
-    steps: dict[tuple[str, str], Any] = {}
-    transfer = {}
-    for (_, node_type), profile in inputs.profiles.items():
-        for role in ROLES:
-            fitted = MeasuredSteps.fit(profile, role)
-            if fitted is not None:
-                steps[(node_type, role)] = fitted
-        point = profile.transfer_path("peer") or profile.transfer_path("shared")
-        if point is not None:
-            transfer[node_type] = point
-    model = inputs.first_model
-    requests = [SimRequest(a, i, o, model, "interactive") for a, i, o in window]
-    return simulate(plan, requests, inputs.fleet, dict(inputs.models), dict(inputs.slos),
-                    SimOptions(steps=steps, transfer=transfer))
-
-
-def planning_inputs(profiles_dir: Path) -> Any:
+async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    from benchmarks._fidelity_cluster import PinnedCluster, usable_cores
+    from benchmarks._fidelity_predict import SLO_CLASS, plan_for, predict, predicted
+    from benchmarks._fidelity_replay import Prompts
+    from control_plane.orchestrator.config import OrchestratorConfig
     from heteroserve.embedded.config import load_embedded_config
-    from heteroserve.modelgen import create_model
+    from heteroserve.embedded.profiling import first_start_profiles
 
     config = load_embedded_config()
-    model_dir = profiles_dir.parent / "fidelity-model"
-    if not (model_dir / "config.json").exists():
-        create_model(model_dir, preset=config.model.preset, seed=config.model.seed)
-    return config.planning_inputs(model_dir=model_dir, extra_profiles=sorted(profiles_dir.glob("*.json")))
+    window = pick_window(scaled_rows(args.trace), args.window_seconds, args.compression, args.candidates)
+    rows = list(window.rows)
+    result.update(requests=len(rows), window_start_seconds=window.start_seconds, peak_rate=window.peak_rate,
+                  mean_rate=window.mean_rate, peak_to_mean=window.peak_to_mean)
+    cores = args.cores or len(usable_cores())
+    result["cores"] = cores
+    run_dir = args.run_dir.resolve()
+    model_dir = config.model_dir(run_dir)
+    live = run_dir / "live"
+    shutil.rmtree(live, ignore_errors=True)
+    live.mkdir(parents=True)
+    cluster = PinnedCluster(live, config.model.name, model_dir, config.workers.kv_cache_mb,
+                            config.workers.disk_tier_mb, config.workers.shared_tier, cores)
+    try:
+        if not (model_dir / "config.json").exists():
+            from heteroserve.modelgen import create_model
+
+            create_model(model_dir, preset=config.model.preset, seed=config.model.seed)
+        await cluster.start()
+        profiles = (sorted(args.profiles.glob("*.json")) if args.profiles else await asyncio.to_thread(
+            first_start_profiles, config, run_dir, model_dir, cluster.redis_url, live / "logs"))
+        result["profiles"] = [p.name for p in profiles]
+        from benchmarks._fidelity_predict import planning_inputs
+
+        inputs = planning_inputs(profiles, model_dir)
+        slo = inputs.slos[SLO_CLASS]
+        pd_min = OrchestratorConfig().pd_min_uncached_tokens  # the gateway runs with this default
+        maker = Prompts(model_dir)
+        prompts = [maker.make(i) for _, i, _ in rows]
+        plans = {basis: plan_for(inputs, rows, rate)
+                 for basis, rate in (("peak", window.peak_rate), ("mean", window.mean_rate))}
+        for basis, plan in plans.items():
+            result[f"{basis}_plan_pools"] = {p.name: p.count for p in plan.pools if p.count}
+            sim = predicted(predict(plan, inputs, rows, cores=cores, pd_min_input_tokens=pd_min))
+            result[f"{basis}_predicted"] = sim
+            same = basis == "mean" and result["mean_plan_pools"] == result["peak_plan_pools"]
+            result[f"{basis}_measured"] = (result["peak_measured"] if same else await measure_plan(
+                cluster, plan, rows, prompts, slo, window.seconds))
+        result["mean_plan_equals_peak_plan"] = result["mean_plan_pools"] == result["peak_plan_pools"]
+    finally:
+        await cluster.stop()
+
+
+def summarize(result: dict[str, Any]) -> None:
+    """The flat target figures from the peak plan's prediction and measurement."""
+    pred, meas = result.get("peak_predicted"), result.get("peak_measured")
+    if not pred or not meas:
+        return
+    result["ttft_p50_error"] = relative_error(pred["ttft_p50"], meas["ttft_p50"])
+    result["tpot_p50_error"] = relative_error(pred["tpot_p50"], meas["tpot_p50"])
+    if meas["slo_attainment"] is not None:
+        result["slo_attainment_error"] = abs(pred["slo_attainment"] - meas["slo_attainment"])
+    result["share_deviation_max"] = meas["share_deviation_max"]
+    result["slo_attainment_measured"] = meas["slo_attainment"]
+    result["mean_slo_attainment_measured"] = result.get("mean_measured", {}).get("slo_attainment")
+
+
+def report(result: dict[str, Any]) -> None:
+    print(f"window: {result['requests']} requests in the burstiest of the candidate windows "
+          f"(starts {result['window_start_seconds']:.0f} s); peak {result['peak_rate']:.2f} req/s, "
+          f"mean {result['mean_rate']:.2f} req/s; workers pinned over {result['cores']} cores")
+    for basis in ("peak", "mean"):
+        pred, meas = result.get(f"{basis}_predicted"), result.get(f"{basis}_measured")
+        if not pred or not meas:
+            continue
+        print(f"{basis:>5} plan {result[f'{basis}_plan_pools']}")
+        for key in ("ttft_p50", "ttft_p90", "tpot_p50", "slo_attainment", "disaggregated_fraction"):
+            m = meas[key]
+            print(f"        {key:<24} predicted {pred[key]:.4f}   measured "
+                  f"{'missing' if m is None else f'{m:.4f}'}")
+        print(f"        throughput req/s          predicted {pred['throughput']}   "
+              f"measured {meas['throughput']}")
+        print(f"        failed {meas['failed']}, share deviation max {meas['share_deviation_max']}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="heteroserve bench fidelity", description=__doc__.split("\n")[0])
-    parser.add_argument("--trace", type=Path, default=None, help="trace file (default: synthetic bursty)")
-    parser.add_argument("--profiles", type=Path, default=DEFAULT_PROFILES,
-                        help="measured profile files of this machine (heteroserve profile / up)")
-    parser.add_argument("--window-seconds", type=float, default=60.0)
-    parser.add_argument("--rate", type=float, default=1.0, help="base rate of the synthetic window (req/s)")
-    parser.add_argument("--burst-factor", type=float, default=4.0)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-
-    result: dict[str, Any] = {"window_seconds": args.window_seconds}
-    skipped: list[str] = []
-    if not list(args.profiles.glob("*.json")):
-        skipped.append(f"no measured profiles in {args.profiles} (run heteroserve up or profile first)")
-        return finish(result, TARGETS, args, skipped)
-    window = trace_window(args.trace, args.window_seconds, args.rate, args.burst_factor)
-    inputs = planning_inputs(args.profiles)
-    arrivals = [a for a, _, _ in window]
-    rates = {"peak": peak_rate(arrivals, args.window_seconds), "mean": len(window) / args.window_seconds}
-    result.update(requests=len(window), peak_rate=rates["peak"], mean_rate=rates["mean"])
-    for basis, rate in rates.items():
-        plan = plan_for(inputs, window, rate)
-        sim = predict(plan, inputs, window)
-        result[f"{basis}_plan_pools"] = {p.name: p.count for p in plan.pools if p.count}
-        result.update({f"{basis}_predicted_{k}": getattr(sim, k)
-                       for k in ("ttft_p50", "ttft_p90", "tpot_p50", "slo_attainment")})
-        result[f"{basis}_predicted_utilization"] = dict(sim.utilization)
-    skipped.append("live replay of the window on the embedded cluster with the plan pinned "
-                   "(measured TTFT/TPOT/SLO attainment, served shares) is not built yet")
-    print(f"window: {len(window)} requests in {args.window_seconds:.0f} s; peak {rates['peak']:.2f} req/s, "
-          f"mean {rates['mean']:.2f} req/s")
-    for basis in rates:
-        got = {k: result[f"{basis}_predicted_{k}"]
-               for k in ("ttft_p50", "ttft_p90", "tpot_p50", "slo_attainment")}
-        print(f"{basis:>5} plan {result[f'{basis}_plan_pools']}: predicted TTFT p50 {got['ttft_p50']:.3f} s "
-              f"p90 {got['ttft_p90']:.3f} s, TPOT p50 {got['tpot_p50']:.4f} s, "
-              f"SLO {got['slo_attainment']:.3f}")
-    return finish(result, TARGETS, args, skipped)
+    args = parse(argv)
+    result: dict[str, Any] = {"window_seconds": args.window_seconds, "compression": args.compression,
+                              "quick": args.quick}
+    asyncio.run(run(args, result))
+    summarize(result)
+    report(result)
+    return finish(result, TARGETS, args)

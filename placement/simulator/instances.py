@@ -6,7 +6,9 @@ Scheduling per iteration (vLLM-style, prefill first, no preemption):
   them up to `chunk_tokens` prompt tokens (at least one request): `prefill_seconds(mean input, k)`;
 - otherwise run one decode step for all running sequences: `decode_step_seconds(B, mean context)`.
 Roles: colocated does both; prefill does only prefill and hands finished prompts to `on_prefilled`;
-decode admits handed-over sequences (already holding their first token) and only decodes.
+decode admits handed-over sequences (already holding their first token, queue `waiting`) and decodes;
+it prefills only the requests sent to it alone (queue `local`: a P/D route's prompt too short to be
+worth a transfer, which the gateway serves on the decode worker by itself).
 Running sequences live in a heap keyed by the step at which they finish, and the context sum is kept
 incrementally, so a decode step costs O(log B), not O(B).
 """
@@ -49,6 +51,7 @@ class Instance:
     max_batch: int
     on_prefilled: Callable[[Instance, RequestState, float], None] | None = None
     waiting: deque[RequestState] = field(default_factory=deque)
+    local: deque[RequestState] = field(default_factory=deque)  # decode role: prefilled here, alone
     # (end step, rid, base, request)
     running: list[tuple[int, int, int, RequestState]] = field(default_factory=list)
     busy: bool = False
@@ -77,11 +80,12 @@ class Instance:
 
     @property
     def load(self) -> int:
-        return len(self.waiting) + len(self.running) + len(self._batch) + self.inflight
+        return len(self.waiting) + len(self.local) + len(self.running) + len(self._batch) + self.inflight
 
     def start(self) -> float | None:
         """Begin the next iteration; returns its duration, or None when there is nothing to do."""
-        if self.role != "decode" and self.waiting and self._admit_prefill():
+        to_prefill = self.local if self.role == "decode" else self.waiting
+        if to_prefill and self._admit_prefill(to_prefill):
             prompt = sum(r.input_tokens for r in self._batch) / len(self._batch)
             self._kind = "prefill"
             return self._run(self._prefill_seconds(prompt, len(self._batch)))
@@ -102,13 +106,13 @@ class Instance:
     def _fits(self, r: RequestState) -> bool:
         return self.reserved_tokens + r.input_tokens + r.output_tokens <= self.kv_tokens
 
-    def _admit_prefill(self) -> bool:
+    def _admit_prefill(self, queue: deque[RequestState]) -> bool:
         tokens = 0
-        while self.waiting and len(self.running) + len(self._batch) < self.max_batch:
-            r = self.waiting[0]
+        while queue and len(self.running) + len(self._batch) < self.max_batch:
+            r = queue[0]
             if (self._batch and tokens + r.input_tokens > self.chunk_tokens) or not self._fits(r):
                 break
-            self.waiting.popleft()
+            queue.popleft()
             self._batch.append(r)
             tokens += r.input_tokens
             self.reserved_tokens += r.input_tokens + r.output_tokens

@@ -11,6 +11,16 @@ and role found in `steps` takes its step times and KV capacity from there (e.g. 
 of a measured profile) instead of the roofline; a prefill pool's node type found in `transfer` moves
 KV in `TransferPoint.seconds_for(bytes)` (its measured latency included) instead of bytes / NIC.
 A request meets its SLO when TTFT ≤ ttft and TPOT = (finish − first token) / (output − 1) ≤ tpot.
+
+Two behaviours of the live system, found by `bench fidelity` (both off by default):
+- `pd_min_input_tokens`: a request drawn onto a P/D route with a shorter prompt runs on the decode
+  pool alone (prefill and decode there), as the gateway does below `pd_min_uncached_tokens`;
+- `cores`: the instances share that many cores (workers co-located on one machine, each pinned to one
+  core): instance k of the plan (pools in plan order, replicas in order) runs on core k mod `cores`,
+  and an iteration started while n instances of its core are busy (itself included) takes n × its step
+  time (processor sharing, fixed at the iteration's start). 0 = every instance has its own device.
+Per-pool throughput counts the requests that passed through the pool (prefill and decode pools both
+count a P/D request) over the simulated span.
 """
 
 from __future__ import annotations
@@ -49,6 +59,13 @@ class SimOptions:
     max_batch: int = 512
     steps: Mapping[tuple[str, str], StepTimes] = field(default_factory=dict)  # (node type, role)
     transfer: Mapping[str, TransferPoint] = field(default_factory=dict)  # prefill node type → path
+    pd_min_input_tokens: int = 0  # shorter prompts on a P/D route run on the decode pool alone
+    cores: int = 0  # instances share this many cores, pinned round robin (0: one device each)
+
+    def __post_init__(self) -> None:
+        for name in ("pd_min_input_tokens", "cores"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -70,6 +87,7 @@ class SimResult:
     cost_usd: float
     utilization: Mapping[str, float] = field(default_factory=dict)
     disaggregated_fraction: float = 0.0
+    throughput: Mapping[str, float] = field(default_factory=dict)  # pool → requests/s through it
 
 
 def requests_from_trace(trace: Trace, model: str, slo: str) -> tuple[SimRequest, ...]:
@@ -95,7 +113,8 @@ class _Sim:
         opts: SimOptions,
     ) -> None:
         self.plan, self.slos, self.rng = plan, slos, random.Random(opts.seed)
-        self.transfer = opts.transfer
+        self.transfer, self.pd_min_input_tokens = opts.transfer, opts.pd_min_input_tokens
+        self.through: dict[str, int] = {}
         self.events: list[tuple[float, int, str, object]] = []
         self.seq = 0
         self.end = 0.0
@@ -116,6 +135,12 @@ class _Sim:
                 )
                 for _ in range(p.count)
             ]
+        everyone = [i for insts in self.pools.values() for i in insts]
+        self.core_of = {id(i): k % opts.cores for k, i in enumerate(everyone)} if opts.cores else {}
+        self.on_core: dict[int, list[Instance]] = {}
+        for i in everyone:
+            if self.core_of:
+                self.on_core.setdefault(self.core_of[id(i)], []).append(i)
 
     def push(self, t: float, kind: str, item: object) -> None:
         heapq.heappush(self.events, (t, self.seq, kind, item))
@@ -125,12 +150,23 @@ class _Sim:
         if not inst.busy:
             duration = inst.start()
             if duration is not None:
+                if self.core_of:  # processor sharing with the busy instances pinned to the same core
+                    duration *= sum(1 for i in self.on_core[self.core_of[id(inst)]] if i.busy)
                 self.push(now + duration, "done", inst)
 
     def route(self, r: RequestState, req: SimRequest, now: float) -> None:
         name = self.plan.classify(req.input_tokens, req.output_tokens, req.slo, req.model)
         routes = self.plan.routes(name)
         route = self.rng.choices(routes, weights=[x.share for x in routes])[0]
+        for pool in route.pools:
+            self.through[pool] = self.through.get(pool, 0) + 1
+        if route.disaggregated and req.input_tokens < self.pd_min_input_tokens:
+            r.route = "decode_alone"
+            alone = min(self.pools[route.decode_pool or ""], key=lambda i: i.load)
+            self.through[route.pools[0]] -= 1
+            alone.local.append(r)
+            self.kick(alone, now)
+            return
         r.route = "pd" if route.disaggregated else "colocated"
         self.decode_pool[r.rid] = route.decode_pool or ""
         inst = min(self.pools[route.pools[0]], key=lambda i: i.load)
@@ -221,4 +257,5 @@ def simulate(
         plan.cost_per_hour * span / 3600,
         util,
         sum(1 for r in states if r.route == "pd") / len(states) if states else 0.0,
+        {name: n / span for name, n in sorted(sim.through.items())},
     )

@@ -1,0 +1,77 @@
+"""Plan and prediction for `bench fidelity`: the live planner's solver and the calibrated simulator.
+
+`planning_inputs` reads the embedded config (deploy/examples/embedded.yaml) and the measured profiles
+of this machine exactly as the embedded planner does (`EmbeddedConfig.planning_inputs`). `plan_for`
+runs the planner's own `PlacementSolver` on the window's classes at a chosen total rate (its peak, or
+its mean) plus the config's warm classes. `predict` replays the window on that plan in
+`placement.simulator`, calibrated from the same profiles (`MeasuredSteps.fit` per node type and role,
+the measured KV transfer), not the roofline, with the gateway's P/D threshold and this machine's
+core sharing (`SimOptions.pd_min_input_tokens`, `SimOptions.cores`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from common.vocab import ROLES
+
+Row = tuple[float, int, int]
+SLO_CLASS = "interactive"  # every replayed request is of the default SLO class
+
+
+def planning_inputs(profiles: Sequence[Path], model_dir: Path) -> Any:
+    """The embedded planner's inputs with `profiles`; generates the model into `model_dir` if missing."""
+    from heteroserve.embedded.config import load_embedded_config
+    from heteroserve.modelgen import create_model
+
+    config = load_embedded_config()
+    if not (model_dir / "config.json").exists():
+        create_model(model_dir, preset=config.model.preset, seed=config.model.seed)
+    return config.planning_inputs(model_dir=model_dir, extra_profiles=sorted(profiles))
+
+
+def plan_for(inputs: Any, rows: Sequence[Row], total_rate: float) -> Any:
+    """The live planner's solver on the window's classes (their shares of `rows`, mean lengths),
+    scaled to `total_rate` req/s in all, plus the warm classes. Returns a `placement.plan.Plan`."""
+    from control_plane.planner.solver import PlacementSolver
+    from control_plane.planner.types import DemandClass
+
+    groups: dict[str, list[tuple[int, int]]] = {}
+    for _, i, o in rows:
+        groups.setdefault(inputs.class_of(SLO_CLASS, i, o), []).append((i, o))
+    demand = dict(inputs.warm_demand())
+    for name, members in groups.items():
+        share = len(members) / len(rows)
+        mean_in = sum(m[0] for m in members) / len(members)
+        mean_out = sum(m[1] for m in members) / len(members)
+        demand[name] = DemandClass(name, total_rate * share, mean_in, mean_out)
+    return PlacementSolver(inputs)(list(demand.values()), None).plan
+
+
+def predict(plan: Any, inputs: Any, rows: Sequence[Row], *, cores: int, pd_min_input_tokens: int) -> Any:
+    """`placement.simulator.simulate` of `rows` on `plan`, calibrated from the measured profiles."""
+    from placement.perf.steps import MeasuredSteps
+    from placement.simulator import SimOptions, SimRequest, simulate
+
+    steps: dict[tuple[str, str], Any] = {}
+    transfer = {}
+    for (_, node_type), profile in inputs.profiles.items():
+        for role in ROLES:
+            fitted = MeasuredSteps.fit(profile, role)
+            if fitted is not None:
+                steps[(node_type, role)] = fitted
+        point = profile.transfer_path("peer") or profile.transfer_path("shared")
+        if point is not None:
+            transfer[node_type] = point
+    requests = [SimRequest(a, i, o, inputs.first_model, SLO_CLASS) for a, i, o in rows]
+    options = SimOptions(steps=steps, transfer=transfer, cores=cores, pd_min_input_tokens=pd_min_input_tokens)
+    return simulate(plan, requests, inputs.fleet, dict(inputs.models), dict(inputs.slos), options)
+
+
+def predicted(sim: Any) -> dict[str, Any]:
+    """The figures the benchmark compares, from a `SimResult`."""
+    return {"ttft_p50": sim.ttft_p50, "ttft_p90": sim.ttft_p90, "tpot_p50": sim.tpot_p50,
+            "slo_attainment": sim.slo_attainment, "disaggregated_fraction": sim.disaggregated_fraction,
+            "throughput": dict(sim.throughput), "utilization": dict(sim.utilization)}

@@ -1,0 +1,93 @@
+"""The trace window `bench fidelity` plans for, predicts and replays, chosen by a rule fixed in advance.
+
+Rule (nothing here looks at a plan, a prediction or a measurement):
+1. Trace: `--trace FILE` (any `placement.trace` format), default the bundled first 1,500 requests of
+   the Azure 2023 conversation trace (heteroserve/embedded/data).
+2. Lengths scaled to the tiny model and this machine exactly as `heteroserve demo` does
+   (`heteroserve.embedded.workload.WorkloadConfig` defaults: prompt × 0.25 clipped to [24, 768],
+   output × 0.1 clipped to [4, 32]).
+3. Arrivals divided by `compression` (a flag, fixed before the run; 1.0 = the trace's own timing).
+4. Window: `k` candidate windows of `seconds` (after compression), evenly spaced from the trace's start
+   to its end; the one with the highest peak / mean arrival-rate ratio is taken (peak = the planner's
+   rule, the `PEAK_QUANTILE` of rates over `PEAK_WINDOW_S` slices), first one on a tie.
+Rows are (arrival seconds from the window's start, input tokens, output tokens).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.stats import percentile
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TRACE = ROOT / "heteroserve" / "embedded" / "data" / "azure2023_conv_first1500.csv"
+PEAK_QUANTILE, PEAK_WINDOW_S = 0.95, 5.0  # the embedded planner's peak rule (deploy/examples/embedded.yaml)
+
+Row = tuple[float, int, int]  # arrival s, input tokens, output tokens
+
+
+@dataclass(frozen=True)
+class Window:
+    """The chosen window: its rows, where it starts in the (compressed) trace, and its rates."""
+
+    rows: tuple[Row, ...]
+    start_seconds: float
+    seconds: float
+    peak_rate: float
+    mean_rate: float
+    candidates: int
+
+    @property
+    def peak_to_mean(self) -> float:
+        return self.peak_rate / self.mean_rate if self.mean_rate else 0.0
+
+
+def scaled_rows(path: Path) -> list[Row]:
+    """The trace's rows with the demo's length scaling (module docstring, step 2)."""
+    from heteroserve.embedded.workload import WorkloadConfig
+    from placement.trace import load_trace
+
+    c = WorkloadConfig(trace=path, phases=())
+    trace = load_trace(path)
+    return [(a, min(max(round(i * c.input_scale), c.min_input), c.max_input),
+             min(max(round(o * c.output_scale), c.min_output), c.max_output))
+            for a, i, o in zip(trace.arrivals, trace.input_tokens, trace.output_tokens, strict=True)]
+
+
+def peak_rate(arrivals: Sequence[float], seconds: float) -> float:
+    """The planner's rule: the `PEAK_QUANTILE` of arrival rates over `PEAK_WINDOW_S` slices of the
+    `seconds` span starting at 0 (arrivals relative to it)."""
+    slices = max(1, int(seconds // PEAK_WINDOW_S))
+    counts = [0] * slices
+    for a in arrivals:
+        counts[min(int(a // PEAK_WINDOW_S), slices - 1)] += 1
+    return float(percentile([c / PEAK_WINDOW_S for c in counts], PEAK_QUANTILE) or 0.0)
+
+
+def pick_window(rows: Sequence[Row], seconds: float, compression: float, k: int) -> Window:
+    """The rule of the module docstring (steps 3-4). Raises ValueError naming a bad argument."""
+    if seconds <= 0:
+        raise ValueError(f"window seconds must be > 0, got {seconds}")
+    if compression <= 0:
+        raise ValueError(f"compression must be > 0, got {compression}")
+    if k < 1:
+        raise ValueError(f"k (candidate windows) must be >= 1, got {k}")
+    timed = [(a / compression, i, o) for a, i, o in rows]
+    if not timed:
+        raise ValueError("the trace has no requests")
+    last = max(timed[-1][0] - seconds, 0.0)
+    best: Window | None = None
+    for n in range(k):
+        start = last * n / (k - 1) if k > 1 else 0.0
+        inside = tuple((a - start, i, o) for a, i, o in timed if start <= a < start + seconds)
+        if not inside:
+            continue
+        mean = len(inside) / seconds
+        window = Window(inside, start, seconds, peak_rate([r[0] for r in inside], seconds), mean, k)
+        if best is None or window.peak_to_mean > best.peak_to_mean:
+            best = window
+    if best is None:
+        raise ValueError(f"no candidate window of {seconds} s holds a request")
+    return best
