@@ -27,13 +27,29 @@ from heteroserve.embedded.launcher import EmbeddedCluster
 from heteroserve.embedded.processes import ManagedProcess, heteroserve_command, pid_alive
 from heteroserve.embedded.state import worker_files
 
+# Warm traffic every chaos plan covers (on top of the default config's short classes): ~900-token
+# prompts, as the chaos streams' long half sends. On measured profiles they cannot meet TTFT colocated,
+# so the planner must run a prefill pool and a decode pool (on CSD, the cheapest decoder that admits
+# prompts of 250+ tokens), while the short classes (under the gateway's 256-token P/D threshold) keep
+# the colocated pool: every kind of worker `bench chaos` kills is in the plan.
+LONG_WARM_CLASS = {"slo_class": "interactive", "input_tokens": 900, "output_tokens": 8, "min_rate_per_s": 0.5}
+CSD_NODES = 2  # so the availability floor (min_replicas 2) holds on the CSD pool too
+
+
+def chaos_document(disk_tier_mb: int) -> dict[str, Any]:
+    """The default embedded config with the chaos changes: disk tier cap, long warm class, CSD nodes."""
+    document: dict[str, Any] = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    document["workers"]["disk_tier_mb"] = disk_tier_mb
+    document["classes"] = [*document.get("classes", []), LONG_WARM_CLASS]
+    document["inventory"] = {**document.get("inventory", {}), "csd-local": CSD_NODES}
+    return document
+
 
 class ChaosCluster:
     def __init__(self, run_dir: Path, *, disk_tier_mb: int) -> None:
         self.run_dir = run_dir
         self.config_path = run_dir / "chaos.yaml"
-        document = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-        document["workers"]["disk_tier_mb"] = disk_tier_mb
+        document = chaos_document(disk_tier_mb)
         run_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(document))
         self.config = load_embedded_config(self.config_path)

@@ -3,8 +3,12 @@
 Scenarios, in this order, on one cluster started by `EmbeddedCluster` with a second (standby) planner:
 1. baseline: `--streams` concurrent greedy streams (half short chat prompts, half long prompts that take
    the P/D path), `--max-tokens` tokens each, ignore_eos: the reference token ids;
-2. for each role (decode, prefill, colocated): as many streams on fresh prompts (nothing cached, so the
-   long ones take the P/D path); once they flow, `kill -9` one worker of that role. `lost_requests` =
+2. for each kind (decode, prefill, colocated, csd): as many streams on fresh prompts (nothing cached,
+   so the long ones take the P/D path); once they flow, `kill -9` one worker of that kind. The chaos
+   config (`_chaos_cluster.chaos_document`) makes the plan hold every kind: warm ~900-token traffic
+   (P/D, decoding on CSD) beside the short classes (colocated), two CSD nodes, and the planner's
+   availability floor (`min_replicas` 2) so each kind has a peer to retry on. A kind never killed fails
+   `--check`. `lost_requests` =
    streams without a finish, `token_mismatches` = streams whose token ids differ from the same
    prompts sent again after recovery without a fault (greedy: the tokens must be equal);
 3. disk full: the workers' disk tiers are capped at `--disk-mb`; distinct long prompts until the disk

@@ -40,10 +40,14 @@ from placement.workload import RequestClass, SLOClass
 
 @dataclass(frozen=True)
 class CompileOptions:
-    """What the compiler may generate. `csd_min_context_tokens`: prompt length that admits CSD decode."""
+    """What the compiler may generate. `csd_min_context_tokens`: prompt length that admits CSD decode.
+    `pd_min_input_tokens`: a class whose mean prompt is shorter gets no P/D route (the gateway runs
+    such prompts on the decode worker alone, `pd_min_uncached_tokens`, so a P/D route would plan
+    prefill work that never happens); 0 = every class may be disaggregated."""
 
     allow_disaggregation: bool = True
     csd_min_context_tokens: int = 8192
+    pd_min_input_tokens: int = 0
     max_routes_per_class: int | None = 12
     churn_penalty: float = 0.0
     profile: ProfileOptions = field(default_factory=ProfileOptions)
@@ -51,6 +55,8 @@ class CompileOptions:
     def __post_init__(self) -> None:
         if self.csd_min_context_tokens < 0:
             raise ValueError(f"csd_min_context_tokens: must be >= 0, got {self.csd_min_context_tokens}")
+        if self.pd_min_input_tokens < 0:
+            raise ValueError(f"pd_min_input_tokens: must be >= 0, got {self.pd_min_input_tokens}")
         if self.max_routes_per_class is not None and self.max_routes_per_class < 1:
             raise ValueError(f"max_routes_per_class: must be >= 1, got {self.max_routes_per_class}")
         if self.churn_penalty < 0:
@@ -148,7 +154,7 @@ def compile_problem(
                 cap = colocated_capacity(model, node, cls, slo, options.profile, steps)
             if b.capacity(cls, "colocated", node, cap):
                 colocated.append(ColocatedOption(c, b.pool(cls.model, node, "colocated"), 1.0 / cap.rate))
-        if not options.allow_disaggregation:
+        if not options.allow_disaggregation or cls.input_tokens < options.pd_min_input_tokens:
             continue
         decoders: list[tuple[NodeType, float]] = []
         for node in fleet:

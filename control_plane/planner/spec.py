@@ -113,6 +113,7 @@ class OptionsSection:
     transfer_utilization: float = 0.8
     baselines: bool = True
     min_replicas: int = 2  # availability: every used pool runs >= 2 workers (capped by inventory)
+    pd_min_input_tokens: int = 256  # the gateway's pd_min_uncached_tokens: shorter prompts never P/D
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,8 @@ class PlannerSpec:
                 compile_options=CompileOptions(
                     allow_disaggregation=o.allow_disaggregation,
                     csd_min_context_tokens=o.csd_min_context_tokens,
-                    max_routes_per_class=o.max_routes_per_class, churn_penalty=self.churn_penalty),
+                    max_routes_per_class=o.max_routes_per_class, churn_penalty=self.churn_penalty,
+                    pd_min_input_tokens=o.pd_min_input_tokens),
                 solver_options=SolverOptions(time_limit_seconds=o.time_limit_seconds,
                                              transfer_utilization=o.transfer_utilization,
                                              min_replicas=o.min_replicas),

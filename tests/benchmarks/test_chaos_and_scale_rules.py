@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
+from pathlib import Path
 
-from benchmarks._chaos_cluster import kill_kind, pick_worker
+from benchmarks._chaos_cluster import chaos_document, kill_kind, pick_worker
 from benchmarks._report import check, passed
 from benchmarks._scale_router import SyntheticIndex, time_decisions, worker_states
 from benchmarks.chaos import chaos_targets, skipped_parts
+from control_plane.planner.solver import PlacementSolver
+from control_plane.planner.spec import planner_spec_from_mapping
+from heteroserve.modelgen import create_model
 
 
 def test_kill_kind_is_csd_for_any_role_on_a_csd_device() -> None:
@@ -63,3 +68,16 @@ def test_synthetic_index_holds_the_blocks_asked_and_routes_through_the_real_pipe
     timing = time_decisions(state, worker_states(20, random.Random(0)), requests=50)
     assert timing["workers"] == 20 and sum(timing["route_reasons"].values()) == 50
     assert 0 < timing["route_decision_p50_ms"] <= timing["route_decision_p99_ms"]
+
+
+def test_the_chaos_config_plans_every_kind_of_worker_twice(tmp_path: Path) -> None:
+    """On the profiles measured on this machine (tests/e2e/data), the chaos config's warm traffic alone
+    plans a colocated pool, a prefill pool and a decode pool on CSD, each with >= 2 workers (the
+    availability floor), so every kind `bench chaos` kills has a peer to retry on."""
+    create_model(tmp_path / "tiny", preset="tiny", seed=0)
+    spec = planner_spec_from_mapping(chaos_document(disk_tier_mb=2))  # skips the embedded-only keys
+    data = Path(__file__).parents[1] / "e2e" / "data"
+    inputs = spec.planning_inputs(model_dir=tmp_path / "tiny", extra_profiles=sorted(data.glob("*.json")))
+    solved = PlacementSolver(replace(inputs, with_baselines=False))(list(inputs.warm_demand().values()), None)
+    kinds = {("csd" if p.device == "csd" else p.role): p.count for p in solved.plan.pools if p.count}
+    assert kinds == {"colocated": 2, "prefill": 2, "csd": 2}, solved.plan.pools

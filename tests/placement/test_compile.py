@@ -69,6 +69,25 @@ def test_disaggregation_refused_when_transfer_breaks_ttft(
     assert all(not r.disaggregated for c in plan.classes for r in c.routes)
 
 
+def test_short_prompts_get_no_pd_route_below_the_gateway_threshold(
+    catalog: Catalog, models: dict[str, ModelSpec], slos: dict[str, SLOClass]
+) -> None:
+    # The gateway runs prompts under its P/D threshold on the decode worker alone: no P/D option for
+    # classes whose mean prompt is shorter, every other class keeps its P/D options.
+    fleet = catalog.subset(["H100x8", "A100-80Gx8", "L4x8"])
+    classes = conv_classes("llama2-70b", "interactive", 50.0)
+    threshold = 600
+    every = compile_problem(fleet, models, classes, slos)
+    gated = compile_problem(fleet, models, classes, slos,
+                            options=CompileOptions(pd_min_input_tokens=threshold))
+    long_ones = {c for c, cls in enumerate(classes) if cls.input_tokens >= threshold}
+    assert {d.demand for d in every.disaggregated} > long_ones != set()
+    assert {d.demand for d in gated.disaggregated} == long_ones
+    assert gated.colocated == every.colocated
+    with pytest.raises(ValueError, match="pd_min_input_tokens"):
+        CompileOptions(pd_min_input_tokens=-1)
+
+
 def cheap_csd() -> NodeType:
     return NodeType(
         "csd-test",
