@@ -6,6 +6,8 @@ cos/sin computed in float32) so greedy tokens match `transformers` exactly in fl
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -39,7 +41,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + _rotate_half(x) * sin
 
 
-def swiglu_mlp(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
-    """down(silu(gate(x)) * up(x)) with gate and up fused into one [2 * inter, hidden] weight."""
-    gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
-    return F.linear(F.silu(gate) * up, down)
+def swiglu_mlp(x: torch.Tensor, gate_up: Callable[[torch.Tensor], torch.Tensor],
+               down: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """down(silu(gate(x)) * up(x)) with gate and up fused into one [2 * inter, hidden] linear layer."""
+    gate, up = gate_up(x).chunk(2, dim=-1)
+    return down(F.silu(gate) * up)
