@@ -41,17 +41,19 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
+from benchmarks._replay import replay
 from benchmarks._report import Target, add_arguments, finish
 from benchmarks._routing_systems import (
+    ENGINES,
     OURS,
     PEER_POLICIES,
     PEER_PREFIX,
     System,
-    replay,
     start_ours,
     start_peer,
 )
 from benchmarks._routing_workload import (
+    TraceRow,
     Window,
     build_requests,
     evenly_spaced,
@@ -72,6 +74,12 @@ DEFAULTS = {"windows": 3, "requests": 160, "rounds": 2, "time_scale": 0.8, "pres
             "policies": list(OURS), "peers": ["cache_aware"]}
 LONG_HORIZON = {"windows": 1, "requests": None, "rounds": 1, "time_scale": 0.15, "preset": "tiny",
                 "policies": ["round_robin", "prefix_aware"], "peers": ["cache_aware"]}
+# --engine vllm: a vLLM engine holds ~2 GB here, so 2 workers per system and one system at a time; the
+# time scale keeps each worker's arrival rate the default's (0.8 × 4 workers / 2 workers); one round of
+# 80 requests per window keeps a run near 10 minutes (three engine pairs start in ~1-2 min each).
+VLLM_ENGINE = {"workers": 2, "requests": 80, "rounds": 1, "time_scale": 1.6,
+               "policies": ["round_robin", "prefix_aware"]}
+QUICK = {"windows": 1, "requests": 16, "rounds": 1}
 
 
 def choose_windows(num_rows: int, args: argparse.Namespace) -> list[Window]:
@@ -83,19 +91,28 @@ def choose_windows(num_rows: int, args: argparse.Namespace) -> list[Window]:
     return evenly_spaced(num_rows, args.windows, size)
 
 
+def _start(name: str, args: argparse.Namespace, model_dir: Path, workdir: Path) -> System:
+    print(f"starting {name} (Redis, {args.workers} {args.engine} workers, router)", file=sys.stderr,
+          flush=True)
+    start = start_peer if name.startswith(PEER_PREFIX) else start_ours
+    return start(name.removeprefix(PEER_PREFIX), model_dir, workdir, args.workers, engine=args.engine)
+
+
 def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[dict[str, Any]], list[System]]:
-    """Start every system, replay every (window, round) on each in rotating order; stop them."""
+    """Start every system, replay every (window, round) on each in rotating order; stop them. With
+    `args.engine` vllm one system runs at a time instead (start, every replay, stop): see VLLM_ENGINE."""
     rows = read_trace(args.trace)
     windows = choose_windows(len(rows), args)
     model_dir = create_model(workdir / "model", preset=args.preset, seed=0)
     words = single_token_words(Tokenizer.from_file(str(model_dir / "tokenizer.json")))
+    names = [*args.policies, *(PEER_PREFIX + p for p in args.peers)]
+    if args.engine == "vllm":
+        return _measure_one_at_a_time(args, names, rows, windows, model_dir, words, workdir)
     systems: list[System] = []
     plan = []
     try:
-        for name in [*args.policies, *(PEER_PREFIX + p for p in args.peers)]:
-            print(f"starting {name} (Redis, {args.workers} workers, router)", file=sys.stderr, flush=True)
-            start = start_peer if name.startswith(PEER_PREFIX) else start_ours
-            systems.append(start(name.removeprefix(PEER_PREFIX), model_dir, workdir, args.workers))
+        for name in names:
+            systems.append(_start(name, args, model_dir, workdir))
         turn = 0
         for wi, window in enumerate(windows):
             for r in range(args.rounds):
@@ -115,6 +132,33 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[dict[str, Any
     finally:
         for system in systems:
             system.cluster.stop()
+    return plan, systems
+
+
+def _measure_one_at_a_time(args: argparse.Namespace, names: list[str], rows: list[TraceRow],
+                           windows: list[Window], model_dir: Path, words: list[str],
+                           workdir: Path) -> tuple[list[dict[str, Any]], list[System]]:
+    """Each system in turn: start it, replay every (window, round) in order, stop it."""
+    keyed = [((wi, r), window) for wi, window in enumerate(windows) for r in range(args.rounds)]
+    workloads = {key: build_requests(rows, window, words=words, salt=1000 * key[0] + key[1] + 1,
+                                     max_blocks=args.max_blocks, time_scale=args.time_scale)
+                 for key, window in keyed}
+    plan = [{"window": key[0], "round": key[1], "start": window.start, "requests": len(workloads[key]),
+             "oracle_share": oracle_share(workloads[key]),
+             "mean_prompt_tokens": statistics.fmean(q.prompt_tokens for q in workloads[key])}
+            for key, window in keyed]
+    systems = []
+    for name in names:
+        system = _start(name, args, model_dir, workdir)
+        try:
+            for key, requests in workloads.items():
+                system.replays[key] = summary = replay(system, requests)
+                print(f"window {key[0]} round {key[1] + 1}: {name} cached {summary['cached_share']:.3f}, "
+                      f"ttft mean {summary['ttft_mean_s']} s, errors {summary['errors']}, wall "
+                      f"{summary['wall_s']:.1f} s", file=sys.stderr, flush=True)
+        finally:
+            system.cluster.stop()
+        systems.append(system)
     return plan, systems
 
 
@@ -212,15 +256,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="replays of each window, fresh blocks each (default 2)")
     parser.add_argument("--time-scale", type=float, help="arrival-time multiplier (default 0.8)")
     parser.add_argument("--max-blocks", type=int, default=32, help="leading blocks kept per request")
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, help="workers per system (default 4; 2 with --engine vllm)")
+    parser.add_argument("--engine", choices=ENGINES, default="native",
+                        help="the workers' engine (vllm: one system at a time, see docs)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 window of 16 requests, 1 round")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="model preset (default bench)")
     parser.add_argument("--policies", nargs="*", choices=OURS, help="our gateway's policies (default all)")
     parser.add_argument("--peers", nargs="*", choices=PEER_POLICIES,
                         help="vllm-router policies (default cache_aware)")
     args = parser.parse_args(argv)
-    for key, value in (LONG_HORIZON if args.long_horizon else DEFAULTS).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    presets = [*([QUICK] if args.quick else []), *([VLLM_ENGINE] if args.engine == "vllm" else []),
+               LONG_HORIZON if args.long_horizon else DEFAULTS, {"workers": 4}]
+    for preset in presets:  # the first that sets a flag wins; flags typed by hand win over all
+        for key, value in preset.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
     if not args.trace.is_file():
         parser.error(f"--trace: no such file {args.trace}")
     for name in ("windows", "rounds", "workers", "max_blocks"):
@@ -235,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     result, skipped = summarize(plan, systems)
     result |= {"trace": args.trace.name, "preset": args.preset, "time_scale": args.time_scale,
                "rounds": args.rounds, "workers": args.workers, "max_blocks": args.max_blocks,
-               "long_horizon": args.long_horizon,
+               "long_horizon": args.long_horizon, "engine": args.engine, "quick": args.quick,
+               "systems": {s.name: s.settings for s in systems},
                "window_rule": (f"one window by hand: --start {args.start}" if args.start is not None else
                                f"{args.windows} evenly spaced: start_i = floor(i*N/{args.windows})")}
     print_windows(result)

@@ -13,7 +13,8 @@ import pkgutil
 
 from common.errors import InvalidRequestError
 
-HELP = "run a benchmark (engine, cache, placement, gateway, routing, chaos, load, scale, csd, fidelity)"
+HELP = ("run a benchmark (engine, cache, placement, gateway, routing, system, chaos, load, scale, csd, "
+        "fidelity)")
 
 
 def available() -> list[str]:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from benchmarks._routing_systems import VLLM_ROUTER, replay, start_ours, start_peer
+from benchmarks._replay import replay
+from benchmarks._routing_systems import VLLM_ROUTER, start_ours, start_peer
 from benchmarks._routing_workload import (
     TraceRequest,
     Window,
