@@ -31,16 +31,16 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from prometheus_client import CollectorRegistry, generate_latest
 from tokenizers import Tokenizer
 
-from common.errors import AuthenticationError, HeteroserveError, InvalidRequestError, NotFoundError
+from common.errors import AuthenticationError, InvalidRequestError, NotFoundError
+from common.http_errors import install_error_handlers
 from heteroserve.v1 import common_pb2, worker_pb2
 from workers.openai_reply import Reply, ServedEngine, vllm_metrics
-from workers.openai_schema import ChatRequest, CompletionRequest, OpenAIRequest
+from workers.openai_schema import ChatRequest, CompletionRequest, OpenAIRequest, sampling
 
 if TYPE_CHECKING:
     from grpc import aio
@@ -84,15 +84,6 @@ class HostedWorker(Protocol):
     def gate(self) -> DrainState: ...
 
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-                429: "rate_limit_error"}
-
-
-def error_body(status: int, message: str, param: str | None = None) -> dict[str, Any]:
-    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": message, "type": kind, "param": param, "code": str(status)}}
-
-
 def servicer_generate(server: HostedWorker) -> Generate:
     """The worker's gRPC `Generate` as a plain function (it never reads its gRPC context)."""
     def generate(request: worker_pb2.GenerateRequest) -> AsyncIterator[common_pb2.TokenChunk]:
@@ -115,14 +106,11 @@ class Prompts:
         self._special = {k: v.get("content", "") if isinstance(v, dict) else str(v or "")
                          for k, v in config.items() if k in ("bos_token", "eos_token")}
 
-    def completion(self, prompt: str | list[str] | list[int]) -> list[int]:
-        if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt) and prompt:
-            return [int(t) for t in prompt]
-        if isinstance(prompt, list):
-            if len(prompt) != 1 or not isinstance(prompt[0], str):
-                raise InvalidRequestError("must be text, one text in a list, or token ids", field="prompt")
-            prompt = prompt[0]
-        return list(self._tokenizer.encode(str(prompt)).ids)
+    def completion(self, request: CompletionRequest) -> list[int]:
+        prompt = request.prompt_parts()
+        if isinstance(prompt, tuple):
+            return list(prompt)
+        return list(self._tokenizer.encode(prompt).ids)
 
     def chat(self, request: ChatRequest) -> list[int]:
         messages = [{"role": m.role, "content": m.text()} for m in request.messages]
@@ -151,15 +139,7 @@ class OpenAIFront:
     def _build(self) -> FastAPI:
         app = FastAPI(title="heteroserve worker (OpenAI-compatible)", docs_url=None, redoc_url=None)
 
-        @app.exception_handler(HeteroserveError)
-        async def _domain(request: Request, exc: HeteroserveError) -> JSONResponse:
-            return JSONResponse(error_body(exc.http_status, str(exc), exc.field), status_code=exc.http_status)
-
-        @app.exception_handler(RequestValidationError)
-        async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-            first = dict(exc.errors()[0]) if exc.errors() else {"loc": ("body",), "msg": "invalid"}
-            field = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
-            return JSONResponse(error_body(400, f"{field}: {first.get('msg', 'invalid value')}", field), 400)
+        install_error_handlers(app, "worker")
 
         @app.get("/health")
         async def health() -> Response:
@@ -181,7 +161,7 @@ class OpenAIFront:
         @app.post("/v1/completions")
         async def completions(body: CompletionRequest, request: Request) -> Response:
             self._authorize(request)
-            return await self._respond(body, self._prompts.completion(body.prompt), "text_completion")
+            return await self._respond(body, self._prompts.completion(body), "text_completion")
 
         @app.post("/v1/chat/completions")
         async def chat(body: ChatRequest, request: Request) -> Response:
@@ -196,14 +176,15 @@ class OpenAIFront:
             raise AuthenticationError("missing or wrong bearer token (the worker's cluster token)")
 
     async def _respond(self, body: OpenAIRequest, prompt: list[int], kind: str) -> Response:
-        if body.model not in (None, self.model):
+        if body.model not in ("", self.model):
             raise NotFoundError(f"model {body.model!r} is not served here (this worker serves "
                                 f"{self.model!r})", field="model")
         room = self.engine.max_context_tokens - len(prompt)
-        max_tokens = body.max_tokens_or(16 if kind == "text_completion" else max(1, room))
+        limit = body.limit()
+        max_tokens = limit if limit is not None else 16 if kind == "text_completion" else max(1, room)
         request_id = ("cmpl-" if kind == "text_completion" else "chatcmpl-") + uuid.uuid4().hex
         chunks = self._generate(worker_pb2.GenerateRequest(
-            request_id=request_id, prompt_token_ids=prompt, sampling=body.sampling(max_tokens)))
+            request_id=request_id, prompt_token_ids=prompt, sampling=sampling(body, max_tokens)))
         first = await anext(chunks)  # errors of admission and validation become this call's status
         reply = Reply(request_id, int(time.time()), self.model, kind)
         if body.stream:

@@ -1,80 +1,50 @@
 """Request bodies of the worker's OpenAI-compatible HTTP front (workers/openai_http.py).
 
-OpenAI's fields plus vLLM's sampling extensions (`top_k`, `ignore_eos`), which routers pass through
-unchanged. Unknown fields are ignored, as vLLM and OpenAI do. Only `n` = 1 is supported.
+The gateway's own request models (`common/openai_request.py`), as strict, with two allowances that
+routers in front of vLLM servers rely on: `model` may be left out (it is then "", this worker's one
+model), and `top_k: -1` means off, as in vLLM.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, field_validator, model_validator
 
-from common.errors import InvalidRequestError
+from common import openai_request as oa
 from heteroserve.v1 import common_pb2
 
 
-class OpenAIRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=-1)
-    n: int = 1
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    ignore_eos: bool = False
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-
-    @field_validator("n")
+class _VLLMAllowances(BaseModel):
+    @model_validator(mode="before")
     @classmethod
-    def _one(cls, value: int) -> int:
-        if value != 1:
-            raise ValueError("only n = 1 is supported")
-        return value
+    def _model_optional(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "model" not in data:
+            return {**data, "model": ""}
+        return data
 
-    def max_tokens_or(self, default: int) -> int:
-        return self.max_tokens or self.max_completion_tokens or default
-
-    def include_usage(self) -> bool:
-        return bool((self.stream_options or {}).get("include_usage"))
-
-    def sampling(self, max_tokens: int) -> common_pb2.SamplingParams:
-        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        params = common_pb2.SamplingParams(max_tokens=max_tokens, temperature=self.temperature,
-                                           top_p=self.top_p, top_k=max(0, self.top_k), stop=stop,
-                                           ignore_eos=self.ignore_eos)
-        if self.seed is not None:
-            params.seed = self.seed
-        return params
+    @field_validator("top_k", mode="before", check_fields=False)
+    @classmethod
+    def _vllm_top_k(cls, value: object) -> object:
+        return 0 if value == -1 and not isinstance(value, bool) else value
 
 
-class CompletionRequest(OpenAIRequest):
-    prompt: str | list[str] | list[int] = Field(description="text, one text in a list, or token ids")
+class CompletionRequest(oa.CompletionRequest, _VLLMAllowances):
+    model_config = oa.CompletionRequest.model_config
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: str
-    content: str | list[dict[str, Any]] | None = None
-
-    def text(self) -> str:
-        """The message's text; content parts other than text are refused."""
-        if self.content is None or isinstance(self.content, str):
-            return self.content or ""
-        parts = []
-        for part in self.content:
-            if part.get("type") != "text":
-                raise InvalidRequestError(f"content part of type {part.get('type')!r} is not supported",
-                                          field="messages")
-            parts.append(str(part.get("text", "")))
-        return "".join(parts)
+class ChatRequest(oa.ChatCompletionRequest, _VLLMAllowances):
+    model_config = oa.ChatCompletionRequest.model_config
 
 
-class ChatRequest(OpenAIRequest):
-    messages: list[ChatMessage] = Field(min_length=1)
+OpenAIRequest = CompletionRequest | ChatRequest
+
+
+def sampling(body: OpenAIRequest, max_tokens: int) -> common_pb2.SamplingParams:
+    """The request's sampling as the worker's gRPC message."""
+    params = common_pb2.SamplingParams(max_tokens=max_tokens, temperature=body.temperature,
+                                       top_p=body.top_p, top_k=body.top_k, stop=list(body.stops()),
+                                       ignore_eos=body.ignore_eos)
+    if body.seed is not None:
+        params.seed = body.seed
+    return params

@@ -17,7 +17,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
@@ -29,9 +29,6 @@ DEFAULT_CHAT_TEMPLATE = (
     "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant:{% endif %}"
 )
-# Who speaks in a chat message (OpenAI's roles; function calls are not supported).
-ChatRole = Literal["system", "user", "assistant", "tool"]
-CHAT_ROLES: tuple[ChatRole, ...] = get_args(ChatRole)
 
 
 @dataclass(frozen=True)

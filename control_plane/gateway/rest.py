@@ -17,11 +17,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common.errors import HeteroserveError
+from common.http_errors import BodyLimitMiddleware, error_body, install_error_handlers
 from control_plane.gateway import sse
 from control_plane.gateway.admin import admin_router
 from control_plane.gateway.auth import Principal
 from control_plane.gateway.contract import install_contract
-from control_plane.gateway.http_errors import BodyLimitMiddleware, error_body, install_error_handlers
 from control_plane.gateway.models import ChatMessage
 from control_plane.gateway.runtime import GatewayRuntime
 from control_plane.gateway.schemas import (
@@ -49,7 +49,7 @@ STREAMED: dict[int | str, dict[str, Any]] = {
 def create_app(runtime: GatewayRuntime) -> FastAPI:
     app = FastAPI(title="heteroserve gateway", version=__version__,
                   description="OpenAI-compatible LLM serving over a heterogeneous fleet.")
-    install_error_handlers(app)
+    install_error_handlers(app, "gateway")
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=runtime.config.max_body_bytes)
     app.include_router(_openai_router(runtime))
     app.include_router(_probe_router(runtime))
@@ -66,31 +66,21 @@ def _principal(runtime: GatewayRuntime) -> Callable[[Request], Awaitable[Princip
 
 
 def _input(body: CompletionRequest | ChatCompletionRequest, **kwargs: Any) -> GenerateInput:
-    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-    max_tokens = body.max_tokens if body.max_tokens is not None else body.max_completion_tokens
-    return GenerateInput(model=body.model, max_tokens=max_tokens, temperature=body.temperature,
-                         top_p=body.top_p, top_k=body.top_k, seed=body.seed, stop=stop,
+    return GenerateInput(model=body.model, max_tokens=body.limit(), temperature=body.temperature,
+                         top_p=body.top_p, top_k=body.top_k, seed=body.seed, stop=body.stops(),
                          ignore_eos=body.ignore_eos, slo_class=body.slo_class, session_id=body.session_id,
                          tenant=body.tenant, **kwargs)
 
 
 def _completion_input(body: CompletionRequest) -> GenerateInput:
-    prompt = body.prompt  # the schema allows text, one text in a list, or token ids (none empty)
+    prompt = body.prompt_parts()
     if isinstance(prompt, str):
         return _input(body, prompt=prompt)
-    if all(isinstance(p, int) for p in prompt):
-        return _input(body, prompt_token_ids=tuple(int(p) for p in prompt))
-    return _input(body, prompt=str(prompt[0]))
+    return _input(body, prompt_token_ids=prompt)
 
 
 def _chat_input(body: ChatCompletionRequest) -> GenerateInput:
-    messages = []
-    for m in body.messages:
-        content = m.content
-        if not isinstance(content, str):  # OpenAI content parts: keep the text ones
-            content = "".join(p.text for p in content if p.type == "text")
-        messages.append(ChatMessage(role=m.role, content=content))
-    return _input(body, messages=tuple(messages))
+    return _input(body, messages=tuple(ChatMessage(role=m.role, content=m.text()) for m in body.messages))
 
 
 async def _start(runtime: GatewayRuntime, principal: Principal, request: GenerateInput,

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 from cache.hashing import BlockHash, HashKeys, hash_prompt_blocks
 from common.errors import HeteroserveError, InvalidRequestError, NotFoundError
+from common.openai_request import CHAT_ROLES, MAX_STOP
 from control_plane.gateway.auth import Principal
 from control_plane.gateway.config import GatewayConfig
 from control_plane.gateway.metrics import GatewayMetrics
-from control_plane.gateway.models import CHAT_ROLES, ChatMessage, ServedModel
+from control_plane.gateway.models import ChatMessage, ServedModel
 from control_plane.gateway.plan import PlanView
 from control_plane.orchestrator.orchestrator import Orchestrator
 from control_plane.orchestrator.routes import ClassRoute
@@ -26,7 +27,6 @@ from control_plane.orchestrator.types import Event, Finished, GenerateJob, Sampl
 from control_plane.traffic import TrafficRecorder, slo_met
 
 SLO_PRIORITY = {"interactive": 0, "": 1, "default": 1, "standard": 1, "batch": 2}
-MAX_STOP = 16
 MAX_CACHED_KEYS = 4096  # (model, tenant) hash keys kept; the tenants come from configured API keys
 
 

@@ -58,6 +58,17 @@ def test_completion_text_prompt(http: httpx.Client) -> None:
     assert again["choices"][0]["text"] == data["choices"][0]["text"]  # greedy: same text
 
 
+def test_vllm_allowances(http: httpx.Client) -> None:
+    """What routers in front of vLLM send: no `model` (this worker's one), `top_k: -1` (off)."""
+    body = {"prompt": "hello world", "max_tokens": 3, "temperature": 0, "ignore_eos": True}
+    plain = http.post("/v1/completions", json=body)
+    assert plain.status_code == 200, plain.text
+    off = http.post("/v1/completions", json={**body, "top_k": -1})
+    assert off.status_code == 200, off.text
+    assert off.json()["choices"][0]["text"] == plain.json()["choices"][0]["text"]
+    assert http.post("/v1/completions", json={**body, "top_k": -2}).status_code == 400
+
+
 def test_streamed_completion_reports_cached_prefix(client: openai.OpenAI) -> None:
     prompt = list(range(10, 10 + 70))  # 70 token ids: 4 full blocks of 16
     usages = []
@@ -95,6 +106,8 @@ def test_chat_whole_and_streamed(client: openai.OpenAI) -> None:
     ({"model": "tiny", "prompt": "x", "temperature": 5}, 400, "temperature"),
     ({"model": "tiny", "prompt": [1, 999_999]}, 400, "prompt_token_ids"),
     ({"model": "tiny", "prompt": "x", "n": 2}, 400, "n"),
+    ({"model": "tiny", "prompt": "x", "max_tokens": "5"}, 400, "max_tokens"),  # strict, as the gateway
+    ({"model": "tiny", "prompt": "x", "stop": [""]}, 400, "stop[0]"),
 ])
 def test_errors_are_openai_shaped(http: httpx.Client, body: dict[str, object], status: int,
                                   param: str) -> None:

@@ -1,4 +1,5 @@
-"""The one place where errors become HTTP responses, and the request body size limit.
+"""The one place where errors become HTTP responses (the gateway's REST API and the worker's OpenAI
+front), and the request body size limit.
 
 Body: `{"error": {"message", "type", "param", "code"}}` like OpenAI, where `param` names the field.
 - `HeteroserveError` → its `http_status`;
@@ -107,7 +108,8 @@ def _reason(error: dict[str, Any]) -> str:
             return str(error.get("msg", "invalid value")).removeprefix("Value error, ")
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, server: str) -> None:
+    """`server` names who answers in the 500 message ("gateway", "worker")."""
     @app.exception_handler(HeteroserveError)
     async def _domain(request: Request, exc: HeteroserveError) -> JSONResponse:
         return error_response(exc)
@@ -128,7 +130,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse(error_body(500, "internal error in the gateway (see its log)"), status_code=500)
+        return JSONResponse(error_body(500, f"internal error in the {server} (see its log)"), status_code=500)
 
 
 class BodyLimitMiddleware:
