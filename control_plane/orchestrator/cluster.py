@@ -4,8 +4,12 @@ Every `refresh_seconds` the view lists live workers from the Redis registry, ope
 for new ones (closing those of vanished ones), and polls every worker's `Stats` concurrently with a
 timeout. A worker whose poll fails is unhealthy and leaves the candidate set; it comes back after its
 next successful poll. The orchestrator may also `mark_failed` a worker at once when a call to it fails.
-`snapshot()` turns this into router `WorkerState`s, counting routed-but-not-reported requests from the
-shared `InflightTracker`. Redis unreachable: the view keeps its last list of workers and says so.
+`table()` is the router's view for the hot path: one `WorkerTable`, rebuilt only when the membership
+changes (a worker joins or leaves, its record, health or draining changes); between those its loads
+move in place, on each stats report (running + waiting + unreported) and on each routed/finished
+request (the shared `InflightTracker` tells the view), so a decision never rebuilds it. `snapshot()`
+is a fresh tuple of `WorkerState`s with current loads, for status and admin readers.
+Redis unreachable: the view keeps its last list of workers and says so.
 `on_leave(worker_id)` is called when a worker leaves the view, or comes back at a new address (a new
 process, with an empty cache): the orchestrator forgets what it routed there.
 With `tls`, every channel is mutual TLS: a worker whose certificate does not chain to the cluster CA
@@ -26,7 +30,7 @@ from typing import TYPE_CHECKING
 from common.errors import HeteroserveError, NotFoundError
 from common.registry import WorkerRecord, list_workers
 from common.tls import ClientTLS
-from control_plane.router import InflightTracker, WorkerState
+from control_plane.router import InflightTracker, WorkerState, WorkerTable
 from workerrpc.client import WorkerClient
 
 if TYPE_CHECKING:
@@ -82,6 +86,8 @@ class ClusterView:
         self._absent_grace = absent_grace_seconds
         self.on_leave = on_leave
         self.registry_ok = redis is None
+        self._table: WorkerTable | None = None  # None: the membership changed since the last build
+        inflight.subscribe(self._on_inflight)
 
     def add_static(self, record: WorkerRecord) -> None:
         """Serve `record` without a registry (embedded use, tests without Redis)."""
@@ -173,10 +179,14 @@ class ClusterView:
                     self._left(worker_id)
                 client = self._client(record.address)
                 self._entries[worker_id] = _Entry(record, client)
+                self._table = None
             else:
+                if _routing_fields(entry.record) != _routing_fields(record):
+                    self._table = None
                 entry.record = record
 
     def _left(self, worker_id: str) -> None:
+        self._table = None
         log.info("worker %s left the cluster view", worker_id)
         if self.on_leave is not None:
             self.on_leave(worker_id)
@@ -188,21 +198,36 @@ class ClusterView:
     async def _poll(self, entry: _Entry) -> None:
         asked_at = time.monotonic()
         try:
-            entry.stats = await entry.client.stats()
+            stats = await entry.client.stats()
         except (TimeoutError, HeteroserveError) as exc:
             log.debug("stats poll of %s failed: %r", entry.record.worker_id, exc)
             if entry.healthy:
                 log.warning("worker %s failed its stats poll (%s): out of the candidate set",
                             entry.record.worker_id, exc)
+                self._table = None
             entry.healthy = False
             return
-        entry.reported_at = asked_at
-        entry.healthy = True
+        if not entry.healthy or bool(entry.stats and entry.stats.draining) != bool(stats.draining):
+            self._table = None
+        entry.stats, entry.reported_at, entry.healthy = stats, asked_at, True
+        if self._table is not None and self._entries.get(entry.record.worker_id) is entry:
+            self._table.set_load(entry.record.worker_id, self._state(entry).load)
+
+    def _on_inflight(self, worker_id: str, routed_at: float, delta: int) -> None:
+        """A request routed (+1) to or finished (-1) on `worker_id`: its load moves if the request is
+        one its last report missed (routed after it), exactly as `InflightTracker.unreported` counts."""
+        entry = self._entries.get(worker_id)
+        if self._table is None or entry is None:
+            return
+        if entry.reported_at is None or routed_at > entry.reported_at:
+            self._table.add_load(worker_id, delta)
 
     def mark_failed(self, worker_id: str) -> None:
         """Take `worker_id` out of the candidate set until its next successful poll."""
         entry = self._entries.get(worker_id)
         if entry is not None:
+            if entry.healthy:
+                self._table = None
             entry.healthy = False
 
     def client(self, worker_id: str) -> WorkerClient:
@@ -217,9 +242,17 @@ class ClusterView:
             raise NotFoundError(f"no worker {worker_id!r}", field="worker")
         return entry.record
 
-    def snapshot(self) -> list[WorkerState]:
-        """Router view of every known worker (healthy or not), sorted by id."""
-        return [self._state(e) for _, e in sorted(self._entries.items())]
+    def table(self) -> WorkerTable:
+        """The router's view (module docstring): the same object until the membership changes, its
+        loads current. O(1) per call; O(workers) once per membership change."""
+        if self._table is None:
+            self._table = WorkerTable.build(self.snapshot())
+        return self._table
+
+    def snapshot(self) -> tuple[WorkerState, ...]:
+        """Every known worker (healthy or not) with current loads, sorted by id: O(workers), for status
+        and admin readers; decisions use `table()`."""
+        return tuple(self._state(e) for _, e in sorted(self._entries.items()))
 
     def _state(self, entry: _Entry) -> WorkerState:
         r, s = entry.record, entry.stats
@@ -231,3 +264,8 @@ class ClusterView:
                            num_running=s.num_running if s is not None else 0,
                            num_waiting=s.num_waiting if s is not None else 0,
                            num_unreported=self._inflight.unreported(r.worker_id, entry.reported_at))
+
+
+def _routing_fields(r: WorkerRecord) -> tuple[object, ...]:
+    """What of a registry record the router's table holds (a heartbeat's other fields do not count)."""
+    return (r.address, r.model, r.role, r.pool, r.node_type, r.device, r.draining, r.max_num_seqs)

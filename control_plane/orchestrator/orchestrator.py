@@ -101,7 +101,7 @@ class Orchestrator:
     def _choose_route(self, route: ClassRoute, model: str, match: PrefixHoldings) -> PlannedRoute | None:
         """The planned route of this request (None: no plan, or off-plan); counts deviations and
         records the choice in the share ledger."""
-        chosen = self.routes.choose(route, model, self._cluster.snapshot(), match)
+        chosen = self.routes.choose(route, model, self._cluster.table(), match)
         taken, deviations = chosen if chosen is not None else (None, ("no_route",) if route.routes else ())
         for reason in deviations:
             self._deviation(reason)
@@ -132,7 +132,7 @@ class Orchestrator:
                                    num_prompt_tokens=len(run.job.prompt_token_ids), pools=pools,
                                    session_id=run.job.session_id, exclude=frozenset(run.tried))
             try:
-                decision = self._router.route(request, self._cluster.snapshot(), match)
+                decision = self._router.route(request, self._cluster.table(), match)
             except UnavailableError as exc:
                 error = error or exc
                 continue

@@ -10,11 +10,11 @@ holdings. With no plan a class has no routes: any worker of the model serves it,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from common.vocab import Role
-from control_plane.router import PrefixHoldings, WorkerState
+from control_plane.router import PrefixHoldings, WorkerState, WorkerTable
 from control_plane.router.split import RouteSplitter, SplitChoice
 
 
@@ -67,8 +67,11 @@ class ClassRoute:
 DEFAULT_ROUTE = ClassRoute()
 
 
-def _serving(workers: Sequence[WorkerState], model: str) -> dict[tuple[str, str], list[WorkerState]]:
-    """Healthy, non-draining workers of `model` by (pool, role)."""
+def _serving(workers: Sequence[WorkerState] | WorkerTable,
+             model: str) -> Mapping[tuple[str, str], Sequence[WorkerState]]:
+    """Healthy, non-draining workers of `model` by (pool, role); a table has them grouped already."""
+    if isinstance(workers, WorkerTable):
+        return workers.serving.get(model, {})
     out: dict[tuple[str, str], list[WorkerState]] = {}
     for w in workers:
         if w.healthy and not w.draining and w.model == model:
@@ -82,7 +85,7 @@ class RouteChooser:
     def __init__(self, splitter: RouteSplitter | None = None) -> None:
         self.splitter = splitter or RouteSplitter()
 
-    def choose(self, route: ClassRoute, model: str, workers: Sequence[WorkerState],
+    def choose(self, route: ClassRoute, model: str, workers: Sequence[WorkerState] | WorkerTable,
                prefix: PrefixHoldings) -> tuple[PlannedRoute, tuple[str, ...]] | None:
         """(route, deviation reasons: empty = none) for one request of `route.request_class`; None when the
         class has no route with a healthy worker in each of its pools. Changes the splitter's state."""
@@ -98,7 +101,7 @@ class RouteChooser:
         return route.routes[choice.index], choice.deviations
 
     @staticmethod
-    def _affinity(route: PlannedRoute, serving: dict[tuple[str, str], list[WorkerState]],
+    def _affinity(route: PlannedRoute, serving: Mapping[tuple[str, str], Sequence[WorkerState]],
                   prefix: PrefixHoldings) -> float:
         """Fraction of the prompt's blocks the best worker of any of the route's pools holds in its
         own memory (a P/D route's decode worker counts: a cached prompt runs there alone)."""

@@ -11,6 +11,11 @@ numpy work, no Python loop); a worker named by the prefix match or the session i
 `Router.route` accepts a table directly, or a sequence of `WorkerState`s, which it turns into a table;
 it keeps the last table built from a *tuple* and reuses it while it is handed that same tuple (a tuple
 of frozen states cannot change; a list can, so a list is always rebuilt).
+
+Who changes what: the membership (states, pools, live groups) is fixed at build. `load` is the one
+array its owner may update in place between decisions (`add_load`, `set_load`): the gateway's
+`ClusterView` keeps one table per membership and moves loads as stats reports and routed/finished
+requests arrive, so a decision never rebuilds it. The states' own load fields are as of the build.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class WorkerTable:
     num_live: int  # healthy and not draining
     live_models: frozenset[str]
     live: dict[tuple[str, str], np.ndarray]  # (model, role) -> positions of its live workers
+    serving: dict[str, dict[tuple[str, str], tuple[WorkerState, ...]]]  # model -> (pool, role) -> live
 
     @classmethod
     def build(cls, workers: Iterable[WorkerState]) -> WorkerTable:
@@ -43,16 +49,31 @@ class WorkerTable:
         pools = tuple(sorted({w.pool for w in states}))
         code = {p: i for i, p in enumerate(pools)}
         groups: dict[tuple[str, str], list[int]] = {}
+        serving: dict[str, dict[tuple[str, str], list[WorkerState]]] = {}
         for i, w in enumerate(states):
             if w.healthy and not w.draining:
                 groups.setdefault((w.model, w.role), []).append(i)
+                serving.setdefault(w.model, {}).setdefault((w.pool, w.role), []).append(w)
         return cls(states=states, position={w.worker_id: i for i, w in enumerate(states)},
                    load=np.fromiter((w.load for w in states), np.int64, len(states)),
                    max_concurrency=np.fromiter((w.max_concurrency for w in states), np.int64, len(states)),
                    pool_code=np.fromiter((code[w.pool] for w in states), np.int64, len(states)),
                    pools=pools, num_live=sum(len(g) for g in groups.values()),
                    live_models=frozenset(m for m, _ in groups),
-                   live={k: np.asarray(v, dtype=np.int64) for k, v in groups.items()})
+                   live={k: np.asarray(v, dtype=np.int64) for k, v in groups.items()},
+                   serving={m: {k: tuple(v) for k, v in by.items()} for m, by in serving.items()})
+
+    def set_load(self, worker_id: str, load: int) -> None:
+        """Set one worker's load in place (a no-op for a worker not in the table)."""
+        i = self.position.get(worker_id)
+        if i is not None:
+            self.load[i] = load
+
+    def add_load(self, worker_id: str, delta: int) -> None:
+        """Move one worker's load by `delta` in place (a no-op for a worker not in the table)."""
+        i = self.position.get(worker_id)
+        if i is not None:
+            self.load[i] += delta
 
     def pool_values(self, values: dict[str, float] | Iterable[tuple[str, float]]) -> np.ndarray:
         """A float64 array over pool codes (pools not named get 0)."""
