@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
 from benchmarks._chaos_cluster import chaos_document, kill_kind, pick_worker
 from benchmarks._report import check, passed
-from benchmarks._scale_router import SyntheticIndex, time_decisions, worker_states
+from benchmarks._scale_router import POOLS, GatewayDecision, SyntheticIndex, time_decisions, worker_states
 from benchmarks.chaos import chaos_targets, skipped_parts
 from control_plane.planner.solver import PlacementSolver
 from control_plane.planner.spec import planner_spec_from_mapping
@@ -68,6 +69,23 @@ def test_synthetic_index_holds_the_blocks_asked_and_routes_through_the_real_pipe
     timing = time_decisions(state, worker_states(20, random.Random(0)), requests=50)
     assert timing["workers"] == 20 and sum(timing["route_reasons"].values()) == 50
     assert 0 < timing["route_decision_p50_ms"] <= timing["route_decision_p99_ms"]
+    assert timing["route_decision_unpreempted_p99_ms"] is None or \
+        timing["route_decision_unpreempted_p99_ms"] <= timing["route_decision_p99_ms"]
+
+
+def test_the_scale_decision_is_the_gateways_route_step_then_router_with_loads_in_place() -> None:
+    state = SyntheticIndex(num_workers=16, num_blocks=2_000)
+    state.fill()
+    workers = worker_states(16, random.Random(0))
+    decide = GatewayDecision(state, workers)
+    base = int(decide.table.load.sum())
+    rng = random.Random(2)
+    pools = Counter(decide.decide(state.prompt(rng)).worker.pool for _ in range(80))
+    assert set(pools) == set(POOLS) and max(pools.values()) - min(pools.values()) <= 4  # planned 1/8 each
+    assert int(decide.table.load.sum()) == base + 80  # routed, not finished: counted in place
+    for _ in range(GatewayDecision.IN_FLIGHT):
+        decide.decide(state.prompt(rng))
+    assert int(decide.table.load.sum()) == base + GatewayDecision.IN_FLIGHT  # the oldest finished
 
 
 def test_the_chaos_config_plans_every_kind_of_worker_twice(tmp_path: Path) -> None:
