@@ -16,6 +16,7 @@ from cache.hashing import hash_prompt_blocks
 from common.errors import InvalidRequestError, UnavailableError
 from tests.workers.engine.conftest import HFOracle, greedy_request, make_prompts, run_all
 from workers.devices.csd import ChecksumError, DriveConfig, DriveFullError, DrivePool
+from workers.devices.csd.config import AttentionSite
 from workers.engine.async_engine import AsyncEngine
 from workers.engine.config import EngineConfig
 from workers.engine.engine import LLMEngine
@@ -30,7 +31,7 @@ def drive_of(engine: LLMEngine) -> DrivePool:
 
 
 @pytest.mark.parametrize("site", ["drive", "host"])
-def test_both_attention_sites_match_hf(make_csd_engine: Any, hf: HFOracle, site: str) -> None:
+def test_both_attention_sites_match_hf(make_csd_engine: Any, hf: HFOracle, site: AttentionSite) -> None:
     # budget 32: long prompts prefill in chunks whose context is gathered from the drive over the link
     engine = make_csd_engine(DriveConfig(time_scale=1.0, attention_site=site), max_num_batched_tokens=32)
     prompts = make_prompts(LENGTHS, seed=21)
@@ -63,6 +64,9 @@ def test_in_storage_moves_far_fewer_link_bytes_than_host_offload(make_csd_engine
     for stats in per_site.values():
         assert stats.flash_bytes_read == pages * 8192 and stats.flash_pages_read == pages
     assert per_site["host"].link_bytes_to_host > pages * 8192  # every page crossed the link
+    assert (per_site["drive"].attention_calls, per_site["host"].attention_calls) == (8 * 2, 0)
+    for stats in per_site.values():  # the cost model prices at least every byte that crossed the link
+        assert stats.modelled_seconds >= stats.link_bytes / DriveConfig().link_bytes_per_s > 0
 
 
 def test_kv_import_lands_on_the_drive_and_decodes_like_hf(make_csd_engine: Any, hf: HFOracle,

@@ -114,3 +114,20 @@ def test_drive_metrics_follow_the_stats_snapshots() -> None:
     assert value("heteroserve_csd_link_bytes_total", {"direction": "to_host"}) == 40
     assert value("heteroserve_csd_flash_read_bytes_total") == 8192
     assert value("heteroserve_csd_checksum_failures_total") == 1
+
+
+def test_drive_cost_prices_counted_bytes_at_the_modelled_rates() -> None:
+    from workers.devices.csd.cost import DriveCost
+
+    # scaled: link 35 MB/s and 1 ms per message, flash reads 192 MB/s, writes 64 MB/s
+    cost = DriveCost(DriveConfig(time_scale=100.0))
+    cost.receive(35_000)
+    assert cost.seconds == pytest.approx(0.001 + 0.001)
+    cost.write(64_000)  # + 1 ms
+    cost.attend(read_bytes=1_920_000, cpu_seconds=0.004)  # pipelined: max(10 ms of flash, 4 ms of CPU)
+    assert cost.seconds == pytest.approx(0.002 + 0.001 + 0.010)
+    cost.attend(read_bytes=192_000, cpu_seconds=0.030)  # compute-bound: the CPU time counts
+    cost.reply(350_000, streamed_read_bytes=192_000)  # streamed: max(10 ms link, 1 ms flash) + 1 ms
+    assert cost.seconds == pytest.approx(0.013 + 0.030 + 0.011)
+    cost.reply(350_000)
+    assert cost.seconds == pytest.approx(0.054 + 0.011)

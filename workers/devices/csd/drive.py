@@ -14,9 +14,10 @@ It serves one host over a pipe, one message at a time, in order:
 | stats       | -                             | - (`DriveStats` fields in the reply's meta)        |
 
 Every message is charged to the link (size / rate + latency) and every flash access to the flash
-limiters; the drive sleeps the modelled time not already spent working. A failed op replies `error`
-with a `kind` (`checksum`, `internal`) and the drive keeps serving. EOF on the pipe (the host is gone)
-or `close` ends the process.
+limiters; the drive sleeps the modelled time not already spent working. The same messages are also
+priced by `DriveCost` (load-independent modelled time, `DriveStats.modelled_seconds`). A failed op
+replies `error` with a `kind` (`checksum`, `internal`) and the drive keeps serving. EOF on the pipe
+(the host is gone) or `close` ends the process.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import torch
 
 from workers.devices.csd import wire
 from workers.devices.csd.config import DriveConfig
+from workers.devices.csd.cost import DriveCost
 from workers.devices.csd.flash import ChecksumError, DriveFullError, FlashStore, PoolSpec
 from workers.devices.csd.kernel import decode_attention
 from workers.devices.csd.ratelimit import RateLimiter
@@ -62,8 +64,11 @@ class Drive:
         self.link_out = RateLimiter(config.scaled_link_bytes_per_s, config.scaled_link_latency_s)
         self.flash_read = RateLimiter(config.scaled_flash_read_bytes_per_s)
         self.flash_write = RateLimiter(config.scaled_flash_write_bytes_per_s)
+        self.cost = DriveCost(config)
         self.messages = 0
+        self.attention_calls = 0
         self.compute_seconds = 0.0
+        self._streamed_read_bytes: int | None = None  # set by an op whose reply streams a flash read
         self.step: _StepTables | None = None
 
     def serve(self, conn: Connection) -> None:
@@ -76,6 +81,10 @@ class Drive:
             self.link_in.charge(size)
             if op == "close":
                 return
+            priced = op != "stats"  # management traffic is counted on the link but not priced
+            if priced:
+                self.cost.receive(size)
+            self._streamed_read_bytes = None
             # A read streams to the host as it comes off flash (the link overlaps the flash read); any
             # other reply exists only once the op is done.
             reply_started = time.perf_counter() if op in _STREAMED else None
@@ -89,7 +98,12 @@ class Drive:
                 reply, op = [], "error"
             self.messages += 1
             wire.send(conn, op if op == "error" else "ok", reply_meta, reply,
-                      before_send=functools.partial(self.link_out.charge, started=reply_started))
+                      before_send=functools.partial(self._charge_reply, started=reply_started, priced=priced))
+
+    def _charge_reply(self, size: int, started: float | None, priced: bool) -> None:
+        if priced:
+            self.cost.reply(size, self._streamed_read_bytes)
+        self.link_out.charge(size, started=started)
 
     def handle(self, op: str, meta: dict[str, Any], arrays: list[torch.Tensor]
                ) -> tuple[dict[str, Any], list[torch.Tensor]]:
@@ -104,12 +118,15 @@ class Drive:
             case "read_block":
                 started = time.perf_counter()
                 block = self.flash.read_block(meta["block_id"])
-                self.flash_read.charge(block.numel() * block.element_size(), started)
+                self._streamed_read_bytes = block.numel() * block.element_size()
+                self.flash_read.charge(self._streamed_read_bytes, started)
                 return {}, [block]
             case "write_block":
                 started = time.perf_counter()
                 self.flash.write_block(meta["block_id"], arrays[0])
-                self.flash_write.charge(arrays[0].numel() * arrays[0].element_size(), started)
+                num_bytes = arrays[0].numel() * arrays[0].element_size()
+                self.cost.write(num_bytes)
+                self.flash_write.charge(num_bytes, started)
                 return {}, []
             case "stats":
                 return self.stats().to_dict(), []
@@ -119,19 +136,23 @@ class Drive:
     def _write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         started = time.perf_counter()
         self.flash.write_tokens(layer, slots, k, v)
-        self.flash_write.charge((k.numel() + v.numel()) * k.element_size(), started)
+        num_bytes = (k.numel() + v.numel()) * k.element_size()
+        self.cost.write(num_bytes)
+        self.flash_write.charge(num_bytes, started)
 
     def _read(self, layer: int, block_ids: torch.Tensor) -> torch.Tensor:
         started = time.perf_counter()
         pages = self.flash.read_pages(layer, block_ids)
-        self.flash_read.charge(len(block_ids) * self.spec.page_bytes, started)
+        self._streamed_read_bytes = len(block_ids) * self.spec.page_bytes
+        self.flash_read.charge(self._streamed_read_bytes, started)
         return pages
 
     def _attend(self, meta: dict[str, Any], slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 q: torch.Tensor, *tables: torch.Tensor) -> torch.Tensor:
         layer = meta["layer"]
         self._write(layer, slots, k, v)
-        started = time.perf_counter()
+        self.attention_calls += 1
+        started, cpu_started = time.perf_counter(), time.process_time()
         if tables:  # a step's first layer: new block tables (kept for the step's other layers)
             flat = tables[0].tolist()
             row_blocks, offset = [], 0
@@ -151,6 +172,7 @@ class Drive:
         out = decode_attention(read, q, self.step.lengths, self.step.row_blocks, self.step.groups,
                                self.spec.block_size, meta["scale"])
         self.compute_seconds += time.perf_counter() - started
+        self.cost.attend(read_bytes, time.process_time() - cpu_started)
         # The attention unit consumes pages as they stream off the flash channels (InstInfer's in-storage
         # engine is pipelined): the op takes max(modelled flash time, real read + compute).
         self.flash_read.charge(read_bytes, started)
@@ -161,10 +183,10 @@ class Drive:
             link_bytes_to_drive=self.link_in.num_bytes, link_bytes_to_host=self.link_out.num_bytes,
             link_messages=self.messages, flash_bytes_read=self.flash.bytes_read,
             flash_bytes_written=self.flash.bytes_written, flash_pages_read=self.flash.pages_read,
-            checksum_failures=self.flash.checksum_failures,
+            checksum_failures=self.flash.checksum_failures, attention_calls=self.attention_calls,
             link_wait_seconds=self.link_in.waited_seconds + self.link_out.waited_seconds,
             flash_wait_seconds=self.flash_read.waited_seconds + self.flash_write.waited_seconds,
-            compute_seconds=self.compute_seconds)
+            compute_seconds=self.compute_seconds, modelled_seconds=self.cost.seconds)
 
 
 def drive_main(conn: Connection, directory: str, spec: PoolSpec, config: DriveConfig) -> None:

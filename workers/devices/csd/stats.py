@@ -13,7 +13,9 @@ class DriveStats:
     to the flash files (whole pages on read: a partly filled block is read in full). `*_wait_seconds`:
     time the drive slept to honour the modelled rates and latencies. `compute_seconds`: real time of
     in-storage attention (page reads, checksums, kernel). `checksum_failures`: flash pages whose
-    checksum did not match (never used)."""
+    checksum did not match (never used). `attention_calls`: in-storage attention ops (one per layer and
+    decode step). `modelled_seconds`: the drive's time under its cost model (`cost.py`: counted bytes
+    at the modelled rates, compute at its CPU time), independent of the machine's load."""
 
     link_bytes_to_drive: int = 0
     link_bytes_to_host: int = 0
@@ -22,9 +24,11 @@ class DriveStats:
     flash_bytes_written: int = 0
     flash_pages_read: int = 0
     checksum_failures: int = 0
+    attention_calls: int = 0
     link_wait_seconds: float = 0.0
     flash_wait_seconds: float = 0.0
     compute_seconds: float = 0.0
+    modelled_seconds: float = 0.0
 
     @property
     def link_bytes(self) -> int:
