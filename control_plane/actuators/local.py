@@ -46,6 +46,7 @@ from common.lifetime import parent_death_preexec
 from common.localredis import free_port
 from common.registry import get_worker
 from common.tls import ClientTLS, TLSFiles
+from common.vocab import Engine
 from control_plane.actuators.base import ApplyResult, DrainFn, DrainTarget, PoolChange, PoolTarget
 from workerrpc.client import WorkerClient
 
@@ -71,6 +72,8 @@ class LocalActuatorConfig:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     tls: TLSFiles | None = None  # the planner's certificate for Drain calls (None: plaintext)
     worker_tls_dir: Path | None = None  # `--tls-dir` of the workers it starts (None: plaintext)
+    engines: Mapping[str, Engine] = field(default_factory=dict)  # node type → engine (absent: native)
+    vllm_memory_fraction: float = 0.05  # `--vllm-memory-fraction` of vLLM workers
 
     def __post_init__(self) -> None:
         if self.kv_cache_mb < 1:
@@ -169,6 +172,8 @@ class LocalActuator:
                 *self.config.extra_args]
         if target.device == "csd":
             args += ["--csd-path", str(self.config.run_dir / "csd" / worker_id)]
+        if self.config.engines.get(target.node_type, "native") == "vllm":
+            args += ["--engine", "vllm", "--vllm-memory-fraction", str(self.config.vllm_memory_fraction)]
         if self.config.shared_tier_url:
             args += ["--shared-tier-url", self.config.shared_tier_url]
         if self.config.worker_tls_dir is not None:

@@ -8,6 +8,11 @@
   comes from a prefill worker over `PullKV`). TPOT = median over sequences of (last token − first
   token) / (tokens − 1): a stream may deliver tokens in bursts, so only the span of a whole sequence
   is a measurement of its decode steps, never the gap between two chunks.
+- `colocated_decode_span`: the same TPOT from completion times instead, (time until `batch`
+  sequences of `output_tokens` finished − time until `batch` sequences of one token finished) /
+  (`output_tokens` − 1). For engines whose stream can lag the whole decode: vLLM's engine core runs
+  in its own process and its output collector merges the tokens a busy consumer has not read yet,
+  so on a loaded machine one chunk may carry nearly all tokens and the first-to-last span is ~0.
 - `peer_transfer` / `shared_transfer`: the KV of one prefilled prompt, pulled with `PullKV` from the
   prefill worker, or read from the shared Redis tier it was published to; (payload bytes, seconds).
 
@@ -95,6 +100,22 @@ async def colocated_decode(client: WorkerClient, prompts: Prompts, context_token
     return _tpot(await asyncio.gather(*(_arrivals(client.generate(r)) for r in requests)))
 
 
+async def colocated_decode_span(client: WorkerClient, prompts: Prompts, context_tokens: int, batch: int,
+                                output_tokens: int) -> float:
+    """TPOT from completion times (module docstring): never below 1 µs (noise can invert the two)."""
+    async def finished(max_tokens: int) -> float:
+        requests = [worker_pb2.GenerateRequest(
+            request_id=_rid(), prompt_token_ids=prompts.make(context_tokens), sampling=_sampling(max_tokens))
+            for _ in range(batch)]
+        started = time.perf_counter()
+        streams = await asyncio.gather(*(_arrivals(client.generate(r)) for r in requests))
+        assert all(len(s) == max_tokens for s in streams), "a sequence ended before max_tokens"
+        return time.perf_counter() - started
+
+    first_only = await finished(1)
+    return max(1e-6, (await finished(output_tokens) - first_only) / (output_tokens - 1))
+
+
 async def disaggregated_decode(prefill: WorkerClient, decode: WorkerClient, prompts: Prompts,
                                context_tokens: int, batch: int, output_tokens: int) -> float:
     """TPOT of `batch` sequences on the decode worker, their KV pulled from the prefill worker."""
@@ -139,12 +160,14 @@ async def shared_transfer(prefill: WorkerClient, prompts: Prompts, tokens: int,
     return sum(len(b) for b in found), seconds
 
 
-async def warm_up(prefill: WorkerClient, decode: WorkerClient | None, colocated: WorkerClient | None,
-                  prompts: Prompts) -> None:
+async def warm_up(prefill: WorkerClient | None, decode: WorkerClient | None,
+                  colocated: WorkerClient | None, prompts: Prompts) -> None:
     """One small request through every path first: a fresh worker's first calls are several times
     slower (lazy initialisation), and the fastest-of-`repeats` rule cannot drop them with one repeat."""
     if colocated is not None:
         await colocated_decode(colocated, prompts, 32, 1, 4)
+    if prefill is None:
+        return
     await prefill_batch(prefill, prompts, 32, 1)
     if decode is not None:
         await disaggregated_decode(prefill, decode, prompts, 32, 1, 4)

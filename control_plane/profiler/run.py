@@ -11,6 +11,11 @@ point is the cost of that role alone):
    blocks the prefill worker published to Redis (path `shared`), each at `transfer_tokens`
    (smallest, largest) to fit a fixed latency and a bandwidth.
 
+A node type whose engine serves no `PullKV` (vLLM: its KV leaves through the shared tier) is measured
+with a colocated worker only (`prefill` and `decode` None): step 1 alone, no transfer rows, and the KV
+bytes per token of `Identity.kv_bytes_per_token` (the model's architecture). A vLLM worker's decode
+points use `measure.colocated_decode_span` (TPOT from completion times; its stream arrives in bunches).
+
 Every point is the minimum over `repeats` runs (the least-disturbed measurement on a shared machine).
 The KV capacity is the decode worker's pool (`Stats`: blocks × block size); KV bytes per token are the
 transferred payload bytes over the tokens they hold.
@@ -36,12 +41,17 @@ ProgressFn = Callable[[str], None]
 class RoleWorkers:
     """Clients of one idle worker per role (same model, node type, engine), and the shared tier URL.
     The prefill worker is the KV source of every transfer; a role left None is not measured (a CSD
-    node type has only a decode worker, fed by a CPU prefill worker)."""
+    node type has only a decode worker, fed by a CPU prefill worker; a vLLM node type only a colocated
+    one)."""
 
     colocated: WorkerClient | None
-    prefill: WorkerClient
+    prefill: WorkerClient | None
     decode: WorkerClient | None
     shared_tier_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.prefill is None and (self.colocated is None or self.decode is not None):
+            raise ValueError("prefill: required unless only a colocated worker is measured")
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,8 @@ class Identity:
     engine: Engine = "native"
     model_hash: str = ""
     extra_machine: dict[str, object] = field(default_factory=dict)
+    # K+V bytes of one token (from the architecture): the profile's figure when no transfer is measured
+    kv_bytes_per_token: float = 0.0
 
 
 async def _best(repeats: int, run: Callable[[], Awaitable[float]]) -> float:
@@ -97,13 +109,15 @@ def fit_transfer(path: str, small: tuple[int, float], large: tuple[int, float]) 
 async def _transfer(grid: ProfileGrid, workers: RoleWorkers, prompts: measure.Prompts, block_size: int,
                     progress: ProgressFn) -> tuple[tuple[TransferPoint, ...], float]:
     """(transfer rows, KV payload bytes per token); only full blocks of `block_size` tokens move."""
+    source = workers.prefill
+    assert source is not None, "the prefill worker is the source of every transfer"
     sizes = (min(grid.transfer_tokens), max(grid.transfer_tokens))
 
     async def best(run: Callable[[int], Awaitable[tuple[int, float]]], tokens: int) -> tuple[int, float]:
         runs = [await run(tokens) for _ in range(grid.repeats)]
         return runs[0][0], min(s for _, s in runs)
 
-    peer = [await best(lambda t: measure.peer_transfer(workers.prefill, prompts, t), n) for n in sizes]
+    peer = [await best(lambda t: measure.peer_transfer(source, prompts, t), n) for n in sizes]
     rows = [fit_transfer("peer", peer[0], peer[1])]
     block_tokens = block_size * (sizes[1] // block_size)
     per_token = peer[1][0] / block_tokens
@@ -112,7 +126,7 @@ async def _transfer(grid: ProfileGrid, workers: RoleWorkers, prompts: measure.Pr
     if workers.shared_tier_url:
         tier = measure.shared_tier(workers.shared_tier_url)
         try:
-            shared = [await best(lambda t: measure.shared_transfer(workers.prefill, prompts, t, tier), n)
+            shared = [await best(lambda t: measure.shared_transfer(source, prompts, t, tier), n)
                       for n in sizes]
         finally:
             await tier.close()
@@ -122,20 +136,12 @@ async def _transfer(grid: ProfileGrid, workers: RoleWorkers, prompts: measure.Pr
     return tuple(rows), per_token
 
 
-async def profile_node(workers: RoleWorkers, grid: ProfileGrid, identity: Identity,
-                       progress: ProgressFn | None = None) -> NodeProfile:
-    """Measure every role and the transfer paths (module docstring); the workers must be idle."""
-    say = progress or (lambda _line: None)
-    prompts = measure.Prompts(grid.vocab_size, grid.seed)
-    co, pre, dec = workers.colocated, workers.prefill, workers.decode
-    await measure.warm_up(pre, dec, co, prompts)
+async def _disaggregated_roles(grid: ProfileGrid, pre: WorkerClient, dec: WorkerClient | None,
+                               with_colocated: bool, prompts: measure.Prompts,
+                               say: ProgressFn) -> dict[Role, RoleProfile]:
+    """The prefill role (unless `pre` is only a CSD node's KV source) and the decode role."""
     roles: dict[Role, RoleProfile] = {}
-    if co is not None:
-        roles["colocated"] = RoleProfile(
-            await _prefill_points(grid, lambda t, b: measure.colocated_prefill(co, prompts, t, b), say),
-            await _decode_points(grid, lambda c, b: measure.colocated_decode(co, prompts, c, b,
-                                                                             grid.output_tokens), say))
-    if dec is None or co is not None:  # a CSD node's prefill worker is only the KV source
+    if dec is None or with_colocated:  # a CSD node's prefill worker is only the KV source
 
         async def prefill_only(tokens: int, batch: int) -> float:
             return (await measure.prefill_batch(pre, prompts, tokens, batch))[0]
@@ -145,8 +151,32 @@ async def profile_node(workers: RoleWorkers, grid: ProfileGrid, identity: Identi
         roles["decode"] = RoleProfile(decode=await _decode_points(
             grid, lambda c, b: measure.disaggregated_decode(pre, dec, prompts, c, b, grid.output_tokens),
             say))
-    stats = await (dec or co or pre).stats()
-    transfer, kv_bytes_per_token = await _transfer(grid, workers, prompts, stats.block_size, say)
+    return roles
+
+
+async def profile_node(workers: RoleWorkers, grid: ProfileGrid, identity: Identity,
+                       progress: ProgressFn | None = None) -> NodeProfile:
+    """Measure every role and the transfer paths (module docstring); the workers must be idle."""
+    say = progress or (lambda _line: None)
+    prompts = measure.Prompts(grid.vocab_size, grid.seed)
+    co, pre, dec = workers.colocated, workers.prefill, workers.decode
+    if pre is None and identity.kv_bytes_per_token <= 0:
+        raise ValueError("kv_bytes_per_token: a profile without a transfer needs it from the identity")
+    await measure.warm_up(pre, dec, co, prompts)
+    roles: dict[Role, RoleProfile] = {}
+    if co is not None:
+        # vLLM delivers tokens in bunches when its consumer lags: TPOT from completion times instead
+        decode = measure.colocated_decode_span if identity.engine == "vllm" else measure.colocated_decode
+        roles["colocated"] = RoleProfile(
+            await _prefill_points(grid, lambda t, b: measure.colocated_prefill(co, prompts, t, b), say),
+            await _decode_points(grid, lambda c, b: decode(co, prompts, c, b, grid.output_tokens), say))
+    if pre is not None:
+        roles.update(await _disaggregated_roles(grid, pre, dec, co is not None, prompts, say))
+    source = dec or co or pre
+    assert source is not None, "RoleWorkers holds a colocated or a prefill worker"
+    stats = await source.stats()
+    transfer, kv_bytes_per_token = (await _transfer(grid, workers, prompts, stats.block_size, say)
+                                    if pre is not None else ((), identity.kv_bytes_per_token))
     machine = {**machine_info(), **identity.extra_machine}
     return NodeProfile(
         model=identity.model, node_type=identity.node_type, engine=identity.engine, device=identity.device,

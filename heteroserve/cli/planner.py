@@ -127,7 +127,8 @@ def _local_actuator_factory(cfg: EmbeddedConfig, args: argparse.Namespace, token
         drain_timeout_seconds=cfg.workers.drain_timeout_seconds,
         threads_per_worker=cfg.workers.threads_per_worker,
         shared_tier_url=args.redis_url if cfg.workers.shared_tier else None,
-        disk_tier_mb=cfg.workers.disk_tier_mb, tls=tls, worker_tls_dir=args.worker_tls_dir)
+        disk_tier_mb=cfg.workers.disk_tier_mb, tls=tls, worker_tls_dir=args.worker_tls_dir,
+        engines=dict(cfg.workers.engines), vllm_memory_fraction=cfg.workers.vllm_memory_fraction)
 
     def factory(registry: Any) -> Any:
         return LocalActuator(local)

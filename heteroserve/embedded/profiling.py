@@ -8,6 +8,10 @@ with the same engine is measured once; a new model, machine or engine measures a
 A node type of device `csd` only decodes in a plan, so for it only a decode worker of that device is
 measured, fed by a `cpu` prefill worker (the route the cluster uses: CPU prefill → CSD decode); its
 profile has a decode section and the transfer rows of that route.
+A node type of engine `vllm` is measured in the colocated role only: a vLLM worker serves no `PullKV`
+(its KV leaves through the shared tier, by its KV connector), so the profile has no prefill or decode
+section and no transfer rows, and the planner gives that node type colocated pools only. Its KV bytes
+per token come from the model's architecture instead of a measured transfer.
 The workers are started without a registry (`--redis-url` absent), so they never join a cluster; with
 `shared_tier_url` they write and read the shared tier, so its path is measured too.
 """
@@ -47,16 +51,21 @@ class LocalNodeType:
 
     @property
     def roles(self) -> tuple[Role, ...]:
-        return ("decode",) if self.device == "csd" else ROLES
+        """The roles measured (module docstring: csd decodes only, vllm runs colocated only)."""
+        if self.device == "csd":
+            return ("decode",)
+        return ("colocated",) if self.engine == "vllm" else ROLES
 
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """How the profiled workers run (as the cluster's workers will): KV pool MiB, threads."""
+    """How the profiled workers run (as the cluster's workers will): KV pool MiB, threads, and the
+    share of memory a vLLM engine takes."""
 
     kv_cache_mb: int = 64
     threads: int = 1
     ready_timeout_seconds: float = 180.0
+    vllm_memory_fraction: float = 0.05
 
 
 def model_hash(model_dir: Path) -> str:
@@ -79,7 +88,8 @@ def expected_steps(grid: ProfileGrid, node: LocalNodeType) -> int:
     prefill = len(grid.input_tokens) * len(grid.prefill_batches)
     decode = len(grid.context_tokens) * len(grid.decode_batches)
     per_role = {"colocated": prefill + decode, "prefill": prefill, "decode": decode}
-    return sum(per_role[r] for r in node.roles) + 2  # + peer and shared transfer
+    transfers = 0 if node.engine == "vllm" else 2  # peer and shared transfer
+    return sum(per_role[r] for r in node.roles) + transfers
 
 
 @contextlib.contextmanager
@@ -101,6 +111,8 @@ def _workers(model_dir: Path, node: LocalNodeType, token: str, shared_tier_url: 
                 "--kv-cache-mb", str(settings.kv_cache_mb),
                 *(["--shared-tier-url", shared_tier_url] if shared_tier_url else []),
                 *(["--csd-path", str(log_dir / f"csd-{role}")] if device == "csd" else []),
+                *(["--vllm-memory-fraction", str(settings.vllm_memory_fraction)]
+                  if node.engine == "vllm" else []),
                 log_level="WARNING")
             name = f"profile-{node.name}-{role}"
             procs[role] = (ManagedProcess(name, argv, log_dir / f"{name}.log", env), f"127.0.0.1:{port}")
@@ -117,7 +129,7 @@ async def _measure(addresses: dict[str, str], token: str, grid: ProfileGrid, ide
     clients = {role: WorkerClient(address, token, stream_timeout_seconds=600)
                for role, address in addresses.items()}
     try:
-        workers = RoleWorkers(clients.get("colocated"), clients["prefill"], clients.get("decode"),
+        workers = RoleWorkers(clients.get("colocated"), clients.get("prefill"), clients.get("decode"),
                               shared_tier_url)
         return await profile_node(workers, grid, identity, progress)
     finally:
@@ -134,12 +146,20 @@ def profile_local(model_dir: Path, model_name: str, node: LocalNodeType, grid: P
 
     token = secrets.token_urlsafe(24)
     identity = Identity(model=model_name, node_type=node.name, device=node.device, engine=node.engine,
-                        model_hash=model_hash(model_dir))
+                        model_hash=model_hash(model_dir), kv_bytes_per_token=_kv_bytes_per_token(model_dir))
     with tempfile.TemporaryDirectory(prefix="heteroserve-profile-") as tmp:
         logs = log_dir or Path(tmp)
         started = _workers(model_dir, node, token, shared_tier_url, settings or WorkerSettings(), logs)
         with started as addresses:
             return asyncio.run(_measure(addresses, token, grid, identity, shared_tier_url, progress))
+
+
+def _kv_bytes_per_token(model_dir: Path) -> float:
+    """K and V bytes of one token over all layers, from the model's config.json (the figure a profile
+    without a measured transfer carries)."""
+    from placement.models import model_spec_from_hf
+
+    return model_spec_from_hf(model_dir, model_dir.name).kv_bytes_per_token
 
 
 def ensure_profiles(model_dir: Path, model_name: str, nodes: tuple[LocalNodeType, ...], grid: ProfileGrid,
@@ -167,6 +187,13 @@ def ensure_profiles(model_dir: Path, model_name: str, nodes: tuple[LocalNodeType
     return paths
 
 
+def local_node_types(config: EmbeddedConfig) -> tuple[LocalNodeType, ...]:
+    """The fleet's node types as emulated here: device from the kind, engine from `workers.engines`."""
+    devices: dict[str, Device] = {"cpu": "cpu", "csd": "csd", "gpu": "cuda"}
+    return tuple(LocalNodeType(name, devices[kind], config.workers.engine_of(name))
+                 for name, kind in config.node_kinds().items())
+
+
 def first_start_profiles(config: EmbeddedConfig, run_dir: Path, model_dir: Path, redis_url: str,
                          log_dir: Path) -> list[Path]:
     """The embedded cluster's profiles: every node type of its fleet, from the cache or measured now
@@ -178,10 +205,7 @@ def first_start_profiles(config: EmbeddedConfig, run_dir: Path, model_dir: Path,
 
     if not config.profiling.enabled:
         return []
-    kinds = {t.name: t.kind for t in config.node_types}
-    names = list(config.fleet) or list(kinds)
-    devices: dict[str, Device] = {"cpu": "cpu", "csd": "csd", "gpu": "cuda"}
-    nodes = tuple(LocalNodeType(n, devices[kinds.get(n, "cpu")], config.profiling.engine) for n in names)
+    nodes = local_node_types(config)
     cache_dir = config.profile_cache_dir(run_dir)
     missing = [n for n in nodes if not cache_path(cache_dir, model_dir, n).exists()]
     if not missing:
@@ -198,6 +222,7 @@ def first_start_profiles(config: EmbeddedConfig, run_dir: Path, model_dir: Path,
 
         settings = WorkerSettings(kv_cache_mb=config.workers.kv_cache_mb,
                                   threads=config.workers.threads_per_worker,
-                                  ready_timeout_seconds=config.workers.ready_timeout_seconds)
+                                  ready_timeout_seconds=config.workers.ready_timeout_seconds,
+                                  vllm_memory_fraction=config.workers.vllm_memory_fraction)
         return ensure_profiles(model_dir, config.model.name, nodes, FIRST_START_GRID, cache_dir,
                                shared_tier_url=redis_url, settings=settings, log_dir=log_dir, progress=report)
