@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,15 +23,20 @@ import pytest
 from cryptography import x509
 
 from common.certs import ClusterCA
-from common.localredis import LocalRedis, RedisServerConfig, free_port
+from common.localredis import LocalRedis, RedisServerConfig
 from common.tls import WORKER_SERVER_NAME, TLSFiles
-from control_plane.plan_store import PlanStore
 from heteroserve.client.client import AsyncClient
 from heteroserve.client.retry import RetryPolicy
 from heteroserve.client.types import Chunk
-from heteroserve.embedded.processes import NotReadyError, start_until_ready
 from placement.plan import Route
-from tests.control_plane.gateway.gateway_procs import ADMIN_TOKEN, API_KEY, Gateway, write_api_keys
+from tests.control_plane.gateway.gateway_procs import (
+    API_KEY,
+    Gateway,
+    healthy_ids,
+    publish_plan,
+    start_gateway,
+    write_api_keys,
+)
 from tests.control_plane.gateway.plans import document
 from tests.workers.service.worker_procs import CLUSTER_TOKEN, WorkerProcess, start_worker
 
@@ -56,32 +60,10 @@ class TLSCluster:
         return ("--tls-dir", str(self.certs / "worker"))
 
 
-def _start_gateway(model_dir: Path, redis_url: str, keys: Path, tls_dir: Path) -> Gateway:
-    args = [str(Path(sys.executable).parent / "heteroserve"), "gateway", "--model",
-            str(model_dir), "--port", "0", "--grpc-port", str(free_port()), "--redis-url", redis_url,
-            "--api-keys", str(keys), "--pd-min-uncached-tokens", "32", "--tls-dir", str(tls_dir)]
-    env = {"HETEROSERVE_CLUSTER_TOKEN": CLUSTER_TOKEN, "HETEROSERVE_ADMIN_TOKEN": ADMIN_TOKEN,
-           "OMP_NUM_THREADS": "1"}
-    try:
-        proc, line, errors = start_until_ready(args, "gateway ready on ", env=env, timeout_seconds=90)
-    except NotReadyError as exc:
-        pytest.fail(f"gateway did not become ready ({exc}); stderr:\n{exc.stderr}")
-    parts = line.split()
-    return Gateway(proc, line, errors, parts[3], parts[5])
-
-
-def _healthy(gateway: Gateway) -> set[str]:
-    import httpx
-
-    reply = httpx.get(f"{gateway.http_url}/admin/workers", timeout=5,
-                      headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()
-    return {w["worker_id"] for w in reply["workers"] if w["healthy"]}
-
-
 def _wait_healthy(gateway: Gateway, ids: set[str], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
-    while not ids <= _healthy(gateway):
-        assert time.monotonic() < deadline, f"healthy: {_healthy(gateway)}, wanted {ids}"
+    while not ids <= healthy_ids(gateway):
+        assert time.monotonic() < deadline, f"healthy: {healthy_ids(gateway)}, wanted {ids}"
         time.sleep(0.2)
 
 
@@ -100,9 +82,10 @@ def tls_cluster(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
             workers[worker_id] = start_worker(
                 tiny_model_dir, role=POOLS[pool], redis_url=redis.url, worker_id=worker_id,
                 extra=("--pool", pool, "--shared-tier-url", redis.url, *tls))
-        asyncio.run(_publish(redis.url))
+        publish_plan(redis.url, PLAN, "mtls test")
         keys = write_api_keys(tmp_path_factory.mktemp("keys") / "keys.yaml")
-        gateway = _start_gateway(tiny_model_dir, redis.url, keys, certs / "gateway")
+        gateway = start_gateway(tiny_model_dir, redis.url, keys, "--pd-min-uncached-tokens", "32",
+                                "--tls-dir", str(certs / "gateway"), cluster_token=CLUSTER_TOKEN)
         _wait_healthy(gateway, set(workers))
         yield TLSCluster(ca, certs, redis, workers, gateway)
     finally:
@@ -111,14 +94,6 @@ def tls_cluster(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         for worker in workers.values():
             worker.stop()
         redis.stop()
-
-
-async def _publish(url: str) -> None:
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(url)
-    await PlanStore(client).publish(PLAN, leader="test", reason="mtls test")
-    await client.aclose()
 
 
 def served_serial(address: str, client: TLSFiles) -> int:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,8 +52,8 @@ class Proc:
         return "".join(self.stderr_lines)
 
 
-def _start(args: list[str], marker: str) -> Proc:
-    env = {"HETEROSERVE_CLUSTER_TOKEN": CLUSTER_TOKEN, "HETEROSERVE_ADMIN_TOKEN": ADMIN_TOKEN,
+def _start(args: list[str], marker: str, cluster_token: str = CLUSTER_TOKEN) -> Proc:
+    env = {"HETEROSERVE_CLUSTER_TOKEN": cluster_token, "HETEROSERVE_ADMIN_TOKEN": ADMIN_TOKEN,
            "OMP_NUM_THREADS": "1"}
     try:
         proc, line, errors = start_until_ready(args, marker, env=env, timeout_seconds=READY_TIMEOUT_SECONDS)
@@ -96,10 +98,12 @@ def write_api_keys(path: Path) -> Path:
     return path
 
 
-def start_gateway(model_dir: Path, redis_url: str, keys_file: Path, *extra: str) -> Gateway:
+def start_gateway(model_dir: Path, redis_url: str, keys_file: Path, *extra: str,
+                  cluster_token: str = CLUSTER_TOKEN) -> Gateway:
+    """`cluster_token`: the workers' (tests/workers/service/worker_procs.py has its own)."""
     args = [BIN, "gateway", "--model", str(model_dir), "--port", "0", "--grpc-port", str(free_port()),
             "--redis-url", redis_url, "--api-keys", str(keys_file), *extra]
-    p = _start(args, "gateway ready on ")
+    p = _start(args, "gateway ready on ", cluster_token)
     parts = p.ready_line.split()
     return Gateway(p.proc, p.ready_line, p.stderr_lines, parts[3], parts[5])
 
@@ -118,3 +122,37 @@ def wait_for_workers(gateway: Gateway, count: int, timeout: float = 30.0) -> lis
             return workers
         time.sleep(0.2)
     raise AssertionError(f"only {len(workers)} healthy workers after {timeout}s: {workers}")
+
+
+def admin(gateway: Gateway, path: str) -> Any:
+    """GET /admin/<path> with the admin token, as JSON."""
+    import httpx
+
+    return httpx.get(f"{gateway.http_url}/admin/{path}", timeout=5,
+                     headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+
+
+def healthy_ids(gateway: Gateway) -> set[str]:
+    return {w["worker_id"] for w in admin(gateway, "workers")["workers"] if w["healthy"]}
+
+
+def publish_plan(redis_url: str, plan: dict[str, Any], reason: str = "test") -> None:
+    """Publish a plan document as the planner would (the gateway adopts it on its next look)."""
+    import redis.asyncio as aioredis
+
+    from control_plane.plan_store import PlanStore
+
+    async def publish() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await PlanStore(client).publish(plan, leader="test", reason=reason)
+        finally:
+            await client.aclose()
+    asyncio.run(publish())
+
+
+def wait_for_plan(gateway: Gateway, version: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while admin(gateway, "plan").get("in_use_version") != version:
+        assert time.monotonic() < deadline, f"gateway never adopted plan version {version}"
+        time.sleep(0.2)

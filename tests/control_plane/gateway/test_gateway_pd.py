@@ -3,27 +3,26 @@ planned prefill→decode pairings are respected, a route without workers gives i
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 import heteroserve
 from common.localredis import LocalRedis
-from control_plane.plan_store import PlanStore
 from placement.plan import Route
 from tests.control_plane.gateway.gateway_procs import (
-    ADMIN_TOKEN,
     API_KEY,
     Gateway,
     Worker,
+    admin,
+    publish_plan,
     start_gateway,
     start_worker,
+    wait_for_plan,
     wait_for_workers,
 )
 from tests.control_plane.gateway.plans import document
@@ -38,26 +37,6 @@ PLAN = document(POOLS, {"tiny/interactive/i1o0": [Route(0.5, prefill_pool="pf-a"
 PAIRS = {"p-a": "d-b", "p-b": "d-a"}
 
 
-async def _publish(url: str, plan: dict[str, Any]) -> None:
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(url)
-    await PlanStore(client).publish(plan, leader="test", reason="pd test")
-    await client.aclose()
-
-
-def admin(gateway: Gateway, path: str) -> Any:
-    return httpx.get(f"{gateway.http_url}/admin/{path}", timeout=5,
-                     headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()
-
-
-def wait_for_plan(gateway: Gateway, version: int) -> None:
-    deadline = time.monotonic() + 20
-    while admin(gateway, "plan").get("in_use_version") != version:
-        assert time.monotonic() < deadline, f"gateway never adopted plan version {version}"
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def pd_cluster(tiny_model_dir: Path, gw_redis: LocalRedis,
                keys_file: Path) -> Iterator[tuple[Gateway, dict[str, Worker]]]:
@@ -68,7 +47,7 @@ def pd_cluster(tiny_model_dir: Path, gw_redis: LocalRedis,
              "d-b": ("decode", "dc-b"), "c-0": ("colocated", "co")}
     workers = {name: start_worker(tiny_model_dir, gw_redis.url, name, role=role, pool=pool,
                                   shared_tier=role != "colocated") for name, (role, pool) in specs.items()}
-    asyncio.run(_publish(gw_redis.url, PLAN))
+    publish_plan(gw_redis.url, PLAN, "pd test")
     gateway = start_gateway(tiny_model_dir, gw_redis.url, keys_file, "--pd-min-uncached-tokens", "32")
     try:
         wait_for_workers(gateway, len(workers))

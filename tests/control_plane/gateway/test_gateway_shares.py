@@ -4,7 +4,6 @@ and counted), and a malformed plan keeps the old one in use."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,12 +22,14 @@ from tests.control_plane.gateway.gateway_procs import (
     API_KEY,
     Gateway,
     Worker,
+    admin,
+    publish_plan,
     start_gateway,
     start_worker,
+    wait_for_plan,
     wait_for_workers,
 )
 from tests.control_plane.gateway.plans import document
-from tests.control_plane.gateway.test_gateway_pd import _publish, admin, wait_for_plan
 
 pytestmark = pytest.mark.slow
 SHARES = {"pa": 0.5, "pb": 0.3, "pc": 0.2}
@@ -45,7 +46,7 @@ def share_cluster(tiny_model_dir: Path, gw_redis: LocalRedis, keys_file: Path) -
 
     redis.Redis.from_url(gw_redis.url).flushall()
     workers: list[Worker] = [start_worker(tiny_model_dir, gw_redis.url, f"w-{p}", pool=p) for p in SHARES]
-    asyncio.run(_publish(gw_redis.url, PLAN))
+    publish_plan(gw_redis.url, PLAN)
     gateway = start_gateway(tiny_model_dir, gw_redis.url, keys_file)
     try:
         wait_for_workers(gateway, len(workers))
@@ -90,7 +91,7 @@ def test_malformed_plan_keeps_the_old_plan(share_cluster: Gateway, gw_redis: Loc
     gateway = share_cluster
     broken = {**PLAN, "classes": [{"name": "tiny/interactive/i1o0", "model": "tiny", "slo": "interactive",
                                    "bucket": [1, 0], "rate": 1.0, "routes": [{"share": 2.0, "pool": "pa"}]}]}
-    asyncio.run(_publish(gw_redis.url, broken))
+    publish_plan(gw_redis.url, broken)
     routing = admin(gateway, "routing")
     for _ in range(100):
         if routing["plan_error"]:

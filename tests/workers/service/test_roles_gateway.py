@@ -17,21 +17,23 @@ from each worker just before it is killed and from the survivors at the end.
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from common.localredis import LocalRedis, RedisServerConfig, free_port
-from control_plane.plan_store import PlanStore
+from common.localredis import LocalRedis, RedisServerConfig
 from heteroserve.client.client import Client
-from heteroserve.embedded.processes import NotReadyError, start_until_ready
 from placement.plan import Route
-from tests.control_plane.gateway.gateway_procs import ADMIN_TOKEN, API_KEY, Gateway, write_api_keys
+from tests.control_plane.gateway.gateway_procs import (
+    API_KEY,
+    Gateway,
+    healthy_ids,
+    publish_plan,
+    start_gateway,
+    write_api_keys,
+)
 from tests.control_plane.gateway.plans import document
 from tests.workers.service.worker_procs import CLUSTER_TOKEN, WorkerProcess, start_worker
 
@@ -43,40 +45,12 @@ LONG = " ".join(f"paragraph {i} of a long document to summarise" for i in range(
 REFUSALS = "heteroserve_worker_role_refusals_total{"
 
 
-def _start_gateway(model_dir: Path, redis_url: str, keys: Path) -> Gateway:
-    args = [str(Path(sys.executable).parent / "heteroserve"), "gateway", "--model", str(model_dir),
-            "--port", "0", "--grpc-port", str(free_port()), "--redis-url", redis_url, "--api-keys", str(keys),
-            "--pd-min-uncached-tokens", "32", "--refresh-seconds", "30"]
-    env = {"HETEROSERVE_CLUSTER_TOKEN": CLUSTER_TOKEN, "HETEROSERVE_ADMIN_TOKEN": ADMIN_TOKEN,
-           "OMP_NUM_THREADS": "1"}
-    try:
-        proc, line, errors = start_until_ready(args, "gateway ready on ", env=env, timeout_seconds=90)
-    except NotReadyError as exc:
-        pytest.fail(f"gateway did not become ready ({exc}); stderr:\n{exc.stderr}")
-    parts = line.split()
-    return Gateway(proc, line, errors, parts[3], parts[5])
-
-
-def _healthy(gateway: Gateway) -> set[str]:
-    reply = httpx.get(f"{gateway.http_url}/admin/workers", timeout=5,
-                      headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()
-    return {w["worker_id"] for w in reply["workers"] if w["healthy"]}
-
-
 def _wait(gateway: Gateway, check: str, wanted: set[str], timeout: float = 60.0) -> None:
     """Until the healthy workers are exactly `wanted`."""
     deadline = time.monotonic() + timeout
-    while _healthy(gateway) != wanted:
-        assert time.monotonic() < deadline, f"{check}: healthy {_healthy(gateway)}, wanted {wanted}"
+    while healthy_ids(gateway) != wanted:
+        assert time.monotonic() < deadline, f"{check}: healthy {healthy_ids(gateway)}, wanted {wanted}"
         time.sleep(0.2)
-
-
-async def _publish(url: str) -> None:
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(url)
-    await PlanStore(client).publish(PLAN, leader="test", reason="roles test")
-    await client.aclose()
 
 
 def ok_calls(worker: WorkerProcess, *methods: str) -> float:
@@ -99,8 +73,10 @@ def cluster(tiny_model_dir: Path, tmp_path: Path) -> Iterator[tuple[Gateway, dic
             workers[worker_id] = start_worker(
                 tiny_model_dir, role=POOLS[pool], redis_url=redis.url, worker_id=worker_id,
                 extra=("--pool", pool, "--shared-tier-url", redis.url, "--drain-grace-seconds", "2"))
-        asyncio.run(_publish(redis.url))
-        gateway = _start_gateway(tiny_model_dir, redis.url, write_api_keys(tmp_path / "keys.yaml"))
+        publish_plan(redis.url, PLAN, "roles test")
+        gateway = start_gateway(tiny_model_dir, redis.url, write_api_keys(tmp_path / "keys.yaml"),
+                                "--pd-min-uncached-tokens", "32", "--refresh-seconds", "30",
+                                cluster_token=CLUSTER_TOKEN)
         _wait(gateway, "start", set(workers))
         yield gateway, workers
     finally:
