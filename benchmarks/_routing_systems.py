@@ -148,6 +148,15 @@ def start_router(cluster: LocalCluster, policy: str, worker_urls: list[str]) -> 
     return f"http://127.0.0.1:{port}"
 
 
+def report_failures(system: System, summary: dict[str, Any]) -> None:
+    """When a replay had failed requests, print the end of the system's vllm-router log (if it has one)
+    to stderr: the run's directory is temporary, and a router's own account is the evidence."""
+    log = system.cluster.workdir / "vllm-router.log"
+    if summary["errors"] and log.is_file():
+        print(f"{system.name}: {summary['errors']} failed ({summary['first_error']}); vllm-router.log ends:\n"
+              + "\n".join(log.read_text(errors="replace").splitlines()[-40:]), file=sys.stderr, flush=True)
+
+
 def _wait_healthy(url: str, proc: subprocess.Popen[str], log: Path, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -49,6 +49,7 @@ from benchmarks._routing_systems import (
     PEER_POLICIES,
     PEER_PREFIX,
     System,
+    report_failures,
     start_ours,
     start_peer,
 )
@@ -124,6 +125,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[dict[str, Any
                 for k in range(len(systems)):
                     system = systems[(turn + k) % len(systems)]
                     system.replays[(wi, r)] = summary = replay(system, requests)
+                    report_failures(system, summary)
                     print(f"window {wi} (start {window.start}) round {r + 1}/{args.rounds}: {system.name} "
                           f"cached {summary['cached_share']:.3f} of oracle {plan[-1]['oracle_share']:.3f}, "
                           f"ttft mean {summary['ttft_mean_s']} s, wall {summary['wall_s']:.1f} s",
@@ -153,6 +155,7 @@ def _measure_one_at_a_time(args: argparse.Namespace, names: list[str], rows: lis
         try:
             for key, requests in workloads.items():
                 system.replays[key] = summary = replay(system, requests)
+                report_failures(system, summary)
                 print(f"window {key[0]} round {key[1] + 1}: {name} cached {summary['cached_share']:.3f}, "
                       f"ttft mean {summary['ttft_mean_s']} s, errors {summary['errors']}, wall "
                       f"{summary['wall_s']:.1f} s", file=sys.stderr, flush=True)

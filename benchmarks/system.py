@@ -38,6 +38,7 @@ from tokenizers import Tokenizer
 from benchmarks._goodput import SLO, goodput, ratio
 from benchmarks._replay import replay_requests, summarize
 from benchmarks._report import Target, add_arguments, finish
+from benchmarks._routing_systems import report_failures
 from benchmarks._routing_workload import (
     TraceRequest,
     build_requests,
@@ -90,6 +91,7 @@ def run_stack(name: str, args: argparse.Namespace, model_dir: Path, workdir: Pat
             replies, wall = replay_requests(system, requests)
             results.append(replies)
             s = summarize(replies, wall)
+            report_failures(system, s)
             print(f"  window at {start}: errors {s['errors']}, ttft p50/p99 {s['ttft_p50_s']}/"
                   f"{s['ttft_p99_s']} s, tpot p50/p99 {s['tpot_p50_s']}/{s['tpot_p99_s']} s, "
                   f"wall {wall:.1f} s",
