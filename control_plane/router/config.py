@@ -27,7 +27,6 @@ class RouterConfig:
     policy: Policy = "prefix_aware"
     prefix_weight: float = 1.0
     load_weight: float = 0.5
-    plan_weight: float = 0.3
     affinity_weight: float = 0.2
     tier_credits: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TIER_CREDITS))
     balance_abs_threshold: int = 8
@@ -40,7 +39,7 @@ class RouterConfig:
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
-        for name in ("prefix_weight", "load_weight", "plan_weight", "affinity_weight"):
+        for name in ("prefix_weight", "load_weight", "affinity_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for tier in self.tier_credits:
@@ -59,5 +58,4 @@ class RouterConfig:
 
     @property
     def scorer_weights(self) -> dict[str, float]:
-        return {"prefix": self.prefix_weight, "load": self.load_weight,
-                "plan_weight": self.plan_weight, "affinity": self.affinity_weight}
+        return {"prefix": self.prefix_weight, "load": self.load_weight, "affinity": self.affinity_weight}

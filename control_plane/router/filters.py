@@ -3,9 +3,8 @@
 Applied in order; each maps (request, table, positions) to the positions that pass, with numpy over the
 positions (no per-worker Python). The hard filters `healthy`, `model`, `role` are answered by the
 table's per-(model, role) lists of live workers; the pipeline raises `UnavailableError` naming the
-first filter that left nothing. The soft filters never leave nothing: `plan_pools` keeps every worker
-when no worker of a weighted pool is up (serving off-plan beats failing), and `capacity`, when every
-remaining worker is at capacity, keeps them all (the request queues on one).
+first filter that left nothing. The soft filter `capacity` never leaves nothing: when every remaining
+worker is at capacity, it keeps them all (the request queues on one).
 """
 
 from __future__ import annotations
@@ -46,15 +45,6 @@ def not_excluded(request: RouteRequest, table: WorkerTable, idx: np.ndarray) -> 
     return idx[~np.isin(idx, gone)] if gone else idx
 
 
-def in_plan_pools(request: RouteRequest, table: WorkerTable, idx: np.ndarray) -> np.ndarray:
-    """Workers of pools with a positive plan weight; all workers when the plan gives no weights, or
-    when no worker of a weighted pool is up."""
-    if not request.pool_weights:
-        return idx
-    planned = idx[table.pool_values(dict(request.pool_weights))[table.pool_code[idx]] > 0.0]
-    return planned if len(planned) else idx
-
-
 def has_capacity(request: RouteRequest, table: WorkerTable, idx: np.ndarray) -> np.ndarray:
     """Workers below their admission capacity (`max_concurrency`, 0 = unbounded). Soft: see module."""
     cap = table.max_concurrency[idx]
@@ -67,6 +57,5 @@ HARD_FILTERS: tuple[tuple[str, Filter], ...] = (
     ("not_excluded", not_excluded),
 )
 SOFT_FILTERS: tuple[tuple[str, Filter], ...] = (
-    ("plan_pools", in_plan_pools),
     ("capacity", has_capacity),
 )

@@ -26,7 +26,6 @@ from control_plane.router.picker import pick, weighted_totals
 from control_plane.router.scorers import Scorer
 from control_plane.router.scorers.affinity import AffinityScorer
 from control_plane.router.scorers.load import LoadScorer
-from control_plane.router.scorers.plan_weight import PlanWeightScorer
 from control_plane.router.scorers.prefix import PrefixScorer
 from control_plane.router.table import Candidates, WorkerTable
 from control_plane.router.types import PrefixHoldings, RouteDecision, RouteRequest, WorkerState
@@ -38,7 +37,7 @@ class Router:
     def __init__(self, config: RouterConfig | None = None) -> None:
         self.config = config or RouterConfig()
         self._scorers: tuple[Scorer, ...] = (
-            PrefixScorer(dict(self.config.tier_credits)), LoadScorer(), PlanWeightScorer(), AffinityScorer())
+            PrefixScorer(dict(self.config.tier_credits)), LoadScorer(), AffinityScorer())
         self._cursor = 0
         self._rng = random.Random(self.config.seed)
         self._sessions: OrderedDict[str, str] = OrderedDict()

@@ -84,8 +84,7 @@ class RouteRequest:
 
     `pools` restricts the request to the workers of these pools (empty = any pool): the gateway's
     route step (control_plane/router/split.py) chose the pool before the worker is chosen.
-    `pool_weights` is a soft per-pool weight for callers without a route step (empty = every pool
-    equally). `exclude` lists workers already tried (retries).
+    `exclude` lists workers already tried (retries).
     `affinity_worker` is the worker that last served `session_id` ("" = none), filled in by the router.
     """
 
@@ -94,7 +93,6 @@ class RouteRequest:
     request_class: str = "default"
     num_prompt_tokens: int = 0
     pools: frozenset[str] = frozenset()
-    pool_weights: Mapping[str, float] = field(default_factory=dict)
     session_id: str = ""
     affinity_worker: str = ""
     exclude: frozenset[str] = frozenset()

@@ -15,7 +15,6 @@ from control_plane.router import (
     WorkerState,
 )
 from control_plane.router.scorers.load import LoadScorer
-from control_plane.router.scorers.plan_weight import PlanWeightScorer
 from control_plane.router.scorers.prefix import PrefixScorer
 
 
@@ -42,14 +41,6 @@ def test_load_scorer_formula() -> None:
     ws = [WorkerState("a", "x", "tiny", num_running=1, num_waiting=1, num_unreported=1),
           WorkerState("b", "y", "tiny")]
     assert LoadScorer().score(REQ, Candidates.of(ws), PrefixHoldings()).tolist() == [0.25, 1.0]
-
-
-def test_plan_weight_scorer() -> None:
-    ws = [WorkerState("a", "x", "tiny", pool="gpu"), WorkerState("b", "y", "tiny", pool="cpu")]
-    req = RouteRequest(model="tiny", pool_weights={"gpu": 0.8, "cpu": 0.2})
-    scores = PlanWeightScorer().score(req, Candidates.of(ws), PrefixHoldings()).tolist()
-    assert scores == pytest.approx([1.0, 0.25])
-    assert PlanWeightScorer().score(REQ, Candidates.of(ws), PrefixHoldings()).tolist() == [1.0, 1.0]
 
 
 def test_prefix_routing_prefers_holder() -> None:
@@ -107,15 +98,6 @@ def test_capacity_filter_is_soft() -> None:
     assert [router.route(REQ, ws).worker.worker_id for _ in range(2)] == ["a", "b"]
     ws[0] = WorkerState("a", "x", "tiny", num_running=1, max_concurrency=4)
     assert {router.route(REQ, ws).worker.worker_id for _ in range(3)} == {"a"}
-
-
-def test_plan_pools_filter_and_fallback() -> None:
-    ws = [WorkerState("a", "x", "tiny", pool="gpu"), WorkerState("b", "y", "tiny", pool="cpu")]
-    req = RouteRequest(model="tiny", pool_weights={"cpu": 1.0, "gpu": 0.0})
-    assert Router().route(req, ws).worker.worker_id == "b"
-    req = RouteRequest(model="tiny", pool_weights={"csd": 1.0})
-    assert Router().route(req, ws).worker.worker_id in {"a", "b"}
-    assert [w.worker_id for w in Router().candidates(req, ws)] == ["a", "b"]  # no worker in a planned pool
 
 
 def test_baselines() -> None:

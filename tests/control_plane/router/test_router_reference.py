@@ -12,7 +12,7 @@ from common.errors import UnavailableError
 from control_plane.router import PrefixHoldings, Router, RouteRequest, WorkerState
 
 CREDITS = {"device": 1.0, "redis": 0.5, "disk": 0.25}
-WEIGHTS = {"prefix": 1.0, "load": 0.5, "plan_weight": 0.3, "affinity": 0.2}
+WEIGHTS = {"prefix": 1.0, "load": 0.5, "affinity": 0.2}
 POOLS = ["p0", "p1", "p2"]
 
 
@@ -25,22 +25,17 @@ def reference(request: RouteRequest, workers: list[WorkerState],
         ws = [w for w in ws if keep(w)]
         if not ws:
             raise UnavailableError("none")
-    planned = [w for w in ws if request.pool_weights.get(w.pool, 0.0) > 0.0]
-    ws = planned if request.pool_weights and planned else ws
     ws = [w for w in ws if w.max_concurrency <= 0 or w.load < w.max_concurrency] or ws
     if len(ws) == 1:
         return ws[0].worker_id, "only_candidate", 0.0
     nb, peak = prefix.num_blocks, max(w.load for w in ws)
-    peak_w = max(request.pool_weights.get(w.pool, 0.0) for w in ws) if request.pool_weights else 0.0
     totals = []
     for w in ws:
         p = 0.0 if nb <= 0 else max(CREDITS[t] * min(prefix.blocks_for(w.worker_id, t), nb) / nb  # type: ignore[arg-type]
                                     for t in CREDITS)
-        plan = request.pool_weights.get(w.pool, 0.0) / peak_w if peak_w > 0 else 1.0
         aff = 1.0 if request.affinity_worker and w.worker_id == request.affinity_worker else 0.0
         total = 0.0
-        for name, value in (("prefix", p), ("load", 1.0 - w.load / (peak + 1)), ("plan_weight", plan),
-                            ("affinity", aff)):
+        for name, value in (("prefix", p), ("load", 1.0 - w.load / (peak + 1)), ("affinity", aff)):
             total += WEIGHTS[name] * value
         totals.append(total)
     best = min(range(len(ws)), key=lambda i: (-totals[i], ws[i].load, ws[i].worker_id))
@@ -69,8 +64,6 @@ HOLDINGS = st.builds(PrefixHoldings, num_blocks=st.integers(0, 8),
 REQUEST = st.builds(RouteRequest, model=st.just("m"),
                     role=st.sampled_from(["colocated", "colocated", "prefill"]),
                     pools=st.frozensets(st.sampled_from(POOLS), max_size=2),
-                    pool_weights=st.dictionaries(st.sampled_from([*POOLS, "gone"]),
-                                                 st.sampled_from([0.0, 0.2, 0.5, 1.0]), max_size=3),
                     affinity_worker=st.one_of(st.just(""), IDS), exclude=st.frozensets(IDS, max_size=3))
 
 
