@@ -21,6 +21,13 @@ Long-horizon mode (`--long-horizon`): the whole trace (3,993 requests) as one wi
 model, time scale 0.15 (arrivals in 153 s per system), systems round_robin, prefix_aware and vllm-router
 cache_aware: multi-turn returns far apart in the trace count in its oracle; one run ≈ 10 minutes.
 
+Engine (`--engine vllm`): the same systems over `heteroserve worker --engine vllm` (vLLM's KV events
+republished as cluster block hashes feed prefix_aware; vllm-router fronts the workers' OpenAI HTTP), 2
+workers per system, each vLLM engine on one core with one thread, one system at a time (a vLLM engine
+holds ~2 GB here); 80 requests per window, 1 round, time scale 1.6 (each worker's arrival rate as in the
+default run), systems round_robin, prefix_aware and vllm-router cache_aware. `--quick`: 1 window of 16
+requests, 1 round (a smoke run).
+
 Reported per window: oracle share (leading blocks already seen earlier in the window, the most any
 router can serve from cache) and per system cached share (Σ cached prompt tokens / Σ prompt tokens, as
 the workers count them), cache_efficiency = cached share / oracle share, TTFT mean / p50 / p99 (client,
