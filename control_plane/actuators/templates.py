@@ -26,15 +26,14 @@ _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 @dataclass(frozen=True)
 class PoolTemplate:
     """One template. `pod_spec` is a Kubernetes PodSpec (API field names) whose first container is the
-    worker; `roles` are the roles a pool from it may take; `price_per_hour` and `rate_per_worker`
-    (requests/s one worker sustains per request class) are the planner's profile of it; `max_workers`
-    caps the workers of one node type (0: no cap of its own)."""
+    worker; `roles` are the roles a pool from it may take; `price_per_hour` is what the planner pays
+    per worker-hour; `max_workers` caps the workers of one node type (0: no cap of its own). No rates:
+    capacities come from measured profiles or the roofline."""
 
     device: Device
     pod_spec: dict[str, Any]
     roles: tuple[Role, ...] = ("colocated",)
     price_per_hour: float = 0.0
-    rate_per_worker: dict[str, float] = field(default_factory=dict)
     max_workers: int = 0
 
     def __post_init__(self) -> None:
@@ -50,9 +49,6 @@ class PoolTemplate:
             raise ValueError("pod_spec: must hold a `containers` list whose first entry is the worker")
         if self.price_per_hour < 0:
             raise ValueError(f"price_per_hour: {self.price_per_hour} must be >= 0")
-        for name, rate in self.rate_per_worker.items():
-            if rate <= 0:
-                raise ValueError(f"rate_per_worker.{name}: {rate} must be > 0")
         if self.max_workers < 0:
             raise ValueError(f"max_workers: {self.max_workers} must be >= 0")
 

@@ -14,9 +14,11 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 from kubernetes import client as k8s
 from prometheus_client import CollectorRegistry
 
+from common.errors import ConfigError
 from control_plane.actuators import ActuatorMetrics, DrainTarget, PoolTarget
 from control_plane.actuators.kubernetes import KubernetesActuator
 from control_plane.actuators.kubernetes_setup import KubernetesSettings, load_kubernetes_settings
@@ -41,10 +43,16 @@ def test_templates_and_inventory_caps_reach_the_planner(tmp_path: Path) -> None:
     assert sorted(templates.node_types) == ["a100"] and sorted(templates.devices) == ["cuda"]
     a100 = templates.node_types["a100"]
     assert (a100.device, a100.roles, a100.price_per_hour) == ("cuda", ("prefill", "decode"), 3.0)
-    assert a100.rate_per_worker == {}, "capacities come from profiles or the roofline, never from values"
+    # capacities come from profiles or the roofline, never from values: a hand-typed rate is refused
+    rendered = yaml.safe_load((tmp_path / "kubernetes.yaml").read_text())
+    rendered["actuator"]["templates"]["node_types"]["a100"]["rate_per_worker"] = {"chat": 4.0}
+    typed = tmp_path / "typed-rates.yaml"
+    typed.write_text(yaml.safe_dump(rendered))
+    with pytest.raises(ConfigError, match=r"templates\.node_types\.a100\.rate_per_worker: unknown field"):
+        load_kubernetes_settings(typed)
     worker = a100.pod_spec["containers"][0]
-    assert worker["image"] == "registry.example.com/heteroserve:0.1.0-cuda"
-    assert worker["args"][-2:] == ["--engine=vllm", "--vllm-memory-fraction=0.85"]
+    assert worker["image"] == "registry.example.com/heteroserve:0.1.0-cuda-vllm"  # the vllm extra's image
+    assert worker["args"][-3:] == ["--engine=vllm", "--vllm-memory-fraction=0.85", "--vllm-block-size=32"]
     assert not any(a.startswith(("--role", "--pool", "--node-type")) for a in worker["args"])
     assert a100.requests() == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"}
     assert "nodeSelector" not in a100.pod_spec, "the actuator sets it per node type"

@@ -34,9 +34,9 @@ SETTINGS = {
         "pools": ["cpu-colocated"],
         "templates": {
             "node_types": {"h100": {"device": "cuda", "pod_spec": H100_POD, "roles": ["prefill"],
-                                    "price_per_hour": 9.0, "rate_per_worker": {"chat": 4.0}}},
+                                    "price_per_hour": 9.0}},
             "devices": {"cuda": {"device": "cuda", "pod_spec": CUDA_POD, "roles": ["colocated"],
-                                 "price_per_hour": 0.5, "rate_per_worker": {"chat": 10.0}}},
+                                 "price_per_hour": 0.5}},
         },
         "retry": {"attempts": 2, "initial_backoff_seconds": 0.01, "max_backoff_seconds": 0.01},
     },

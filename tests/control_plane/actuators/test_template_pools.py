@@ -219,7 +219,8 @@ def test_template_pool_names_are_dns_labels() -> None:
 
 @pytest.mark.parametrize(("kwargs", "field"), [
     ({"device": "tpu"}, "device"), ({"roles": ()}, "roles"), ({"roles": ("both",)}, r"roles\[0\]"),
-    ({"pod_spec": {}}, "pod_spec"), ({"rate_per_worker": {"chat": 0.0}}, r"rate_per_worker\.chat"),
+    ({"pod_spec": {}}, "pod_spec"), ({"price_per_hour": -1.0}, "price_per_hour"),
+    ({"max_workers": -1}, "max_workers"),
 ])
 def test_template_validation_names_the_field(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=rf"^{field}:"):
