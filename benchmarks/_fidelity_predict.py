@@ -7,6 +7,14 @@ its mean) plus the config's warm classes. `predict` replays the window on that p
 `placement.simulator`, calibrated from the same profiles (`MeasuredSteps.fit` per node type and role,
 the measured KV transfer), not the roofline, with the gateway's P/D threshold and this machine's
 core sharing (`SimOptions.pd_min_input_tokens`, `SimOptions.cores`).
+
+Probe of the co-located set (`probe_rows`, `probe_scale`): the profiles are measured one idle worker
+at a time, straight on the worker's RPC, each point the fastest of its repeats; the replay runs the
+whole fleet pinned on two cores shared with the gateway, the load generator and whatever else this
+machine runs, and every token crosses the gateway. So, once the plan's fleet is up and before the
+window is replayed, `PROBE_REQUESTS` lone requests (one per second, the window's median lengths) go
+through the gateway; measured over predicted TTFT and TPOT of the same requests give a prefill and a
+decode factor on every step time. The benchmark reports the errors with and without them.
 """
 
 from __future__ import annotations
@@ -50,9 +58,11 @@ def plan_for(inputs: Any, rows: Sequence[Row], total_rate: float) -> Any:
     return PlacementSolver(inputs)(list(demand.values()), None).plan
 
 
-def predict(plan: Any, inputs: Any, rows: Sequence[Row], *, cores: int, pd_min_input_tokens: int) -> Any:
-    """`placement.simulator.simulate` of `rows` on `plan`, calibrated from the measured profiles."""
-    from placement.perf.steps import MeasuredSteps
+def predict(plan: Any, inputs: Any, rows: Sequence[Row], *, cores: int, pd_min_input_tokens: int,
+            scale: tuple[float, float] = (1.0, 1.0)) -> Any:
+    """`placement.simulator.simulate` of `rows` on `plan`, calibrated from the measured profiles, their
+    prefill and decode step times × `scale` (the co-located fleet's probe; (1, 1) = the profiles alone)."""
+    from placement.perf.steps import MeasuredSteps, ScaledSteps
     from placement.simulator import SimOptions, SimRequest, simulate
 
     steps: dict[tuple[str, str], Any] = {}
@@ -61,7 +71,7 @@ def predict(plan: Any, inputs: Any, rows: Sequence[Row], *, cores: int, pd_min_i
         for role in ROLES:
             fitted = MeasuredSteps.fit(profile, role)
             if fitted is not None:
-                steps[(node_type, role)] = fitted
+                steps[(node_type, role)] = ScaledSteps(fitted, *scale)
         point = profile.transfer_path("peer") or profile.transfer_path("shared")
         if point is not None:
             transfer[node_type] = point
@@ -75,3 +85,22 @@ def predicted(sim: Any) -> dict[str, Any]:
     return {"ttft_p50": sim.ttft_p50, "ttft_p90": sim.ttft_p90, "tpot_p50": sim.tpot_p50,
             "slo_attainment": sim.slo_attainment, "disaggregated_fraction": sim.disaggregated_fraction,
             "throughput": dict(sim.throughput), "utilization": dict(sim.utilization)}
+
+
+PROBE_REQUESTS = 5
+
+
+def probe_rows(rows: Sequence[Row]) -> list[Row]:
+    """`PROBE_REQUESTS` lone requests, one per second, of the window's median input and output lengths."""
+    ins, outs = sorted(r[1] for r in rows), sorted(r[2] for r in rows)
+    return [(float(k), ins[len(ins) // 2], outs[len(outs) // 2]) for k in range(PROBE_REQUESTS)]
+
+
+def probe_scale(predicted_probe: Any, measured_probe: dict[str, Any]) -> tuple[float, float]:
+    """(prefill, decode) factors: measured / predicted TTFT p50 and TPOT p50 of the probe (1.0 when a
+    figure is missing or zero)."""
+    def ratio(measured: float | None, predicted: float) -> float:
+        return measured / predicted if measured and predicted > 0 else 1.0
+
+    return (ratio(measured_probe["ttft_p50"], predicted_probe.ttft_p50),
+            ratio(measured_probe["tpot_p50"], predicted_probe.tpot_p50))

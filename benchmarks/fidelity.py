@@ -6,9 +6,10 @@ Method (every rule and factor is fixed before anything is measured):
    trace), lengths scaled as `heteroserve demo` scales them, arrivals divided by `--compression`, and of
    `--candidates` evenly spaced windows of `--window-seconds` the one with the highest peak / mean
    arrival-rate ratio (the burstiest).
-2. Profiles: measured on this machine by the embedded cluster's first-start profiler
-   (`heteroserve.embedded.profiling.first_start_profiles`, cached in `<run dir>/profiles`), or the
-   files of `--profiles DIR`.
+2. Profiles: measured afresh at the start of every run by the embedded cluster's first-start profiler
+   (`heteroserve.embedded.profiling.first_start_profiles`, about 75 s, into `<run dir>/live/profiles`),
+   so that they and the replay see the same background load of this shared machine; or the files
+   of `--profiles DIR`.
 3. Plans: the live planner's solver (`PlacementSolver`, the embedded config, those profiles) plans the
    window twice: for its **peak** (p95 of 5 s arrival rates, the planner's own rule) and its **mean**.
 4. Prediction (`_fidelity_predict.py`): `placement.simulator` calibrated from the same profiles (not
@@ -30,6 +31,7 @@ import argparse
 import asyncio
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +58,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="heteroserve bench fidelity", description=__doc__.split("\n")[0])
     parser.add_argument("--trace", type=Path, default=DEFAULT_TRACE, help="trace file (default: Azure conv)")
     parser.add_argument("--profiles", type=Path, default=None,
-                        help="measured profile files (default: measure on first run, cached in the run dir)")
+                        help="measured profile files (default: measured afresh at the start of the run)")
     parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
     parser.add_argument("--window-seconds", type=float, default=60.0, help="after compression")
     parser.add_argument("--compression", type=float, default=1.0, help="trace time / replay time")
@@ -71,15 +73,21 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 async def measure_plan(cluster: Any, plan: Any, rows: Sequence[Any], prompts: Sequence[str], slo: Any,
-                       seconds: float) -> dict[str, Any]:
-    """Run `plan` on the cluster, replay the rows, and return the measured figures."""
+                       seconds: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run `plan` on the cluster, probe it, replay the rows: (probe figures, window figures)."""
     from benchmarks._fidelity_cluster import API_KEY
-    from benchmarks._fidelity_replay import measure, replay, share_deviation
+    from benchmarks._fidelity_predict import probe_rows
+    from benchmarks._fidelity_replay import Prompts, measure, replay, share_deviation
 
     await cluster.apply(plan)
     # one request per worker first: the first forward pass of a fresh process is not steady state
     warm = [(0.0, 64, 4)] * max(1, sum(p.count for p in plan.pools))
     await replay(cluster.grpc_target, API_KEY, cluster.model_name, warm, [prompts[0][:200]] * len(warm))
+    probe = probe_rows(rows)
+    maker = Prompts(cluster.model_dir, seed=1)  # not the window's prompts: no prefix is shared with them
+    probe_prompts = [maker.make(i) for _, i, _ in probe]
+    probed = measure(await replay(cluster.grpc_target, API_KEY, cluster.model_name, probe, probe_prompts),
+                     slo.ttft_seconds, slo.tpot_seconds, len(probe))
     before = await cluster.routing()
     served = await replay(cluster.grpc_target, API_KEY, cluster.model_name, rows, prompts)
     after = await cluster.routing()
@@ -87,12 +95,19 @@ async def measure_plan(cluster: Any, plan: Any, rows: Sequence[Any], prompts: Se
     out["share_deviation_max"], out["shares"] = share_deviation(before, after)
     out["deviations"] = after.get("deviations", {})
     out["errors"] = sorted({s.error for s in served if s.error})[:3]
-    return out
+    return probed, out
 
 
 async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
     from benchmarks._fidelity_cluster import PinnedCluster, usable_cores
-    from benchmarks._fidelity_predict import SLO_CLASS, plan_for, predict, predicted
+    from benchmarks._fidelity_predict import (
+        SLO_CLASS,
+        plan_for,
+        predict,
+        predicted,
+        probe_rows,
+        probe_scale,
+    )
     from benchmarks._fidelity_replay import Prompts
     from control_plane.orchestrator.config import OrchestratorConfig
     from heteroserve.embedded.config import load_embedded_config
@@ -118,8 +133,9 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
             create_model(model_dir, preset=config.model.preset, seed=config.model.seed)
         await cluster.start()
+        fresh = replace(config, profiling=replace(config.profiling, cache_dir=str(live / "profiles")))
         profiles = (sorted(args.profiles.glob("*.json")) if args.profiles else await asyncio.to_thread(
-            first_start_profiles, config, run_dir, model_dir, cluster.redis_url, live / "logs"))
+            first_start_profiles, fresh, run_dir, model_dir, cluster.redis_url, live / "logs"))
         result["profiles"] = [p.name for p in profiles]
         from benchmarks._fidelity_predict import planning_inputs
 
@@ -132,11 +148,23 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
                  for basis, rate in (("peak", window.peak_rate), ("mean", window.mean_rate))}
         for basis, plan in plans.items():
             result[f"{basis}_plan_pools"] = {p.name: p.count for p in plan.pools if p.count}
-            sim = predicted(predict(plan, inputs, rows, cores=cores, pd_min_input_tokens=pd_min))
-            result[f"{basis}_predicted"] = sim
-            same = basis == "mean" and result["mean_plan_pools"] == result["peak_plan_pools"]
-            result[f"{basis}_measured"] = (result["peak_measured"] if same else await measure_plan(
-                cluster, plan, rows, prompts, slo, window.seconds))
+            if basis == "mean" and result["mean_plan_pools"] == result["peak_plan_pools"]:
+                for key in ("predicted", "predicted_uncalibrated", "measured", "probe"):
+                    result[f"mean_{key}"] = result[f"peak_{key}"]
+                continue
+            probed, result[f"{basis}_measured"] = await measure_plan(cluster, plan, rows, prompts, slo,
+                                                                     window.seconds)
+            sim_probe = predict(plan, inputs, probe_rows(rows), cores=cores, pd_min_input_tokens=pd_min)
+            scale = probe_scale(sim_probe, probed)
+            result[f"{basis}_probe"] = {"measured_ttft_p50": probed["ttft_p50"],
+                                        "measured_tpot_p50": probed["tpot_p50"],
+                                        "predicted_ttft_p50": sim_probe.ttft_p50,
+                                        "predicted_tpot_p50": sim_probe.tpot_p50,
+                                        "prefill_scale": scale[0], "decode_scale": scale[1]}
+            result[f"{basis}_predicted_uncalibrated"] = predicted(
+                predict(plan, inputs, rows, cores=cores, pd_min_input_tokens=pd_min))
+            result[f"{basis}_predicted"] = predicted(
+                predict(plan, inputs, rows, cores=cores, pd_min_input_tokens=pd_min, scale=scale))
         result["mean_plan_equals_peak_plan"] = result["mean_plan_pools"] == result["peak_plan_pools"]
     finally:
         await cluster.stop()
@@ -151,6 +179,9 @@ def summarize(result: dict[str, Any]) -> None:
     result["tpot_p50_error"] = relative_error(pred["tpot_p50"], meas["tpot_p50"])
     if meas["slo_attainment"] is not None:
         result["slo_attainment_error"] = abs(pred["slo_attainment"] - meas["slo_attainment"])
+    raw = result["peak_predicted_uncalibrated"]
+    result["ttft_p50_error_uncalibrated"] = relative_error(raw["ttft_p50"], meas["ttft_p50"])
+    result["tpot_p50_error_uncalibrated"] = relative_error(raw["tpot_p50"], meas["tpot_p50"])
     result["share_deviation_max"] = meas["share_deviation_max"]
     result["slo_attainment_measured"] = meas["slo_attainment"]
     result["mean_slo_attainment_measured"] = result.get("mean_measured", {}).get("slo_attainment")
@@ -164,11 +195,13 @@ def report(result: dict[str, Any]) -> None:
         pred, meas = result.get(f"{basis}_predicted"), result.get(f"{basis}_measured")
         if not pred or not meas:
             continue
-        print(f"{basis:>5} plan {result[f'{basis}_plan_pools']}")
+        raw, probe = result[f"{basis}_predicted_uncalibrated"], result[f"{basis}_probe"]
+        print(f"{basis:>5} plan {result[f'{basis}_plan_pools']}; probe factors prefill "
+              f"{probe['prefill_scale']:.2f}, decode {probe['decode_scale']:.2f}")
         for key in ("ttft_p50", "ttft_p90", "tpot_p50", "slo_attainment", "disaggregated_fraction"):
             m = meas[key]
-            print(f"        {key:<24} predicted {pred[key]:.4f}   measured "
-                  f"{'missing' if m is None else f'{m:.4f}'}")
+            print(f"        {key:<24} predicted {pred[key]:.4f} (profiles alone {raw[key]:.4f})   "
+                  f"measured {'missing' if m is None else f'{m:.4f}'}")
         print(f"        throughput req/s          predicted {pred['throughput']}   "
               f"measured {meas['throughput']}")
         print(f"        failed {meas['failed']}, share deviation max {meas['share_deviation_max']}")

@@ -122,3 +122,28 @@ class MeasuredSteps:
 
     def kv_capacity_tokens(self) -> int:
         return self.kv_tokens
+
+
+@dataclass(frozen=True)
+class ScaledSteps:
+    """`base`'s step times × `prefill_scale` and × `decode_scale` (same KV capacity): an instance slower
+    than where `base` was measured, e.g. on cores shared with other processes, with the factors measured
+    by a probe of the instance where it runs (`bench fidelity`)."""
+
+    base: StepTimes
+    prefill_scale: float = 1.0
+    decode_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("prefill_scale", "decode_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+    def prefill_seconds(self, prompt_tokens: float, num_seqs: int = 1) -> float:
+        return self.prefill_scale * self.base.prefill_seconds(prompt_tokens, num_seqs)
+
+    def decode_step_seconds(self, batch: int, context_tokens: float) -> float:
+        return self.decode_scale * self.base.decode_step_seconds(batch, context_tokens)
+
+    def kv_capacity_tokens(self) -> int:
+        return self.base.kv_capacity_tokens()
