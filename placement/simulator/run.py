@@ -158,14 +158,14 @@ class _Sim:
         name = self.plan.classify(req.input_tokens, req.output_tokens, req.slo, req.model)
         routes = self.plan.routes(name)
         route = self.rng.choices(routes, weights=[x.share for x in routes])[0]
-        for pool in route.pools:
-            self.through[pool] = self.through.get(pool, 0) + 1
-        if route.disaggregated and req.input_tokens < self.pd_min_input_tokens:
+        alone = route.disaggregated and req.input_tokens < self.pd_min_input_tokens
+        for pool in (route.decode_pool,) if alone else route.pools:
+            self.through[str(pool)] = self.through.get(str(pool), 0) + 1
+        if alone:
             r.route = "decode_alone"
-            alone = min(self.pools[route.decode_pool or ""], key=lambda i: i.load)
-            self.through[route.pools[0]] -= 1
-            alone.local.append(r)
-            self.kick(alone, now)
+            inst = min(self.pools[str(route.decode_pool)], key=lambda i: i.load)
+            inst.local.append(r)
+            self.kick(inst, now)
             return
         r.route = "pd" if route.disaggregated else "colocated"
         self.decode_pool[r.rid] = route.decode_pool or ""

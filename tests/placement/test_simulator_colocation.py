@@ -1,0 +1,99 @@
+"""Simulator behaviours `bench fidelity` found in the live cluster: decode-alone P/D below the gateway's
+threshold, instances sharing cores, per-pool throughput, and step times scaled by a probe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from placement.catalog import Catalog
+from placement.models import ModelSpec
+from placement.perf.steps import ScaledSteps
+from placement.plan import Classifier, ClassRouting, Plan, Pool, Route, SolveSummary
+from placement.profile_file import TransferPoint
+from placement.simulator import SimOptions, SimRequest, simulate
+from placement.workload import SLOClass
+
+MODEL, NODE = "llama2-7b", "L4x8"
+
+
+@dataclass(frozen=True)
+class FixedSteps:
+    prefill: float
+    decode: float
+
+    def prefill_seconds(self, prompt_tokens: float, num_seqs: int = 1) -> float:
+        return self.prefill
+
+    def decode_step_seconds(self, batch: int, context_tokens: float) -> float:
+        return self.decode
+
+    def kv_capacity_tokens(self) -> int:
+        return 1_000_000
+
+
+def plan_of(pools: dict[str, tuple[str, int]], route: Route) -> Plan:
+    """One class (every request) on `route`; pools name → (role, count)."""
+    return Plan(tuple(Pool(name, MODEL, NODE, role, count, 1.0) for name, (role, count) in pools.items()),
+                (ClassRouting(f"{MODEL}/interactive/i0o0", MODEL, "interactive", (0, 0), 1.0, (route,)),),
+                Classifier((0, 1_000_000), (0, 1_000_000), ("interactive",), "interactive"), 1.0, (),
+                SolveSummary("test", "optimal", True, 0.0, 0.0))
+
+
+Env = tuple[Catalog, dict[str, ModelSpec], dict[str, SLOClass]]
+
+
+@pytest.fixture
+def env(catalog: Catalog, models: dict[str, ModelSpec]) -> Env:
+    assert MODEL in models, f"{MODEL} is no longer a shipped model; pick another one here"
+    return catalog.subset([NODE]), models, {"interactive": SLOClass("interactive", 10.0, 1.0)}
+
+
+def options(**kw: object) -> SimOptions:
+    steps = {(NODE, role): FixedSteps(0.2, 0.01) for role in ("colocated", "prefill", "decode")}
+    transfer = {NODE: TransferPoint("peer", 1, 0.1, 1e18, latency_seconds=0.1)}
+    return SimOptions(steps=steps, transfer=transfer, **kw)  # type: ignore[arg-type]
+
+
+def test_a_short_prompt_on_a_pd_route_runs_on_the_decode_pool_alone(env) -> None:  # type: ignore[no-untyped-def]
+    fleet, models, slos = env
+    plan = plan_of({"p": ("prefill", 1), "d": ("decode", 1)}, Route(1.0, prefill_pool="p", decode_pool="d"))
+    short, long = SimRequest(0.0, 100, 5, MODEL, "interactive"), SimRequest(0.0, 400, 5, MODEL, "interactive")
+    alone = simulate(plan, [short], fleet, models, slos, options(pd_min_input_tokens=256))
+    assert alone.disaggregated_fraction == 0.0
+    assert alone.ttft_p50 == pytest.approx(0.2)  # prefilled on the decode instance: no transfer
+    assert dict(alone.throughput) == {"d": pytest.approx(1 / alone.duration_seconds)}
+    pd = simulate(plan, [long], fleet, models, slos, options(pd_min_input_tokens=256))
+    assert pd.disaggregated_fraction == 1.0
+    assert pd.ttft_p50 == pytest.approx(0.2 + 0.1)  # prefill, then the measured transfer's latency
+    assert set(pd.throughput) == {"p", "d"}
+    assert simulate(plan, [short], fleet, models, slos, options()).disaggregated_fraction == 1.0
+
+
+def test_instances_pinned_to_one_core_share_it(env) -> None:  # type: ignore[no-untyped-def]
+    fleet, models, slos = env
+    plan = plan_of({"c": ("colocated", 2)}, Route(1.0, pool="c"))
+    both = [SimRequest(0.0, 100, 1, MODEL, "interactive"), SimRequest(0.0, 100, 1, MODEL, "interactive")]
+    own = simulate(plan, both, fleet, models, slos, options())
+    assert own.ttft_p90 == pytest.approx(0.2)  # one device each: both prefills take 0.2 s
+    shared = simulate(plan, both, fleet, models, slos, options(cores=1))
+    # the second prefill starts while the first instance of its core is busy: 2 × 0.2 s. TTFTs 0.2 and
+    # 0.4 s: p50 0.3, p90 0.38 (linear interpolation)
+    assert (shared.ttft_p50, shared.ttft_p90) == (pytest.approx(0.3), pytest.approx(0.38))
+    two = simulate(plan, both, fleet, models, slos, options(cores=2))
+    assert two.ttft_p90 == pytest.approx(0.2)  # round robin: one instance per core
+
+
+def test_scaled_steps_multiply_the_base_and_keep_its_capacity() -> None:
+    scaled = ScaledSteps(FixedSteps(0.2, 0.01), prefill_scale=1.5, decode_scale=3.0)
+    assert scaled.prefill_seconds(100, 2) == pytest.approx(0.3)
+    assert scaled.decode_step_seconds(4, 100) == pytest.approx(0.03)
+    assert scaled.kv_capacity_tokens() == 1_000_000
+    with pytest.raises(ValueError, match="decode_scale"):
+        ScaledSteps(FixedSteps(0.2, 0.01), decode_scale=0.0)
+
+
+def test_options_name_a_negative_field() -> None:
+    with pytest.raises(ValueError, match="cores"):
+        SimOptions(cores=-1)
