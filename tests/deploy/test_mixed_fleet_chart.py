@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from heteroserve.cli import build_parser
 from tests.deploy.helm_render import CHART, by_kind, helm, render, validate_all
@@ -99,3 +100,17 @@ def test_what_a_vllm_worker_cannot_be_is_refused_naming_the_field(pool: dict[str
     result = helm("template", "hs", str(CHART), values=values_with(pool), tmp_path=tmp_path)
     assert result.returncode != 0
     assert expected in result.stderr, result.stderr
+
+
+def test_the_operations_guide_vllm_pool_renders_and_validates(tmp_path: Path) -> None:
+    """The GPU vLLM pool values shown in docs/operations.md ("vLLM pools") stay valid."""
+    guide = (CHART.parents[1] / "docs" / "operations.md").read_text()
+    section = guide.split("## vLLM pools", 1)[1].split("**Chart values for a GPU vLLM pool.**", 1)[1]
+    block: dict[str, Any] = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    objects = render(block, tmp_path)
+    validate_all(objects)
+    worker = worker_container(objects, "h100-vllm")
+    assert worker["image"].endswith("-cuda-vllm")
+    args = build_parser().parse_args([*worker["command"][1:], *worker["args"]])
+    assert (args.engine, args.device) == ("vllm", "cuda")
+    assert (args.vllm_memory_fraction, args.vllm_block_size) == (0.92, 32)
