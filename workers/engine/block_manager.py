@@ -170,6 +170,16 @@ class BlockManager:
         self.free_queue[block_id] = None
         return block_id
 
+    def invalidate(self, block_id: int) -> None:
+        """Forget what a free block holds: its hash leaves the prefix cache, so no request matches it again
+        and it is not offered to `on_evict`. For KV found corrupt; the caller first frees every sequence
+        holding the block (they are recomputed)."""
+        block = self.blocks[block_id]
+        assert block.ref_count == 0, f"invalidate of block {block_id} still held ({block.ref_count} refs)"
+        if block.block_hash is not None:
+            del self.hash_to_block[block.block_hash]
+        block.block_hash, block.token_ids = None, ()
+
     def _take_free_block(self) -> int:
         block_id, _ = self.free_queue.popitem(last=False)
         block = self.blocks[block_id]

@@ -9,6 +9,7 @@ block manager, which only this thread may touch.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence as Seq
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from tokenizers import Tokenizer
 from cache.hashing import BlockHash, HashKeys, kv_layout
 from common.errors import ConfigError, InvalidRequestError, KVTransferError
 from workers.devices import allocate_kv_storage, torch_device, torch_dtype
-from workers.devices.csd import open_drive_pool
+from workers.devices.csd import ChecksumError, DrivePool, open_drive_pool
 from workers.engine.block_manager import BlockManager
 from workers.engine.config import EngineConfig
 from workers.engine.kv_pool import KVPool, KVStore
@@ -31,6 +32,8 @@ from workers.engine.sampler import sample
 from workers.engine.scheduler import ScheduledChunk, Scheduler, SchedulerConfig
 from workers.engine.sequence import Sequence
 from workers.engine.types import EngineRequest, EngineStats, KVBlock, TokenEvent
+
+log = logging.getLogger(__name__)
 
 
 def load_tokenizer(model_dir: Path) -> Tokenizer:
@@ -129,7 +132,11 @@ class LLMEngine:
         given_up = [self._finish_unservable(seq) for seq in self.scheduler.take_unservable()]
         if not chunks:
             return given_up
-        sampled, logits = self.runner.execute(chunks)
+        try:
+            sampled, logits = self.runner.execute(chunks)
+        except ChecksumError as exc:  # nothing of the step is kept; the other sequences run again next step
+            self._recompute_corrupt(exc)
+            return given_up
         stored: list[BlockHash] = []
         for chunk in chunks:
             seq = chunk.seq
@@ -140,6 +147,24 @@ class LLMEngine:
         events = self._sample(sampled, logits) if sampled else []
         self._notify(stored)
         return given_up + events
+
+    def _recompute_corrupt(self, error: ChecksumError) -> None:
+        """A KV page on the drive failed its checksum: every running sequence holding one of its blocks is
+        recomputed from its tokens, and the blocks leave the prefix cache and are erased on the drive. No
+        request fails and no token is computed from the corrupt KV."""
+        log.warning("KV blocks %s failed their checksum; recomputing the sequences that hold them",
+                    error.block_ids)
+        corrupt = set(error.block_ids)
+        for seq in list(self.scheduler.running):
+            if corrupt.intersection(seq.block_table):
+                self.scheduler.recompute(seq)
+        for block_id in corrupt:
+            self.block_manager.invalidate(block_id)
+        self._erase(error.block_ids)
+
+    def _erase(self, block_ids: list[int]) -> None:
+        assert isinstance(self.pool, DrivePool), "a checksum error from a KV pool that is not a drive"
+        self.pool.discard(block_ids)
 
     def _finish_unservable(self, seq: Sequence) -> TokenEvent:
         state = self.requests.pop(seq.request_id)
@@ -167,7 +192,12 @@ class LLMEngine:
 
     def _on_evict(self, block_id: int, block_hash: BlockHash, token_ids: tuple[int, ...]) -> None:
         if self.listeners:
-            self._evicted.append(KVBlock(block_hash, token_ids, self.pool.read_block(block_id)))
+            try:
+                kv = self.pool.read_block(block_id)
+            except ChecksumError as exc:  # corrupt: nothing to write back; the block is being reused
+                self._erase(exc.block_ids)
+                return
+            self._evicted.append(KVBlock(block_hash, token_ids, kv))
 
     def _notify(self, stored: list[BlockHash]) -> None:
         evicted, self._evicted = self._evicted, []
@@ -188,7 +218,12 @@ class LLMEngine:
             if block_id is None:
                 break
             tokens = self.block_manager.blocks[block_id].token_ids
-            out.append(KVBlock(block_hash, tokens, self.pool.read_block(block_id)))
+            try:
+                kv = self.pool.read_block(block_id)
+            except ChecksumError as exc:  # export what precedes it; the block is dropped and recomputed
+                self._recompute_corrupt(exc)
+                break
+            out.append(KVBlock(block_hash, tokens, kv))
         return out
 
     def import_blocks(self, blocks: Seq[KVBlock]) -> int:

@@ -111,6 +111,11 @@ class Scheduler:
         taken, self.unservable = self.unservable, []
         return taken
 
+    def recompute(self, seq: Sequence) -> None:
+        """Send a running sequence back to be recomputed from its tokens (its blocks are freed), e.g.
+        because some of its KV was found corrupt. Counts as a preemption."""
+        self._preempt(seq)
+
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
         self.block_manager.free(seq)

@@ -15,7 +15,7 @@ import pytest
 from cache.hashing import hash_prompt_blocks
 from common.errors import InvalidRequestError, UnavailableError
 from tests.workers.engine.conftest import HFOracle, greedy_request, make_prompts, run_all
-from workers.devices.csd import ChecksumError, DriveConfig, DriveFullError, DrivePool
+from workers.devices.csd import DriveConfig, DriveFullError, DrivePool
 from workers.devices.csd.config import AttentionSite
 from workers.engine.async_engine import AsyncEngine
 from workers.engine.config import EngineConfig
@@ -130,22 +130,51 @@ def test_drive_full_refuses_at_start_and_at_admission(make_csd_engine: Any, hf: 
     assert drive_of(engine).stats().checksum_failures == 0
 
 
-def test_corrupt_flash_page_is_detected_never_used(make_csd_engine: Any, hf: HFOracle) -> None:
-    engine = make_csd_engine(enable_prefix_caching=False)
-    drive = drive_of(engine)
+def corrupt_page(engine: LLMEngine, layer: int, block: int) -> None:
+    """Flip bytes of one flash page on disk, behind the drive's back."""
+    assert engine.config.csd_path is not None
+    spec = drive_of(engine).spec
+    with open(engine.config.csd_path / "slot-0" / "flash.bin", "r+b") as handle:
+        handle.seek((layer * spec.num_blocks + block) * spec.page_bytes + 100)
+        handle.write(b"\x00\x01\x02\x03")
+
+
+@pytest.mark.parametrize("site", ["drive", "host"])
+def test_corrupt_page_of_a_running_sequence_is_recomputed_never_used(make_csd_engine: Any, hf: HFOracle,
+                                                                       site: AttentionSite) -> None:
+    engine = make_csd_engine(DriveConfig(time_scale=1.0, attention_site=site), enable_prefix_caching=False)
     prompt = make_prompts([50], seed=8)[0]
     engine.add_request(greedy_request("victim", prompt, MAX_TOKENS))
-    engine.step()  # prefill: the KV of 50 tokens is on flash
+    tokens = [e.token_id for e in engine.step()]  # prefill: the KV of 50 tokens is on flash
     block = engine.requests["victim"].seq.block_table[1]
-    assert engine.config.csd_path is not None
-    path = engine.config.csd_path / "slot-0" / "flash.bin"
-    with open(path, "r+b") as handle:  # layer 0, that block: flip bytes behind the drive's back
-        handle.seek(block * drive.spec.page_bytes + 100)
-        handle.write(b"\x00\x01\x02\x03")
-    with pytest.raises(ChecksumError, match=rf"\(0, {block}\)"):
-        engine.step()
+    corrupt_page(engine, 1, block)
+    while engine.has_unfinished():
+        tokens += [e.token_id for e in engine.step()]
+    assert tokens == hf.greedy(prompt, MAX_TOKENS)  # recomputed from its tokens: never a wrong token
+    assert drive_of(engine).stats().checksum_failures == 1  # detected once, then erased and rewritten
+    assert engine.stats().preemptions_total == 1
+    assert engine.stats().kv_blocks_free == engine.stats().kv_blocks_total
+
+
+def test_corrupt_cached_prefix_block_is_invalidated_and_never_served_again(make_csd_engine: Any,
+                                                                           hf: HFOracle) -> None:
+    engine = make_csd_engine()
+    drive = drive_of(engine)
+    prompt = make_prompts([50], seed=8)[0]
+    run_all(engine, [greedy_request("first", prompt, 2)])  # blocks of 48 tokens stay in the prefix cache
+    hashes = hash_prompt_blocks(prompt, engine.hash_keys(), 16)
+    assert engine.match_prefix(hashes) == 3
+    block = engine.block_manager.lookup(hashes[1])
+    assert block is not None
+    corrupt_page(engine, 0, block)
+    events = run_all(engine, [greedy_request("second", prompt, MAX_TOKENS)])["second"]
+    assert [e.token_id for e in events] == hf.greedy(prompt, MAX_TOKENS)
     assert drive.stats().checksum_failures == 1
-    engine.abort_request("victim")
-    other = make_prompts([30], seed=9)[0]  # the drive keeps serving: a new request is exact
-    events = run_all(engine, [greedy_request("next", other, MAX_TOKENS)])
-    assert [e.token_id for e in events["next"]] == hf.greedy(other, MAX_TOKENS)
+    # block 0 was sound and stays a hit; the corrupt block 1 and the one after it were recomputed
+    assert events[0].num_cached_prompt_tokens == 16
+    assert engine.stats().preemptions_total == 1
+    third = run_all(engine, [greedy_request("third", prompt, MAX_TOKENS)])["third"]  # the recomputed blocks
+    assert [e.token_id for e in third] == hf.greedy(prompt, MAX_TOKENS)
+    assert third[0].num_cached_prompt_tokens == 48
+    assert drive.stats().checksum_failures == 1  # the corrupt page was never read again
+    engine.block_manager.check_integrity([])

@@ -77,6 +77,13 @@ def test_flash_pages_round_trip_and_corruption_is_caught(tmp_path: Path) -> None
     with pytest.raises(ChecksumError):  # a write never re-checksums a corrupt page into a valid one
         flash.write_tokens(1, torch.tensor([10]), k[:1], v[:1])
     assert flash.read_pages(1, torch.tensor([1])).shape == (1, *SPEC.page_shape)  # the rest still reads
+    flash.discard([2])  # erased (a TRIM): zeros under valid checksums, writable again
+    assert not flash.read_pages(1, torch.tensor([2])).any()
+    flash.write_tokens(1, torch.tensor([10]), k[:1], v[:1])
+    assert torch.equal(flash.read_pages(1, torch.tensor([2]))[0, 0, :, 2], k[0])
+    with open(flash.path, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(b"\xff\xff\xff\xff")
     flash.write_block(2, torch.zeros(SPEC.num_layers, *SPEC.page_shape))  # a whole-block write heals it
     assert not flash.read_pages(1, torch.tensor([2])).any()
 

@@ -11,6 +11,7 @@ It serves one host over a pipe, one message at a time, in order:
 | gather      | block ids (distinct)          | pages [n, 2, kv_heads, block_size, head_dim]       |
 | read_block  | -                             | one block [layers, 2, kv_heads, block_size, dim]   |
 | write_block | one block                     | -                                                  |
+| discard     | -  (block ids in meta)        | -  (the blocks erased: zeros, valid checksums)     |
 | stats       | -                             | - (`DriveStats` fields in the reply's meta)        |
 
 Every message is charged to the link (size / rate + latency) and every flash access to the flash
@@ -127,6 +128,9 @@ class Drive:
                 num_bytes = arrays[0].numel() * arrays[0].element_size()
                 self.cost.write(num_bytes)
                 self.flash_write.charge(num_bytes, started)
+                return {}, []
+            case "discard":
+                self.flash.discard(meta["block_ids"])
                 return {}, []
             case "stats":
                 return self.stats().to_dict(), []

@@ -39,6 +39,11 @@ class ChecksumError(CorruptDataError):
         self.pages = pages
         super().__init__(message)
 
+    @property
+    def block_ids(self) -> list[int]:
+        """The distinct blocks with a corrupt page, ascending."""
+        return sorted({block for _, block in self.pages})
+
 
 @dataclass(frozen=True)
 class PoolSpec:
@@ -134,6 +139,14 @@ class FlashStore:
         self.pages[:, block_id] = kv.to(self.spec.torch_dtype)
         self.crc[:, block_id] = _crc_rows(self.pages[:, block_id])
         self.bytes_written += kv.numel() * self.spec.torch_dtype.itemsize
+
+    def discard(self, block_ids: list[int]) -> None:
+        """Erase whole blocks (all layers: zeros under a valid checksum), as a TRIM does. The host calls it
+        for corrupt blocks once nothing refers to their KV any more, so that they can be reused; until
+        then a corrupt page keeps failing every read and write."""
+        ids = torch.tensor(block_ids, dtype=torch.long)
+        self.pages[:, ids] = 0
+        self.crc[:, ids.numpy()] = zlib.crc32(bytes(self.spec.page_bytes))
 
     def _verify(self, layer: int, block_ids: torch.Tensor, pages: torch.Tensor) -> None:
         bad = np.nonzero(_crc_rows(pages) != self.crc[layer, block_ids.numpy()])[0]

@@ -8,7 +8,8 @@ attention outputs come out), which the engine's attention uses while `attention_
 
 Failure contract: any failure to reach the drive (its process died, the pipe broke, no reply within
 `reply_timeout_s`) raises `UnavailableError` and marks the pool dead (every later call raises it at once);
-a corrupt flash page raises `ChecksumError` (a `CorruptDataError`) and the drive keeps serving.
+a corrupt flash page raises `ChecksumError` (a `CorruptDataError`) and the drive keeps serving; the
+engine then recomputes what used the page and erases its blocks (`discard`).
 """
 
 from __future__ import annotations
@@ -125,6 +126,11 @@ class DrivePool:
         _, (out,) = self._call("attend", meta, arrays)
         self._step_decodes = decodes  # held, so its id cannot be reused by a later step's tuple
         return out
+
+    def discard(self, block_ids: Sequence[int]) -> None:
+        """Erase blocks on the drive (a TRIM): for corrupt blocks whose KV nothing refers to any more, so
+        that they can be written again (a corrupt page refuses read-modify-writes until erased)."""
+        self._call("discard", {"block_ids": [int(b) for b in block_ids]}, [])
 
     # ---- drive management --------------------------------------------------------------------------
     def stats(self) -> DriveStats:
