@@ -88,8 +88,10 @@ async def _watch(redis_url: str, t0: float, timeline: list[TimelinePoint], stop:
         await client.aclose()
 
 
-async def _run_workload(state: ClusterState, schedule: list[ScheduledRequest], console: Console,
+async def run_workload(state: ClusterState, schedule: list[ScheduledRequest], console: Console,
                         timeline: list[TimelinePoint]) -> tuple[list[RequestResult], float]:
+    """Send `schedule` (open loop, streaming REST) to the cluster of `state`, narrating plan and fleet
+    changes on `console` and sampling them into `timeline`; (results, monotonic start time)."""
     t0 = time.monotonic()
     stop = asyncio.Event()
     watcher = asyncio.create_task(_watch(state.redis_url, t0, timeline, stop))
@@ -190,7 +192,7 @@ def run_demo(run_dir: str | Path) -> int:
         schedule = build_schedule(workload, prompts)
         console.print(_describe(workload, schedule))
         timeline: list[TimelinePoint] = []
-        results, t0 = asyncio.run(_run_workload(state, schedule, console, timeline))
+        results, t0 = asyncio.run(run_workload(state, schedule, console, timeline))
         if not _scaled_down(timeline):
             console.print("waiting for the planner to scale down after the drop ...")
             asyncio.run(_wait_for_scale_down(timeline, state.redis_url, t0, 60.0))
