@@ -7,7 +7,8 @@ with SIGKILL after a few chunks, and the gateway re-prefills the prompt plus the
 on the native worker. The client must see every token exactly once: as many as asked, equal to the
 uninterrupted run on the vLLM worker (greedy decoding is deterministic, and both engines' greedy
 tokens equal Hugging Face's for this model, tests/workers/vllm), with `migrations` 1 on the final
-chunk and on the gateway's migration counter.
+chunk and on the gateway's migration counter. The vLLM worker also runs its OpenAI HTTP front
+(`--openai-port`), which must answer on that port.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from common.localredis import LocalRedis, RedisServerConfig
+from common.localredis import LocalRedis, RedisServerConfig, free_port
 from heteroserve.client import Client
 from tests.control_plane.gateway.gateway_procs import (
     API_KEY,
+    CLUSTER_TOKEN,
     Gateway,
     Worker,
     start_gateway,
@@ -47,13 +49,19 @@ def migrations(gateway: Gateway) -> float:
 
 
 @pytest.fixture
-def cluster(tiny_model_dir: Path,
-            tmp_path: Path) -> Iterator[tuple[Gateway, VLLMWorker, Worker]]:
+def openai_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def cluster(tiny_model_dir: Path, tmp_path: Path,
+            openai_port: int) -> Iterator[tuple[Gateway, VLLMWorker, Worker]]:
     redis = LocalRedis(RedisServerConfig(data_dir=tmp_path / "redis")).start()
     vllm: list[VLLMWorker] = []
     native = gateway = None
     try:
-        vllm = start_together([vllm_worker_args(tiny_model_dir, redis.url, VLLM_ID)])
+        vllm = start_together([vllm_worker_args(tiny_model_dir, redis.url, VLLM_ID,
+                                                "--openai-port", str(openai_port))])
         native = start_worker(tiny_model_dir, redis.url, NATIVE_ID)
         # a long refresh period: the gateway learns of the kill from the failed stream, not a poll
         gateway = start_gateway(tiny_model_dir, redis.url, write_api_keys(tmp_path / "keys.yaml"),
@@ -69,8 +77,13 @@ def cluster(tiny_model_dir: Path,
 
 
 def test_a_killed_vllm_worker_mid_stream_is_migrated_to_the_native_worker(
-        cluster: tuple[Gateway, VLLMWorker, Worker]) -> None:
+        cluster: tuple[Gateway, VLLMWorker, Worker], openai_port: int) -> None:
     gateway, vllm, _native = cluster
+    # the vLLM worker's OpenAI front runs on the port given (--openai-port reaches the vLLM server path)
+    front = httpx.post(f"http://127.0.0.1:{openai_port}/v1/completions", timeout=120,
+                       headers={"authorization": f"Bearer {CLUSTER_TOKEN}"},
+                       json={"model": "tiny", "prompt": "hello", "max_tokens": 4, "ignore_eos": True})
+    assert front.status_code == 200 and front.json()["usage"]["completion_tokens"] == 4, front.text
     with Client(gateway.grpc_target, api_key=API_KEY, transport="grpc", timeout_seconds=600) as client:
         uninterrupted = client.complete(PROMPT, model="tiny", max_tokens=MAX_TOKENS, ignore_eos=True)
         assert uninterrupted.route.worker_id == VLLM_ID, uninterrupted.route
