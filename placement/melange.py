@@ -122,8 +122,11 @@ def to_problem(
     return Problem(tuple(demands), pools, tuple(options), exclusions=exclusions)
 
 
-def solve_slices(problem: Problem, slice_factor: int, options: SolverOptions) -> MelangeResult:
-    """Mélange's own ILP (slices, binary assignment) on `problem`'s colocated options."""
+def solve_slices(problem: Problem, slice_factor: int, options: SolverOptions, *,
+                 literal: bool = False) -> MelangeResult:
+    """Mélange's own ILP (each class cut into `slice_factor` equal slices, each slice on one GPU type)
+    on `problem`'s colocated options. `literal`: one binary per (slice, pool), as Mélange writes it;
+    default: the slices counted per pool (an exact reformulation without the slices' symmetry)."""
     if slice_factor < 1:
         raise ConfigError(f"slice_factor must be >= 1, got {slice_factor}", field="slice_factor")
     lp = pulp.LpProblem("melange", pulp.LpMinimize)
@@ -146,12 +149,22 @@ def solve_slices(problem: Problem, slice_factor: int, options: SolverOptions) ->
                 constraint="no_option",
                 request_class=demand.name,
             )
+        # Mélange's slices of one class are identical, so "slice s goes to pool p" (binary, one per
+        # slice) is exactly "w of the class's slices go to pool p" (integer 0..slice_factor): the same
+        # feasible plans and optimum, without the slice_factor! symmetric copies of each plan that
+        # made branch and bound slow (e.g. 14 s instead of < 1 s at rate 16 of the arena set).
         slice_rate = demand.rate / slice_factor
-        for s in range(slice_factor):
-            x = [lp.add_variable(f"x_{c}_{s}_{o.pool}", cat="Binary") for o in by_demand[c]]
-            lp += pulp.lpSum(x) == 1, f"slice_{c}_{s}"
-            for o, var in zip(by_demand[c], x, strict=True):
-                load[o.pool].append(slice_rate * o.load * var)
+        if literal:  # as Mélange writes it: one binary per (slice, pool)
+            for s in range(slice_factor):
+                x = [lp.add_variable(f"x_{c}_{s}_{o.pool}", cat="Binary") for o in by_demand[c]]
+                lp += pulp.lpSum(x) == 1, f"slice_{c}_{s}"
+                for o, var in zip(by_demand[c], x, strict=True):
+                    load[o.pool].append(slice_rate * o.load * var)
+            continue
+        w = [lp.add_variable(f"w_{c}_{o.pool}", 0, slice_factor, cat="Integer") for o in by_demand[c]]
+        lp += pulp.lpSum(w) == slice_factor, f"slices_{c}"
+        for o, var in zip(by_demand[c], w, strict=True):
+            load[o.pool].append(slice_rate * o.load * var)
     for p in pools:
         lp += pulp.lpSum(load[p]) <= y[p], f"capacity_{p}"
     info = run(lp, options)
