@@ -105,7 +105,10 @@ class LLMEngine:
             raise InvalidRequestError(f"{len(request.block_hashes)} hashes for a prompt of "
                                       f"{len(prompt) // self.config.block_size} full blocks",
                                       field="block_hashes")
-        if self.block_manager.blocks_needed(len(prompt) + 1) > self.block_manager.num_blocks:
+        needed = self.block_manager.blocks_needed(len(prompt) + 1)
+        if needed > self.block_manager.num_blocks:
+            if isinstance(self.pool, DrivePool):  # names the drive and counts the refusal
+                raise self.pool.refuse_too_large(needed)
             raise InvalidRequestError(f"prompt needs more KV blocks than the pool's "
                                       f"{self.block_manager.num_blocks}", field="prompt")
         self._arrivals += 1

@@ -215,10 +215,12 @@ class WorkerServer:
 async def serve(config: WorkerConfig, on_ready: Callable[[str], None] | None = None,
                 openai_port: int | None = None) -> int:
     """Run a worker until SIGTERM / SIGINT, then drain and stop; returns the exit code (0)."""
+    from workers.devices.csd.metrics import register_drive_metrics
     from workers.engine.async_engine import AsyncEngine
 
     engine = await asyncio.to_thread(AsyncEngine.from_config, engine_config(config))
     registry = CollectorRegistry()  # one registry: worker and cache metrics on the same /metrics
+    register_drive_metrics(engine.engine.pool, registry)  # a csd worker's drive counters too
     server = WorkerServer(config, engine, registry=registry,
                           kv_cache=await build_kv_cache(config, engine, registry))
     return await run_until_signal(server, on_ready, openai_port)

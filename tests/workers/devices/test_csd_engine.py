@@ -121,9 +121,10 @@ def test_drive_full_refuses_at_start_and_at_admission(make_csd_engine: Any, hf: 
     running = make_prompts([60], seed=3)[0]
     engine.add_request(greedy_request("running", running, MAX_TOKENS))
     tokens = [e.token_id for e in engine.step()]
-    with pytest.raises(InvalidRequestError, match="KV blocks"):
+    refusal = "drive full: the prompt needs 17 KV blocks, the drive holds 16 "
+    with pytest.raises(InvalidRequestError, match=refusal):
         engine.add_request(greedy_request("too-long", make_prompts([16 * 16 + 5], seed=4)[0], 4))
-    assert list(engine.requests) == ["running"]
+    assert list(engine.requests) == ["running"] and drive_of(engine).full_refusals == 1
     while engine.has_unfinished():  # the running request is untouched and finishes with HF's tokens
         tokens += [e.token_id for e in engine.step()]
     assert tokens == hf.greedy(running, MAX_TOKENS)
@@ -178,3 +179,26 @@ def test_corrupt_cached_prefix_block_is_invalidated_and_never_served_again(make_
     assert third[0].num_cached_prompt_tokens == 48
     assert drive.stats().checksum_failures == 1  # the corrupt page was never read again
     engine.block_manager.check_integrity([])
+
+
+def test_drive_collector_exports_the_drive_counters_and_its_death(make_csd_engine: Any) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from workers.devices.csd.metrics import register_drive_metrics
+
+    engine = make_csd_engine()
+    registry = CollectorRegistry()
+    assert register_drive_metrics(engine.pool, registry)
+    assert not register_drive_metrics(object(), CollectorRegistry())  # not a drive: nothing registered
+    run_all(engine, [greedy_request("r", make_prompts([40], seed=2)[0], 5)])
+    stats = drive_of(engine).stats()
+    value = registry.get_sample_value
+    assert value("heteroserve_csd_attention_calls_total") == stats.attention_calls == 4 * 2
+    assert value("heteroserve_csd_flash_read_bytes_total") == stats.flash_bytes_read > 0
+    # the scrape's own stats query is counted on the link, so the counter is at least the earlier snapshot
+    to_drive = value("heteroserve_csd_link_bytes_total", {"direction": "to_drive"})
+    assert to_drive is not None and to_drive > stats.link_bytes_to_drive
+    assert value("heteroserve_csd_drive_up") == 1
+    os.kill(drive_of(engine).pid, signal.SIGKILL)
+    assert value("heteroserve_csd_drive_up") == 0  # the last counts stay exported
+    assert value("heteroserve_csd_attention_calls_total") == 8

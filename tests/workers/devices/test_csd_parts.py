@@ -105,24 +105,6 @@ def test_wire_carries_raw_tensors_and_counts_bytes(dtype: torch.dtype) -> None:
     assert sent > tensor.numel() * tensor.element_size() + 32
 
 
-def test_drive_metrics_follow_the_stats_snapshots() -> None:
-    from prometheus_client import CollectorRegistry
-
-    from workers.devices.csd.metrics import DriveMetrics
-    from workers.devices.csd.stats import DriveStats
-
-    registry = CollectorRegistry()
-    metrics = DriveMetrics(registry)
-    metrics.observe(DriveStats(link_bytes_to_drive=100, link_bytes_to_host=40, flash_bytes_read=4096))
-    metrics.observe(DriveStats(link_bytes_to_drive=150, link_bytes_to_host=40, flash_bytes_read=8192,
-                               checksum_failures=1))
-    value = registry.get_sample_value
-    assert value("heteroserve_csd_link_bytes_total", {"direction": "to_drive"}) == 150
-    assert value("heteroserve_csd_link_bytes_total", {"direction": "to_host"}) == 40
-    assert value("heteroserve_csd_flash_read_bytes_total") == 8192
-    assert value("heteroserve_csd_checksum_failures_total") == 1
-
-
 def test_drive_cost_prices_counted_bytes_at_the_modelled_rates() -> None:
     from workers.devices.csd.cost import DriveCost
 

@@ -31,7 +31,7 @@ from typing import Any, TextIO
 
 import torch
 
-from common.errors import ConfigError, UnavailableError
+from common.errors import ConfigError, InvalidRequestError, UnavailableError
 from workers.devices.csd import wire
 from workers.devices.csd.config import AttentionSite, DriveConfig
 from workers.devices.csd.flash import ChecksumError, DriveFullError, PoolSpec
@@ -60,6 +60,7 @@ class DrivePool:
         # The same link bytes as the drive's counters, seen from the host: readable without a round trip.
         self.link_bytes_sent = 0
         self.link_bytes_received = 0
+        self.full_refusals = 0  # requests refused at admission: their KV cannot fit on the drive
         # A fresh interpreter (`python -m workers.devices.csd.drive`), not a fork: forking a process that
         # runs torch threads is unsafe, and multiprocessing's spawn would re-import the caller's __main__.
         self._conn, child = mp.Pipe(duplex=True)
@@ -131,6 +132,15 @@ class DrivePool:
         """Erase blocks on the drive (a TRIM): for corrupt blocks whose KV nothing refers to any more, so
         that they can be written again (a corrupt page refuses read-modify-writes until erased)."""
         self._call("discard", {"block_ids": [int(b) for b in block_ids]}, [])
+
+    def refuse_too_large(self, blocks_needed: int) -> InvalidRequestError:
+        """The admission error for a request whose KV needs `blocks_needed` blocks, more than the drive
+        holds (counted in `full_refusals`). Nothing running is touched."""
+        self.full_refusals += 1
+        return InvalidRequestError(
+            f"drive full: the prompt needs {blocks_needed} KV blocks, the drive holds {self.num_blocks} "
+            f"({self.spec.total_bytes} bytes of flash); send it to a worker with a larger KV pool",
+            field="prompt")
 
     # ---- drive management --------------------------------------------------------------------------
     def stats(self) -> DriveStats:
