@@ -1,0 +1,87 @@
+"""`bench fidelity`: the window rule, the measured figures and the share deviation (pure parts), and one
+--quick run with real processes (slow): Redis, gateway, actuator-started workers pinned to cores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import fidelity
+from benchmarks._fidelity_predict import probe_rows
+from benchmarks._fidelity_replay import Served, measure, share_deviation
+from benchmarks._fidelity_window import DEFAULT_TRACE, peak_rate, pick_window, scaled_rows
+
+SEEDED_PROFILES = Path(__file__).resolve().parent.parent / "e2e" / "data"
+
+
+def test_the_window_is_the_burstiest_of_the_evenly_spaced_candidates() -> None:
+    steady = [(float(t), 100, 10) for t in range(0, 100)]  # 1 req/s over 100 s
+    burst = [(60.0 + k * 0.1, 200, 20) for k in range(20)]  # 20 more in 60-62 s
+    rows = sorted(steady + burst)
+    window = pick_window(rows, 20.0, 1.0, 5)  # candidates start at 0, 19.75, 39.5, 59.25, 79
+    assert window.start_seconds == pytest.approx(59.25)
+    assert len(window.rows) == 20 + 20 and window.rows[0][0] == pytest.approx(0.75)
+    assert window.mean_rate == pytest.approx(2.0)
+    # arrivals halved (2 req/s, the burst at 30 s): candidates at 0, 9.875, 19.75, 29.625, 39.5
+    compressed = pick_window(rows, 10.0, 2.0, 5)
+    assert compressed.start_seconds == pytest.approx(29.625) and compressed.mean_rate == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="compression"):
+        pick_window(rows, 10.0, 0.0, 5)
+    with pytest.raises(ValueError, match="candidate"):
+        pick_window(rows, 10.0, 1.0, 0)
+
+
+def test_peak_rate_is_the_planners_p95_of_5s_rates() -> None:
+    arrivals = [0.1] * 10 + [6.0] * 5  # slices 0-5 s: 10, 5-10 s: 5 → 2 and 1 req/s
+    assert peak_rate(arrivals, 10.0) == pytest.approx(1.0 + 0.95 * 1.0)
+
+
+def test_the_bundled_trace_is_scaled_as_the_demo_scales_it() -> None:
+    rows = scaled_rows(DEFAULT_TRACE)
+    assert len(rows) == 1500 and rows[0] == (0.0, round(374 * 0.25), round(44 * 0.1))
+    assert all(24 <= i <= 768 and 4 <= o <= 32 for _, i, o in rows)
+    probe = probe_rows(rows[:5])
+    assert [r[0] for r in probe] == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_measure_counts_a_failed_request_as_a_miss() -> None:
+    served = [Served(0.0, 5, 0.1, 0.01, "a"), Served(0.0, 5, 0.3, 0.01, "a"),
+              Served(0.0, 5, 0.1, 0.05, "b"), Served(0.0, 5, error="UnavailableError: down")]
+    got = measure(served, ttft_slo=0.2, tpot_slo=0.02, seconds=2.0)
+    assert got["slo_attainment"] == 0.25 and got["failed"] == 1
+    assert got["ttft_p50"] == pytest.approx(0.1) and got["throughput"] == {"a": 1.0, "b": 0.5}
+
+
+def test_share_deviation_counts_only_the_requests_between_the_snapshots() -> None:
+    def snapshot(n: int, served_a: float) -> dict[str, object]:
+        return {"classes": [{"request_class": "c", "route": "a", "planned_share": 0.5,
+                             "served_share": served_a, "requests": n},
+                            {"request_class": "c", "route": "b", "planned_share": 0.5,
+                             "served_share": 1 - served_a, "requests": n}]}
+
+    worst, rows = share_deviation(snapshot(10, 1.0), snapshot(30, 0.6))  # 10 → 18 on a: 8 of the 20 new
+    assert worst == pytest.approx(0.1)
+    assert rows == [("c", "a", 0.5, 0.4, 20), ("c", "b", 0.5, 0.6, 20)]
+    assert share_deviation(snapshot(10, 1.0), snapshot(10, 1.0)) == (None, [])
+
+
+@pytest.mark.slow
+def test_quick_run_serves_the_window_live_and_reports_every_figure(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = fidelity.main(["--quick", "--profiles", str(SEEDED_PROFILES), "--run-dir", str(tmp_path),
+                          "--json"])
+    assert code == 0  # without --check a missed target does not fail the run
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    measured = result["peak_measured"]
+    assert result["requests"] > 10 and measured["failed"] == 0, measured["errors"]
+    served = sum(measured["throughput"].values()) * result["window_seconds"]
+    assert served == pytest.approx(result["requests"])  # every request of the window was served
+    # every planned route was followed exactly: the gateway's smooth weighted round robin
+    assert result["share_deviation_max"] is not None and result["share_deviation_max"] <= 0.05
+    for name in ("ttft_p50_error", "tpot_p50_error", "slo_attainment_error", "slo_attainment_measured",
+                 "ttft_p50_error_uncalibrated", "mean_slo_attainment_measured"):
+        assert isinstance(result[name], float), name
+    assert result["peak_probe"]["decode_scale"] > 0
+    assert not list((tmp_path / "live" / "run" / "workers").glob("*.json")), "a worker was left running"
