@@ -46,6 +46,7 @@ TARGETS: dict[str, Target] = {
     "slo_attainment_measured": (">=", 0.95),
 }
 DEFAULT_RUN_DIR = Path(".heteroserve/fidelity")
+PARTS = ("measured", "probe", "predicted", "predicted_uncalibrated")  # per plan: `<basis>_<part>`
 
 
 def relative_error(predicted: float | None, measured: float | None) -> float | None:
@@ -98,73 +99,78 @@ async def measure_plan(cluster: Any, plan: Any, rows: Sequence[Any], prompts: Se
     return probed, out
 
 
-async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
-    from benchmarks._fidelity_cluster import PinnedCluster, usable_cores
-    from benchmarks._fidelity_predict import (
-        SLO_CLASS,
-        plan_for,
-        predict,
-        predicted,
-        probe_rows,
-        probe_scale,
-    )
-    from benchmarks._fidelity_replay import Prompts
+async def predict_and_measure(cluster: Any, inputs: Any, plan: Any, rows: Sequence[Any],
+                              prompts: Sequence[str], seconds: float, cores: int) -> dict[str, Any]:
+    """One plan: measured on the live cluster (probe, window), predicted with and without the probe's
+    factors. Returns `{measured, probe, predicted, predicted_uncalibrated}`."""
+    from benchmarks._fidelity_predict import SLO_CLASS, predict, predicted, probe_rows, probe_scale
     from control_plane.orchestrator.config import OrchestratorConfig
-    from heteroserve.embedded.config import load_embedded_config
+
+    pd_min = OrchestratorConfig().pd_min_uncached_tokens  # the gateway runs with this default
+    probed, measured = await measure_plan(cluster, plan, rows, prompts, inputs.slos[SLO_CLASS], seconds)
+    sim_probe = predict(plan, inputs, probe_rows(rows), cores=cores, pd_min_input_tokens=pd_min)
+    scale = probe_scale(sim_probe, probed)
+    return {
+        "measured": measured,
+        "probe": {"measured_ttft_p50": probed["ttft_p50"], "measured_tpot_p50": probed["tpot_p50"],
+                  "predicted_ttft_p50": sim_probe.ttft_p50, "predicted_tpot_p50": sim_probe.tpot_p50,
+                  "prefill_scale": scale[0], "decode_scale": scale[1]},
+        "predicted_uncalibrated": predicted(predict(plan, inputs, rows, cores=cores,
+                                                    pd_min_input_tokens=pd_min)),
+        "predicted": predicted(predict(plan, inputs, rows, cores=cores, pd_min_input_tokens=pd_min,
+                                       scale=scale)),
+    }
+
+
+async def measured_profiles(args: argparse.Namespace, config: Any, cluster: Any) -> list[Path]:
+    """`--profiles DIR`'s files, or profiles measured now into the live dir (never the cache)."""
     from heteroserve.embedded.profiling import first_start_profiles
+
+    if args.profiles is not None:
+        return sorted(args.profiles.glob("*.json"))
+    live = cluster.workdir
+    fresh = replace(config, profiling=replace(config.profiling, cache_dir=str(live / "profiles")))
+    return list(await asyncio.to_thread(first_start_profiles, fresh, args.run_dir.resolve(),
+                                        cluster.model_dir, cluster.redis_url, live / "logs"))
+
+
+async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Window, profiles, both plans, and for each its prediction and measurement, into `result`."""
+    from benchmarks._fidelity_cluster import PinnedCluster, usable_cores
+    from benchmarks._fidelity_predict import plan_for, planning_inputs
+    from benchmarks._fidelity_replay import Prompts
+    from heteroserve.embedded.config import load_embedded_config
 
     config = load_embedded_config()
     window = pick_window(scaled_rows(args.trace), args.window_seconds, args.compression, args.candidates)
     rows = list(window.rows)
-    result.update(requests=len(rows), window_start_seconds=window.start_seconds, peak_rate=window.peak_rate,
-                  mean_rate=window.mean_rate, peak_to_mean=window.peak_to_mean)
     cores = args.cores or len(usable_cores())
-    result["cores"] = cores
-    run_dir = args.run_dir.resolve()
-    model_dir = config.model_dir(run_dir)
-    live = run_dir / "live"
+    result.update(requests=len(rows), window_start_seconds=window.start_seconds, peak_rate=window.peak_rate,
+                  mean_rate=window.mean_rate, peak_to_mean=window.peak_to_mean, cores=cores)
+    model_dir = config.model_dir(args.run_dir.resolve())
+    if not (model_dir / "config.json").exists():
+        from heteroserve.modelgen import create_model
+
+        create_model(model_dir, preset=config.model.preset, seed=config.model.seed)
+    live = args.run_dir.resolve() / "live"
     shutil.rmtree(live, ignore_errors=True)
     live.mkdir(parents=True)
     cluster = PinnedCluster(live, config.model.name, model_dir, config.workers.kv_cache_mb,
                             config.workers.disk_tier_mb, config.workers.shared_tier, cores)
     try:
-        if not (model_dir / "config.json").exists():
-            from heteroserve.modelgen import create_model
-
-            create_model(model_dir, preset=config.model.preset, seed=config.model.seed)
         await cluster.start()
-        fresh = replace(config, profiling=replace(config.profiling, cache_dir=str(live / "profiles")))
-        profiles = (sorted(args.profiles.glob("*.json")) if args.profiles else await asyncio.to_thread(
-            first_start_profiles, fresh, run_dir, model_dir, cluster.redis_url, live / "logs"))
+        profiles = await measured_profiles(args, config, cluster)
         result["profiles"] = [p.name for p in profiles]
-        from benchmarks._fidelity_predict import planning_inputs
-
         inputs = planning_inputs(profiles, model_dir)
-        slo = inputs.slos[SLO_CLASS]
-        pd_min = OrchestratorConfig().pd_min_uncached_tokens  # the gateway runs with this default
         maker = Prompts(model_dir)
         prompts = [maker.make(i) for _, i, _ in rows]
-        plans = {basis: plan_for(inputs, rows, rate)
-                 for basis, rate in (("peak", window.peak_rate), ("mean", window.mean_rate))}
-        for basis, plan in plans.items():
+        for basis, rate in (("peak", window.peak_rate), ("mean", window.mean_rate)):
+            plan = plan_for(inputs, rows, rate)
             result[f"{basis}_plan_pools"] = {p.name: p.count for p in plan.pools if p.count}
-            if basis == "mean" and result["mean_plan_pools"] == result["peak_plan_pools"]:
-                for key in ("predicted", "predicted_uncalibrated", "measured", "probe"):
-                    result[f"mean_{key}"] = result[f"peak_{key}"]
-                continue
-            probed, result[f"{basis}_measured"] = await measure_plan(cluster, plan, rows, prompts, slo,
-                                                                     window.seconds)
-            sim_probe = predict(plan, inputs, probe_rows(rows), cores=cores, pd_min_input_tokens=pd_min)
-            scale = probe_scale(sim_probe, probed)
-            result[f"{basis}_probe"] = {"measured_ttft_p50": probed["ttft_p50"],
-                                        "measured_tpot_p50": probed["tpot_p50"],
-                                        "predicted_ttft_p50": sim_probe.ttft_p50,
-                                        "predicted_tpot_p50": sim_probe.tpot_p50,
-                                        "prefill_scale": scale[0], "decode_scale": scale[1]}
-            result[f"{basis}_predicted_uncalibrated"] = predicted(
-                predict(plan, inputs, rows, cores=cores, pd_min_input_tokens=pd_min))
-            result[f"{basis}_predicted"] = predicted(
-                predict(plan, inputs, rows, cores=cores, pd_min_input_tokens=pd_min, scale=scale))
+            same = basis == "mean" and result["mean_plan_pools"] == result["peak_plan_pools"]
+            parts = ({k: result[f"peak_{k}"] for k in PARTS} if same else await predict_and_measure(
+                cluster, inputs, plan, rows, prompts, window.seconds, cores))
+            result.update({f"{basis}_{k}": v for k, v in parts.items()})
         result["mean_plan_equals_peak_plan"] = result["mean_plan_pools"] == result["peak_plan_pools"]
     finally:
         await cluster.stop()
