@@ -11,8 +11,11 @@ attention in storage (InstInfer's design), or serves it to the host (host-offloa
 | `ratelimit.py`| `RateLimiter`: virtual-clock bandwidth + latency of one channel               |
 | `wire.py`     | pipe messages: pickled header + raw tensor buffers, sizes for the link counters |
 | `stats.py`    | `DriveStats`: bytes over the link, bytes read from flash, waits, failures     |
+| `cost.py`     | `DriveCost`: load-independent modelled time of each message (bench ratios)    |
+| `metrics.py`  | the `heteroserve_csd_*` Prometheus names: a scrape-time collector of the stats |
 
-Imports: `common`, `workers.engine.attention` (the decode groups' type); nothing here imports upwards.
+Imports: `common`, `workers.engine.attention` (the decode groups' type), `prometheus_client`; nothing
+here imports upwards.
 docs/csd.md describes the design, the emulation and the figures.
 """
 
