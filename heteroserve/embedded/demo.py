@@ -1,11 +1,14 @@
 """`heteroserve demo`: start the embedded cluster, replay a scaled trace through the SDK, show the planner
 react to a load step, print and save a report, stop everything.
 
-Phases: `base` 45 s (chat 1.5 req/s, long 0.5 req/s), `step` 60 s (chat doubles), `drop` 75 s (back
-to base). The planner should publish a scale-up within two planning intervals of the step (a worker is
-added) and a scale-down after the drop (a worker drained). Requests go through `heteroserve.AsyncClient`
-(REST, streaming), open loop: each is sent at its scheduled time whatever the others do. A request
-counts as failed if the SDK raises or the stream ends without a finish reason.
+Phases (`heteroserve/embedded/demo_load.py`, rates derived from the capacity the cluster measured on
+its first start, printed before the run with the plan each phase should get): `base` (chat at 0.4 of
+one colocated worker's capacity), `step` (1.6: a worker is added), `long` (chat at base plus prompts
+of 1,536+ tokens: P/D pools appear), `drop` (back to base: the extra workers drain). The demo's cluster
+runs with the availability floor off (`min_replicas: 1`, one machine's cores).
+Requests go through `heteroserve.AsyncClient` (REST, streaming), open loop: each is sent at its
+scheduled time whatever the others do. A request counts as failed if the SDK raises or the stream
+ends without a finish reason.
 Outputs: `<run_dir>/demo_report.json` and `<run_dir>/demo_report.png`.
 """
 
@@ -15,25 +18,26 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import redis
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from heteroserve.client import AsyncClient
-from heteroserve.embedded.config import ROOT, load_embedded_config
+from heteroserve.embedded.config import DEFAULT_CONFIG_PATH, ROOT, load_embedded_config
+from heteroserve.embedded.demo_load import demo_workload, derive, expected_plans
 from heteroserve.embedded.launcher import EmbeddedCluster, summary
 from heteroserve.embedded.report import RequestResult, TimelinePoint, build_report, print_report, save_chart
 from heteroserve.embedded.state import ClusterState
-from heteroserve.embedded.workload import Phase, PromptMaker, ScheduledRequest, WorkloadConfig, build_schedule
+from heteroserve.embedded.workload import PromptMaker, ScheduledRequest, WorkloadConfig, build_schedule
 
 log = logging.getLogger(__name__)
 SHARED_TRACE = ROOT.parent / "shared" / "data" / "traces" / "azure2023_AzureLLMInferenceTrace_conv.csv"
 BUNDLED_TRACE = Path(__file__).parent / "data" / "azure2023_conv_first1500.csv"  # same trace, first rows
-BASE = {"chat": 1.5, "long": 0.5}
-PHASES = (Phase("base", 45.0, BASE), Phase("step", 60.0, {**BASE, "chat": 2 * BASE["chat"]}),
-          Phase("drop", 75.0, BASE))
+BASE = {"chat": 1.5, "long": 0.5}  # fixed rates of shortened demo workloads (tests); the demo derives its own
 
 
 async def _send(client: AsyncClient, model: str, req: ScheduledRequest, t0: float) -> RequestResult:
@@ -178,15 +182,21 @@ def run_demo(run_dir: str | Path) -> int:
     """The whole demo; returns 0 when every request succeeded, 1 otherwise."""
     console = Console()
     run_path = Path(run_dir).resolve()
-    config = load_embedded_config()
-    cluster = EmbeddedCluster(config, run_path)
+    config_path = demo_config(run_path)
+    config = load_embedded_config(config_path)
+    cluster = EmbeddedCluster(config, run_path, config_path=config_path)
     console.print(f"[bold]heteroserve demo[/bold]: starting the embedded cluster in {run_path} ...")
     started = time.monotonic()
     try:
         state = cluster.start()
         console.print(summary(state))
         trace = SHARED_TRACE if SHARED_TRACE.exists() else BUNDLED_TRACE
-        workload = WorkloadConfig(trace=trace, phases=PHASES)
+        workload = demo_workload(WorkloadConfig(trace=trace, phases=()))
+        load = derive(config, Path(state.model_dir), cluster.profile_paths, workload)
+        workload = replace(workload, phases=load.phases)
+        console.print(load.describe())
+        console.print("the planner's solver gives each phase's mean demand:\n"
+                      + "\n".join(expected_plans(config, Path(state.model_dir), cluster.profile_paths, load)))
         prompts = PromptMaker(Path(state.model_dir) / "tokenizer.json",
                               (ROOT / "heteroserve" / "modelgen" / "corpus.txt").read_text(), workload)
         schedule = build_schedule(workload, prompts)
@@ -202,7 +212,7 @@ def run_demo(run_dir: str | Path) -> int:
         report = build_report(results, timeline, status, workload, time.monotonic() - started)
         json_path, png_path = run_path / "demo_report.json", run_path / "demo_report.png"
         report.write(json_path)
-        save_chart(results, timeline, PHASES, png_path)
+        save_chart(results, timeline, workload.phases, png_path)
         print_report(report, console)
         console.print(f"report: {json_path}\nchart:  {png_path}")
         return 0 if report.num_failed == 0 else 1
@@ -210,6 +220,16 @@ def run_demo(run_dir: str | Path) -> int:
         console.print("stopping the embedded cluster ...")
         cluster.stop()
         console.print(f"done in {time.monotonic() - started:.0f} s.")
+
+
+def demo_config(run_path: Path) -> Path:
+    """The default embedded config with the availability floor off (module docstring), in the run dir."""
+    document = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    document.setdefault("options", {})["min_replicas"] = 1
+    run_path.mkdir(parents=True, exist_ok=True)
+    path = run_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
 
 
 def _describe(workload: WorkloadConfig, schedule: list[ScheduledRequest]) -> str:

@@ -10,9 +10,10 @@ Scaling, stated in the report:
   step is not hidden by one of the trace's lulls) and scaled so that they span the phase: the phase
   gets exactly the rate asked for.
 A request's class follows the plan's length bounds: prompts of at most `chat_max_input` tokens are
-`chat`, longer ones `long`. Each prompt starts with one of `num_system_prompts` fixed "system
-prompts" (`system_prompt_tokens` long) — real deployments share such prefixes, and the prefix cache
-is there to exploit them — followed by text drawn deterministically from the model's corpus.
+`chat`, longer ones `long` (raised to at least `long_min_input` tokens). Each prompt starts with one
+of `num_system_prompts` fixed "system prompts" (`system_prompt_tokens` long) — real deployments
+share such prefixes, and the prefix cache is there to exploit them — followed by text drawn
+deterministically from the model's corpus.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class WorkloadConfig:
     min_output: int = 4
     max_output: int = 32
     chat_max_input: int = 256
+    long_min_input: int = 0
     burstiness: float = 0.5
     num_system_prompts: int = 4
     system_prompt_tokens: int = 48
@@ -101,15 +103,25 @@ class PromptMaker:
         return str(self._tok.decode(system + body))
 
 
+def class_lengths(config: WorkloadConfig,
+                  trace: list[tuple[float, int, int]] | None = None) -> dict[str, list[tuple[int, int]]]:
+    """(prompt tokens, output tokens) of the trace's requests per class, scaled and clipped."""
+    by_class: dict[str, list[tuple[int, int]]] = {"chat": [], "long": []}
+    for _, inp, out in read_trace(config.trace) if trace is None else trace:
+        n_in = min(max(round(inp * config.input_scale), config.min_input), config.max_input)
+        n_out = min(max(round(out * config.output_scale), config.min_output), config.max_output)
+        if n_in <= config.chat_max_input:
+            by_class["chat"].append((n_in, n_out))
+        else:
+            by_class["long"].append((max(n_in, config.long_min_input), n_out))
+    return by_class
+
+
 def build_schedule(config: WorkloadConfig, prompts: PromptMaker) -> list[ScheduledRequest]:
     """Every request of every phase, sorted by send time (seconds from the start)."""
     trace = read_trace(config.trace)
     gaps = [max(b[0] - a[0], 0.0) for a, b in itertools.pairwise(trace)]
-    by_class: dict[str, list[tuple[int, int]]] = {"chat": [], "long": []}
-    for _, inp, out in trace:
-        n_in = min(max(round(inp * config.input_scale), config.min_input), config.max_input)
-        n_out = min(max(round(out * config.output_scale), config.min_output), config.max_output)
-        by_class["chat" if n_in <= config.chat_max_input else "long"].append((n_in, n_out))
+    by_class = class_lengths(config, trace)
     cursor = {c: 0 for c in by_class}
     gap_cursor = 0
     items: list[tuple[float, str, str, int, int]] = []
