@@ -33,7 +33,7 @@ from heteroserve.embedded.report import TimelinePoint
 from heteroserve.embedded.state import read_state, worker_files
 from heteroserve.embedded.workload import Phase, PromptMaker, WorkloadConfig, build_schedule
 from placement.profile_file import load_node_profile
-from tests.e2e.test_plan_loop import admin, seed_profiles, wait_until
+from tests.e2e.embedded_cluster import admin, seed_profiles, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(2400)]
 MIXED = ROOT / "deploy" / "examples" / "mixed.yaml"

@@ -32,14 +32,12 @@ import pytest
 import yaml
 
 from control_plane.plan_store import read_plan_sync
-from control_plane.profiler.machine import fingerprint, machine_info
 from heteroserve.client import Client
 from heteroserve.embedded.config import DEFAULT_CONFIG_PATH
 from heteroserve.embedded.processes import pid_alive
 from heteroserve.embedded.state import worker_files
 from placement.plan import Plan
-
-SEEDED_PROFILES = Path(__file__).with_name("data")
+from tests.e2e.embedded_cluster import admin, seed_profiles, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -68,21 +66,6 @@ def live_workers(run_dir: Path) -> dict[str, list[int]]:
         if pid_alive(int(str(w["pid"]))):
             out.setdefault(str(w["pool"]), []).append(int(str(w["pid"])))
     return out
-
-
-def admin(state: dict[str, Any], path: str) -> Any:
-    return httpx.get(f"{state['http_url']}/admin/{path}", timeout=10,
-                     headers={"authorization": f"Bearer {state['admin_token']}"}).json()
-
-
-def wait_until(what: str, predicate: Any, timeout: float, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(interval)
 
 
 def route_counts(routing: dict[str, Any]) -> dict[str, Any]:
@@ -125,19 +108,6 @@ def ready(http_url: str) -> bool:
         return httpx.get(f"{http_url}/ready", timeout=5).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def seed_profiles(cache: Path, model_dir: Path) -> None:
-    """The committed profiles under the names the launcher's cache looks for on this machine."""
-    from heteroserve.embedded.profiling import model_hash
-    from heteroserve.modelgen import create_model
-    from placement.profile_file import load_node_profile
-
-    create_model(model_dir, preset="tiny", seed=0)  # the model `up` generates: same bytes, same hash
-    key = f"{model_hash(model_dir)}-{fingerprint(machine_info())}"
-    for source in sorted(SEEDED_PROFILES.glob("*.profile.json")):
-        profile = load_node_profile(source)
-        (cache / f"{key}-{profile.engine}-{profile.node_type}.json").write_text(source.read_text())
 
 
 class LongTraffic:
