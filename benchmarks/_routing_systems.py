@@ -62,13 +62,14 @@ def vllm_env(index: int) -> dict[str, str]:
 
 
 def worker_command(model_dir: Path, worker_id: str, redis_url: str, engine: str, index: int,
-                   extra: tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
-    """(argv, env) of one colocated `heteroserve worker` with the shared tier on, as shipped."""
+                   extra: tuple[str, ...] = (), shared_tier: bool = True) -> tuple[list[str], dict[str, str]]:
+    """(argv, env) of one colocated `heteroserve worker`; the shared tier on (as shipped) unless
+    `shared_tier` is False (an ablation)."""
     if engine not in ENGINES:
         raise ValueError(f"engine: one of {ENGINES}, got {engine!r}")
+    tier = ("--shared-tier-url", redis_url) if shared_tier else ()
     argv = [BIN, "worker", "--model", str(model_dir), "--port", "0", "--worker-id", worker_id,
-            "--redis-url", redis_url, "--shared-tier-url", redis_url, "--kv-cache-mb", str(KV_CACHE_MB),
-            "--engine", engine, *extra]
+            "--redis-url", redis_url, *tier, "--kv-cache-mb", str(KV_CACHE_MB), "--engine", engine, *extra]
     if engine == "vllm":
         return [*argv, "--vllm-memory-fraction", str(VLLM_MEMORY_FRACTION)], vllm_env(index)
     return argv, {"OMP_NUM_THREADS": "1"}
@@ -88,14 +89,15 @@ class System:
 
 
 def start_ours(policy: str, model_dir: Path, workdir: Path, num_workers: int, engine: str = "native",
-               name: str | None = None) -> System:
-    """Our gateway with `policy` over `num_workers` workers running `engine`."""
+               name: str | None = None, shared_tier: bool = True) -> System:
+    """Our gateway with `policy` over `num_workers` workers running `engine` (shared tier as given)."""
     name = name or policy
     cluster = LocalCluster(_mkdir(workdir / name))
     try:
         redis_url = cluster.start_redis()
-        cluster.start_parallel([worker_command(model_dir, f"{name}-w{i}", redis_url, engine, i)
-                                for i in range(num_workers)], " ready on ")
+        cluster.start_parallel([worker_command(model_dir, f"{name}-w{i}", redis_url, engine, i,
+                                               shared_tier=shared_tier) for i in range(num_workers)],
+                               " ready on ")
         http_url, _ = cluster.start_gateway(model_dir, redis_url, {API_KEY: "bench"}, "--policy", policy)
         wait_for_workers(http_url, num_workers)
     except NotReadyError as exc:
@@ -106,7 +108,7 @@ def start_ours(policy: str, model_dir: Path, workdir: Path, num_workers: int, en
         raise
     return System(name, cluster, http_url, {"authorization": f"Bearer {API_KEY}"}, model_dir.name,
                   {"router": f"heteroserve gateway --policy {policy}", "engine": engine,
-                   "workers": num_workers, "shared_tier": True, "kv_cache_mb": KV_CACHE_MB})
+                   "workers": num_workers, "shared_tier": shared_tier, "kv_cache_mb": KV_CACHE_MB})
 
 
 def start_peer(policy: str, model_dir: Path, workdir: Path, num_workers: int,

@@ -138,7 +138,8 @@ def measure(args: argparse.Namespace, workdir: Path, slo: SLO) -> tuple[dict[str
     stacks = result["stacks"]
     peer = stacks.get(PEER, {}).get("goodput_rps")
     for label, name in (("goodput_ratio_vs_vllm_router_stack", "heteroserve_vllm"),
-                        ("goodput_ratio_native_vs_vllm_router_stack", "heteroserve_native")):
+                        ("goodput_ratio_native_vs_vllm_router_stack", "heteroserve_native"),
+                        ("goodput_ratio_no_tier_vs_vllm_router_stack", "heteroserve_vllm_no_tier")):
         value = ratio(stacks.get(name, {}).get("goodput_rps"), peer)
         result[label] = round(value, 4) if value is not None else None
     for name, figures in stacks.items():
