@@ -27,12 +27,13 @@ from heteroserve.embedded.launcher import EmbeddedCluster
 from heteroserve.embedded.processes import ManagedProcess, heteroserve_command, pid_alive
 from heteroserve.embedded.state import worker_files
 
-# Warm traffic every chaos plan covers (on top of the default config's short classes): ~900-token
+# Warm traffic every chaos plan covers (on top of the default config's short classes): ~1,360-token
 # prompts, as the chaos streams' long half sends. On measured profiles they cannot meet TTFT colocated,
 # so the planner must run a prefill pool and a decode pool (on CSD, the cheapest decoder that admits
 # prompts of 250+ tokens), while the short classes (under the gateway's 256-token P/D threshold) keep
 # the colocated pool: every kind of worker `bench chaos` kills is in the plan.
-LONG_WARM_CLASS = {"slo_class": "interactive", "input_tokens": 900, "output_tokens": 8, "min_rate_per_s": 0.5}
+LONG_WARM_CLASS = {"slo_class": "interactive", "input_tokens": 1360, "output_tokens": 8,
+                   "min_rate_per_s": 0.5}
 CSD_NODES = 2  # so the availability floor (min_replicas 2) holds on the CSD pool too
 
 

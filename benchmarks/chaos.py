@@ -5,7 +5,7 @@ Scenarios, in this order, on one cluster started by `EmbeddedCluster` with a sec
    the P/D path), `--max-tokens` tokens each, ignore_eos: the reference token ids;
 2. for each kind (decode, prefill, colocated, csd): as many streams on fresh prompts (nothing cached,
    so the long ones take the P/D path); once they flow, `kill -9` one worker of that kind. The chaos
-   config (`_chaos_cluster.chaos_document`) makes the plan hold every kind: warm ~900-token traffic
+   config (`_chaos_cluster.chaos_document`) makes the plan hold every kind: warm ~1,360-token traffic
    (P/D, decoding on CSD) beside the short classes (colocated), two CSD nodes, and the planner's
    availability floor (`min_replicas` 2) so each kind has a peer to retry on. A kind never killed fails
    `--check`. `lost_requests` =
@@ -46,7 +46,9 @@ from common.vocab import ROLES, Role
 # are in flight.
 ROLES_TO_KILL: tuple[Role, ...] = tuple(reversed(ROLES))
 ROLE_WAIT_SECONDS = 90.0  # for the planner to (re)start a worker of a kind before it counts as skipped
-LONG_PROMPT_WORDS = 320  # over the gateway's 256-token P/D threshold and the 256-token chat class bound
+# ~1,360 tokens: over the gateway's 256-token P/D threshold, and too long for a colocated worker to meet
+# TTFT on the measured profiles, so the plan disaggregates them
+LONG_PROMPT_WORDS = 480
 
 
 def prompts(n: int, offset: int = 0) -> list[str]:
