@@ -77,6 +77,15 @@ class KVPool:
         shape = (self.num_kv_heads, -1, self.head_dim)
         return k.view(shape), v.view(shape)
 
+    def gather_keys(self, layer: int, block_ids: torch.Tensor) -> torch.Tensor:
+        """K of `layer` for `block_ids` ([n]) as a [kv_heads, n * block_size, head_dim] copy."""
+        return self.storage[layer, 0].index_select(1, block_ids).view(self.num_kv_heads, -1, self.head_dim)
+
+    def value_rows(self, layer: int) -> torch.Tensor:
+        """V of `layer` as a [kv_heads * num_blocks * block_size, head_dim] view: row
+        `kv_head * num_blocks * block_size + slot` (no copy)."""
+        return self._flat[layer, 1].view(-1, self.head_dim)
+
     def read_block(self, block_id: int) -> torch.Tensor:
         """A CPU copy of one block, shaped `block_shape`."""
         return self.storage[:, :, :, block_id].to("cpu", copy=True)

@@ -12,8 +12,8 @@ from collections.abc import Sequence as Seq
 
 import torch
 
-from workers.engine.attention import AttentionMetadata, DecodeGroup, PrefillChunk
-from workers.engine.kv_pool import KVStore
+from workers.engine.attention import AttentionMetadata, DecodeGroup, PrefillChunk, value_bags
+from workers.engine.kv_pool import KVPool, KVStore
 from workers.engine.model import LlamaModel
 from workers.engine.scheduler import ScheduledChunk
 
@@ -24,6 +24,7 @@ class ModelRunner:
         self.pool = pool
         self.device = device
         self.block_size = pool.block_size
+        self.heads_per_kv = model.args.num_heads // model.args.num_kv_heads
 
     @torch.inference_mode()
     def execute(self, chunks: Seq[ScheduledChunk]) -> tuple[list[ScheduledChunk], torch.Tensor]:
@@ -75,7 +76,10 @@ class ModelRunner:
                     continue
             table, mask = self._decode_table(decodes[start:end])
             lengths = tuple(c.seq.num_computed_tokens + 1 for c in decodes[start:end])
-            groups.append(DecodeGroup(start, end, table, mask, lengths))
+            bags = None
+            if isinstance(self.pool, KVPool):
+                bags = value_bags(table, end - start, self.heads_per_kv, self.pool)
+            groups.append(DecodeGroup(start, end, table, mask, lengths, bags))
             start = end
         return tuple(groups)
 

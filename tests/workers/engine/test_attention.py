@@ -1,0 +1,42 @@
+"""Decode attention reading V in place (`ValueBags` over a `KVPool`) equals the gathered path."""
+
+from __future__ import annotations
+
+import torch
+
+from workers.engine.attention import AttentionMetadata, DecodeGroup, paged_attention, value_bags
+from workers.engine.kv_pool import KVPool
+
+KV_HEADS, HEADS, DIM, BLOCK, BLOCKS = 2, 8, 16, 4, 32
+
+
+def _group(pool: KVPool, lengths: list[int], tables: list[list[int]], bags: bool) -> DecodeGroup:
+    max_blocks = max(len(t) for t in tables)
+    padded = torch.tensor([t + [0] * (max_blocks - len(t)) for t in tables]).view(-1)
+    valid = torch.arange(max_blocks * BLOCK)[None, :] < torch.tensor(lengths)[:, None]
+    mask = torch.zeros(valid.shape).masked_fill_(~valid, float("-inf"))[:, None, :]
+    value = value_bags(padded, len(lengths), HEADS // KV_HEADS, pool) if bags else None
+    return DecodeGroup(0, len(lengths), padded, mask, tuple(lengths), value)
+
+
+def test_in_place_values_equal_gathered_values() -> None:
+    gen = torch.Generator().manual_seed(0)
+    pool = KVPool(torch.randn(2, 2, KV_HEADS, BLOCKS, BLOCK, DIM, generator=gen), BLOCK)
+    lengths = [3, 9, 16, 5]  # the new token's slot is the last of each row's context
+    tables = [[7], [2, 30, 11], [4, 5, 6, 9], [20, 1]]
+    last = [n - 1 for n in lengths]
+    slots = torch.tensor([t[p // BLOCK] * BLOCK + p % BLOCK for t, p in zip(tables, last, strict=True)])
+    q = torch.randn(4, HEADS, DIM, generator=gen)
+    k, v = torch.randn(2, 4, KV_HEADS, DIM, generator=gen)
+    outputs = []
+    for bags in (False, True):
+        meta = AttentionMetadata(slots, (_group(pool, lengths, tables, bags),), ())
+        outputs.append(paged_attention(pool, 1, q, k, v, meta, DIM**-0.5))
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-6)
+    # against plain attention over each row's own tokens
+    keys, values = pool.storage[1, 0], pool.storage[1, 1]  # [kv_heads, blocks, block, dim]
+    for row, (table, n) in enumerate(zip(tables, lengths, strict=True)):
+        kr = keys[:, table].reshape(KV_HEADS, -1, DIM)[:, :n].repeat_interleave(HEADS // KV_HEADS, 0)
+        vr = values[:, table].reshape(KV_HEADS, -1, DIM)[:, :n].repeat_interleave(HEADS // KV_HEADS, 0)
+        probs = torch.softmax(q[row, :, None, :] @ kr.transpose(-1, -2) * DIM**-0.5, dim=-1)
+        torch.testing.assert_close(outputs[1][row].view(HEADS, DIM), (probs @ vr)[:, 0], rtol=1e-5, atol=1e-6)
