@@ -254,7 +254,8 @@ def print_windows(result: dict[str, Any]) -> None:
         print(f"TTFT targets not applicable: no window has an oracle share >= {ORACLE_MIN}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The run's settings: flags typed win, then --quick, then --engine vllm's, then the mode's defaults."""
     parser = argparse.ArgumentParser(prog="heteroserve bench routing", description=__doc__.splitlines()[0])
     add_arguments(parser)
     parser.add_argument("--trace", type=Path, default=DEFAULT_TRACE, help="Mooncake-format JSONL trace")
@@ -290,6 +291,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--requests: must be >= 1, got {args.requests}")
     if args.time_scale <= 0:
         parser.error(f"--time-scale: must be > 0, got {args.time_scale}")
+    if args.engine == "vllm" and args.long_horizon:
+        parser.error("--engine vllm: not with --long-horizon (12 vLLM engines do not fit this machine)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         plan, systems = measure(args, Path(tmp))
     result, skipped = summarize(plan, systems)

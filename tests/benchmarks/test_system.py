@@ -113,3 +113,19 @@ def test_vllm_router_stack_serves_streams_with_cached_counts(tmp_path: Path, tin
     assert summary["tpot_p50_s"] is not None and summary["tpot_p50_s"] > 0
     assert summary["cached_share"] > 0.3  # the second request's 64 leading tokens (two 32-token pages)
     assert "cache_aware" in system.settings["router"]
+
+
+def test_routing_engine_vllm_and_quick_settings() -> None:
+    from benchmarks.routing import parse_args
+
+    vllm = parse_args(["--engine", "vllm"])
+    assert (vllm.workers, vllm.windows, vllm.requests, vllm.rounds) == (2, 3, 80, 1)
+    assert vllm.time_scale == pytest.approx(1.6) and vllm.policies == ["round_robin", "prefix_aware"]
+    assert vllm.peers == ["cache_aware"]
+    quick = parse_args(["--engine", "vllm", "--quick"])
+    assert (quick.windows, quick.requests, quick.rounds, quick.workers) == (1, 16, 1, 2)
+    native = parse_args([])
+    assert (native.workers, native.requests, native.rounds, native.time_scale) == (4, 160, 2, 0.8)
+    assert parse_args(["--engine", "vllm", "--workers", "3"]).workers == 3  # typed flags win
+    with pytest.raises(SystemExit):
+        parse_args(["--engine", "vllm", "--long-horizon"])
