@@ -8,18 +8,21 @@ its mean) plus the config's warm classes. `predict` replays the window on that p
 the measured KV transfer), not the roofline, with the gateway's P/D threshold and this machine's
 core sharing (`SimOptions.pd_min_input_tokens`, `SimOptions.cores`).
 
-Probe of the co-located set (`probe_rows`, `probe_scale`): the profiles are measured one idle worker
+Probe of the co-located set (`probe_rows`, `calibration`): the profiles are measured one idle worker
 at a time, straight on the worker's RPC, each point the fastest of its repeats; the replay runs the
 whole fleet pinned on two cores shared with the gateway, the load generator and whatever else this
 machine runs, and every token crosses the gateway. So, once the plan's fleet is up and before the
 window is replayed, `PROBE_REQUESTS` lone requests (one per second, the window's median lengths) go
-through the gateway; measured over predicted TTFT and TPOT of the same requests give a prefill and a
-decode factor on every step time. The benchmark reports the errors with and without them.
+through the gateway. Of the same requests' predicted vs measured figures, TPOT gives a decode factor
+on every decode step (`ScaledSteps`), and TTFT a fixed first-token overhead (measured − predicted,
+at least 0: `SimOptions.first_token_overhead_seconds`), since a lone request's TTFT here is mostly
+the serving path, not prefill. The benchmark reports the errors with and without the calibration.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,32 +62,36 @@ def plan_for(inputs: Any, rows: Sequence[Row], total_rate: float) -> Any:
 
 
 def predict(plan: Any, inputs: Any, rows: Sequence[Row], *, cores: int, pd_min_input_tokens: int,
-            scale: tuple[float, float] = (1.0, 1.0)) -> Any:
-    """`placement.simulator.simulate` of `rows` on `plan`, calibrated from the measured profiles, their
-    prefill and decode step times × `scale` (the co-located fleet's probe; (1, 1) = the profiles alone)."""
+            calibration: Calibration | None = None) -> Any:
+    """`placement.simulator.simulate` of `rows` on `plan`, calibrated from the measured profiles and the
+    co-located fleet's probe (`calibration`; None = the profiles alone)."""
     from placement.perf.steps import MeasuredSteps, ScaledSteps
     from placement.simulator import SimOptions, SimRequest, simulate
 
+    c = calibration or Calibration()
     steps: dict[tuple[str, str], Any] = {}
     transfer = {}
     for (_, node_type), profile in inputs.profiles.items():
         for role in ROLES:
             fitted = MeasuredSteps.fit(profile, role)
             if fitted is not None:
-                steps[(node_type, role)] = ScaledSteps(fitted, *scale)
+                steps[(node_type, role)] = ScaledSteps(fitted, decode_scale=c.decode_scale)
         point = profile.transfer_path("peer") or profile.transfer_path("shared")
         if point is not None:
             transfer[node_type] = point
     requests = [SimRequest(a, i, o, inputs.first_model, SLO_CLASS) for a, i, o in rows]
-    options = SimOptions(steps=steps, transfer=transfer, cores=cores, pd_min_input_tokens=pd_min_input_tokens)
+    options = SimOptions(steps=steps, transfer=transfer, cores=cores, pd_min_input_tokens=pd_min_input_tokens,
+                         first_token_overhead_seconds=c.first_token_overhead_seconds)
     return simulate(plan, requests, inputs.fleet, dict(inputs.models), dict(inputs.slos), options)
 
 
-def predicted(sim: Any) -> dict[str, Any]:
-    """The figures the benchmark compares, from a `SimResult`."""
+def predicted(sim: Any, seconds: float) -> dict[str, Any]:
+    """The figures the benchmark compares, from a `SimResult`; per-pool throughput over the window's
+    `seconds` (as measured), not over the simulated span (first arrival to last finish)."""
     return {"ttft_p50": sim.ttft_p50, "ttft_p90": sim.ttft_p90, "tpot_p50": sim.tpot_p50,
             "slo_attainment": sim.slo_attainment, "disaggregated_fraction": sim.disaggregated_fraction,
-            "throughput": dict(sim.throughput), "utilization": dict(sim.utilization)}
+            "throughput": {p: r * sim.duration_seconds / seconds for p, r in sim.throughput.items()},
+            "utilization": dict(sim.utilization)}
 
 
 PROBE_REQUESTS = 5
@@ -96,11 +103,19 @@ def probe_rows(rows: Sequence[Row]) -> list[Row]:
     return [(float(k), ins[len(ins) // 2], outs[len(outs) // 2]) for k in range(PROBE_REQUESTS)]
 
 
-def probe_scale(predicted_probe: Any, measured_probe: dict[str, Any]) -> tuple[float, float]:
-    """(prefill, decode) factors: measured / predicted TTFT p50 and TPOT p50 of the probe (1.0 when a
-    figure is missing or zero)."""
-    def ratio(measured: float | None, predicted: float) -> float:
-        return measured / predicted if measured and predicted > 0 else 1.0
+@dataclass(frozen=True)
+class Calibration:
+    """What the probe of the co-located fleet adds to the profiles (module docstring)."""
 
-    return (ratio(measured_probe["ttft_p50"], predicted_probe.ttft_p50),
-            ratio(measured_probe["tpot_p50"], predicted_probe.tpot_p50))
+    first_token_overhead_seconds: float = 0.0
+    decode_scale: float = 1.0
+
+
+def calibration(predicted_probe: Any, measured_probe: dict[str, Any]) -> Calibration:
+    """From the probe's predicted (`SimResult`, uncalibrated) and measured TTFT p50 and TPOT p50: the
+    overhead measured − predicted TTFT (≥ 0), the decode factor measured / predicted TPOT (1.0 when a
+    figure is missing or zero)."""
+    ttft, tpot = measured_probe["ttft_p50"], measured_probe["tpot_p50"]
+    overhead = max(0.0, ttft - predicted_probe.ttft_p50) if ttft is not None else 0.0
+    decode = tpot / predicted_probe.tpot_p50 if tpot and predicted_probe.tpot_p50 > 0 else 1.0
+    return Calibration(overhead, decode)

@@ -13,7 +13,9 @@ Method (every rule and factor is fixed before anything is measured):
 3. Plans: the live planner's solver (`PlacementSolver`, the embedded config, those profiles) plans the
    window twice: for its **peak** (p95 of 5 s arrival rates, the planner's own rule) and its **mean**.
 4. Prediction (`_fidelity_predict.py`): `placement.simulator` calibrated from the same profiles (not
-   the roofline), with the gateway's P/D threshold and this machine's core sharing.
+   the roofline), with the gateway's P/D threshold and this machine's core sharing; and again with the
+   probe of the co-located fleet (5 lone requests through the gateway before the window: a first-token
+   overhead and a decode factor). Both are reported; the targets use the probe-calibrated one.
 5. Measurement (`_fidelity_cluster.py`, `_fidelity_replay.py`): the embedded cluster's processes
    (Redis, gateway, `LocalActuator` workers pinned to cores) run each plan, pinned (no planner
    re-plans during the replay); the window's arrivals are replayed open loop through the gateway;
@@ -103,22 +105,23 @@ async def predict_and_measure(cluster: Any, inputs: Any, plan: Any, rows: Sequen
                               prompts: Sequence[str], seconds: float, cores: int) -> dict[str, Any]:
     """One plan: measured on the live cluster (probe, window), predicted with and without the probe's
     factors. Returns `{measured, probe, predicted, predicted_uncalibrated}`."""
-    from benchmarks._fidelity_predict import SLO_CLASS, predict, predicted, probe_rows, probe_scale
+    from benchmarks._fidelity_predict import SLO_CLASS, calibration, predict, predicted, probe_rows
     from control_plane.orchestrator.config import OrchestratorConfig
 
     pd_min = OrchestratorConfig().pd_min_uncached_tokens  # the gateway runs with this default
     probed, measured = await measure_plan(cluster, plan, rows, prompts, inputs.slos[SLO_CLASS], seconds)
     sim_probe = predict(plan, inputs, probe_rows(rows), cores=cores, pd_min_input_tokens=pd_min)
-    scale = probe_scale(sim_probe, probed)
+    c = calibration(sim_probe, probed)
     return {
         "measured": measured,
         "probe": {"measured_ttft_p50": probed["ttft_p50"], "measured_tpot_p50": probed["tpot_p50"],
                   "predicted_ttft_p50": sim_probe.ttft_p50, "predicted_tpot_p50": sim_probe.tpot_p50,
-                  "prefill_scale": scale[0], "decode_scale": scale[1]},
+                  "first_token_overhead_seconds": c.first_token_overhead_seconds,
+                  "decode_scale": c.decode_scale},
         "predicted_uncalibrated": predicted(predict(plan, inputs, rows, cores=cores,
-                                                    pd_min_input_tokens=pd_min)),
+                                                    pd_min_input_tokens=pd_min), seconds),
         "predicted": predicted(predict(plan, inputs, rows, cores=cores, pd_min_input_tokens=pd_min,
-                                       scale=scale)),
+                                       calibration=c), seconds),
     }
 
 
@@ -202,8 +205,8 @@ def report(result: dict[str, Any]) -> None:
         if not pred or not meas:
             continue
         raw, probe = result[f"{basis}_predicted_uncalibrated"], result[f"{basis}_probe"]
-        print(f"{basis:>5} plan {result[f'{basis}_plan_pools']}; probe factors prefill "
-              f"{probe['prefill_scale']:.2f}, decode {probe['decode_scale']:.2f}")
+        print(f"{basis:>5} plan {result[f'{basis}_plan_pools']}; probe: first-token overhead "
+              f"{probe['first_token_overhead_seconds']:.4f} s, decode factor {probe['decode_scale']:.2f}")
         for key in ("ttft_p50", "ttft_p90", "tpot_p50", "slo_attainment", "disaggregated_fraction"):
             m = meas[key]
             print(f"        {key:<24} predicted {pred[key]:.4f} (profiles alone {raw[key]:.4f})   "

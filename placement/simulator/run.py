@@ -19,6 +19,9 @@ Two behaviours of the live system, found by `bench fidelity` (both off by defaul
   core): instance k of the plan (pools in plan order, replicas in order) runs on core k mod `cores`,
   and an iteration started while n instances of its core are busy (itself included) takes n × its step
   time (processor sharing, fixed at the iteration's start). 0 = every instance has its own device.
+A third, `first_token_overhead_seconds`, is the serving path's fixed cost before a request reaches a
+worker (gateway: auth, tokenize, route, the first RPC): the request enters the cluster that long after
+its arrival, which TTFT counts from; it occupies no instance.
 Per-pool throughput counts the requests that passed through the pool (prefill and decode pools both
 count a P/D request) over the simulated span.
 """
@@ -61,9 +64,10 @@ class SimOptions:
     transfer: Mapping[str, TransferPoint] = field(default_factory=dict)  # prefill node type → path
     pd_min_input_tokens: int = 0  # shorter prompts on a P/D route run on the decode pool alone
     cores: int = 0  # instances share this many cores, pinned round robin (0: one device each)
+    first_token_overhead_seconds: float = 0.0  # serving path before a worker sees the request
 
     def __post_init__(self) -> None:
-        for name in ("pd_min_input_tokens", "cores"):
+        for name in ("pd_min_input_tokens", "cores", "first_token_overhead_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -114,6 +118,7 @@ class _Sim:
     ) -> None:
         self.plan, self.slos, self.rng = plan, slos, random.Random(opts.seed)
         self.transfer, self.pd_min_input_tokens = opts.transfer, opts.pd_min_input_tokens
+        self.overhead = opts.first_token_overhead_seconds
         self.through: dict[str, int] = {}
         self.events: list[tuple[float, int, str, object]] = []
         self.seq = 0
@@ -196,7 +201,7 @@ class _Sim:
                 RequestState(rid, q.arrival, q.input_tokens, q.output_tokens,
                              slo.ttft_seconds, slo.tpot_seconds)
             )
-            self.push(q.arrival, "arrive", rid)
+            self.push(q.arrival + self.overhead, "arrive", rid)
         while self.events:
             now, _, kind, item = heapq.heappop(self.events)
             if kind == "arrive":

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from benchmarks import fidelity
-from benchmarks._fidelity_predict import probe_rows
+from benchmarks._fidelity_predict import Calibration, calibration, probe_rows
 from benchmarks._fidelity_replay import Served, measure, share_deviation
 from benchmarks._fidelity_window import DEFAULT_TRACE, peak_rate, pick_window, scaled_rows
 
@@ -44,6 +45,17 @@ def test_the_bundled_trace_is_scaled_as_the_demo_scales_it() -> None:
     assert all(24 <= i <= 768 and 4 <= o <= 32 for _, i, o in rows)
     probe = probe_rows(rows[:5])
     assert [r[0] for r in probe] == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_the_probe_gives_an_additive_first_token_overhead_and_a_decode_factor() -> None:
+    @dataclass(frozen=True)
+    class Sim:
+        ttft_p50: float
+        tpot_p50: float
+
+    got = calibration(Sim(0.020, 0.001), {"ttft_p50": 0.030, "tpot_p50": 0.003})
+    assert got.first_token_overhead_seconds == pytest.approx(0.010) and got.decode_scale == pytest.approx(3.0)
+    assert calibration(Sim(0.040, 0.001), {"ttft_p50": 0.030, "tpot_p50": None}) == Calibration(0.0, 1.0)
 
 
 def test_measure_counts_a_failed_request_as_a_miss() -> None:

@@ -1,5 +1,6 @@
 """Simulator behaviours `bench fidelity` found in the live cluster: decode-alone P/D below the gateway's
-threshold, instances sharing cores, per-pool throughput, and step times scaled by a probe."""
+threshold, instances sharing cores, per-pool throughput, a first-token overhead, and step times scaled
+by a probe."""
 
 from __future__ import annotations
 
@@ -92,6 +93,16 @@ def test_scaled_steps_multiply_the_base_and_keep_its_capacity() -> None:
     assert scaled.kv_capacity_tokens() == 1_000_000
     with pytest.raises(ValueError, match="decode_scale"):
         ScaledSteps(FixedSteps(0.2, 0.01), decode_scale=0.0)
+
+
+def test_the_first_token_overhead_delays_entry_but_occupies_no_instance(env) -> None:  # type: ignore[no-untyped-def]
+    fleet, models, slos = env
+    plan = plan_of({"c": ("colocated", 1)}, Route(1.0, pool="c"))
+    two = [SimRequest(0.0, 100, 3, MODEL, "interactive"), SimRequest(1.0, 100, 3, MODEL, "interactive")]
+    result = simulate(plan, two, fleet, models, slos, options(first_token_overhead_seconds=0.05))
+    assert (result.ttft_p50, result.ttft_p90) == (pytest.approx(0.25), pytest.approx(0.25))
+    assert result.tpot_p50 == pytest.approx(0.01)  # decode steps unchanged
+    assert result.utilization["c"] * result.duration_seconds == pytest.approx(2 * (0.2 + 2 * 0.01))
 
 
 def test_options_name_a_negative_field() -> None:
