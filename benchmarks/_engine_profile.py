@@ -6,7 +6,8 @@ one engine whose parts are wrapped with wall-clock timers (this process only; no
 - prepare: the runner's metadata (flat ids/positions/slots, decode groups with block tables and masks,
   prefill chunks), rebuilt from Python lists every step;
 - forward: `LlamaModel.forward`, split into attention (`paged_attention`: KV write + gather + math;
-  `pool.gather` and `pool.write` also shown alone) and the rest (fused GEMMs, norms, RoPE, SwiGLU);
+  the KV copies `pool.gather` / `pool.gather_keys` (decodes read V in place) and `pool.write` also
+  shown alone) and the rest (fused GEMMs, norms, RoPE, SwiGLU);
 - logits: final norm + lm_head on the sampled rows, and the copy to CPU;
 - sample: `sampler.sample` (argmax for greedy rows, `.tolist()`);
 - detokenize: `Detokenizer.push`; outputs: the rest of the engine's per-token bookkeeping;
@@ -80,6 +81,7 @@ def instrument(engine: LLMEngine, times: StepTimes) -> None:
     model.forward = times.wrap("forward", model.forward)  # type: ignore[method-assign]
     model.logits = times.wrap("logits", model.logits)  # type: ignore[method-assign]
     engine.pool.gather = times.wrap("  kv_gather", engine.pool.gather)  # type: ignore[method-assign]
+    engine.pool.gather_keys = times.wrap("  kv_gather", engine.pool.gather_keys)  # type: ignore[attr-defined]
     engine.pool.write = times.wrap("  kv_write", engine.pool.write)  # type: ignore[method-assign]
     engine.block_manager.commit = times.wrap("commit", engine.block_manager.commit)  # type: ignore[method-assign]
     engine._sample = times.wrap("engine_sample", engine._sample)  # type: ignore[method-assign]
