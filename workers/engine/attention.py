@@ -139,8 +139,8 @@ def _probs(keys: torch.Tensor, q: torch.Tensor, group: DecodeGroup, scale: float
     n, heads, dim = q.shape
     kv_heads = keys.shape[0]
     qg = q.view(n, kv_heads, heads // kv_heads, dim).permute(1, 0, 2, 3)  # [kvh, n, group, dim]
-    scores = torch.matmul(qg, keys.view(kv_heads, n, -1, dim).transpose(-1, -2)) * scale
-    scores = scores + group.mask
+    scores = torch.matmul(qg, keys.view(kv_heads, n, -1, dim).transpose(-1, -2))
+    scores.mul_(scale).add_(group.mask)  # in place: same arithmetic, two fewer temporaries
     return torch.softmax(scores.float(), dim=-1).to(q.dtype)
 
 
