@@ -22,19 +22,25 @@ import yaml
 
 from common.localredis import free_port
 from control_plane.planner.leader import DEFAULT_LOCK_KEY
-from heteroserve.embedded.config import DEFAULT_CONFIG_PATH, load_embedded_config
+from heteroserve.embedded.config import DEFAULT_CONFIG_PATH, EmbeddedConfig, load_embedded_config
 from heteroserve.embedded.launcher import EmbeddedCluster
 from heteroserve.embedded.processes import ManagedProcess, heteroserve_command, pid_alive
 from heteroserve.embedded.state import worker_files
+from placement.profile_file import load_node_profile
 
 # Warm traffic every chaos plan covers (on top of the default config's short classes): ~1,360-token
-# prompts, as the chaos streams' long half sends. On measured profiles they cannot meet TTFT colocated,
-# so the planner must run a prefill pool and a decode pool (on CSD, the cheapest decoder that admits
-# prompts of 250+ tokens), while the short classes (under the gateway's 256-token P/D threshold) keep
-# the colocated pool: every kind of worker `bench chaos` kills is in the plan.
+# prompts, as the chaos streams' long half sends. On the seeded profiles they cannot meet TTFT on a
+# colocated worker, so the planner must run a prefill pool and a decode pool (on CSD, the cheapest
+# decoder that admits prompts of 250+ tokens), while the short classes (under the gateway's 256-token
+# P/D threshold) keep the colocated pool: every kind of worker `bench chaos` kills is in the plan.
 LONG_WARM_CLASS = {"slo_class": "interactive", "input_tokens": 1360, "output_tokens": 8,
                    "min_rate_per_s": 0.5}
 CSD_NODES = 2  # so the availability floor (min_replicas 2) holds on the CSD pool too
+# Profiles measured on this machine by `heteroserve up` (the same files as tests/e2e/data), seeded into
+# the run's profile cache. Whether these prompts pay for P/D here is within measurement noise (a quiet
+# machine's fresh profile serves even 3,000-token prompts colocated within TTFT), and this benchmark
+# tests failure handling, not that decision, so its plan must not depend on the noise.
+SEEDED_PROFILES = Path(__file__).with_name("data") / "chaos_profiles"
 
 
 def chaos_document(disk_tier_mb: int) -> dict[str, Any]:
@@ -54,6 +60,7 @@ class ChaosCluster:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(document))
         self.config = load_embedded_config(self.config_path)
+        seed_profiles(self.config, run_dir)
         self.embedded = EmbeddedCluster(self.config, run_dir, config_path=self.config_path)
         self.standby: ManagedProcess | None = None
         self.initial_workers = 0
@@ -221,6 +228,22 @@ class ChaosCluster:
         secrets = (self.embedded.api_key, self.embedded.admin_token, self.embedded.cluster_token)
         texts = [p.read_text(errors="replace") for p in self.run_dir.rglob("*.log")]
         return sum(1 for text in texts for s in secrets if s in text)
+
+
+def seed_profiles(config: EmbeddedConfig, run_dir: Path) -> None:
+    """`SEEDED_PROFILES` where the launcher's profile cache looks for them on this machine (the model
+    generated now, as `EmbeddedCluster` would: same preset and seed, same bytes, same hash)."""
+    from heteroserve.embedded.profiling import cache_path, local_node_types
+    from heteroserve.modelgen import create_model
+
+    model_dir = config.model_dir(run_dir)
+    if not (model_dir / "config.json").exists():
+        create_model(model_dir, preset=config.model.preset, seed=config.model.seed)
+    cache = config.profile_cache_dir(run_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    seeded = {load_node_profile(p).node_type: p for p in sorted(SEEDED_PROFILES.glob("*.profile.json"))}
+    for node in local_node_types(config):
+        cache_path(cache, model_dir, node).write_text(seeded[node.name].read_text())
 
 
 def kill_kind(worker: dict[str, Any]) -> str:

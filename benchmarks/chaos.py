@@ -7,8 +7,9 @@ Scenarios, in this order, on one cluster started by `EmbeddedCluster` with a sec
    so the long ones take the P/D path); once they flow, `kill -9` one worker of that kind. The chaos
    config (`_chaos_cluster.chaos_document`) makes the plan hold every kind: warm ~1,360-token traffic
    (P/D, decoding on CSD) beside the short classes (colocated), two CSD nodes, and the planner's
-   availability floor (`min_replicas` 2) so each kind has a peer to retry on. A kind never killed fails
-   `--check`. `lost_requests` =
+   availability floor (`min_replicas` 2) so each kind has a peer to retry on; the profile cache is
+   seeded with profiles measured on this machine (`_chaos_cluster.SEEDED_PROFILES`: the P/D decision
+   is within measurement noise here). A kind never killed fails `--check`. `lost_requests` =
    streams without a finish, `token_mismatches` = streams whose token ids differ from the same
    prompts sent again after recovery without a fault (greedy: the tokens must be equal);
 3. disk full: the workers' disk tiers are capped at `--disk-mb`; distinct long prompts until the disk
@@ -47,7 +48,7 @@ from common.vocab import ROLES, Role
 ROLES_TO_KILL: tuple[Role, ...] = tuple(reversed(ROLES))
 ROLE_WAIT_SECONDS = 90.0  # for the planner to (re)start a worker of a kind before it counts as skipped
 # ~1,360 tokens: over the gateway's 256-token P/D threshold, and too long for a colocated worker to meet
-# TTFT on the measured profiles, so the plan disaggregates them
+# TTFT on the seeded profiles (see _chaos_cluster.LONG_WARM_CLASS)
 LONG_PROMPT_WORDS = 480
 
 

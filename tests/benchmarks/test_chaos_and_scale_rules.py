@@ -7,7 +7,9 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks._chaos_cluster import chaos_document, kill_kind, pick_worker
+import yaml
+
+from benchmarks._chaos_cluster import SEEDED_PROFILES, chaos_document, kill_kind, pick_worker, seed_profiles
 from benchmarks._report import check, passed
 from benchmarks._scale_router import POOLS, GatewayDecision, SyntheticIndex, time_decisions, worker_states
 from benchmarks.chaos import chaos_targets, skipped_parts
@@ -89,13 +91,29 @@ def test_the_scale_decision_is_the_gateways_route_step_then_router_with_loads_in
 
 
 def test_the_chaos_config_plans_every_kind_of_worker_twice(tmp_path: Path) -> None:
-    """On the profiles measured on this machine (tests/e2e/data), the chaos config's warm traffic alone
+    """On the profiles the chaos run seeds (measured on this machine), the chaos config's warm traffic alone
     plans a colocated pool, a prefill pool and a decode pool on CSD, each with >= 2 workers (the
     availability floor), so every kind `bench chaos` kills has a peer to retry on."""
     create_model(tmp_path / "tiny", preset="tiny", seed=0)
     spec = planner_spec_from_mapping(chaos_document(disk_tier_mb=2))  # skips the embedded-only keys
-    data = Path(__file__).parents[1] / "e2e" / "data"
-    inputs = spec.planning_inputs(model_dir=tmp_path / "tiny", extra_profiles=sorted(data.glob("*.json")))
+    seeded = sorted(SEEDED_PROFILES.glob("*.profile.json"))
+    assert len(seeded) == 2
+    inputs = spec.planning_inputs(model_dir=tmp_path / "tiny", extra_profiles=seeded)
     solved = PlacementSolver(replace(inputs, with_baselines=False))(list(inputs.warm_demand().values()), None)
     kinds = {("csd" if p.device == "csd" else p.role): p.count for p in solved.plan.pools if p.count}
     assert kinds == {"colocated": 2, "prefill": 2, "csd": 2}, solved.plan.pools
+
+
+def test_the_chaos_run_finds_the_seeded_profiles_in_its_cache(tmp_path: Path) -> None:
+    from heteroserve.embedded.config import load_embedded_config
+    from heteroserve.embedded.profiling import cache_path, local_node_types
+
+    path = tmp_path / "chaos.yaml"
+    path.write_text(yaml.safe_dump(chaos_document(disk_tier_mb=2)))
+    config = load_embedded_config(path)
+    seed_profiles(config, tmp_path)
+    nodes = local_node_types(config)
+    found = [cache_path(config.profile_cache_dir(tmp_path), config.model_dir(tmp_path), n) for n in nodes]
+    assert [n.name for n in nodes] == ["cpu-local", "csd-local"]
+    assert sorted(p.read_text() for p in found) == \
+        sorted(p.read_text() for p in SEEDED_PROFILES.glob("*.profile.json"))
