@@ -70,8 +70,13 @@ class LocalRedis:
         if self.config.password:
             args += ["--requirepass", self.config.password]
         # Dies with the process that started it (common.lifetime): no orphan Redis after a SIGKILL.
+        # Through setpriv where it exists, so no Python runs in the forked child: a process running
+        # gRPC's threads (bench chaos restarting Redis under load) saw that child abort (SIGABRT).
+        preexec, setpriv = parent_death_preexec(), shutil.which("setpriv")
+        if preexec is not None and setpriv is not None:
+            args, preexec = [setpriv, "--pdeathsig", "KILL", *args], None
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      preexec_fn=parent_death_preexec())
+                                      preexec_fn=preexec)
         self._wait_ready(timeout_seconds)
         return self
 
