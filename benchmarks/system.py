@@ -108,7 +108,7 @@ def stack_figures(results: list[list[dict[str, Any]]], spans: list[float], slo: 
     good = goodput(every, sum(spans), slo)
     per_window = [round(goodput(w, s, slo)["goodput_rps"], 4) for w, s in zip(results, spans, strict=True)]
     keep = ("errors", "first_error", "cached_share", "ttft_mean_s", "ttft_p50_s", "ttft_p99_s",
-            "tpot_p50_s", "tpot_p99_s")
+            "tpot_p50_s", "tpot_p99_s", "requests_per_worker")
     return {**{k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items() if k in keep},
             "goodput_rps": round(good["goodput_rps"], 4), "good": good["good"], "requests": good["requests"],
             "slo_attainment": None if good["slo_attainment"] is None else round(good["slo_attainment"], 4),
@@ -139,7 +139,8 @@ def measure(args: argparse.Namespace, workdir: Path, slo: SLO) -> tuple[dict[str
     peer = stacks.get(PEER, {}).get("goodput_rps")
     for label, name in (("goodput_ratio_vs_vllm_router_stack", "heteroserve_vllm"),
                         ("goodput_ratio_native_vs_vllm_router_stack", "heteroserve_native"),
-                        ("goodput_ratio_no_tier_vs_vllm_router_stack", "heteroserve_vllm_no_tier")):
+                        ("goodput_ratio_no_tier_vs_vllm_router_stack", "heteroserve_vllm_no_tier"),
+                        ("goodput_ratio_rr_vs_vllm_router_stack", "heteroserve_vllm_rr")):
         value = ratio(stacks.get(name, {}).get("goodput_rps"), peer)
         result[label] = round(value, 4) if value is not None else None
     for name, figures in stacks.items():
