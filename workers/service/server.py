@@ -7,7 +7,9 @@ Lifecycle owned by `WorkerServer`:
   drain_and_stop(grace): refuse new work (UNAVAILABLE "draining"; health NOT_SERVING; registry record
            marked draining) -> wait up to `grace` seconds for running calls -> deregister -> stop the
            server (1 s for stragglers) -> stop the metrics endpoint, the engine, the KV cache link.
-`serve(config)` runs that lifecycle as a process: it drains on SIGTERM or SIGINT and returns 0.
+`serve(config)` runs that lifecycle as a process: it drains on SIGTERM or SIGINT and returns 0, or, when
+its device fails (a csd drive process gone), leaves the cluster the same way and returns 1, so that its
+supervisor (the kubelet, the embedded actuator) replaces it.
 """
 
 from __future__ import annotations
@@ -75,9 +77,16 @@ class WorkerServer:
 
     def __init__(self, config: WorkerConfig, engine: WorkerEngine, *,
                  registry: CollectorRegistry | None = None, kv_cache: WorkerKVCache | None = None,
-                 hash_prompt: PromptHasher = hash_prompt_blocks) -> None:
+                 hash_prompt: PromptHasher = hash_prompt_blocks,
+                 device_failure: Callable[[], str | None] = lambda: None) -> None:
+        """`device_failure`: polled every metrics interval; a reason (a csd drive gone) makes the worker
+        leave the cluster (health NOT_SERVING, registry draining) and `failed` set, so its process exits
+        non-zero and is replaced (`run_until_signal`)."""
         self.config = config
         self.engine = engine
+        self._device_failure = device_failure
+        self.failure: str | None = None
+        self.failed = asyncio.Event()
         self.registry = registry or CollectorRegistry()
         self.metrics = WorkerMetrics(self.registry)
         self.gate = DrainGate()
@@ -208,28 +217,42 @@ class WorkerServer:
 
     async def _sample_metrics(self) -> None:
         while True:
+            if self.failure is None:
+                await self._check_device()
             self.metrics.observe_engine_stats(self.engine.stats())
             await asyncio.sleep(METRICS_INTERVAL_SECONDS)
+
+    async def _check_device(self) -> None:
+        reason = self._device_failure()
+        if reason is None:
+            return
+        self.failure = reason
+        log.error("device failed (%s): leaving the cluster; the process exits 1 to be replaced", reason)
+        await self.servicer.start_draining()  # no new work; calls on the device fail UNAVAILABLE, migrate
+        self.failed.set()
 
 
 async def serve(config: WorkerConfig, on_ready: Callable[[str], None] | None = None,
                 openai_port: int | None = None) -> int:
-    """Run a worker until SIGTERM / SIGINT, then drain and stop; returns the exit code (0)."""
+    """Run a worker until SIGTERM / SIGINT (exit code 0) or its device fails (1), then drain and stop."""
     from workers.devices.csd.metrics import register_drive_metrics
+    from workers.devices.csd.pool import drive_failure
     from workers.engine.async_engine import AsyncEngine
 
     engine = await asyncio.to_thread(AsyncEngine.from_config, engine_config(config))
     registry = CollectorRegistry()  # one registry: worker and cache metrics on the same /metrics
     register_drive_metrics(engine.engine.pool, registry)  # a csd worker's drive counters too
     server = WorkerServer(config, engine, registry=registry,
-                          kv_cache=await build_kv_cache(config, engine, registry))
+                          kv_cache=await build_kv_cache(config, engine, registry),
+                          device_failure=drive_failure(engine.engine.pool))
     return await run_until_signal(server, on_ready, openai_port)
 
 
 async def run_until_signal(server: WorkerServer, on_ready: Callable[[str], None] | None = None,
                            openai_port: int | None = None) -> int:
     """Start `server` (and its OpenAI HTTP front on `openai_port` unless None), serve until SIGTERM /
-    SIGINT, then drain and stop; returns the exit code (0)."""
+    SIGINT or a device failure, then drain and stop; returns the exit code (0; 1 after a device
+    failure)."""
     from workers.openai_http import start_openai_http
 
     config = server.config
@@ -241,16 +264,20 @@ async def run_until_signal(server: WorkerServer, on_ready: Callable[[str], None]
     front = await start_openai_http(server, openai_port) if openai_port is not None else None
     if on_ready is not None:
         on_ready(address)
+    waits = [asyncio.create_task(stop.wait()), asyncio.create_task(server.failed.wait())]
     try:
-        await stop.wait()
-        log.info("signal received: draining (grace %.1f s)", config.drain_grace_seconds)
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if server.failure is None:
+            log.info("signal received: draining (grace %.1f s)", config.drain_grace_seconds)
     finally:
+        for wait in waits:
+            wait.cancel()
         await server.drain_and_stop()
         if front is not None:
             await front.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-    return 0
+    return 0 if server.failure is None else 1
 
 
 async def build_kv_cache(config: WorkerConfig, engine: AsyncEngine,

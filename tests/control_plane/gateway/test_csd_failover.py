@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tests.control_plane.gateway.gateway_procs import (
     Gateway,
     Worker,
     _start,
+    healthy_ids,
     start_gateway,
     start_worker,
     wait_for_workers,
@@ -83,4 +85,10 @@ def test_drive_death_mid_stream_loses_no_request(tiny_model_dir: Path, gw_redis:
     streamed = [t for c in chunks for t in c.token_ids]
     assert final.usage is not None and len(streamed) == MAX_TOKENS == final.usage.completion_tokens
     assert streamed == list(reference.token_ids)
-    assert workers["csd-0"].proc.poll() is None  # the worker is up; its drive is gone
+    # Without its drive the worker leaves the cluster and exits 1, to be replaced by its supervisor.
+    assert workers["csd-0"].proc.wait(timeout=30) == 1
+    assert "device failed" in workers["csd-0"].stderr
+    deadline = time.monotonic() + 30
+    while healthy_ids(gateway) != {"cpu-0"}:
+        assert time.monotonic() < deadline, f"healthy: {healthy_ids(gateway)}, wanted only cpu-0"
+        time.sleep(0.2)

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -166,6 +166,13 @@ class DrivePool:
         with self._lock:
             return self._round_trip(op, meta, arrays)
 
+    def failure(self) -> str | None:
+        """Why the drive is gone, or None while it lives: also notices a drive that died between calls
+        (the worker polls this to leave the cluster, `workers/service/server.py`)."""
+        if self.dead_reason is None and self.process.poll() is not None:
+            self.dead_reason = f"drive process (pid {self.pid}) exited with code {self.process.returncode}"
+        return self.dead_reason
+
     def _round_trip(self, op: str, meta: dict[str, Any], arrays: list[torch.Tensor]
                     ) -> tuple[dict[str, Any], list[torch.Tensor]]:
         if self.dead_reason is not None:
@@ -202,6 +209,11 @@ class DrivePool:
         self.dead_reason = reason
         self._finalizer()
         raise UnavailableError(f"csd drive unavailable: {reason}")
+
+
+def drive_failure(pool: object) -> Callable[[], str | None]:
+    """A check of `pool`'s drive (`DrivePool.failure`); for any other KV pool, one that never fails."""
+    return pool.failure if isinstance(pool, DrivePool) else lambda: None
 
 
 def _shutdown(process: subprocess.Popen[bytes], conn: Connection) -> None:
