@@ -7,15 +7,19 @@ running planner takes) what one colocated worker sustains for the workload's cha
 req/s at their mean lengths, within the SLO and the planner's utilisation headroom), and sets:
 
     base  chat 0.4·cap                       → 1 colocated worker
-    step  chat 1.6·cap                       → 2 (scale up)
+    step  chat 1.6·cap                       → 2 (scale up, unless capped: below)
     long  chat 0.4·cap + long prompts        → P/D pools (colocated cannot meet TTFT for them)
     drop  chat 0.4·cap                       → 1 (scale down; the P/D pools drain)
 
 Long prompts (at least `LONG_MIN_INPUT` tokens) arrive at `LONG_RATE_FRACTION` of what one prefill
-worker sustains for them. On one machine every worker shares its cores, so the demo runs with the
-availability floor off (`options.min_replicas: 1`, written into the run's config): with two workers
-per pool as the floor, a visible scale-up would need more than two workers' measured capacity, more
-than two cores can serve. `expected_plans` solves each phase's mean demand the same way and is
+worker sustains for them. All rates are capped so the step stays within `STEP_BUDGET_REQ_S`, what this
+machine's SDK client and gateway drive alongside the workers (a run at 52 req/s fell behind at ~2.4
+req/s with the client at 100% of a core): where the measured capacity is higher than that (a quiet
+machine's profile: ~33 chat req/s per worker) the rates are scaled down together, the demo says so,
+and the plan it prints shows that it will not scale up. On one machine every worker shares its
+cores, so the demo runs with the availability floor off (`options.min_replicas: 1`, written into the
+run's config): with two workers per pool as the floor, a visible scale-up would need more than two
+workers' measured capacity, more than two cores can serve. `expected_plans` solves each phase's mean demand the same way and is
 printed before the run: what the planner should publish (it sizes for bursts, so it may plan more).
 """
 
@@ -33,6 +37,7 @@ CHAT_FRACTIONS = {"base": 0.4, "step": 1.6, "long": 0.4, "drop": 0.4}  # × cap,
 DURATIONS = {"base": 40.0, "step": 50.0, "long": 50.0, "drop": 60.0}  # seconds
 LONG_MIN_INPUT = 1536  # tokens: the measured profiles give colocated workers no TTFT budget for them
 LONG_RATE_FRACTION = 0.15
+STEP_BUDGET_REQ_S = 3.0  # chat req/s at the step: what the demo's client drives here with 0 failures
 
 
 @dataclass(frozen=True)
@@ -44,12 +49,16 @@ class DemoLoad:
     prefill_capacity_per_worker: float
     chat_shape: tuple[float, float]  # mean (prompt, output) tokens
     long_shape: tuple[float, float]
+    scale: float = 1.0  # < 1: the rates were capped by STEP_BUDGET_REQ_S
 
     def describe(self) -> str:
         (ci, co), (li, lo) = self.chat_shape, self.long_shape
         lines = [f"measured capacity: one colocated worker sustains {self.chat_capacity_per_worker:.2f} chat "
                  f"req/s ({ci:.0f} prompt / {co:.0f} output tokens); one prefill worker "
                  f"{self.prefill_capacity_per_worker:.2f} long req/s ({li:.0f} / {lo:.0f} tokens)"]
+        if self.scale < 1:
+            lines.append(f"  rates × {self.scale:.2f}: the step would exceed the {STEP_BUDGET_REQ_S:g} req/s "
+                         "this machine's client and gateway drive, so the plan may not scale up (see below)")
         for p in self.phases:
             rates = ", ".join(f"{c} {r:.2f}/s" for c, r in p.rate_per_s.items())
             lines.append(f"  {p.name:<5} {p.duration_seconds:3.0f} s: {rates}")
@@ -59,7 +68,7 @@ class DemoLoad:
 def demo_workload(base: WorkloadConfig) -> WorkloadConfig:
     """The demo's lengths: chat outputs long enough that a worker's capacity is a few req/s, and
     long prompts long enough for P/D."""
-    return replace(base, input_scale=0.5, max_input=2048, output_scale=1.0, min_output=32, max_output=256,
+    return replace(base, input_scale=0.5, max_input=2048, output_scale=0.3, min_output=16, max_output=128,
                    long_min_input=LONG_MIN_INPUT)
 
 
@@ -96,10 +105,12 @@ def derive(config: EmbeddedConfig, model_dir: Path, profiles: list[Path],
     if cap <= 0 or prefill <= 0:
         raise ValueError(f"profiles: no capacity for the demo (chat {cap:.2f}, long prefill "
                          f"{prefill:.2f} req/s)")
-    phases = tuple(Phase(name, DURATIONS[name], {"chat": round(f * cap, 3)}
-                         | ({"long": round(LONG_RATE_FRACTION * prefill, 3)} if name == "long" else {}))
+    scale = min(1.0, STEP_BUDGET_REQ_S / (CHAT_FRACTIONS["step"] * cap))
+    long_rate = round(scale * LONG_RATE_FRACTION * prefill, 3)
+    phases = tuple(Phase(name, DURATIONS[name], {"chat": round(scale * f * cap, 3)}
+                         | ({"long": long_rate} if name == "long" else {}))
                    for name, f in CHAT_FRACTIONS.items())
-    return DemoLoad(phases, cap, prefill, chat, long)
+    return DemoLoad(phases, cap, prefill, chat, long, scale)
 
 
 def expected_plans(config: EmbeddedConfig, model_dir: Path, profiles: list[Path],
