@@ -19,8 +19,9 @@ machine's profile: ~33 chat req/s per worker) the rates are scaled down together
 and the plan it prints shows that it will not scale up. On one machine every worker shares its
 cores, so the demo runs with the availability floor off (`options.min_replicas: 1`, written into the
 run's config): with two workers per pool as the floor, a visible scale-up would need more than two
-workers' measured capacity, more than two cores can serve. `expected_plans` solves each phase's mean demand the same way and is
-printed before the run: what the planner should publish (it sizes for bursts, so it may plan more).
+workers' measured capacity, more than two cores can serve. `expected_plans` solves each phase's mean
+demand the same way and is printed before the run: what the planner should publish (it sizes for
+bursts, so it may plan more).
 """
 
 from __future__ import annotations
