@@ -43,6 +43,18 @@ def planning_inputs(profiles: Sequence[Path], model_dir: Path) -> Any:
     return config.planning_inputs(model_dir=model_dir, extra_profiles=sorted(profiles))
 
 
+def sizing_inputs(inputs: Any, cores: int) -> Any:
+    """The planner's inputs for a comparison of sizing on this machine (`bench fidelity`'s docstring,
+    "Sizing rule"): the availability floor off (`min_replicas` 1) and every node type's inventory capped
+    at `cores` (one pinned worker per core is what this machine can host). Raises ValueError on cores < 1."""
+    from dataclasses import replace
+
+    if cores < 1:
+        raise ValueError(f"cores: must be >= 1, got {cores}")
+    return replace(inputs, inventory={k: min(int(v), cores) for k, v in inputs.inventory.items()},
+                   solver_options=replace(inputs.solver_options, min_replicas=1))
+
+
 def plan_for(inputs: Any, rows: Sequence[Row], total_rate: float) -> Any:
     """The live planner's solver on the window's classes (their shares of `rows`, mean lengths),
     scaled to `total_rate` req/s in all, plus the warm classes. Returns a `placement.plan.Plan`."""

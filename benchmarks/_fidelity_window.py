@@ -10,12 +10,16 @@ Rule (nothing here looks at a plan, a prediction or a measurement):
 4. Window: `k` candidate windows of `seconds` (after compression), evenly spaced from the trace's start
    to its end; the one with the highest peak / mean arrival-rate ratio is taken (peak = the planner's
    rule, the `PEAK_QUANTILE` of rates over `PEAK_WINDOW_S` slices), first one on a tie.
+5. Compression, when not given (`choose_compression`): the smallest of `COMPRESSIONS` whose
+   compressed trace still spans the window and whose window the peak-sized and the mean-sized plans
+   (a predicate the caller gives: the planner, no prediction, no measurement) size differently;
+   1.0 when none does (the contrast then does not exist on this machine, and the benchmark says so).
 Rows are (arrival seconds from the window's start, input tokens, output tokens).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +27,7 @@ from common.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TRACE = ROOT / "heteroserve" / "embedded" / "data" / "azure2023_conv_first1500.csv"
+COMPRESSIONS = (1.0, 2.0, 4.0, 8.0, 16.0)  # the ladder of step 5, fixed in advance
 PEAK_QUANTILE, PEAK_WINDOW_S = 0.95, 5.0  # the embedded planner's peak rule (deploy/examples/embedded.yaml)
 
 Row = tuple[float, int, int]  # arrival s, input tokens, output tokens
@@ -91,3 +96,16 @@ def pick_window(rows: Sequence[Row], seconds: float, compression: float, k: int)
     if best is None:
         raise ValueError(f"no candidate window of {seconds} s holds a request")
     return best
+
+
+def choose_compression(rows: Sequence[Row], seconds: float, k: int,
+                       plans_differ: Callable[[Window], bool]) -> float:
+    """Step 5 of the module docstring: the smallest compression of `COMPRESSIONS` at which the whole
+    window lies inside the compressed trace and `plans_differ(window)`; 1.0 when none does."""
+    span = max((r[0] for r in rows), default=0.0)
+    for c in COMPRESSIONS:
+        if span / c < seconds:  # the window would reach past the trace: its mean rate would be wrong
+            break
+        if plans_differ(pick_window(rows, seconds, c, k)):
+            return c
+    return 1.0

@@ -2,16 +2,26 @@
 predictions against what the live embedded cluster does with it.
 
 Method (every rule and factor is fixed before anything is measured):
-1. Window (`benchmarks/_fidelity_window.py`): the trace (default: the bundled Azure conversation
-   trace), lengths scaled as `heteroserve demo` scales them, arrivals divided by `--compression`, and of
-   `--candidates` evenly spaced windows of `--window-seconds` the one with the highest peak / mean
-   arrival-rate ratio (the burstiest).
-2. Profiles: measured afresh at the start of every run by the embedded cluster's first-start profiler
+1. Profiles: measured afresh at the start of every run by the embedded cluster's first-start profiler
    (`heteroserve.embedded.profiling.first_start_profiles`, about 75 s, into `<run dir>/live/profiles`),
    so that they and the replay see the same background load of this shared machine; or the files
    of `--profiles DIR`.
-3. Plans: the live planner's solver (`PlacementSolver`, the embedded config, those profiles) plans the
-   window twice: for its **peak** (p95 of 5 s arrival rates, the planner's own rule) and its **mean**.
+2. Sizing rule (fixed 2026-12-07 before the runs that report it): the plans compared here are sized
+   by the live planner's solver (`PlacementSolver`, the embedded config, those profiles) with two
+   changes, both for the benchmark only (`_fidelity_predict.sizing_inputs`):
+   - `min_replicas` 1: availability (≥ 2 replicas per used pool) is a separate property, checked by
+     `bench chaos`; on this machine its floor alone puts one worker on each core, so every plan would
+     be the same fleet and the comparison would measure the floor, not the sizing;
+   - every node type's inventory capped at the cores the workers are pinned to (`--cores`, default all
+     usable): the embedded config lets the planner open 6 cpu-local workers, but a third worker on two
+     cores adds contention, not capacity; the inventory is what this machine can host.
+3. Window (`benchmarks/_fidelity_window.py`): the trace (default: the bundled Azure conversation
+   trace), lengths scaled as `heteroserve demo` scales them, arrivals divided by `--compression`, and of
+   `--candidates` evenly spaced windows of `--window-seconds` the one with the highest peak / mean
+   arrival-rate ratio (the burstiest). Without `--compression`: the smallest compression of the fixed
+   ladder (1, 2, 4, 8, 16) whose window still lies inside the compressed trace and whose peak-sized
+   and mean-sized plans differ (plans only: nothing predicted or measured); 1 when none does.
+   Plans: for the window's **peak** (p95 of 5 s arrival rates, the planner's own rule) and its **mean**.
 4. Prediction (`_fidelity_predict.py`): `placement.simulator` calibrated from the same profiles (not
    the roofline), with the gateway's P/D threshold and this machine's core sharing; and again with the
    probe of the co-located fleet (5 lone requests through the gateway before the window: a first-token
@@ -37,7 +47,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks._fidelity_window import DEFAULT_TRACE, pick_window, scaled_rows
+from benchmarks._fidelity_window import DEFAULT_TRACE, choose_compression, pick_window, scaled_rows
 from benchmarks._report import Target, add_arguments, finish
 
 TARGETS: dict[str, Target] = {
@@ -64,7 +74,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="measured profile files (default: measured afresh at the start of the run)")
     parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
     parser.add_argument("--window-seconds", type=float, default=60.0, help="after compression")
-    parser.add_argument("--compression", type=float, default=1.0, help="trace time / replay time")
+    parser.add_argument("--compression", type=float, default=None,
+                        help="trace time / replay time (default: the sizing rule's ladder)")
     parser.add_argument("--candidates", type=int, default=5, help="evenly spaced candidate windows")
     parser.add_argument("--cores", type=int, default=0, help="cores the workers are pinned to (0: all)")
     parser.add_argument("--quick", action="store_true", help="a 20 s window")
@@ -137,19 +148,32 @@ async def measured_profiles(args: argparse.Namespace, config: Any, cluster: Any)
                                         cluster.model_dir, cluster.redis_url, live / "logs"))
 
 
+def plans_differ(inputs: Any, window: Any) -> bool:
+    """The sizing rule's predicate: the peak-sized and the mean-sized plans of `window` differ in some
+    pool's worker count (an infeasible plan, the machine unable to host it, counts as no contrast)."""
+    from benchmarks._fidelity_predict import plan_for
+    from common.errors import InfeasibleError
+
+    try:
+        peak, mean = (plan_for(inputs, window.rows, r) for r in (window.peak_rate, window.mean_rate))
+    except InfeasibleError:
+        return False
+    return pool_counts(peak) != pool_counts(mean)
+
+
+def pool_counts(plan: Any) -> dict[str, int]:
+    return {p.name: p.count for p in plan.pools if p.count}
+
+
 async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
-    """Window, profiles, both plans, and for each its prediction and measurement, into `result`."""
+    """Profiles, the window, both plans, and for each its prediction and measurement, into `result`."""
     from benchmarks._fidelity_cluster import PinnedCluster, usable_cores
-    from benchmarks._fidelity_predict import plan_for, planning_inputs
+    from benchmarks._fidelity_predict import plan_for, planning_inputs, sizing_inputs
     from benchmarks._fidelity_replay import Prompts
     from heteroserve.embedded.config import load_embedded_config
 
     config = load_embedded_config()
-    window = pick_window(scaled_rows(args.trace), args.window_seconds, args.compression, args.candidates)
-    rows = list(window.rows)
     cores = args.cores or len(usable_cores())
-    result.update(requests=len(rows), window_start_seconds=window.start_seconds, peak_rate=window.peak_rate,
-                  mean_rate=window.mean_rate, peak_to_mean=window.peak_to_mean, cores=cores)
     model_dir = config.model_dir(args.run_dir.resolve())
     if not (model_dir / "config.json").exists():
         from heteroserve.modelgen import create_model
@@ -164,12 +188,22 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
         await cluster.start()
         profiles = await measured_profiles(args, config, cluster)
         result["profiles"] = [p.name for p in profiles]
-        inputs = planning_inputs(profiles, model_dir)
+        inputs = sizing_inputs(planning_inputs(profiles, model_dir), cores)
+        trace = scaled_rows(args.trace)
+        compression = args.compression if args.compression is not None else choose_compression(
+            trace, args.window_seconds, args.candidates, lambda w: plans_differ(inputs, w))
+        window = pick_window(trace, args.window_seconds, compression, args.candidates)
+        rows = list(window.rows)
+        result.update(compression=compression, compression_chosen=args.compression is None,
+                      requests=len(rows), window_start_seconds=window.start_seconds,
+                      peak_rate=window.peak_rate, mean_rate=window.mean_rate,
+                      peak_to_mean=window.peak_to_mean, cores=cores,
+                      inventory=dict(inputs.inventory), min_replicas=inputs.solver_options.min_replicas)
         maker = Prompts(model_dir)
         prompts = [maker.make(i) for _, i, _ in rows]
         for basis, rate in (("peak", window.peak_rate), ("mean", window.mean_rate)):
             plan = plan_for(inputs, rows, rate)
-            result[f"{basis}_plan_pools"] = {p.name: p.count for p in plan.pools if p.count}
+            result[f"{basis}_plan_pools"] = pool_counts(plan)
             same = basis == "mean" and result["mean_plan_pools"] == result["peak_plan_pools"]
             parts = ({k: result[f"peak_{k}"] for k in PARTS} if same else await predict_and_measure(
                 cluster, inputs, plan, rows, prompts, window.seconds, cores))
@@ -197,6 +231,9 @@ def summarize(result: dict[str, Any]) -> None:
 
 
 def report(result: dict[str, Any]) -> None:
+    how = "the sizing rule" if result["compression_chosen"] else "given"
+    print(f"compression {result['compression']:g} ({how});"
+          f" min_replicas {result['min_replicas']}, inventory {result['inventory']}")
     print(f"window: {result['requests']} requests in the burstiest of the candidate windows "
           f"(starts {result['window_start_seconds']:.0f} s); peak {result['peak_rate']:.2f} req/s, "
           f"mean {result['mean_rate']:.2f} req/s; workers pinned over {result['cores']} cores")
@@ -218,8 +255,7 @@ def report(result: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
-    result: dict[str, Any] = {"window_seconds": args.window_seconds, "compression": args.compression,
-                              "quick": args.quick}
+    result: dict[str, Any] = {"window_seconds": args.window_seconds, "quick": args.quick}
     asyncio.run(run(args, result))
     summarize(result)
     report(result)

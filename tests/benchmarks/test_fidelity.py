@@ -12,7 +12,14 @@ import pytest
 from benchmarks import fidelity
 from benchmarks._fidelity_predict import Calibration, calibration, probe_rows
 from benchmarks._fidelity_replay import Served, measure, share_deviation
-from benchmarks._fidelity_window import DEFAULT_TRACE, peak_rate, pick_window, scaled_rows
+from benchmarks._fidelity_window import (
+    DEFAULT_TRACE,
+    Window,
+    choose_compression,
+    peak_rate,
+    pick_window,
+    scaled_rows,
+)
 
 SEEDED_PROFILES = Path(__file__).resolve().parent.parent / "e2e" / "data"
 
@@ -32,6 +39,31 @@ def test_the_window_is_the_burstiest_of_the_evenly_spaced_candidates() -> None:
         pick_window(rows, 10.0, 0.0, 5)
     with pytest.raises(ValueError, match="candidate"):
         pick_window(rows, 10.0, 1.0, 0)
+
+
+def test_the_compression_is_the_smallest_of_the_ladder_where_the_plans_differ() -> None:
+    rows = [(float(t), 100, 10) for t in range(0, 200)]  # 200 s at 1 req/s
+    seen: list[float] = []
+
+    def differ(window: Window) -> bool:
+        seen.append(window.mean_rate)
+        return window.mean_rate >= 3.9
+
+    assert choose_compression(rows, 40.0, 3, differ) == 4.0 and seen == pytest.approx([1.0, 2.0, 4.0])
+    # a window longer than the compressed trace ends the ladder (199 s / 8 < 40 s): none differs → 1.0
+    assert choose_compression(rows, 40.0, 3, lambda w: w.mean_rate > 100) == 1.0
+
+
+def test_sizing_inputs_drop_the_availability_floor_and_cap_the_inventory_by_cores(tmp_path: Path) -> None:
+    from benchmarks._fidelity_predict import planning_inputs, sizing_inputs
+
+    inputs = planning_inputs(sorted(SEEDED_PROFILES.glob("*.json")), tmp_path / "model")
+    assert inputs.solver_options.min_replicas == 2 and inputs.inventory["cpu-local"] == 6
+    sized = sizing_inputs(inputs, 2)
+    assert sized.solver_options.min_replicas == 1
+    assert sized.inventory == {"cpu-local": 2, "csd-local": 1}
+    with pytest.raises(ValueError, match="cores"):
+        sizing_inputs(inputs, 0)
 
 
 def test_peak_rate_is_the_planners_p95_of_5s_rates() -> None:
