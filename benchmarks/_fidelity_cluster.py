@@ -130,6 +130,11 @@ class PinnedCluster:
         raise RuntimeError(f"the gateway did not run plan {version} with {workers} healthy workers "
                            f"within {timeout} s")
 
+    def addresses(self) -> dict[str, str]:
+        """worker id → RPC address of every worker the actuator runs."""
+        assert self._actuator is not None, "start() first"
+        return {w.worker_id: w.address for w in self._actuator.workers()}
+
     async def routing(self) -> dict[str, Any]:
         """The gateway's /admin/routing (planned vs served shares since the plan was adopted)."""
         async with httpx.AsyncClient(headers={"authorization": f"Bearer {CLUSTER_TOKEN}"}) as http:

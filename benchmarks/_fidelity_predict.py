@@ -8,15 +8,13 @@ its mean) plus the config's warm classes. `predict` replays the window on that p
 the measured KV transfer), not the roofline, with the gateway's P/D threshold and this machine's
 core sharing (`SimOptions.pd_min_input_tokens`, `SimOptions.cores`).
 
-Probe of the co-located set (`probe_rows`, `calibration`): the profiles are measured one idle worker
-at a time, straight on the worker's RPC, each point the fastest of its repeats; the replay runs the
-whole fleet pinned on two cores shared with the gateway, the load generator and whatever else this
-machine runs, and every token crosses the gateway. So, once the plan's fleet is up and before the
-window is replayed, `PROBE_REQUESTS` lone requests (one per second, the window's median lengths) go
-through the gateway. Of the same requests' predicted vs measured figures, TPOT gives a decode factor
-on every decode step (`ScaledSteps`), and TTFT a fixed first-token overhead (measured − predicted,
-at least 0: `SimOptions.first_token_overhead_seconds`), since a lone request's TTFT here is mostly
-the serving path, not prefill. The benchmark reports the errors with and without the calibration.
+Probe of the co-located set (`_fidelity_probe.py`, `calibration`): the profiles are measured one idle
+worker at a time, straight on the worker's RPC, each point the fastest of its repeats; the replay runs
+the whole fleet pinned on two cores shared with the gateway, the load generator and whatever else this
+machine runs, and every token crosses the gateway. The probe gives a first-token overhead (the
+gateway's, paired against the same request straight on the worker: `SimOptions.
+first_token_overhead_seconds`) and a decode factor on every decode step (`ScaledSteps`). The benchmark
+reports the errors with and without the calibration.
 """
 
 from __future__ import annotations
@@ -106,11 +104,12 @@ def predicted(sim: Any, seconds: float) -> dict[str, Any]:
             "utilization": dict(sim.utilization)}
 
 
-PROBE_REQUESTS = 5
+PROBE_REQUESTS = 5  # the simulator's side of the probe: lone requests, so their count does not matter
 
 
 def probe_rows(rows: Sequence[Row]) -> list[Row]:
-    """`PROBE_REQUESTS` lone requests, one per second, of the window's median input and output lengths."""
+    """`PROBE_REQUESTS` lone requests, one per second, of the window's median input and output lengths
+    (the probe's requests as the simulator predicts them: alone in the fleet)."""
     ins, outs = sorted(r[1] for r in rows), sorted(r[2] for r in rows)
     return [(float(k), ins[len(ins) // 2], outs[len(outs) // 2]) for k in range(PROBE_REQUESTS)]
 
@@ -124,10 +123,9 @@ class Calibration:
 
 
 def calibration(predicted_probe: Any, measured_probe: dict[str, Any]) -> Calibration:
-    """From the probe's predicted (`SimResult`, uncalibrated) and measured TTFT p50 and TPOT p50: the
-    overhead measured − predicted TTFT (≥ 0), the decode factor measured / predicted TPOT (1.0 when a
-    figure is missing or zero)."""
-    ttft, tpot = measured_probe["ttft_p50"], measured_probe["tpot_p50"]
-    overhead = max(0.0, ttft - predicted_probe.ttft_p50) if ttft is not None else 0.0
+    """From the probe (`_fidelity_probe.probe`): the first-token overhead its paired gateway − direct
+    TTFT (≥ 0; 0 when no pair was measured), the decode factor measured / predicted TPOT p50 (1.0 when a
+    figure is missing or zero). `predicted_probe` is the uncalibrated `SimResult` of `probe_rows`."""
+    overhead, tpot = measured_probe.get("overhead"), measured_probe["tpot_p50"]
     decode = tpot / predicted_probe.tpot_p50 if tpot and predicted_probe.tpot_p50 > 0 else 1.0
-    return Calibration(overhead, decode)
+    return Calibration(max(0.0, overhead) if overhead is not None else 0.0, decode)

@@ -34,6 +34,7 @@ class Served:
     tpot_seconds: float | None = None
     pool: str = ""
     disaggregated: bool = False
+    worker: str = ""  # the (decode) worker the gateway chose
     error: str = ""
 
 
@@ -71,6 +72,7 @@ async def _one(client: AsyncClient, model: str, prompt: str, row: tuple[float, i
                 tokens += len(chunk.token_ids)
             if chunk.route is not None and chunk.route.pool:
                 out.pool, out.disaggregated = chunk.route.pool, chunk.route.disaggregated
+                out.worker = chunk.route.worker_id
     except Exception as exc:  # a failed request is a measured miss, not a crash of the benchmark
         out.error = f"{type(exc).__name__}: {exc}"[:200]
         return out

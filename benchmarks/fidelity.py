@@ -24,8 +24,9 @@ Method (every rule and factor is fixed before anything is measured):
    Plans: for the window's **peak** (p95 of 5 s arrival rates, the planner's own rule) and its **mean**.
 4. Prediction (`_fidelity_predict.py`): `placement.simulator` calibrated from the same profiles (not
    the roofline), with the gateway's P/D threshold and this machine's core sharing; and again with the
-   probe of the co-located fleet (5 lone requests through the gateway before the window: a first-token
-   overhead and a decode factor). Both are reported; the targets use the probe-calibrated one.
+   probe of the co-located fleet (`_fidelity_probe.py`: 15 requests, each through the gateway and then
+   straight to the worker it chose, back to back: the gateway's first-token overhead as their paired
+   difference, and a decode factor). Both are reported; the targets use the probe-calibrated one.
 5. Measurement (`_fidelity_cluster.py`, `_fidelity_replay.py`): the embedded cluster's processes
    (Redis, gateway, `LocalActuator` workers pinned to cores) run each plan, pinned (no planner
    re-plans during the replay); the window's arrivals are replayed open loop through the gateway;
@@ -89,19 +90,19 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 async def measure_plan(cluster: Any, plan: Any, rows: Sequence[Any], prompts: Sequence[str], slo: Any,
                        seconds: float) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run `plan` on the cluster, probe it, replay the rows: (probe figures, window figures)."""
+    from benchmarks._cluster import CLUSTER_TOKEN
     from benchmarks._fidelity_cluster import API_KEY
     from benchmarks._fidelity_predict import probe_rows
-    from benchmarks._fidelity_replay import Prompts, measure, replay, share_deviation
+    from benchmarks._fidelity_probe import probe
+    from benchmarks._fidelity_replay import measure, replay, share_deviation
 
     await cluster.apply(plan)
     # one request per worker first: the first forward pass of a fresh process is not steady state
     warm = [(0.0, 64, 4)] * max(1, sum(p.count for p in plan.pools))
     await replay(cluster.grpc_target, API_KEY, cluster.model_name, warm, [prompts[0][:200]] * len(warm))
-    probe = probe_rows(rows)
-    maker = Prompts(cluster.model_dir, seed=1)  # not the window's prompts: no prefix is shared with them
-    probe_prompts = [maker.make(i) for _, i, _ in probe]
-    probed = measure(await replay(cluster.grpc_target, API_KEY, cluster.model_name, probe, probe_prompts),
-                     slo.ttft_seconds, slo.tpot_seconds, len(probe))
+    median_in, median_out = probe_rows(rows)[0][1:]
+    probed = await probe(cluster.grpc_target, API_KEY, cluster.model_name, cluster.model_dir,
+                         cluster.addresses(), CLUSTER_TOKEN, median_in, median_out)
     before = await cluster.routing()
     served = await replay(cluster.grpc_target, API_KEY, cluster.model_name, rows, prompts)
     after = await cluster.routing()
@@ -126,6 +127,8 @@ async def predict_and_measure(cluster: Any, inputs: Any, plan: Any, rows: Sequen
     return {
         "measured": measured,
         "probe": {"measured_ttft_p50": probed["ttft_p50"], "measured_tpot_p50": probed["tpot_p50"],
+                  "direct_ttft_p50": probed["direct_ttft_p50"], "pairs": probed["pairs"],
+                  "failed": probed["failed"],
                   "predicted_ttft_p50": sim_probe.ttft_p50, "predicted_tpot_p50": sim_probe.tpot_p50,
                   "first_token_overhead_seconds": c.first_token_overhead_seconds,
                   "decode_scale": c.decode_scale},
