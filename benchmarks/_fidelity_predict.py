@@ -11,10 +11,10 @@ core sharing (`SimOptions.pd_min_input_tokens`, `SimOptions.cores`).
 Probe of the co-located set (`_fidelity_probe.py`, `calibration`): the profiles are measured one idle
 worker at a time, straight on the worker's RPC, each point the fastest of its repeats; the replay runs
 the whole fleet pinned on two cores shared with the gateway, the load generator and whatever else this
-machine runs, and every token crosses the gateway. The probe gives a first-token overhead (the
-gateway's, paired against the same request straight on the worker: `SimOptions.
-first_token_overhead_seconds`) and a decode factor on every decode step (`ScaledSteps`). The benchmark
-reports the errors with and without the calibration.
+machine runs, and every token crosses the gateway. The probe's warm requests through the gateway give a
+first-token overhead (measured − predicted TTFT: the gateway hop plus the live worker's distance from its
+profile; `SimOptions.first_token_overhead_seconds`) and a decode factor on every decode step
+(`ScaledSteps`). The benchmark reports the errors with and without the calibration.
 """
 
 from __future__ import annotations
@@ -123,9 +123,11 @@ class Calibration:
 
 
 def calibration(predicted_probe: Any, measured_probe: dict[str, Any]) -> Calibration:
-    """From the probe (`_fidelity_probe.probe`): the first-token overhead its paired gateway − direct
-    TTFT (≥ 0; 0 when no pair was measured), the decode factor measured / predicted TPOT p50 (1.0 when a
-    figure is missing or zero). `predicted_probe` is the uncalibrated `SimResult` of `probe_rows`."""
-    overhead, tpot = measured_probe.get("overhead"), measured_probe["tpot_p50"]
+    """From the probe (`_fidelity_probe.probe`, warm requests through the gateway) and the simulator's
+    uncalibrated prediction of the same requests (`predicted_probe`, a `SimResult` of `probe_rows`):
+    the first-token overhead measured − predicted TTFT p50 (≥ 0), the decode factor measured / predicted
+    TPOT p50 (0.0 and 1.0 when a figure is missing or zero)."""
+    ttft, tpot = measured_probe["ttft_p50"], measured_probe["tpot_p50"]
+    overhead = max(0.0, ttft - predicted_probe.ttft_p50) if ttft is not None else 0.0
     decode = tpot / predicted_probe.tpot_p50 if tpot and predicted_probe.tpot_p50 > 0 else 1.0
-    return Calibration(max(0.0, overhead) if overhead is not None else 0.0, decode)
+    return Calibration(overhead, decode)

@@ -6,16 +6,18 @@ time, each sent twice, back to back on warm connections:
 1. through the gateway (its gRPC API, as the window is served), which names the worker it chose;
 2. the same prompt's token ids straight to that worker's `Generate` RPC (another tenant salt, so the
    KV blocks of step 1 are not reused).
-The gateway's own first-token overhead (auth, tokenize, route, the hop; `SimOptions.
-first_token_overhead_seconds`) is the median over requests of TTFT(1) − TTFT(2): paired, so the worker's
-own state (idle or busy, background load) cancels. The decode factor is the gateway path's median TPOT
-over the simulator's (every token crosses the gateway). Requests the gateway disaggregated (P/D) have no
-one worker to compare with: they count for TPOT only.
+The calibration (`_fidelity_predict.calibration`) uses step 1 only: its median TTFT minus the
+simulator's (the first-token overhead: the gateway hop plus the live worker's distance from its
+fastest-of-repeats profile point) and its median TPOT over the simulator's (the decode factor). Step 2
+splits the overhead: the median of the paired TTFT(1) − TTFT(2) is the gateway's own share
+(`gateway_overhead`), TTFT(2) the worker's live first token (`direct_ttft_p50`). Requests the gateway
+disaggregated (P/D) have no one worker to compare with and are left out of the pairs.
 
-Why not lone requests one second apart (the first version): lone requests through the gateway took
-18.4 ms to the first token where the window's p50 was 14.9 ms, and an overhead taken from them as
-measured − predicted TTFT carried that difference into every prediction (ttft_p50_error 0.24). See the
-fidelity section of docs/benchmarks.md for the measurements that located it.
+Why warm, back-to-back requests and not lone ones a second apart (the first version): measured on
+2026-12-07 (docs/benchmarks.md, fidelity section), a gateway idle for 1 s between requests adds about
+3.5 ms to the next one's first token (17.8 ms at 1 s gaps vs 14.3 ms at 0.3 s), while the worker
+straight on its RPC shows no such gap effect (11.6-12.0 ms at 1 s, 9.7-11.0 ms back to back). The window
+at its mean rate keeps the gateway warm, so lone probes over-predicted its TTFT (ttft_p50_error 0.24).
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ async def _direct(client: Any, prompt_ids: Sequence[int], output_tokens: int, n:
 
 async def probe(target: str, api_key: str, model: str, model_dir: Path, addresses: dict[str, str],
                 cluster_token: str, input_tokens: int, output_tokens: int) -> dict[str, Any]:
-    """The paired probe of the module docstring. Returns the medians (s) of gateway and direct TTFT,
-    of their paired difference (`overhead`), the gateway's TPOT, and the raw pairs."""
+    """The probe of the module docstring. Returns the medians (s) of the gateway's TTFT and TPOT, of the
+    direct TTFT and of the paired difference (`gateway_overhead`), the raw pairs and the failures."""
     from tokenizers import Tokenizer
 
     from heteroserve.client import AsyncClient, RetryPolicy
@@ -79,6 +81,6 @@ async def probe(target: str, api_key: str, model: str, model_dir: Path, addresse
     return {"ttft_p50": percentile([s.ttft_seconds for s in served if s.ttft_seconds is not None], 0.5),
             "tpot_p50": percentile([s.tpot_seconds for s in served if s.tpot_seconds is not None], 0.5),
             "direct_ttft_p50": percentile([d for _, d in pairs], 0.5),
-            "overhead": percentile([g - d for g, d in pairs], 0.5),
+            "gateway_overhead": percentile([g - d for g, d in pairs], 0.5),
             "pairs": [(round(g, 5), round(d, 5)) for g, d in pairs],
             "failed": sum(1 for s in served if s.error)}

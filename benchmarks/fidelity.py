@@ -24,9 +24,10 @@ Method (every rule and factor is fixed before anything is measured):
    Plans: for the window's **peak** (p95 of 5 s arrival rates, the planner's own rule) and its **mean**.
 4. Prediction (`_fidelity_predict.py`): `placement.simulator` calibrated from the same profiles (not
    the roofline), with the gateway's P/D threshold and this machine's core sharing; and again with the
-   probe of the co-located fleet (`_fidelity_probe.py`: 15 requests, each through the gateway and then
-   straight to the worker it chose, back to back: the gateway's first-token overhead as their paired
-   difference, and a decode factor). Both are reported; the targets use the probe-calibrated one.
+   probe of the co-located fleet (`_fidelity_probe.py`: 15 warm requests back to back through the
+   gateway give a first-token overhead, measured − predicted TTFT, and a decode factor; each is also
+   sent straight to the worker the gateway chose, which splits the overhead into the gateway's share and
+   the worker's). Both are reported; the targets use the probe-calibrated one.
 5. Measurement (`_fidelity_cluster.py`, `_fidelity_replay.py`): the embedded cluster's processes
    (Redis, gateway, `LocalActuator` workers pinned to cores) run each plan, pinned (no planner
    re-plans during the replay); the window's arrivals are replayed open loop through the gateway;
@@ -127,7 +128,8 @@ async def predict_and_measure(cluster: Any, inputs: Any, plan: Any, rows: Sequen
     return {
         "measured": measured,
         "probe": {"measured_ttft_p50": probed["ttft_p50"], "measured_tpot_p50": probed["tpot_p50"],
-                  "direct_ttft_p50": probed["direct_ttft_p50"], "pairs": probed["pairs"],
+                  "direct_ttft_p50": probed["direct_ttft_p50"],
+                  "gateway_overhead_seconds": probed["gateway_overhead"], "pairs": probed["pairs"],
                   "failed": probed["failed"],
                   "predicted_ttft_p50": sim_probe.ttft_p50, "predicted_tpot_p50": sim_probe.tpot_p50,
                   "first_token_overhead_seconds": c.first_token_overhead_seconds,
@@ -246,7 +248,8 @@ def report(result: dict[str, Any]) -> None:
             continue
         raw, probe = result[f"{basis}_predicted_uncalibrated"], result[f"{basis}_probe"]
         print(f"{basis:>5} plan {result[f'{basis}_plan_pools']}; probe: first-token overhead "
-              f"{probe['first_token_overhead_seconds']:.4f} s, decode factor {probe['decode_scale']:.2f}")
+              f"{probe['first_token_overhead_seconds']:.4f} s (gateway's paired share "
+              f"{probe['gateway_overhead_seconds'] or 0:.4f} s), decode factor {probe['decode_scale']:.2f}")
         for key in ("ttft_p50", "ttft_p90", "tpot_p50", "slo_attainment", "disaggregated_fraction"):
             m = meas[key]
             print(f"        {key:<24} predicted {pred[key]:.4f} (profiles alone {raw[key]:.4f})   "

@@ -79,18 +79,16 @@ def test_the_bundled_trace_is_scaled_as_the_demo_scales_it() -> None:
     assert [r[0] for r in probe] == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
-def test_the_probe_gives_the_paired_gateway_overhead_and_a_decode_factor() -> None:
+def test_the_probe_gives_an_additive_first_token_overhead_and_a_decode_factor() -> None:
     @dataclass(frozen=True)
     class Sim:
         ttft_p50: float
         tpot_p50: float
 
-    # the overhead is the paired gateway − direct difference, not measured − predicted TTFT (0.010)
-    got = calibration(Sim(0.020, 0.001), {"ttft_p50": 0.030, "tpot_p50": 0.003, "overhead": 0.006})
-    assert got.first_token_overhead_seconds == pytest.approx(0.006) and got.decode_scale == pytest.approx(3.0)
-    assert calibration(Sim(0.040, 0.001), {"ttft_p50": 0.030, "tpot_p50": None, "overhead": None}) \
-        == Calibration(0.0, 1.0)
-    assert calibration(Sim(0.040, 0.001), {"tpot_p50": 0.001, "overhead": -0.001}) == Calibration(0.0, 1.0)
+    # the paired gateway share (0.006) is reported, not used: the overhead is measured − predicted TTFT
+    got = calibration(Sim(0.020, 0.001), {"ttft_p50": 0.030, "tpot_p50": 0.003, "gateway_overhead": 0.006})
+    assert got.first_token_overhead_seconds == pytest.approx(0.010) and got.decode_scale == pytest.approx(3.0)
+    assert calibration(Sim(0.040, 0.001), {"ttft_p50": 0.030, "tpot_p50": None}) == Calibration(0.0, 1.0)
 
 
 def test_measure_counts_a_failed_request_as_a_miss() -> None:
@@ -133,4 +131,5 @@ def test_quick_run_serves_the_window_live_and_reports_every_figure(
     assert result["peak_probe"]["decode_scale"] > 0
     probe = result["peak_probe"]
     assert probe["failed"] == 0 and probe["direct_ttft_p50"] > 0 and len(probe["pairs"]) >= 1
+    assert isinstance(probe["gateway_overhead_seconds"], float)
     assert not list((tmp_path / "live" / "run" / "workers").glob("*.json")), "a worker was left running"
