@@ -32,6 +32,9 @@ def fast_config(tmp_path: Path) -> Path:
     save_node_profile(tmp_path / "cpu-local.json", cpu_profile())
     data["profiles"] = [{"path": "cpu-local.json"}]
     data["model"]["architecture"] = asdict(TINY)
+    # one worker per pool at rest, so the load step below changes the plan (with the availability floor
+    # of 2, the plan at rest already covers the step and the new leader would have nothing to publish)
+    data.setdefault("options", {})["min_replicas"] = 1
     path = tmp_path / "planner.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

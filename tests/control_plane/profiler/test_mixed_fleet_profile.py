@@ -14,15 +14,15 @@ from workerrpc.client import WorkerClient
 
 
 def test_only_a_lone_colocated_worker_may_go_without_a_prefill_worker() -> None:
-    colocated = WorkerClient("127.0.0.1:1", "token")
-    try:
-        RoleWorkers(colocated, None, None)  # a vLLM node type
-        with pytest.raises(ValueError, match="prefill: required"):
-            RoleWorkers(None, None, None)
-        with pytest.raises(ValueError, match="prefill: required"):
-            RoleWorkers(colocated, None, colocated)  # a decode worker needs its KV source
-    finally:
-        asyncio.run(colocated.close())
+    async def run() -> None:  # a grpc.aio channel is made inside a running event loop
+        async with WorkerClient("127.0.0.1:1", "token") as colocated:
+            RoleWorkers(colocated, None, None)  # a vLLM node type
+            with pytest.raises(ValueError, match="prefill: required"):
+                RoleWorkers(None, None, None)
+            with pytest.raises(ValueError, match="prefill: required"):
+                RoleWorkers(colocated, None, colocated)  # a decode worker needs its KV source
+
+    asyncio.run(run())
 
 
 def test_a_profile_without_a_transfer_needs_the_kv_bytes_per_token() -> None:
