@@ -187,16 +187,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.openai_port is not None and not 0 <= args.openai_port <= 65535:
         raise ConfigError(f"must be in 0..65535, got {args.openai_port}", field="--openai-port")
-    from workers.service.transport import reserved_port
+    if args.engine == "vllm":
+        from workers.vllm import server as vllm_server
 
-    # Held from here until the worker exits: a vLLM engine loads for ~50 s and binds ZMQ sockets on free
-    # ports meanwhile, and once took the port a launcher had picked for this worker (a CI run).
-    with reserved_port(config.host, config.port):
-        if args.engine == "vllm":
-            from workers.vllm import server as vllm_server
+        return asyncio.run(vllm_server.serve(config, vllm_config(args, config), on_ready=ready,
+                                             openai_port=args.openai_port))
+    from workers.service.server import serve
 
-            return asyncio.run(vllm_server.serve(config, vllm_config(args, config), on_ready=ready,
-                                                 openai_port=args.openai_port))
-        from workers.service.server import serve
-
-        return asyncio.run(serve(config, on_ready=ready, openai_port=args.openai_port))
+    return asyncio.run(serve(config, on_ready=ready, openai_port=args.openai_port))

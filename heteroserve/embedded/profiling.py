@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import ConfigError
-from common.localredis import free_port
 from common.vocab import ROLES, Device, Engine, Role
 from control_plane.profiler.grid import ProfileGrid
 from control_plane.profiler.machine import fingerprint, machine_info
@@ -99,15 +98,16 @@ def _workers(model_dir: Path, node: LocalNodeType, token: str, shared_tier_url: 
     roles: list[tuple[Role, Device]] = [(r, node.device) for r in node.roles]
     if node.device == "csd":
         roles.insert(0, ("prefill", "cpu"))
-    procs: dict[str, tuple[ManagedProcess, str]] = {}
+    procs: dict[str, ManagedProcess] = {}
     env = {"HETEROSERVE_CLUSTER_TOKEN": token, "OMP_NUM_THREADS": str(settings.threads),
            "MKL_NUM_THREADS": str(settings.threads)}
     try:
         for role, device in roles:
-            port = free_port()
+            # --port 0: the worker binds a free port itself and names it on its ready line. A port picked
+            # here could be taken meanwhile (a vLLM engine binds sockets while it loads for ~50 s).
             argv = heteroserve_command(
                 "worker", "--model", str(model_dir), "--device", device, "--engine", node.engine,
-                "--role", role, "--port", str(port), "--node-type", node.name,
+                "--role", role, "--port", "0", "--node-type", node.name,
                 "--kv-cache-mb", str(settings.kv_cache_mb),
                 *(["--shared-tier-url", shared_tier_url] if shared_tier_url else []),
                 *(["--csd-path", str(log_dir / f"csd-{role}")] if device == "csd" else []),
@@ -115,12 +115,11 @@ def _workers(model_dir: Path, node: LocalNodeType, token: str, shared_tier_url: 
                   if node.engine == "vllm" else []),
                 log_level="WARNING")
             name = f"profile-{node.name}-{role}"
-            procs[role] = (ManagedProcess(name, argv, log_dir / f"{name}.log", env), f"127.0.0.1:{port}")
-        for process, _ in procs.values():
-            process.wait_for_log(" ready on ", settings.ready_timeout_seconds)
-        yield {role: address for role, (_, address) in procs.items()}
+            procs[role] = ManagedProcess(name, argv, log_dir / f"{name}.log", env)
+        yield {role: process.wait_for_log(" ready on ", settings.ready_timeout_seconds).rsplit(" ", 1)[-1]
+               for role, process in procs.items()}
     finally:
-        for process, _ in procs.values():
+        for process in procs.values():
             process.stop(timeout_seconds=10)
 
 

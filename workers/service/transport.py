@@ -12,9 +12,6 @@ probe cannot do mutual TLS, and SERVING / NOT_SERVING is all that port tells any
 
 from __future__ import annotations
 
-import contextlib
-import socket
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from grpc import aio
@@ -25,28 +22,6 @@ from common.tls import ClientTLS, ReloadingMaterial, log_mode, server_credential
 
 if TYPE_CHECKING:
     from workers.config import WorkerConfig
-
-
-@contextlib.contextmanager
-def reserved_port(host: str, port: int) -> Iterator[None]:
-    """Hold `host:port` (bound, not listening) so that no other socket takes it while the engine loads;
-    gRPC still binds it, because both sockets set SO_REUSEPORT (gRPC's default on Linux). Port 0 (any
-    free port) needs no reservation. Raises `UnavailableError` when the port is already taken."""
-    if port == 0:
-        yield
-        return
-    bare = host.strip("[]")
-    sock = socket.socket(socket.AF_INET6 if ":" in bare else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((bare, port))
-    except OSError as exc:
-        sock.close()
-        raise UnavailableError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    try:
-        yield
-    finally:
-        sock.close()
 
 
 def bind(server: aio.Server, config: WorkerConfig) -> tuple[int, ReloadingMaterial | None]:
