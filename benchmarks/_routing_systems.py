@@ -146,7 +146,7 @@ def start_router(cluster: LocalCluster, policy: str, worker_urls: list[str]) -> 
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, text=True,
                                 preexec_fn=parent_death_preexec())
     cluster.procs.append(proc)
-    _wait_healthy(f"http://127.0.0.1:{port}", proc, log_path)
+    wait_healthy(f"http://127.0.0.1:{port}", proc, log_path)
     return f"http://127.0.0.1:{port}"
 
 
@@ -159,7 +159,9 @@ def report_failures(system: System, summary: dict[str, Any]) -> None:
               + "\n".join(log.read_text(errors="replace").splitlines()[-40:]), file=sys.stderr, flush=True)
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[str], log: Path, timeout: float = 60.0) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen[str], log: Path, timeout: float = 60.0,
+                 interval: float = 0.2) -> None:
+    """Until `url`/health answers 200; raises (with the log's tail) if `proc` exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -169,7 +171,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen[str], log: Path, timeout: flo
                 return
         except httpx.TransportError:
             pass
-        time.sleep(0.2)
+        time.sleep(interval)
     raise RuntimeError(f"{url} not healthy within {timeout} s: {log.read_text()[-2000:]}")
 
 

@@ -27,8 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from benchmarks._cluster import LocalCluster
 from benchmarks._routing_systems import (
     KV_CACHE_MB,
@@ -38,6 +36,7 @@ from benchmarks._routing_systems import (
     start_ours,
     start_router,
     vllm_env,
+    wait_healthy,
 )
 from common.lifetime import parent_death_preexec
 from common.localredis import free_port
@@ -96,7 +95,7 @@ def start_vllm_stack(model_dir: Path, workdir: Path, engines: int) -> System:
             servers.append((f"http://127.0.0.1:{port}", proc, log_path))
         deadline = time.monotonic() + START_TIMEOUT_S
         for url, proc, log_path in servers:
-            _wait_ready(url, proc, log_path, deadline)
+            wait_healthy(url, proc, log_path, max(0.0, deadline - time.monotonic()), interval=1.0)
         url = start_router(cluster, "cache_aware", [s[0] for s in servers])
     except BaseException:
         cluster.stop()
@@ -107,15 +106,3 @@ def start_vllm_stack(model_dir: Path, workdir: Path, engines: int) -> System:
                    "workers": engines, "shared_tier": False, "kv_cache_mb": KV_CACHE_MB})
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[str], log: Path, deadline: float) -> None:
-    """Until the vLLM server answers /health with 200 (it does once its engine is up)."""
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"vLLM server {url} exited with {proc.returncode}: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(1.0)
-    raise RuntimeError(f"vLLM server {url} not ready in time: {log.read_text()[-3000:]}")
