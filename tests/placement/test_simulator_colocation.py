@@ -4,8 +4,6 @@ by a probe."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
 from placement.catalog import Catalog
@@ -15,23 +13,9 @@ from placement.plan import Classifier, ClassRouting, Plan, Pool, Route, SolveSum
 from placement.profile_file import TransferPoint
 from placement.simulator import SimOptions, SimRequest, simulate
 from placement.workload import SLOClass
+from tests.placement.simulated import FixedSteps
 
 MODEL, NODE = "llama2-7b", "L4x8"
-
-
-@dataclass(frozen=True)
-class FixedSteps:
-    prefill: float
-    decode: float
-
-    def prefill_seconds(self, prompt_tokens: float, num_seqs: int = 1) -> float:
-        return self.prefill
-
-    def decode_step_seconds(self, batch: int, context_tokens: float) -> float:
-        return self.decode
-
-    def kv_capacity_tokens(self) -> int:
-        return 1_000_000
 
 
 def plan_of(pools: dict[str, tuple[str, int]], route: Route) -> Plan:

@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from placement.models import ModelSpec
 from placement.profile_file import TransferPoint
 from placement.simulator import SimOptions, SimRequest, simulate
 from placement.workload import SLOClass
-from tests.placement.test_simulator import setup  # noqa: F401  (the module fixture)
-
-
-@dataclass(frozen=True)
-class FixedSteps:
-    """Constant step times: a lone request's TTFT and TPOT are exactly these."""
-
-    prefill: float
-    decode: float
-
-    def prefill_seconds(self, prompt_tokens: float, num_seqs: int = 1) -> float:
-        return self.prefill
-
-    def decode_step_seconds(self, batch: int, context_tokens: float) -> float:
-        return self.decode
-
-    def kv_capacity_tokens(self) -> int:
-        return 1_000_000
+from tests.placement.simulated import FixedSteps
 
 
 def test_measured_steps_and_transfer_replace_the_roofline(  # type: ignore[no-untyped-def]
-        setup, models: dict[str, ModelSpec], slos: dict[str, SLOClass]) -> None:  # noqa: F811
+        setup, models: dict[str, ModelSpec], slos: dict[str, SLOClass]) -> None:
     plan, _, fleet = setup
     pools = [p for p in plan.pools if p.count > 0]
     steps = {(p.node_type, p.role): FixedSteps(0.25, 0.01) for p in pools}

@@ -28,7 +28,6 @@ from common.tls import WORKER_SERVER_NAME, TLSFiles
 from heteroserve.client.client import AsyncClient
 from heteroserve.client.retry import RetryPolicy
 from heteroserve.client.types import Chunk
-from placement.plan import Route
 from tests.control_plane.gateway.gateway_procs import (
     API_KEY,
     Gateway,
@@ -37,13 +36,11 @@ from tests.control_plane.gateway.gateway_procs import (
     start_gateway,
     write_api_keys,
 )
-from tests.control_plane.gateway.plans import document
+from tests.control_plane.gateway.plans import PD_PLAN as PLAN
+from tests.control_plane.gateway.plans import PD_POOLS as POOLS
 from tests.workers.service.worker_procs import CLUSTER_TOKEN, WorkerProcess, start_worker
 
 pytestmark = pytest.mark.slow
-POOLS = {"co": "colocated", "pf": "prefill", "dc": "decode"}
-PLAN = document(POOLS, {"tiny/interactive/i1o0": [Route(1.0, prefill_pool="pf", decode_pool="dc")],
-                        "tiny/interactive/i0o0": [Route(1.0, pool="co")]})
 MAX_TOKENS = 24
 ROTATIONS = 3
 

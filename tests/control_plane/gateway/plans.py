@@ -27,3 +27,9 @@ def plan(pools: dict[str, str], classes: dict[str, list[Route]], *, model: str =
 
 def document(pools: dict[str, str], classes: dict[str, list[Route]], **kw: Any) -> dict[str, Any]:
     return plan(pools, classes, **kw).to_dict()
+
+
+# Long prompts (class i1) go P/D from pool pf to pool dc, short ones (i0) colocated on pool co.
+PD_POOLS = {"co": "colocated", "pf": "prefill", "dc": "decode"}
+PD_PLAN = document(PD_POOLS, {"tiny/interactive/i1o0": [Route(1.0, prefill_pool="pf", decode_pool="dc")],
+                              "tiny/interactive/i0o0": [Route(1.0, pool="co")]})

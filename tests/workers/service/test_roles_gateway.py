@@ -25,7 +25,6 @@ import pytest
 
 from common.localredis import LocalRedis, RedisServerConfig
 from heteroserve.client.client import Client
-from placement.plan import Route
 from tests.control_plane.gateway.gateway_procs import (
     API_KEY,
     Gateway,
@@ -34,13 +33,11 @@ from tests.control_plane.gateway.gateway_procs import (
     start_gateway,
     write_api_keys,
 )
-from tests.control_plane.gateway.plans import document
+from tests.control_plane.gateway.plans import PD_PLAN as PLAN
+from tests.control_plane.gateway.plans import PD_POOLS as POOLS
 from tests.workers.service.worker_procs import CLUSTER_TOKEN, WorkerProcess, start_worker
 
 pytestmark = pytest.mark.slow
-POOLS = {"co": "colocated", "pf": "prefill", "dc": "decode"}
-PLAN = document(POOLS, {"tiny/interactive/i1o0": [Route(1.0, prefill_pool="pf", decode_pool="dc")],
-                        "tiny/interactive/i0o0": [Route(1.0, pool="co")]})
 LONG = " ".join(f"paragraph {i} of a long document to summarise" for i in range(8))
 REFUSALS = "heteroserve_worker_role_refusals_total{"
 
