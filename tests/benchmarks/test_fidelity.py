@@ -112,6 +112,21 @@ def test_share_deviation_counts_only_the_requests_between_the_snapshots() -> Non
     assert share_deviation(snapshot(10, 1.0), snapshot(10, 1.0)) == (None, [])
 
 
+def test_without_a_peak_vs_mean_contrast_check_fails() -> None:
+    """The peak plan meeting the SLO says nothing about sizing unless the mean-sized plan, a different
+    fleet, misses it: otherwise the part is skipped, and a skipped part fails `--check`."""
+    same = {"mean_plan_equals_peak_plan": True, "mean_slo_attainment_measured": 1.0}
+    mean_meets = {"mean_plan_equals_peak_plan": False, "mean_slo_attainment_measured": 0.97}
+    mean_misses = {"mean_plan_equals_peak_plan": False, "mean_slo_attainment_measured": 0.6}
+    assert fidelity.contrast_missing(same) and fidelity.contrast_missing(mean_meets)
+    assert fidelity.contrast_missing(mean_misses) == []
+    args = fidelity.parse(["--check"])
+    result = {"ttft_p50_error": 0.0, "tpot_p50_error": 0.0, "slo_attainment_error": 0.0,
+              "share_deviation_max": 0.0, "slo_attainment_measured": 1.0}
+    assert fidelity.finish(result, fidelity.TARGETS, args, skipped=fidelity.contrast_missing(same)) == 1
+    assert fidelity.finish(result, fidelity.TARGETS, args, skipped=[]) == 0
+
+
 @pytest.mark.slow
 def test_quick_run_serves_the_window_live_and_reports_every_figure(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
