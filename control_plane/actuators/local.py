@@ -9,10 +9,13 @@ the shared Redis KV tier, and with `disk_tier_mb` each gets its own node-local d
 
 apply(targets), per pool, scale-ups first (all new workers of a call start in parallel), then
 scale-downs:
-- scale-up: start the process on free loopback ports, then wait until the worker has registered in
-  Redis (`common.registry`) — gateways route only to registered workers, so no request reaches a
-  worker before it is ready. A worker that exits or is not ready within `ready_timeout_seconds` is
-  killed and reported as `UnavailableError` naming its log file.
+- scale-up: start the process with `--port 0` (the worker binds a free port itself: a port picked
+  here could be taken while the engine loads, ~50 s for vLLM), then wait until the worker has
+  registered in Redis (`common.registry`) and take its address from that record — gateways route only
+  to registered workers, so no request reaches a worker before it is ready. The metrics port must be
+  picked here (0 turns metrics off); a worker that exits because another process took it is started
+  again on a fresh one, up to `METRICS_PORT_ATTEMPTS` times. A worker that exits or is not ready
+  within `ready_timeout_seconds` is killed and reported as `UnavailableError` naming its log file.
 - scale-down: the newest workers go first. Each is drained (the `DrainFn`; default: the worker's
   Drain RPC, which makes it refuse new work — gateways retry elsewhere — and waits for running
   requests), then sent SIGTERM, and SIGKILL after `stop_timeout_seconds`.
@@ -51,6 +54,8 @@ from control_plane.actuators.base import ApplyResult, DrainFn, DrainTarget, Pool
 from workerrpc.client import WorkerClient
 
 log = logging.getLogger(__name__)
+METRICS_PORT_ATTEMPTS = 3  # starts of one worker whose metrics port was taken before it bound it
+METRICS_BIND_FAILURE = "cannot serve metrics on"  # the worker's error when its metrics port is taken
 
 
 @dataclass(frozen=True)
@@ -87,19 +92,16 @@ class LocalActuatorConfig:
 
 @dataclass
 class LocalWorker:
-    """One worker process this actuator started. `ready` once registered in Redis."""
+    """One worker process this actuator started. `ready` once registered in Redis; `address`
+    (host:port of its gRPC service, bound by the worker itself) is known from then on."""
 
     worker_id: str
     target: PoolTarget
-    port: int
     metrics_port: int
     proc: subprocess.Popen[bytes]
     log_path: Path
     ready: bool = False
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+    address: str | None = None
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -124,15 +126,12 @@ class LocalActuator:
         async with self._lock:
             self._forget_dead()
             ups = [(t, t.replicas - len(self._workers.get(t.pool, []))) for t in targets]
-            started = [self._start(t) for t, n in ups for _ in range(max(0, n))]
+            starting = [self._start_ready(t) for t, n in ups for _ in range(max(0, n))]
             changes = [PoolChange(t.pool, t.replicas - n, t.replicas) for t, n in ups if n > 0]
-            try:
-                await asyncio.gather(*(self._wait_ready(w) for w in started))
-            except HeteroserveError:
-                for w in started:
-                    if not w.ready:
-                        await self._stop(w)
-                raise
+            outcomes = await asyncio.gather(*starting, return_exceptions=True)
+            failed = [o for o in outcomes if isinstance(o, BaseException)]
+            if failed:  # the failed ones are stopped already; the ready ones keep serving
+                raise failed[0]
             drained: list[DrainTarget] = []
             failures: list[DrainTarget] = []
             for target, n in ups:
@@ -159,14 +158,30 @@ class LocalActuator:
         return [w for ws in self._workers.values() for w in ws]
 
     # -- processes ------------------------------------------------------------------------------
+    async def _start_ready(self, target: PoolTarget) -> LocalWorker:
+        """Start one worker of `target` and wait until it is ready (module docstring: a worker whose
+        metrics port was taken is started again). A worker that fails is stopped before the raise."""
+        for attempt in range(1, METRICS_PORT_ATTEMPTS + 1):
+            worker = self._start(target)
+            try:
+                await self._wait_ready(worker)
+                return worker
+            except HeteroserveError:
+                await self._stop(worker)
+                if attempt == METRICS_PORT_ATTEMPTS or not _metrics_port_taken(worker.log_path):
+                    raise
+                log.warning("worker %s: metrics port %d was taken before it bound it; starting it again",
+                            worker.worker_id, worker.metrics_port)
+        raise AssertionError("unreachable")
+
     def _start(self, target: PoolTarget) -> LocalWorker:
         self._seq += 1
         worker_id = f"{target.pool}-{self._tag}{self._seq}"
-        port, metrics_port = free_port(), free_port()
+        metrics_port = free_port()
         log_path = self.config.run_dir / "logs" / f"worker-{worker_id}.log"
         args = [self.config.python, "-m", "heteroserve.cli", "worker",
                 "--model", str(self.config.model_dir), "--device", target.device, "--role", target.role,
-                "--host", self.config.host, "--port", str(port), "--metrics-port", str(metrics_port),
+                "--host", self.config.host, "--port", "0", "--metrics-port", str(metrics_port),
                 "--node-type", target.node_type, "--pool", target.pool, "--worker-id", worker_id,
                 "--redis-url", self.config.redis_url, "--kv-cache-mb", str(self.config.kv_cache_mb),
                 *self.config.extra_args]
@@ -189,12 +204,9 @@ class LocalActuator:
             proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
                                     preexec_fn=parent_death_preexec())
-        worker = LocalWorker(worker_id, target, port, metrics_port, proc, log_path)
+        worker = LocalWorker(worker_id, target, metrics_port, proc, log_path)
         self._workers.setdefault(target.pool, []).append(worker)
-        self._pid_file(worker).write_text(json.dumps({
-            "worker_id": worker_id, "pid": proc.pid, "pool": target.pool, "role": target.role,
-            "device": target.device, "node_type": target.node_type, "address": worker.address,
-            "metrics_port": metrics_port, "log": str(log_path)}))
+        self._write_pid_file(worker)
         log.info("starting worker %s (%s %s on %s), log %s", worker_id, target.role, target.device,
                  target.node_type, log_path)
         return worker
@@ -207,7 +219,8 @@ class LocalActuator:
                                        f"{worker.proc.returncode} before it was ready; see {worker.log_path}")
             record = await get_worker(self._redis, worker.worker_id)
             if record is not None and not record.draining:
-                worker.ready = True
+                worker.ready, worker.address = True, record.address
+                self._write_pid_file(worker)
                 log.info("worker %s ready on %s", worker.worker_id, worker.address)
                 return
             await asyncio.sleep(0.2)
@@ -258,9 +271,24 @@ class LocalActuator:
                 ws.remove(worker)
                 self._pid_file(worker).unlink(missing_ok=True)
 
+    def _write_pid_file(self, worker: LocalWorker) -> None:
+        t = worker.target
+        self._pid_file(worker).write_text(json.dumps({
+            "worker_id": worker.worker_id, "pid": worker.proc.pid, "pool": t.pool, "role": t.role,
+            "device": t.device, "node_type": t.node_type, "address": worker.address,
+            "metrics_port": worker.metrics_port, "log": str(worker.log_path)}))
+
     def _pid_file(self, worker: LocalWorker) -> Path:
         return self.config.run_dir / "workers" / f"{worker.worker_id}.json"
 
     @staticmethod
     def _drain_target(worker: LocalWorker) -> DrainTarget:
         return DrainTarget(pool=worker.target.pool, name=worker.worker_id, address=worker.address)
+
+
+def _metrics_port_taken(log_path: Path) -> bool:
+    """Whether the worker logging to `log_path` exited because its metrics port was taken."""
+    try:
+        return METRICS_BIND_FAILURE in log_path.read_text(errors="replace")[-4000:]
+    except OSError:
+        return False

@@ -76,3 +76,36 @@ async def test_actuator_converges_and_drains_without_failing_requests(
         await client.aclose()
     assert survivors and not any(pid_alive(p) for p in survivors)
     assert not list((tmp_path / "workers").glob("*.json"))
+
+
+async def test_worker_binds_its_own_port_and_restarts_when_its_metrics_port_was_taken(
+        redis_url: str, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gRPC port comes from the worker's registration (it bound port 0); a metrics port another
+    process took between the pick and the worker's bind makes the actuator start the worker again."""
+    import socket
+
+    from control_plane.actuators import local
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    picks = iter([taken.getsockname()[1]])
+    real_free_port = local.free_port
+    monkeypatch.setattr(local, "free_port", lambda: next(picks, None) or real_free_port())
+    config = LocalActuatorConfig(model_dir=tiny_model_dir, redis_url=redis_url, run_dir=tmp_path,
+                                 cluster_token=TOKEN, kv_cache_mb=16, ready_timeout_seconds=120)
+    actuator = LocalActuator(config)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await actuator.apply([target("cpu-m", 1)])
+        [worker] = actuator.workers()
+        assert worker.metrics_port != taken.getsockname()[1]
+        assert "cannot serve metrics on" in next(tmp_path.glob("logs/worker-cpu-m-*1.log")).read_text()
+        [record] = await list_workers(client)
+        assert worker.address == record.address and not record.address.endswith(":0")
+        async with WorkerClient(worker.address, TOKEN) as rpc:
+            assert await rpc.health()
+    finally:
+        taken.close()
+        await actuator.close()
+        await client.aclose()
