@@ -101,7 +101,13 @@ class LocalWorker:
     proc: subprocess.Popen[bytes]
     log_path: Path
     ready: bool = False
-    address: str | None = None
+    registered_address: str | None = None  # from the worker's registration; None until ready
+
+    @property
+    def address(self) -> str:
+        if self.registered_address is None:
+            raise RuntimeError(f"worker {self.worker_id} is not ready: its address is not known yet")
+        return self.registered_address
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -219,7 +225,7 @@ class LocalActuator:
                                        f"{worker.proc.returncode} before it was ready; see {worker.log_path}")
             record = await get_worker(self._redis, worker.worker_id)
             if record is not None and not record.draining:
-                worker.ready, worker.address = True, record.address
+                worker.ready, worker.registered_address = True, record.address
                 self._write_pid_file(worker)
                 log.info("worker %s ready on %s", worker.worker_id, worker.address)
                 return
@@ -275,7 +281,7 @@ class LocalActuator:
         t = worker.target
         self._pid_file(worker).write_text(json.dumps({
             "worker_id": worker.worker_id, "pid": worker.proc.pid, "pool": t.pool, "role": t.role,
-            "device": t.device, "node_type": t.node_type, "address": worker.address,
+            "device": t.device, "node_type": t.node_type, "address": worker.registered_address,
             "metrics_port": worker.metrics_port, "log": str(worker.log_path)}))
 
     def _pid_file(self, worker: LocalWorker) -> Path:
@@ -283,7 +289,7 @@ class LocalActuator:
 
     @staticmethod
     def _drain_target(worker: LocalWorker) -> DrainTarget:
-        return DrainTarget(pool=worker.target.pool, name=worker.worker_id, address=worker.address)
+        return DrainTarget(pool=worker.target.pool, name=worker.worker_id, address=worker.registered_address)
 
 
 def _metrics_port_taken(log_path: Path) -> bool:

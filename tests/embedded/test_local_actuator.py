@@ -103,7 +103,7 @@ async def test_worker_binds_its_own_port_and_restarts_when_its_metrics_port_was_
         assert "cannot serve metrics on" in next(tmp_path.glob("logs/worker-cpu-m-*1.log")).read_text()
         [record] = await list_workers(client)
         assert worker.address == record.address and not record.address.endswith(":0")
-        async with WorkerClient(worker.address, TOKEN) as rpc:
+        async with WorkerClient(record.address, TOKEN) as rpc:
             assert await rpc.health()
     finally:
         taken.close()
