@@ -15,6 +15,11 @@ Per layer: the new tokens' K/V are written to their slots, then
   prefill, prefix-cache hit) gathers its context from the pool and uses an explicit offset-causal mask.
 No Python loop runs per token; there is one small loop per prefill chunk.
 
+On a float32 host pool with the compiled kernel (paged_kernel.py) the decodes skip all of the above:
+the runner puts every decode row in one `InPlaceDecodes` and each layer makes two kernel calls that
+read K and V in the pool through the block tables (scores, then the probability-weighted V sum) with
+torch's softmax between them. Nothing is gathered and no padding is attended.
+
 In-storage attention (csd): when the pool is a drive that attends in storage (`InStorageAttention` with
 `attention_site == "drive"`), the step's new K/V and the decodes' queries go to the drive in one message
 per layer and the decodes' outputs come back; prefill chunks still attend on the host.
@@ -30,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from workers.engine.kv_pool import KVPool, KVStore
+from workers.engine.paged_kernel import PagedKernel
 
 
 @dataclass(frozen=True)
@@ -83,12 +89,29 @@ class DecodeGroup:
 
 
 @dataclass(frozen=True)
+class InPlaceDecodes:
+    """All decode rows [0, rows) of a step, for the compiled kernel over a float32 `KVPool`.
+    `block_table` [rows, max_blocks] int64 (entries past a row's length are never read), `lengths`
+    [rows] int64 context tokens of each row, its new token included; `max_len` = max(lengths);
+    `scores` a [rows, heads, max_len] float32 buffer the layers reuse (one step runs one layer at a time)."""
+
+    kernel: PagedKernel
+    rows: int
+    block_table: torch.Tensor
+    lengths: torch.Tensor
+    max_len: int
+    scores: torch.Tensor
+
+
+@dataclass(frozen=True)
 class AttentionMetadata:
-    """Everything attention needs for one step, built once by the runner and shared by all layers."""
+    """Everything attention needs for one step, built once by the runner and shared by all layers.
+    The decode rows come either as `decodes` (groups, pure torch / drive) or as `in_place` (kernel)."""
 
     slots: torch.Tensor  # [tokens] pool slot of every token of the batch
     decodes: tuple[DecodeGroup, ...]  # the batch starts with the decode rows, group after group
     prefills: tuple[PrefillChunk, ...]
+    in_place: InPlaceDecodes | None = None
 
 
 @runtime_checkable
@@ -113,6 +136,9 @@ def paged_attention(pool: KVStore, layer: int, q: torch.Tensor, k: torch.Tensor,
     else:
         pool.write(layer, meta.slots, k, v)
         outputs = [_decode(pool, layer, q[group.start : group.end], group, scale) for group in meta.decodes]
+        if meta.in_place is not None:
+            assert isinstance(pool, KVPool), "in-place decode metadata for a pool that is not a KVPool"
+            outputs.append(_decode_in_place(pool, layer, q[: meta.in_place.rows], meta.in_place, scale))
     for chunk in meta.prefills:
         outputs.append(_prefill(pool, layer, q, k, v, chunk, scale))
     out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=0)
@@ -132,6 +158,25 @@ def _decode(pool: KVStore, layer: int, q: torch.Tensor, group: DecodeGroup, scal
         probs = _probs(keys, q, group, scale)
         out = torch.matmul(probs, values.view(kv_heads, n, -1, dim))  # [kvh, n, group, dim]
     return out.permute(1, 0, 2, 3).reshape(n, heads, dim)
+
+
+def _decode_in_place(pool: KVPool, layer: int, q: torch.Tensor, d: InPlaceDecodes,
+                     scale: float) -> torch.Tensor:
+    """q [rows, heads, head_dim] -> [rows, heads, head_dim], K and V read in the pool by the kernel."""
+    n, heads, dim = q.shape
+    if q.stride(2) != 1 or q.stride(1) != dim:
+        q = q.contiguous()
+    keys, values = pool.layer_rows(layer)
+    kv_heads, group, max_blocks = pool.num_kv_heads, heads // pool.num_kv_heads, d.block_table.shape[1]
+    d.kernel.scores(q.data_ptr(), q.stride(0), keys.data_ptr(), keys.stride(0), d.block_table.data_ptr(),
+                    max_blocks, d.lengths.data_ptr(), n, kv_heads, group, dim, pool.block_size, scale,
+                    d.scores.data_ptr(), d.max_len)
+    probs = torch.softmax(d.scores, dim=-1)
+    out = torch.empty(n, heads, dim, dtype=q.dtype)
+    d.kernel.values(probs.data_ptr(), values.data_ptr(), values.stride(0), d.block_table.data_ptr(),
+                    max_blocks, d.lengths.data_ptr(), n, kv_heads, group, dim, pool.block_size, d.max_len,
+                    out.data_ptr())
+    return out
 
 
 def _probs(keys: torch.Tensor, q: torch.Tensor, group: DecodeGroup, scale: float) -> torch.Tensor:

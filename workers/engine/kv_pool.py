@@ -81,6 +81,11 @@ class KVPool:
         """K of `layer` for `block_ids` ([n]) as a [kv_heads, n * block_size, head_dim] copy."""
         return self.storage[layer, 0].index_select(1, block_ids).view(self.num_kv_heads, -1, self.head_dim)
 
+    def layer_rows(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V of `layer` as [kv_heads, num_blocks * block_size, head_dim] views (no copy); a
+        token's row is its slot."""
+        return self._flat[layer, 0], self._flat[layer, 1]
+
     def value_rows(self, layer: int) -> torch.Tensor:
         """V of `layer` as a [kv_heads * num_blocks * block_size, head_dim] view: row
         `kv_head * num_blocks * block_size + slot` (no copy)."""

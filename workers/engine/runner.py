@@ -2,8 +2,9 @@
 
 Batch order: single-token chunks (decodes) first, sorted by context length and cut into groups of
 similar length (see attention.py), then prefill chunks. Each decode group's block table is padded to its
-longest sequence with block 0 and masked. Only the rows that produce a next token go through the final
-norm and lm_head.
+longest sequence with block 0 and masked. On a float32 host pool with the compiled kernel
+(paged_kernel.py) the decodes form one `InPlaceDecodes` instead (no groups, masks or value bags). Only
+the rows that produce a next token go through the final norm and lm_head.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Sequence as Seq
 
 import torch
 
-from workers.engine.attention import AttentionMetadata, DecodeGroup, PrefillChunk, value_bags
+from workers.engine import paged_kernel
+from workers.engine.attention import AttentionMetadata, DecodeGroup, InPlaceDecodes, PrefillChunk, value_bags
 from workers.engine.kv_pool import KVPool, KVStore
 from workers.engine.model import LlamaModel
 from workers.engine.scheduler import ScheduledChunk
@@ -25,6 +27,9 @@ class ModelRunner:
         self.device = device
         self.block_size = pool.block_size
         self.heads_per_kv = model.args.num_heads // model.args.num_kv_heads
+        in_place = (isinstance(pool, KVPool) and pool.dtype == torch.float32 and device.type == "cpu"
+                    and pool.storage.is_contiguous())
+        self.kernel = paged_kernel.load() if in_place else None
 
     @torch.inference_mode()
     def execute(self, chunks: Seq[ScheduledChunk]) -> tuple[list[ScheduledChunk], torch.Tensor]:
@@ -34,8 +39,11 @@ class ModelRunner:
         prefills = [c for c in chunks if c.num_tokens > 1]
         ordered = decodes + prefills
         input_ids, positions, slots = self._flat_inputs(ordered)
-        meta = AttentionMetadata(slots=slots, decodes=self._decode_groups(decodes),
-                                 prefills=self._prefill_chunks(prefills, len(decodes)))
+        prefill_chunks = self._prefill_chunks(prefills, len(decodes))
+        if self.kernel is not None and decodes:
+            meta = AttentionMetadata(slots, (), prefill_chunks, self._in_place_decodes(self.kernel, decodes))
+        else:
+            meta = AttentionMetadata(slots, self._decode_groups(decodes), prefill_chunks)
         hidden = self.model.forward(input_ids, positions, self.pool, meta)
         rows, sampling = [], []
         offset = 0
@@ -82,6 +90,17 @@ class ModelRunner:
             groups.append(DecodeGroup(start, end, table, mask, lengths, bags))
             start = end
         return tuple(groups)
+
+    def _in_place_decodes(self, kernel: paged_kernel.PagedKernel, decodes: Seq[ScheduledChunk]
+                          ) -> InPlaceDecodes:
+        lengths = [c.seq.num_computed_tokens + 1 for c in decodes]
+        max_len = max(lengths)
+        max_blocks = -(-max_len // self.block_size)
+        table = [c.seq.block_table[:max_blocks] for c in decodes]
+        table = [t + [0] * (max_blocks - len(t)) for t in table]
+        as_tensor = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
+        scores = torch.empty(len(decodes), self.model.args.num_heads, max_len, dtype=torch.float32)
+        return InPlaceDecodes(kernel, len(decodes), as_tensor(table), as_tensor(lengths), max_len, scores)
 
     def _num_blocks(self, chunk: ScheduledChunk) -> int:
         return chunk.seq.num_computed_tokens // self.block_size + 1

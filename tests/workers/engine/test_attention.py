@@ -1,10 +1,18 @@
-"""Decode attention reading V in place (`ValueBags` over a `KVPool`) equals the gathered path."""
+"""Decode attention reading V in place (`ValueBags`), or K and V in place (the compiled kernel), over a
+`KVPool` equals the gathered path."""
 
 from __future__ import annotations
 
 import torch
 
-from workers.engine.attention import AttentionMetadata, DecodeGroup, paged_attention, value_bags
+from workers.engine import paged_kernel
+from workers.engine.attention import (
+    AttentionMetadata,
+    DecodeGroup,
+    InPlaceDecodes,
+    paged_attention,
+    value_bags,
+)
 from workers.engine.kv_pool import KVPool
 
 KV_HEADS, HEADS, DIM, BLOCK, BLOCKS = 2, 8, 16, 4, 32
@@ -40,3 +48,30 @@ def test_in_place_values_equal_gathered_values() -> None:
         vr = values[:, table].reshape(KV_HEADS, -1, DIM)[:, :n].repeat_interleave(HEADS // KV_HEADS, 0)
         probs = torch.softmax(q[row, :, None, :] @ kr.transpose(-1, -2) * DIM**-0.5, dim=-1)
         torch.testing.assert_close(outputs[1][row].view(HEADS, DIM), (probs @ vr)[:, 0], rtol=1e-5, atol=1e-6)
+
+
+def _in_place(pool: KVPool, lengths: list[int], tables: list[list[int]]) -> InPlaceDecodes:
+    kernel = paged_kernel.load()
+    assert kernel is not None, "the paged-attention kernel did not build (see the warning logged)"
+    max_blocks = max(len(t) for t in tables)
+    table = torch.tensor([t + [0] * (max_blocks - len(t)) for t in tables])
+    scores = torch.empty(len(lengths), HEADS, max(lengths))
+    return InPlaceDecodes(kernel, len(lengths), table, torch.tensor(lengths), max(lengths), scores)
+
+
+def test_kernel_reads_paged_kv_in_place_like_the_gathered_path() -> None:
+    gen = torch.Generator().manual_seed(1)
+    pool = KVPool(torch.randn(2, 2, KV_HEADS, BLOCKS, BLOCK, DIM, generator=gen), BLOCK)
+    lengths = [3, 9, 16, 5, 1]
+    tables = [[7], [2, 30, 11], [4, 5, 6, 9], [20, 1], [13]]
+    last = [n - 1 for n in lengths]
+    slots = torch.tensor([t[p // BLOCK] * BLOCK + p % BLOCK for t, p in zip(tables, last, strict=True)])
+    # q strided as the model's (a slice of the fused qkv output)
+    q = torch.randn(len(lengths), HEADS + 2 * KV_HEADS, DIM, generator=gen)[:, :HEADS]
+    k, v = torch.randn(2, len(lengths), KV_HEADS, DIM, generator=gen)
+    gathered = AttentionMetadata(slots, (_group(pool, lengths, tables, False),), ())
+    expected = paged_attention(pool, 0, q, k, v, gathered, DIM**-0.5)
+    in_place = AttentionMetadata(slots, (), (), _in_place(pool, lengths, tables))
+    got = paged_attention(pool, 0, q, k, v, in_place, DIM**-0.5)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert got.shape == (len(lengths), HEADS * DIM)

@@ -1,0 +1,191 @@
+"""A small compiled kernel for decode attention that reads the paged KV pool in place (float32, CPU).
+
+Why hand-written: torch has no paged attention on CPU (SDPA and `flex_attention` want K/V as dense
+tensors, so every decode step first copied each sequence's whole K out of the pool: 10% of a batched
+decode step, issue 18), and vLLM's CPU attention op lives in vLLM's own extension, which the native
+engine must not depend on. The kernel is two loops over a row's block table:
+- `hs_decode_scores`: scores[row, head, j] = scale * q[row, head] . K[slot(row, j)] for j < length,
+  -inf beyond (padding to the step's longest row); softmax then runs in torch (same arithmetic as the
+  gathered path: exp(x - max) / sum in float32);
+- `hs_decode_values`: out[row, head] = sum_j probs[row, head, j] * V[slot(row, j)].
+Grouped-query heads share their KV row: each K and V row is loaded once for all the query heads of its
+kv head. Work items (row, kv head) are spread over torch's intra-op threads (`at::parallel_for`, the
+same OpenMP pool torch uses), strided so rows sorted by length split evenly.
+
+Build: the source below is compiled once with the system C++ compiler against torch's headers
+(ATen/Parallel.h only, ~3 s) into `$TORCH_EXTENSIONS_DIR/heteroserve` (default
+`~/.cache/torch_extensions/heteroserve`), named by a hash of the source, flags, torch version and CPU
+flags (it is built with -march=native), written to a temporary name and renamed so concurrent builds
+are safe. No compiler, a failed build, or `HETEROSERVE_PAGED_KERNEL=0` means `load()` returns None and
+the engine keeps its pure-torch path (gather K, `embedding_bag` over V), logging why once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.utils.cpp_extension as cpp
+
+log = logging.getLogger(__name__)
+
+SOURCE = r"""
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+namespace {
+constexpr int kLanes = 16;  // one AVX-512 register of float32; the compiler vectorizes the lane loop
+
+inline float dot(const float* a, const float* b, int64_t n) {
+  float acc[kLanes] = {0};
+  int64_t d = 0;
+  for (; d + kLanes <= n; d += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] += a[d + l] * b[d + l];
+  float s = 0;
+  for (int l = 0; l < kLanes; ++l) s += acc[l];
+  for (; d < n; ++d) s += a[d] * b[d];
+  return s;
+}
+
+// fn(row, kv_head) for every work item; thread t takes items t, t + T, ... so length-sorted rows spread.
+template <typename F> void for_items(int64_t rows, int64_t kv_heads, const F& fn) {
+  const int64_t items = rows * kv_heads;
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), items));
+  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t)
+      for (int64_t w = t; w < items; w += threads) fn(w / kv_heads, w % kv_heads);
+  });
+}
+
+inline const float* row_of(const float* base, const int64_t* blocks, int64_t j, int64_t block_size,
+                           int64_t dim) {
+  return base + (blocks[j / block_size] * block_size + j % block_size) * dim;
+}
+}  // namespace
+
+extern "C" {
+// q [rows, heads, dim] (row stride q_row_stride, heads contiguous), keys: one layer's K
+// [kv_heads, slots, dim] (kv head stride kv_stride), table [rows, max_blocks], lengths [rows],
+// scores [rows, heads, max_len] out.
+void hs_decode_scores(const float* q, int64_t q_row_stride, const float* keys, int64_t kv_stride,
+                      const int64_t* table, int64_t max_blocks, const int64_t* lengths, int64_t rows,
+                      int64_t kv_heads, int64_t group, int64_t dim, int64_t block_size, float scale,
+                      float* scores, int64_t max_len) {
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  for_items(rows, kv_heads, [&](int64_t row, int64_t h) {
+    const float* qh = q + row * q_row_stride + h * group * dim;
+    const float* kh = keys + h * kv_stride;
+    const int64_t* blocks = table + row * max_blocks;
+    float* s = scores + (row * kv_heads + h) * group * max_len;
+    const int64_t len = lengths[row];
+    for (int64_t j = 0; j < len; ++j) {
+      const float* k = row_of(kh, blocks, j, block_size, dim);
+      for (int64_t g = 0; g < group; ++g) s[g * max_len + j] = dot(qh + g * dim, k, dim) * scale;
+    }
+    for (int64_t g = 0; g < group; ++g) std::fill(s + g * max_len + len, s + (g + 1) * max_len, neg_inf);
+  });
+}
+
+// probs [rows, heads, max_len], values: one layer's V like keys above, out [rows, heads, dim].
+void hs_decode_values(const float* probs, const float* values, int64_t kv_stride, const int64_t* table,
+                      int64_t max_blocks, const int64_t* lengths, int64_t rows, int64_t kv_heads,
+                      int64_t group, int64_t dim, int64_t block_size, int64_t max_len, float* out) {
+  for_items(rows, kv_heads, [&](int64_t row, int64_t h) {
+    const float* p = probs + (row * kv_heads + h) * group * max_len;
+    const float* vh = values + h * kv_stride;
+    const int64_t* blocks = table + row * max_blocks;
+    float* o = out + (row * kv_heads + h) * group * dim;
+    std::fill(o, o + group * dim, 0.0f);
+    const int64_t len = lengths[row];
+    for (int64_t j = 0; j < len; ++j) {
+      const float* v = row_of(vh, blocks, j, block_size, dim);
+      for (int64_t g = 0; g < group; ++g) {
+        const float w = p[g * max_len + j];
+        float* og = o + g * dim;
+        for (int64_t d = 0; d < dim; ++d) og[d] += w * v[d];
+      }
+    }
+  });
+}
+}
+"""
+
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
+_I64, _PTR, _F32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
+
+
+class PagedKernel:
+    """The loaded library; arguments are raw pointers and sizes (see SOURCE), checked by the caller."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self.scores = lib.hs_decode_scores
+        self.scores.argtypes = [_PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64, _I64, _I64, _I64, _I64,
+                                _F32, _PTR, _I64]
+        self.scores.restype = None
+        self.values = lib.hs_decode_values
+        self.values.argtypes = [_PTR, _PTR, _I64, _PTR, _I64, _PTR, _I64, _I64, _I64, _I64, _I64, _I64,
+                                _PTR]
+        self.values.restype = None
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return os.uname().machine
+
+
+def _build_flags() -> list[str]:
+    abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch.compiled_with_cxx11_abi())}"
+    lib_dir = Path(torch.__file__).parent / "lib"
+    includes = [f"-I{p}" for p in cpp.include_paths()]
+    return [*FLAGS, abi, *includes, f"-L{lib_dir}", f"-Wl,-rpath,{lib_dir}"]
+
+
+def _library_path() -> Path:
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
+    key = hashlib.sha256("\0".join([SOURCE, *_build_flags(), torch.__version__, _cpu_flags()]).encode())
+    return root / "heteroserve" / f"paged_attention_{key.hexdigest()[:16]}.so"
+
+
+def _build(target: Path) -> None:
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        raise RuntimeError("no C++ compiler (g++ or c++) on PATH")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        source, built = Path(tmp) / "paged_attention.cpp", Path(tmp) / target.name
+        source.write_text(SOURCE)
+        cmd = [compiler, str(source), "-o", str(built), *_build_flags(), "-lc10", "-ltorch_cpu"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"compiling the paged-attention kernel failed: {done.stderr.strip()[-2000:]}")
+        os.replace(built, target)  # atomic: a concurrent build of the same source writes the same file
+
+
+@functools.cache
+def load() -> PagedKernel | None:
+    """The kernel, built on first use; None (pure-torch path) when disabled or it cannot be built."""
+    if os.environ.get("HETEROSERVE_PAGED_KERNEL", "1") == "0":
+        return None
+    target = _library_path()
+    try:
+        if not target.exists():
+            _build(target)
+        return PagedKernel(ctypes.CDLL(str(target)))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        log.warning("paged-attention kernel unavailable, decode attention gathers K instead: %s", exc)
+        return None
