@@ -6,8 +6,9 @@ one engine whose parts are wrapped with wall-clock timers (this process only; no
 - prepare: the runner's metadata (flat ids/positions/slots, decode groups with block tables and masks,
   prefill chunks), rebuilt from Python lists every step;
 - forward: `LlamaModel.forward`, split into attention (`paged_attention`: KV write + gather + math;
-  the KV copies `pool.gather` / `pool.gather_keys` (decodes read V in place) and `pool.write` also
-  shown alone) and the rest (fused GEMMs, norms, RoPE, SwiGLU);
+  the KV copies `pool.gather` / `pool.gather_keys` (decodes read V in place), `pool.write`, and the
+  in-place decode attention of the compiled kernel (`_decode_in_place`: both kernel calls and the
+  softmax) also shown alone) and the rest (fused GEMMs, norms, RoPE, SwiGLU);
 - logits: final norm + lm_head on the sampled rows, and the copy to CPU;
 - sample: `sampler.sample` (argmax for greedy rows, `.tolist()`);
 - detokenize: `Detokenizer.push`; outputs: the rest of the engine's per-token bookkeeping;
@@ -33,6 +34,7 @@ from typing import Any
 
 import torch
 
+import workers.engine.attention as attention_module
 import workers.engine.engine as engine_module
 import workers.engine.model as model_module
 from benchmarks.engine import FULL, QUICK, engine_config, make_requests, run_engine, single_requests
@@ -40,8 +42,8 @@ from heteroserve.modelgen import PRESETS, create_model
 from workers.engine.detokenizer import Detokenizer
 from workers.engine.engine import LLMEngine
 
-PHASES = ("schedule", "prepare", "attention", "  kv_gather", "  kv_write", "forward_rest", "logits",
-          "sample", "detokenize", "outputs", "commit", "other")
+PHASES = ("schedule", "prepare", "attention", "  kv_gather", "  kv_write", "  decode_in_place",
+          "forward_rest", "logits", "sample", "detokenize", "outputs", "commit", "other")
 
 
 class StepTimes:
@@ -76,7 +78,7 @@ def instrument(engine: LLMEngine, times: StepTimes) -> None:
     """Wrap the engine's parts with timers (instance attributes and this process's module globals)."""
     runner, model = engine.runner, engine.model
     engine.scheduler.schedule = times.wrap("schedule", engine.scheduler.schedule)  # type: ignore[method-assign]
-    for name in ("_flat_inputs", "_decode_groups", "_prefill_chunks"):
+    for name in ("_flat_inputs", "_decode_groups", "_in_place_decodes", "_prefill_chunks"):
         setattr(runner, name, times.wrap("prepare", getattr(runner, name)))
     model.forward = times.wrap("forward", model.forward)  # type: ignore[method-assign]
     model.logits = times.wrap("logits", model.logits)  # type: ignore[method-assign]
@@ -92,13 +94,16 @@ def patched_modules(times: StepTimes) -> Iterator[None]:
     """Time attention, sampling and detokenization of every engine in this process while inside;
     the module globals are restored on exit."""
     saved = (model_module.paged_attention, engine_module.sample, Detokenizer.push)
+    saved_in_place = attention_module._decode_in_place
     model_module.paged_attention = times.wrap("attention", model_module.paged_attention)
+    attention_module._decode_in_place = times.wrap("  decode_in_place", saved_in_place)
     engine_module.sample = times.wrap("sample", engine_module.sample)
     Detokenizer.push = times.wrap("detokenize", Detokenizer.push)  # type: ignore[method-assign]
     try:
         yield
     finally:
         model_module.paged_attention, engine_module.sample, Detokenizer.push = saved  # type: ignore
+        attention_module._decode_in_place = saved_in_place
 
 
 def drive(engine: LLMEngine, times: StepTimes, requests: list[tuple[list[int], int]], label: str) -> float:
