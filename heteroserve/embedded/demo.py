@@ -18,17 +18,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import redis
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from heteroserve.client import AsyncClient
 from heteroserve.embedded.config import DEFAULT_CONFIG_PATH, ROOT, load_embedded_config
-from heteroserve.embedded.demo_load import demo_workload, derive, expected_plans
+from heteroserve.embedded.demo_load import LONG_MIN_INPUT, demo_workload, derive, expected_plans
+from heteroserve.embedded.demo_summary import summary_lines
 from heteroserve.embedded.launcher import EmbeddedCluster, summary
 from heteroserve.embedded.report import RequestResult, TimelinePoint, build_report, print_report, save_chart
 from heteroserve.embedded.state import ClusterState
@@ -38,6 +41,8 @@ log = logging.getLogger(__name__)
 SHARED_TRACE = ROOT.parent / "shared" / "data" / "traces" / "azure2023_AzureLLMInferenceTrace_conv.csv"
 BUNDLED_TRACE = Path(__file__).parent / "data" / "azure2023_conv_first1500.csv"  # same trace, first rows
 BASE = {"chat": 1.5, "long": 0.5}  # fixed rates of shortened demo workloads (tests); the demo derives its own
+SCALE_DOWN_WAIT_S = 45.0  # after the workload, at most this long for the plan to shrink
+DEMO_MODEL_PRESET = "demo"  # heteroserve.modelgen preset (demo_load's docstring says why not tiny)
 
 
 async def _send(client: AsyncClient, model: str, req: ScheduledRequest, t0: float) -> RequestResult:
@@ -65,8 +70,10 @@ async def _send(client: AsyncClient, model: str, req: ScheduledRequest, t0: floa
                          ok=not error, error=error, route=route)
 
 
-async def _watch(redis_url: str, t0: float, timeline: list[TimelinePoint], stop: asyncio.Event) -> None:
-    """Sample the plan and the registered workers per pool every second until `stop`."""
+async def _watch(redis_url: str, t0: float, timeline: list[TimelinePoint], stop: asyncio.Event,
+                 routing: Routing | None = None) -> None:
+    """Sample the plan and the registered workers per pool every second until `stop`; with `routing`,
+    also the gateway's /admin/routing into `routing[plan version]` (the last sample per version)."""
     import redis.asyncio as aioredis
 
     from common.registry import list_workers
@@ -75,6 +82,8 @@ async def _watch(redis_url: str, t0: float, timeline: list[TimelinePoint], stop:
     client = aioredis.Redis.from_url(redis_url)
     try:
         while not stop.is_set():
+            if routing is not None:
+                await _sample_routing(routing)
             with contextlib.suppress(redis.RedisError):
                 record = await PlanStore(client).read()
                 running: dict[str, int] = {}
@@ -92,13 +101,36 @@ async def _watch(redis_url: str, t0: float, timeline: list[TimelinePoint], stop:
         await client.aclose()
 
 
+@dataclass
+class Routing:
+    """The gateway's GET /admin/routing, sampled: `by_version[plan version]` = its last answer."""
+
+    http_url: str
+    admin_token: str
+    by_version: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+async def _sample_routing(routing: Routing) -> None:
+    import httpx
+
+    with contextlib.suppress(httpx.HTTPError, ValueError):
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            reply = await http.get(f"{routing.http_url}/admin/routing",
+                                   headers={"authorization": f"Bearer {routing.admin_token}"})
+        doc = reply.json() if reply.status_code == 200 else None
+        if isinstance(doc, dict) and doc.get("plan_version"):
+            routing.by_version[int(doc["plan_version"])] = doc
+
+
 async def run_workload(state: ClusterState, schedule: list[ScheduledRequest], console: Console,
-                        timeline: list[TimelinePoint]) -> tuple[list[RequestResult], float]:
+                       timeline: list[TimelinePoint],
+                       routing: Routing | None = None) -> tuple[list[RequestResult], float]:
     """Send `schedule` (open loop, streaming REST) to the cluster of `state`, narrating plan and fleet
-    changes on `console` and sampling them into `timeline`; (results, monotonic start time)."""
+    changes on `console` and sampling them into `timeline` (and the gateway's shares into `routing`);
+    (results, monotonic start time)."""
     t0 = time.monotonic()
     stop = asyncio.Event()
-    watcher = asyncio.create_task(_watch(state.redis_url, t0, timeline, stop))
+    watcher = asyncio.create_task(_watch(state.redis_url, t0, timeline, stop, routing))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[status]}"))
     async with AsyncClient(state.http_url, api_key=state.api_key, timeout_seconds=120.0) as client:
@@ -159,10 +191,10 @@ def _pools_text(point: TimelinePoint | None) -> str:
 
 
 async def _wait_for_scale_down(timeline: list[TimelinePoint], redis_url: str, t0: float,
-                               seconds: float) -> None:
+                               seconds: float, routing: Routing | None = None) -> None:
     """Keep watching (the workload is over) until the plan shrank after its peak, at most `seconds`."""
     stop = asyncio.Event()
-    watcher = asyncio.create_task(_watch(redis_url, t0, timeline, stop))
+    watcher = asyncio.create_task(_watch(redis_url, t0, timeline, stop, routing))
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not _scaled_down(timeline):
         await asyncio.sleep(1.0)
@@ -202,18 +234,24 @@ def run_demo(run_dir: str | Path) -> int:
         schedule = build_schedule(workload, prompts)
         console.print(_describe(workload, schedule))
         timeline: list[TimelinePoint] = []
-        results, t0 = asyncio.run(run_workload(state, schedule, console, timeline))
+        routing = Routing(state.http_url, state.admin_token)
+        results, t0 = asyncio.run(run_workload(state, schedule, console, timeline, routing))
         if not _scaled_down(timeline):
-            console.print("waiting for the planner to scale down after the drop ...")
-            asyncio.run(_wait_for_scale_down(timeline, state.redis_url, t0, 60.0))
+            console.print(f"waiting (at most {SCALE_DOWN_WAIT_S:.0f} s) for the planner to scale down after "
+                          "the drop ...")
+            asyncio.run(_wait_for_scale_down(timeline, state.redis_url, t0, SCALE_DOWN_WAIT_S, routing))
         from heteroserve.embedded.status import collect
 
         status = collect(state)
         report = build_report(results, timeline, status, workload, time.monotonic() - started)
+        summary_text = summary_lines(results, timeline, routing.by_version, workload.phases)
+        report.extra["summary"] = [Text.from_markup(line).plain for line in summary_text]
+        report.extra["routing_by_plan"] = routing.by_version
         json_path, png_path = run_path / "demo_report.json", run_path / "demo_report.png"
         report.write(json_path)
         save_chart(results, timeline, workload.phases, png_path)
         print_report(report, console)
+        console.print("\n".join(summary_text))
         console.print(f"report: {json_path}\nchart:  {png_path}")
         return 0 if report.num_failed == 0 else 1
     finally:
@@ -223,9 +261,16 @@ def run_demo(run_dir: str | Path) -> int:
 
 
 def demo_config(run_path: Path) -> Path:
-    """The default embedded config with the availability floor off (module docstring), in the run dir."""
+    """The default embedded config changed for the demo (module docstring), in the run dir: the demo
+    model, the availability floor off, one warm class (short chat: the long warm class of the default
+    config would keep P/D pools running before any long prompt arrives, hiding the planner's
+    reaction to them) and a 30 s peak horizon (the default 60 s would hold the step's peak through
+    most of the next phase)."""
     document = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    document["model"].update(name=DEMO_MODEL_PRESET, preset=DEMO_MODEL_PRESET)
     document.setdefault("options", {})["min_replicas"] = 1
+    document["classes"] = [c for c in document.get("classes", []) if c["input_tokens"] < LONG_MIN_INPUT][:1]
+    document["planner"].setdefault("peak", {})["horizon_seconds"] = 30
     run_path.mkdir(parents=True, exist_ok=True)
     path = run_path / "demo.yaml"
     path.write_text(yaml.safe_dump(document))

@@ -1,7 +1,7 @@
 """The demo's load, derived from what the cluster measured, so the plan visibly changes with it.
 
-The embedded cluster sizes its plan from measured profiles (a tiny model on this machine's cores), so
-fixed request rates either fit one worker whatever the phase, or swamp the machine. The demo instead
+The embedded cluster sizes its plan from measured profiles (the demo model on this machine's cores),
+so fixed request rates either fit one worker whatever the phase, or swamp the machine. The demo instead
 asks the planner's own compile step (`PlacementSolver` on the cluster's profiles, the same path the
 running planner takes) what one colocated worker sustains for the workload's chat requests (`cap`,
 req/s at their mean lengths, within the SLO and the planner's utilisation headroom), and sets:
@@ -11,17 +11,19 @@ req/s at their mean lengths, within the SLO and the planner's utilisation headro
     long  chat 0.4·cap + long prompts        → P/D pools (colocated cannot meet TTFT for them)
     drop  chat 0.4·cap                       → 1 (scale down; the P/D pools drain)
 
-Long prompts (at least `LONG_MIN_INPUT` tokens) arrive at `LONG_RATE_FRACTION` of what one prefill
-worker sustains for them. All rates are capped so the step stays within `STEP_BUDGET_REQ_S`, what this
-machine's SDK client and gateway drive alongside the workers (a run at 52 req/s fell behind at ~2.4
-req/s with the client at 100% of a core): where the measured capacity is higher than that (a quiet
-machine's profile: ~33 chat req/s per worker) the rates are scaled down together, the demo says so,
-and the plan it prints shows that it will not scale up. On one machine every worker shares its
-cores, so the demo runs with the availability floor off (`options.min_replicas: 1`, written into the
-run's config): with two workers per pool as the floor, a visible scale-up would need more than two
-workers' measured capacity, more than two cores can serve. `expected_plans` solves each phase's mean
-demand the same way and is printed before the run: what the planner should publish (it sizes for
-bursts, so it may plan more).
+Long prompts are `LONG_MIN_INPUT`..`LONG_MAX_INPUT` tokens (one length bucket, 500-999, of
+`common.vocab.LENGTH_BUCKET_EDGES`: the planner's class for them is one class), arriving at
+`LONG_RATE_FRACTION` of what one prefill worker sustains for them. The demo model
+(`heteroserve.modelgen` preset `demo`) is heavy enough that `cap` is ~10 chat req/s per worker on 2
+cores; the tiny model's ~60 would need ~90 req/s at the step, more than the gateway and the client
+serve beside two busy workers. All rates are capped so the step stays within `STEP_BUDGET_REQ_S`:
+where a machine measures a higher capacity, the rates are scaled down together, the demo says so,
+and the plan it prints shows that it will not scale up. On one machine every worker shares its cores,
+so the demo runs with the availability floor off (`options.min_replicas: 1`, written into the run's
+config): with two workers per pool as the floor, a visible scale-up would need more than two workers'
+measured capacity, more than two cores can serve. `expected_plans` solves each phase's mean demand
+the same way and is printed before the run: what the planner should publish (it sizes for bursts, so
+it may plan more).
 """
 
 from __future__ import annotations
@@ -35,10 +37,14 @@ from heteroserve.embedded.workload import Phase, WorkloadConfig, class_lengths
 from placement.compile import compile_problem
 
 CHAT_FRACTIONS = {"base": 0.4, "step": 1.6, "long": 0.4, "drop": 0.4}  # × cap, per phase
-DURATIONS = {"base": 40.0, "step": 50.0, "long": 50.0, "drop": 60.0}  # seconds
-LONG_MIN_INPUT = 1536  # tokens: the measured profiles give colocated workers no TTFT budget for them
+DURATIONS = {"base": 25.0, "step": 45.0, "long": 45.0, "drop": 40.0}  # seconds
+LONG_MIN_INPUT = 700  # tokens: the demo model's profiles give colocated workers no TTFT budget for them
+LONG_MAX_INPUT = 950  # and a prefill worker's prefill + transfer stays within half the TTFT SLO
 LONG_RATE_FRACTION = 0.15
-STEP_BUDGET_REQ_S = 3.0  # chat req/s at the step: what the demo's client drives here with 0 failures
+# Chat req/s at the step. Measured with the tiny model (34-token streams, load average ~9): the SDK
+# client spends 5-7 ms of CPU per request and the gateway 10-12 ms, so 20 req/s take ~0.35 of a core
+# beside the two workers the step asks for.
+STEP_BUDGET_REQ_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -67,10 +73,10 @@ class DemoLoad:
 
 
 def demo_workload(base: WorkloadConfig) -> WorkloadConfig:
-    """The demo's lengths: chat outputs long enough that a worker's capacity is a few req/s, and
-    long prompts long enough for P/D."""
-    return replace(base, input_scale=0.5, max_input=2048, output_scale=0.3, min_output=16, max_output=128,
-                   long_min_input=LONG_MIN_INPUT)
+    """The demo's lengths: chat prompts up to 256 tokens, long prompts of `LONG_MIN_INPUT`..
+    `LONG_MAX_INPUT` tokens (long enough for P/D), outputs of 16-128 tokens."""
+    return replace(base, input_scale=0.5, max_input=LONG_MAX_INPUT, output_scale=0.3, min_output=16,
+                   max_output=128, long_min_input=LONG_MIN_INPUT)
 
 
 def _mean(pairs: list[tuple[int, int]]) -> tuple[float, float]:

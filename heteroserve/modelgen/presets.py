@@ -3,8 +3,14 @@
 | preset | layers | hidden | heads / kv heads | intermediate | vocab | parameters |
 |--------|--------|--------|------------------|--------------|-------|------------|
 | tiny   | 2      | 128    | 4 / 2            | 352          | 2048  | ~0.9 M     |
+| demo   | 6      | 192    | 6 / 2            | 512          | 2048  | ~3.1 M     |
 | small  | 10     | 256    | 8 / 4            | 704          | 4096  | ~9.5 M     |
 | bench  | 8      | 512    | 8 / 2            | 1408         | 8192  | ~31 M      |
+
+`demo` is `heteroserve demo`'s model: heavy enough per token that the load which makes a worker's
+measured capacity visible stays within what the gateway and the client drive on two cores (tiny
+would need ~90 req/s at the load step), light enough that a 2,048-token prompt prefills within the
+TTFT SLO on one core.
 
 All presets have a context of 4,096 tokens, rope_theta 10,000 and untied embeddings.
 """
@@ -47,6 +53,8 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "tiny": Preset("tiny", num_layers=2, hidden_size=128, num_heads=4, num_kv_heads=2,
                    intermediate_size=352, vocab_size=2048),
+    "demo": Preset("demo", num_layers=6, hidden_size=192, num_heads=6, num_kv_heads=2,
+                   intermediate_size=512, vocab_size=2048),
     "small": Preset("small", num_layers=10, hidden_size=256, num_heads=8, num_kv_heads=4,
                     intermediate_size=704, vocab_size=4096),
     "bench": Preset("bench", num_layers=8, hidden_size=512, num_heads=8, num_kv_heads=2,
