@@ -29,14 +29,16 @@ def wait_until(what: str, predicate: Any, timeout: float, interval: float = 0.5)
         time.sleep(interval)
 
 
-def seed_profiles(cache: Path, model_dir: Path) -> None:
-    """The committed profiles under the names the launcher's cache looks for on this machine."""
+def seed_profiles(cache: Path, model_dir: Path, preset: str = "tiny") -> None:
+    """The committed profiles of `preset` (tiny: data/, demo: data/demo/) under the names the
+    launcher's cache looks for on this machine."""
     from heteroserve.embedded.profiling import model_hash
     from heteroserve.modelgen import create_model
     from placement.profile_file import load_node_profile
 
-    create_model(model_dir, preset="tiny", seed=0)  # the model `up` generates: same bytes, same hash
+    create_model(model_dir, preset=preset, seed=0)  # the model `up` generates: same bytes, same hash
     key = f"{model_hash(model_dir)}-{fingerprint(machine_info())}"
-    for source in sorted(SEEDED_PROFILES.glob("*.profile.json")):
+    folder = SEEDED_PROFILES if preset == "tiny" else SEEDED_PROFILES / preset
+    for source in sorted(folder.glob("*.profile.json")):
         profile = load_node_profile(source)
         (cache / f"{key}-{profile.engine}-{profile.node_type}.json").write_text(source.read_text())

@@ -2,16 +2,17 @@
 LocalActuator starts and drains workers → the gateway's served shares follow the new plan.
 
 The embedded cluster runs as a user starts it (`heteroserve up --config FILE`), with the default
-config except a shorter scale-down stabilization and its profile cache seeded with profiles measured on
-this machine by `heteroserve up`'s first start (tests/e2e/data, the tiny model; measuring afresh is
-tested in tests/embedded/test_cli_cluster.py). Seeded, because the decision this test needs, P/D for
-long prompts, is close on this machine: fresh measurements under different background load have tipped
-it either way, and a test of the loop must not depend on that noise.
+config except the demo model (`heteroserve demo`'s preset), one warm class (short prompts), a shorter
+scale-down stabilization, and its profile cache seeded with profiles of that model measured on this
+machine by the real profiler (tests/e2e/data/demo, written by the demo's first start; measuring afresh
+is tested in tests/embedded/test_cli_cluster.py). Seeded, so the test does not depend on today's
+background load; the decision it needs is not a close call on them: ~1,200-token prompts plan P/D on
+these profiles and on the same profiles with every step time scaled by 0.25-1 (a machine up to four
+times faster than the one that measured them).
 
-Short prompts (the warm classes) plan two colocated workers (min_replicas); long prompts (~1,700
-tokens) make P/D pay
-on these profiles, so the planner must publish a plan with prefill and decode pools and no colocated
-one, which is a different role mix.
+Short prompts (the warm class) plan two colocated workers (min_replicas); long prompts make P/D pay,
+so the planner must publish a plan with prefill and decode pools and no colocated one, which is a
+different role mix.
 """
 
 from __future__ import annotations
@@ -45,8 +46,12 @@ SHARE_TOLERANCE = 0.05  # served vs planned share, any class route, once the gat
 WORDS = ("alpha", "river", "stone", "cloud", "maple", "quartz", "violet", "ember", "harbor", "lumen")
 
 
-def long_prompt(seed: int, words: int = 400) -> str:
-    """~1,700 tokens of the tiny model, distinct per seed (no cached prefix: P/D is not skipped)."""
+MODEL = "demo"  # heteroserve.modelgen preset and model name
+
+
+def long_prompt(seed: int, words: int = 280) -> str:
+    """~1,200 tokens of the demo model's tokenizer, distinct per seed (no cached prefix: P/D is not
+    skipped)."""
     rng = random.Random(seed)
     return " ".join(f"{rng.choice(WORDS)}{rng.randrange(100)}" for _ in range(words))
 
@@ -94,6 +99,8 @@ def write_config(path: Path, profile_cache: Path) -> Path:
     config = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     config["profiling"]["cache_dir"] = str(profile_cache)
     config["planner"]["scale_down_stabilization_seconds"] = 5
+    config["model"].update(name=MODEL, preset=MODEL)
+    config["classes"] = config["classes"][:1]  # short prompts only: the long one would plan P/D at once
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -134,7 +141,7 @@ class LongTraffic:
                 started = time.monotonic()
                 seed += 1
                 try:
-                    client.complete(long_prompt(seed), model="tiny", max_tokens=16)
+                    client.complete(long_prompt(seed), model=MODEL, max_tokens=16)
                     self.done += 1
                 except Exception:  # counted: the assertion below names how many failed
                     self.errors += 1
@@ -146,7 +153,7 @@ def test_traffic_change_replans_reshapes_the_fleet_and_the_gateway_follows(
     run_dir = tmp_path / "run"
     cache = tmp_path / "profiles"
     cache.mkdir()
-    seed_profiles(cache, tmp_path / "seed-model")
+    seed_profiles(cache, tmp_path / "seed-model", preset=MODEL)
     config = write_config(tmp_path / "embedded.yaml", cache)
     up = subprocess.Popen([sys.executable, "-m", "heteroserve.cli", "up", "--run-dir", str(run_dir),
                            "--config", str(config)],
@@ -165,7 +172,7 @@ def test_traffic_change_replans_reshapes_the_fleet_and_the_gateway_follows(
         # a live process is not yet a healthy worker in the gateway's view: wait for its readiness probe
         wait_until("the gateway's readiness", lambda: ready(state["http_url"]), 60)
         with Client(state["http_url"], api_key=state["api_key"]) as client:
-            short = client.complete("hello there, how are you today", model="tiny", max_tokens=4)
+            short = client.complete("hello there, how are you today", model=MODEL, max_tokens=4)
         assert short.route.pool == "cpu-local-colocated" and not short.route.disaggregated
 
         # 2. long prompts: the measured profiles make P/D pay; the real planner publishes a new plan
@@ -202,7 +209,7 @@ def test_traffic_change_replans_reshapes_the_fleet_and_the_gateway_follows(
             wait_until("the new pools healthy in the gateway's view",
                        lambda: wanted <= healthy_pools(admin(state, "workers")), 60)
             with Client(state["http_url"], api_key=state["api_key"], timeout_seconds=120) as client:
-                probe = client.complete(long_prompt(7), model="tiny", max_tokens=8)
+                probe = client.complete(long_prompt(7), model=MODEL, max_tokens=8)
             assert probe.route.disaggregated and probe.route.pool in planned, probe.route
             start = route_counts(admin(state, "routing"))
             served_before = traffic.done

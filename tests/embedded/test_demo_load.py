@@ -1,4 +1,4 @@
-"""The demo's load derived from measured profiles (tests/embedded/data: the demo model, measured on
+"""The demo's load derived from measured profiles (tests/e2e/data/demo: the demo model, measured on
 this machine by the demo's first start): rates from the measured capacity, capped by what the
 machine's client and gateway drive, and the plan the planner's solver gives each phase."""
 
@@ -22,7 +22,7 @@ from heteroserve.embedded.demo_load import (
 from heteroserve.embedded.workload import WorkloadConfig
 from heteroserve.modelgen import create_model
 
-PROFILES = sorted((Path(__file__).with_name("data")).glob("demo-*.profile.json"))
+PROFILES = sorted((Path(__file__).parents[1] / "e2e" / "data" / "demo").glob("*.profile.json"))
 
 
 def test_phases_follow_the_measured_capacity_and_change_the_plan(tmp_path: Path) -> None:
