@@ -1,15 +1,19 @@
 """`heteroserve demo`: start the embedded cluster, replay a scaled trace through the SDK, show the planner
-react to a load step, print and save a report, stop everything.
+react to a load step and to long prompts, print and save a report, stop everything.
 
-Phases (`heteroserve/embedded/demo_load.py`, rates derived from the capacity the cluster measured on
-its first start, printed before the run with the plan each phase should get): `base` (chat at 0.4 of
-one colocated worker's capacity), `step` (1.6: a worker is added), `long` (chat at base plus prompts
-of 1,536+ tokens: P/D pools appear), `drop` (back to base: the extra workers drain). The demo's cluster
-runs with the availability floor off (`min_replicas: 1`, one machine's cores).
+The cluster is the default embedded config with the changes `demo_config` lists (the `demo` model
+preset, the availability floor off: `min_replicas: 1`, one machine's cores; one warm class; a 30 s
+peak horizon). Its first start measures the profiles of the demo model (cached in the run dir).
+Phases (`heteroserve/embedded/demo_load.py`, rates derived from the capacity the cluster measured,
+printed before the run with the plan each phase should get): `base` (chat at 0.4 of one colocated
+worker's capacity), `step` (1.6: a worker is added), `long` (chat at base plus prompts of 700-950
+tokens: P/D pools appear), `drop` (back to base: the extra workers drain).
 Requests go through `heteroserve.AsyncClient` (REST, streaming), open loop: each is sent at its
 scheduled time whatever the others do. A request counts as failed if the SDK raises or the stream
-ends without a finish reason.
-Outputs: `<run_dir>/demo_report.json` and `<run_dir>/demo_report.png`.
+ends without a finish reason. Plan changes and workers added or drained are printed as they happen;
+at the end, the report and a summary (`demo_summary`: plans adopted, workers started and drained,
+the gateway's served vs planned shares per plan, requests per phase, failures).
+Outputs: `<run_dir>/demo_report.json` (the summary under `extra`) and `<run_dir>/demo_report.png`.
 """
 
 from __future__ import annotations
