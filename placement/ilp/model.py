@@ -16,11 +16,12 @@ Pure: a fresh pulp model per call, nothing printed, the `Problem` never mutated.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 import pulp
 
-from placement.ilp import terms
+from placement.ilp import decompose, terms
 from placement.ilp.backend import run
 from placement.ilp.problem import MIN_RATE, Problem, SolverOptions
 from placement.ilp.result import Solution, SolveInfo, Unsolved
@@ -150,6 +151,60 @@ def optimize(problem: Problem, options: SolverOptions | None = None) -> Solution
 
 
 def _optimize_one(problem: Problem, options: SolverOptions) -> Solution | Unsolved:
+    """One joint ILP. Models sharing inventory (large instances): per-model bound rows and a start
+    first (`decompose`); the time limit covers both stages and `solve_seconds` reports both."""
+    started = time.perf_counter()
+    parts = None
+    if decompose.applies(problem, options):
+        parts = decompose.decompose(problem, options, _solve_part)
     model, v = build_model(problem, options)
+    if parts is not None:
+        _add_model_bounds(model, problem, v, parts.bounds)
+        if parts.start is not None:
+            _set_start(problem, options, v, parts.start)
+        limit = options.time_limit_seconds
+        left = max(1.0, limit - (time.perf_counter() - started)) if limit else None
+        options_left = replace(options, time_limit_seconds=left)
+        info = run(model, options_left, start=parts.start is not None)
+        info = replace(info, solve_seconds=time.perf_counter() - started)
+        if not info.has_solution:
+            return Unsolved(problem, options, info)
+        return read_solution(problem, v, info)
     info = run(model, options)
     return read_solution(problem, v, info) if info.has_solution else Unsolved(problem, options, info)
+
+
+def _solve_part(problem: Problem, options: SolverOptions) -> decompose.PartResult:
+    """One model's ILP (the parts run side by side in Python threads), with raw values for a start."""
+    model, v = build_model(problem, options)
+    info = run(model, options)
+
+    def values(xs: tuple[pulp.LpVariable, ...]) -> tuple[float, ...]:
+        return tuple(float(x.value() or 0.0) for x in xs)
+
+    return decompose.PartResult(info, values(v.count), values(v.coloc), values(v.disagg))
+
+
+def _add_model_bounds(
+    model: pulp.LpProblem, problem: Problem, v: Variables, bounds: dict[str, float]
+) -> None:
+    """Rows model_bound_m (see `decompose`): model m's cost (+ churn) ≥ its proven bound alone."""
+    for i, (m, bound) in enumerate(sorted(bounds.items())):
+        mine = [p for p, pool in enumerate(problem.pools) if pool.model == m]
+        cost = pulp.lpSum(problem.pools[p].price_per_hour * v.count[p] for p in mine)
+        churn = problem.churn_penalty * pulp.lpSum(v.change[p] for p in mine) if v.change else 0
+        model += cost + churn >= bound, f"model_bound_{i}"
+
+
+def _set_start(problem: Problem, options: SolverOptions, v: Variables, start: decompose.PartResult) -> None:
+    """Every variable's value from a joint plan: counts, shares, and the churn and use rows they imply."""
+    for xs, values in ((v.count, start.counts), (v.coloc, start.coloc), (v.disagg, start.disagg)):
+        for x, value in zip(xs, values, strict=True):
+            # solver values sit within its tolerances of the bounds (-1e-14); pulp checks them exactly
+            high = x.upBound if x.upBound is not None else value
+            x.setInitialValue(min(max(value, x.lowBound), high))
+    for p, pool in enumerate(problem.pools if v.change else ()):
+        v.change[p].setInitialValue(abs(start.counts[p] - problem.current.get(pool.name, 0)))
+    for p, pool in enumerate(problem.pools if v.used else ()):
+        floor = min(options.min_replicas, problem.inventory.get(pool.node_type, options.min_replicas))
+        v.used[p].setInitialValue(1.0 if start.counts[p] >= max(1, floor) else 0.0)

@@ -78,13 +78,18 @@ class SolverOptions:
     `min_replicas`: availability floor, instances of every pool the plan uses (row `replicas_p`),
     capped by its node type's inventory. 1 (the default here) adds no row, the pure cost ILP that
     `heteroserve plan` and Mélange's reproduction solve; the live planner defaults to 2, so killing
-    any one worker leaves a peer of its pool to retry on."""
+    any one worker leaves a peer of its pool to retry on.
+
+    `decompose_min_classes`: from this many classes on, an ILP whose models share inventory is solved
+    with per-model bounds and a joint start first (`ilp/decompose.py`; None: never). Small instances
+    solve in well under a second without it, so their plans stay exactly as the plain ILP finds them."""
 
     solver: Literal["highs", "cbc"] = "highs"
     time_limit_seconds: float | None = 10.0
     mip_gap: float = 1e-4
     transfer_utilization: float = 0.8
     min_replicas: int = 1
+    decompose_min_classes: int | None = 200
 
     def __post_init__(self) -> None:
         if self.solver not in ("highs", "cbc"):
@@ -97,6 +102,8 @@ class SolverOptions:
             raise ValueError(f"transfer_utilization: must be in (0, 1], got {self.transfer_utilization}")
         if self.min_replicas < 1:
             raise ValueError(f"min_replicas: must be >= 1, got {self.min_replicas}")
+        if self.decompose_min_classes is not None and self.decompose_min_classes < 2:
+            raise ValueError(f"decompose_min_classes: must be >= 2 or None, got {self.decompose_min_classes}")
 
 
 def _frozen(m: Mapping[str, Any]) -> MappingProxyType[str, Any]:

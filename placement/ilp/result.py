@@ -16,7 +16,8 @@ from placement.ilp.problem import Problem, SolverOptions
 @dataclass(frozen=True)
 class SolveInfo:
     """How a solve went. `status`: optimal | feasible | infeasible | unbounded | not_solved.
-    `gap`: relative MIP gap (None when unknown); `objective` in $/h (None without a solution)."""
+    `gap`: relative MIP gap (None when unknown); `objective` in $/h (None without a solution);
+    `bound`: the solver's proven lower bound on the objective, $/h (None when unknown)."""
 
     solver: str
     status: str
@@ -24,6 +25,7 @@ class SolveInfo:
     gap: float | None
     solve_seconds: float
     objective: float | None
+    bound: float | None = None
 
     @property
     def has_solution(self) -> bool:

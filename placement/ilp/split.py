@@ -32,10 +32,12 @@ def split_by_model(problem: Problem) -> list[Problem]:
         groups.setdefault(find(m), set()).add(m)
     if len(groups) == 1:
         return [problem]
-    return [_restrict(problem, group) for group in groups.values()]
+    return [restrict(problem, group) for group in groups.values()]
 
 
-def _restrict(problem: Problem, models: set[str]) -> Problem:
+def restrict(problem: Problem, models: set[str]) -> Problem:
+    """The part of `problem` that serves `models`: their classes, pools and options, in the same order;
+    the whole inventory (the other models' claims on it are dropped)."""
     demands = [i for i, d in enumerate(problem.demands) if d.model in models]
     pools = [i for i, p in enumerate(problem.pools) if p.model in models]
     dmap = {old: new for new, old in enumerate(demands)}
@@ -115,8 +117,16 @@ def merge(problem: Problem, parts: list[Problem], solutions: list[Solution]) -> 
         else 0.0
     )
     status = "optimal" if all(i.optimal for i in infos) else "feasible"
+    bounds = [i.bound for i in infos]
+    bound = None if any(b is None for b in bounds) else sum(b or 0.0 for b in bounds)
     info = SolveInfo(
-        infos[0].solver, status, status == "optimal", gap, sum(i.solve_seconds for i in infos), objective
+        infos[0].solver,
+        status,
+        status == "optimal",
+        gap,
+        sum(i.solve_seconds for i in infos),
+        objective,
+        bound,
     )
     cost = sum(n * p.price_per_hour for n, p in zip(counts, problem.pools, strict=True))
     return Solution(tuple(counts), coloc, disagg, round(cost, 6), info)
