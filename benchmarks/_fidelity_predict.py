@@ -72,16 +72,21 @@ def plan_for(inputs: Any, rows: Sequence[Row], total_rate: float) -> Any:
 
 
 def predict(plan: Any, inputs: Any, rows: Sequence[Row], *, cores: int, pd_min_input_tokens: int,
-            calibration: Calibration | None = None) -> Any:
+            calibration: Calibration | None = None, wake: bool = True) -> Any:
     """`placement.simulator.simulate` of `rows` on `plan`, calibrated from the measured profiles and the
-    co-located fleet's probe (`calibration`; None = the profiles alone)."""
+    co-located fleet's probe (`calibration`; None = the profiles alone). `wake`: the profiles' measured
+    cost of leaving idle (`NodeProfile.idle`) applies; off for the probe, whose requests run back to
+    back on a worker that is never idle."""
     from placement.perf.steps import MeasuredSteps, ScaledSteps
     from placement.simulator import SimOptions, SimRequest, simulate
 
     c = calibration or Calibration()
     steps: dict[tuple[str, str], Any] = {}
     transfer = {}
+    wakes = {}
     for (_, node_type), profile in inputs.profiles.items():
+        if wake and profile.idle is not None:
+            wakes[node_type] = profile.idle
         for role in ROLES:
             fitted = MeasuredSteps.fit(profile, role)
             if fitted is not None:
@@ -91,7 +96,7 @@ def predict(plan: Any, inputs: Any, rows: Sequence[Row], *, cores: int, pd_min_i
             transfer[node_type] = point
     requests = [SimRequest(a, i, o, inputs.first_model, SLO_CLASS) for a, i, o in rows]
     options = SimOptions(steps=steps, transfer=transfer, cores=cores, pd_min_input_tokens=pd_min_input_tokens,
-                         first_token_overhead_seconds=c.first_token_overhead_seconds)
+                         first_token_overhead_seconds=c.first_token_overhead_seconds, wake=wakes)
     return simulate(plan, requests, inputs.fleet, dict(inputs.models), dict(inputs.slos), options)
 
 

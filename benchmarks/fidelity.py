@@ -125,7 +125,7 @@ async def predict_and_measure(cluster: Any, inputs: Any, plan: Any, rows: Sequen
 
     pd_min = OrchestratorConfig().pd_min_uncached_tokens  # the gateway runs with this default
     probed, measured = await measure_plan(cluster, plan, rows, prompts, inputs.slos[SLO_CLASS], seconds)
-    sim_probe = predict(plan, inputs, probe_rows(rows), cores=cores, pd_min_input_tokens=pd_min)
+    sim_probe = predict(plan, inputs, probe_rows(rows), cores=cores, pd_min_input_tokens=pd_min, wake=False)
     c = calibration(sim_probe, probed)
     return {
         "measured": measured,
@@ -205,7 +205,10 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
                       requests=len(rows), window_start_seconds=window.start_seconds,
                       peak_rate=window.peak_rate, mean_rate=window.mean_rate,
                       peak_to_mean=window.peak_to_mean, cores=cores,
-                      inventory=dict(inputs.inventory), min_replicas=inputs.solver_options.min_replicas)
+                      inventory=dict(inputs.inventory), min_replicas=inputs.solver_options.min_replicas,
+                      wake={nt: None if p.idle is None else {"idle_seconds": p.idle.idle_seconds,
+                                                             "seconds": p.idle.seconds}
+                            for (_, nt), p in inputs.profiles.items()})
         maker = Prompts(model_dir)
         prompts = [maker.make(i) for _, i, _ in rows]
         for basis, rate in (("peak", window.peak_rate), ("mean", window.mean_rate)):
@@ -241,6 +244,7 @@ def report(result: dict[str, Any]) -> None:
     how = "the sizing rule" if result["compression_chosen"] else "given"
     print(f"compression {result['compression']:g} ({how});"
           f" min_replicas {result['min_replicas']}, inventory {result['inventory']}")
+    print(f"cost of waking an idle worker (profiles): {result.get('wake')}")
     print(f"window: {result['requests']} requests in the burstiest of the candidate windows "
           f"(starts {result['window_start_seconds']:.0f} s); peak {result['peak_rate']:.2f} req/s, "
           f"mean {result['mean_rate']:.2f} req/s; workers pinned over {result['cores']} cores")

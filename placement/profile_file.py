@@ -14,7 +14,8 @@ newer one). Every number is a measurement of real workers of that node type:
        "prefill":   {"prefill": [PrefillPoint…]},
        "decode":    {"decode":  [DecodePoint…]}},
      "transfer": [{"path": "peer" | "shared", "bytes": …, "seconds": …, "bytes_per_second": …,
-                   "latency_seconds": …}]}
+                   "latency_seconds": …}],
+     "idle": {"idle_seconds": …, "seconds": …, "input_tokens": …}}   # optional
 
 - `PrefillPoint(input_tokens, batch, seconds)`: `batch` prompts of `input_tokens` each, sent together
   to an idle worker of the role; `seconds` = until the last of them had its first token (the batch's
@@ -24,6 +25,10 @@ newer one). Every number is a measurement of real workers of that node type:
 - `TransferPoint`: KV of a prefilled prompt moved prefill → decode worker on one path: `peer` (the
   decode side's `PullKV` stream from the prefill worker) or `shared` (blocks read from the shared
   Redis tier); `latency_seconds` is the fixed cost of one transfer, `bytes_per_second` the slope.
+- `WakeCost` (`idle`, optional): what leaving idle costs a worker of the node type: a lone prompt of
+  `input_tokens` sent after `idle_seconds` of idleness has its first token `seconds` later than the
+  same prompt sent back to back (medians); the simulator adds it to an instance's first iteration
+  after at least that long idle.
 """
 
 from __future__ import annotations
@@ -112,6 +117,21 @@ class TransferPoint:
 
 
 @dataclass(frozen=True)
+class WakeCost:
+    """Extra `seconds` of a worker's first iteration after at least `idle_seconds` idle (module
+    docstring), measured with lone prompts of `input_tokens`."""
+
+    idle_seconds: float
+    seconds: float
+    input_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("idle_seconds", "seconds", "input_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"idle.{name}: must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class NodeProfile:
     """Measured profile of `model` on one `node_type` running `engine` (module docstring)."""
 
@@ -128,6 +148,7 @@ class NodeProfile:
     machine: Mapping[str, Any] = field(default_factory=dict)
     measured_at: str = ""
     schema: int = PROFILE_SCHEMA
+    idle: WakeCost | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "roles", MappingProxyType(dict(self.roles)))
@@ -174,6 +195,7 @@ class NodeProfile:
                 for role, rp in sorted(self.roles.items(), key=lambda kv: ROLES.index(kv[0]))
             },
             "transfer": [asdict(t) for t in self.transfer],
+            **({"idle": asdict(self.idle)} if self.idle is not None else {}),
         }
 
     @classmethod
@@ -201,6 +223,7 @@ class NodeProfile:
                 transfer=tuple(TransferPoint(**t) for t in data.get("transfer", ())),
                 model_hash=str(data.get("model_hash", "")), machine=dict(data.get("machine", {})),
                 measured_at=str(data.get("measured_at", "")), schema=schema,
+                idle=WakeCost(**data["idle"]) if data.get("idle") is not None else None,
             )
         except KeyError as exc:
             name = str(exc.args[0])

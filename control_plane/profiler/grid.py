@@ -27,6 +27,11 @@ class ProfileGrid:
     repeats: int = 2
     vocab_size: int = 256
     seed: int = 0
+    # the cost of waking an idle worker (`measure.wake_cost`): lone prompts of `wake_input_tokens`
+    # after `wake_idle_seconds` idle against back to back, `wake_samples` pairs; 0 samples: not measured
+    wake_input_tokens: int = 256
+    wake_idle_seconds: float = 0.1
+    wake_samples: int = 8
 
     def __post_init__(self) -> None:
         for name in ("input_tokens", "prefill_batches", "context_tokens", "decode_batches",
@@ -41,6 +46,9 @@ class ProfileGrid:
                              f"got {self.output_tokens}")
         if self.repeats < 1:
             raise ValueError(f"repeats: must be >= 1, got {self.repeats}")
+        if self.wake_input_tokens < 1 or self.wake_idle_seconds <= 0 or self.wake_samples < 0:
+            raise ValueError(f"wake_*: input tokens >= 1, idle seconds > 0, samples >= 0, got "
+                             f"{self.wake_input_tokens}, {self.wake_idle_seconds}, {self.wake_samples}")
         if self.vocab_size <= 10:
             raise ValueError(f"vocab_size: must be > 10, got {self.vocab_size}")
 

@@ -13,6 +13,9 @@
   (`output_tokens` − 1). For engines whose stream can lag the whole decode: vLLM's engine core runs
   in its own process and its output collector merges the tokens a busy consumer has not read yet,
   so on a loaded machine one chunk may carry nearly all tokens and the first-to-last span is ~0.
+- `wake_cost`: the first-token time of lone prompts sent back to back, and of the same kind of prompts
+  each sent after the worker sat idle for `idle_seconds` (medians of `samples` each): a worker woken
+  from idle is slower than one kept busy, and a stream at moderate load meets mostly idle workers.
 - `peer_transfer` / `shared_transfer`: the KV of one prefilled prompt, pulled with `PullKV` from the
   prefill worker, or read from the shared Redis tier it was published to; (payload bytes, seconds).
 
@@ -91,6 +94,20 @@ async def prefill_batch(client: WorkerClient, prompts: Prompts, input_tokens: in
     started = time.perf_counter()
     responses = await asyncio.gather(*(client.prefill(r) for r in requests))
     return time.perf_counter() - started, [*responses]
+
+
+async def wake_cost(client: WorkerClient, prompts: Prompts, input_tokens: int, idle_seconds: float,
+                    samples: int) -> tuple[float, float]:
+    """(median TTFT back to back, median TTFT after `idle_seconds` idle) of lone prompts, seconds.
+    The two kinds alternate in pairs, so a change of the machine's background load hits both alike."""
+    busy: list[float] = []
+    idle: list[float] = []
+    for _ in range(samples):
+        await colocated_prefill(client, prompts, input_tokens, 1)  # the worker is busy right before
+        busy.append(await colocated_prefill(client, prompts, input_tokens, 1))
+        await asyncio.sleep(idle_seconds)
+        idle.append(await colocated_prefill(client, prompts, input_tokens, 1))
+    return statistics.median(busy), statistics.median(idle)
 
 
 async def colocated_decode(client: WorkerClient, prompts: Prompts, context_tokens: int, batch: int,

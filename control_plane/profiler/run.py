@@ -7,7 +7,10 @@ point is the cost of that role alone):
    batches) through `Generate`;
 2. prefill worker: prefill points through `Prefill`;
 3. decode worker: decode points through `Decode`, KV pulled from the prefill worker (`PullKV`);
-4. transfer: `PullKV` of a fresh prompt's blocks (path `peer`) and, with a shared tier, a read of the
+4. wake (colocated worker, when `grid.wake_samples`): the extra first-token time of a lone prompt
+   after `grid.wake_idle_seconds` idle over one sent back to back (`measure.wake_cost`), the profile's
+   `idle` entry (0 when idle was not slower);
+5. transfer: `PullKV` of a fresh prompt's blocks (path `peer`) and, with a shared tier, a read of the
    blocks the prefill worker published to Redis (path `shared`), each at `transfer_tokens`
    (smallest, largest) to fit a fixed latency and a bandwidth.
 
@@ -31,7 +34,14 @@ from common.vocab import Device, Engine, Role
 from control_plane.profiler import measure
 from control_plane.profiler.grid import ProfileGrid
 from control_plane.profiler.machine import fingerprint, machine_info
-from placement.profile_file import DecodePoint, NodeProfile, PrefillPoint, RoleProfile, TransferPoint
+from placement.profile_file import (
+    DecodePoint,
+    NodeProfile,
+    PrefillPoint,
+    RoleProfile,
+    TransferPoint,
+    WakeCost,
+)
 from workerrpc.client import WorkerClient
 
 ProgressFn = Callable[[str], None]
@@ -136,6 +146,14 @@ async def _transfer(grid: ProfileGrid, workers: RoleWorkers, prompts: measure.Pr
     return tuple(rows), per_token
 
 
+async def _wake(grid: ProfileGrid, worker: WorkerClient, prompts: measure.Prompts,
+                say: ProgressFn) -> WakeCost:
+    busy, idle = await measure.wake_cost(worker, prompts, grid.wake_input_tokens, grid.wake_idle_seconds,
+                                         grid.wake_samples)
+    say(f"wake after {grid.wake_idle_seconds:g} s idle: TTFT {idle * 1e3:.1f} ms vs {busy * 1e3:.1f} ms busy")
+    return WakeCost(grid.wake_idle_seconds, round(max(0.0, idle - busy), 6), grid.wake_input_tokens)
+
+
 async def _disaggregated_roles(grid: ProfileGrid, pre: WorkerClient, dec: WorkerClient | None,
                                with_colocated: bool, prompts: measure.Prompts,
                                say: ProgressFn) -> dict[Role, RoleProfile]:
@@ -170,6 +188,7 @@ async def profile_node(workers: RoleWorkers, grid: ProfileGrid, identity: Identi
         roles["colocated"] = RoleProfile(
             await _prefill_points(grid, lambda t, b: measure.colocated_prefill(co, prompts, t, b), say),
             await _decode_points(grid, lambda c, b: decode(co, prompts, c, b, grid.output_tokens), say))
+    wake = await _wake(grid, co, prompts, say) if co is not None and grid.wake_samples else None
     if pre is not None:
         roles.update(await _disaggregated_roles(grid, pre, dec, co is not None, prompts, say))
     source = dec or co or pre
@@ -183,5 +202,5 @@ async def profile_node(workers: RoleWorkers, grid: ProfileGrid, identity: Identi
         fingerprint=fingerprint(machine), kv_bytes_per_token=round(kv_bytes_per_token, 3),
         kv_capacity_tokens=int(stats.kv_blocks_total * stats.block_size),
         roles=roles, transfer=transfer,
-        model_hash=identity.model_hash, machine=machine,
+        model_hash=identity.model_hash, machine=machine, idle=wake,
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

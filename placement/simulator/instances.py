@@ -63,6 +63,7 @@ class Instance:
     _batch: list[RequestState] = field(default_factory=list)
     _kind: str = ""
     steps_model: StepTimes | None = None  # measured step times; None = the roofline
+    idle_since: float = float("-inf")  # when the instance last found nothing to do; inf = working
 
     def __post_init__(self) -> None:
         self.kv_tokens = (self.steps_model.kv_capacity_tokens() if self.steps_model is not None

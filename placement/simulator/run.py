@@ -22,6 +22,11 @@ Two behaviours of the live system, found by `bench fidelity` (both off by defaul
 A third, `first_token_overhead_seconds`, is the serving path's fixed cost before a request reaches a
 worker (gateway: auth, tokenize, route, the first RPC): the request enters the cluster that long after
 its arrival, which TTFT counts from; it occupies no instance.
+A fourth, `wake` (a `WakeCost`, measured by `heteroserve profile` as the profile's `idle` entry): an
+instance that has been idle for at least `idle_seconds` takes `seconds` longer for its next iteration
+(a worker woken from idle is slower than one kept busy: measured on the live worker, the excess of a
+lone request's TTFT over its profile point grows with the idle time before it; see
+docs/benchmarks.md, bench fidelity). Instances start idle.
 Per-pool throughput counts the requests that passed through the pool (prefill and decode pools both
 count a P/D request) over the simulated span.
 """
@@ -40,7 +45,7 @@ from placement.models import ModelSpec
 from placement.perf.roofline import TRANSFER_LATENCY_SECONDS, kv_transfer_bytes
 from placement.perf.steps import StepTimes
 from placement.plan import Plan
-from placement.profile_file import TransferPoint
+from placement.profile_file import TransferPoint, WakeCost
 from placement.simulator.instances import Instance, RequestState
 from placement.trace import Trace
 from placement.workload import SLOClass
@@ -65,6 +70,7 @@ class SimOptions:
     pd_min_input_tokens: int = 0  # shorter prompts on a P/D route run on the decode pool alone
     cores: int = 0  # instances share this many cores, pinned round robin (0: one device each)
     first_token_overhead_seconds: float = 0.0  # serving path before a worker sees the request
+    wake: Mapping[str, WakeCost] = field(default_factory=dict)  # node type → cost of leaving idle
 
     def __post_init__(self) -> None:
         for name in ("pd_min_input_tokens", "cores", "first_token_overhead_seconds"):
@@ -119,6 +125,7 @@ class _Sim:
         self.plan, self.slos, self.rng = plan, slos, random.Random(opts.seed)
         self.transfer, self.pd_min_input_tokens = opts.transfer, opts.pd_min_input_tokens
         self.overhead = opts.first_token_overhead_seconds
+        self.wake = opts.wake
         self.through: dict[str, int] = {}
         self.events: list[tuple[float, int, str, object]] = []
         self.seq = 0
@@ -152,12 +159,20 @@ class _Sim:
         self.seq += 1
 
     def kick(self, inst: Instance, now: float) -> None:
-        if not inst.busy:
-            duration = inst.start()
-            if duration is not None:
-                if self.core_of:  # processor sharing with the busy instances pinned to the same core
-                    duration *= sum(1 for i in self.on_core[self.core_of[id(inst)]] if i.busy)
-                self.push(now + duration, "done", inst)
+        if inst.busy:
+            return
+        duration = inst.start()
+        if duration is None:
+            inst.idle_since = min(inst.idle_since, now)
+            return
+        if self.core_of:  # processor sharing with the busy instances pinned to the same core
+            duration *= sum(1 for i in self.on_core[self.core_of[id(inst)]] if i.busy)
+        wake = self.wake.get(inst.node.name)
+        if wake is not None and now - inst.idle_since >= wake.idle_seconds:
+            duration += wake.seconds
+            inst.busy_seconds += wake.seconds
+        inst.idle_since = float("inf")  # working: not idle until an iteration finds nothing to do
+        self.push(now + duration, "done", inst)
 
     def route(self, r: RequestState, req: SimRequest, now: float) -> None:
         name = self.plan.classify(req.input_tokens, req.output_tokens, req.slo, req.model)

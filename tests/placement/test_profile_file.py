@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from placement.profile_file import (
     PrefillPoint,
     RoleProfile,
     TransferPoint,
+    WakeCost,
     load_node_profile,
     save_node_profile,
 )
@@ -59,6 +61,10 @@ def test_round_trip_through_a_file(tmp_path: Path) -> None:
     assert back == p
     assert back.to_dict() == p.to_dict()
     assert json.loads(path.read_text())["schema"] == 1
+    assert "idle" not in back.to_dict()  # optional: a profile without it reads as before
+    woken = replace(p, idle=WakeCost(idle_seconds=0.1, seconds=0.0025, input_tokens=256))
+    save_node_profile(path, woken)
+    assert load_node_profile(path).idle == WakeCost(0.1, 0.0025, 256)
 
 
 def test_newer_schema_and_bad_fields_name_the_field(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from placement.catalog import Catalog
 from placement.models import ModelSpec
 from placement.perf.steps import ScaledSteps
 from placement.plan import Classifier, ClassRouting, Plan, Pool, Route, SolveSummary
-from placement.profile_file import TransferPoint
-from placement.simulator import SimOptions, SimRequest, simulate
+from placement.profile_file import TransferPoint, WakeCost
+from placement.simulator import SimOptions, SimRequest, SimResult, simulate
 from placement.workload import SLOClass
 from tests.placement.simulated import FixedSteps
 
@@ -92,3 +92,31 @@ def test_the_first_token_overhead_delays_entry_but_occupies_no_instance(env) -> 
 def test_options_name_a_negative_field() -> None:
     with pytest.raises(ValueError, match="cores"):
         SimOptions(cores=-1)
+
+
+def test_an_instance_woken_from_idle_pays_the_wake_cost_on_its_first_iteration(env) -> None:  # type: ignore[no-untyped-def]
+    fleet, models, slos = env
+    plan = plan_of({"c": ("colocated", 1)}, Route(1.0, pool="c"))
+    wake = options(wake={NODE: WakeCost(idle_seconds=0.5, seconds=0.03)})
+
+    def run(arrivals: tuple[float, ...], opts: SimOptions) -> SimResult:
+        reqs = [SimRequest(t, 100, 3, MODEL, "interactive") for t in arrivals]
+        return simulate(plan, reqs, fleet, models, slos, opts)
+
+    assert run((0.0,), wake).ttft_p50 == pytest.approx(0.23)  # instances start idle
+    assert run((0.0,), wake).tpot_p50 == pytest.approx(0.01)  # only the first iteration pays
+    # the 1st request ends at 0.25 s; the 2nd comes 0.25 s later (< 0.5 s idle): no wake. TTFTs 0.23, 0.2
+    near = run((0.0, 0.5), wake)
+    assert (near.ttft_p50, near.ttft_p90) == (pytest.approx(0.215), pytest.approx(0.227))
+    far = run((0.0, 3.0), wake)
+    assert (far.ttft_p50, far.ttft_p90) == (pytest.approx(0.23), pytest.approx(0.23))
+    plain = run((0.0, 3.0), options())
+    assert far.utilization["c"] * far.duration_seconds == pytest.approx(
+        plain.utilization["c"] * plain.duration_seconds + 2 * 0.03)  # the wakes count as busy time
+    other = options(wake={"another-node-type": WakeCost(idle_seconds=0.5, seconds=0.03)})
+    assert run((0.0, 3.0), other).ttft_p90 == pytest.approx(0.2)  # only its own node type's cost
+
+
+def test_a_wake_cost_names_a_negative_field() -> None:
+    with pytest.raises(ValueError, match=r"idle\.seconds"):
+        WakeCost(idle_seconds=0.1, seconds=-0.001)

@@ -21,6 +21,8 @@ def test_grid_errors_name_the_field() -> None:
         ProfileGrid(output_tokens=1)
     with pytest.raises(ValueError, match="transfer_tokens"):
         ProfileGrid(transfer_tokens=(8, 64))
+    with pytest.raises(ValueError, match="wake_"):
+        ProfileGrid(wake_idle_seconds=0.0)
 
 
 def test_transfer_fit_separates_latency_and_bandwidth() -> None:
@@ -52,3 +54,4 @@ def test_profile_real_workers_in_every_role(tiny_model_dir: Path, tmp_path: Path
     assert len(profile.fingerprint) == 16 and profile.machine["cores"] >= 1
     for role in ("colocated", "prefill", "decode"):
         assert MeasuredSteps.fit(profile, role) is not None
+    assert profile.idle is not None and profile.idle.idle_seconds > 0 and profile.idle.seconds >= 0
