@@ -47,7 +47,7 @@ import argparse
 import asyncio
 import shutil
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -206,8 +206,7 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
                       peak_rate=window.peak_rate, mean_rate=window.mean_rate,
                       peak_to_mean=window.peak_to_mean, cores=cores,
                       inventory=dict(inputs.inventory), min_replicas=inputs.solver_options.min_replicas,
-                      wake={nt: None if p.idle is None else {"idle_seconds": p.idle.idle_seconds,
-                                                             "seconds": p.idle.seconds}
+                      wake={nt: None if p.idle is None else asdict(p.idle)
                             for (_, nt), p in inputs.profiles.items()})
         maker = Prompts(model_dir)
         prompts = [maker.make(i) for _, i, _ in rows]

@@ -15,7 +15,8 @@ newer one). Every number is a measurement of real workers of that node type:
        "decode":    {"decode":  [DecodePoint…]}},
      "transfer": [{"path": "peer" | "shared", "bytes": …, "seconds": …, "bytes_per_second": …,
                    "latency_seconds": …}],
-     "idle": {"idle_seconds": …, "seconds": …, "input_tokens": …}}   # optional
+     "idle": {"idle_seconds": …, "seconds": …, "input_tokens": …, "decode_scale": …,
+              "warm_seconds": …}}   # optional
 
 - `PrefillPoint(input_tokens, batch, seconds)`: `batch` prompts of `input_tokens` each, sent together
   to an idle worker of the role; `seconds` = until the last of them had its first token (the batch's
@@ -27,8 +28,9 @@ newer one). Every number is a measurement of real workers of that node type:
   Redis tier); `latency_seconds` is the fixed cost of one transfer, `bytes_per_second` the slope.
 - `WakeCost` (`idle`, optional): what leaving idle costs a worker of the node type: a lone prompt of
   `input_tokens` sent after `idle_seconds` of idleness has its first token `seconds` later than the
-  same prompt sent back to back (medians); the simulator adds it to an instance's first iteration
-  after at least that long idle.
+  same prompt sent back to back (medians), and its TPOT is `decode_scale` × theirs; the simulator adds
+  `seconds` to an instance's first iteration after at least that long idle and scales its decode
+  steps for `warm_seconds` after (the span of the measured request).
 """
 
 from __future__ import annotations
@@ -118,17 +120,22 @@ class TransferPoint:
 
 @dataclass(frozen=True)
 class WakeCost:
-    """Extra `seconds` of a worker's first iteration after at least `idle_seconds` idle (module
-    docstring), measured with lone prompts of `input_tokens`."""
+    """Extra `seconds` of a worker's first iteration after at least `idle_seconds` idle, and its decode
+    steps × `decode_scale` for `warm_seconds` after (module docstring); measured with lone prompts of
+    `input_tokens`."""
 
     idle_seconds: float
     seconds: float
     input_tokens: int = 0
+    decode_scale: float = 1.0
+    warm_seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("idle_seconds", "seconds", "input_tokens"):
+        for name in ("idle_seconds", "seconds", "input_tokens", "warm_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"idle.{name}: must be >= 0, got {getattr(self, name)}")
+        if not self.decode_scale > 0:
+            raise ValueError(f"idle.decode_scale: must be > 0, got {self.decode_scale}")
 
 
 @dataclass(frozen=True)

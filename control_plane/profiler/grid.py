@@ -27,8 +27,9 @@ class ProfileGrid:
     repeats: int = 2
     vocab_size: int = 256
     seed: int = 0
-    # the cost of waking an idle worker (`measure.wake_cost`): lone prompts of `wake_input_tokens`
-    # after `wake_idle_seconds` idle against back to back, `wake_samples` pairs; 0 samples: not measured
+    # the cost of waking an idle worker (`measure.wake_cost`): lone requests of `wake_input_tokens`
+    # and `output_tokens` after `wake_idle_seconds` idle against back to back, `wake_samples` pairs
+    # (0: not measured)
     wake_input_tokens: int = 256
     wake_idle_seconds: float = 0.1
     wake_samples: int = 8

@@ -96,18 +96,38 @@ async def prefill_batch(client: WorkerClient, prompts: Prompts, input_tokens: in
     return time.perf_counter() - started, [*responses]
 
 
-async def wake_cost(client: WorkerClient, prompts: Prompts, input_tokens: int, idle_seconds: float,
-                    samples: int) -> tuple[float, float]:
-    """(median TTFT back to back, median TTFT after `idle_seconds` idle) of lone prompts, seconds.
-    The two kinds alternate in pairs, so a change of the machine's background load hits both alike."""
-    busy: list[float] = []
-    idle: list[float] = []
+@dataclass(frozen=True)
+class Lone:
+    """Medians over lone requests: TTFT, TPOT and span (first token to last), seconds."""
+
+    ttft: float
+    tpot: float
+    span: float
+
+
+async def _lone(client: WorkerClient, prompts: Prompts, input_tokens: int, output_tokens: int) -> list[float]:
+    """(TTFT, TPOT, span) of one lone greedy request."""
+    started = time.perf_counter()
+    request = worker_pb2.GenerateRequest(request_id=_rid(), prompt_token_ids=prompts.make(input_tokens),
+                                         sampling=_sampling(output_tokens))
+    times = await _arrivals(client.generate(request))
+    return [times[0] - started, _tpot([times]), times[-1] - started]
+
+
+async def wake_cost(client: WorkerClient, prompts: Prompts, input_tokens: int, output_tokens: int,
+                    idle_seconds: float, samples: int) -> tuple[Lone, Lone]:
+    """(back to back, after `idle_seconds` idle): medians of `samples` lone requests each. The two
+    kinds alternate in pairs, so a change of the machine's background load hits both alike."""
+    busy: list[list[float]] = []
+    idle: list[list[float]] = []
     for _ in range(samples):
-        await colocated_prefill(client, prompts, input_tokens, 1)  # the worker is busy right before
-        busy.append(await colocated_prefill(client, prompts, input_tokens, 1))
+        await _lone(client, prompts, input_tokens, 4)  # the worker is busy right before
+        busy.append(await _lone(client, prompts, input_tokens, output_tokens))
         await asyncio.sleep(idle_seconds)
-        idle.append(await colocated_prefill(client, prompts, input_tokens, 1))
-    return statistics.median(busy), statistics.median(idle)
+        idle.append(await _lone(client, prompts, input_tokens, output_tokens))
+    def median(runs: list[list[float]]) -> Lone:
+        return Lone(*(statistics.median(r[k] for r in runs) for k in range(3)))
+    return median(busy), median(idle)
 
 
 async def colocated_decode(client: WorkerClient, prompts: Prompts, context_tokens: int, batch: int,

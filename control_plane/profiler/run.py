@@ -7,9 +7,9 @@ point is the cost of that role alone):
    batches) through `Generate`;
 2. prefill worker: prefill points through `Prefill`;
 3. decode worker: decode points through `Decode`, KV pulled from the prefill worker (`PullKV`);
-4. wake (colocated worker, when `grid.wake_samples`): the extra first-token time of a lone prompt
-   after `grid.wake_idle_seconds` idle over one sent back to back (`measure.wake_cost`), the profile's
-   `idle` entry (0 when idle was not slower);
+4. wake (colocated worker, when `grid.wake_samples`): a lone request after `grid.wake_idle_seconds`
+   idle against one sent back to back (`measure.wake_cost`): the extra first-token time, the TPOT
+   ratio and the woken request's span, the profile's `idle` entry (no cost when idle was not slower);
 5. transfer: `PullKV` of a fresh prompt's blocks (path `peer`) and, with a shared tier, a read of the
    blocks the prefill worker published to Redis (path `shared`), each at `transfer_tokens`
    (smallest, largest) to fit a fixed latency and a bandwidth.
@@ -148,10 +148,13 @@ async def _transfer(grid: ProfileGrid, workers: RoleWorkers, prompts: measure.Pr
 
 async def _wake(grid: ProfileGrid, worker: WorkerClient, prompts: measure.Prompts,
                 say: ProgressFn) -> WakeCost:
-    busy, idle = await measure.wake_cost(worker, prompts, grid.wake_input_tokens, grid.wake_idle_seconds,
-                                         grid.wake_samples)
-    say(f"wake after {grid.wake_idle_seconds:g} s idle: TTFT {idle * 1e3:.1f} ms vs {busy * 1e3:.1f} ms busy")
-    return WakeCost(grid.wake_idle_seconds, round(max(0.0, idle - busy), 6), grid.wake_input_tokens)
+    busy, idle = await measure.wake_cost(worker, prompts, grid.wake_input_tokens, grid.output_tokens,
+                                         grid.wake_idle_seconds, grid.wake_samples)
+    say(f"wake after {grid.wake_idle_seconds:g} s idle: TTFT {idle.ttft * 1e3:.1f} ms vs "
+        f"{busy.ttft * 1e3:.1f} ms busy, TPOT {idle.tpot * 1e3:.2f} vs {busy.tpot * 1e3:.2f} ms")
+    # a woken worker no faster than a busy one: noise below the busy figures counts as no cost
+    return WakeCost(grid.wake_idle_seconds, round(max(0.0, idle.ttft - busy.ttft), 6), grid.wake_input_tokens,
+                    decode_scale=round(max(1.0, idle.tpot / busy.tpot), 4), warm_seconds=round(idle.span, 6))
 
 
 async def _disaggregated_roles(grid: ProfileGrid, pre: WorkerClient, dec: WorkerClient | None,

@@ -64,6 +64,7 @@ class Instance:
     _kind: str = ""
     steps_model: StepTimes | None = None  # measured step times; None = the roofline
     idle_since: float = float("-inf")  # when the instance last found nothing to do; inf = working
+    warm_until: float = float("-inf")  # decode steps before this run slower (woken from idle)
 
     def __post_init__(self) -> None:
         self.kv_tokens = (self.steps_model.kv_capacity_tokens() if self.steps_model is not None
@@ -78,6 +79,11 @@ class Instance:
         if self.steps_model is not None:
             return self.steps_model.decode_step_seconds(batch, context)
         return decode_step_seconds(self.model, self.node, batch, context)
+
+    @property
+    def decoding(self) -> bool:
+        """The iteration under way (or last) is a decode step."""
+        return self._kind == "decode"
 
     @property
     def load(self) -> int:

@@ -23,10 +23,11 @@ A third, `first_token_overhead_seconds`, is the serving path's fixed cost before
 worker (gateway: auth, tokenize, route, the first RPC): the request enters the cluster that long after
 its arrival, which TTFT counts from; it occupies no instance.
 A fourth, `wake` (a `WakeCost`, measured by `heteroserve profile` as the profile's `idle` entry): an
-instance that has been idle for at least `idle_seconds` takes `seconds` longer for its next iteration
-(a worker woken from idle is slower than one kept busy: measured on the live worker, the excess of a
-lone request's TTFT over its profile point grows with the idle time before it; see
-docs/benchmarks.md, bench fidelity). Instances start idle.
+instance that has been idle for at least `idle_seconds` takes `seconds` longer for its next iteration,
+and its decode steps started within `warm_seconds` of that take `decode_scale` × their time (a worker
+woken from idle is slower than one kept busy: measured on the live worker, the excess of a lone
+request's TTFT and TPOT over its profile grows with the idle time before it; see docs/benchmarks.md,
+bench fidelity). Instances start idle.
 Per-pool throughput counts the requests that passed through the pool (prefill and decode pools both
 count a P/D request) over the simulated span.
 """
@@ -168,9 +169,14 @@ class _Sim:
         if self.core_of:  # processor sharing with the busy instances pinned to the same core
             duration *= sum(1 for i in self.on_core[self.core_of[id(inst)]] if i.busy)
         wake = self.wake.get(inst.node.name)
-        if wake is not None and now - inst.idle_since >= wake.idle_seconds:
-            duration += wake.seconds
-            inst.busy_seconds += wake.seconds
+        if wake is not None:
+            extra = 0.0
+            if now - inst.idle_since >= wake.idle_seconds:
+                extra, inst.warm_until = wake.seconds, now + wake.warm_seconds
+            elif inst.decoding and now < inst.warm_until:
+                extra = duration * (wake.decode_scale - 1.0)
+            duration += extra
+            inst.busy_seconds += extra
         inst.idle_since = float("inf")  # working: not idle until an iteration finds nothing to do
         self.push(now + duration, "done", inst)
 

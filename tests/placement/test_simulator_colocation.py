@@ -105,6 +105,9 @@ def test_an_instance_woken_from_idle_pays_the_wake_cost_on_its_first_iteration(e
 
     assert run((0.0,), wake).ttft_p50 == pytest.approx(0.23)  # instances start idle
     assert run((0.0,), wake).tpot_p50 == pytest.approx(0.01)  # only the first iteration pays
+    slow = options(wake={NODE: WakeCost(idle_seconds=0.5, seconds=0.03, decode_scale=2.0, warm_seconds=0.24)})
+    # decode steps starting before 0.24 s run 2 × 0.01 s: the first (at 0.23 s), not the second (0.25 s)
+    assert run((0.0,), slow).tpot_p50 == pytest.approx((0.02 + 0.01) / 2)
     # the 1st request ends at 0.25 s; the 2nd comes 0.25 s later (< 0.5 s idle): no wake. TTFTs 0.23, 0.2
     near = run((0.0, 0.5), wake)
     assert (near.ttft_p50, near.ttft_p90) == (pytest.approx(0.215), pytest.approx(0.227))
@@ -120,3 +123,5 @@ def test_an_instance_woken_from_idle_pays_the_wake_cost_on_its_first_iteration(e
 def test_a_wake_cost_names_a_negative_field() -> None:
     with pytest.raises(ValueError, match=r"idle\.seconds"):
         WakeCost(idle_seconds=0.1, seconds=-0.001)
+    with pytest.raises(ValueError, match=r"idle\.decode_scale"):
+        WakeCost(idle_seconds=0.1, seconds=0.001, decode_scale=0.0)
