@@ -13,8 +13,10 @@ import torch.nn.functional as F
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    if x.dtype == torch.float32:  # skip the no-op casts: each op costs ~10 us of dispatch at batch 1
-        return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+    if x.dtype == torch.float32:
+        # torch's one-call RMSNorm: bit-identical to HF's float32 formula (checked on the bench preset's
+        # shapes, 1-512 rows), and ~2.5 us less dispatch per call than its five ops
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
     x32 = x.to(torch.float32)
     x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
     return weight * x32.to(x.dtype)
