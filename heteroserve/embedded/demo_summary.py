@@ -10,8 +10,11 @@ plan version is kept, so a plan's shares cover all the traffic it routed):
   role: `cpu-local-prefill`);
 - workers started / drained: every rise / fall of a pool's running count after the first sample
   (the first plan's workers are the initial fleet);
-- shares: per plan and class route with at least `MIN_SHARE_REQUESTS` requests, planned vs served,
-  and the largest deviation;
+- shares: per adopted plan (the last version with its pools), per pool route the requests the plan
+  assigned to it (planned share × class requests, summed over classes) and the requests the gateway
+  sent there; then the largest |served − planned| share over every version and class route with at
+  least `MIN_SHARE_REQUESTS` requests;
+- P/D: whether any plan had prefill and decode pools, and the P/D handoffs the clients saw;
 - requests per phase and class, and failures.
 """
 
@@ -84,27 +87,57 @@ def share_rows(routing: Mapping[int, Mapping[str, Any]]) -> list[ShareRow]:
         for c in doc.get("classes", []):
             if int(c.get("requests", 0)) >= MIN_SHARE_REQUESTS:
                 rows.append(ShareRow(version, str(c["request_class"]), str(c["route"]),
-                                     float(c["planned_share"]), float(c["served_share"]), int(c["requests"])))
+                                     float(c["planned_share"]), float(c["served_share"] or 0.0),
+                                     int(c["requests"])))
     return rows
+
+
+def route_requests(doc: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """route → (requests planned there, requests served there) over the classes of one routing answer."""
+    out: dict[str, tuple[float, float]] = {}
+    for c in doc.get("classes", []):
+        n = int(c.get("requests", 0))
+        planned, served = out.get(str(c["route"]), (0.0, 0.0))
+        out[str(c["route"])] = (planned + float(c["planned_share"]) * n,
+                                served + float(c["served_share"] or 0.0) * n)
+    return out
+
+
+def _shares(plans: Sequence[AdoptedPlan], routing: Mapping[int, Mapping[str, Any]]) -> list[str]:
+    lines = ["gateway, requests per route under each adopted plan (planned share × requests / sent there):"]
+    versions = sorted(routing)
+    for i, plan in enumerate(plans):
+        until = plans[i + 1].version if i + 1 < len(plans) else None
+        last = [v for v in versions if v >= plan.version and (until is None or v < until)]
+        if last:
+            routes = route_requests(routing[last[-1]])
+            text = "; ".join(f"{r} {p:.0f}/{s:.0f}" for r, (p, s) in routes.items())
+            lines.append(f"  v{last[-1]:<3} {text}")
+    rows = share_rows(routing)
+    if rows:
+        worst = max(abs(r.served - r.planned) for r in rows)
+        lines.append(f"  largest |served − planned| share over {len(routing)} plan versions and their class "
+                     f"routes (≥ {MIN_SHARE_REQUESTS} requests): {worst:.3f}")
+    return lines
 
 
 def summary_lines(results: Sequence[RequestResult], timeline: Sequence[TimelinePoint],
                   routing: Mapping[int, Mapping[str, Any]], phases: Sequence[Phase]) -> list[str]:
     """The summary as printable lines (rich markup)."""
+    plans = adopted_plans(timeline, phases)
     lines = ["[bold]summary[/bold]", "plans adopted (pool counts changed):"]
-    for p in adopted_plans(timeline, phases):
+    for p in plans:
         pools = ", ".join(f"{k}×{v}" for k, v in p.pools.items())
         lines.append(f"  v{p.version:<3} t={p.at:5.1f}s  phase {p.phase:<5} {pools}  ({p.reason})")
     started, drained = fleet_changes(timeline)
     initial = sum(timeline[0].running.values()) if timeline else 0
     lines.append(f"workers: {initial} at the start, {started} started, {drained} drained by the actuator")
-    rows = share_rows(routing)
-    if rows:
-        lines.append(f"gateway, served vs planned share per plan and class route (≥ {MIN_SHARE_REQUESTS} "
-                     "requests):")
-        lines += [f"  v{r.version:<3} {r.request_class:<24} {r.route:<44} planned {r.planned:.2f}  served "
-                  f"{r.served:.2f}  ({r.requests} requests)" for r in rows]
-        lines.append(f"  largest deviation {max(abs(r.served - r.planned) for r in rows):.3f}")
+    lines += _shares(plans, routing) if routing else []
+    pd_plans = [p.version for p in plans if any("prefill" in k for k in p.pools)]
+    handoffs = sum(1 for r in results if r.route is not None and r.route.disaggregated)
+    lines.append(f"P/D: planned in {', '.join(f'v{v}' for v in pd_plans)}, {handoffs} handoffs" if pd_plans
+                 else "P/D: no plan had prefill/decode pools (on these profiles colocated workers serve the "
+                 "long prompts within the SLO for less)")
     counts = Counter((r.phase, r.request_class) for r in results)
     per_phase = "; ".join(f"{ph.name}: " + (", ".join(f"{c} {n}" for (p, c), n in sorted(counts.items())
                                                        if p == ph.name) or "0") for ph in phases)

@@ -74,13 +74,13 @@ def test_summary_lists_changed_plans_fleet_moves_shares_and_requests() -> None:
 
     phases = (Phase("base", 20, {}), Phase("step", 20, {}), Phase("drop", 30, {}))
     timeline = [TimelinePoint(0.0, 1, {"co": 1}, {"co": 1}, "initial"),
-                TimelinePoint(5.0, 2, {"co": 1, "pf": 0}, {"co": 1}, "reweight"),  # same pools: not listed
-                TimelinePoint(23.0, 3, {"co": 2, "pf": 1}, {"co": 1}, "scale-up"),
-                TimelinePoint(27.0, 3, {"co": 2, "pf": 1}, {"co": 2, "pf": 1}),
+                TimelinePoint(5.0, 2, {"co": 1, "x-prefill": 0}, {"co": 1}, "reweight"),  # same pools
+                TimelinePoint(23.0, 3, {"co": 2, "x-prefill": 1}, {"co": 1}, "scale-up"),
+                TimelinePoint(27.0, 3, {"co": 2, "x-prefill": 1}, {"co": 2, "x-prefill": 1}),
                 TimelinePoint(61.0, 4, {"co": 1}, {"co": 1}, "scale-down")]
     plans = adopted_plans(timeline, phases)
     assert [(p.version, p.phase, p.pools) for p in plans] == [
-        (1, "base", {"co": 1}), (3, "step", {"co": 2, "pf": 1}), (4, "drop", {"co": 1})]
+        (1, "base", {"co": 1}), (3, "step", {"co": 2, "x-prefill": 1}), (4, "drop", {"co": 1})]
     assert fleet_changes(timeline) == (2, 2)
     assert phase_at(19.9, phases) == "base" and phase_at(70.0, phases) == "after"
     routing = {3: {"classes": [
@@ -91,6 +91,8 @@ def test_summary_lists_changed_plans_fleet_moves_shares_and_requests() -> None:
     results = [RequestResult(i, "step", "chat", 0.0, 10, 5, 0.1, 0.5, i != 3) for i in range(4)]
     text = "\n".join(summary_lines(results, timeline, routing, phases))
     assert "1 at the start, 2 started, 2 drained" in text
-    assert "planned 0.50  served 0.52  (50 requests)" in text and "i4o1" not in text  # 3 requests: left out
-    assert "largest deviation 0.020" in text
+    assert "  v3   co 25/26; pf 3/3" in text  # requests planned / sent per route under the adopted plan v3
+    assert "largest |served − planned| share over 1 plan versions" in text
+    assert "(≥ 10 requests): 0.020" in text  # pf's 3 requests are left out of the deviation
+    assert "P/D: planned in v3, 0 handoffs" in text
     assert "requests: 4 (base: 0; step: chat 4; drop: 0), failed: 1" in text
