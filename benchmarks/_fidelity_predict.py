@@ -30,12 +30,13 @@ Row = tuple[float, int, int]
 SLO_CLASS = "interactive"  # every replayed request is of the default SLO class
 
 
-def planning_inputs(profiles: Sequence[Path], model_dir: Path) -> Any:
-    """The embedded planner's inputs with `profiles`; generates the model into `model_dir` if missing."""
+def planning_inputs(profiles: Sequence[Path], model_dir: Path, config: Any = None) -> Any:
+    """The embedded planner's inputs with `profiles` (`config`: an `EmbeddedConfig`, default the
+    embedded cluster's); generates the config's model into `model_dir` if missing."""
     from heteroserve.embedded.config import load_embedded_config
     from heteroserve.modelgen import create_model
 
-    config = load_embedded_config()
+    config = config or load_embedded_config()
     if not (model_dir / "config.json").exists():
         create_model(model_dir, preset=config.model.preset, seed=config.model.seed)
     return config.planning_inputs(model_dir=model_dir, extra_profiles=sorted(profiles))

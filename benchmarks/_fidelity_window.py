@@ -27,7 +27,9 @@ from common.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TRACE = ROOT / "heteroserve" / "embedded" / "data" / "azure2023_conv_first1500.csv"
-COMPRESSIONS = (1.0, 2.0, 4.0, 8.0, 16.0)  # the ladder of step 5, fixed in advance
+# the ladder of step 5, fixed in advance: every integer from 1 to 16 (until 2026-12-07 14:58 UTC: 1, 2,
+# 4, 8, 16, whose steps jumped over ×3, where plans for a model ~4× tiny's step times first differ)
+COMPRESSIONS = tuple(float(k) for k in range(1, 17))
 PEAK_QUANTILE, PEAK_WINDOW_S = 0.95, 5.0  # the embedded planner's peak rule (deploy/examples/embedded.yaml)
 
 Row = tuple[float, int, int]  # arrival s, input tokens, output tokens

@@ -1,5 +1,5 @@
-"""`heteroserve bench fidelity [--trace FILE] [--profiles DIR] [--quick] [--json] [--check]`: a plan's
-predictions against what the live embedded cluster does with it.
+"""`heteroserve bench fidelity [--trace FILE] [--profiles DIR] [--model-preset P] [--quick] [--json]
+[--check]`: a plan's predictions against what the live embedded cluster does with it.
 
 Method (every rule and factor is fixed before anything is measured):
 1. Profiles: measured afresh at the start of every run by the embedded cluster's first-start profiler
@@ -15,12 +15,18 @@ Method (every rule and factor is fixed before anything is measured):
    - every node type's inventory capped at the cores the workers are pinned to (`--cores`, default all
      usable): the embedded config lets the planner open 6 cpu-local workers, but a third worker on two
      cores adds contention, not capacity; the inventory is what this machine can host.
+   Model (`--model-preset`, fixed 2026-12-07 14:58 UTC before any run with it): the `demo` preset of
+   `heteroserve.modelgen`, `heteroserve demo`'s model, for the reason it was made: with the tiny model
+   one worker covered the window's peak at every compression the trace allows while the gateway and
+   the load generator keep up (docs/benchmarks.md, "Peak vs mean"), so the peak and mean plans never
+   differed where they could be served; a model ~4× tiny's step times makes a worker's capacity bind
+   at request rates those two drive on two cores.
 3. Window (`benchmarks/_fidelity_window.py`): the trace (default: the bundled Azure conversation
    trace), lengths scaled as `heteroserve demo` scales them, arrivals divided by `--compression`, and of
    `--candidates` evenly spaced windows of `--window-seconds` the one with the highest peak / mean
    arrival-rate ratio (the burstiest). Without `--compression`: the smallest compression of the fixed
-   ladder (1, 2, 4, 8, 16) whose window still lies inside the compressed trace and whose peak-sized
-   and mean-sized plans differ (plans only: nothing predicted or measured); 1 when none does.
+   ladder (every integer from 1 to 16) whose window still lies inside the compressed trace and whose
+   peak-sized and mean-sized plans differ (plans only: nothing predicted or measured); 1 when none does.
    Plans: for the window's **peak** (p95 of 5 s arrival rates, the planner's own rule) and its **mean**.
 4. Prediction (`_fidelity_predict.py`): `placement.simulator` calibrated from the same profiles (not
    the roofline), with the gateway's P/D threshold and this machine's core sharing; and again with the
@@ -53,6 +59,7 @@ from typing import Any
 
 from benchmarks._fidelity_window import DEFAULT_TRACE, choose_compression, pick_window, scaled_rows
 from benchmarks._report import Target, add_arguments, finish
+from heteroserve.modelgen import PRESETS
 
 TARGETS: dict[str, Target] = {
     "ttft_p50_error": ("<=", 0.15),
@@ -62,6 +69,7 @@ TARGETS: dict[str, Target] = {
     "slo_attainment_measured": (">=", 0.95),
 }
 DEFAULT_RUN_DIR = Path(".heteroserve/fidelity")
+MODEL_PRESET = "demo"  # the sizing rule's model (module docstring, step 2)
 PARTS = ("measured", "probe", "predicted", "predicted_uncalibrated")  # per plan: `<basis>_<part>`
 
 
@@ -82,6 +90,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="trace time / replay time (default: the sizing rule's ladder)")
     parser.add_argument("--candidates", type=int, default=5, help="evenly spaced candidate windows")
     parser.add_argument("--cores", type=int, default=0, help="cores the workers are pinned to (0: all)")
+    parser.add_argument("--model-preset", default=MODEL_PRESET, choices=sorted(PRESETS),
+                        help=f"the generated model the cluster serves (default {MODEL_PRESET}; docstring)")
     parser.add_argument("--quick", action="store_true", help="a 20 s window")
     add_arguments(parser)
     args = parser.parse_args(argv)
@@ -155,6 +165,12 @@ async def measured_profiles(args: argparse.Namespace, config: Any, cluster: Any)
                                         cluster.model_dir, cluster.redis_url, live / "logs"))
 
 
+def benchmark_config(config: Any, preset: str) -> Any:
+    """The embedded config serving the generated model of `preset` (named after it, generated under the
+    run dir) instead of its own model section's."""
+    return replace(config, model=replace(config.model, name=preset, preset=preset, path=None))
+
+
 def plans_differ(inputs: Any, window: Any) -> bool:
     """The sizing rule's predicate: the peak-sized and the mean-sized plans of `window` differ in some
     pool's worker count (an infeasible plan, the machine unable to host it, counts as no contrast)."""
@@ -179,7 +195,7 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
     from benchmarks._fidelity_replay import Prompts
     from heteroserve.embedded.config import load_embedded_config
 
-    config = load_embedded_config()
+    config = benchmark_config(load_embedded_config(), args.model_preset)
     cores = args.cores or len(usable_cores())
     model_dir = config.model_dir(args.run_dir.resolve())
     if not (model_dir / "config.json").exists():
@@ -195,13 +211,14 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
         await cluster.start()
         profiles = await measured_profiles(args, config, cluster)
         result["profiles"] = [p.name for p in profiles]
-        inputs = sizing_inputs(planning_inputs(profiles, model_dir), cores)
+        inputs = sizing_inputs(planning_inputs(profiles, model_dir, config), cores)
         trace = scaled_rows(args.trace)
         compression = args.compression if args.compression is not None else choose_compression(
             trace, args.window_seconds, args.candidates, lambda w: plans_differ(inputs, w))
         window = pick_window(trace, args.window_seconds, compression, args.candidates)
         rows = list(window.rows)
-        result.update(compression=compression, compression_chosen=args.compression is None,
+        result.update(model_preset=args.model_preset, compression=compression,
+                      compression_chosen=args.compression is None,
                       requests=len(rows), window_start_seconds=window.start_seconds,
                       peak_rate=window.peak_rate, mean_rate=window.mean_rate,
                       peak_to_mean=window.peak_to_mean, cores=cores,
@@ -241,7 +258,7 @@ def summarize(result: dict[str, Any]) -> None:
 
 def report(result: dict[str, Any]) -> None:
     how = "the sizing rule" if result["compression_chosen"] else "given"
-    print(f"compression {result['compression']:g} ({how});"
+    print(f"model preset {result['model_preset']}; compression {result['compression']:g} ({how});"
           f" min_replicas {result['min_replicas']}, inventory {result['inventory']}")
     print(f"cost of waking an idle worker (profiles): {result.get('wake')}")
     print(f"window: {result['requests']} requests in the burstiest of the candidate windows "

@@ -49,8 +49,8 @@ def test_the_compression_is_the_smallest_of_the_ladder_where_the_plans_differ() 
         seen.append(window.mean_rate)
         return window.mean_rate >= 3.9
 
-    assert choose_compression(rows, 40.0, 3, differ) == 4.0 and seen == pytest.approx([1.0, 2.0, 4.0])
-    # a window longer than the compressed trace ends the ladder (199 s / 8 < 40 s): none differs → 1.0
+    assert choose_compression(rows, 40.0, 3, differ) == 4.0 and seen == pytest.approx([1.0, 2.0, 3.0, 4.0])
+    # a window longer than the compressed trace ends the ladder (199 s / 5 < 40 s): none differs → 1.0
     assert choose_compression(rows, 40.0, 3, lambda w: w.mean_rate > 100) == 1.0
 
 
