@@ -13,7 +13,9 @@
    node type, so every model competes for the same nodes and the ILP is joint. Built as a user would:
    a spec mapping → `placement.spec.spec_from_mapping` → `placement.compile.compile_problem` →
    `placement.solve.solve` (HiGHS, 1% gap, `--time-limit` 120 s so a miss is measured, not capped at
-   the target). Target: planner_solve_seconds ≤ 30 with planner_gap ≤ 0.01.
+   the target). The solve includes the per-model bounds and the joint start of
+   `placement.ilp.decompose`; planner_gap is HiGHS's gap on the joint ILP (its incumbent against its
+   dual bound, planner_bound_per_hour). Target: planner_solve_seconds ≤ 30 with planner_gap ≤ 0.01.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ def planner(time_limit: float) -> dict[str, Any]:
             "planner_classes": len(spec.classes), "planner_pools": len(problem.pools),
             "planner_compile_seconds": round(compile_seconds, 2),
             "planner_solve_seconds": round(info.solve_seconds, 2), "planner_gap": info.gap,
+            "planner_bound_per_hour": round(info.bound, 2) if info.bound is not None else None,
             "planner_status": info.status, "planner_cost_per_hour": round(solution.cost_per_hour, 2)}
 
 
