@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from workers.engine import paged_kernel
@@ -50,28 +51,38 @@ def test_in_place_values_equal_gathered_values() -> None:
         torch.testing.assert_close(outputs[1][row].view(HEADS, DIM), (probs @ vr)[:, 0], rtol=1e-5, atol=1e-6)
 
 
-def _in_place(pool: KVPool, lengths: list[int], tables: list[list[int]]) -> InPlaceDecodes:
+def _reference(pool: KVPool, layer: int, q: torch.Tensor, lengths: list[int], tables: list[list[int]]
+               ) -> torch.Tensor:
+    """Plain attention of each row over its own tokens, K and V taken block by block from the pool."""
+    kv_heads, dim = pool.num_kv_heads, pool.head_dim
+    group = q.shape[1] // kv_heads
+    rows = []
+    for row, (table, n) in enumerate(zip(tables, lengths, strict=True)):
+        kr = pool.storage[layer, 0][:, table].reshape(kv_heads, -1, dim)[:, :n].repeat_interleave(group, 0)
+        vr = pool.storage[layer, 1][:, table].reshape(kv_heads, -1, dim)[:, :n].repeat_interleave(group, 0)
+        probs = torch.softmax(q[row, :, None, :] @ kr.transpose(-1, -2) * dim**-0.5, dim=-1)
+        rows.append((probs @ vr)[:, 0])
+    return torch.stack(rows).reshape(len(lengths), -1)
+
+
+# (kv heads, heads, head dim): the kernel's generic loops, its 4-heads-at-once path (group 4 or 8 with
+# a head dim of 64 or 128, AVX-512 when the CPU has it) and a group of 1
+@pytest.mark.parametrize("kv_heads,heads,dim", [(2, 8, 16), (2, 8, 64), (1, 8, 128), (4, 4, 64), (2, 6, 32)])
+def test_kernel_reads_paged_kv_in_place(kv_heads: int, heads: int, dim: int) -> None:
     kernel = paged_kernel.load()
     assert kernel is not None, "the paged-attention kernel did not build (see the warning logged)"
-    max_blocks = max(len(t) for t in tables)
-    table = torch.tensor([t + [0] * (max_blocks - len(t)) for t in tables])
-    scores = torch.empty(len(lengths), HEADS, max(lengths))
-    return InPlaceDecodes(kernel, len(lengths), table, torch.tensor(lengths), max(lengths), scores)
-
-
-def test_kernel_reads_paged_kv_in_place_like_the_gathered_path() -> None:
-    gen = torch.Generator().manual_seed(1)
-    pool = KVPool(torch.randn(2, 2, KV_HEADS, BLOCKS, BLOCK, DIM, generator=gen), BLOCK)
-    lengths = [3, 9, 16, 5, 1]
-    tables = [[7], [2, 30, 11], [4, 5, 6, 9], [20, 1], [13]]
+    gen = torch.Generator().manual_seed(dim + heads)
+    pool = KVPool(torch.randn(2, 2, kv_heads, BLOCKS, BLOCK, dim, generator=gen), BLOCK)
+    lengths = [3, 9, 16, 5, 1, 17]  # the new token's slot is the last of each row's context
+    tables = [[7], [2, 30, 11], [4, 5, 6, 9], [20, 1], [13], [8, 9, 10, 12, 3]]
     last = [n - 1 for n in lengths]
     slots = torch.tensor([t[p // BLOCK] * BLOCK + p % BLOCK for t, p in zip(tables, last, strict=True)])
     # q strided as the model's (a slice of the fused qkv output)
-    q = torch.randn(len(lengths), HEADS + 2 * KV_HEADS, DIM, generator=gen)[:, :HEADS]
-    k, v = torch.randn(2, len(lengths), KV_HEADS, DIM, generator=gen)
-    gathered = AttentionMetadata(slots, (_group(pool, lengths, tables, False),), ())
-    expected = paged_attention(pool, 0, q, k, v, gathered, DIM**-0.5)
-    in_place = AttentionMetadata(slots, (), (), _in_place(pool, lengths, tables))
-    got = paged_attention(pool, 0, q, k, v, in_place, DIM**-0.5)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
-    assert got.shape == (len(lengths), HEADS * DIM)
+    q = torch.randn(len(lengths), heads + 2 * kv_heads, dim, generator=gen)[:, :heads]
+    k, v = torch.randn(2, len(lengths), kv_heads, dim, generator=gen)
+    max_blocks = max(len(t) for t in tables)
+    table = torch.tensor([t + [0] * (max_blocks - len(t)) for t in tables])
+    scores = torch.empty(len(lengths), heads, max(lengths))
+    in_place = InPlaceDecodes(kernel, len(lengths), table, torch.tensor(lengths), max(lengths), scores)
+    got = paged_attention(pool, 1, q, k, v, AttentionMetadata(slots, (), (), in_place), dim**-0.5)
+    torch.testing.assert_close(got, _reference(pool, 1, q, lengths, tables), rtol=1e-5, atol=1e-5)
