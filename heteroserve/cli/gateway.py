@@ -115,9 +115,7 @@ def build_config(args: argparse.Namespace) -> GatewayConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from control_plane.gateway.server import serve
+    from control_plane.gateway.server import run as run_gateway
 
     config = build_config(args)
 
@@ -125,6 +123,6 @@ def run(args: argparse.Namespace) -> int:
         grpc = f" grpc {config.host}:{grpc_port}" if grpc_port is not None else ""
         print(f"gateway ready on http://{config.host}:{http_port}{grpc}", flush=True)
 
-    asyncio.run(serve(config, on_ready=ready))
+    run_gateway(config, on_ready=ready)
     sys.stdout.flush()
     return 0
