@@ -75,3 +75,39 @@ def test_p99_is_of_the_per_request_overheads_not_a_difference_of_p99s() -> None:
     assert stats["grpc_relay_per_token_p50_ms"] == pytest.approx(1.0 / 31, abs=1e-4)
     assert stats["grpc_direct_ttft_p50_ms"] == pytest.approx(2.0)
     assert paired_stats("rest", [])["rest_overhead_p99_ms"] is None
+
+
+def test_every_timed_request_follows_one_of_its_prompt_and_every_connection_is_warm(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The measuring order of bench gateway: warm pass, each connection opened, then per prompt a
+    prime, REST, direct, gRPC, direct; the direct goes to the worker the route names."""
+    import asyncio
+
+    from benchmarks import gateway
+
+    calls: list[tuple[str, str]] = []
+
+    class Recorder:  # stands in for the network paths: this test is about the order, not the timing
+        workers = ("w0", "w1")
+
+        async def grpc(self, text: str) -> tuple[Timing, dict[str, object]]:
+            calls.append(("grpc", text))
+            return Timing(0.002, 0.01, 32), {"worker_id": "w1", "reason": "prefix_hit"}
+
+        async def rest(self, text: str) -> tuple[Timing, dict[str, object]]:
+            calls.append(("rest", text))
+            return Timing(0.003, 0.01, 32), {"worker_id": "w1", "reason": "prefix_hit"}
+
+        async def direct(self, worker_id: str, ids: list[int]) -> Timing:
+            calls.append(("direct", f"{worker_id}:{len(ids)}"))
+            return Timing(0.001, 0.01, 32)
+
+    monkeypatch.setattr(gateway, "SETTLE_SECONDS", 0.0)
+    prompts = [Prompt("a b", 0, 1, 2), Prompt("c d", 1, 1, 2)]
+    result = asyncio.run(gateway.measure(Recorder(), prompts, [[1, 5, 6, 7], [1, 8, 9]]))  # type: ignore[arg-type]
+    warm = [("grpc", "a b"), ("grpc", "c d"), ("rest", "a b"), ("direct", "w0:3"), ("direct", "w1:3")]
+    timed = [[("grpc", t), ("rest", t), ("direct", f"w1:{n}"), ("grpc", t), ("direct", f"w1:{n}")]
+             for t, n in (("a b", 4), ("c d", 3))]
+    assert calls == warm + timed[0] + timed[1]
+    assert result["pairs"] == 2 and result["grpc_overhead_p50_ms"] == pytest.approx(1.0)
+    assert result["rest_overhead_p50_ms"] == pytest.approx(2.0)
