@@ -76,7 +76,7 @@ class Orchestrator:
     async def generate(self, job: GenerateJob, block_hashes: Sequence[BlockHash],
                        route: ClassRoute) -> AsyncIterator[Event]:
         """The events of `job`: `TokenDelta`s then one `Finished`. Raises `HeteroserveError`."""
-        run = Run(job=job, request_class=route.request_class)
+        run = Run(job=job, request_class=route.request_class, block_hashes=tuple(block_hashes))
         match = merge(self._prefix.match(block_hashes), self.routed.match(block_hashes))
         taken = self._choose_route(route, job.model, match)
         if taken is None:
@@ -141,6 +141,10 @@ class Orchestrator:
             if self._metrics is not None:
                 self._metrics.route_decisions.labels(decision.policy, decision.reason, role).inc()
             run.policy, run.reason = decision.policy, decision.reason
+            # Remember the prompt on its worker at dispatch, as SGLang's and vllm-router's trees do: a request
+            # sharing the prefix that arrives before this one's first token then follows it (and reuses
+            # the blocks once they are prefilled) instead of being routed by load alone.
+            self.routed.record(decision.worker.worker_id, run.block_hashes)
             return decision
         assert error is not None, "no options given to _route: the caller passes at least one"
         raise error

@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from cache.hashing import BlockHash
 from common.errors import DeadlineExceededError, UnavailableError
 from control_plane.orchestrator.types import Event, Finished, GenerateJob, RouteInfo, TokenDelta
 from heteroserve.v1 import common_pb2
@@ -25,6 +26,7 @@ class Run:
 
     job: GenerateJob
     request_class: str = "default"
+    block_hashes: tuple[BlockHash, ...] = ()  # the prompt's, recorded against each worker it is routed to
     generated: list[int] = field(default_factory=list)
     tried: set[str] = field(default_factory=set)
     retries: int = 0

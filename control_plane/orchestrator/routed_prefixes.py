@@ -2,8 +2,11 @@
 
 KV events tell the exact truth but arrive late (and not every worker publishes them). The gateway
 already knows which worker it sent each prompt to, so it records the prompt's block hashes against
-that worker as soon as its first token arrives (the prompt's KV is then in the worker's pool), and
-again if the request moves. `match()` then walks the leading hashes of a new prompt and
+that worker when it dispatches the request (as SGLang's and vllm-router's trees do), and again at its
+first token and whenever it moves. Recording at dispatch lets a request that shares the prefix and
+arrives while the first one still waits or prefills follow it: recorded only at the first token, such a
+request was routed by load alone and missed (bench routing, 2026-12-07, session 5).
+`match()` then walks the leading hashes of a new prompt and
 counts, per worker, the run of blocks it was sent before — the blocks most likely still in its
 memory. Bounded LRU over hashes (`capacity`, default 200,000 ≈ 3.2 M tokens of prompts); a worker
 that leaves is forgotten with `remove_worker`. The worker may have evicted a block since: this is a
