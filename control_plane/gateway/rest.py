@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import Receive, Scope, Send
 
 from common.errors import HeteroserveError
 from common.http_errors import BodyLimitMiddleware, error_body, install_error_handlers
@@ -181,8 +182,39 @@ def _stream(first: Event, events: AsyncIterator[Event], frame: Callable[[Event],
             await events.aclose()  # type: ignore[attr-defined]
         yield sse.DONE
 
-    return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Request-Id": rid})
+    return _EagerStreamingResponse(body(), media_type="text/event-stream",
+                                   headers={"Cache-Control": "no-cache", "X-Request-Id": rid})
+
+
+class _EagerStreamingResponse(StreamingResponse):
+    """Starlette's `StreamingResponse`, except that the head and the first chunk go out from the
+    handler's own task, before Starlette starts its disconnect listener and the task that streams the
+    rest: the first token (already generated, `_start` awaited it) does not wait for a task group and a
+    new task to be scheduled (that wait was 0.3 ms p50 in bench gateway)."""
+
+    _head_sent = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            first = await anext(aiter(self.body_iterator), None)
+            await self._send_head(send)
+            if first is not None:
+                chunk = first if isinstance(first, bytes | memoryview) else first.encode(self.charset)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await super().__call__(scope, receive, send)
+
+    async def stream_response(self, send: Send) -> None:
+        if not self._head_sent:
+            await self._send_head(send)
+        async for chunk in self.body_iterator:
+            if not isinstance(chunk, bytes | memoryview):
+                chunk = chunk.encode(self.charset)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send_head(self, send: Send) -> None:
+        self._head_sent = True
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
 
 
 def _probe_router(runtime: GatewayRuntime) -> APIRouter:

@@ -7,6 +7,7 @@ worker's own output for the same prompt tokens.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import httpx
@@ -69,6 +70,31 @@ def test_rest_stream_matches_non_stream(gateway: Gateway, reference: Ref) -> Non
     chunks = [json.loads(e) for e in events[:-1]]
     assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == reference["prompt"][1]
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 12
+
+
+def test_rest_stream_client_gone_after_first_token_ends_the_request(gateway: Gateway) -> None:
+    """The head and the first chunk leave before the disconnect listener starts (rest.py): a client
+    that leaves after them still ends the request (499, nothing left in flight), long before its
+    2,000 tokens could have been generated."""
+    body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 2000, "ignore_eos": True, "stream": True}
+
+    def metric(name: str) -> float:
+        for line in httpx.get(f"{gateway.http_url}/metrics", timeout=10).text.splitlines():
+            if line.startswith(name):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    gone = 'heteroserve_gateway_requests_total{status="499",transport="rest"}'
+    before = metric(gone)
+    with httpx.stream("POST", f"{gateway.http_url}/v1/completions", json=body, headers=AUTH, timeout=30) as r:
+        first = next(line for line in r.iter_lines() if line.startswith("data: "))
+        assert '"text"' in first
+    deadline = time.monotonic() + 20
+    while (metric(gone) == before or metric("heteroserve_gateway_inflight_requests") > 0) \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert metric(gone) == before + 1
+    assert metric("heteroserve_gateway_inflight_requests") == 0
 
 
 def test_chat_rest_and_grpc_equal_worker(gateway: Gateway, reference: Ref) -> None:
