@@ -22,7 +22,7 @@ from workers.devices import allocate_kv_storage, torch_device, torch_dtype
 from workers.devices.csd import ChecksumError, DrivePool, open_drive_pool
 from workers.engine.block_manager import BlockManager
 from workers.engine.config import EngineConfig
-from workers.engine.kv_pool import KVPool, KVStore
+from workers.engine.kv_pool import KVPool, KVStore, zeros_in_huge_pages
 from workers.engine.listeners import BlockListener
 from workers.engine.loader import load_weights, read_args
 from workers.engine.model import LlamaModel
@@ -83,6 +83,8 @@ class LLMEngine:
         if cfg.device == "csd":  # the pool lives on a drive process (workers/devices/csd)
             assert cfg.csd_path is not None, "EngineConfig lets device csd through without csd_path"
             return open_drive_pool(cfg.csd_path, shape, self.dtype)
+        if cfg.device == "cpu":  # host RAM, in huge pages where the kernel allows (kv_pool.py says why)
+            return KVPool(zeros_in_huge_pages(shape, self.dtype), cfg.block_size)
         return KVPool(allocate_kv_storage(cfg.device, shape, self.dtype, self.device), cfg.block_size)
 
     # ---- requests ---------------------------------------------------------------------------

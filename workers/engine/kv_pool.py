@@ -10,9 +10,35 @@ memory). `KVStore` is the interface the engine uses; a csd engine's pool lives o
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from typing import Protocol
 
 import torch
+
+_HUGE_PAGE = 2 << 20
+_MADV_HUGEPAGE = 14  # linux/mman.h
+
+
+def zeros_in_huge_pages(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A zeroed CPU tensor whose memory is advised for transparent huge pages before its first touch.
+
+    Why: decode attention reads each sequence's blocks, scattered over a pool of up to gigabytes; with
+    4 KiB pages nearly every block read is a TLB miss. Measured on the `bench` preset's shapes (1 GiB
+    pool, 32 rows x 500 tokens, blocks in random order, one thread): 22.8 -> 17.9 ms for eight layers'
+    decode attention. Machines whose THP setting is `madvise` (Debian's default) need the advice;
+    elsewhere (or when it fails) this is plain `torch.zeros`.
+    """
+    storage = torch.empty(shape, dtype=dtype)
+    if sys.platform == "linux":
+        start = storage.data_ptr()
+        end = start + storage.numel() * storage.element_size()
+        first, last = -(-start // _HUGE_PAGE) * _HUGE_PAGE, end // _HUGE_PAGE * _HUGE_PAGE
+        if last > first:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            libc.madvise(first, last - first, _MADV_HUGEPAGE)  # advice only: a failure changes nothing
+    return storage.zero_()
 
 
 class KVStore(Protocol):
