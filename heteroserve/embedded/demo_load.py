@@ -8,17 +8,20 @@ req/s at their mean lengths, within the SLO and the planner's utilisation headro
 
     base  chat 0.4·cap                       → 1 colocated worker
     step  chat 1.6·cap                       → 2 (scale up, unless capped: below)
-    long  chat 0.4·cap + long prompts        → P/D pools (colocated cannot meet TTFT for them)
+    long  chat 0.4·cap + long prompts        → P/D pools where the profiles make them pay (on an idle
+                                               2-core machine they do not: colocated is cheaper)
     drop  chat 0.4·cap                       → 1 (scale down; the P/D pools drain)
 
 Long prompts are `LONG_MIN_INPUT`..`LONG_MAX_INPUT` tokens (one length bucket, 500-999, of
 `common.vocab.LENGTH_BUCKET_EDGES`: the planner's class for them is one class), arriving at
 `LONG_RATE_FRACTION` of what one prefill worker sustains for them. The demo model
-(`heteroserve.modelgen` preset `demo`) is heavy enough that `cap` is ~10 chat req/s per worker on 2
-cores; the tiny model's ~60 would need ~90 req/s at the step, more than the gateway and the client
-serve beside two busy workers. All rates are capped so the step stays within `STEP_BUDGET_REQ_S`:
-where a machine measures a higher capacity, the rates are scaled down together, the demo says so,
-and the plan it prints shows that it will not scale up. On one machine every worker shares its cores,
+(`heteroserve.modelgen` preset `demo`) is heavy enough that `cap` is 11-18 chat req/s per worker on
+the 2-core development machine (measured at load averages 9 and 6); the tiny model's ~60 would need
+~90 req/s at the step, more than the gateway and the client serve beside two busy workers. All rates
+are capped so the step stays within `STEP_BUDGET_REQ_S`: where a machine measures a higher capacity,
+the rates are scaled down together and the demo says so; the step is then `STEP_BUDGET_REQ_S / cap`
+workers' worth, so it still scales up while `cap` < 20 req/s, and the plan it prints shows whether
+it will. On one machine every worker shares its cores,
 so the demo runs with the availability floor off (`options.min_replicas: 1`, written into the run's
 config): with two workers per pool as the floor, a visible scale-up would need more than two workers'
 measured capacity, more than two cores can serve. `expected_plans` solves each phase's mean demand

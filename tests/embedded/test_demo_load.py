@@ -41,7 +41,7 @@ def test_phases_follow_the_measured_capacity_and_change_the_plan(tmp_path: Path)
     assert rates["step"]["chat"] <= STEP_BUDGET_REQ_S + 1e-9
     assert set(rates["long"]) == {"chat", "long"}
     assert LONG_MIN_INPUT <= load.long_shape[0] <= LONG_MAX_INPUT
-    # the demo model's profile gives a colocated worker ~11 chat req/s: the step (1.6 workers' worth)
+    # the seeded profile gives a colocated worker ~11 chat req/s: the step (1.6 workers' worth)
     # is within the budget, so the rates are not scaled down and the step needs a second worker
     assert load.scale == 1 and "may not scale up" not in load.describe()
     lines = [line.split("→") for line in expected_plans(config, model_dir, PROFILES, load)]
