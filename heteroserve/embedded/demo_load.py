@@ -20,7 +20,7 @@ the 2-core development machine (measured at load averages 9 and 6); the tiny mod
 ~90 req/s at the step, more than the gateway and the client serve beside two busy workers. All rates
 are capped so the step stays within `STEP_BUDGET_REQ_S`: where a machine measures a higher capacity,
 the rates are scaled down together and the demo says so; the step is then `STEP_BUDGET_REQ_S / cap`
-workers' worth, so it still scales up while `cap` < 20 req/s, and the plan it prints shows whether
+workers' worth, so it still scales up while `cap` < 28 req/s, and the plan it prints shows whether
 it will. On one machine every worker shares its cores,
 so the demo runs with the availability floor off (`options.min_replicas: 1`, written into the run's
 config): with two workers per pool as the floor, a visible scale-up would need more than two workers'
@@ -45,9 +45,10 @@ LONG_MIN_INPUT = 700  # tokens: the demo model's profiles give colocated workers
 LONG_MAX_INPUT = 950  # and a prefill worker's prefill + transfer stays within half the TTFT SLO
 LONG_RATE_FRACTION = 0.15
 # Chat req/s at the step. Measured with the tiny model (34-token streams, load average ~9): the SDK
-# client spends 5-7 ms of CPU per request and the gateway 10-12 ms, so 20 req/s take ~0.35 of a core
-# beside the two workers the step asks for.
-STEP_BUDGET_REQ_S = 20.0
+# client spends 5-7 ms of CPU per request and the gateway 10-12 ms, so 28 req/s take ~0.45 of a core
+# beside the two workers the step asks for. Above a cap of 17.5 req/s per worker the step is capped,
+# and it no longer asks for a second worker above 28 (a machine twice as fast as this one).
+STEP_BUDGET_REQ_S = 28.0
 
 
 @dataclass(frozen=True)
