@@ -53,13 +53,14 @@ class Window:
 @dataclass(frozen=True)
 class TraceRequest:
     """One request to replay: arrival (s from the window's start), text prompt, its token count, the
-    oracle's cacheable tokens, and max tokens (EOS ignored)."""
+    oracle's cacheable tokens, max tokens (EOS ignored), and the trace block ids its prompt is made of."""
 
     arrival_s: float
     prompt: str
     prompt_tokens: int
     oracle_tokens: int
     max_tokens: int
+    block_ids: tuple[int, ...] = ()
 
 
 def read_trace(path: Path) -> list[TraceRow]:
@@ -138,7 +139,7 @@ def build_requests(rows: list[TraceRow], window: Window, *, words: list[str], sa
         # An engine computes at least the prompt's last token, so a whole-prompt hit keeps one block less.
         cacheable = TOKENS_PER_BLOCK * min(hits, (prompt_tokens - 1) // TOKENS_PER_BLOCK)
         out.append(TraceRequest((row.timestamp_ms - t0) / 1000.0 * time_scale, "".join(texts[b] for b in ids),
-                                prompt_tokens, cacheable, max_tokens))
+                                prompt_tokens, cacheable, max_tokens, ids))
     return out
 
 

@@ -48,8 +48,10 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from benchmarks._replay import replay
+from benchmarks._replay import replay_requests
+from benchmarks._replay import summarize as summarize_replay
 from benchmarks._report import Target, add_arguments, finish
+from benchmarks._routing_misses import miss_causes
 from benchmarks._routing_systems import (
     ENGINES,
     OURS,
@@ -61,6 +63,7 @@ from benchmarks._routing_systems import (
     start_peer,
 )
 from benchmarks._routing_workload import (
+    TraceRequest,
     TraceRow,
     Window,
     build_requests,
@@ -131,7 +134,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[dict[str, Any
                              "mean_prompt_tokens": statistics.fmean(q.prompt_tokens for q in requests)})
                 for k in range(len(systems)):
                     system = systems[(turn + k) % len(systems)]
-                    system.replays[(wi, r)] = summary = replay(system, requests)
+                    system.replays[(wi, r)] = summary = _replay(system, requests)
                     report_failures(system, summary)
                     print(f"window {wi} (start {window.start}) round {r + 1}/{args.rounds}: {system.name} "
                           f"cached {summary['cached_share']:.3f} of oracle {plan[-1]['oracle_share']:.3f}, "
@@ -161,7 +164,7 @@ def _measure_one_at_a_time(args: argparse.Namespace, names: list[str], rows: lis
         system = _start(name, args, model_dir, workdir)
         try:
             for key, requests in workloads.items():
-                system.replays[key] = summary = replay(system, requests)
+                system.replays[key] = summary = _replay(system, requests)
                 report_failures(system, summary)
                 print(f"window {key[0]} round {key[1] + 1}: {name} cached {summary['cached_share']:.3f}, "
                       f"ttft mean {summary['ttft_mean_s']} s, errors {summary['errors']}, wall "
@@ -170,6 +173,13 @@ def _measure_one_at_a_time(args: argparse.Namespace, names: list[str], rows: lis
             system.cluster.stop()
         systems.append(system)
     return plan, systems
+
+
+def _replay(system: System, requests: list[TraceRequest]) -> dict[str, Any]:
+    """One replay's summary (benchmarks/_replay.py) with its missed oracle tokens by cause
+    (`missed_oracle_tokens`, benchmarks/_routing_misses.py)."""
+    results, wall = replay_requests(system, requests)
+    return summarize_replay(results, wall) | {"missed_oracle_tokens": miss_causes(requests, results)}
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -203,7 +213,7 @@ def summarize(plan: list[dict[str, Any]], systems: list[System]) -> tuple[dict[s
                            "cache_efficiency": round(eff, 4) if eff is not None else None,
                            **{k: round(x[k], 4) if isinstance(x[k], float) else x[k]
                               for k in ("ttft_mean_s", "ttft_p50_s", "ttft_p99_s", "wall_s",
-                                        "requests_per_worker", "errors")}}
+                                        "requests_per_worker", "errors", "missed_oracle_tokens")}}
             if s.name == OURS_NAME and eff is not None:
                 efficiencies.append(eff)
         ours = by_name.get(OURS_NAME)
@@ -249,7 +259,8 @@ def print_windows(result: dict[str, Any]) -> None:
                 if isinstance(x, dict):
                     print(f"  round {r + 1} {name:<28} cached {x['cached_share']:.3f}  efficiency "
                           f"{x['cache_efficiency']}  ttft mean/p50/p99 {x['ttft_mean_s']}/{x['ttft_p50_s']}/"
-                          f"{x['ttft_p99_s']} s  wall {x['wall_s']} s  per worker {x['requests_per_worker']}")
+                          f"{x['ttft_p99_s']} s  wall {x['wall_s']} s  per worker {x['requests_per_worker']}"
+                          f"  missed oracle tokens {x['missed_oracle_tokens']}")
     if not result.get("ttft_windows_eligible"):
         print(f"TTFT targets not applicable: no window has an oracle share >= {ORACLE_MIN}")
 

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
+from benchmarks._routing_misses import miss_causes
 from benchmarks._routing_workload import (
     TOKENS_PER_BLOCK,
+    TraceRequest,
     Window,
     build_requests,
     evenly_spaced,
@@ -56,12 +58,33 @@ def test_prompts_tokenize_to_the_trace_blocks(tmp_path: Path, tiny_model_dir: Pa
     assert oracle_share(requests) == pytest.approx(5 * block / (3 * 49))
     assert [r.arrival_s for r in requests] == [0.0, 0.25, 0.75]
     assert [r.max_tokens for r in requests] == [2, 2, 2]
+    assert [r.block_ids for r in requests] == [(1, 2, 3), (1, 2, 4), (1, 2, 3)]
     no_bos = build_requests(rows, Window(0, 3), words=words, salt=7, max_blocks=32, time_scale=0.5,
                             bos_tokens=0)
     assert [r.oracle_tokens for r in no_bos] == [0, 2 * block, 2 * block]  # 48 tokens: last block computes
     other = build_requests(rows, Window(0, 3), words=words, salt=8, max_blocks=32, time_scale=0.5)
     assert other[0].prompt != requests[0].prompt  # a new salt: fresh blocks, same structure
     assert [r.oracle_tokens for r in other] == [r.oracle_tokens for r in requests]
+
+
+def test_missed_oracle_tokens_split_by_whether_the_holder_had_its_first_token() -> None:
+    def request(arrival: float, oracle_blocks: int, blocks: tuple[int, ...]) -> TraceRequest:
+        return TraceRequest(arrival, "", 1 + 16 * len(blocks), 16 * oracle_blocks, 1, blocks)
+
+    def result(ttft: float | None, cached: int, error: str | None = None) -> dict[str, object]:
+        return {"ttft": ttft, "cached_tokens": cached, "error": error}
+
+    requests = [request(0.0, 0, (1, 2, 3)),     # holder of (1, 2, 3): first token at 1.0
+                request(2.0, 3, (1, 2, 3, 5)),  # all 3 blocks ready, 1 served: 32 lost with the holder ready
+                request(0.5, 2, (1, 2, 4)),     # holder still prefilling: 32 lost in flight; first token 3.5
+                request(2.0, 3, (1, 2, 4, 6)),  # 2 blocks ready, (1, 2, 4) in flight; all 48 served anyway
+                request(2.5, 1, (1, 9)),        # failed: not counted, makes nothing ready
+                request(3.0, 2, (1, 9, 7))]     # (1) ready, (1, 9) only from the failed request: 16 in flight
+    results = [result(1.0, 0), result(0.2, 16), result(3.0, 0), result(0.1, 48), result(None, 0, "HTTP 503"),
+               result(0.1, 16)]
+    assert miss_causes(requests, results) == {"holder_ready": 32, "holder_in_flight": 48}
+    with pytest.raises(ValueError, match="one per request"):
+        miss_causes(requests, results[:2])
 
 
 def test_lengths_are_clamped_and_an_empty_window_is_an_error(tmp_path: Path, tiny_model_dir: Path) -> None:
