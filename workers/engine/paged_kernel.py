@@ -124,10 +124,16 @@ void values_item(const float* __restrict__ p, const float* __restrict__ vh, cons
   }
 }
 
+// Below this many multiply-adds per thread a parallel region costs more than it saves (a batch-1 layer
+// is ~1.5e5: on a shared machine its two-thread region waited for a descheduled thread, 7x slower).
+constexpr int64_t kMinWorkPerThread = 1 << 18;
+
 // fn(row, kv_head) for every work item; thread t takes items t, t + T, ... so length-sorted rows spread.
-template <typename F> void for_items(int64_t rows, int64_t kv_heads, const F& fn) {
+// `work` = multiply-adds of the whole call, bounding how many threads it is split over.
+template <typename F> void for_items(int64_t rows, int64_t kv_heads, int64_t work, const F& fn) {
   const int64_t items = rows * kv_heads;
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), items));
+  const int64_t threads = std::max<int64_t>(
+      1, std::min({static_cast<int64_t>(at::get_num_threads()), items, work / kMinWorkPerThread}));
   at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t)
       for (int64_t w = t; w < items; w += threads) fn(w / kv_heads, w % kv_heads);
@@ -156,7 +162,7 @@ void hs_decode_scores(const float* q, int64_t q_row_stride, const float* keys, i
                       int64_t kv_heads, int64_t group, int64_t dim, int64_t block_size, float scale,
                       float* scores, int64_t max_len) {
   const float neg_inf = -std::numeric_limits<float>::infinity();
-  for_items(rows, kv_heads, [&](int64_t row, int64_t h) {
+  for_items(rows, kv_heads, rows * kv_heads * group * max_len * dim, [&](int64_t row, int64_t h) {
     float* s = scores + (row * kv_heads + h) * group * max_len;
     const int64_t len = lengths[row];
     HS_DISPATCH(scores_item, group, dim, q + row * q_row_stride + h * group * dim, keys + h * kv_stride,
@@ -169,7 +175,7 @@ void hs_decode_scores(const float* q, int64_t q_row_stride, const float* keys, i
 void hs_decode_values(const float* probs, const float* values, int64_t kv_stride, const int64_t* table,
                       int64_t max_blocks, const int64_t* lengths, int64_t rows, int64_t kv_heads,
                       int64_t group, int64_t dim, int64_t block_size, int64_t max_len, float* out) {
-  for_items(rows, kv_heads, [&](int64_t row, int64_t h) {
+  for_items(rows, kv_heads, rows * kv_heads * group * max_len * dim, [&](int64_t row, int64_t h) {
     HS_DISPATCH(values_item, group, dim, probs + (row * kv_heads + h) * group * max_len,
                 values + h * kv_stride, table + row * max_blocks, lengths[row], block_size, group, dim,
                 max_len, out + (row * kv_heads + h) * group * dim);

@@ -86,3 +86,34 @@ def test_kernel_reads_paged_kv_in_place(kv_heads: int, heads: int, dim: int) -> 
     in_place = InPlaceDecodes(kernel, len(lengths), table, torch.tensor(lengths), max(lengths), scores)
     got = paged_attention(pool, 1, q, k, v, AttentionMetadata(slots, (), (), in_place), dim**-0.5)
     torch.testing.assert_close(got, _reference(pool, 1, q, lengths, tables), rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_splits_a_large_call_over_threads() -> None:
+    """Enough rows and context that the kernel runs on two threads (strided rows): same results."""
+    kernel = paged_kernel.load()
+    assert kernel is not None, "the paged-attention kernel did not build (see the warning logged)"
+    gen = torch.Generator().manual_seed(7)
+    blocks = 1024
+    pool = KVPool(torch.randn(1, 2, 2, blocks, BLOCK, 64, generator=gen), BLOCK)
+    lengths = sorted(int(n) for n in torch.randint(1, 200, (24,), generator=gen))  # the runner sorts
+    order = torch.randperm(blocks, generator=gen).tolist()
+    tables, used = [], 0
+    for n in lengths:
+        count = -(-n // BLOCK)
+        tables.append(order[used : used + count])
+        used += count
+    last = [n - 1 for n in lengths]
+    slots = torch.tensor([t[p // BLOCK] * BLOCK + p % BLOCK for t, p in zip(tables, last, strict=True)])
+    q = torch.randn(len(lengths), 8, 64, generator=gen)
+    k, v = torch.randn(2, len(lengths), 2, 64, generator=gen)
+    max_blocks = max(len(t) for t in tables)
+    table = torch.tensor([t + [0] * (max_blocks - len(t)) for t in tables])
+    in_place = InPlaceDecodes(kernel, len(lengths), table, torch.tensor(lengths), max(lengths),
+                              torch.empty(len(lengths), 8, max(lengths)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got = paged_attention(pool, 0, q, k, v, AttentionMetadata(slots, (), (), in_place), 64**-0.5)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(got, _reference(pool, 0, q, lengths, tables), rtol=1e-5, atol=1e-5)
