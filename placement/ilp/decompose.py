@@ -69,11 +69,12 @@ def applies(problem: Problem, options: SolverOptions) -> bool:
 
 
 def decompose(problem: Problem, options: SolverOptions, solve_part: SolvePart) -> Decomposition:
-    """Per-model bounds (2 threads, each part to half the gap) and a joint start; see the module doc."""
+    """Per-model bounds (one part per core at a time, each to half the gap) and a joint start; see the
+    module doc. Time: `BOUND_SHARE` of the limit for the parts, `REPAIR_SHARE` for the re-solves."""
     started = time.perf_counter()
     models = sorted({d.model for d in problem.demands})
     parts = {m: restrict(problem, {m}) for m in models}
-    workers = max(1, min(2, os.cpu_count() or 1))
+    workers = max(1, min(len(models), os.cpu_count() or 1))  # HiGHS runs one thread per solve
     limit = options.time_limit_seconds
     per_part = limit * BOUND_SHARE * workers / len(models) if limit else None
     part_options = replace(options, mip_gap=options.mip_gap / 2, time_limit_seconds=per_part)
