@@ -245,11 +245,11 @@ def load() -> PagedKernel | None:
     """The kernel, built on first use; None (pure-torch path) when disabled or it cannot be built."""
     if os.environ.get("HETEROSERVE_PAGED_KERNEL", "1") == "0":
         return None
-    target = _library_path()
     try:
+        target = _library_path()  # inside: a process without a home directory falls back too
         if not target.exists():
             _build(target)
         return PagedKernel(ctypes.CDLL(str(target)))
-    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+    except (OSError, RuntimeError, KeyError, subprocess.SubprocessError) as exc:
         log.warning("paged-attention kernel unavailable, decode attention gathers K instead: %s", exc)
         return None

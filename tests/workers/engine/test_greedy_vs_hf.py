@@ -10,6 +10,7 @@ import pytest
 
 from cache.hashing import hash_prompt_blocks
 from tests.workers.engine.conftest import HFOracle, greedy_request, make_prompts, run_all
+from workers.engine import paged_kernel
 from workers.engine.async_engine import AsyncEngine
 from workers.engine.config import EngineConfig
 from workers.engine.types import EngineRequest
@@ -132,3 +133,18 @@ def test_bfloat16_runs_on_cpu(make_engine: Any) -> None:
     assert engine.pool.storage.dtype.is_floating_point and engine.pool.storage.element_size() == 2
     events = run_all(engine, [greedy_request("bf", make_prompts([40], seed=13)[0], 8)])["bf"]
     assert len(events) == 8 and all(e.token_id is not None for e in events)
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+def test_decode_attention_paths_match_hf(make_engine: Any, hf: HFOracle, monkeypatch: pytest.MonkeyPatch,
+                                         kernel: bool) -> None:
+    """The compiled kernel (K and V read in place) and the pure-torch fallback (no compiler, or
+    HETEROSERVE_PAGED_KERNEL=0) both give HF's tokens on a batch of decodes of different lengths."""
+    if not kernel:
+        monkeypatch.setattr(paged_kernel, "load", lambda: None)
+    engine = make_engine(max_num_batched_tokens=512)
+    assert (engine.runner.kernel is not None) == kernel
+    prompts = make_prompts(LENGTHS, seed=9)
+    events = run_all(engine, [greedy_request(f"p{i}", p, MAX_TOKENS) for i, p in enumerate(prompts)])
+    for i, prompt in enumerate(prompts):
+        assert [e.token_id for e in events[f"p{i}"]] == hf.greedy(prompt, MAX_TOKENS), i
