@@ -10,10 +10,11 @@ plan version is kept, so a plan's shares cover all the traffic it routed):
   role: `cpu-local-prefill`);
 - workers started / drained: every rise / fall of a pool's running count after the first sample
   (the first plan's workers are the initial fleet);
-- shares: per adopted plan (the last version with its pools), per pool route the requests the plan
-  assigned to it (planned share × class requests, summed over classes) and the requests the gateway
-  sent there; then the largest |served − planned| share over every version and class route with at
-  least `MIN_SHARE_REQUESTS` requests;
+- shares: per adopted plan (its version and the reweights after it with the same pools), per route
+  the requests the plans assigned to it (planned share × class requests, summed over classes and
+  versions) and the requests the gateway sent there (requests in the last second of a version, after
+  its last sample, are missed); then the largest |served − planned| share over every version and
+  class route with at least `MIN_SHARE_REQUESTS` requests;
 - P/D: whether any plan had prefill and decode pools, and the P/D handoffs the clients saw;
 - requests per phase and class, and failures.
 """
@@ -108,11 +109,14 @@ def _shares(plans: Sequence[AdoptedPlan], routing: Mapping[int, Mapping[str, Any
     versions = sorted(routing)
     for i, plan in enumerate(plans):
         until = plans[i + 1].version if i + 1 < len(plans) else None
-        last = [v for v in versions if v >= plan.version and (until is None or v < until)]
-        if last:
-            routes = route_requests(routing[last[-1]])
+        span = [v for v in versions if v >= plan.version and (until is None or v < until)]
+        routes: dict[str, tuple[float, float]] = {}
+        for v in span:  # each version's answer counts from its own adoption: they add up
+            for route, (p, s) in route_requests(routing[v]).items():
+                routes[route] = (routes.get(route, (0.0, 0.0))[0] + p, routes.get(route, (0.0, 0.0))[1] + s)
+        if routes:
             text = "; ".join(f"{r} {p:.0f}/{s:.0f}" for r, (p, s) in routes.items())
-            lines.append(f"  v{last[-1]:<3} {text}")
+            lines.append(f"  {f'v{span[0]}-v{span[-1]}' if len(span) > 1 else f'v{span[0]}':<9} {text}")
     rows = share_rows(routing)
     if rows:
         worst = max(abs(r.served - r.planned) for r in rows)

@@ -83,7 +83,11 @@ def test_summary_lists_changed_plans_fleet_moves_shares_and_requests() -> None:
         (1, "base", {"co": 1}), (3, "step", {"co": 2, "x-prefill": 1}), (4, "drop", {"co": 1})]
     assert fleet_changes(timeline) == (2, 2)
     assert phase_at(19.9, phases) == "base" and phase_at(70.0, phases) == "after"
-    routing = {3: {"classes": [
+    routing = {1: {"classes": [{"request_class": "m/i/i2o1", "route": "co", "planned_share": 1.0,
+                                "served_share": 1.0, "requests": 4}]},
+               2: {"classes": [{"request_class": "m/i/i2o1", "route": "co", "planned_share": 1.0,
+                                "served_share": 1.0, "requests": 6}]},
+               3: {"classes": [
         {"request_class": "m/i/i2o1", "route": "co", "planned_share": 0.5, "served_share": 0.52,
          "requests": 50},
         {"request_class": "m/i/i4o1", "route": "pf", "planned_share": 1.0, "served_share": 1.0,
@@ -91,8 +95,9 @@ def test_summary_lists_changed_plans_fleet_moves_shares_and_requests() -> None:
     results = [RequestResult(i, "step", "chat", 0.0, 10, 5, 0.1, 0.5, i != 3) for i in range(4)]
     text = "\n".join(summary_lines(results, timeline, routing, phases))
     assert "1 at the start, 2 started, 2 drained" in text
-    assert "  v3   co 25/26; pf 3/3" in text  # requests planned / sent per route under the adopted plan v3
-    assert "largest |served − planned| share over 1 plan versions" in text
+    assert "  v3        co 25/26; pf 3/3" in text  # requests planned / sent per route under the adopted v3
+    assert "  v1-v2     co 10/10" in text  # v2 reweighted v1's pools: their requests add up
+    assert "largest |served − planned| share over 3 plan versions" in text
     assert "(≥ 10 requests): 0.020" in text  # pf's 3 requests are left out of the deviation
     assert "P/D: planned in v3, 0 handoffs" in text
     assert "requests: 4 (base: 0; step: chat 4; drop: 0), failed: 1" in text
