@@ -79,17 +79,36 @@ class PromptTokens:
         parts = [self._lookup(chunk, prompt) for chunk in chunks]
         missing = [i for i, part in enumerate(parts) if part is None]
         if missing:
-            encoded = self._tokenizer.encode_batch_fast([chunks[i] for i in missing],
-                                                        add_special_tokens=False)
-            for i, encoding in zip(missing, encoded, strict=True):
-                parts[i] = encoding.ids
-                if self._first_seen.get(chunks[i], prompt) != prompt:
-                    self._keep(chunks[i], encoding.ids)
+            self._encode_missing(chunks, parts, missing, prompt)
         ids = list(self._before)
         for part in parts:
             ids.extend(part or ())
         ids.extend(self._after)
         return self._verified(text, ids) if self.verify_left > 0 else ids
+
+    def _encode_missing(self, chunks: list[str], parts: list[list[int] | None], missing: list[int],
+                        prompt: int) -> None:
+        """Fill `parts[i]` for every missing chunk in one call. A chunk to keep (seen before in another
+        prompt) is encoded alone; consecutive chunks not kept are encoded joined, as one text (exact
+        by the cut rule): usually the whole new tail in one piece, so the call has a single input and
+        tokenizers' thread pool, whose wake-ups cost more than the work here, is not used."""
+        pieces: list[list[str]] = []
+        heads: list[int] = []
+        keeps: list[bool] = []
+        for i in missing:
+            keep = self._first_seen.get(chunks[i], prompt) != prompt
+            if not keep and pieces and not keeps[-1] and heads[-1] + len(pieces[-1]) == i:
+                pieces[-1].append(chunks[i])
+                parts[i] = []
+                continue
+            pieces.append([chunks[i]])
+            heads.append(i)
+            keeps.append(keep)
+        encoded = self._tokenizer.encode_batch_fast(["".join(p) for p in pieces], add_special_tokens=False)
+        for head, keep, encoding in zip(heads, keeps, encoded, strict=True):
+            parts[head] = encoding.ids
+            if keep:
+                self._keep(chunks[head], encoding.ids)
 
     def _whole(self, text: str) -> list[int]:
         ids: list[int] = self._tokenizer.encode_batch_fast([text])[0].ids

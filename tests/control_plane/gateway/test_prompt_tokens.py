@@ -81,11 +81,13 @@ def test_a_wrong_chunking_is_caught_and_turned_off(tokenizer: Tokenizer, tokeniz
                                                    caplog: pytest.LogCaptureFixture) -> None:
     tokenizer.normalizer = normalizers.Strip()  # cutting is no longer exact; the JSON still says it is
     prompts = PromptTokens(tokenizer, tokenizer_json, chunk_chars=16, verify=2)
-    text = " ".join(corpus_text().split()[:100])
+    words = corpus_text().split()
+    first, second = " ".join(words[:100]), " ".join(words[:80] + words[200:220])
     with caplog.at_level(logging.ERROR):
-        assert prompts.encode(text) == tokenizer.encode(text).ids
+        assert prompts.encode(first) == tokenizer.encode(first).ids  # one piece: nothing cut yet
+        assert prompts.encode(second) == tokenizer.encode(second).ids  # shared chunks cut: caught
     assert not prompts.chunking and "prompt chunk cache off" in caplog.text
-    assert prompts.encode(text) == tokenizer.encode(text).ids
+    assert prompts.encode(second) == tokenizer.encode(second).ids
 
 
 def test_rejects_bad_fields(tokenizer: Tokenizer, tokenizer_json: dict[str, Any]) -> None:
