@@ -103,3 +103,11 @@ def test_every_chart_container_runs_a_cli_command(tmp_path: Path):
                 )
                 checked += 1
     assert checked == 7  # gateway, planner, two workers; gateway and workers generate the demo model
+
+
+def test_runtime_stage_has_the_compiler_the_engine_kernel_needs():
+    runtime_stage = DOCKERFILE.read_text().rsplit("\nFROM ", 1)[1]
+    assert "install -y --no-install-recommends g++" in runtime_stage, (
+        "workers compile the decode-attention kernel (-march=native) on the node; without g++ they "
+        "fall back to the slower pure-torch path"
+    )
