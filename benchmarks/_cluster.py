@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from common.lifetime import parent_death_preexec
+from common.lifetime import die_with_parent
 from common.localredis import LocalRedis, RedisServerConfig, free_port
 from control_plane.gateway.auth import hash_key
 from heteroserve.embedded.processes import NotReadyError, start_until_ready
@@ -80,9 +80,9 @@ class LocalCluster:
         for i, (argv, extra) in enumerate(commands):
             logs.append(self.workdir / f"proc-{len(self.procs)}.log")
             with logs[-1].open("w") as log:  # the child keeps its own descriptor
-                proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True,
-                                        env={**os.environ, **BASE_ENV, **extra},
-                                        preexec_fn=parent_death_preexec())
+                args, preexec = die_with_parent(argv)
+                proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True,
+                                        env={**os.environ, **BASE_ENV, **extra}, preexec_fn=preexec)
             self.procs.append(proc)
             threading.Thread(target=_watch, args=(proc, i, marker, ready), daemon=True).start()
         lines: dict[int, str] = {}

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from benchmarks._cluster import BIN, CLUSTER_TOKEN, LocalCluster, wait_for_workers
-from common.lifetime import parent_death_preexec
+from common.lifetime import die_with_parent
 from common.localredis import free_port
 from heteroserve.embedded.processes import NotReadyError
 
@@ -143,8 +143,8 @@ def start_router(cluster: LocalCluster, policy: str, worker_urls: list[str]) -> 
             "--worker-urls", *worker_urls, *peer_flags(policy)]
     log_path = cluster.workdir / "vllm-router.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                preexec_fn=parent_death_preexec())
+        args, preexec = die_with_parent(argv)
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True, preexec_fn=preexec)
     cluster.procs.append(proc)
     wait_healthy(f"http://127.0.0.1:{port}", proc, log_path)
     return f"http://127.0.0.1:{port}"

@@ -38,7 +38,7 @@ from benchmarks._routing_systems import (
     vllm_env,
     wait_healthy,
 )
-from common.lifetime import parent_death_preexec
+from common.lifetime import die_with_parent
 from common.localredis import free_port
 
 STACKS = ("heteroserve_native", "heteroserve_vllm", "vllm_router_stack", "heteroserve_vllm_no_tier",
@@ -87,10 +87,9 @@ def start_vllm_stack(model_dir: Path, workdir: Path, engines: int) -> System:
         for i, port in enumerate(ports):
             log_path = cluster.workdir / f"vllm-server-{i}.log"
             with log_path.open("w") as log:
-                proc = subprocess.Popen(vllm_server_args(model_dir, port), stdout=log,
-                                        stderr=subprocess.STDOUT, text=True,
-                                        env={**os.environ, **vllm_env(i)},
-                                        preexec_fn=parent_death_preexec())
+                args, preexec = die_with_parent(vllm_server_args(model_dir, port))
+                proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                        env={**os.environ, **vllm_env(i)}, preexec_fn=preexec)
             cluster.procs.append(proc)
             servers.append((f"http://127.0.0.1:{port}", proc, log_path))
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 PR_SET_PDEATHSIG = 1
 _EXIT_PARENT_GONE = 1
@@ -66,3 +67,21 @@ def parent_death_preexec(sig: int = signal.SIGKILL) -> Callable[[], None] | None
             os._exit(_EXIT_PARENT_GONE)
 
     return set_parent_death_signal
+
+
+def die_with_parent(
+    argv: Sequence[str], sig: int = signal.SIGKILL
+) -> tuple[list[str], Callable[[], None] | None]:
+    """`(argv, preexec_fn)` for `subprocess.Popen`, so the child gets `sig` when the calling thread exits.
+
+    Through util-linux's `setpriv --pdeathsig` where it exists (it does on every Debian system), so no
+    Python code runs in the forked child: a `preexec_fn` is unsafe in a process that has other threads,
+    and beside gRPC's threads such children were seen to abort (SIGABRT: Redis restarted under bench
+    chaos) and crash (SIGSEGV: a worker started mid-stream in a gateway test). Unlike the preexec path,
+    setpriv cannot notice a parent that died between fork and its prctl. Elsewhere: the `preexec_fn`
+    of `parent_death_preexec` (or none off Linux).
+    """
+    preexec, setpriv = parent_death_preexec(sig), shutil.which("setpriv")
+    if preexec is not None and setpriv is not None:
+        return [setpriv, "--pdeathsig", signal.Signals(sig).name.removeprefix("SIG"), *argv], None
+    return list(argv), preexec

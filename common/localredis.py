@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import UnavailableError
-from common.lifetime import parent_death_preexec
+from common.lifetime import die_with_parent
 
 
 def free_port() -> int:
@@ -70,11 +70,7 @@ class LocalRedis:
         if self.config.password:
             args += ["--requirepass", self.config.password]
         # Dies with the process that started it (common.lifetime): no orphan Redis after a SIGKILL.
-        # Through setpriv where it exists, so no Python runs in the forked child: a process running
-        # gRPC's threads (bench chaos restarting Redis under load) saw that child abort (SIGABRT).
-        preexec, setpriv = parent_death_preexec(), shutil.which("setpriv")
-        if preexec is not None and setpriv is not None:
-            args, preexec = [setpriv, "--pdeathsig", "KILL", *args], None
+        args, preexec = die_with_parent(args)
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       preexec_fn=preexec)
         self._wait_ready(timeout_seconds)

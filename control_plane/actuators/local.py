@@ -45,7 +45,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from common.errors import HeteroserveError, UnavailableError
-from common.lifetime import parent_death_preexec
+from common.lifetime import die_with_parent
 from common.localredis import free_port
 from common.registry import get_worker
 from common.tls import ClientTLS, TLSFiles
@@ -207,9 +207,9 @@ class LocalActuator:
                "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **self.config.extra_env}
         with log_path.open("ab") as log_file:
             # Dies with the planner (common.lifetime): a SIGKILLed planner leaves no worker behind.
-            proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                    stdin=subprocess.DEVNULL, start_new_session=True,
-                                    preexec_fn=parent_death_preexec())
+            argv, preexec = die_with_parent(args)
+            proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                    stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=preexec)
         worker = LocalWorker(worker_id, target, metrics_port, proc, log_path)
         self._workers.setdefault(target.pool, []).append(worker)
         self._write_pid_file(worker)

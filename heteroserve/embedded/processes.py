@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from common.errors import UnavailableError
-from common.lifetime import parent_death_preexec
+from common.lifetime import die_with_parent
 
 PYTHON = sys.executable
 
@@ -43,10 +43,10 @@ class ManagedProcess:
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log_file:
-            self.proc = subprocess.Popen(list(argv), stdout=log_file, stderr=subprocess.STDOUT,
+            args, preexec = die_with_parent(argv)
+            self.proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True,
-                                         env={**os.environ, **(env or {})},
-                                         preexec_fn=parent_death_preexec())
+                                         env={**os.environ, **(env or {})}, preexec_fn=preexec)
 
     @property
     def pid(self) -> int:
@@ -157,8 +157,9 @@ def start_until_ready(argv: Sequence[str], ready_marker: str, *, env: Mapping[st
     runs). A process that exits or stays silent past `timeout_seconds` is killed and raises
     `NotReadyError`. The pumping threads are daemons and end when the process closes its pipes.
     """
-    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})}, preexec_fn=parent_death_preexec())
+    args, preexec = die_with_parent(argv)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})}, preexec_fn=preexec)
     lines: queue.Queue[str] = queue.Queue()
     stderr_lines: list[str] = []
     threading.Thread(target=_pump, args=(proc.stdout, lines.put), daemon=True).start()
