@@ -35,8 +35,7 @@ def in_route_pools(request: RouteRequest, table: WorkerTable, idx: np.ndarray) -
     """Workers of the pools the route step chose (all workers when it chose none)."""
     if not request.pools:
         return idx
-    chosen = table.pool_values((pool, 1.0) for pool in request.pools) > 0
-    return idx[chosen[table.pool_code[idx]]]
+    return idx[table.in_pools(request.pools)[idx]]
 
 
 def not_excluded(request: RouteRequest, table: WorkerTable, idx: np.ndarray) -> np.ndarray:

@@ -21,11 +21,13 @@ requests arrive, so a decision never rebuilds it. The states' own load fields ar
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from control_plane.router.types import WorkerState
+
+MAX_POOL_MASKS = 256  # distinct pool sets memoized per table (a plan names a handful)
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,6 +44,9 @@ class WorkerTable:
     live_models: frozenset[str]
     live: dict[tuple[str, str], np.ndarray]  # (model, role) -> positions of its live workers
     serving: dict[str, dict[tuple[str, str], tuple[WorkerState, ...]]]  # model -> (pool, role) -> live
+    # pools -> bool per position: in one of them. Memoized (membership is fixed at build; the pool sets
+    # are the plan's routes, a handful), so a decision indexes one array instead of rebuilding it.
+    _pool_masks: dict[frozenset[str], np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, workers: Iterable[WorkerState]) -> WorkerTable:
@@ -74,6 +79,16 @@ class WorkerTable:
         i = self.position.get(worker_id)
         if i is not None:
             self.load[i] += delta
+
+    def in_pools(self, pools: frozenset[str]) -> np.ndarray:
+        """A bool array over positions: the worker's pool is one of `pools` (memoized per set)."""
+        mask = self._pool_masks.get(pools)
+        if mask is None:
+            if len(self._pool_masks) >= MAX_POOL_MASKS:
+                self._pool_masks.clear()
+            mask = (self.pool_values((pool, 1.0) for pool in pools) > 0)[self.pool_code]
+            self._pool_masks[pools] = mask
+        return mask
 
     def pool_values(self, values: dict[str, float] | Iterable[tuple[str, float]]) -> np.ndarray:
         """A float64 array over pool codes (pools not named get 0)."""

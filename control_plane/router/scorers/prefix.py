@@ -41,13 +41,14 @@ class PrefixScorer:
     def score(self, request: RouteRequest, candidates: Candidates, prefix: PrefixHoldings) -> np.ndarray:
         if prefix.num_blocks <= 0:
             return np.zeros(len(candidates), dtype=np.float64)
-        out = np.full(len(candidates), self._score_one("", prefix), dtype=np.float64)  # shared only
+        shared = self._score_one("", prefix)
+        out = np.full(len(candidates), shared, dtype=np.float64)  # shared only
         nb, device = prefix.num_blocks, self.tier_credits.get("device", 0.0)
-        # memory holders without a private tier: max(their device term, the shared score) in numpy
-        workers, at = candidates.where(w for w in prefix.worker_blocks)
+        # memory holders without a private tier: max(their device term, the shared score), one float
+        # each in Python (O(holders); a few numpy calls cost more than the arithmetic on a few holders)
+        workers, at = candidates.where(prefix.worker_blocks)
         if workers:
-            blocks = np.minimum(np.asarray([prefix.worker_blocks[w] for w in workers], dtype=np.int64), nb)
-            out[at] = np.maximum(out[at], device * blocks / nb)
+            out[at] = [max(shared, device * min(prefix.worker_blocks[w], nb) / nb) for w in workers]
         workers, at = candidates.where({w for w, _ in prefix.local_blocks})
         if workers:
             out[at] = [self._score_one(w, prefix) for w in workers]

@@ -144,3 +144,19 @@ def test_inflight_tracker_counts_only_after_report() -> None:
 def test_config_validation_names_field(kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         RouterConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_route_pools_filter_uses_one_mask_per_pool_set() -> None:
+    ws = tuple(WorkerState(f"w{i}", "x", "tiny", pool=("pa", "pb", "pc")[i % 3], num_running=3 - i)
+               for i in range(6))
+    router = Router()
+    table = router.table(ws)
+    cases = ((frozenset({"pb"}), {"w1", "w4"}), (frozenset({"pa", "pc"}), {"w0", "w2", "w3", "w5"}))
+    for pools, expected in cases:
+        request = RouteRequest(model="tiny", pools=pools)
+        assert {w.worker_id for w in router.candidates(request, ws)} == expected
+        mask = table.in_pools(pools)
+        assert table.in_pools(pools) is mask  # memoized: the membership is fixed at build
+        assert router.route(request, ws).worker.worker_id in expected
+    with pytest.raises(UnavailableError, match="'route_pools' filter"):
+        router.route(RouteRequest(model="tiny", pools=frozenset({"nowhere"})), ws)
