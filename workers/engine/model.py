@@ -74,9 +74,9 @@ class LlamaModel:
             q, k = qk[:, : args.num_heads], qk[:, args.num_heads :]
             v = qkv[:, qk_heads:]
             attn = paged_attention(pool, index, q, k, v, meta, self.scale)
-            x = x + layer.o(attn)
+            x.add_(layer.o(attn))  # residual adds in place: x is this step's own tensor (F.embedding's)
             h = rms_norm(x, layer.post_norm, args.rms_norm_eps)
-            x = x + swiglu_mlp(h, layer.gate_up, layer.down)
+            x.add_(swiglu_mlp(h, layer.gate_up, layer.down))
         return x
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
