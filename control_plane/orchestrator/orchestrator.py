@@ -88,14 +88,9 @@ class Orchestrator:
             events = self._disaggregated(run, taken, match)
         else:
             events = self._stream(run, _decode_alone(taken), match, None)
-        remembered: tuple[str, str] | None = None
+        # Every worker the request is sent to (prefill, decode, a retry, a migration) was recorded
+        # against the prompt by `_route` at dispatch.
         async for event in events:
-            # At the first token the prompt's KV is in the worker's pool: remember it then, not at the
-            # end, so that requests sharing the prefix while this one still decodes follow it. Again at
-            # the end if the request moved (retry before the first token, mid-stream migration).
-            if remembered != (where := (run.worker_id, run.prefill_worker_id)) and run.worker_id:
-                self._remember(run, block_hashes)
-                remembered = where
             yield event
 
     def _choose_route(self, route: ClassRoute, model: str, match: PrefixHoldings) -> PlannedRoute | None:
@@ -112,11 +107,6 @@ class Orchestrator:
         self.deviations[reason] = self.deviations.get(reason, 0) + 1
         if self._metrics is not None:
             self._metrics.route_deviations.labels(reason).inc()
-
-    def _remember(self, run: Run, block_hashes: Sequence[BlockHash]) -> None:
-        self.routed.record(run.worker_id, block_hashes)
-        if run.prefill_worker_id and run.prefill_worker_id != run.worker_id:
-            self.routed.record(run.prefill_worker_id, block_hashes)
 
     def _uncached_tokens(self, job: GenerateJob, match: PrefixHoldings) -> int:
         best = max([*match.worker_blocks.values(), *match.shared_blocks.values(),

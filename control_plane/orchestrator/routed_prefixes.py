@@ -1,17 +1,15 @@
 """What this gateway itself routed where: an approximate prefix table, as in SGLang's router.
 
 KV events tell the exact truth but arrive late (and not every worker publishes them). The gateway
-already knows which worker it sent each prompt to, so it records the prompt's block hashes against
-that worker when it dispatches the request (as SGLang's and vllm-router's trees do), and again at its
-first token and whenever it moves. Recording at dispatch lets a request that shares the prefix and
-arrives while the first one still waits or prefills follow it: recorded only at the first token, such a
-request was routed by load alone and missed (bench routing, 2026-12-07, session 5).
-`match()` then walks the leading hashes of a new prompt and
-counts, per worker, the run of blocks it was sent before — the blocks most likely still in its
-memory. Bounded LRU over hashes (`capacity`, default 200,000 ≈ 3.2 M tokens of prompts); a worker
-that leaves is forgotten with `remove_worker`. The worker may have evicted a block since: this is a
-routing hint, a wrong hint costs a cache miss, never a wrong answer.
-"""
+already knows which worker it sent each prompt to, so it records the prompt's block hashes against every
+worker it dispatches the request to (as SGLang's and vllm-router's trees do): the first one, a retry, a
+migration, both sides of P/D. Recording at dispatch lets a request that shares the prefix and arrives
+while the first one still waits or prefills follow it: recorded only at the first token, such a request
+was routed by load alone and missed (bench routing, 2026-12-07, session 5). `match()` then walks the
+leading hashes of a new prompt and counts, per worker, the run of blocks it was sent before — the blocks
+most likely still in its memory. Bounded LRU over hashes (`capacity`, default 200,000 ≈ 3.2 M tokens of
+prompts); a worker that leaves is forgotten with `remove_worker`. The worker may have evicted a block
+since: this is a routing hint, a wrong hint costs a cache miss, never a wrong answer."""
 
 from __future__ import annotations
 
