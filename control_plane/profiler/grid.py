@@ -3,8 +3,9 @@
 `ProfileGrid()` is the full grid of `heteroserve profile`; `FIRST_START_GRID` the small one the
 embedded cluster measures on its first start (2 prompt lengths × 2 batches per prefill role,
 2 contexts × 2 batches per decode role, 2 transfer sizes per path: 8 + 4 + 4 points and
-4 transfers, each the fastest of 2 runs: about 35-50 s on a 2-core machine with the tiny model,
-about 15 s of it starting the workers).
+4 transfers; each step point the median of 3 runs, implausible ones measured again (`points.py`),
+each transfer the fastest of 3: about 45-70 s on a 2-core machine with the tiny model, about 15 s of
+it starting the workers).
 The compile step fits step times through these points (`placement.perf.steps`) and extrapolates
 linearly beyond them, so the grid should span the lengths the cluster will serve.
 """
@@ -12,6 +13,8 @@ linearly beyond them, so the grid should span the lengths the cluster will serve
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from control_plane.profiler.points import Robustness
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,9 @@ class ProfileGrid:
     decode_batches: tuple[int, ...] = (1, 4, 8)
     output_tokens: int = 32
     transfer_tokens: tuple[int, ...] = (64, 1024)
-    repeats: int = 2
+    repeats: int = 3  # runs per point, the median kept (`points.py`)
+    retries: int = 2  # rounds of re-measuring implausible points
+    tolerance: float = 0.2  # noise the plausibility checks allow
     vocab_size: int = 256
     seed: int = 0
     # the cost of waking an idle worker (`measure.wake_cost`): lone requests of `wake_input_tokens`
@@ -45,14 +50,17 @@ class ProfileGrid:
         if self.output_tokens < 4:
             raise ValueError(f"output_tokens: must be >= 4 (TPOT needs tokens after the first), "
                              f"got {self.output_tokens}")
-        if self.repeats < 1:
-            raise ValueError(f"repeats: must be >= 1, got {self.repeats}")
+        Robustness(self.repeats, self.retries, self.tolerance)  # raises naming the field
         if self.wake_input_tokens < 1 or self.wake_idle_seconds <= 0 or self.wake_samples < 0:
             raise ValueError(f"wake_*: input tokens >= 1, idle seconds > 0, samples >= 0, got "
                              f"{self.wake_input_tokens}, {self.wake_idle_seconds}, {self.wake_samples}")
         if self.vocab_size <= 10:
             raise ValueError(f"vocab_size: must be > 10, got {self.vocab_size}")
 
+    @property
+    def robustness(self) -> Robustness:
+        return Robustness(self.repeats, self.retries, self.tolerance)
+
 
 FIRST_START_GRID = ProfileGrid(input_tokens=(64, 512), prefill_batches=(1, 4), context_tokens=(128, 512),
-                               decode_batches=(1, 4), output_tokens=24, transfer_tokens=(64, 512), repeats=2)
+                               decode_batches=(1, 4), output_tokens=24, transfer_tokens=(64, 512), repeats=3)

@@ -19,7 +19,10 @@ with a colocated worker only (`prefill` and `decode` None): step 1 alone, no tra
 bytes per token of `Identity.kv_bytes_per_token` (the model's architecture). A vLLM worker's decode
 points use `measure.colocated_decode_span` (TPOT from completion times; its stream arrives in bunches).
 
-Every point is the minimum over `repeats` runs (the least-disturbed measurement on a shared machine).
+Every prefill and decode point is the median of `repeats` runs, and points that batching could not
+produce (a bigger batch faster, or slower than its sequences one by one; a longer prompt faster) are
+measured again (`points.py`); transfer rows stay the fastest of `repeats` (a transfer has no batch to
+check against, and its slow runs are another process holding the core, not the path).
 The KV capacity is the decode worker's pool (`Stats`: blocks × block size); KV bytes per token are the
 transferred payload bytes over the tokens they hold.
 """
@@ -34,6 +37,7 @@ from common.vocab import Device, Engine, Role
 from control_plane.profiler import measure
 from control_plane.profiler.grid import ProfileGrid
 from control_plane.profiler.machine import fingerprint, machine_info
+from control_plane.profiler.points import measure_points
 from placement.profile_file import (
     DecodePoint,
     NodeProfile,
@@ -78,30 +82,29 @@ class Identity:
     kv_bytes_per_token: float = 0.0
 
 
-async def _best(repeats: int, run: Callable[[], Awaitable[float]]) -> float:
-    return min([await run() for _ in range(repeats)])
+def _flag(still: set[tuple[int, int]], key: tuple[int, int]) -> str:
+    return " (implausible after re-measuring; kept)" if key in still else ""
 
 
 async def _prefill_points(grid: ProfileGrid, run: Callable[[int, int], Awaitable[float]],
                           progress: ProgressFn) -> tuple[PrefillPoint, ...]:
-    points = []
-    for tokens in grid.input_tokens:
-        for batch in grid.prefill_batches:
-            seconds = await _best(grid.repeats, lambda t=tokens, b=batch: run(t, b))  # type: ignore[misc]
-            points.append(PrefillPoint(tokens, batch, round(seconds, 6)))
-            progress(f"prefill in={tokens} batch={batch}: {seconds * 1e3:.1f} ms")
-    return tuple(points)
+    """Median-of-repeats points, implausible ones measured again (`points.measure_points`)."""
+    keys = [(t, b) for t in grid.input_tokens for b in grid.prefill_batches]
+    values, still = await measure_points(keys, run, grid.robustness)
+    for (tokens, batch), seconds in values.items():
+        progress(f"prefill in={tokens} batch={batch}: {seconds * 1e3:.1f} ms{_flag(still, (tokens, batch))}")
+    return tuple(PrefillPoint(t, b, round(values[(t, b)], 6)) for t, b in keys)
 
 
 async def _decode_points(grid: ProfileGrid, run: Callable[[int, int], Awaitable[float]],
                          progress: ProgressFn) -> tuple[DecodePoint, ...]:
-    points = []
-    for context in grid.context_tokens:
-        for batch in grid.decode_batches:
-            seconds = await _best(grid.repeats, lambda c=context, b=batch: run(c, b))  # type: ignore[misc]
-            points.append(DecodePoint(batch, context, round(seconds, 6)))
-            progress(f"decode ctx={context} batch={batch}: TPOT {seconds * 1e3:.2f} ms")
-    return tuple(points)
+    """As `_prefill_points`, keyed (context, batch)."""
+    keys = [(c, b) for c in grid.context_tokens for b in grid.decode_batches]
+    values, still = await measure_points(keys, run, grid.robustness)
+    for (context, batch), seconds in values.items():
+        flag = _flag(still, (context, batch))
+        progress(f"decode ctx={context} batch={batch}: TPOT {seconds * 1e3:.2f} ms{flag}")
+    return tuple(DecodePoint(b, c, round(values[(c, b)], 6)) for c, b in keys)
 
 
 def fit_transfer(path: str, small: tuple[int, float], large: tuple[int, float]) -> TransferPoint:

@@ -52,7 +52,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     grid.add_argument("--prefill-batches", type=_ints, default=None, help="prefill batches (1,4,8)")
     grid.add_argument("--context-tokens", type=_ints, default=None, help="decode contexts (128,512,1024)")
     grid.add_argument("--decode-batches", type=_ints, default=None, help="decode batches (1,4,8)")
-    grid.add_argument("--repeats", type=int, default=None, help="runs per point, the fastest kept (2)")
+    grid.add_argument("--repeats", type=int, default=None, help="runs per point, the median kept (3)")
     parser.add_argument("--quick", action="store_true", help="the embedded cluster's small first-start grid")
     parser.add_argument("--kv-cache-mb", type=int, default=64, help="KV pool of the local workers (MiB)")
     parser.add_argument("--out", type=Path, required=True, help="profile file to write (JSON)")
