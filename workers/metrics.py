@@ -46,6 +46,10 @@ class WorkerMetrics:
             registry=registry)
         self.decode_tokens = Counter(
             "heteroserve_worker_decode_tokens_total", "Output tokens generated.", registry=registry)
+        self.held_admissions = Counter(
+            "heteroserve_worker_held_admissions_total",
+            "Requests the scheduler held back until a prefix another request was still prefilling was "
+            "cached.", registry=registry)
         self.requests = Counter(
             "heteroserve_worker_requests_total", "Finished RPCs by method and status.",
             ["method", "status"], registry=registry)
@@ -82,10 +86,12 @@ class WorkerMetrics:
         prompt_before = last.prompt_tokens_total if last else 0
         cached_before = last.cached_tokens_total if last else 0
         generated_before = last.generated_tokens_total if last else 0
+        held_before = last.held_admissions_total if last else 0
         # The engine's prompt_tokens_total counts prompt tokens it computed (cache hits are not computed).
         self.prefill_tokens.inc(max(0, stats.prompt_tokens_total - prompt_before))
         self.cached_prompt_tokens.inc(max(0, stats.cached_tokens_total - cached_before))
         self.decode_tokens.inc(max(0, stats.generated_tokens_total - generated_before))
+        self.held_admissions.inc(max(0, stats.held_admissions_total - held_before))
         self._last = stats
 
     def record_request(self, method: str, status: str) -> None:

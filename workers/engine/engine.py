@@ -262,4 +262,5 @@ class LLMEngine:
             kv_blocks_total=bm.num_blocks, kv_blocks_free=bm.num_free_blocks,
             kv_blocks_cached=bm.num_cached_blocks, block_size=self.config.block_size,
             prompt_tokens_total=self._totals["prompt"], generated_tokens_total=self._totals["generated"],
-            cached_tokens_total=self._totals["cached"], preemptions_total=self.scheduler.num_preemptions)
+            cached_tokens_total=self._totals["cached"], preemptions_total=self.scheduler.num_preemptions,
+            held_admissions_total=self.scheduler.num_held)

@@ -10,6 +10,14 @@ Each step, with a budget of `max_num_batched_tokens` tokens:
 2. Then waiting sequences, best first, while budget, `max_num_seqs` and free blocks allow: the cached
    prefix is reused and the rest is scheduled, chunked to the budget (or whole when chunked prefill is
    off: a prompt larger than the budget then runs alone). Nothing is admitted in a step that preempted.
+   Hold-back (in-flight prefix awareness, inflight.py): a waiting sequence whose next uncached block is
+   still being computed by a running prefill (its holder, possibly admitted earlier in this same round)
+   is skipped this step and keeps its place; the sequences behind it are considered in order as usual.
+   Invariant: a held sequence waits at most ceil(R / max_num_batched_tokens) + 1 steps from its first
+   hold, R = its holder's prompt tokens still to compute then; after that it is admitted like any other
+   (recomputing what is still missing). It is released earlier as soon as no running prefill holds its
+   next block: the holder registered it, or finished, was aborted, preempted or failed (all of which
+   take it out of `running`). A holder is always scheduled before any waiting sequence, so it advances.
 3. A sequence that cannot fit in the whole pool even alone (it would preempt itself forever) is taken
    out and listed in `unservable`; the engine ends it with finish reason "length".
 The scheduler decides; it never touches block internals (it calls the block manager's paired verbs).
@@ -18,11 +26,14 @@ The scheduler decides; it never touches block internals (it calls the block mana
 from __future__ import annotations
 
 import heapq
+import logging
 from dataclasses import dataclass
 
-from workers.engine.block_manager import BlockManager
+from workers.engine.block_manager import BlockManager, ReusablePrefix
+from workers.engine.inflight import InFlightPrefixes
 from workers.engine.sequence import Sequence, SequenceStatus
 
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SchedulerConfig:
@@ -52,6 +63,9 @@ class Scheduler:
         self.running: list[Sequence] = []
         self.unservable: list[Sequence] = []
         self.num_preemptions = 0
+        self.num_held = 0  # sequences held back at least once for an in-flight prefix (one per hold-back)
+        self._num_steps = 0
+        self._hold_deadlines: dict[Sequence, int] = {}  # held sequence → last step it may still be held
 
     def add(self, seq: Sequence) -> None:
         seq.status = SequenceStatus.WAITING
@@ -67,10 +81,12 @@ class Scheduler:
         else:
             self.waiting = [(key, s) for key, s in self.waiting if s is not seq]
             heapq.heapify(self.waiting)
+        self._hold_deadlines.pop(seq, None)
         self.block_manager.free(seq)
         seq.status = SequenceStatus.FINISHED
 
     def schedule(self) -> list[ScheduledChunk]:
+        self._num_steps += 1
         budget = self.config.max_num_batched_tokens
         scheduled: list[ScheduledChunk] = []
         preemptions_before = self.num_preemptions
@@ -125,9 +141,17 @@ class Scheduler:
 
     def _admit(self, budget: int, scheduled: list[ScheduledChunk]) -> None:
         bm, cfg = self.block_manager, self.config
+        inflight = InFlightPrefixes(bm.block_size)
+        if bm.enable_prefix_caching:
+            for running in self.running:
+                inflight.add(running)
+        held: list[tuple[tuple[int, int], Sequence]] = []
         while self.waiting and budget > 0 and len(self.running) < cfg.max_num_seqs:
             seq = self.waiting[0][1]
             match = bm.match(seq)
+            if self._holds(seq, match, inflight):
+                held.append(heapq.heappop(self.waiting))
+                continue
             remaining = seq.num_tokens - match.num_tokens
             if cfg.enable_chunked_prefill:
                 num_tokens = min(remaining, budget)
@@ -142,8 +166,29 @@ class Scheduler:
                     continue
                 break
             heapq.heappop(self.waiting)
+            self._hold_deadlines.pop(seq, None)
             bm.allocate(seq, match, num_tokens)
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
             scheduled.append(ScheduledChunk(seq, num_tokens))
             budget -= num_tokens
+            if bm.enable_prefix_caching:
+                inflight.add(seq)
+        for entry in held:  # they keep their place in the queue
+            heapq.heappush(self.waiting, entry)
+
+    def _holds(self, seq: Sequence, match: ReusablePrefix, inflight: InFlightPrefixes) -> bool:
+        """Whether to hold `seq` back this step because a running prefill is computing its next block
+        (see the module docstring for the bound). The first hold starts the sequence's deadline."""
+        holder = inflight.holder(seq, len(match.block_ids))
+        if holder is None:
+            return False
+        deadline = self._hold_deadlines.get(seq)
+        if deadline is None:
+            remaining = holder.num_prompt_tokens - holder.num_computed_tokens
+            deadline = self._num_steps + -(-remaining // self.config.max_num_batched_tokens)
+            self._hold_deadlines[seq] = deadline
+            self.num_held += 1
+            log.debug("holding %s until %s's prefix blocks are registered (at most until step %d)",
+                      seq.request_id, holder.request_id, deadline)
+        return self._num_steps <= deadline

@@ -137,3 +137,4 @@ class EngineStats:
     generated_tokens_total: int
     cached_tokens_total: int
     preemptions_total: int
+    held_admissions_total: int = 0  # requests held back for a prefix still being prefilled (scheduler.py)
