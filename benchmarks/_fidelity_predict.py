@@ -14,7 +14,10 @@ the whole fleet pinned on two cores shared with the gateway, the load generator 
 machine runs, and every token crosses the gateway. The probe's warm requests through the gateway give a
 first-token overhead (measured − predicted TTFT: the gateway hop plus the live worker's distance from its
 profile; `SimOptions.first_token_overhead_seconds`) and a decode factor on every decode step
-(`ScaledSteps`). The benchmark reports the errors with and without the calibration.
+(`ScaledSteps`). When the plan's workers use more than one core, the probe's concurrent streams (one
+per core in use) give the slowdown of an iteration while the other cores are busy too
+(`SimOptions.core_slowdown`: their TPOT over the lone requests'). The benchmark reports the errors with
+and without the calibration.
 """
 
 from __future__ import annotations
@@ -97,7 +100,8 @@ def predict(plan: Any, inputs: Any, rows: Sequence[Row], *, cores: int, pd_min_i
             transfer[node_type] = point
     requests = [SimRequest(a, i, o, inputs.first_model, SLO_CLASS) for a, i, o in rows]
     options = SimOptions(steps=steps, transfer=transfer, cores=cores, pd_min_input_tokens=pd_min_input_tokens,
-                         first_token_overhead_seconds=c.first_token_overhead_seconds, wake=wakes)
+                         first_token_overhead_seconds=c.first_token_overhead_seconds, wake=wakes,
+                         core_slowdown=c.core_slowdown if cores else ())
     return simulate(plan, requests, inputs.fleet, dict(inputs.models), dict(inputs.slos), options)
 
 
@@ -126,14 +130,22 @@ class Calibration:
 
     first_token_overhead_seconds: float = 0.0
     decode_scale: float = 1.0
+    core_slowdown: tuple[float, ...] = ()  # by number of busy cores; () = none measured
 
 
-def calibration(predicted_probe: Any, measured_probe: dict[str, Any]) -> Calibration:
+def calibration(predicted_probe: Any, measured_probe: dict[str, Any],
+                concurrent: dict[str, Any] | None = None) -> Calibration:
     """From the probe (`_fidelity_probe.probe`, warm requests through the gateway) and the simulator's
     uncalibrated prediction of the same requests (`predicted_probe`, a `SimResult` of `probe_rows`):
     the first-token overhead measured − predicted TTFT p50 (≥ 0), the decode factor measured / predicted
-    TPOT p50 (0.0 and 1.0 when a figure is missing or zero)."""
+    TPOT p50 (0.0 and 1.0 when a figure is missing or zero). With the probe's concurrent streams
+    (`_fidelity_probe.concurrent`, n streams): their TPOT p50 over the lone requests' is the slowdown with
+    n busy cores (at least 1: being busy elsewhere speeds nothing up), linear from 1.0 at one busy core."""
     ttft, tpot = measured_probe["ttft_p50"], measured_probe["tpot_p50"]
     overhead = max(0.0, ttft - predicted_probe.ttft_p50) if ttft is not None else 0.0
     decode = tpot / predicted_probe.tpot_p50 if tpot and predicted_probe.tpot_p50 > 0 else 1.0
-    return Calibration(overhead, decode)
+    slowdown: tuple[float, ...] = ()
+    if concurrent and concurrent.get("tpot_p50") and tpot and concurrent["streams"] > 1:
+        n, factor = concurrent["streams"], max(1.0, concurrent["tpot_p50"] / tpot)
+        slowdown = tuple(1.0 + (factor - 1.0) * k / (n - 1) for k in range(n))
+    return Calibration(overhead, decode, slowdown)

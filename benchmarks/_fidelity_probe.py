@@ -13,6 +13,15 @@ splits the overhead: the median of the paired TTFT(1) − TTFT(2) is the gateway
 (`gateway_overhead`), TTFT(2) the worker's live first token (`direct_ttft_p50`). Requests the gateway
 disaggregated (P/D) have no one worker to compare with and are left out of the pairs.
 
+3. then, when the plan runs workers on more than one core, `concurrent` streams of the same kind of
+   requests at once through the gateway (one per core in use, each back to back,
+   `CONCURRENT_REQUESTS` per stream): the co-located set busy together, as in the window's busy
+   stretches. Their median TPOT over step 1's is the slowdown of an iteration while every core is busy
+   (`SimOptions.core_slowdown`): the cores are not independent devices, since the gateway, the load
+   generator, Redis and whatever else runs here take a core no worker uses while one is free, and the
+   workers' cores once none is (and caches and memory bandwidth are shared). The gateway's load-aware
+   choice spreads the streams over the workers; the workers each request ran on are reported.
+
 Why warm, back-to-back requests and not lone ones a second apart (the first version): measured on
 2026-12-07 (docs/benchmarks.md, fidelity section), a gateway idle for 1 s between requests adds about
 3.5 ms to the next one's first token (17.8 ms at 1 s gaps vs 14.3 ms at 0.3 s), while the worker
@@ -31,6 +40,7 @@ from benchmarks._fidelity_replay import Prompts, Served, _one
 from common.stats import percentile
 
 PROBE_REQUESTS = 15
+CONCURRENT_REQUESTS = 10  # per stream of step 3
 DIRECT_SALT = "bench-fidelity-direct"
 
 
@@ -83,4 +93,31 @@ async def probe(target: str, api_key: str, model: str, model_dir: Path, addresse
             "direct_ttft_p50": percentile([d for _, d in pairs], 0.5),
             "gateway_overhead": percentile([g - d for g, d in pairs], 0.5),
             "pairs": [(round(g, 5), round(d, 5)) for g, d in pairs],
+            "failed": sum(1 for s in served if s.error)}
+
+
+async def concurrent(target: str, api_key: str, model: str, model_dir: Path, streams: int,
+                     input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    """Step 3 of the module docstring: `streams` loops of `CONCURRENT_REQUESTS` back-to-back requests at
+    once through the gateway. Returns the medians (s) of TTFT and TPOT, the requests per worker and the
+    failures."""
+    import asyncio
+
+    from heteroserve.client import AsyncClient, RetryPolicy
+
+    maker = Prompts(model_dir, seed=2)  # no prefix shared with the window or step 1
+    prompts = [[maker.make(input_tokens) for _ in range(CONCURRENT_REQUESTS)] for _ in range(streams)]
+    async with AsyncClient(target, api_key=api_key, transport="grpc", timeout_seconds=60.0,
+                           retry=RetryPolicy()) as gateway:
+        async def loop(mine: list[str]) -> list[Served]:
+            return [await _one(gateway, model, p, (0.0, input_tokens, output_tokens), time.monotonic())
+                    for p in mine]
+
+        served = [s for run in await asyncio.gather(*(loop(p) for p in prompts)) for s in run]
+    workers: dict[str, int] = {}
+    for s in served:
+        workers[s.worker or "?"] = workers.get(s.worker or "?", 0) + 1
+    return {"ttft_p50": percentile([s.ttft_seconds for s in served if s.ttft_seconds is not None], 0.5),
+            "tpot_p50": percentile([s.tpot_seconds for s in served if s.tpot_seconds is not None], 0.5),
+            "streams": streams, "workers": dict(sorted(workers.items())),
             "failed": sum(1 for s in served if s.error)}

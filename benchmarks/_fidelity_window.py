@@ -11,9 +11,12 @@ Rule (nothing here looks at a plan, a prediction or a measurement):
    to its end; the one with the highest peak / mean arrival-rate ratio is taken (peak = the planner's
    rule, the `PEAK_QUANTILE` of rates over `PEAK_WINDOW_S` slices), first one on a tie.
 5. Compression, when not given (`choose_compression`): the smallest of `COMPRESSIONS` whose
-   compressed trace still spans the window and whose window the peak-sized and the mean-sized plans
-   (a predicate the caller gives: the planner, no prediction, no measurement) size differently;
-   1.0 when none does (the contrast then does not exist on this machine, and the benchmark says so).
+   compressed trace still spans the window, whose window's peak / mean is at least `min_peak_to_mean`
+   (the caller gives the planner's utilisation headroom, 1 / `max_utilization`: a burst the mean-sized
+   plan's headroom absorbs is no test of sizing; since 2026-12-07 17:55 UTC) and whose window the
+   peak-sized and the mean-sized plans (a predicate the caller gives: the planner, no prediction, no
+   measurement) size differently; 1.0 when none does (the contrast then does not exist on this
+   machine, and the benchmark says so).
 Rows are (arrival seconds from the window's start, input tokens, output tokens).
 """
 
@@ -101,13 +104,15 @@ def pick_window(rows: Sequence[Row], seconds: float, compression: float, k: int)
 
 
 def choose_compression(rows: Sequence[Row], seconds: float, k: int,
-                       plans_differ: Callable[[Window], bool]) -> float:
+                       plans_differ: Callable[[Window], bool], min_peak_to_mean: float = 0.0) -> float:
     """Step 5 of the module docstring: the smallest compression of `COMPRESSIONS` at which the whole
-    window lies inside the compressed trace and `plans_differ(window)`; 1.0 when none does."""
+    window lies inside the compressed trace, its peak / mean is at least `min_peak_to_mean` and
+    `plans_differ(window)`; 1.0 when none does."""
     span = max((r[0] for r in rows), default=0.0)
     for c in COMPRESSIONS:
         if span / c < seconds:  # the window would reach past the trace: its mean rate would be wrong
             break
-        if plans_differ(pick_window(rows, seconds, c, k)):
+        window = pick_window(rows, seconds, c, k)
+        if window.peak_to_mean >= min_peak_to_mean and plans_differ(window):
             return c
     return 1.0

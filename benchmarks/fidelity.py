@@ -25,8 +25,10 @@ Method (every rule and factor is fixed before anything is measured):
    trace), lengths scaled as `heteroserve demo` scales them, arrivals divided by `--compression`, and of
    `--candidates` evenly spaced windows of `--window-seconds` the one with the highest peak / mean
    arrival-rate ratio (the burstiest). Without `--compression`: the smallest compression of the fixed
-   ladder (every integer from 1 to 16) whose window still lies inside the compressed trace and whose
-   peak-sized and mean-sized plans differ (plans only: nothing predicted or measured); 1 when none does.
+   ladder (every integer from 1 to 16) whose window still lies inside the compressed trace, whose
+   peak / mean exceeds the planner's utilisation headroom (1 / max_utilization; since 2026-12-07 17:55
+   UTC) and whose peak-sized and mean-sized plans differ (plans only: nothing predicted or measured); 1
+   when none does.
    Plans: for the window's **peak** (p95 of 5 s arrival rates, the planner's own rule) and its **mean**.
 4. Prediction (`_fidelity_predict.py`): `placement.simulator` calibrated from the same profiles (not
    the roofline), with the gateway's P/D threshold and this machine's core sharing; and again with the
@@ -106,7 +108,7 @@ async def measure_plan(cluster: Any, plan: Any, rows: Sequence[Any], prompts: Se
     from benchmarks._cluster import CLUSTER_TOKEN
     from benchmarks._fidelity_cluster import API_KEY
     from benchmarks._fidelity_predict import probe_rows
-    from benchmarks._fidelity_probe import probe
+    from benchmarks._fidelity_probe import concurrent, probe
     from benchmarks._fidelity_replay import measure, replay, share_deviation
 
     await cluster.apply(plan)
@@ -116,6 +118,10 @@ async def measure_plan(cluster: Any, plan: Any, rows: Sequence[Any], prompts: Se
     median_in, median_out = probe_rows(rows)[0][1:]
     probed = await probe(cluster.grpc_target, API_KEY, cluster.model_name, cluster.model_dir,
                          cluster.addresses(), CLUSTER_TOKEN, median_in, median_out)
+    streams = min(sum(p.count for p in plan.pools), cluster.cores)
+    probed["concurrent"] = (await concurrent(cluster.grpc_target, API_KEY, cluster.model_name,
+                                             cluster.model_dir, streams, median_in, median_out)
+                            if streams > 1 else None)
     before = await cluster.routing()
     served = await replay(cluster.grpc_target, API_KEY, cluster.model_name, rows, prompts)
     after = await cluster.routing()
@@ -136,7 +142,7 @@ async def predict_and_measure(cluster: Any, inputs: Any, plan: Any, rows: Sequen
     pd_min = OrchestratorConfig().pd_min_uncached_tokens  # the gateway runs with this default
     probed, measured = await measure_plan(cluster, plan, rows, prompts, inputs.slos[SLO_CLASS], seconds)
     sim_probe = predict(plan, inputs, probe_rows(rows), cores=cores, pd_min_input_tokens=pd_min, wake=False)
-    c = calibration(sim_probe, probed)
+    c = calibration(sim_probe, probed, probed["concurrent"])
     return {
         "measured": measured,
         "probe": {"measured_ttft_p50": probed["ttft_p50"], "measured_tpot_p50": probed["tpot_p50"],
@@ -145,7 +151,8 @@ async def predict_and_measure(cluster: Any, inputs: Any, plan: Any, rows: Sequen
                   "failed": probed["failed"],
                   "predicted_ttft_p50": sim_probe.ttft_p50, "predicted_tpot_p50": sim_probe.tpot_p50,
                   "first_token_overhead_seconds": c.first_token_overhead_seconds,
-                  "decode_scale": c.decode_scale},
+                  "decode_scale": c.decode_scale, "concurrent": probed["concurrent"],
+                  "core_slowdown": list(c.core_slowdown)},
         "predicted_uncalibrated": predicted(predict(plan, inputs, rows, cores=cores,
                                                     pd_min_input_tokens=pd_min), seconds),
         "predicted": predicted(predict(plan, inputs, rows, cores=cores, pd_min_input_tokens=pd_min,
@@ -213,11 +220,12 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
         result["profiles"] = [p.name for p in profiles]
         inputs = sizing_inputs(planning_inputs(profiles, model_dir, config), cores)
         trace = scaled_rows(args.trace)
+        headroom = 1.0 / inputs.compile_options.profile.max_utilization  # the mean plan's burst cover
         compression = args.compression if args.compression is not None else choose_compression(
-            trace, args.window_seconds, args.candidates, lambda w: plans_differ(inputs, w))
+            trace, args.window_seconds, args.candidates, lambda w: plans_differ(inputs, w), headroom)
         window = pick_window(trace, args.window_seconds, compression, args.candidates)
         rows = list(window.rows)
-        result.update(model_preset=args.model_preset, compression=compression,
+        result.update(model_preset=args.model_preset, compression=compression, min_peak_to_mean=headroom,
                       compression_chosen=args.compression is None,
                       requests=len(rows), window_start_seconds=window.start_seconds,
                       peak_rate=window.peak_rate, mean_rate=window.mean_rate,
@@ -271,7 +279,8 @@ def report(result: dict[str, Any]) -> None:
         raw, probe = result[f"{basis}_predicted_uncalibrated"], result[f"{basis}_probe"]
         print(f"{basis:>5} plan {result[f'{basis}_plan_pools']}; probe: first-token overhead "
               f"{probe['first_token_overhead_seconds']:.4f} s (gateway's paired share "
-              f"{probe['gateway_overhead_seconds'] or 0:.4f} s), decode factor {probe['decode_scale']:.2f}")
+              f"{probe['gateway_overhead_seconds'] or 0:.4f} s), decode factor {probe['decode_scale']:.2f}, "
+              f"slowdown by busy cores {[round(f, 3) for f in probe.get('core_slowdown', [])]}")
         for key in ("ttft_p50", "ttft_p90", "tpot_p50", "slo_attainment", "disaggregated_fraction"):
             m = meas[key]
             print(f"        {key:<24} predicted {pred[key]:.4f} (profiles alone {raw[key]:.4f})   "

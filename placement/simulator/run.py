@@ -19,6 +19,12 @@ Two behaviours of the live system, found by `bench fidelity` (both off by defaul
   core): instance k of the plan (pools in plan order, replicas in order) runs on core k mod `cores`,
   and an iteration started while n instances of its core are busy (itself included) takes n × its step
   time (processor sharing, fixed at the iteration's start). 0 = every instance has its own device.
+With `cores`, `core_slowdown` (measured on the co-located set: `bench fidelity`'s concurrent probe)
+says how much slower an iteration runs while other cores are busy too: entry k − 1 is the factor when k
+cores (its own included) have a busy instance at the iteration's start (beyond the tuple, its last
+entry). Cores are not independent devices: the processes that are not workers (a gateway, a load
+generator, anything else on the machine) run on a core no worker uses while one is free, and on the
+workers' cores once every core is busy; caches and memory bandwidth are shared as well. () = 1.0.
 A third, `first_token_overhead_seconds`, is the serving path's fixed cost before a request reaches a
 worker (gateway: auth, tokenize, route, the first RPC): the request enters the cluster that long after
 its arrival, which TTFT counts from; it occupies no instance.
@@ -72,11 +78,15 @@ class SimOptions:
     cores: int = 0  # instances share this many cores, pinned round robin (0: one device each)
     first_token_overhead_seconds: float = 0.0  # serving path before a worker sees the request
     wake: Mapping[str, WakeCost] = field(default_factory=dict)  # node type → cost of leaving idle
+    core_slowdown: tuple[float, ...] = ()  # factor by number of busy cores (1, 2, …); needs `cores`
 
     def __post_init__(self) -> None:
         for name in ("pd_min_input_tokens", "cores", "first_token_overhead_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.core_slowdown and (not self.cores or min(self.core_slowdown) <= 0):
+            raise ValueError(f"core_slowdown: needs cores > 0 and factors > 0, got {self.core_slowdown} "
+                             f"with cores {self.cores}")
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,7 @@ class _Sim:
         self.transfer, self.pd_min_input_tokens = opts.transfer, opts.pd_min_input_tokens
         self.overhead = opts.first_token_overhead_seconds
         self.wake = opts.wake
+        self.core_slowdown = opts.core_slowdown
         self.through: dict[str, int] = {}
         self.events: list[tuple[float, int, str, object]] = []
         self.seq = 0
@@ -168,6 +179,9 @@ class _Sim:
             return
         if self.core_of:  # processor sharing with the busy instances pinned to the same core
             duration *= sum(1 for i in self.on_core[self.core_of[id(inst)]] if i.busy)
+            if self.core_slowdown:
+                busy_cores = sum(1 for on in self.on_core.values() if any(i.busy for i in on))
+                duration *= self.core_slowdown[min(busy_cores, len(self.core_slowdown)) - 1]
         wake = self.wake.get(inst.node.name)
         if wake is not None:
             extra = 0.0

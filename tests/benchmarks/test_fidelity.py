@@ -52,6 +52,11 @@ def test_the_compression_is_the_smallest_of_the_ladder_where_the_plans_differ() 
     assert choose_compression(rows, 40.0, 3, differ) == 4.0 and seen == pytest.approx([1.0, 2.0, 3.0, 4.0])
     # a window longer than the compressed trace ends the ladder (199 s / 5 < 40 s): none differs → 1.0
     assert choose_compression(rows, 40.0, 3, lambda w: w.mean_rate > 100) == 1.0
+    # a steady trace's windows (peak / mean 1.0) never exceed the planner's headroom: no plan is asked
+    seen.clear()
+    assert choose_compression(rows, 40.0, 3, differ, min_peak_to_mean=1.25) == 1.0 and seen == []
+    bursty = sorted(rows + [(100.0 + 0.01 * k, 100, 10) for k in range(100)])  # 100 more at 100-101 s
+    assert choose_compression(bursty, 40.0, 3, differ, min_peak_to_mean=1.25) == 2.0  # mean ≥ 3.9: ×2
 
 
 def test_sizing_inputs_drop_the_availability_floor_and_cap_the_inventory_by_cores(tmp_path: Path) -> None:
@@ -89,6 +94,22 @@ def test_the_probe_gives_an_additive_first_token_overhead_and_a_decode_factor() 
     got = calibration(Sim(0.020, 0.001), {"ttft_p50": 0.030, "tpot_p50": 0.003, "gateway_overhead": 0.006})
     assert got.first_token_overhead_seconds == pytest.approx(0.010) and got.decode_scale == pytest.approx(3.0)
     assert calibration(Sim(0.040, 0.001), {"ttft_p50": 0.030, "tpot_p50": None}) == Calibration(0.0, 1.0)
+
+
+def test_concurrent_streams_give_the_slowdown_by_busy_cores() -> None:
+    @dataclass(frozen=True)
+    class Sim:
+        ttft_p50: float
+        tpot_p50: float
+
+    lone = {"ttft_p50": 0.030, "tpot_p50": 0.004}
+    two = calibration(Sim(0.020, 0.002), lone, {"tpot_p50": 0.006, "streams": 2})
+    assert two.core_slowdown == pytest.approx((1.0, 1.5)) and two.decode_scale == pytest.approx(2.0)
+    three = calibration(Sim(0.020, 0.002), lone, {"tpot_p50": 0.008, "streams": 3})
+    assert three.core_slowdown == pytest.approx((1.0, 1.5, 2.0))  # linear from one busy core
+    faster = calibration(Sim(0.020, 0.002), lone, {"tpot_p50": 0.003, "streams": 2})
+    assert faster.core_slowdown == (1.0, 1.0)  # noise below the lone requests is no speed-up
+    assert calibration(Sim(0.020, 0.002), lone, None).core_slowdown == ()
 
 
 def test_measure_counts_a_failed_request_as_a_miss() -> None:
@@ -148,4 +169,6 @@ def test_quick_run_serves_the_window_live_and_reports_every_figure(
     probe = result["peak_probe"]
     assert probe["failed"] == 0 and probe["direct_ttft_p50"] > 0 and len(probe["pairs"]) >= 1
     assert isinstance(probe["gateway_overhead_seconds"], float)
+    if sum(result["peak_plan_pools"].values()) > 1:  # workers on two cores: the concurrent streams ran
+        assert probe["concurrent"]["failed"] == 0 and len(probe["core_slowdown"]) == 2
     assert not list((tmp_path / "live" / "run" / "workers").glob("*.json")), "a worker was left running"

@@ -125,3 +125,22 @@ def test_a_wake_cost_names_a_negative_field() -> None:
         WakeCost(idle_seconds=0.1, seconds=-0.001)
     with pytest.raises(ValueError, match=r"idle\.decode_scale"):
         WakeCost(idle_seconds=0.1, seconds=0.001, decode_scale=0.0)
+
+
+def test_an_iteration_runs_slower_while_the_other_cores_are_busy_too(env) -> None:  # type: ignore[no-untyped-def]
+    fleet, models, slos = env
+    plan = plan_of({"c": ("colocated", 2)}, Route(1.0, pool="c"))
+    both = [SimRequest(0.0, 100, 1, MODEL, "interactive"), SimRequest(0.0, 100, 1, MODEL, "interactive")]
+    apart = [SimRequest(0.0, 100, 1, MODEL, "interactive"), SimRequest(5.0, 100, 1, MODEL, "interactive")]
+    slow = options(cores=2, core_slowdown=(1.0, 1.5))
+    # the first prefill starts with one busy core (its own): 0.2 s; the second while both are: 0.3 s
+    together = simulate(plan, both, fleet, models, slos, slow)
+    assert (together.ttft_p50, together.ttft_p90) == (pytest.approx(0.25), pytest.approx(0.29))
+    alone = simulate(plan, apart, fleet, models, slos, slow)
+    assert alone.ttft_p90 == pytest.approx(0.2)  # never two busy cores: no slowdown
+    beyond = simulate(plan, both, fleet, models, slos, options(cores=2, core_slowdown=(1.5,)))
+    assert beyond.ttft_p90 == pytest.approx(0.3)  # past the tuple: its last entry
+    with pytest.raises(ValueError, match="core_slowdown"):
+        SimOptions(core_slowdown=(1.0, 1.5))  # without cores
+    with pytest.raises(ValueError, match="core_slowdown"):
+        SimOptions(cores=2, core_slowdown=(1.0, 0.0))
