@@ -13,7 +13,7 @@ Rule (nothing here looks at a plan, a prediction or a measurement):
 5. Compression, when not given (`choose_compression`): the smallest of `COMPRESSIONS` whose
    compressed trace still spans the window, whose window's peak / mean is at least `min_peak_to_mean`
    (the caller gives the planner's utilisation headroom, 1 / `max_utilization`: a burst the mean-sized
-   plan's headroom absorbs is no test of sizing; since 2026-12-07 17:55 UTC) and whose window the
+   plan's headroom absorbs is no test of sizing; since 2026-12-07 17:36 UTC) and whose window the
    peak-sized and the mean-sized plans (a predicate the caller gives: the planner, no prediction, no
    measurement) size differently; 1.0 when none does (the contrast then does not exist on this
    machine, and the benchmark says so).

@@ -26,7 +26,7 @@ Method (every rule and factor is fixed before anything is measured):
    `--candidates` evenly spaced windows of `--window-seconds` the one with the highest peak / mean
    arrival-rate ratio (the burstiest). Without `--compression`: the smallest compression of the fixed
    ladder (every integer from 1 to 16) whose window still lies inside the compressed trace, whose
-   peak / mean exceeds the planner's utilisation headroom (1 / max_utilization; since 2026-12-07 17:55
+   peak / mean exceeds the planner's utilisation headroom (1 / max_utilization; since 2026-12-07 17:36
    UTC) and whose peak-sized and mean-sized plans differ (plans only: nothing predicted or measured); 1
    when none does.
    Plans: for the window's **peak** (p95 of 5 s arrival rates, the planner's own rule) and its **mean**.
