@@ -141,6 +141,8 @@ class Scheduler:
 
     def _admit(self, budget: int, scheduled: list[ScheduledChunk]) -> None:
         bm, cfg = self.block_manager, self.config
+        if not self.waiting:
+            return
         inflight = InFlightPrefixes(bm.block_size)
         if bm.enable_prefix_caching:
             for running in self.running:
