@@ -6,7 +6,9 @@ runs the planner's own `PlacementSolver` on the window's classes at a chosen tot
 its mean) plus the config's warm classes. `predict` replays the window on that plan in
 `placement.simulator`, calibrated from the same profiles (`MeasuredSteps.fit` per node type and role,
 the measured KV transfer), not the roofline, with the gateway's P/D threshold and this machine's
-core sharing (`SimOptions.pd_min_input_tokens`, `SimOptions.cores`).
+core sharing (`SimOptions.pd_min_input_tokens`, `SimOptions.cores`), and the native engine's scheduling
+(decode-first iterations of `max_num_batched_tokens` tokens, at most `max_num_seqs` sequences: the
+workers' engine defaults; `SimOptions.step_token_budget`, since 2026-12-07).
 
 Probe of the co-located set (`_fidelity_probe.py`, `calibration`): the profiles are measured one idle
 worker at a time, straight on the worker's RPC, each point the fastest of its repeats; the replay runs
@@ -101,8 +103,17 @@ def predict(plan: Any, inputs: Any, rows: Sequence[Row], *, cores: int, pd_min_i
     requests = [SimRequest(a, i, o, inputs.first_model, SLO_CLASS) for a, i, o in rows]
     options = SimOptions(steps=steps, transfer=transfer, cores=cores, pd_min_input_tokens=pd_min_input_tokens,
                          first_token_overhead_seconds=c.first_token_overhead_seconds, wake=wakes,
-                         core_slowdown=c.core_slowdown if cores else ())
+                         core_slowdown=c.core_slowdown if cores else (), **engine_scheduling())
     return simulate(plan, requests, inputs.fleet, dict(inputs.models), dict(inputs.slos), options)
+
+
+def engine_scheduling() -> dict[str, int]:
+    """The simulator's scheduling options for the workers' native engine, from its defaults (the
+    embedded workers run them): `step_token_budget` and `max_batch`."""
+    from workers.engine.config import EngineConfig
+
+    default = EngineConfig(model_dir=Path("."))  # the defaults; no model is read
+    return {"step_token_budget": default.max_num_batched_tokens, "max_batch": default.max_num_seqs}
 
 
 def predicted(sim: Any, seconds: float) -> dict[str, Any]:

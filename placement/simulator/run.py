@@ -79,9 +79,10 @@ class SimOptions:
     first_token_overhead_seconds: float = 0.0  # serving path before a worker sees the request
     wake: Mapping[str, WakeCost] = field(default_factory=dict)  # node type → cost of leaving idle
     core_slowdown: tuple[float, ...] = ()  # factor by number of busy cores (1, 2, …); needs `cores`
+    step_token_budget: int = 0  # > 0: decode-first mixed iterations of this many tokens (instances.py)
 
     def __post_init__(self) -> None:
-        for name in ("pd_min_input_tokens", "cores", "first_token_overhead_seconds"):
+        for name in ("pd_min_input_tokens", "cores", "first_token_overhead_seconds", "step_token_budget"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.core_slowdown and (not self.cores or min(self.core_slowdown) <= 0):
@@ -156,6 +157,7 @@ class _Sim:
                     opts.max_batch,
                     self._prefilled,
                     steps_model=opts.steps.get((p.node_type, p.role)),
+                    step_budget=opts.step_token_budget,
                 )
                 for _ in range(p.count)
             ]

@@ -172,3 +172,12 @@ def test_quick_run_serves_the_window_live_and_reports_every_figure(
     if sum(result["peak_plan_pools"].values()) > 1:  # workers on two cores: the concurrent streams ran
         assert probe["concurrent"]["failed"] == 0 and len(probe["core_slowdown"]) == 2
     assert not list((tmp_path / "live" / "run" / "workers").glob("*.json")), "a worker was left running"
+
+
+def test_the_prediction_schedules_as_the_workers_engine_does(tmp_path: Path) -> None:
+    from benchmarks._fidelity_predict import engine_scheduling
+    from workers.engine.config import EngineConfig
+
+    engine = EngineConfig(model_dir=tmp_path)
+    assert engine_scheduling() == {"step_token_budget": engine.max_num_batched_tokens,
+                                   "max_batch": engine.max_num_seqs}

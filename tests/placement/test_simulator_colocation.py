@@ -144,3 +144,35 @@ def test_an_iteration_runs_slower_while_the_other_cores_are_busy_too(env) -> Non
         SimOptions(core_slowdown=(1.0, 1.5))  # without cores
     with pytest.raises(ValueError, match="core_slowdown"):
         SimOptions(cores=2, core_slowdown=(1.0, 0.0))
+
+
+def test_step_budget_runs_decode_first_mixed_iterations(env) -> None:  # type: ignore[no-untyped-def]
+    fleet, models, slos = env
+    plan = plan_of({"c": ("colocated", 1)}, Route(1.0, pool="c"))
+    budget = options(step_token_budget=100)
+    lone = simulate(plan, [SimRequest(0.0, 80, 3, MODEL, "interactive")], fleet, models, slos, budget)
+    assert lone.ttft_p50 == pytest.approx(0.2) and lone.tpot_p50 == pytest.approx(0.01)
+    # a 250-token prompt takes three chunks of at most 100 tokens: three iterations before its first token
+    long = simulate(plan, [SimRequest(0.0, 250, 3, MODEL, "interactive")], fleet, models, slos, budget)
+    assert long.ttft_p50 == pytest.approx(0.6)
+    # the second prompt arrives (0.205 s) while the first decodes: the next iteration (0.21-0.42 s) decodes
+    # the first and prefills the second; the first's 4 tokens after its first span 3 × 0.01 + 0.21 s,
+    # the second's TTFT is 0.215 s and its TPOT 0.01 s (p50/p90 interpolate between the two requests)
+    two = [SimRequest(0.0, 80, 5, MODEL, "interactive"), SimRequest(0.205, 80, 5, MODEL, "interactive")]
+    mixed = simulate(plan, two, fleet, models, slos, budget)
+    first_tpot = (0.01 + 0.21 + 0.01 + 0.01) / 4
+    assert mixed.tpot_p90 == pytest.approx(0.01 + 0.9 * (first_tpot - 0.01))
+    assert mixed.ttft_p90 == pytest.approx(0.2 + 0.9 * 0.015)
+    prefill_first = simulate(plan, two, fleet, models, slos, options())
+    assert prefill_first.ttft_p90 == pytest.approx(mixed.ttft_p90, abs=0.02)
+    with pytest.raises(ValueError, match="step_token_budget"):
+        SimOptions(step_token_budget=-1)
+
+
+def test_step_budget_hands_off_prefills_and_serves_a_pd_route(env) -> None:  # type: ignore[no-untyped-def]
+    fleet, models, slos = env
+    plan = plan_of({"p": ("prefill", 1), "d": ("decode", 1)}, Route(1.0, prefill_pool="p", decode_pool="d"))
+    reqs = [SimRequest(0.1 * k, 400, 5, MODEL, "interactive") for k in range(4)]
+    result = simulate(plan, reqs, fleet, models, slos, options(step_token_budget=512))
+    assert result.num_requests == 4 and result.slo_attainment == 1.0 and result.disaggregated_fraction == 1.0
+    assert result.ttft_p50 >= 0.2 + 0.1  # a prefill iteration and the transfer's latency at least
