@@ -127,14 +127,17 @@ class InStorageAttention(Protocol):
 
 
 def paged_attention(pool: KVStore, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                    meta: AttentionMetadata, scale: float) -> torch.Tensor:
+                    meta: AttentionMetadata, scale: float, kv_written: bool = False) -> torch.Tensor:
     """q [tokens, heads, head_dim], k/v [tokens, kv_heads, head_dim] -> [tokens, heads * head_dim].
-    Side effect: writes k/v into the pool at `meta.slots`."""
+    Side effect: writes k/v into the pool at `meta.slots`, unless `kv_written` (the caller's fused
+    RoPE + KV write has stored them already; host pools only)."""
     if meta.decodes and isinstance(pool, InStorageAttention) and pool.attention_site == "drive":
+        assert not kv_written, "KV written on the host for a pool that attends in storage"
         rows = meta.decodes[-1].end
         outputs = [pool.write_and_attend(layer, meta.slots, k, v, q[:rows], meta.decodes, scale)]
     else:
-        pool.write(layer, meta.slots, k, v)
+        if not kv_written:
+            pool.write(layer, meta.slots, k, v)
         outputs = [_decode(pool, layer, q[group.start : group.end], group, scale) for group in meta.decodes]
         if meta.in_place is not None:
             assert isinstance(pool, KVPool), "in-place decode metadata for a pool that is not a KVPool"

@@ -11,6 +11,8 @@ engine must not depend on. The kernel is two loops over a row's block table:
 Grouped-query heads share their KV row: each K and V row is loaded once for all the query heads of its
 kv head. Work items (row, kv head) are spread over torch's intra-op threads (`at::parallel_for`, the
 same OpenMP pool torch uses), strided so rows sorted by length split evenly.
+The same library holds the fused per-layer ops (residual add + RMSNorm, RoPE + KV write; their source
+and contracts are in layer_kernels.py).
 
 Build: the source below is compiled once with the system C++ compiler against torch's headers
 (ATen/Parallel.h only, ~3 s) into `$TORCH_EXTENSIONS_DIR/heteroserve` (default
@@ -35,9 +37,11 @@ from pathlib import Path
 import torch
 import torch.utils.cpp_extension as cpp
 
+from workers.engine import layer_kernels
+
 log = logging.getLogger(__name__)
 
-SOURCE = r"""
+ATTENTION_SOURCE = r"""
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cstdint>
@@ -184,6 +188,7 @@ void hs_decode_values(const float* probs, const float* values, int64_t kv_stride
 }
 """
 
+SOURCE = ATTENTION_SOURCE + layer_kernels.SOURCE
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 _I64, _PTR, _F32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
 
@@ -200,6 +205,13 @@ class PagedKernel:
         self.values.argtypes = [_PTR, _PTR, _I64, _PTR, _I64, _PTR, _I64, _I64, _I64, _I64, _I64, _I64,
                                 _PTR]
         self.values.restype = None
+        self.add_rms_norm = lib.hs_add_rms_norm
+        self.add_rms_norm.argtypes = [_PTR, _I64, _PTR, _I64, _PTR, _PTR, _I64, _I64, _F32]
+        self.add_rms_norm.restype = None
+        self.rope_write_kv = lib.hs_rope_write_kv
+        self.rope_write_kv.argtypes = [_PTR, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _I64,
+                                       _PTR]
+        self.rope_write_kv.restype = None
 
 
 def _cpu_flags() -> str:
