@@ -65,6 +65,27 @@ def test_keeps_chunks_shared_by_different_prompts_not_repeats(tokenizer: Tokeniz
     assert prompts.encode(second) == tokenizer.encode(second).ids
 
 
+@pytest.mark.parametrize("piece_capacity", [1, 8, 65536])
+def test_pieces_stay_exact_and_bounded(tokenizer: Tokenizer, tokenizer_json: dict[str, Any],
+                                       piece_capacity: int) -> None:
+    """Every text, short or long, goes piece by piece; a full piece table is emptied, never wrong."""
+    prompts = PromptTokens(tokenizer, tokenizer_json, chunk_chars=64, piece_capacity=piece_capacity,
+                           verify=0)
+    texts = _texts()
+    most = max(len(set(text.split())) + 1 for text in texts)  # new pieces one text can add at once
+    for _ in range(2):
+        for text in texts:
+            assert prompts.encode(text) == tokenizer.encode(text).ids, text[:60]
+            assert 0 < prompts.pieces <= max(piece_capacity, 2 * most)
+    if piece_capacity == 65536:
+        words = corpus_text().split()
+        prompts.encode(" ".join(words[:50]))
+        known = prompts.pieces
+        assert prompts.encode(" ".join(reversed(words[:50]))) == tokenizer.encode(
+            " ".join(reversed(words[:50]))).ids
+        assert prompts.pieces <= known + 1, "the same words in another order reuse their pieces"
+
+
 def test_only_the_exact_configuration_is_chunked(tokenizer_json: dict[str, Any]) -> None:
     assert PromptTokens.supports(tokenizer_json)
     variants = [{"normalizer": {"type": "Lowercase"}},
@@ -95,3 +116,5 @@ def test_rejects_bad_fields(tokenizer: Tokenizer, tokenizer_json: dict[str, Any]
         PromptTokens(tokenizer, tokenizer_json, chunk_chars=0)
     with pytest.raises(ValueError, match="capacity"):
         PromptTokens(tokenizer, tokenizer_json, capacity=0)
+    with pytest.raises(ValueError, match="piece_capacity"):
+        PromptTokens(tokenizer, tokenizer_json, piece_capacity=0)
