@@ -42,7 +42,7 @@ Method (every rule and factor is fixed before anything is measured):
    served vs planned share comes from the gateway's ledger (/admin/routing) over the replay. When the
    mean plan equals the peak plan, the peak plan's measurement stands for both.
 
-Contrast run (rule fixed 2026-12-07 18:00 UTC, before any run with it): on the bundled conversation
+Contrast run (rule fixed 2026-12-07 17:56 UTC, before any run with it): on the bundled conversation
 trace the windows at the rates where the plans differ have a peak / mean of 1.26-1.36 (trace statistics,
 every window length 20-60 s and 5-21 candidates), about the planner's headroom (1.25), and the mean
 plan measured at ×3 and ×4 met the SLO (docs/benchmarks.md). The peak-vs-mean part is therefore also
