@@ -57,7 +57,7 @@ class WorkerSession:
         self._stream: _Stream | None = None
         self._tags = itertools.count(1)
         self._write_lock = asyncio.Lock()
-        self._cancels: set[asyncio.Task[None]] = set()
+        self._writes: set[asyncio.Task[None]] = set()  # writes in flight (generations and cancels)
         self.unsupported = False
 
     async def generate(self, request: worker_pb2.GenerateRequest,
@@ -69,7 +69,7 @@ class WorkerSession:
         stream.pending[tag] = queue  # before any await: a break from now on reaches this queue
         finished = False
         try:
-            await self._write(stream, worker_pb2.SessionRequest(tag=tag, generate=request))
+            self._write_soon(stream, worker_pb2.SessionRequest(tag=tag, generate=request))
             while True:
                 item = await queue.get()
                 if isinstance(item, Exception):
@@ -89,7 +89,7 @@ class WorkerSession:
             stream.call.cancel()
             if stream.reader is not None:
                 await asyncio.gather(stream.reader, return_exceptions=True)
-        for task in list(self._cancels):
+        for task in list(self._writes):
             task.cancel()
 
     def _open(self) -> _Stream:
@@ -150,14 +150,21 @@ class WorkerSession:
         except (grpc.RpcError, aio.UsageError, asyncio.InvalidStateError):
             pass
 
+    def _write_soon(self, stream: _Stream, message: worker_pb2.SessionRequest) -> None:
+        """`_write` from a task of its own, so the caller goes on to wait for chunks at once. Waiting for
+        the write instead waited for gRPC to report it sent, which came after the worker's first chunk
+        in 1 request in 4 (bench gateway: p50 0.42 ms, p80 3.2 ms; the chunk then sat in the queue).
+        Tasks take the write lock in the order they were made, so messages keep their order; a failed
+        write is reported by the reader, as before."""
+        task = asyncio.get_running_loop().create_task(self._write(stream, message))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
     def _cancel_later(self, stream: _Stream, tag: int) -> None:
         """Tell the worker to abort `tag` (from a task: the caller may be unwinding a cancellation).
         Without a running loop (a generator finalized at shutdown) the session is going away anyway."""
         try:
-            loop = asyncio.get_running_loop()
+            self._write_soon(stream, worker_pb2.SessionRequest(tag=tag, cancel=True))
         except RuntimeError:
             return
-        task = loop.create_task(self._write(stream, worker_pb2.SessionRequest(tag=tag, cancel=True)))
-        self._cancels.add(task)
-        task.add_done_callback(self._cancels.discard)
 
