@@ -8,7 +8,9 @@ one engine whose parts are wrapped with wall-clock timers (this process only; no
 - forward: `LlamaModel.forward`, split into attention (`paged_attention`: KV write + gather + math;
   the KV copies `pool.gather` / `pool.gather_keys` (decodes read V in place), `pool.write`, and the
   in-place decode attention of the compiled kernel (`_decode_in_place`: both kernel calls and the
-  softmax) also shown alone) and the rest (fused GEMMs, norms, RoPE, SwiGLU);
+  softmax) also shown alone) and the rest (fused GEMMs, norms, RoPE, SwiGLU; with the compiled library
+  the fused calls `rope_write_kv` (RoPE + KV write: the step's KV write is there, not in kv_write) and
+  `add_rms_norm` (residual add + RMSNorm) also shown alone);
 - logits: final norm + lm_head on the sampled rows, and the copy to CPU;
 - sample: `sampler.sample` (argmax for greedy rows, `.tolist()`);
 - detokenize: `Detokenizer.push`; outputs: the rest of the engine's per-token bookkeeping;
@@ -43,7 +45,8 @@ from workers.engine.detokenizer import Detokenizer
 from workers.engine.engine import LLMEngine
 
 PHASES = ("schedule", "prepare", "attention", "  kv_gather", "  kv_write", "  decode_in_place",
-          "forward_rest", "logits", "sample", "detokenize", "outputs", "commit", "other")
+          "forward_rest", "  rope_kv_write", "  add_rms_norm", "logits", "sample", "detokenize", "outputs",
+          "commit", "other")
 
 
 class StepTimes:
@@ -95,6 +98,9 @@ def patched_modules(times: StepTimes) -> Iterator[None]:
     the module globals are restored on exit."""
     saved = (model_module.paged_attention, engine_module.sample, Detokenizer.push)
     saved_in_place = attention_module._decode_in_place
+    saved_fused = (model_module.rope_write_kv, model_module.add_rms_norm)
+    model_module.rope_write_kv = times.wrap("  rope_kv_write", model_module.rope_write_kv)
+    model_module.add_rms_norm = times.wrap("  add_rms_norm", model_module.add_rms_norm)
     model_module.paged_attention = times.wrap("attention", model_module.paged_attention)
     attention_module._decode_in_place = times.wrap("  decode_in_place", saved_in_place)
     engine_module.sample = times.wrap("sample", engine_module.sample)
@@ -104,6 +110,7 @@ def patched_modules(times: StepTimes) -> Iterator[None]:
     finally:
         model_module.paged_attention, engine_module.sample, Detokenizer.push = saved  # type: ignore
         attention_module._decode_in_place = saved_in_place
+        model_module.rope_write_kv, model_module.add_rms_norm = saved_fused
 
 
 def drive(engine: LLMEngine, times: StepTimes, requests: list[tuple[list[int], int]], label: str) -> float:
