@@ -13,14 +13,13 @@ splits the overhead: the median of the paired TTFT(1) − TTFT(2) is the gateway
 (`gateway_overhead`), TTFT(2) the worker's live first token (`direct_ttft_p50`). Requests the gateway
 disaggregated (P/D) have no one worker to compare with and are left out of the pairs.
 
-3. then, when the plan runs workers on more than one core, `concurrent` streams of the same kind of
-   requests at once through the gateway (one per core in use, each back to back,
-   `CONCURRENT_REQUESTS` per stream): the co-located set busy together, as in the window's busy
-   stretches. Their median TPOT over step 1's is the slowdown of an iteration while every core is busy
+3. then, when the plan runs workers on more than one core, rounds of one request per core in use
+   sent at once through the gateway (`concurrent`, `CONCURRENT_REQUESTS` rounds; those spread over
+   different workers count): the co-located set busy together, as in the window's busy stretches.
+   Their median TPOT over step 1's is the slowdown of an iteration while every core is busy
    (`SimOptions.core_slowdown`): the cores are not independent devices, since the gateway, the load
    generator, Redis and whatever else runs here take a core no worker uses while one is free, and the
-   workers' cores once none is (and caches and memory bandwidth are shared). The gateway's load-aware
-   choice spreads the streams over the workers; the workers each request ran on are reported.
+   workers' cores once none is (and caches and memory bandwidth are shared).
 
 Why warm, back-to-back requests and not lone ones a second apart (the first version): measured on
 2026-12-07 (docs/benchmarks.md, fidelity section), a gateway idle for 1 s between requests adds about
@@ -40,7 +39,7 @@ from benchmarks._fidelity_replay import Prompts, Served, _one
 from common.stats import percentile
 
 PROBE_REQUESTS = 15
-CONCURRENT_REQUESTS = 10  # per stream of step 3
+CONCURRENT_REQUESTS = 15  # rounds of step 3 (one request per stream each)
 DIRECT_SALT = "bench-fidelity-direct"
 
 
@@ -96,28 +95,40 @@ async def probe(target: str, api_key: str, model: str, model_dir: Path, addresse
             "failed": sum(1 for s in served if s.error)}
 
 
+def spread_rounds(rounds: Sequence[Sequence[Served]]) -> list[Sequence[Served]]:
+    """The rounds whose requests all ran on different workers (every core busy at once); all rounds
+    when none did."""
+    spread = [r for r in rounds if len({s.worker for s in r}) == len(r) and all(s.worker for s in r)]
+    return spread or list(rounds)
+
+
 async def concurrent(target: str, api_key: str, model: str, model_dir: Path, streams: int,
                      input_tokens: int, output_tokens: int) -> dict[str, Any]:
-    """Step 3 of the module docstring: `streams` loops of `CONCURRENT_REQUESTS` back-to-back requests at
-    once through the gateway. Returns the medians (s) of TTFT and TPOT, the requests per worker and the
-    failures."""
+    """Step 3 of the module docstring, in `CONCURRENT_REQUESTS` rounds of `streams` requests sent at once
+    through the gateway, a round starting when the last one ended. The gateway's load-aware choice
+    usually spreads a round over the workers but not always (a round on one worker batches there and
+    leaves a core free: 14 and 6 requests on two workers in one run), so only the rounds spread over
+    different workers count (`spread_rounds`). Returns the medians (s) of their TTFT and TPOT, how many
+    rounds counted, the requests per worker and the failures."""
     import asyncio
 
     from heteroserve.client import AsyncClient, RetryPolicy
 
     maker = Prompts(model_dir, seed=2)  # no prefix shared with the window or step 1
-    prompts = [[maker.make(input_tokens) for _ in range(CONCURRENT_REQUESTS)] for _ in range(streams)]
+    rounds: list[list[Served]] = []
     async with AsyncClient(target, api_key=api_key, transport="grpc", timeout_seconds=60.0,
                            retry=RetryPolicy()) as gateway:
-        async def loop(mine: list[str]) -> list[Served]:
-            return [await _one(gateway, model, p, (0.0, input_tokens, output_tokens), time.monotonic())
-                    for p in mine]
-
-        served = [s for run in await asyncio.gather(*(loop(p) for p in prompts)) for s in run]
+        for _ in range(CONCURRENT_REQUESTS):
+            prompts = [maker.make(input_tokens) for _ in range(streams)]
+            rounds.append(list(await asyncio.gather(*(
+                _one(gateway, model, p, (0.0, input_tokens, output_tokens), time.monotonic())
+                for p in prompts))))
+    counted = [s for r in spread_rounds(rounds) for s in r]
     workers: dict[str, int] = {}
-    for s in served:
+    for s in (s for r in rounds for s in r):
         workers[s.worker or "?"] = workers.get(s.worker or "?", 0) + 1
-    return {"ttft_p50": percentile([s.ttft_seconds for s in served if s.ttft_seconds is not None], 0.5),
-            "tpot_p50": percentile([s.tpot_seconds for s in served if s.tpot_seconds is not None], 0.5),
-            "streams": streams, "workers": dict(sorted(workers.items())),
-            "failed": sum(1 for s in served if s.error)}
+    return {"ttft_p50": percentile([s.ttft_seconds for s in counted if s.ttft_seconds is not None], 0.5),
+            "tpot_p50": percentile([s.tpot_seconds for s in counted if s.tpot_seconds is not None], 0.5),
+            "streams": streams, "rounds_counted": len(counted) // streams,
+            "workers": dict(sorted(workers.items())),
+            "failed": sum(1 for r in rounds for s in r if s.error)}

@@ -96,6 +96,16 @@ def test_the_probe_gives_an_additive_first_token_overhead_and_a_decode_factor() 
     assert calibration(Sim(0.040, 0.001), {"ttft_p50": 0.030, "tpot_p50": None}) == Calibration(0.0, 1.0)
 
 
+def test_only_rounds_spread_over_different_workers_count() -> None:
+    from benchmarks._fidelity_probe import spread_rounds
+
+    apart = [Served(0.0, 5, worker="w1"), Served(0.0, 5, worker="w2")]
+    together = [Served(0.0, 5, worker="w1"), Served(0.0, 5, worker="w1")]
+    unknown = [Served(0.0, 5, worker="w1"), Served(0.0, 5, error="UnavailableError: down")]
+    assert spread_rounds([apart, together, unknown, apart]) == [apart, apart]
+    assert spread_rounds([together, unknown]) == [together, unknown]  # none spread: every round
+
+
 def test_concurrent_streams_give_the_slowdown_by_busy_cores() -> None:
     @dataclass(frozen=True)
     class Sim:
