@@ -64,6 +64,7 @@ class Orchestrator:
         self._cluster = cluster
         self._router = router
         self._inflight = inflight
+        router.inflight = router.inflight or inflight  # the cost model's pending-prefill term
         self._prefix = prefix
         self._config = config
         self._metrics = metrics
@@ -147,12 +148,14 @@ class Orchestrator:
             decision = self._route(run, options, match)
             worker = decision.worker
             run.worker_id, run.pool = worker.worker_id, worker.pool
-            self._inflight.routed(worker.worker_id, run.job.request_id)
+            self._inflight.routed(worker.worker_id, run.job.request_id,
+                                  prefill_tokens=decision.prefill_tokens)
             try:
                 chunks = self._call(run, worker.worker_id, kv_source)
                 async for event in relay(run, chunks, worker_id=worker.worker_id,
                                          first_timeout=self._config.first_token_timeout_seconds,
                                          token_timeout=self._config.token_timeout_seconds):
+                    self._inflight.first_token(worker.worker_id, run.job.request_id)  # O(1); prefill done
                     yield event
                 return
             except HeteroserveError as exc:
@@ -234,7 +237,7 @@ class Orchestrator:
                 request_id=job.request_id, prompt_token_ids=job.prompt_token_ids,
                 sampling=job.sampling.to_proto(), cache_keys=common_pb2.CacheKeys(tenant_salt=job.tenant),
                 publish_to_shared_tier=True)
-            self._inflight.routed(worker_id, job.request_id)
+            self._inflight.routed(worker_id, job.request_id, prefill_tokens=decision.prefill_tokens)
             try:
                 return await asyncio.wait_for(self._cluster.client(worker_id).prefill(request),
                                               self._config.first_token_timeout_seconds)

@@ -12,19 +12,29 @@ from control_plane.router.types import CREDITED_TIERS
 
 Policy = Literal["prefix_aware", "round_robin", "least_load", "random"]
 POLICIES: tuple[str, ...] = get_args(Policy)
+Scoring = Literal["cost", "weighted"]
+SCORINGS: tuple[str, ...] = get_args(Scoring)
 
 
 @dataclass(frozen=True)
 class RouterConfig:
     """`policy` picks our scoring pipeline (`prefix_aware`) or a baseline for comparison.
 
-    Scorer weights apply to `prefix_aware` only. `balance_*` are the imbalance guard's thresholds
-    (see picker.py). `session_capacity` bounds the session → worker map. `seed` seeds `random`.
+    `scoring` is how `prefix_aware` ranks workers: `cost` (default) takes the least estimated cost in
+    tokens, cache savings against queued work (scorers/cost.py: `block_size` tokens per KV block, which
+    must be the gateway's; `queue_weight`; `request_cost_tokens` per in-flight request); `weighted` takes
+    the best weighted sum of the prefix, load and affinity scores (the scorer weights apply to it only).
+    `balance_*` are the imbalance guard's thresholds, in requests, applied after either (see picker.py).
+    `session_capacity` bounds the session → worker map. `seed` seeds `random`.
     `route_share_epsilon` and `route_share_window` bound the route step's prefix deviation: a route
     takes at most its planned share + ε of its class's last `window` decisions (see split.py).
     """
 
     policy: Policy = "prefix_aware"
+    scoring: Scoring = "cost"
+    block_size: int = 16
+    queue_weight: float = 1.0
+    request_cost_tokens: float = 32.0
     prefix_weight: float = 1.0
     load_weight: float = 0.5
     affinity_weight: float = 0.2
@@ -39,8 +49,13 @@ class RouterConfig:
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
-        for name in ("prefix_weight", "load_weight", "affinity_weight"):
-            if getattr(self, name) < 0:
+        if self.scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {', '.join(SCORINGS)}, got {self.scoring!r}")
+        if self.block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {self.block_size}")
+        for name in ("prefix_weight", "load_weight", "affinity_weight", "queue_weight",
+                     "request_cost_tokens"):
+            if not getattr(self, name) >= 0:  # also rejects NaN
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for tier in self.tier_credits:
             if tier not in CREDITED_TIERS:

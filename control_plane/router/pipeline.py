@@ -1,7 +1,9 @@
 """The router: filters → scorers → picker, or a baseline policy, over one snapshot of the cluster.
 
-`Router.route(request, workers, prefix)` is synchronous and pure apart from four pieces of routing
-state the router owns: the round-robin cursor, the seeded random generator of the `random` policy, a
+`Router.route(request, workers, prefix)` is synchronous and pure apart from reading the attached
+`InflightTracker`'s pending prefill tokens (the `cost` scoring's queue term; `Router.inflight`, set by
+whoever owns the tracker, None = no pending term) and four pieces of routing state the router owns:
+the round-robin cursor, the seeded random generator of the `random` policy, a
 bounded session → worker map for affinity, and the last `WorkerTable` it built (reused while it is
 handed the same tuple of states; see table.py). It never performs I/O.
 
@@ -22,9 +24,11 @@ import numpy as np
 from common.errors import UnavailableError
 from control_plane.router.config import RouterConfig
 from control_plane.router.filters import HARD_FILTERS, SOFT_FILTERS, live_of_role
+from control_plane.router.inflight import InflightTracker
 from control_plane.router.picker import pick, weighted_totals
 from control_plane.router.scorers import Scorer
 from control_plane.router.scorers.affinity import AffinityScorer
+from control_plane.router.scorers.cost import CostModel
 from control_plane.router.scorers.load import LoadScorer
 from control_plane.router.scorers.prefix import PrefixScorer
 from control_plane.router.table import Candidates, WorkerTable
@@ -34,10 +38,13 @@ Workers = Sequence[WorkerState] | WorkerTable
 
 
 class Router:
-    def __init__(self, config: RouterConfig | None = None) -> None:
+    def __init__(self, config: RouterConfig | None = None, inflight: InflightTracker | None = None) -> None:
         self.config = config or RouterConfig()
-        self._scorers: tuple[Scorer, ...] = (
-            PrefixScorer(dict(self.config.tier_credits)), LoadScorer(), AffinityScorer())
+        self.inflight = inflight
+        self._prefix_scorer = PrefixScorer(dict(self.config.tier_credits))
+        self._scorers: tuple[Scorer, ...] = (self._prefix_scorer, LoadScorer(), AffinityScorer())
+        self._cost = CostModel(self.config.block_size, self.config.queue_weight,
+                               self.config.request_cost_tokens)
         self._cursor = 0
         self._rng = random.Random(self.config.seed)
         self._sessions: OrderedDict[str, str] = OrderedDict()
@@ -99,17 +106,43 @@ class Router:
         elif policy == "least_load":
             chosen = candidates.state(int(np.argmin(candidates.load)))  # first = lowest id of equals
             reason, score = "least_load", 0.0
+        elif self.config.scoring == "cost":
+            chosen, reason, score = self._cost_and_pick(request, candidates, prefix)
         else:
             chosen, reason, score = self._score_and_pick(request, candidates, prefix)
-        return RouteDecision(worker=chosen, policy=policy, reason=reason, score=score,
-                             cached_blocks=prefix.best_blocks_for(chosen.worker_id), num_candidates=n)
+        cached = prefix.best_blocks_for(chosen.worker_id)
+        return RouteDecision(worker=chosen, policy=policy, reason=reason, score=score, cached_blocks=cached,
+                             num_candidates=n, prefill_tokens=self._prefill_tokens(request, prefix, chosen))
+
+    def _prefill_tokens(self, request: RouteRequest, prefix: PrefixHoldings, worker: WorkerState) -> int:
+        """Prompt tokens `worker` must compute for `request` by the cost model's estimate (uncached(w))."""
+        nb, bs = max(prefix.num_blocks, 0), self.config.block_size
+        if nb == 0:
+            return request.num_prompt_tokens
+        saved = bs * self._prefix_scorer.score_one(worker.worker_id, prefix) * nb
+        return max(0, round(max(request.num_prompt_tokens, bs * nb) - saved))
+
+    def _cost_and_pick(self, request: RouteRequest, candidates: Candidates,
+                       prefix: PrefixHoldings) -> tuple[WorkerState, str, float]:
+        """Least estimated cost in tokens (scorers/cost.py), then the imbalance guard; score = −cost."""
+        if len(candidates) == 1:
+            return candidates.state(0), "only_candidate", 0.0
+        pending = self.inflight.pending_prefill() if self.inflight is not None else {}
+        costs = self._cost.costs(request, candidates, prefix,
+                                 self._prefix_scorer.score(request, candidates, prefix), pending)
+        return self._pick(request, candidates, prefix, -costs.cost)
 
     def _score_and_pick(self, request: RouteRequest, candidates: Candidates,
                         prefix: PrefixHoldings) -> tuple[WorkerState, str, float]:
         if len(candidates) == 1:
             return candidates.state(0), "only_candidate", 0.0
         scores = {s.name: s.score(request, candidates, prefix) for s in self._scorers}
-        totals = weighted_totals(scores, self.config.scorer_weights, len(candidates))
+        return self._pick(request, candidates, prefix,
+                          weighted_totals(scores, self.config.scorer_weights, len(candidates)))
+
+    def _pick(self, request: RouteRequest, candidates: Candidates, prefix: PrefixHoldings,
+              totals: np.ndarray) -> tuple[WorkerState, str, float]:
+        """The best total (ties: lower load, then id) unless the imbalance guard fires; and why."""
         chosen = pick(candidates.load, totals, balance_abs_threshold=self.config.balance_abs_threshold,
                       balance_rel_threshold=self.config.balance_rel_threshold)
         worker = candidates.state(chosen.index)

@@ -100,7 +100,9 @@ class RouteRequest:
 
 @dataclass(frozen=True)
 class RouteDecision:
-    """The chosen worker and why. `reason` is a bounded label for metrics."""
+    """The chosen worker and why. `reason` is a bounded label for metrics. `prefill_tokens`: prompt
+    tokens the worker must still compute by the router's estimate (its prefix hits credited as in
+    scorers/cost.py), for `InflightTracker.routed(..., prefill_tokens=)`."""
 
     worker: WorkerState
     policy: str
@@ -108,3 +110,4 @@ class RouteDecision:
     score: float = 0.0
     cached_blocks: int = 0
     num_candidates: int = 0
+    prefill_tokens: int = 0

@@ -54,6 +54,10 @@ class PrefixScorer:
             out[at] = [self._score_one(w, prefix) for w in workers]
         return out
 
+    def score_one(self, worker_id: str, prefix: PrefixHoldings) -> float:
+        """The score of one worker (0 for a prompt with no full block)."""
+        return self._score_one(worker_id, prefix) if prefix.num_blocks > 0 else 0.0
+
     def _score_one(self, worker_id: str, prefix: PrefixHoldings) -> float:
         best = 0.0
         for tier in CREDITED_TIERS:

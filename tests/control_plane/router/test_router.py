@@ -114,7 +114,7 @@ def test_baselines() -> None:
 
 
 def test_session_affinity() -> None:
-    router = Router()
+    router = Router(RouterConfig(scoring="weighted"))  # the affinity score is the weighted sum's
     ws = workers(4)
     first = router.route(RouteRequest(model="tiny", session_id="s1"), ws)
     # make the first worker slightly busier: affinity (0.2) still beats a small load difference

@@ -9,15 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.errors import UnavailableError
-from control_plane.router import PrefixHoldings, Router, RouteRequest, WorkerState
+from control_plane.router import PrefixHoldings, Router, RouterConfig, RouteRequest, WorkerState
 
 CREDITS = {"device": 1.0, "redis": 0.5, "disk": 0.25}
 WEIGHTS = {"prefix": 1.0, "load": 0.5, "affinity": 0.2}
 POOLS = ["p0", "p1", "p2"]
 
 
-def reference(request: RouteRequest, workers: list[WorkerState],
-              prefix: PrefixHoldings) -> tuple[str, str, float]:
+def reference(request: RouteRequest, workers: list[WorkerState], prefix: PrefixHoldings,
+              scoring: str = "weighted") -> tuple[str, str, float]:
     ws = sorted(workers, key=lambda w: w.worker_id)
     for keep in (lambda w: w.healthy and not w.draining, lambda w: w.model == request.model,
                  lambda w: w.role == request.role, lambda w: not request.pools or w.pool in request.pools,
@@ -37,6 +37,9 @@ def reference(request: RouteRequest, workers: list[WorkerState],
         total = 0.0
         for name, value in (("prefix", p), ("load", 1.0 - w.load / (peak + 1)), ("affinity", aff)):
             total += WEIGHTS[name] * value
+        if scoring == "cost":  # scorers/cost.py with the defaults: block 16, queue weight 1, 32 per request
+            uncached = max(request.num_prompt_tokens, 16 * nb) - (16 * nb) * p
+            total = -(uncached + 1.0 * (32.0 * w.load))
         totals.append(total)
     best = min(range(len(ws)), key=lambda i: (-totals[i], ws[i].load, ws[i].worker_id))
     idlest = min(range(len(ws)), key=lambda i: (ws[i].load, ws[i].worker_id))
@@ -61,24 +64,26 @@ HOLDINGS = st.builds(PrefixHoldings, num_blocks=st.integers(0, 8),
                      shared_blocks=st.dictionaries(st.sampled_from(["redis", "disk"]), st.integers(0, 8)),
                      local_blocks=st.dictionaries(st.tuples(IDS, st.just("disk")), st.integers(0, 8),
                                                   max_size=3))
-REQUEST = st.builds(RouteRequest, model=st.just("m"),
+REQUEST = st.builds(RouteRequest, model=st.just("m"), num_prompt_tokens=st.sampled_from([0, 40, 200]),
                     role=st.sampled_from(["colocated", "colocated", "prefill"]),
                     pools=st.frozensets(st.sampled_from(POOLS), max_size=2),
                     affinity_worker=st.one_of(st.just(""), IDS), exclude=st.frozensets(IDS, max_size=3))
 
 
 @settings(deadline=None, max_examples=300)
-@given(st.lists(WORKER, max_size=12, unique_by=lambda w: w.worker_id), REQUEST, HOLDINGS)
+@given(st.lists(WORKER, max_size=12, unique_by=lambda w: w.worker_id), REQUEST, HOLDINGS,
+       st.sampled_from(["weighted", "cost"]))
 def test_router_matches_reference(workers: list[WorkerState], request: RouteRequest,
-                                  prefix: PrefixHoldings) -> None:
+                                  prefix: PrefixHoldings, scoring: str) -> None:
+    config = RouterConfig(scoring=scoring)  # type: ignore[arg-type]
     try:
-        expected = reference(request, workers, prefix)
+        expected = reference(request, workers, prefix, scoring)
     except UnavailableError:
         with pytest.raises(UnavailableError):
-            Router().route(request, workers, prefix)
+            Router(config).route(request, workers, prefix)
         return
     for given_as in (workers, tuple(workers)):
-        d = Router().route(request, given_as, prefix)
+        d = Router(config).route(request, given_as, prefix)
         assert (d.worker.worker_id, d.reason, d.score) == expected
 
 
