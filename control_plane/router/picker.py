@@ -1,6 +1,8 @@
 """Picker: combine scorer outputs into one choice, with an imbalance guard.
 
-    total(w) = Σ_s weight[s] · score_s(w)          (ties broken by lower load, then worker id)
+    total(w) = −cost(w)                            (scoring "cost", the default: scorers/cost.py)
+    total(w) = Σ_s weight[s] · score_s(w)          (scoring "weighted")
+    best = argmax total                            (ties broken by lower load, then worker id)
 
 Imbalance guard (after SGLang's cache-aware router): let w* be the best-scoring worker and m the least
 load among candidates. If
@@ -8,8 +10,9 @@ load among candidates. If
     load(w*) − m > balance_abs_threshold   and   load(w*) > balance_rel_threshold · m
 
 the cache gain is not worth the queue: the picker takes the least-loaded candidate instead (reason
-`imbalance_guard`). Defaults: abs 8 requests, rel 1.5. So a hot prefix spreads once its holder has
-more than 8 requests above the idlest worker, and is kept together below that.
+`imbalance_guard`). Defaults: abs 8 requests, rel 1.5. With the cost scoring the guard is a backstop:
+the cost already spreads a hot prefix once its holder's queue costs more tokens than recomputing it;
+whatever the scoring, no holder gets more than 8 requests (and 1.5×) above the idlest worker.
 """
 
 from __future__ import annotations
