@@ -149,14 +149,14 @@ def calibration(predicted_probe: Any, measured_probe: dict[str, Any],
     """From the probe (`_fidelity_probe.probe`, warm requests through the gateway) and the simulator's
     uncalibrated prediction of the same requests (`predicted_probe`, a `SimResult` of `probe_rows`):
     the first-token overhead measured − predicted TTFT p50 (≥ 0), the decode factor measured / predicted
-    TPOT p50 (0.0 and 1.0 when a figure is missing or zero). With the probe's concurrent streams
-    (`_fidelity_probe.concurrent`, n streams): their TPOT p50 over the lone requests' is the slowdown with
-    n busy cores (at least 1: being busy elsewhere speeds nothing up), linear from 1.0 at one busy core."""
+    TPOT p50 (0.0 and 1.0 when a figure is missing or zero). With the probe's concurrent rounds
+    (`_fidelity_probe.concurrent` on n workers): their `slowdown` is the factor with n busy cores (at
+    least 1: being busy elsewhere speeds nothing up), linear from 1.0 at one busy core."""
     ttft, tpot = measured_probe["ttft_p50"], measured_probe["tpot_p50"]
     overhead = max(0.0, ttft - predicted_probe.ttft_p50) if ttft is not None else 0.0
     decode = tpot / predicted_probe.tpot_p50 if tpot and predicted_probe.tpot_p50 > 0 else 1.0
     slowdown: tuple[float, ...] = ()
-    if concurrent and concurrent.get("tpot_p50") and tpot and concurrent["streams"] > 1:
-        n, factor = concurrent["streams"], max(1.0, concurrent["tpot_p50"] / tpot)
+    if concurrent and concurrent.get("slowdown") and concurrent["streams"] > 1:
+        n, factor = concurrent["streams"], max(1.0, concurrent["slowdown"])
         slowdown = tuple(1.0 + (factor - 1.0) * k / (n - 1) for k in range(n))
     return Calibration(overhead, decode, slowdown)

@@ -13,10 +13,10 @@ splits the overhead: the median of the paired TTFT(1) − TTFT(2) is the gateway
 (`gateway_overhead`), TTFT(2) the worker's live first token (`direct_ttft_p50`). Requests the gateway
 disaggregated (P/D) have no one worker to compare with and are left out of the pairs.
 
-3. then, when the plan runs workers on more than one core, rounds of one request per core in use
-   sent at once through the gateway (`concurrent`, `CONCURRENT_REQUESTS` rounds; those spread over
-   different workers count): the co-located set busy together, as in the window's busy stretches.
-   Their median TPOT over step 1's is the slowdown of an iteration while every core is busy
+3. then, when the plan runs workers on more than one core, rounds of one request on every worker at
+   once, straight on their RPCs, alternating with one request on one worker alone (`concurrent`): the
+   co-located set busy together, as in the window's busy stretches. The median TPOT all busy over
+   the one alone is the slowdown of an iteration while every core is busy
    (`SimOptions.core_slowdown`): the cores are not independent devices, since the gateway, the load
    generator, Redis and whatever else runs here take a core no worker uses while one is free, and the
    workers' cores once none is (and caches and memory bandwidth are shared).
@@ -39,7 +39,7 @@ from benchmarks._fidelity_replay import Prompts, Served, _one
 from common.stats import percentile
 
 PROBE_REQUESTS = 15
-CONCURRENT_REQUESTS = 15  # rounds of step 3 (one request per stream each)
+CONCURRENT_REQUESTS = 15  # rounds of step 3 (one request on every worker at once, one alone)
 DIRECT_SALT = "bench-fidelity-direct"
 
 
@@ -95,40 +95,50 @@ async def probe(target: str, api_key: str, model: str, model_dir: Path, addresse
             "failed": sum(1 for s in served if s.error)}
 
 
-def spread_rounds(rounds: Sequence[Sequence[Served]]) -> list[Sequence[Served]]:
-    """The rounds whose requests all ran on different workers (every core busy at once); all rounds
-    when none did."""
-    spread = [r for r in rounds if len({s.worker for s in r}) == len(r) and all(s.worker for s in r)]
-    return spread or list(rounds)
+async def _direct_stream(client: Any, prompt_ids: Sequence[int], output_tokens: int,
+                         tag: str) -> float | None:
+    """TPOT (s) of one greedy completion straight on a worker's RPC: (last − first token) / (n − 1)."""
+    from heteroserve.v1 import common_pb2, worker_pb2
+
+    request = worker_pb2.GenerateRequest(
+        request_id=f"fidelity-busy-{tag}-{time.monotonic_ns()}", prompt_token_ids=list(prompt_ids),
+        sampling=common_pb2.SamplingParams(max_tokens=output_tokens, temperature=0.0, ignore_eos=True),
+        cache_keys=common_pb2.CacheKeys(tenant_salt=DIRECT_SALT))
+    times: list[float] = []
+    async for chunk in client.generate(request):
+        times += [time.monotonic()] * len(chunk.token_ids)
+    return (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
 
 
-async def concurrent(target: str, api_key: str, model: str, model_dir: Path, streams: int,
-                     input_tokens: int, output_tokens: int) -> dict[str, Any]:
-    """Step 3 of the module docstring, in `CONCURRENT_REQUESTS` rounds of `streams` requests sent at once
-    through the gateway, a round starting when the last one ended. The gateway's load-aware choice
-    usually spreads a round over the workers but not always (a round on one worker batches there and
-    leaves a core free: 14 and 6 requests on two workers in one run), so only the rounds spread over
-    different workers count (`spread_rounds`). Returns the medians (s) of their TTFT and TPOT, how many
-    rounds counted, the requests per worker and the failures."""
+async def concurrent(model_dir: Path, addresses: dict[str, str], cluster_token: str, input_tokens: int,
+                     output_tokens: int) -> dict[str, Any]:
+    """Step 3 of the module docstring, straight on the workers' RPCs so that every worker is busy for
+    sure (the gateway's load-aware choice put both requests of a round on one worker in 14 of 15 rounds
+    at 18:31 UTC on 2026-12-07): `CONCURRENT_REQUESTS` rounds, each one request on every worker at once
+    and one request on each worker alone (alternating, so a change of the machine's load hits both).
+    Returns the medians (s) of the TPOT all busy and alone, their ratio (`slowdown`, None when a median
+    is missing), the number of workers and the failures."""
     import asyncio
 
-    from heteroserve.client import AsyncClient, RetryPolicy
+    from tokenizers import Tokenizer
 
+    from workerrpc.client import WorkerClient
+
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     maker = Prompts(model_dir, seed=2)  # no prefix shared with the window or step 1
-    rounds: list[list[Served]] = []
-    async with AsyncClient(target, api_key=api_key, transport="grpc", timeout_seconds=60.0,
-                           retry=RetryPolicy()) as gateway:
-        for _ in range(CONCURRENT_REQUESTS):
-            prompts = [maker.make(input_tokens) for _ in range(streams)]
-            rounds.append(list(await asyncio.gather(*(
-                _one(gateway, model, p, (0.0, input_tokens, output_tokens), time.monotonic())
-                for p in prompts))))
-    counted = [s for r in spread_rounds(rounds) for s in r]
-    workers: dict[str, int] = {}
-    for s in (s for r in rounds for s in r):
-        workers[s.worker or "?"] = workers.get(s.worker or "?", 0) + 1
-    return {"ttft_p50": percentile([s.ttft_seconds for s in counted if s.ttft_seconds is not None], 0.5),
-            "tpot_p50": percentile([s.tpot_seconds for s in counted if s.tpot_seconds is not None], 0.5),
-            "streams": streams, "rounds_counted": len(counted) // streams,
-            "workers": dict(sorted(workers.items())),
-            "failed": sum(1 for r in rounds for s in r if s.error)}
+    clients = [WorkerClient(address, cluster_token) for _, address in sorted(addresses.items())]
+    busy: list[float | None] = []
+    alone: list[float | None] = []
+    try:
+        for n in range(CONCURRENT_REQUESTS):
+            ids = [tok.encode(maker.make(input_tokens)).ids for _ in clients]
+            busy += await asyncio.gather(*(_direct_stream(c, i, output_tokens, f"{n}") for c, i in zip(
+                clients, ids, strict=True)))
+            lone_ids = tok.encode(maker.make(input_tokens)).ids
+            alone.append(await _direct_stream(clients[n % len(clients)], lone_ids, output_tokens, "a"))
+    finally:
+        for client in clients:
+            await client.close()
+    b, a = (percentile([t for t in x if t is not None], 0.5) for x in (busy, alone))
+    return {"busy_tpot_p50": b, "alone_tpot_p50": a, "slowdown": b / a if a and b else None,
+            "streams": len(clients), "failed": sum(t is None for t in busy + alone)}

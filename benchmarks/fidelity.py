@@ -127,9 +127,9 @@ async def measure_plan(cluster: Any, plan: Any, rows: Sequence[Any], prompts: Se
     probed = await probe(cluster.grpc_target, API_KEY, cluster.model_name, cluster.model_dir,
                          cluster.addresses(), CLUSTER_TOKEN, median_in, median_out)
     streams = min(sum(p.count for p in plan.pools), cluster.cores)
-    probed["concurrent"] = (await concurrent(cluster.grpc_target, API_KEY, cluster.model_name,
-                                             cluster.model_dir, streams, median_in, median_out)
-                            if streams > 1 else None)
+    pinned = cluster.addresses()
+    probed["concurrent"] = (await concurrent(cluster.model_dir, pinned, CLUSTER_TOKEN, median_in, median_out)
+                            if streams > 1 and len(pinned) > 1 else None)
     before = await cluster.routing()
     served = await replay(cluster.grpc_target, API_KEY, cluster.model_name, rows, prompts)
     after = await cluster.routing()

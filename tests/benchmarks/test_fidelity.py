@@ -96,16 +96,6 @@ def test_the_probe_gives_an_additive_first_token_overhead_and_a_decode_factor() 
     assert calibration(Sim(0.040, 0.001), {"ttft_p50": 0.030, "tpot_p50": None}) == Calibration(0.0, 1.0)
 
 
-def test_only_rounds_spread_over_different_workers_count() -> None:
-    from benchmarks._fidelity_probe import spread_rounds
-
-    apart = [Served(0.0, 5, worker="w1"), Served(0.0, 5, worker="w2")]
-    together = [Served(0.0, 5, worker="w1"), Served(0.0, 5, worker="w1")]
-    unknown = [Served(0.0, 5, worker="w1"), Served(0.0, 5, error="UnavailableError: down")]
-    assert spread_rounds([apart, together, unknown, apart]) == [apart, apart]
-    assert spread_rounds([together, unknown]) == [together, unknown]  # none spread: every round
-
-
 def test_concurrent_streams_give_the_slowdown_by_busy_cores() -> None:
     @dataclass(frozen=True)
     class Sim:
@@ -113,12 +103,13 @@ def test_concurrent_streams_give_the_slowdown_by_busy_cores() -> None:
         tpot_p50: float
 
     lone = {"ttft_p50": 0.030, "tpot_p50": 0.004}
-    two = calibration(Sim(0.020, 0.002), lone, {"tpot_p50": 0.006, "streams": 2})
+    two = calibration(Sim(0.020, 0.002), lone, {"slowdown": 1.5, "streams": 2})
     assert two.core_slowdown == pytest.approx((1.0, 1.5)) and two.decode_scale == pytest.approx(2.0)
-    three = calibration(Sim(0.020, 0.002), lone, {"tpot_p50": 0.008, "streams": 3})
+    three = calibration(Sim(0.020, 0.002), lone, {"slowdown": 2.0, "streams": 3})
     assert three.core_slowdown == pytest.approx((1.0, 1.5, 2.0))  # linear from one busy core
-    faster = calibration(Sim(0.020, 0.002), lone, {"tpot_p50": 0.003, "streams": 2})
+    faster = calibration(Sim(0.020, 0.002), lone, {"slowdown": 0.75, "streams": 2})
     assert faster.core_slowdown == (1.0, 1.0)  # noise below the lone requests is no speed-up
+    assert calibration(Sim(0.020, 0.002), lone, {"slowdown": None, "streams": 2}).core_slowdown == ()
     assert calibration(Sim(0.020, 0.002), lone, None).core_slowdown == ()
 
 
@@ -179,7 +170,7 @@ def test_quick_run_serves_the_window_live_and_reports_every_figure(
     probe = result["peak_probe"]
     assert probe["failed"] == 0 and probe["direct_ttft_p50"] > 0 and len(probe["pairs"]) >= 1
     assert isinstance(probe["gateway_overhead_seconds"], float)
-    if sum(result["peak_plan_pools"].values()) > 1:  # workers on two cores: the concurrent streams ran
+    if sum(result["peak_plan_pools"].values()) > 1:  # workers on two cores: the concurrent rounds ran
         assert probe["concurrent"]["failed"] == 0 and len(probe["core_slowdown"]) == 2
     assert not list((tmp_path / "live" / "run" / "workers").glob("*.json")), "a worker was left running"
 
