@@ -1,7 +1,7 @@
 """Picker: combine scorer outputs into one choice, with an imbalance guard.
 
-    total(w) = −cost(w)                            (scoring "cost", the default: scorers/cost.py)
-    total(w) = Σ_s weight[s] · score_s(w)          (scoring "weighted")
+    total(w) = Σ_s weight[s] · score_s(w)          (scoring "weighted", the default)
+    total(w) = −cost(w)                            (scoring "cost": scorers/cost.py)
     best = argmax total                            (ties broken by lower load, then worker id)
 
 Imbalance guard (after SGLang's cache-aware router): let w* be the best-scoring worker and m the least

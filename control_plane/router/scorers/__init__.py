@@ -1,7 +1,7 @@
 """Scorers: each maps (request, candidates, prefix match) to one score in [0, 1] per candidate.
 
 One module per scorer, each with its formula in its docstring. With `RouterConfig.scoring = "weighted"`
-the picker combines them as a weighted sum (weights in `RouterConfig`); with `"cost"` (the default),
+(the default) the picker combines them as a weighted sum (weights in `RouterConfig`); with `"cost"`,
 cost.py turns the prefix score into tokens saved and weighs them against the queued work, in tokens.
 A scorer is pure: it reads its inputs and changes nothing. Scores are
 a float64 numpy array in the candidates' order; a scorer's cost is O(candidates) numpy work plus

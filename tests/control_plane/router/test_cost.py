@@ -25,7 +25,7 @@ def states(tracker: InflightTracker, loads: dict[str, int] | None = None) -> lis
 def test_hot_prefix_spreads_once_the_holders_queue_costs_more_than_recomputing() -> None:
     # 8 cached blocks (128 tokens) of a 160-token prompt on w0; nobody finishes a prefill meanwhile
     tracker = InflightTracker()
-    router = Router(RouterConfig(), inflight=tracker)
+    router = Router(RouterConfig(scoring="cost"), inflight=tracker)
     request = RouteRequest(model="tiny", num_prompt_tokens=160)
     match = PrefixHoldings(num_blocks=8, worker_blocks={"w0": 8})
     chosen = []
@@ -49,7 +49,7 @@ def test_hot_prefix_spreads_once_the_holders_queue_costs_more_than_recomputing()
 
 def test_long_cached_prompt_goes_to_its_holder_when_queues_are_even() -> None:
     tracker = InflightTracker()
-    router = Router(RouterConfig(), inflight=tracker)
+    router = Router(RouterConfig(scoring="cost"), inflight=tracker)
     for j in range(4):  # every worker has the same queue: two requests, 300 tokens still to prefill
         for k in range(2):
             tracker.routed(f"w{j}", f"q{j}{k}", prefill_tokens=150)
@@ -65,7 +65,7 @@ def test_long_cached_prompt_goes_to_its_holder_when_queues_are_even() -> None:
 
 def test_a_deep_holder_queue_loses_to_recomputing_a_short_prefix() -> None:
     tracker = InflightTracker()
-    router = Router(RouterConfig(), inflight=tracker)
+    router = Router(RouterConfig(scoring="cost"), inflight=tracker)
     tracker.routed("w0", "big", prefill_tokens=400)  # a long prompt still prefilling on the holder
     match = PrefixHoldings(num_blocks=4, worker_blocks={"w0": 4})
     d = router.route(RouteRequest(model="tiny", num_prompt_tokens=80), states(tracker), match)
