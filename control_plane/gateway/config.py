@@ -79,3 +79,7 @@ class GatewayConfig:
             raise ValueError(f"refresh_seconds must be > 0, got {self.refresh_seconds}")
         if len({k.name for k in self.api_keys}) != len(self.api_keys):
             raise ValueError("api_keys: names must be unique")
+        if self.router.block_size != self.orchestrator.block_size:
+            raise ValueError(f"router.block_size must equal orchestrator.block_size (the workers' tokens per "
+                             f"KV block, which the cost model counts in), got {self.router.block_size} and "
+                             f"{self.orchestrator.block_size}")

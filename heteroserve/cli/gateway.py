@@ -42,6 +42,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default="prefix_aware",
                         choices=("prefix_aware", "round_robin", "least_load", "random"))
     parser.add_argument("--balance-abs-threshold", type=int, default=8)
+    parser.add_argument("--scoring", default="weighted", choices=("weighted", "cost"),
+                        help="how prefix_aware ranks workers: weighted scores (default) or the token cost "
+                             "model (opt-in; control_plane/router/scorers/cost.py)")
+    parser.add_argument("--queue-weight", type=float, default=1.0,
+                        help="cost scoring: weight of the work queued on a worker, in tokens")
+    parser.add_argument("--request-cost-tokens", type=float, default=32.0,
+                        help="cost scoring: prompt-token equivalent of one in-flight request")
     parser.add_argument("--max-retries", type=int, default=2)
     parser.add_argument("--max-migrations", type=int, default=2)
     parser.add_argument("--pd-min-uncached-tokens", type=int, default=256)
@@ -108,7 +115,9 @@ def build_config(args: argparse.Namespace) -> GatewayConfig:
                 first_token_timeout_seconds=args.first_token_timeout,
                 token_timeout_seconds=args.token_timeout, max_retries=args.max_retries,
                 max_migrations=args.max_migrations, pd_min_uncached_tokens=args.pd_min_uncached_tokens),
-            router=RouterConfig(policy=args.policy, balance_abs_threshold=args.balance_abs_threshold),
+            router=RouterConfig(policy=args.policy, balance_abs_threshold=args.balance_abs_threshold,
+                                scoring=args.scoring, queue_weight=args.queue_weight,
+                                request_cost_tokens=args.request_cost_tokens),
             tls=tls_files(args))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

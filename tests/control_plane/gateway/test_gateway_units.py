@@ -19,7 +19,7 @@ from control_plane.orchestrator.prefix import IndexPrefixSource
 from control_plane.orchestrator.relay import Run, accept_chunk
 from control_plane.orchestrator.routed_prefixes import RoutedPrefixes, merge
 from control_plane.orchestrator.types import Finished, GenerateJob, Sampling, TokenDelta
-from control_plane.router import PrefixHoldings
+from control_plane.router import PrefixHoldings, RouterConfig
 from heteroserve.cli import gateway as gateway_cli
 from heteroserve.v1 import common_pb2
 
@@ -97,6 +97,7 @@ def test_rate_limits_are_per_key_not_per_name() -> None:
     ({"models": ()}, "models"), ({"cluster_token": ""}, "cluster_token"),
     ({"http_port": 70000}, "http_port"),
     ({"default_max_tokens": 10_000}, "default_max_tokens"), ({"refresh_seconds": 0}, "refresh_seconds"),
+    ({"router": RouterConfig(block_size=32)}, "router.block_size"),
 ])
 def test_gateway_config_names_field(kwargs: dict[str, object], field: str) -> None:
     base: dict[str, object] = {"models": (ModelSpec("tiny", Path("/m")),), "cluster_token": "t"}
@@ -128,6 +129,21 @@ def test_gateway_flags_fill_the_nested_orchestrator_config(monkeypatch: pytest.M
         max_retries=5, max_migrations=0, pd_min_uncached_tokens=64, block_size=16)
     bad = parser.parse_args(["--model", str(tiny_model_dir), "--max-retries", "-1"])
     with pytest.raises(ConfigError, match="max_retries"):
+        gateway_cli.build_config(bad)
+
+
+def test_gateway_flags_fill_the_router_config(monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path) -> None:
+    parser = argparse.ArgumentParser()
+    gateway_cli.configure(parser)
+    monkeypatch.setenv("HETEROSERVE_CLUSTER_TOKEN", "t")
+    args = parser.parse_args(["--model", str(tiny_model_dir), "--scoring", "cost", "--queue-weight", "0.5",
+                              "--request-cost-tokens", "64"])
+    router = gateway_cli.build_config(args).router
+    assert (router.scoring, router.queue_weight, router.request_cost_tokens) == ("cost", 0.5, 64.0)
+    default = gateway_cli.build_config(parser.parse_args(["--model", str(tiny_model_dir)]))
+    assert default.router.scoring == "weighted"
+    bad = parser.parse_args(["--model", str(tiny_model_dir), "--queue-weight", "-1"])
+    with pytest.raises(ConfigError, match="queue_weight"):
         gateway_cli.build_config(bad)
 
 
