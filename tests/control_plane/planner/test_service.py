@@ -264,3 +264,26 @@ async def test_only_the_leader_publishes_and_a_follower_takes_over(redis_url: st
         await a.stop()
         await b.stop()
         await client.aclose()
+
+
+async def test_stop_cancels_again_a_loop_that_swallowed_its_cancellation(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    svc = service(redis_url, client, config("s"))
+    cancels = 0
+
+    async def stubborn() -> None:  # a loop whose first cancellation is lost, as inside a library call
+        nonlocal cancels
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                cancels += 1
+                if cancels >= 2:
+                    raise
+
+    svc._tasks = [asyncio.create_task(stubborn())]
+    try:
+        await asyncio.wait_for(svc.stop(), 5)  # before the fix: stop() waited for the loop forever
+        assert cancels == 2 and not svc._tasks
+    finally:
+        await client.aclose()
