@@ -111,8 +111,9 @@ class Router:
         else:
             chosen, reason, score = self._score_and_pick(request, candidates, prefix)
         cached = prefix.best_blocks_for(chosen.worker_id)
+        pending = self._prefill_tokens(request, prefix, chosen) if self.config.scoring == "cost" else 0
         return RouteDecision(worker=chosen, policy=policy, reason=reason, score=score, cached_blocks=cached,
-                             num_candidates=n, prefill_tokens=self._prefill_tokens(request, prefix, chosen))
+                             num_candidates=n, prefill_tokens=pending)
 
     def _prefill_tokens(self, request: RouteRequest, prefix: PrefixHoldings, worker: WorkerState) -> int:
         """Prompt tokens `worker` must compute for `request` by the cost model's estimate (uncached(w))."""

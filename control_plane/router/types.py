@@ -102,7 +102,8 @@ class RouteRequest:
 class RouteDecision:
     """The chosen worker and why. `reason` is a bounded label for metrics. `prefill_tokens`: prompt
     tokens the worker must still compute by the router's estimate (its prefix hits credited as in
-    scorers/cost.py), for `InflightTracker.routed(..., prefill_tokens=)`."""
+    scorers/cost.py), for `InflightTracker.routed(..., prefill_tokens=)`; 0 unless the scoring is `cost`,
+    the only reader of the pending sum (the weighted path skips the estimate on every route)."""
 
     worker: WorkerState
     policy: str

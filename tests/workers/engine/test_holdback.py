@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from cache.hashing import HashKeys
 from tests.workers.engine.conftest import HFOracle, greedy_request, make_prompts
+from tests.workers.engine.steps import apply_step
 from workers.engine.block_manager import BlockManager
 from workers.engine.scheduler import ScheduledChunk, Scheduler, SchedulerConfig
 from workers.engine.sequence import Sequence, SequenceStatus
@@ -27,13 +28,7 @@ def _seq(rid: str, tokens: list[int], arrival: int) -> Sequence:
 
 
 def _commit(sched: Scheduler, chunks: list[ScheduledChunk]) -> None:
-    """What the engine does after running a step's chunks: advance, register, 'sample' token 5."""
-    for chunk in chunks:
-        samples = chunk.samples
-        chunk.seq.num_computed_tokens += chunk.num_tokens
-        sched.block_manager.commit(chunk.seq)
-        if samples:
-            chunk.seq.token_ids.append(5)
+    apply_step(sched, chunks, finish=False)
 
 
 def _ids(chunks: list[ScheduledChunk]) -> list[tuple[str, int]]:

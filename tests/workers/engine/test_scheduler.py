@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cache.hashing import HashKeys
+from tests.workers.engine.steps import apply_step
 from workers.engine.block_manager import BlockManager
 from workers.engine.scheduler import Scheduler, SchedulerConfig
 from workers.engine.sequence import Sequence, SequenceStatus
@@ -20,20 +21,7 @@ def _seq(rid: str, n: int, arrival: int, priority: int = 0, max_tokens: int = 4)
     return Sequence(request, arrival, HashKeys("m"), B)
 
 
-def _finish_step(sched: Scheduler, chunks: list) -> list[Sequence]:  # type: ignore[type-arg]
-    """Apply a step like the engine does: advance computed tokens, 'sample' a token, finish at max."""
-    finished = []
-    for chunk in chunks:
-        samples = chunk.samples
-        chunk.seq.num_computed_tokens += chunk.num_tokens
-        sched.block_manager.commit(chunk.seq)
-        if samples:
-            chunk.seq.token_ids.append(5)
-            if chunk.seq.num_generated >= chunk.seq.request.sampling.max_tokens:
-                finished.append(chunk.seq)
-    for seq in finished:
-        sched.remove(seq)
-    return finished
+_finish_step = apply_step
 
 
 def test_budget_chunks_long_prompt_and_decodes_go_first() -> None:
