@@ -59,24 +59,35 @@ def implausible(values: Mapping[Key, float], tolerance: float) -> set[Key]:
     return bad
 
 
-async def measure_points(keys: Sequence[Key], run: Callable[[int, int], Awaitable[float]],
-                         rules: Robustness) -> tuple[dict[Key, float], set[Key]]:
-    """(median per key, keys still implausible after the retries); `run(size, batch)` measures once."""
-    samples: dict[Key, list[float]] = {k: [] for k in keys}
+Report = Callable[[Key, float, str], None]  # (key, median so far in seconds, note) as each point is measured
 
-    async def more(k: Key) -> None:
+
+async def measure_points(keys: Sequence[Key], run: Callable[[int, int], Awaitable[float]],
+                         rules: Robustness,
+                         report: Report | None = None) -> tuple[dict[Key, float], set[Key]]:
+    """(median per key, keys still implausible after the retries); `run(size, batch)` measures once.
+    `report` hears each point as soon as it is measured (note "" the first time, "re-measured" after a
+    retry, "implausible after re-measuring; kept" at the end), so a long grid shows progress."""
+    samples: dict[Key, list[float]] = {k: [] for k in keys}
+    tell = report or (lambda key, seconds, note: None)
+
+    async def more(k: Key, note: str) -> None:
         samples[k] += [await run(*k) for _ in range(rules.repeats)]
+        tell(k, statistics.median(samples[k]), note)
 
     for k in keys:
-        await more(k)
+        await more(k, "")
     for _ in range(rules.retries):
         bad = implausible(_medians(samples), rules.tolerance)
         if not bad:
             break
         for k in sorted(bad):
-            await more(k)
+            await more(k, "re-measured")
     values = _medians(samples)
-    return values, implausible(values, rules.tolerance)
+    still = implausible(values, rules.tolerance)
+    for k in sorted(still):
+        tell(k, values[k], "implausible after re-measuring; kept")
+    return values, still
 
 
 def _medians(samples: Mapping[Key, list[float]]) -> dict[Key, float]:

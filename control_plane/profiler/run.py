@@ -82,28 +82,29 @@ class Identity:
     kv_bytes_per_token: float = 0.0
 
 
-def _flag(still: set[tuple[int, int]], key: tuple[int, int]) -> str:
-    return " (implausible after re-measuring; kept)" if key in still else ""
+def _noted(note: str) -> str:
+    return f" ({note})" if note else ""
 
 
 async def _prefill_points(grid: ProfileGrid, run: Callable[[int, int], Awaitable[float]],
                           progress: ProgressFn) -> tuple[PrefillPoint, ...]:
     """Median-of-repeats points, implausible ones measured again (`points.measure_points`)."""
+    def report(key: tuple[int, int], seconds: float, note: str) -> None:
+        progress(f"prefill in={key[0]} batch={key[1]}: {seconds * 1e3:.1f} ms" + _noted(note))
+
     keys = [(t, b) for t in grid.input_tokens for b in grid.prefill_batches]
-    values, still = await measure_points(keys, run, grid.robustness)
-    for (tokens, batch), seconds in values.items():
-        progress(f"prefill in={tokens} batch={batch}: {seconds * 1e3:.1f} ms{_flag(still, (tokens, batch))}")
+    values, _ = await measure_points(keys, run, grid.robustness, report)
     return tuple(PrefillPoint(t, b, round(values[(t, b)], 6)) for t, b in keys)
 
 
 async def _decode_points(grid: ProfileGrid, run: Callable[[int, int], Awaitable[float]],
                          progress: ProgressFn) -> tuple[DecodePoint, ...]:
     """As `_prefill_points`, keyed (context, batch)."""
+    def report(key: tuple[int, int], seconds: float, note: str) -> None:
+        progress(f"decode ctx={key[0]} batch={key[1]}: TPOT {seconds * 1e3:.2f} ms" + _noted(note))
+
     keys = [(c, b) for c in grid.context_tokens for b in grid.decode_batches]
-    values, still = await measure_points(keys, run, grid.robustness)
-    for (context, batch), seconds in values.items():
-        flag = _flag(still, (context, batch))
-        progress(f"decode ctx={context} batch={batch}: TPOT {seconds * 1e3:.2f} ms{flag}")
+    values, _ = await measure_points(keys, run, grid.robustness, report)
     return tuple(DecodePoint(b, c, round(values[(c, b)], 6)) for c, b in keys)
 
 

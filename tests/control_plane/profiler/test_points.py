@@ -69,9 +69,15 @@ def test_median_of_repeats_and_a_bad_point_measured_again() -> None:
 def test_a_point_still_implausible_is_kept_and_named() -> None:
     readings = {(64, 1): [9e-3] * 9, (64, 4): [5e-3] * 9}  # always a faster batch of 4
     calls, run = _runs(readings)
-    values, still = asyncio.run(measure_points(list(readings), run, Robustness(repeats=3, retries=2)))  # type: ignore[arg-type]
+    heard: list[tuple[tuple[int, int], str]] = []
+    values, still = asyncio.run(measure_points(list(readings), run, Robustness(repeats=3, retries=2),  # type: ignore[arg-type]
+                                               lambda key, seconds, note: heard.append((key, note))))
     assert still == {(64, 1), (64, 4)} and values[(64, 4)] == 5e-3
     assert calls == {(64, 1): 9, (64, 4): 9}  # first runs plus two rounds of retries, no more
+    # progress as measured: each first pass, each retry, then the points kept although implausible
+    kept = "implausible after re-measuring; kept"
+    assert heard == [((64, 1), ""), ((64, 4), ""), *[((64, 1), "re-measured"), ((64, 4), "re-measured")] * 2,
+                     ((64, 1), kept), ((64, 4), kept)]
 
 
 def test_tpot_counts_from_the_last_sequence_first_token() -> None:
