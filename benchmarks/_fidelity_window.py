@@ -17,6 +17,12 @@ Rule (nothing here looks at a plan, a prediction or a measurement):
    peak-sized and the mean-sized plans (a predicate the caller gives: the planner, no prediction, no
    measurement) size differently; 1.0 when none does (the contrast then does not exist on this
    machine, and the benchmark says so).
+6. Compression and window by prediction (`choose_predicted`; the rule `bench fidelity` applies since
+   2026-12-07 20:58 UTC, replacing step 5 there, which stays as its fallback): compressions of
+   `COMPRESSIONS` ascending while the window lies inside the compressed trace, and at each the
+   candidate windows of step 4 burstiest first; the first window for which the caller's predicate on
+   plans and simulator predictions holds (nothing measured live enters it; `bench fidelity`'s
+   docstring states the predicate).
 Rows are (arrival seconds from the window's start, input tokens, output tokens).
 """
 
@@ -76,8 +82,9 @@ def peak_rate(arrivals: Sequence[float], seconds: float) -> float:
     return float(percentile([c / PEAK_WINDOW_S for c in counts], PEAK_QUANTILE) or 0.0)
 
 
-def pick_window(rows: Sequence[Row], seconds: float, compression: float, k: int) -> Window:
-    """The rule of the module docstring (steps 3-4). Raises ValueError naming a bad argument."""
+def candidate_windows(rows: Sequence[Row], seconds: float, compression: float, k: int) -> list[Window]:
+    """Steps 3-4 of the module docstring without the choice: every candidate window that holds a
+    request, in trace order. Raises ValueError naming a bad argument."""
     if seconds <= 0:
         raise ValueError(f"window seconds must be > 0, got {seconds}")
     if compression <= 0:
@@ -88,19 +95,43 @@ def pick_window(rows: Sequence[Row], seconds: float, compression: float, k: int)
     if not timed:
         raise ValueError("the trace has no requests")
     last = max(timed[-1][0] - seconds, 0.0)
-    best: Window | None = None
+    out: list[Window] = []
     for n in range(k):
         start = last * n / (k - 1) if k > 1 else 0.0
         inside = tuple((a - start, i, o) for a, i, o in timed if start <= a < start + seconds)
-        if not inside:
-            continue
-        mean = len(inside) / seconds
-        window = Window(inside, start, seconds, peak_rate([r[0] for r in inside], seconds), mean, k)
-        if best is None or window.peak_to_mean > best.peak_to_mean:
-            best = window
-    if best is None:
+        if inside:
+            mean = len(inside) / seconds
+            out.append(Window(inside, start, seconds, peak_rate([r[0] for r in inside], seconds), mean, k))
+    return out
+
+
+def by_burstiness(windows: Sequence[Window]) -> list[Window]:
+    """Highest peak / mean first; trace order on a tie."""
+    return sorted(windows, key=lambda w: -w.peak_to_mean)
+
+
+def pick_window(rows: Sequence[Row], seconds: float, compression: float, k: int) -> Window:
+    """The rule of the module docstring (steps 3-4). Raises ValueError naming a bad argument."""
+    windows = candidate_windows(rows, seconds, compression, k)
+    if not windows:
         raise ValueError(f"no candidate window of {seconds} s holds a request")
-    return best
+    return by_burstiness(windows)[0]
+
+
+def choose_predicted(rows: Sequence[Row], seconds: float, k: int,
+                     contrast: Callable[[float, Window], bool]) -> tuple[float, Window] | None:
+    """Step 6 of the module docstring: the first (compression, window), compressions of `COMPRESSIONS`
+    ascending while the window lies inside the compressed trace, and at each the candidate windows
+    burstiest first, for which `contrast(compression, window)` (the caller's predicate on plans and
+    predictions only) holds; None when none does."""
+    span = max((r[0] for r in rows), default=0.0)
+    for c in COMPRESSIONS:
+        if span / c < seconds:  # the window would reach past the trace: its mean rate would be wrong
+            break
+        for window in by_burstiness(candidate_windows(rows, seconds, c, k)):
+            if contrast(c, window):
+                return c, window
+    return None
 
 
 def choose_compression(rows: Sequence[Row], seconds: float, k: int,

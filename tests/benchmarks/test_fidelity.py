@@ -16,6 +16,7 @@ from benchmarks._fidelity_window import (
     DEFAULT_TRACE,
     Window,
     choose_compression,
+    choose_predicted,
     peak_rate,
     pick_window,
     scaled_rows,
@@ -57,6 +58,62 @@ def test_the_compression_is_the_smallest_of_the_ladder_where_the_plans_differ() 
     assert choose_compression(rows, 40.0, 3, differ, min_peak_to_mean=1.25) == 1.0 and seen == []
     bursty = sorted(rows + [(100.0 + 0.01 * k, 100, 10) for k in range(100)])  # 100 more at 100-101 s
     assert choose_compression(bursty, 40.0, 3, differ, min_peak_to_mean=1.25) == 2.0  # mean ≥ 3.9: ×2
+
+
+def test_the_prediction_rule_takes_the_first_compression_and_the_burstiest_window_that_qualify() -> None:
+    steady = [(float(t), 100, 10) for t in range(0, 200)]  # 200 s at 1 req/s
+    rows = sorted(steady + [(150.0 + 0.01 * k, 100, 10) for k in range(30)])  # a burst at 150 s
+    seen: list[tuple[float, float]] = []
+
+    def contrast(c: float, window: Window) -> bool:
+        seen.append((c, window.peak_to_mean))
+        return c >= 2.0
+
+    c, window = choose_predicted(rows, 40.0, 5, contrast) or (0.0, None)
+    assert c == 2.0 and window is not None and window.peak_to_mean == max(w for k, w in seen if k == 2.0)
+    # at every compression the candidates are asked burstiest first, and ×1 was asked in full before ×2
+    assert [k for k, _ in seen] == [1.0] * 5 + [2.0]
+    ratios = [w for k, w in seen if k == 1.0]
+    assert ratios == sorted(ratios, reverse=True) and ratios[0] > ratios[-1]
+    # none qualifies before the window outgrows the compressed trace (199 s / 5 < 40 s): None
+    seen.clear()
+
+    def never(c: float, window: Window) -> bool:
+        seen.append((c, window.peak_to_mean))
+        return False
+
+    assert choose_predicted(rows, 40.0, 5, never) is None
+    assert max(k for k, _ in seen) == 4.0
+
+
+def test_the_prediction_rule_asks_the_planner_and_the_simulator(tmp_path: Path) -> None:
+    """`predicted_contrast` on real plans and simulations (seeded tiny profiles): equal plans stop it
+    before any simulation; different plans are simulated, and the predicate is the rule's bounds."""
+    from benchmarks._fidelity_predict import planning_inputs, sizing_inputs
+
+    inputs = sizing_inputs(planning_inputs(sorted(SEEDED_PROFILES.glob("*.json")), tmp_path / "model"), 2)
+    calm = pick_window([(0.5 * t, 100, 10) for t in range(120)], 60.0, 1.0, 1)  # 2 req/s, steady
+    got = fidelity.predicted_contrast(inputs, calm, 2, 256)
+    assert got["contrast"] is False and got["peak_plan_pools"] == got["mean_plan_pools"]
+    assert "peak_predicted_attainment" not in got
+
+    def burst(base: int, factor: int) -> Window:  # `base` req/s for 60 s, `factor` × that for 5 s at 30 s
+        extra = base * 5 * (factor - 1)
+        return pick_window(sorted([(t / base, 200, 20) for t in range(60 * base)]
+                                  + [(30 + 5 / extra * k, 200, 20) for k in range(extra)]), 60.0, 1.0, 1)
+
+    # a mild burst: 2 workers for the peak, 1 for the mean, and the one worker is predicted to cope
+    mild = fidelity.predicted_contrast(inputs, burst(40, 2), 2, 256)
+    assert mild["peak_plan_pools"] != mild["mean_plan_pools"] and mild["contrast"] is False
+    assert mild["peak_predicted_attainment"] >= fidelity.RULE_PEAK_MIN
+    assert mild["mean_predicted_attainment"] > fidelity.RULE_MEAN_MAX
+    # a burst of 8x the base rate: the one worker of the mean plan is predicted to miss clearly
+    sharp = fidelity.predicted_contrast(inputs, burst(20, 8), 2, 256)
+    assert sharp["contrast"] is True and sharp["peak_plan_pools"] != sharp["mean_plan_pools"]
+    assert sharp["peak_predicted_attainment"] >= fidelity.RULE_PEAK_MIN
+    assert sharp["mean_predicted_attainment"] <= fidelity.RULE_MEAN_MAX
+    # beyond what two cores host: infeasible, no contrast
+    assert "infeasible" in fidelity.predicted_contrast(inputs, burst(40, 8), 2, 256)
 
 
 def test_sizing_inputs_drop_the_availability_floor_and_cap_the_inventory_by_cores(tmp_path: Path) -> None:
@@ -137,11 +194,17 @@ def test_share_deviation_counts_only_the_requests_between_the_snapshots() -> Non
 def test_without_a_peak_vs_mean_contrast_check_fails() -> None:
     """The peak plan meeting the SLO says nothing about sizing unless the mean-sized plan, a different
     fleet, misses it: otherwise the part is skipped, and a skipped part fails `--check`."""
-    same = {"mean_plan_equals_peak_plan": True, "mean_slo_attainment_measured": 1.0}
-    mean_meets = {"mean_plan_equals_peak_plan": False, "mean_slo_attainment_measured": 0.97}
-    mean_misses = {"mean_plan_equals_peak_plan": False, "mean_slo_attainment_measured": 0.6}
+    same = {"contrast_predicted": True, "mean_plan_equals_peak_plan": True,
+            "mean_slo_attainment_measured": 1.0}
+    mean_meets = {"contrast_predicted": True, "mean_plan_equals_peak_plan": False,
+                  "mean_slo_attainment_measured": 0.97}
+    mean_misses = {"contrast_predicted": True, "mean_plan_equals_peak_plan": False,
+                   "mean_slo_attainment_measured": 0.6}
     assert fidelity.contrast_missing(same) and fidelity.contrast_missing(mean_meets)
     assert fidelity.contrast_missing(mean_misses) == []
+    # a miss on a window the prediction rule did not choose (its fallback) is no contrast: noise can make it
+    unpredicted = {**mean_misses, "contrast_predicted": False}
+    assert "no window" in fidelity.contrast_missing(unpredicted)[0]
     args = fidelity.parse(["--check"])
     result = {"ttft_p50_error": 0.0, "tpot_p50_error": 0.0, "slo_attainment_error": 0.0,
               "share_deviation_max": 0.0, "slo_attainment_measured": 1.0}
