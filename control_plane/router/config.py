@@ -14,6 +14,8 @@ Policy = Literal["prefix_aware", "round_robin", "least_load", "random"]
 POLICIES: tuple[str, ...] = get_args(Policy)
 Scoring = Literal["cost", "weighted"]
 SCORINGS: tuple[str, ...] = get_args(Scoring)
+LoadSignal = Literal["dispatch", "reported"]
+LOAD_SIGNALS: tuple[str, ...] = get_args(LoadSignal)
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,13 @@ class RouterConfig:
     1.000 with `weighted`; docs/benchmarks.md) takes the best weighted sum of the prefix, load and affinity
     scores (the scorer weights apply to it only).
     `balance_*` are the imbalance guard's thresholds, in requests, applied after either (see picker.py).
+    `load_signal` is the load that `least_load`, the load scorer, the cost model and the guard read:
+    `dispatch` (default) = the requests this gateway has in flight on the worker at the moment of the
+    decision (the attached `InflightTracker`; SGLang's and vllm-router's cache_aware count load the same
+    way), `reported` = the worker's last stats report (running + waiting) + requests routed after it,
+    which also sees other gateways' requests but keeps a finished request counted until the next report
+    (the gateway polls every 0.5 s by default; a bench request lives ~50 ms). Without a tracker both
+    read `reported`.
     `session_capacity` bounds the session → worker map. `seed` seeds `random`.
     `route_share_epsilon` and `route_share_window` bound the route step's prefix deviation: a route
     takes at most its planned share + ε of its class's last `window` decisions (see split.py).
@@ -43,6 +52,7 @@ class RouterConfig:
     tier_credits: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TIER_CREDITS))
     balance_abs_threshold: int = 8
     balance_rel_threshold: float = 1.5
+    load_signal: LoadSignal = "dispatch"
     session_capacity: int = 100_000
     seed: int = 0
     route_share_epsilon: float = DEFAULT_EPSILON
@@ -53,6 +63,9 @@ class RouterConfig:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
         if self.scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {', '.join(SCORINGS)}, got {self.scoring!r}")
+        if self.load_signal not in LOAD_SIGNALS:
+            raise ValueError(f"load_signal must be one of {', '.join(LOAD_SIGNALS)}, "
+                             f"got {self.load_signal!r}")
         if self.block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {self.block_size}")
         for name in ("prefix_weight", "load_weight", "affinity_weight", "queue_weight",

@@ -12,6 +12,10 @@ compute for that request (the router's estimate: prompt minus what the worker ca
 pending until `first_token` (the prefill is done) or `finished`. `pending_prefill()` is the per-worker
 sum: the queued prefill work this gateway put on each worker, in tokens, read by the router's cost model
 (scorers/cost.py). Workers with nothing pending are absent from it, so reading it is O(busy workers).
+
+In flight at dispatch: `busy()` is the per-worker count of requests routed and not yet finished, kept
+as they happen (O(1) per routed/finished), so the router reads a current load in O(busy workers)
+(`RouterConfig.load_signal = "dispatch"`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class InflightTracker:
 
     def __init__(self) -> None:
         self._routed_at: dict[str, dict[str, float]] = defaultdict(dict)
+        self._busy: dict[str, int] = {}  # worker -> requests in flight there (> 0 only)
         self._listeners: list[Listener] = []
         self._prefill: dict[tuple[str, str], int] = {}  # (worker, request) -> tokens still to prefill
         self._pending: dict[str, int] = {}  # worker -> Σ of its entries in _prefill (> 0 only)
@@ -41,7 +46,10 @@ class InflightTracker:
         """Record that `request_id` was sent to `worker_id`, which must still prefill `prefill_tokens`
         of its prompt (>= 0; 0 = unknown or nothing to compute)."""
         at = time.monotonic() if now is None else now
-        self._routed_at[worker_id][request_id] = at
+        routed = self._routed_at[worker_id]
+        if request_id not in routed:
+            self._busy[worker_id] = self._busy.get(worker_id, 0) + 1
+        routed[request_id] = at
         if prefill_tokens > 0:
             self._drop_prefill(worker_id, request_id)  # a re-route of the same id replaces its entry
             self._prefill[(worker_id, request_id)] = prefill_tokens
@@ -59,11 +67,22 @@ class InflightTracker:
         self.first_token(worker_id, request_id)
         at = self._routed_at.get(worker_id, {}).pop(request_id, None)
         if at is not None:
+            left = self._busy[worker_id] - 1
+            if left:
+                self._busy[worker_id] = left
+            else:
+                del self._busy[worker_id]
             for listener in self._listeners:
                 listener(worker_id, at, -1)
 
     def in_flight(self, worker_id: str) -> int:
         return len(self._routed_at.get(worker_id, {}))
+
+    def busy(self) -> Mapping[str, int]:
+        """Worker id -> requests this gateway routed there and not yet finished (only workers with > 0):
+        the load as this gateway knows it at dispatch, never behind a stats report. A live view: do not
+        keep it across routing decisions."""
+        return self._busy
 
     def pending_prefill(self) -> Mapping[str, int]:
         """Worker id -> prompt tokens routed there and not yet first-token'd (only workers with > 0).

@@ -1,10 +1,11 @@
 """The router: filters → scorers → picker, or a baseline policy, over one snapshot of the cluster.
 
 `Router.route(request, workers, prefix)` is synchronous and pure apart from reading the attached
-`InflightTracker`'s pending prefill tokens (the `cost` scoring's queue term; `Router.inflight`, set by
-whoever owns the tracker, None = no pending term) and four pieces of routing state the router owns:
-the round-robin cursor, the seeded random generator of the `random` policy, a
-bounded session → worker map for affinity, and the last `WorkerTable` it built (reused while it is
+`InflightTracker` (`Router.inflight`, set by whoever owns the tracker): its requests in flight per worker
+(the load under `load_signal = "dispatch"`, the default; None = the table's reported load) and its
+pending prefill tokens (the `cost` scoring's queue term; None = no pending term), and four pieces of
+routing state the router owns: the round-robin cursor, the seeded random generator of the `random`
+policy, a bounded session → worker map for affinity, and the last `WorkerTable` it built (reused while it is
 handed the same tuple of states; see table.py). It never performs I/O.
 
 Cost per decision, given the snapshot's table: O(workers) numpy work (masks and scores over candidate
@@ -35,6 +36,7 @@ from control_plane.router.table import Candidates, WorkerTable
 from control_plane.router.types import PrefixHoldings, RouteDecision, RouteRequest, WorkerState
 
 Workers = Sequence[WorkerState] | WorkerTable
+LOAD_POLICIES = ("least_load", "prefix_aware")  # the policies that read a load (config.load_signal)
 
 
 class Router:
@@ -98,6 +100,8 @@ class Router:
                 prefix: PrefixHoldings) -> RouteDecision:
         policy = self.config.policy
         n = len(candidates)
+        if policy in LOAD_POLICIES and self.config.load_signal == "dispatch" and self.inflight is not None:
+            candidates = candidates.with_load(self._dispatch_load(candidates))
         if policy == "round_robin":
             chosen, reason, score = candidates.state(self._cursor % n), "round_robin", 0.0
             self._cursor += 1
@@ -114,6 +118,18 @@ class Router:
         pending = self._prefill_tokens(request, prefix, chosen) if self.config.scoring == "cost" else 0
         return RouteDecision(worker=chosen, policy=policy, reason=reason, score=score, cached_blocks=cached,
                              num_candidates=n, prefill_tokens=pending)
+
+    def _dispatch_load(self, candidates: Candidates) -> np.ndarray:
+        """Per candidate, the requests this gateway has in flight there now (`load_signal` dispatch):
+        O(candidates) numpy + O(busy workers) Python."""
+        assert self.inflight is not None
+        load = np.zeros(len(candidates), dtype=np.int64)
+        busy = self.inflight.busy()
+        if busy:
+            workers, at = candidates.where(busy)
+            if workers:
+                load[at] = [busy[w] for w in workers]
+        return load
 
     def _prefill_tokens(self, request: RouteRequest, prefix: PrefixHoldings, worker: WorkerState) -> int:
         """Prompt tokens `worker` must compute for `request` by the cost model's estimate (uncached(w))."""

@@ -102,10 +102,13 @@ class WorkerTable:
 
 @dataclass(frozen=True, eq=False)
 class Candidates:
-    """The workers still in the running for one request: `idx` = sorted table positions."""
+    """The workers still in the running for one request: `idx` = sorted table positions. `load_view`,
+    when set, is the load the scorers and the guard read instead of the table's (per candidate, same
+    order; the router's `load_signal = "dispatch"`, see pipeline.py)."""
 
     table: WorkerTable
     idx: np.ndarray
+    load_view: np.ndarray | None = None
 
     @classmethod
     def of(cls, workers: Sequence[WorkerState]) -> Candidates:
@@ -118,7 +121,11 @@ class Candidates:
 
     @property
     def load(self) -> np.ndarray:
-        return self.table.load[self.idx]
+        return self.table.load[self.idx] if self.load_view is None else self.load_view
+
+    def with_load(self, load: np.ndarray) -> Candidates:
+        """The same candidates, read with `load` (one value per candidate) as their load."""
+        return Candidates(self.table, self.idx, load)
 
     @property
     def pool_code(self) -> np.ndarray:

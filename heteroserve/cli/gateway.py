@@ -42,6 +42,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default="prefix_aware",
                         choices=("prefix_aware", "round_robin", "least_load", "random"))
     parser.add_argument("--balance-abs-threshold", type=int, default=8)
+    parser.add_argument("--balance-rel-threshold", type=float, default=1.5)
+    parser.add_argument("--load-signal", default="dispatch", choices=("dispatch", "reported"),
+                        help="the load the router reads: this gateway's requests in flight (default) or "
+                             "the workers' last stats report + routed since (control_plane/router/config.py)")
     parser.add_argument("--scoring", default="weighted", choices=("weighted", "cost"),
                         help="how prefix_aware ranks workers: weighted scores (default) or the token cost "
                              "model (opt-in; control_plane/router/scorers/cost.py)")
@@ -116,8 +120,9 @@ def build_config(args: argparse.Namespace) -> GatewayConfig:
                 token_timeout_seconds=args.token_timeout, max_retries=args.max_retries,
                 max_migrations=args.max_migrations, pd_min_uncached_tokens=args.pd_min_uncached_tokens),
             router=RouterConfig(policy=args.policy, balance_abs_threshold=args.balance_abs_threshold,
-                                scoring=args.scoring, queue_weight=args.queue_weight,
-                                request_cost_tokens=args.request_cost_tokens),
+                                balance_rel_threshold=args.balance_rel_threshold,
+                                load_signal=args.load_signal, scoring=args.scoring,
+                                queue_weight=args.queue_weight, request_cost_tokens=args.request_cost_tokens),
             tls=tls_files(args))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

@@ -49,7 +49,8 @@ def test_hot_prefix_spreads_once_the_holders_queue_costs_more_than_recomputing()
 
 def test_long_cached_prompt_goes_to_its_holder_when_queues_are_even() -> None:
     tracker = InflightTracker()
-    router = Router(RouterConfig(scoring="cost"), inflight=tracker)
+    # the stats reports' extra request ({"w1": 1} below) counts only in the reported load signal
+    router = Router(RouterConfig(scoring="cost", load_signal="reported"), inflight=tracker)
     for j in range(4):  # every worker has the same queue: two requests, 300 tokens still to prefill
         for k in range(2):
             tracker.routed(f"w{j}", f"q{j}{k}", prefill_tokens=150)
