@@ -89,8 +89,10 @@ class System:
 
 
 def start_ours(policy: str, model_dir: Path, workdir: Path, num_workers: int, engine: str = "native",
-               name: str | None = None, shared_tier: bool = True) -> System:
-    """Our gateway with `policy` over `num_workers` workers running `engine` (shared tier as given)."""
+               name: str | None = None, shared_tier: bool = True,
+               gateway_args: tuple[str, ...] = ()) -> System:
+    """Our gateway with `policy` (and `gateway_args`, e.g. router settings for an A/B) over `num_workers`
+    workers running `engine` (shared tier as given)."""
     name = name or policy
     cluster = LocalCluster(_mkdir(workdir / name))
     try:
@@ -98,7 +100,8 @@ def start_ours(policy: str, model_dir: Path, workdir: Path, num_workers: int, en
         cluster.start_parallel([worker_command(model_dir, f"{name}-w{i}", redis_url, engine, i,
                                                shared_tier=shared_tier) for i in range(num_workers)],
                                " ready on ")
-        http_url, _ = cluster.start_gateway(model_dir, redis_url, {API_KEY: "bench"}, "--policy", policy)
+        http_url, _ = cluster.start_gateway(model_dir, redis_url, {API_KEY: "bench"}, "--policy", policy,
+                                             *gateway_args)
         wait_for_workers(http_url, num_workers)
     except NotReadyError as exc:
         cluster.stop()
@@ -107,8 +110,9 @@ def start_ours(policy: str, model_dir: Path, workdir: Path, num_workers: int, en
         cluster.stop()
         raise
     return System(name, cluster, http_url, {"authorization": f"Bearer {API_KEY}"}, model_dir.name,
-                  {"router": f"heteroserve gateway --policy {policy}", "engine": engine,
-                   "workers": num_workers, "shared_tier": shared_tier, "kv_cache_mb": KV_CACHE_MB})
+                  {"router": " ".join(["heteroserve gateway --policy", policy, *gateway_args]),
+                   "engine": engine, "workers": num_workers, "shared_tier": shared_tier,
+                   "kv_cache_mb": KV_CACHE_MB})
 
 
 def start_peer(policy: str, model_dir: Path, workdir: Path, num_workers: int,

@@ -54,6 +54,8 @@ from benchmarks._replay import replay_requests
 from benchmarks._replay import summarize as summarize_replay
 from benchmarks._report import Target, add_arguments, finish
 from benchmarks._routing_misses import miss_causes
+from benchmarks._routing_parts import decompose
+from benchmarks._routing_parts import measure as measure_parts
 from benchmarks._routing_systems import (
     ENGINES,
     OURS,
@@ -107,8 +109,11 @@ def choose_windows(num_rows: int, args: argparse.Namespace) -> list[Window]:
 def _start(name: str, args: argparse.Namespace, model_dir: Path, workdir: Path) -> System:
     print(f"starting {name} (Redis, {args.workers} {args.engine} workers, router)", file=sys.stderr,
           flush=True)
-    start = start_peer if name.startswith(PEER_PREFIX) else start_ours
-    return start(name.removeprefix(PEER_PREFIX), model_dir, workdir, args.workers, engine=args.engine)
+    if name.startswith(PEER_PREFIX):
+        return start_peer(name.removeprefix(PEER_PREFIX), model_dir, workdir, args.workers,
+                          engine=args.engine)
+    return start_ours(name, model_dir, workdir, args.workers, engine=args.engine,
+                      gateway_args=tuple(args.gateway_arg))
 
 
 def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[dict[str, Any]], list[System]]:
@@ -143,6 +148,13 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[dict[str, Any
                           f"ttft mean {summary['ttft_mean_s']} s, wall {summary['wall_s']:.1f} s",
                           file=sys.stderr, flush=True)
                 turn += 1
+        ours = next((s for s in systems if s.name == OURS_NAME), None)
+        if args.ttft_parts and ours is not None:
+            print(f"TTFT parts: {OURS_NAME}, requests one at a time (cold, then warm)", file=sys.stderr,
+                  flush=True)
+            ours.settings["ttft_parts"] = measure_parts(ours, [rows[i] for w in windows
+                                                               for i in range(w.start, w.start + w.size)],
+                                                        words=words, salt=999_000, max_blocks=args.max_blocks)
     finally:
         for system in systems:
             system.cluster.stop()
@@ -233,6 +245,13 @@ def summarize(plan: list[dict[str, Any]], systems: list[System]) -> tuple[dict[s
         replays = list(s.replays.values())
         result[f"{s.name}_cached_share_mean"] = _mean([x["cached_share"] for x in replays])
         result[f"{s.name}_ttft_mean_s"] = _mean([x["ttft_mean_s"] for x in replays])
+    parts = by_name[OURS_NAME].settings.pop("ttft_parts", None) if OURS_NAME in by_name else None
+    if parts is not None and RR_NAME in by_name and len(windows) == 1:
+        w0, rr = windows[0], by_name[RR_NAME].replays[(0, 0)]
+        result["ttft_parts"] = parts | decompose(parts, mean_prompt_tokens=w0["mean_prompt_tokens"],
+                                                 oracle_share=w0["oracle_share"],
+                                                 rr_cached_share=rr["cached_share"],
+                                                 rr_ttft_mean_s=rr["ttft_mean_s"])
     eligible = [w for w in windows.values() if w["oracle_share"] >= ORACLE_MIN]
     result["ttft_windows_eligible"] = len(eligible)
     for label in ("vs_rr", "vs_vllm_router"):
@@ -263,6 +282,9 @@ def print_windows(result: dict[str, Any]) -> None:
                           f"{x['cache_efficiency']}  ttft mean/p50/p99 {x['ttft_mean_s']}/{x['ttft_p50_s']}/"
                           f"{x['ttft_p99_s']} s  wall {x['wall_s']} s  per worker {x['requests_per_worker']}"
                           f"  missed oracle tokens {x['missed_oracle_tokens']}")
+    if "ttft_parts" in result:
+        print("TTFT parts (idle, one request at a time; applied to round robin's replay): "
+              + ", ".join(f"{k} {v}" for k, v in result["ttft_parts"].items()))
     if not result.get("ttft_windows_eligible"):
         print(f"TTFT targets not applicable: no window has an oracle share >= {ORACLE_MIN}")
 
@@ -284,6 +306,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--engine", choices=ENGINES, default="native",
                         help="the workers' engine (vllm: one system at a time, see docs)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 window of 16 requests, 1 round")
+    parser.add_argument("--gateway-arg", action="append", default=[], metavar="FLAG",
+                        help="an extra flag for our gateways, e.g. --gateway-arg=--load-signal=reported "
+                             "(repeatable; an A/B of router settings; stated in the output)")
+    parser.add_argument("--ttft-parts", action="store_true",
+                        help="after the replays, split prefix_aware's idle TTFT into fixed and prefill parts "
+                             "(requests one at a time; benchmarks/_routing_parts.py) and apply it to round "
+                             "robin's replay (one window only)")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="model preset (default bench)")
     parser.add_argument("--policies", nargs="*", choices=OURS, help="our gateway's policies (default all)")
     parser.add_argument("--peers", nargs="*", choices=PEER_POLICIES,
