@@ -15,6 +15,7 @@ The credentials are read when the client is built, so a client built after a rot
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
@@ -27,9 +28,18 @@ from common.errors import error_from_rpc_error as domain_error
 from common.tls import ClientTLS
 from heteroserve.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 from workerrpc.session import SessionUnsupported, WorkerSession
+from workerrpc.stream_session import StreamSession, StreamUnavailable
 
 WORKER_SERVICE = "heteroserve.v1.Worker"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # both ends of a worker channel: KV blocks of big models are MBs
+# use a worker's plain session port when it names one (docs/architecture.md); the environment variable
+# turns it off for every client of a process (the gateway builds its clients in the orchestrator's view)
+SESSION_PORT_DEFAULT = os.environ.get("HETEROSERVE_WORKER_SESSION_PORT", "1") != "0"
+
+
+def _host(address: str) -> str:
+    """The host of `host:port` (brackets of an IPv6 literal removed)."""
+    return address.rsplit(":", 1)[0].strip("[]")
 
 
 class WorkerClient:
@@ -39,8 +49,13 @@ class WorkerClient:
     def __init__(self, address: str, cluster_token: str, *, timeout_seconds: float = 30.0,
                  stream_timeout_seconds: float | None = None,
                  channel_options: Sequence[tuple[str, int | str]] = (), tls: ClientTLS | None = None,
-                 ) -> None:
+                 session_port: bool = SESSION_PORT_DEFAULT) -> None:
+        """`session_port`: let `session_generate` use the worker's plain session port when it advertises
+        one (never with `tls`: that port is plaintext)."""
         self.address = address
+        self._token = cluster_token
+        self._use_port = session_port and tls is None
+        self._fast: StreamSession | None = None
         self._metadata = (("authorization", f"Bearer {cluster_token}"),) if cluster_token else ()
         self._timeout = timeout_seconds
         self._stream_timeout = stream_timeout_seconds
@@ -54,6 +69,8 @@ class WorkerClient:
         self._session = WorkerSession(self._stub, self._metadata, address)
 
     async def close(self) -> None:
+        if self._fast is not None:
+            self._fast.close()
         await self._session.close()
         await self._channel.close()
 
@@ -73,7 +90,18 @@ class WorkerClient:
     async def session_generate(self, request: worker_pb2.GenerateRequest,
                                ) -> AsyncIterator[common_pb2.TokenChunk]:
         """As `generate`, over this client's long-lived `Session` stream (`workerrpc.session`);
-        a worker without `Session` is asked by per-call `Generate` instead."""
+        a worker without `Session` is asked by per-call `Generate` instead. Once the gRPC session learnt
+        the worker's plain session port (and `session_port` allows it), generations go over that port
+        (`workerrpc.stream_session`); a port that cannot be reached sends them back to gRPC."""
+        fast = self._fast_session()
+        if fast is not None:
+            try:
+                async with contextlib.aclosing(fast.generate(request)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
+                return
+            except StreamUnavailable:  # raised before anything was sent
+                self._session.stream_port = None  # learnt again when the gRPC session reopens
         if not self._session.unsupported:
             try:
                 async with contextlib.aclosing(self._session.generate(request)) as chunks:
@@ -84,6 +112,16 @@ class WorkerClient:
                 pass
         async for chunk in self.generate(request):
             yield chunk
+
+    def _fast_session(self) -> StreamSession | None:
+        port = self._session.stream_port if self._use_port else None
+        if port is None:
+            return None
+        if self._fast is None or self._fast.port != port:
+            if self._fast is not None:
+                self._fast.close()
+            self._fast = StreamSession(_host(self.address), port, self._token, self.address)
+        return self._fast
 
     async def decode(self, request: worker_pb2.DecodeRequest) -> AsyncIterator[common_pb2.TokenChunk]:
         """Stream the tokens after `request.generated_token_ids` (KV imported from `kv_source`)."""

@@ -28,6 +28,7 @@ from grpc import aio
 
 from common.errors import UnavailableError, error_from_grpc_status, error_from_rpc_error
 from heteroserve.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+from workerrpc.frames import SESSION_PORT_KEY
 
 
 class SessionUnsupported(Exception):
@@ -59,6 +60,7 @@ class WorkerSession:
         self._write_lock = asyncio.Lock()
         self._writes: set[asyncio.Task[None]] = set()  # writes in flight (generations and cancels)
         self.unsupported = False
+        self.stream_port: int | None = None  # the worker's plain session port (workerrpc.stream_session)
 
     async def generate(self, request: worker_pb2.GenerateRequest,
                        ) -> AsyncGenerator[common_pb2.TokenChunk, None]:
@@ -144,11 +146,20 @@ class WorkerSession:
         try:
             async with self._write_lock:
                 if not stream.accepted:
-                    await stream.call.initial_metadata()
+                    self._advertised(await stream.call.initial_metadata())
                     stream.accepted = True
                 await stream.call.write(message)
         except (grpc.RpcError, aio.UsageError, asyncio.InvalidStateError):
             pass
+
+    def _advertised(self, metadata: aio.Metadata | None) -> None:
+        """Note the plain session port the worker names in the call's initial metadata (None: none)."""
+        port = None
+        for key, value in metadata or ():
+            if key == SESSION_PORT_KEY:
+                text = value.decode() if isinstance(value, bytes) else value
+                port = int(text) if text.isdigit() else None
+        self.stream_port = port
 
     def _write_soon(self, stream: _Stream, message: worker_pb2.SessionRequest) -> None:
         """`_write` from a task of its own, so the caller goes on to wait for chunks at once. Waiting for

@@ -62,6 +62,22 @@ async def tls_worker(tiny_model_dir: Path, pki: PKI) -> AsyncIterator[WorkerServ
     await server.stop()
 
 
+async def test_no_plain_session_port_under_tls(tls_worker: WorkerServer, pki: PKI) -> None:
+    """The worker's plain session port (workers/service/session_port.py) is unencrypted: a TLS worker
+    binds none and names none, and a TLS client never uses one, so generations stay on mutual TLS."""
+    assert tls_worker.session_port is None
+    async with WorkerClient(tls_worker.address, TOKEN, tls=ClientTLS(pki.gateway)) as member:
+        request = worker_pb2.GenerateRequest(request_id="tls-1", prompt_token_ids=[5, 6, 7])
+        request.sampling.max_tokens = 3
+        for _ in range(2):
+            assert [c async for c in member.session_generate(request)][-1].finish_reason
+        assert member._session.stream_port is None and member._fast is None
+    tls_client = WorkerClient("127.0.0.1:1", TOKEN, tls=ClientTLS(pki.gateway))
+    tls_client._session.stream_port = 4242  # even if a worker named a port
+    assert tls_client._fast_session() is None
+    await tls_client.close()
+
+
 def test_certificate_files_are_private_and_consistent(pki: PKI) -> None:
     for files in (pki.worker, pki.gateway):
         assert files.key_file.stat().st_mode & 0o777 == 0o600

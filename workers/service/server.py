@@ -3,7 +3,8 @@
 Lifecycle owned by `WorkerServer`:
   start(): engine -> KV cache link (events, write-back) -> gRPC server (auth, role and error
            interceptors, Worker + health services; mutual TLS with `config.tls`: transport.py)
-           -> health SERVING -> metrics HTTP endpoint -> registry heartbeat -> metrics sampling task.
+           -> without TLS, the plain session port (session_port.py) -> health SERVING -> metrics HTTP
+           endpoint -> registry heartbeat -> metrics sampling task.
   drain_and_stop(grace): refuse new work (UNAVAILABLE "draining"; health NOT_SERVING; registry record
            marked draining) -> wait up to `grace` seconds for running calls -> deregister -> stop the
            server (1 s for stragglers) -> stop the metrics endpoint, the engine, the KV cache link.
@@ -40,8 +41,9 @@ from workers.metrics import WorkerMetrics
 from workers.service.drain import DrainGate
 from workers.service.interceptors import AuthInterceptor, ErrorInterceptor
 from workers.service.registration import Registration
-from workers.service.roles import RoleInterceptor
+from workers.service.roles import RoleInterceptor, serves
 from workers.service.servicer import WorkerServicer
+from workers.service.session_port import SessionPort
 from workers.service.transport import bind, peer_tls, start_health_port
 
 if TYPE_CHECKING:
@@ -99,6 +101,8 @@ class WorkerServer:
                                        kv_cache=kv_cache, on_drain=self._on_drain)
         self._server: aio.Server | None = None
         self._health_server: aio.Server | None = None  # plaintext health-only port (transport.py)
+        # the plain session port (session_port.py): bound when serving plaintext and the role serves Session
+        self.session_port: SessionPort | None = None
         self.tls_material: ReloadingMaterial | None = None  # the served certificate (None: plaintext)
         self._registration: Registration | None = None
         self._metrics_http: tuple[Any, Any] | None = None
@@ -140,6 +144,10 @@ class WorkerServer:
         self.port, self.tls_material = bind(server, self.config)  # mTLS or (dev) plaintext, logged
         await server.start()
         self._server = server
+        if self.tls_material is None and serves(self.config.role, "Session"):
+            self.session_port = SessionPort(self.servicer.new_session_handler, self.config.cluster_token)
+            await self.session_port.start(self.config.host)
+            self.servicer.session_port = self.session_port
         self._health_server = await start_health_port(self._health, self.config)
         if self.config.metrics_port:
             try:
@@ -172,6 +180,10 @@ class WorkerServer:
         if self._registration is not None:
             await self._registration.stop()
             self._registration = None
+        if self.session_port is not None:
+            self.servicer.session_port = None
+            await self.session_port.close()
+            self.session_port = None
         if self._server is not None:
             self.servicer.close_sessions()
             await self._server.stop(grace=1.0)

@@ -23,10 +23,12 @@ from grpc import aio
 
 from cache.hashing import BlockHash
 from heteroserve.v1 import common_pb2, worker_pb2, worker_pb2_grpc
+from workerrpc.frames import SESSION_PORT_KEY
 from workers.kv.wire import encode_block
 from workers.service import convert
 from workers.service.drain import DrainGate
 from workers.service.session import SessionHandler
+from workers.service.session_port import SessionPort
 
 if TYPE_CHECKING:
     from workers.config import WorkerConfig
@@ -55,6 +57,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         self._kv_cache = kv_cache
         self._on_drain = on_drain
         self._sessions: set[SessionHandler] = set()
+        self.session_port: SessionPort | None = None  # set by WorkerServer when it binds one
         self._limits = convert.ModelLimits(engine.max_context_tokens, engine.tokenizer.get_vocab_size())
 
     async def Generate(self, request: worker_pb2.GenerateRequest,
@@ -64,14 +67,21 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
 
     async def Session(self, request_iterator: AsyncIterator[worker_pb2.SessionRequest],
                       context: aio.ServicerContext) -> AsyncIterator[worker_pb2.SessionEvents]:
-        await context.send_initial_metadata(())  # at once: the client writes after it (worker_session.py)
-        handler = SessionHandler(self._generate, self._metrics.record_request)
+        # at once: the client writes after it (workerrpc/session.py); it names the plain session port
+        # when there is one (workers/service/session_port.py)
+        port = self.session_port.port if self.session_port is not None else 0
+        await context.send_initial_metadata(((SESSION_PORT_KEY, str(port)),) if port else ())
+        handler = self.new_session_handler()
         self._sessions.add(handler)
         try:
             async for event in handler.serve(request_iterator):
                 yield event
         finally:
             self._sessions.discard(handler)
+
+    def new_session_handler(self) -> SessionHandler:
+        """A handler of one session (gRPC `Session` or a connection of the plain session port)."""
+        return SessionHandler(self._generate, self._metrics.record_request)
 
     def close_sessions(self) -> None:
         """End every open `Session` (the server is stopping; a session would otherwise hold it open)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 import heteroserve
@@ -75,6 +76,39 @@ def test_mid_stream_migration_exactly_once(cluster: tuple[Gateway, dict[str, Wor
     streamed = [t for c in chunks for t in c.token_ids]
     assert len(streamed) == max_tokens == final.usage.completion_tokens  # type: ignore[union-attr]
     assert streamed == list(reference.token_ids)
+
+
+def session_port_streams(gateway: Gateway, worker: Worker) -> int:
+    """The gateway's open connections to the worker's plain session port (workers/service/session_port.py):
+    the worker's listening ports other than its gRPC port that the gateway is connected to."""
+    grpc_port = int(worker.address.rsplit(":", 1)[1])
+    listening = {c.laddr.port for c in psutil.Process(worker.proc.pid).net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN} - {grpc_port}
+    return sum(1 for c in psutil.Process(gateway.proc.pid).net_connections("tcp")
+               if c.status == psutil.CONN_ESTABLISHED and c.raddr and c.raddr.port in listening)
+
+
+def test_worker_killed_mid_stream_on_the_session_port_migrates_exactly_once(
+        cluster: tuple[Gateway, dict[str, Worker]]) -> None:
+    """As above, with the stream checked to run over the worker's plain session port (the default
+    without TLS) when the worker dies: the broken connection fails the generation as UNAVAILABLE and
+    the orchestrator migrates it."""
+    gateway, workers = cluster
+    max_tokens = 1200
+    with heteroserve.Client(gateway.grpc_target, api_key=API_KEY, transport="grpc") as client:
+        holder = client.complete(PROMPT, model="tiny", max_tokens=1).route.worker_id  # learns the port
+        chunks = []
+        for chunk in client.stream(PROMPT, model="tiny", max_tokens=max_tokens, ignore_eos=True):
+            chunks.append(chunk)
+            if len(chunks) == 8:
+                assert session_port_streams(gateway, workers[holder]) == 1
+                workers[holder].kill()
+        reference = client.complete(PROMPT, model="tiny", max_tokens=max_tokens, ignore_eos=True)
+    final = chunks[-1]
+    assert final.route is not None and final.route.migrations == 1, final.route
+    assert final.route.worker_id != holder
+    streamed = [t for c in chunks for t in c.token_ids]
+    assert len(streamed) == max_tokens and streamed == list(reference.token_ids)
 
 
 async def test_unhealthy_worker_leaves_candidates_until_it_recovers(tiny_model_dir: Path) -> None:

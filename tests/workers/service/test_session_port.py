@@ -1,0 +1,146 @@
+"""The worker's plain session port (workers/service/session_port.py) and its client
+(workerrpc/stream_session.py), on a real worker (in this process, or a `heteroserve worker` process for
+the kill): discovery over gRPC, the token handshake, cancellation, the fallback to gRPC, and a worker
+killed while a generation streams over the port."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from common.errors import UnavailableError
+from heteroserve.v1 import common_pb2, worker_pb2
+from tests.workers.service.worker_procs import CLUSTER_TOKEN, inprocess_server, start_worker
+from workerrpc.client import WorkerClient
+from workerrpc.frames import HELLO, FrameReader, frame
+from workers.service.server import WorkerServer
+from workers.service.session_port import REFUSED
+
+TOKEN = "session-port-token"
+
+
+@pytest.fixture
+async def server(tiny_model_dir: Path) -> AsyncIterator[WorkerServer]:
+    worker = inprocess_server(tiny_model_dir, "port", TOKEN)
+    await worker.start()
+    yield worker
+    await worker.stop()
+
+
+def request(prompt: list[int], max_tokens: int = 5, **sampling: object) -> worker_pb2.GenerateRequest:
+    return worker_pb2.GenerateRequest(request_id=f"p{prompt[0]}", prompt_token_ids=prompt,
+                                      sampling=common_pb2.SamplingParams(max_tokens=max_tokens, **sampling))
+
+
+def outcomes(server: WorkerServer, status: str) -> float:
+    value = server.registry.get_sample_value("heteroserve_worker_requests_total",
+                                             {"method": "Session.Generate", "status": status})
+    return value or 0.0
+
+
+def port_connections(server: WorkerServer) -> int:
+    assert server.session_port is not None
+    return len(server.session_port._connections)
+
+
+async def tokens(client: WorkerClient, prompt: list[int]) -> list[int]:
+    return [t async for c in client.session_generate(request(prompt)) for t in c.token_ids]
+
+
+async def until(condition: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_generations_move_to_the_port_learnt_over_grpc_and_match_generate(server: WorkerServer) -> None:
+    assert server.session_port is not None and server.session_port.port > 0
+    prompts = [[5, 6, 7], [9, 10, 11, 12], [20, 21]]
+    async with WorkerClient(server.address, TOKEN) as client:
+        expected = [[t for c in [c async for c in client.generate(request(p))] for t in c.token_ids]
+                    for p in prompts]
+        assert await tokens(client, prompts[0]) == expected[0]  # over gRPC: learns the port
+        assert client._session.stream_port == server.session_port.port
+        assert port_connections(server) == 0
+        got = await asyncio.gather(*(tokens(client, p) for p in prompts))  # over the port
+        assert port_connections(server) == 1  # one connection carries them all
+    assert got == expected
+    assert outcomes(server, "ok") == 4
+
+
+async def test_a_client_told_not_to_use_the_port_stays_on_grpc(server: WorkerServer) -> None:
+    async with WorkerClient(server.address, TOKEN, session_port=False) as client:
+        await tokens(client, [5, 6, 7])
+        await tokens(client, [5, 6, 7])
+    assert port_connections(server) == 0 and outcomes(server, "ok") == 2
+
+
+async def test_a_wrong_token_is_refused_and_closed(server: WorkerServer) -> None:
+    assert server.session_port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.session_port.port)
+    writer.write(frame(HELLO + b"not-the-token"))
+    writer.write(frame(worker_pb2.SessionRequest(tag=1, generate=request([5, 6])).SerializeToString()))
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 5)  # until the worker closes the connection
+    assert FrameReader().feed(data) == [REFUSED]
+    writer.close()
+    assert outcomes(server, "ok") == 0 and outcomes(server, "cancelled") == 0
+
+
+async def test_an_abandoned_generation_and_a_closed_connection_abort_on_the_worker(
+        server: WorkerServer) -> None:
+    long = {"max_tokens": 2000, "ignore_eos": True}
+    async with WorkerClient(server.address, TOKEN) as client:
+        await tokens(client, [5, 6, 7])  # learns the port
+        chunks = client.session_generate(request([8, 9, 10], **long))
+        assert (await anext(chunks)).token_ids
+        await chunks.aclose()  # the caller stops reading: a cancel frame
+        await until(lambda: outcomes(server, "cancelled") == 1)
+        other = client.session_generate(request([11, 12, 13], **long))
+        assert (await anext(other)).token_ids
+        assert port_connections(server) == 1
+    # the client closed (its connection with it) while `other` was running
+    await until(lambda: outcomes(server, "cancelled") == 2)
+    await until(lambda: server.engine.stats().num_running == 0)
+    await other.aclose()
+
+
+async def test_an_unreachable_port_falls_back_to_grpc(server: WorkerServer) -> None:
+    async with WorkerClient(server.address, TOKEN) as client:
+        expected = await tokens(client, [5, 6, 7])
+        probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        closed_port = probe.sockets[0].getsockname()[1]
+        probe.close()
+        await probe.wait_closed()
+        client._session.stream_port = closed_port  # as if the worker had named a port now gone
+        assert await tokens(client, [5, 6, 7]) == expected
+        assert client._session.stream_port is None  # forgotten until the gRPC session reopens
+    assert port_connections(server) == 0
+
+
+async def test_a_worker_killed_mid_stream_fails_the_generation_at_once_as_unavailable(
+        tiny_model_dir: Path) -> None:
+    worker = start_worker(tiny_model_dir)
+    try:
+        async with WorkerClient(worker.address, CLUSTER_TOKEN) as client:
+            await tokens(client, [5, 6, 7])  # learns the port
+            assert client._session.stream_port is not None
+            chunks = client.session_generate(request([8, 9, 10], max_tokens=5000, ignore_eos=True))
+            assert (await anext(chunks)).token_ids
+            assert client._fast is not None and client._fast._conn is not None  # streaming over the port
+            worker.proc.kill()
+            started = time.monotonic()
+            with pytest.raises(UnavailableError, match="session connection"):
+                async for _ in chunks:
+                    pass
+            assert time.monotonic() - started < 5.0
+            with pytest.raises(UnavailableError):  # the next one: port refused, then gRPC fails too
+                await tokens(client, [5, 6, 7])
+    finally:
+        worker.proc.kill()
+        worker.proc.wait(timeout=10)
