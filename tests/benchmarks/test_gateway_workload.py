@@ -80,7 +80,10 @@ def test_p99_is_of_the_per_request_overheads_not_a_difference_of_p99s() -> None:
 def test_every_timed_request_follows_one_of_its_prompt_and_every_connection_is_warm(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The measuring order of bench gateway: warm pass, each connection opened, then per prompt a
-    prime, REST, direct, gRPC, direct; the direct goes to the worker the route names."""
+    prime, REST, direct gRPC, gRPC, direct gRPC, then the worker's own REST front twice (its prime, then
+    timed); every direct request goes to the worker the route names. The pairing rule of session 7:
+    gateway REST with the worker's REST (`rest_*`), gateway gRPC with the worker's gRPC (`grpc_*`), and
+    the old pairing of gateway REST with the worker's gRPC beside them (`rest_vs_grpc_direct_*`)."""
     import asyncio
 
     from benchmarks import gateway
@@ -102,12 +105,21 @@ def test_every_timed_request_follows_one_of_its_prompt_and_every_connection_is_w
             calls.append(("direct", f"{worker_id}:{len(ids)}"))
             return Timing(0.001, 0.01, 32)
 
+        async def direct_rest(self, worker_id: str, text: str) -> Timing:
+            calls.append(("direct_rest", f"{worker_id}:{text}"))
+            return Timing(0.0025, 0.01, 32)
+
     monkeypatch.setattr(gateway, "SETTLE_SECONDS", 0.0)
     prompts = [Prompt("a b", 0, 1, 2), Prompt("c d", 1, 1, 2)]
     result = asyncio.run(gateway.measure(Recorder(), prompts, [[1, 5, 6, 7], [1, 8, 9]]))  # type: ignore[arg-type]
-    warm = [("grpc", "a b"), ("grpc", "c d"), ("rest", "a b"), ("direct", "w0:3"), ("direct", "w1:3")]
-    timed = [[("grpc", t), ("rest", t), ("direct", f"w1:{n}"), ("grpc", t), ("direct", f"w1:{n}")]
+    warm = [("grpc", "a b"), ("grpc", "c d"), ("rest", "a b"),
+            ("direct", "w0:3"), ("direct_rest", f"w0:{gateway.WARM_DIRECT_TEXT}"),
+            ("direct", "w1:3"), ("direct_rest", f"w1:{gateway.WARM_DIRECT_TEXT}")]
+    timed = [[("grpc", t), ("rest", t), ("direct", f"w1:{n}"), ("grpc", t), ("direct", f"w1:{n}"),
+              ("direct_rest", f"w1:{t}"), ("direct_rest", f"w1:{t}")]
              for t, n in (("a b", 4), ("c d", 3))]
     assert calls == warm + timed[0] + timed[1]
     assert result["pairs"] == 2 and result["grpc_overhead_p50_ms"] == pytest.approx(1.0)
-    assert result["rest_overhead_p50_ms"] == pytest.approx(2.0)
+    assert result["rest_overhead_p50_ms"] == pytest.approx(0.5)  # 3 ms - the worker's REST 2.5 ms
+    assert result["rest_vs_grpc_direct_overhead_p50_ms"] == pytest.approx(2.0)  # 3 ms - its gRPC 1 ms
+    assert result["overhead_p50_ms"] == pytest.approx(1.0)  # the larger of the two targets' figures
