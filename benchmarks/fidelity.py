@@ -134,6 +134,7 @@ async def measure_plan(cluster: Any, plan: Any, rows: Sequence[Any], prompts: Se
     """Run `plan` on the cluster, probe it, replay the rows: (probe figures, window figures)."""
     from benchmarks._cluster import CLUSTER_TOKEN
     from benchmarks._fidelity_cluster import API_KEY
+    from benchmarks._fidelity_load import foreign_cores, snapshot
     from benchmarks._fidelity_predict import probe_rows
     from benchmarks._fidelity_probe import concurrent, probe
     from benchmarks._fidelity_replay import measure, replay, share_deviation
@@ -143,6 +144,7 @@ async def measure_plan(cluster: Any, plan: Any, rows: Sequence[Any], prompts: Se
     warm = [(0.0, 64, 4)] * max(1, sum(p.count for p in plan.pools))
     await replay(cluster.grpc_target, API_KEY, cluster.model_name, warm, [prompts[0][:200]] * len(warm))
     median_in, median_out = probe_rows(rows)[0][1:]
+    marks = [snapshot()]  # other jobs' cores during the probe and the window (a diagnostic only)
     probed = await probe(cluster.grpc_target, API_KEY, cluster.model_name, cluster.model_dir,
                          cluster.addresses(), CLUSTER_TOKEN, median_in, median_out)
     streams = min(sum(p.count for p in plan.pools), cluster.cores)
@@ -150,12 +152,16 @@ async def measure_plan(cluster: Any, plan: Any, rows: Sequence[Any], prompts: Se
     probed["concurrent"] = (await concurrent(cluster.model_dir, pinned, CLUSTER_TOKEN, median_in, median_out)
                             if streams > 1 and len(pinned) > 1 else None)
     before = await cluster.routing()
+    marks.append(snapshot())
     served = await replay(cluster.grpc_target, API_KEY, cluster.model_name, rows, prompts)
+    marks.append(snapshot())
     after = await cluster.routing()
+    probed["foreign_cores"] = foreign_cores(marks[0], marks[1])
     out = measure(served, slo.ttft_seconds, slo.tpot_seconds, seconds)
     out["share_deviation_max"], out["shares"] = share_deviation(before, after)
     out["deviations"] = after.get("deviations", {})
     out["errors"] = sorted({s.error for s in served if s.error})[:3]
+    out["foreign_cores"] = foreign_cores(marks[1], marks[2])
     return probed, out
 
 
@@ -177,6 +183,7 @@ async def predict_and_measure(cluster: Any, inputs: Any, plan: Any, rows: Sequen
                   "gateway_overhead_seconds": probed["gateway_overhead"], "pairs": probed["pairs"],
                   "failed": probed["failed"],
                   "predicted_ttft_p50": sim_probe.ttft_p50, "predicted_tpot_p50": sim_probe.tpot_p50,
+                  "foreign_cores": probed["foreign_cores"],
                   "first_token_overhead_seconds": c.first_token_overhead_seconds,
                   "decode_scale": c.decode_scale, "concurrent": probed["concurrent"],
                   "core_slowdown": list(c.core_slowdown)},
@@ -187,16 +194,22 @@ async def predict_and_measure(cluster: Any, inputs: Any, plan: Any, rows: Sequen
     }
 
 
-async def measured_profiles(args: argparse.Namespace, config: Any, cluster: Any) -> list[Path]:
-    """`--profiles DIR`'s files, or profiles measured now into the live dir (never the cache)."""
+async def measured_profiles(args: argparse.Namespace, config: Any, cluster: Any,
+                            result: dict[str, Any]) -> list[Path]:
+    """`--profiles DIR`'s files, or profiles measured now into the live dir (never the cache); the
+    cores other jobs kept busy meanwhile into `result` (`_fidelity_load`)."""
+    from benchmarks._fidelity_load import foreign_cores, snapshot
     from heteroserve.embedded.profiling import first_start_profiles
 
     if args.profiles is not None:
         return sorted(args.profiles.glob("*.json"))
     live = cluster.workdir
     fresh = replace(config, profiling=replace(config.profiling, cache_dir=str(live / "profiles")))
-    return list(await asyncio.to_thread(first_start_profiles, fresh, args.run_dir.resolve(),
-                                        cluster.model_dir, cluster.redis_url, live / "logs"))
+    before = snapshot()
+    paths = list(await asyncio.to_thread(first_start_profiles, fresh, args.run_dir.resolve(),
+                                         cluster.model_dir, cluster.redis_url, live / "logs"))
+    result["profiling_foreign_cores"] = foreign_cores(before, snapshot())
+    return paths
 
 
 def benchmark_config(config: Any, preset: str) -> Any:
@@ -305,7 +318,7 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
                             config.workers.disk_tier_mb, config.workers.shared_tier, cores)
     try:
         await cluster.start()
-        profiles = await measured_profiles(args, config, cluster)
+        profiles = await measured_profiles(args, config, cluster, result)
         result["profiles"] = [p.name for p in profiles]
         inputs = sizing_inputs(planning_inputs(profiles, model_dir, config), cores)
         window = choose(args, inputs, scaled_rows(args.trace), cores, result)
@@ -378,7 +391,9 @@ def report(result: dict[str, Any]) -> None:
                   f"measured {'missing' if m is None else f'{m:.4f}'}")
         print(f"        throughput req/s          predicted {pred['throughput']}   "
               f"measured {meas['throughput']}")
-        print(f"        failed {meas['failed']}, share deviation max {meas['share_deviation_max']}")
+        print(f"        failed {meas['failed']}, share deviation max {meas['share_deviation_max']}; "
+              f"cores busy with other jobs: probe {probe.get('foreign_cores')}, "
+              f"window {meas.get('foreign_cores')} (profiling {result.get('profiling_foreign_cores')})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

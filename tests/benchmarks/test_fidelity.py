@@ -245,3 +245,43 @@ def test_the_prediction_schedules_as_the_workers_engine_does(tmp_path: Path) -> 
     engine = EngineConfig(model_dir=tmp_path)
     assert engine_scheduling() == {"step_token_budget": engine.max_num_batched_tokens,
                                    "max_batch": engine.max_num_seqs}
+
+
+
+def test_the_load_meter_tells_other_jobs_from_the_benchmarks_own_processes() -> None:
+    """Real processes: a busy child of this process counts as ours; a busy process started outside
+    this tree (by a shell that exits, so it is re-parented) counts as another job's. Compared with each
+    spinner's own CPU time, not with a wall-clock share, which other jobs on the machine would move."""
+    import os
+    import resource
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from benchmarks._fidelity_load import TICKS, descendants, foreign_cores, snapshot
+
+    spin = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"
+    before, reaped = snapshot(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    child = subprocess.Popen([sys.executable, "-c", spin])
+    assert child.pid in descendants(os.getpid())
+    child.wait()  # reaped: its CPU time is now this process's cutime
+    ours = snapshot()
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child_cpu = (now.ru_utime + now.ru_stime) - (reaped.ru_utime + reaped.ru_stime)
+    assert child_cpu > 0.2 and ours.ours - before.ours >= child_cpu - 0.05  # counted as the benchmark's
+
+    def cpu_of(pid: int) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in fields[11:13]) / TICKS
+
+    out = subprocess.run(["sh", "-c", f'{sys.executable} -c "{spin}" >/dev/null 2>&1 & echo $!'],
+                         capture_output=True, text=True, check=True)
+    other = int(out.stdout.strip())
+    assert other not in descendants(os.getpid())
+    start, other_start = snapshot(), cpu_of(other)
+    time.sleep(1.0)
+    end, other_cpu = snapshot(), cpu_of(other) - other_start
+    got = foreign_cores(start, end)
+    assert got is not None and other_cpu > 0.2
+    assert got >= 0.8 * other_cpu / (end.wall - start.wall)  # the outside spinner's share, at least
