@@ -21,6 +21,14 @@ disaggregated (P/D) have no one worker to compare with and are left out of the p
    generator, Redis and whatever else runs here take a core no worker uses while one is free, and the
    workers' cores once none is (and caches and memory bandwidth are shared).
 
+4. (a diagnostic since session 7, not used by the calibration) `batched`: on one worker straight on
+   its RPC, rounds of `BATCH` requests at once alternating with one alone; the decode-only stretch of
+   each (tokens after the first `SKIP_TOKENS`, when every prompt of the round is prefilled) gives the
+   step time at batch `BATCH` and at batch 1. Over the profile's step times at those batches, two
+   equal ratios mean the live worker is uniformly slower (the calibration's multiplicative decode
+   factor is right); a ratio at batch `BATCH` near 1 while batch 1's is high means a fixed cost per
+   step, which batching amortises (the factor then over-states a loaded worker; docs/benchmarks.md).
+
 Why warm, back-to-back requests and not lone ones a second apart (the first version): measured on
 2026-12-07 (docs/benchmarks.md, fidelity section), a gateway idle for 1 s between requests adds about
 3.5 ms to the next one's first token (17.8 ms at 1 s gaps vs 14.3 ms at 0.3 s), while the worker
@@ -40,6 +48,7 @@ from common.stats import percentile
 
 PROBE_REQUESTS = 15
 CONCURRENT_REQUESTS = 15  # rounds of step 3 (one request on every worker at once, one alone)
+BATCH, BATCH_ROUNDS, SKIP_TOKENS = 4, 6, 3  # step 4: requests at once, rounds, tokens before the stretch
 DIRECT_SALT = "bench-fidelity-direct"
 
 
@@ -98,16 +107,7 @@ async def probe(target: str, api_key: str, model: str, model_dir: Path, addresse
 async def _direct_stream(client: Any, prompt_ids: Sequence[int], output_tokens: int,
                          tag: str) -> float | None:
     """TPOT (s) of one greedy completion straight on a worker's RPC: (last − first token) / (n − 1)."""
-    from heteroserve.v1 import common_pb2, worker_pb2
-
-    request = worker_pb2.GenerateRequest(
-        request_id=f"fidelity-busy-{tag}-{time.monotonic_ns()}", prompt_token_ids=list(prompt_ids),
-        sampling=common_pb2.SamplingParams(max_tokens=output_tokens, temperature=0.0, ignore_eos=True),
-        cache_keys=common_pb2.CacheKeys(tenant_salt=DIRECT_SALT))
-    times: list[float] = []
-    async for chunk in client.generate(request):
-        times += [time.monotonic()] * len(chunk.token_ids)
-    return (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
+    return decode_stretch(await _direct_times(client, prompt_ids, output_tokens, f"busy-{tag}"), skip=0)
 
 
 async def concurrent(model_dir: Path, addresses: dict[str, str], cluster_token: str, input_tokens: int,
@@ -142,3 +142,53 @@ async def concurrent(model_dir: Path, addresses: dict[str, str], cluster_token: 
     b, a = (percentile([t for t in x if t is not None], 0.5) for x in (busy, alone))
     return {"busy_tpot_p50": b, "alone_tpot_p50": a, "slowdown": b / a if a and b else None,
             "streams": len(clients), "failed": sum(t is None for t in busy + alone)}
+
+
+async def _direct_times(client: Any, prompt_ids: Sequence[int], output_tokens: int, tag: str) -> list[float]:
+    """The arrival times of every token of one greedy completion straight on a worker's RPC."""
+    from heteroserve.v1 import common_pb2, worker_pb2
+
+    request = worker_pb2.GenerateRequest(
+        request_id=f"fidelity-{tag}-{time.monotonic_ns()}", prompt_token_ids=list(prompt_ids),
+        sampling=common_pb2.SamplingParams(max_tokens=output_tokens, temperature=0.0, ignore_eos=True),
+        cache_keys=common_pb2.CacheKeys(tenant_salt=DIRECT_SALT))
+    times: list[float] = []
+    async for chunk in client.generate(request):
+        times += [time.monotonic()] * len(chunk.token_ids)
+    return times
+
+
+def decode_stretch(times: Sequence[float], skip: int = SKIP_TOKENS) -> float | None:
+    """Seconds per token after the first `skip` tokens (None when fewer than two remain)."""
+    tail = times[skip:]
+    return (tail[-1] - tail[0]) / (len(tail) - 1) if len(tail) > 1 else None
+
+
+async def batched(model_dir: Path, address: str, cluster_token: str, input_tokens: int,
+                  output_tokens: int) -> dict[str, Any]:
+    """Step 4 of the module docstring on the worker at `address`: the medians (s) of the decode
+    stretch per token with `BATCH` requests at once and alone, and the failures."""
+    import asyncio
+
+    from tokenizers import Tokenizer
+
+    from workerrpc.client import WorkerClient
+
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    maker = Prompts(model_dir, seed=3)  # no prefix shared with the window or the other steps
+    client = WorkerClient(address, cluster_token)
+    together: list[float | None] = []
+    alone: list[float | None] = []
+    try:
+        for n in range(BATCH_ROUNDS):
+            ids = [tok.encode(maker.make(input_tokens)).ids for _ in range(BATCH)]
+            runs = await asyncio.gather(*(_direct_times(client, i, output_tokens, f"batch-{n}-{k}")
+                                          for k, i in enumerate(ids)))
+            together += [decode_stretch(t) for t in runs]
+            lone_ids = tok.encode(maker.make(input_tokens)).ids
+            alone.append(decode_stretch(await _direct_times(client, lone_ids, output_tokens, f"lone-{n}")))
+    finally:
+        await client.close()
+    return {"batch": BATCH, "batch_step_p50": percentile([t for t in together if t is not None], 0.5),
+            "lone_step_p50": percentile([t for t in alone if t is not None], 0.5),
+            "failed": sum(t is None for t in together + alone)}

@@ -136,7 +136,7 @@ async def measure_plan(cluster: Any, plan: Any, rows: Sequence[Any], prompts: Se
     from benchmarks._fidelity_cluster import API_KEY
     from benchmarks._fidelity_load import foreign_cores, snapshot
     from benchmarks._fidelity_predict import probe_rows
-    from benchmarks._fidelity_probe import concurrent, probe
+    from benchmarks._fidelity_probe import batched, concurrent, probe
     from benchmarks._fidelity_replay import measure, replay, share_deviation
 
     await cluster.apply(plan)
@@ -151,6 +151,9 @@ async def measure_plan(cluster: Any, plan: Any, rows: Sequence[Any], prompts: Se
     pinned = cluster.addresses()
     probed["concurrent"] = (await concurrent(cluster.model_dir, pinned, CLUSTER_TOKEN, median_in, median_out)
                             if streams > 1 and len(pinned) > 1 else None)
+    first = plan.pools[0].name  # step 4 of the probe (a diagnostic): batch 4 vs 1 on one of its workers
+    worker = sorted(a for w, a in pinned.items() if w.startswith(first)) or sorted(pinned.values())
+    probed["batched"] = await batched(cluster.model_dir, worker[0], CLUSTER_TOKEN, median_in, median_out)
     before = await cluster.routing()
     marks.append(snapshot())
     served = await replay(cluster.grpc_target, API_KEY, cluster.model_name, rows, prompts)
@@ -184,6 +187,7 @@ async def predict_and_measure(cluster: Any, inputs: Any, plan: Any, rows: Sequen
                   "failed": probed["failed"],
                   "predicted_ttft_p50": sim_probe.ttft_p50, "predicted_tpot_p50": sim_probe.tpot_p50,
                   "foreign_cores": probed["foreign_cores"],
+                  "batched": batched_ratios(probed["batched"], inputs, plan, probe_rows(rows)[0]),
                   "first_token_overhead_seconds": c.first_token_overhead_seconds,
                   "decode_scale": c.decode_scale, "concurrent": probed["concurrent"],
                   "core_slowdown": list(c.core_slowdown)},
@@ -192,6 +196,28 @@ async def predict_and_measure(cluster: Any, inputs: Any, plan: Any, rows: Sequen
         "predicted": predicted(predict(plan, inputs, rows, cores=cores, pd_min_input_tokens=pd_min,
                                        calibration=c), seconds),
     }
+
+
+def batched_ratios(measured: dict[str, Any], inputs: Any, plan: Any, row: Any) -> dict[str, Any]:
+    """The probe's step 4 (`_fidelity_probe.batched`) next to the profile's step times at the same
+    batches and context (the plan's first pool's node type and role): live / profile at batch 1 and at
+    batch `BATCH`. Reported only; the calibration does not use it."""
+    from benchmarks._fidelity_probe import BATCH, SKIP_TOKENS
+    from placement.perf.steps import MeasuredSteps
+
+    pool = plan.pools[0]
+    profile = next(p for (_, nt), p in inputs.profiles.items() if nt == pool.node_type)
+    steps = MeasuredSteps.fit(profile, pool.role)
+    out = dict(measured)
+    if steps is None:
+        return out
+    context = row[1] + SKIP_TOKENS + (row[2] - SKIP_TOKENS) / 2  # mean context over the stretch
+    for key, batch in (("lone", 1), ("batch", BATCH)):
+        predicted = steps.decode_step_seconds(batch, context)
+        out[f"profile_{key}_step"] = predicted
+        live = measured.get(f"{key}_step_p50")
+        out[f"{key}_ratio"] = live / predicted if live and predicted > 0 else None
+    return out
 
 
 async def measured_profiles(args: argparse.Namespace, config: Any, cluster: Any,
@@ -385,6 +411,9 @@ def report(result: dict[str, Any]) -> None:
               f"{probe['first_token_overhead_seconds']:.4f} s (gateway's paired share "
               f"{probe['gateway_overhead_seconds'] or 0:.4f} s), decode factor {probe['decode_scale']:.2f}, "
               f"slowdown by busy cores {[round(f, 3) for f in probe.get('core_slowdown', [])]}")
+        b = probe.get("batched") or {}
+        print(f"        probe step 4 (diagnostic): live / profile decode step at batch 1 "
+              f"{b.get('lone_ratio')}, at batch {b.get('batch')} {b.get('batch_ratio')}")
         for key in ("ttft_p50", "ttft_p90", "tpot_p50", "slo_attainment", "disaggregated_fraction"):
             m = meas[key]
             print(f"        {key:<24} predicted {pred[key]:.4f} (profiles alone {raw[key]:.4f})   "

@@ -170,6 +170,15 @@ def test_concurrent_streams_give_the_slowdown_by_busy_cores() -> None:
     assert calibration(Sim(0.020, 0.002), lone, None).core_slowdown == ()
 
 
+def test_the_decode_stretch_starts_after_the_prefills() -> None:
+    from benchmarks._fidelity_probe import decode_stretch
+
+    times = [0.0, 0.05, 0.10, 0.20, 0.22, 0.24, 0.26]  # three slow steps while prompts were prefilled
+    assert decode_stretch(times) == pytest.approx(0.02)
+    assert decode_stretch(times, skip=0) == pytest.approx(0.26 / 6)
+    assert decode_stretch([0.0, 0.1, 0.2, 0.3]) is None  # fewer than two tokens after the skip
+
+
 def test_measure_counts_a_failed_request_as_a_miss() -> None:
     served = [Served(0.0, 5, 0.1, 0.01, "a"), Served(0.0, 5, 0.3, 0.01, "a"),
               Served(0.0, 5, 0.1, 0.05, "b"), Served(0.0, 5, error="UnavailableError: down")]
@@ -233,6 +242,10 @@ def test_quick_run_serves_the_window_live_and_reports_every_figure(
     probe = result["peak_probe"]
     assert probe["failed"] == 0 and probe["direct_ttft_p50"] > 0 and len(probe["pairs"]) >= 1
     assert isinstance(probe["gateway_overhead_seconds"], float)
+    batched = probe["batched"]  # step 4, a diagnostic: batch 4 and batch 1 on one worker, next to the profile
+    assert batched["failed"] == 0 and batched["batch"] == 4
+    assert batched["lone_ratio"] > 0 and batched["batch_ratio"] > 0
+    assert batched["profile_batch_step"] > batched["profile_lone_step"] > 0
     if sum(result["peak_plan_pools"].values()) > 1:  # workers on two cores: the concurrent rounds ran
         assert probe["concurrent"]["failed"] == 0 and len(probe["core_slowdown"]) == 2
     assert not list((tmp_path / "live" / "run" / "workers").glob("*.json")), "a worker was left running"
