@@ -9,8 +9,9 @@ import pytest
 from tokenizers import Tokenizer
 
 from benchmarks._routing_parts import cold_rows, decompose, fit, measure
-from benchmarks._routing_systems import start_ours
+from benchmarks._routing_systems import System, start_ours
 from benchmarks._routing_workload import TraceRow, oracle_blocks, single_token_words
+from benchmarks.routing import parse_args, summarize
 
 
 def test_cold_rows_keep_lengths_and_share_no_block() -> None:
@@ -57,3 +58,27 @@ def test_both_passes_on_our_gateway(tmp_path: Path, tiny_model_dir: Path) -> Non
     # warm: 2 + 1 + 3 + 2 cached blocks of 16 tokens, of 15 blocks + 6 BOS tokens
     assert parts["idle_cached_share_warm"] == pytest.approx(16 * 8 / (16 * 15 + 6), abs=1e-4)
     assert parts["idle_ttft_mean_cold_ms"] > 0 and parts["idle_ttft_mean_warm_ms"] > 0
+
+
+def _system(name: str, ttft: float, cached: float, settings: dict[str, object]) -> System:
+    replay = {"cached_share": cached, "ttft_mean_s": ttft, "ttft_p50_s": ttft, "ttft_p99_s": ttft,
+              "wall_s": 1.0, "requests_per_worker": [1], "errors": 0, "first_error": None,
+              "missed_oracle_tokens": {}}
+    return System(name, None, "", {}, "tiny", settings, {(0, 0): replay})  # type: ignore[arg-type]
+
+
+def test_summary_applies_the_parts_to_round_robins_replay() -> None:
+    parts = {"fixed_ms": 10.0, "per_computed_token_us": 20.0}
+    systems = [_system("round_robin", 0.02, 0.3, {}),
+               _system("prefix_aware", 0.018, 0.6, {"ttft_parts": parts})]
+    plan = [{"window": 0, "round": 0, "start": 0, "requests": 9, "oracle_share": 0.6,
+             "mean_prompt_tokens": 300.0}]
+    result, skipped = summarize(plan, systems)
+    assert not skipped and "ttft_parts" not in systems[1].settings  # moved to the result, not the settings
+    assert result["ttft_parts"]["removable_share_of_rr_ttft"] == pytest.approx(0.09)
+    assert result["ttft_mean_ratio_vs_rr"] == pytest.approx(0.9)
+
+
+def test_gateway_args_reach_the_run_settings() -> None:
+    args = parse_args(["--long-horizon", "--ttft-parts", "--gateway-arg=--load-signal=reported"])
+    assert args.gateway_arg == ["--load-signal=reported"] and args.ttft_parts and args.preset == "tiny"
