@@ -24,6 +24,10 @@ run (on a shared machine other tenants only ever add time). No repetition hits a
 engine per batched run on our side, vLLM's prefix cache reset, a new prompt per single-request run.
 Threads: `--threads N` (default 1) confines this process and vLLM's process tree to the first N cores
 and gives every side N compute threads (torch threads here, OpenMP threads in vLLM's worker).
+OpenMP runtime: vLLM's side always preloads Intel OpenMP (its CPU guide asks for it). Our side and HF run
+in this process on `--openmp` (default "gnu": torch's libgomp, what workers start with today; or
+"gnu-passive", "intel", see workers/engine/openmp.py); the benchmark re-executes itself on that runtime
+when it was started on another, and reports it as `engine_openmp`.
 `--quick` runs 8 requests (prompts 32-256, outputs 16-64) on the `small` preset and a 512-token prefix.
 """
 
@@ -47,6 +51,7 @@ from common.stats import percentile
 from heteroserve.modelgen import PRESETS, create_model
 from workers.engine.config import EngineConfig
 from workers.engine.engine import LLMEngine
+from workers.engine.openmp import RUNTIMES, loaded_runtime, runtime_env
 from workers.engine.types import EngineRequest, SamplingParams
 
 REPEATS = 3
@@ -223,7 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="cores and compute threads for every side (default 1: steadier when shared)")
     parser.add_argument("--no-vllm", action="store_true", help="skip the vLLM peer (fails --check)")
+    parser.add_argument("--openmp", choices=RUNTIMES, default="gnu",
+                        help="OpenMP runtime of our side and HF (default gnu, torch's; vLLM always intel)")
     args = parser.parse_args(argv)
+    if loaded_runtime(os.environ) != args.openmp:  # fixed when torch loaded: start again on the asked one
+        try:
+            env = runtime_env(os.environ, args.openmp)
+        except ValueError as error:
+            parser.error(f"--openmp: {error}")
+        rest = sys.argv[1:] if argv is None else argv
+        os.execve(sys.executable, [sys.executable, "-m", "heteroserve", "bench", "engine", *rest], env)
     cores = cpu_set(args.threads)  # raises ValueError naming `threads` when the machine has fewer
     os.sched_setaffinity(0, cores)
     torch.set_num_threads(args.threads)
@@ -241,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"vllm peer failed: {error}", file=sys.stderr)  # the whole tail: the table has one line
                 skipped.append(f"vllm peer failed: {str(error).splitlines()[0]}")
         result = summarize(workload, measure_ours(workload, model_dir), vllm)
-    result.update({"preset": workload.preset, "threads": args.threads, "cores": cores})
+    result.update({"preset": workload.preset, "threads": args.threads, "cores": cores,
+                   "engine_openmp": loaded_runtime(os.environ)})
     print(f"bench engine ({'quick' if args.quick else 'full'}, preset {workload.preset}, "
           f"{args.threads} thread(s) on cores {cores})")
     for key, value in result.items():
