@@ -6,6 +6,7 @@ killed while a generation streams over the port."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -69,6 +70,10 @@ async def test_generations_move_to_the_port_learnt_over_grpc_and_match_generate(
         assert port_connections(server) == 0
         got = await asyncio.gather(*(tokens(client, p) for p in prompts))  # over the port
         assert port_connections(server) == 1  # one connection carries them all
+        assert client._fast is not None and client._fast._conn is not None
+        sock = client._fast._conn.transport.get_extra_info("socket")  # type: ignore[union-attr]
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1  # a vanished host is noticed
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 10
     assert got == expected
     assert outcomes(server, "ok") == 4
 
