@@ -13,6 +13,7 @@ import struct
 
 HEADER = struct.Struct("!I")
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # as gRPC's worker channel (workerrpc.client.MAX_MESSAGE_BYTES)
+MAX_HELLO_BYTES = 4096  # the first frame, before the token is checked: no stranger makes a worker buffer MBs
 HELLO = b"heteroserve-session/1 "  # the client's first frame: HELLO + cluster token
 ACCEPTED = b"ok"  # the worker's first frame when the token matched; anything else is a refusal
 SESSION_PORT_KEY = "x-heteroserve-session-port"  # gRPC Session initial metadata: the plain port
@@ -31,7 +32,7 @@ class FrameReader:
 
     def __init__(self, max_bytes: int = MAX_FRAME_BYTES) -> None:
         self._buffer = bytearray()
-        self._max = max_bytes
+        self.max_bytes = max_bytes  # the largest frame accepted from now on
 
     def feed(self, data: bytes) -> list[bytes]:
         buffer = self._buffer
@@ -41,8 +42,8 @@ class FrameReader:
         end = len(buffer)
         while end - start >= HEADER.size:
             (size,) = HEADER.unpack_from(buffer, start)
-            if size > self._max:
-                raise FrameError(f"frame of {size} bytes exceeds {self._max}")
+            if size > self.max_bytes:
+                raise FrameError(f"frame of {size} bytes exceeds {self.max_bytes}")
             if end - start - HEADER.size < size:
                 break
             body = start + HEADER.size

@@ -34,6 +34,8 @@ import socket
 from collections.abc import AsyncGenerator
 from typing import cast
 
+from google.protobuf.message import DecodeError
+
 from common.errors import UnavailableError, error_from_grpc_status
 from heteroserve.v1 import common_pb2, worker_pb2
 from workerrpc.frames import ACCEPTED, HELLO, FrameError, FrameReader, frame
@@ -76,7 +78,12 @@ class _Connection(asyncio.Protocol):
             if not self.accepted.done():
                 self.accepted.set_result(payload == ACCEPTED)
                 continue
-            for event in worker_pb2.SessionEvents.FromString(payload).events:
+            try:
+                events = worker_pb2.SessionEvents.FromString(payload).events
+            except DecodeError:
+                self._fail(f"the session port of worker {self.address} sent a malformed message")
+                return
+            for event in events:
                 queue = self.pending.get(event.tag)
                 if queue is None:
                     continue  # a generation its caller abandoned

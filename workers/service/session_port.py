@@ -22,8 +22,10 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import cast
 
+from google.protobuf.message import DecodeError
+
 from heteroserve.v1 import worker_pb2
-from workerrpc.frames import ACCEPTED, HELLO, FrameError, FrameReader, frame
+from workerrpc.frames import ACCEPTED, HELLO, MAX_FRAME_BYTES, MAX_HELLO_BYTES, FrameError, FrameReader, frame
 from workers.service.session import SessionHandler
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, port: SessionPort) -> None:
         self._port = port
-        self._reader = FrameReader()
+        self._reader = FrameReader(MAX_HELLO_BYTES)
         self._transport: asyncio.Transport | None = None
         self._requests: asyncio.Queue[worker_pb2.SessionRequest | None] = asyncio.Queue()
         self._handler: SessionHandler | None = None
@@ -90,8 +92,15 @@ class _Connection(asyncio.Protocol):
                 self._handshake(payload)
                 if self._handler is None:
                     return
+                self._reader.max_bytes = MAX_FRAME_BYTES
                 continue
-            self._requests.put_nowait(worker_pb2.SessionRequest.FromString(payload))
+            try:
+                message = worker_pb2.SessionRequest.FromString(payload)
+            except DecodeError:
+                log.warning("session port: closing a connection that sent a malformed SessionRequest")
+                self._abort()
+                return
+            self._requests.put_nowait(message)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._port._connections.discard(self)

@@ -17,7 +17,7 @@ from common.errors import UnavailableError
 from heteroserve.v1 import common_pb2, worker_pb2
 from tests.workers.service.worker_procs import CLUSTER_TOKEN, inprocess_server, start_worker
 from workerrpc.client import WorkerClient
-from workerrpc.frames import HELLO, FrameReader, frame
+from workerrpc.frames import ACCEPTED, HELLO, MAX_HELLO_BYTES, FrameReader, frame
 from workers.service.server import WorkerServer
 from workers.service.session_port import REFUSED
 
@@ -95,6 +95,39 @@ async def test_a_wrong_token_is_refused_and_closed(server: WorkerServer) -> None
     assert FrameReader().feed(data) == [REFUSED]
     writer.close()
     assert outcomes(server, "ok") == 0 and outcomes(server, "cancelled") == 0
+
+
+@pytest.mark.parametrize("first", [
+    frame(b"x" * (MAX_HELLO_BYTES + 1)),  # a stranger's huge first frame: refused before it is buffered
+    b"\xff\xff\xff\xff",  # a length of 4 GiB
+])
+async def test_an_oversized_first_frame_closes_the_connection_and_the_port_keeps_serving(
+        server: WorkerServer, first: bytes) -> None:
+    assert server.session_port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.session_port.port)
+    writer.write(first)
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed without an answer
+    writer.close()
+    async with WorkerClient(server.address, TOKEN) as client:
+        expected = await tokens(client, [5, 6, 7])
+        assert await tokens(client, [5, 6, 7]) == expected and port_connections(server) == 1
+
+
+async def test_a_malformed_request_after_the_handshake_closes_only_that_connection(
+        server: WorkerServer) -> None:
+    assert server.session_port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.session_port.port)
+    writer.write(frame(HELLO + TOKEN.encode()))
+    await writer.drain()
+    assert FrameReader().feed(await reader.readexactly(4 + len(ACCEPTED))) == [ACCEPTED]
+    writer.write(frame(b"\x0a\xff\xff\xff\xff\x0f"))  # a field whose length runs past the message
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    async with WorkerClient(server.address, TOKEN) as client:
+        await tokens(client, [5, 6, 7])
+        assert len(await tokens(client, [5, 6, 7])) == 5
 
 
 async def test_an_abandoned_generation_and_a_closed_connection_abort_on_the_worker(
