@@ -135,18 +135,20 @@ class GatewayDecision:
     prefix source's match merged with the routed-prefix table, the route step (`RouteChooser`, smooth
     weighted round robin over the plan's shares), then `Router.route` restricted to the chosen pool,
     over one `WorkerTable` whose loads move in place as requests are routed and finish (the
-    `InflightTracker` listener the gateway's `ClusterView` registers; `IN_FLIGHT` requests in flight)."""
+    `InflightTracker` listener the gateway's `ClusterView` registers; `IN_FLIGHT` requests in flight).
+    The router holds the same tracker, as the gateway's runtime attaches it, so the default
+    `load_signal` ("dispatch") reads the requests in flight per worker at each decision."""
 
     IN_FLIGHT = 256
 
     def __init__(self, state: SyntheticIndex, workers: list[WorkerState]) -> None:
         self.source = IndexPrefixSource(lambda: state.index)
         self.routed = RoutedPrefixes()
-        self.router = Router()
+        self.inflight = InflightTracker()
+        self.router = Router(inflight=self.inflight)  # as the gateway attaches it: load_signal "dispatch"
         self.routes = RouteChooser(RouteSplitter(self.router.config.route_share_epsilon,
                                                  self.router.config.route_share_window))
         self.table = WorkerTable.build(workers)
-        self.inflight = InflightTracker()
         self.inflight.subscribe(lambda worker_id, _at, delta: self.table.add_load(worker_id, delta))
         self.route = plan_route()
         self._open: deque[tuple[str, str]] = deque()
