@@ -49,6 +49,7 @@ from common.stats import percentile
 PROBE_REQUESTS = 15
 CONCURRENT_REQUESTS = 15  # rounds of step 3 (one request on every worker at once, one alone)
 BATCH, BATCH_ROUNDS, SKIP_TOKENS = 4, 6, 3  # step 4: requests at once, rounds, tokens before the stretch
+BATCH_OUTPUT_TOKENS = 24  # step 4's outputs, fixed: a window's median (4 on the code trace) leaves no stretch
 DIRECT_SALT = "bench-fidelity-direct"
 
 
@@ -165,7 +166,7 @@ def decode_stretch(times: Sequence[float], skip: int = SKIP_TOKENS) -> float | N
 
 
 async def batched(model_dir: Path, address: str, cluster_token: str, input_tokens: int,
-                  output_tokens: int) -> dict[str, Any]:
+                  output_tokens: int = BATCH_OUTPUT_TOKENS) -> dict[str, Any]:
     """Step 4 of the module docstring on the worker at `address`: the medians (s) of the decode
     stretch per token with `BATCH` requests at once and alone, and the failures."""
     import asyncio

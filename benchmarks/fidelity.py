@@ -134,7 +134,7 @@ async def measure_plan(cluster: Any, plan: Any, rows: Sequence[Any], prompts: Se
     """Run `plan` on the cluster, probe it, replay the rows: (probe figures, window figures)."""
     from benchmarks._cluster import CLUSTER_TOKEN
     from benchmarks._fidelity_cluster import API_KEY
-    from benchmarks._fidelity_load import foreign_cores, snapshot
+    from benchmarks._fidelity_load import foreign_cores, part_cores, snapshot
     from benchmarks._fidelity_predict import probe_rows
     from benchmarks._fidelity_probe import batched, concurrent, probe
     from benchmarks._fidelity_replay import measure, replay, share_deviation
@@ -153,7 +153,7 @@ async def measure_plan(cluster: Any, plan: Any, rows: Sequence[Any], prompts: Se
                             if streams > 1 and len(pinned) > 1 else None)
     first = plan.pools[0].name  # step 4 of the probe (a diagnostic): batch 4 vs 1 on one of its workers
     worker = sorted(a for w, a in pinned.items() if w.startswith(first)) or sorted(pinned.values())
-    probed["batched"] = await batched(cluster.model_dir, worker[0], CLUSTER_TOKEN, median_in, median_out)
+    probed["batched"] = await batched(cluster.model_dir, worker[0], CLUSTER_TOKEN, median_in)
     before = await cluster.routing()
     marks.append(snapshot())
     served = await replay(cluster.grpc_target, API_KEY, cluster.model_name, rows, prompts)
@@ -165,6 +165,7 @@ async def measure_plan(cluster: Any, plan: Any, rows: Sequence[Any], prompts: Se
     out["deviations"] = after.get("deviations", {})
     out["errors"] = sorted({s.error for s in served if s.error})[:3]
     out["foreign_cores"] = foreign_cores(marks[1], marks[2])
+    out["tree_cores"] = part_cores(marks[1], marks[2])
     return probed, out
 
 
@@ -187,7 +188,7 @@ async def predict_and_measure(cluster: Any, inputs: Any, plan: Any, rows: Sequen
                   "failed": probed["failed"],
                   "predicted_ttft_p50": sim_probe.ttft_p50, "predicted_tpot_p50": sim_probe.tpot_p50,
                   "foreign_cores": probed["foreign_cores"],
-                  "batched": batched_ratios(probed["batched"], inputs, plan, probe_rows(rows)[0]),
+                  "batched": batched_ratios(probed["batched"], inputs, plan, probe_rows(rows)[0][1]),
                   "first_token_overhead_seconds": c.first_token_overhead_seconds,
                   "decode_scale": c.decode_scale, "concurrent": probed["concurrent"],
                   "core_slowdown": list(c.core_slowdown)},
@@ -198,11 +199,11 @@ async def predict_and_measure(cluster: Any, inputs: Any, plan: Any, rows: Sequen
     }
 
 
-def batched_ratios(measured: dict[str, Any], inputs: Any, plan: Any, row: Any) -> dict[str, Any]:
+def batched_ratios(measured: dict[str, Any], inputs: Any, plan: Any, input_tokens: int) -> dict[str, Any]:
     """The probe's step 4 (`_fidelity_probe.batched`) next to the profile's step times at the same
     batches and context (the plan's first pool's node type and role): live / profile at batch 1 and at
     batch `BATCH`. Reported only; the calibration does not use it."""
-    from benchmarks._fidelity_probe import BATCH, SKIP_TOKENS
+    from benchmarks._fidelity_probe import BATCH, BATCH_OUTPUT_TOKENS, SKIP_TOKENS
     from placement.perf.steps import MeasuredSteps
 
     pool = plan.pools[0]
@@ -211,7 +212,7 @@ def batched_ratios(measured: dict[str, Any], inputs: Any, plan: Any, row: Any) -
     out = dict(measured)
     if steps is None:
         return out
-    context = row[1] + SKIP_TOKENS + (row[2] - SKIP_TOKENS) / 2  # mean context over the stretch
+    context = input_tokens + SKIP_TOKENS + (BATCH_OUTPUT_TOKENS - SKIP_TOKENS) / 2  # mean over the stretch
     for key, batch in (("lone", 1), ("batch", BATCH)):
         predicted = steps.decode_step_seconds(batch, context)
         out[f"profile_{key}_step"] = predicted
@@ -422,7 +423,8 @@ def report(result: dict[str, Any]) -> None:
               f"measured {meas['throughput']}")
         print(f"        failed {meas['failed']}, share deviation max {meas['share_deviation_max']}; "
               f"cores busy with other jobs: probe {probe.get('foreign_cores')}, "
-              f"window {meas.get('foreign_cores')} (profiling {result.get('profiling_foreign_cores')})")
+              f"window {meas.get('foreign_cores')} (profiling {result.get('profiling_foreign_cores')}); "
+              f"cores of the benchmark's parts in the window: {meas.get('tree_cores')}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -242,6 +242,7 @@ def test_quick_run_serves_the_window_live_and_reports_every_figure(
     probe = result["peak_probe"]
     assert probe["failed"] == 0 and probe["direct_ttft_p50"] > 0 and len(probe["pairs"]) >= 1
     assert isinstance(probe["gateway_overhead_seconds"], float)
+    assert {"worker", "gateway", "bench"} <= set(measured["tree_cores"])  # the parts' cores in the window
     batched = probe["batched"]  # step 4, a diagnostic: batch 4 and batch 1 on one worker, next to the profile
     assert batched["failed"] == 0 and batched["batch"] == 4
     assert batched["lone_ratio"] > 0 and batched["batch_ratio"] > 0
@@ -298,3 +299,26 @@ def test_the_load_meter_tells_other_jobs_from_the_benchmarks_own_processes() -> 
     got = foreign_cores(start, end)
     assert got is not None and other_cpu > 0.2
     assert got >= 0.8 * other_cpu / (end.wall - start.wall)  # the outside spinner's share, at least
+
+
+def test_the_load_meter_names_the_benchmarks_parts() -> None:
+    """Real processes: a child with a worker's argv is a `worker`, this process the `bench`; the CPU a
+    busy worker child spends between two snapshots is counted as the worker part's cores."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from benchmarks._fidelity_load import part_cores, part_of, snapshot
+
+    spin = "import time\nend = time.time() + 3\nwhile time.time() < end: pass"
+    child = subprocess.Popen([sys.executable, "-c", spin, "worker", "--role", "colocated"])
+    try:
+        assert part_of(os.getpid()) == "bench" and part_of(child.pid) == "worker"
+        before = snapshot()
+        time.sleep(1.0)
+        cores = part_cores(before, snapshot())
+        assert cores["worker"] > 0.1 and "bench" in cores
+    finally:
+        child.kill()
+        child.wait()
