@@ -126,13 +126,20 @@ def predicted(sim: Any, seconds: float) -> dict[str, Any]:
 
 
 PROBE_REQUESTS = 5  # the simulator's side of the probe: lone requests, so their count does not matter
+# the probe's outputs are at least this long (since session 7): the code trace's median output of 4
+# tokens gave a TPOT from 3 intervals, and tokens arriving together through the gateway made it 0.39-0.49
+# of the worker's step (the decode factor of the 21:38 and 21:41 UTC runs on 2026-12-07; the same
+# worker's lone TPOT straight on its RPC was 0.96-1.24 of the profile's)
+PROBE_MIN_OUTPUT_TOKENS = 16
 
 
 def probe_rows(rows: Sequence[Row]) -> list[Row]:
-    """`PROBE_REQUESTS` lone requests, one per second, of the window's median input and output lengths
-    (the probe's requests as the simulator predicts them: alone in the fleet)."""
+    """`PROBE_REQUESTS` lone requests, one per second, of the window's median input length and its
+    median output length, at least `PROBE_MIN_OUTPUT_TOKENS` (the probe's requests as the simulator
+    predicts them: alone in the fleet)."""
     ins, outs = sorted(r[1] for r in rows), sorted(r[2] for r in rows)
-    return [(float(k), ins[len(ins) // 2], outs[len(outs) // 2]) for k in range(PROBE_REQUESTS)]
+    out = max(outs[len(outs) // 2], PROBE_MIN_OUTPUT_TOKENS)
+    return [(float(k), ins[len(ins) // 2], out) for k in range(PROBE_REQUESTS)]
 
 
 @dataclass(frozen=True)

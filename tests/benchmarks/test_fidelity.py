@@ -139,6 +139,9 @@ def test_the_bundled_trace_is_scaled_as_the_demo_scales_it() -> None:
     assert all(24 <= i <= 768 and 4 <= o <= 32 for _, i, o in rows)
     probe = probe_rows(rows[:5])
     assert [r[0] for r in probe] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    # the median output, but never fewer than 16 tokens: a 4-token TPOT is three intervals of noise
+    assert probe_rows([(0.0, 100, 4)] * 3)[0][1:] == (100, 16)
+    assert probe_rows([(0.0, 100, 30)] * 3)[0][1:] == (100, 30)
 
 
 def test_the_probe_gives_an_additive_first_token_overhead_and_a_decode_factor() -> None:
@@ -314,6 +317,9 @@ def test_the_load_meter_names_the_benchmarks_parts() -> None:
     spin = "import time\nend = time.time() + 3\nwhile time.time() < end: pass"
     child = subprocess.Popen([sys.executable, "-c", spin, "worker", "--role", "colocated"])
     try:
+        deadline = time.monotonic() + 5
+        while part_of(child.pid) != "worker" and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the child has exec'd (before, its command line is the fork's)
         assert part_of(os.getpid()) == "bench" and part_of(child.pid) == "worker"
         before = snapshot()
         time.sleep(1.0)
