@@ -69,7 +69,7 @@ async def _direct(client: Any, prompt_ids: Sequence[int], output_tokens: int, n:
 
 
 async def probe(target: str, api_key: str, model: str, model_dir: Path, addresses: dict[str, str],
-                cluster_token: str, input_tokens: int, output_tokens: int) -> dict[str, Any]:
+                cluster_token: str, input_tokens: int, output_tokens: int, seed: int = 1) -> dict[str, Any]:
     """The probe of the module docstring. Returns the medians (s) of the gateway's TTFT and TPOT, of the
     direct TTFT and of the paired difference (`gateway_overhead`), the raw pairs and the failures."""
     from tokenizers import Tokenizer
@@ -78,7 +78,7 @@ async def probe(target: str, api_key: str, model: str, model_dir: Path, addresse
     from workerrpc.client import WorkerClient
 
     tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    maker = Prompts(model_dir, seed=1)  # not the window's prompts: no prefix is shared with them
+    maker = Prompts(model_dir, seed=seed)  # not the window's prompts: no prefix is shared with them
     workers = {wid: WorkerClient(address, cluster_token) for wid, address in addresses.items()}
     served: list[Served] = []
     pairs: list[tuple[float, float]] = []
@@ -112,7 +112,7 @@ async def _direct_stream(client: Any, prompt_ids: Sequence[int], output_tokens: 
 
 
 async def concurrent(model_dir: Path, addresses: dict[str, str], cluster_token: str, input_tokens: int,
-                     output_tokens: int) -> dict[str, Any]:
+                     output_tokens: int, seed: int = 2) -> dict[str, Any]:
     """Step 3 of the module docstring, straight on the workers' RPCs so that every worker is busy for
     sure (the gateway's load-aware choice put both requests of a round on one worker in 14 of 15 rounds
     at 18:31 UTC on 2026-12-07): `CONCURRENT_REQUESTS` rounds, each one request on every worker at once
@@ -126,7 +126,7 @@ async def concurrent(model_dir: Path, addresses: dict[str, str], cluster_token: 
     from workerrpc.client import WorkerClient
 
     tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    maker = Prompts(model_dir, seed=2)  # no prefix shared with the window or step 1
+    maker = Prompts(model_dir, seed=seed)  # no prefix shared with the window or step 1
     clients = [WorkerClient(address, cluster_token) for _, address in sorted(addresses.items())]
     busy: list[float | None] = []
     alone: list[float | None] = []
@@ -166,7 +166,7 @@ def decode_stretch(times: Sequence[float], skip: int = SKIP_TOKENS) -> float | N
 
 
 async def batched(model_dir: Path, address: str, cluster_token: str, input_tokens: int,
-                  output_tokens: int = BATCH_OUTPUT_TOKENS) -> dict[str, Any]:
+                  output_tokens: int = BATCH_OUTPUT_TOKENS, seed: int = 3) -> dict[str, Any]:
     """Step 4 of the module docstring on the worker at `address`: the medians (s) of the decode
     stretch per token with `BATCH` requests at once and alone, and the failures."""
     import asyncio
@@ -176,7 +176,7 @@ async def batched(model_dir: Path, address: str, cluster_token: str, input_token
     from workerrpc.client import WorkerClient
 
     tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    maker = Prompts(model_dir, seed=3)  # no prefix shared with the window or the other steps
+    maker = Prompts(model_dir, seed=seed)  # no prefix shared with the window or the other steps
     client = WorkerClient(address, cluster_token)
     together: list[float | None] = []
     alone: list[float | None] = []

@@ -3,8 +3,9 @@
 Each row (arrival s, input tokens, output tokens) becomes one streamed greedy completion over the
 gateway's gRPC API, sent at `start + arrival` whatever happened to earlier ones (open loop: a slow
 cluster does not slow the arrivals down), with `ignore_eos` so it generates exactly its output tokens.
-Prompts are `input tokens` of the model's own corpus, each from its own seeded offset, so no two
-requests share a cached prefix by design (the simulator models no prefix cache).
+Prompts are `input tokens` of the model's own corpus, each from its own seeded offset and opening with a
+marker unique to its seed and number, so no two requests share a cached prefix (the simulator models no
+prefix cache; `Prompts`).
 
 Per request: TTFT = first token − scheduled arrival (a late send counts against the system, as a
 queue would), TPOT = (last token − first token) / (tokens − 1), the SLO met when TTFT ≤ ttft and
@@ -39,7 +40,12 @@ class Served:
 
 
 class Prompts:
-    """Prompts of an exact token count (as the model's tokenizer counts them) from its corpus."""
+    """Prompts of a given token count (as the model's tokenizer counts them) from its corpus, each
+    opening with a marker unique to this maker's seed and the prompt's number, so that no two prompts
+    share a KV block (block hashes chain from the first block). Why (since session 7): the generated
+    models' corpus is 1,354 tokens, so prompts cut at random offsets repeated: 325 prompts of 344
+    tokens had 272 distinct first blocks, prefix hits the simulator does not model; and the mean plan
+    replayed the peak plan's very prompts on a worker and a shared Redis tier that held their KV."""
 
     def __init__(self, model_dir: Path, seed: int = 0) -> None:
         from tokenizers import Tokenizer
@@ -49,11 +55,16 @@ class Prompts:
         self._tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._ids = self._tok.encode(corpus_text()).ids
         self._rng = random.Random(seed)
+        self._seed = seed
+        self._made = 0
 
     def make(self, tokens: int) -> str:
-        start = self._rng.randrange(0, max(1, len(self._ids) - tokens))
-        ids = (self._ids * (1 + tokens // max(1, len(self._ids))))[start:start + tokens]
-        return str(self._tok.decode(ids))
+        marker = self._tok.encode(f"{self._seed}.{self._made} ", add_special_tokens=False).ids
+        self._made += 1
+        body = max(0, tokens - len(marker))
+        start = self._rng.randrange(0, max(1, len(self._ids) - body))
+        ids = marker + (self._ids * (1 + body // max(1, len(self._ids))))[start:start + body]
+        return str(self._tok.decode(ids[:tokens]))
 
 
 async def _one(client: AsyncClient, model: str, prompt: str, row: tuple[float, int, int],

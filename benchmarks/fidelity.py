@@ -100,6 +100,10 @@ DEFAULT_RUN_DIR = Path(".heteroserve/fidelity")
 RULE_PEAK_MIN, RULE_MEAN_MAX = 0.99, 0.90  # the prediction rule's bounds (docstring, step 3; 20:58 UTC)
 MODEL_PRESET = "demo"  # the sizing rule's model (module docstring, step 2)
 PARTS = ("measured", "probe", "predicted", "predicted_uncalibrated")  # per plan: `<basis>_<part>`
+# every plan's prompts (window and probe) from its own seeds, since session 7: the mean plan ran on a
+# worker the peak plan's replay had left, with the KV of the very same prompts in its pool and in the
+# shared Redis tier, so until 86477f7 the mean plan was measured with its prefills served from cache
+PROMPT_SEEDS = {"peak": 0, "mean": 1000}
 
 
 def relative_error(predicted: float | None, measured: float | None) -> float | None:
@@ -130,8 +134,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 async def measure_plan(cluster: Any, plan: Any, rows: Sequence[Any], prompts: Sequence[str], slo: Any,
-                       seconds: float) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run `plan` on the cluster, probe it, replay the rows: (probe figures, window figures)."""
+                       seconds: float, seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run `plan` on the cluster, probe it (prompts of seeds `seed` + 1, 2, 3: none shares a prefix
+    with another plan's), replay the rows: (probe figures, window figures)."""
     from benchmarks._cluster import CLUSTER_TOKEN
     from benchmarks._fidelity_cluster import API_KEY
     from benchmarks._fidelity_load import foreign_cores, part_cores, snapshot
@@ -146,14 +151,15 @@ async def measure_plan(cluster: Any, plan: Any, rows: Sequence[Any], prompts: Se
     median_in, median_out = probe_rows(rows)[0][1:]
     marks = [snapshot()]  # other jobs' cores during the probe and the window (a diagnostic only)
     probed = await probe(cluster.grpc_target, API_KEY, cluster.model_name, cluster.model_dir,
-                         cluster.addresses(), CLUSTER_TOKEN, median_in, median_out)
+                         cluster.addresses(), CLUSTER_TOKEN, median_in, median_out, seed=seed + 1)
     streams = min(sum(p.count for p in plan.pools), cluster.cores)
     pinned = cluster.addresses()
-    probed["concurrent"] = (await concurrent(cluster.model_dir, pinned, CLUSTER_TOKEN, median_in, median_out)
+    probed["concurrent"] = (await concurrent(cluster.model_dir, pinned, CLUSTER_TOKEN, median_in, median_out,
+                                             seed=seed + 2)
                             if streams > 1 and len(pinned) > 1 else None)
     first = plan.pools[0].name  # step 4 of the probe (a diagnostic): batch 4 vs 1 on one of its workers
     worker = sorted(a for w, a in pinned.items() if w.startswith(first)) or sorted(pinned.values())
-    probed["batched"] = await batched(cluster.model_dir, worker[0], CLUSTER_TOKEN, median_in)
+    probed["batched"] = await batched(cluster.model_dir, worker[0], CLUSTER_TOKEN, median_in, seed=seed + 3)
     before = await cluster.routing()
     marks.append(snapshot())
     served = await replay(cluster.grpc_target, API_KEY, cluster.model_name, rows, prompts)
@@ -170,14 +176,15 @@ async def measure_plan(cluster: Any, plan: Any, rows: Sequence[Any], prompts: Se
 
 
 async def predict_and_measure(cluster: Any, inputs: Any, plan: Any, rows: Sequence[Any],
-                              prompts: Sequence[str], seconds: float, cores: int) -> dict[str, Any]:
+                              prompts: Sequence[str], seconds: float, cores: int,
+                              seed: int = 0) -> dict[str, Any]:
     """One plan: measured on the live cluster (probe, window), predicted with and without the probe's
     factors. Returns `{measured, probe, predicted, predicted_uncalibrated}`."""
     from benchmarks._fidelity_predict import SLO_CLASS, calibration, predict, predicted, probe_rows
     from control_plane.orchestrator.config import OrchestratorConfig
 
     pd_min = OrchestratorConfig().pd_min_uncached_tokens  # the gateway runs with this default
-    probed, measured = await measure_plan(cluster, plan, rows, prompts, inputs.slos[SLO_CLASS], seconds)
+    probed, measured = await measure_plan(cluster, plan, rows, prompts, inputs.slos[SLO_CLASS], seconds, seed)
     sim_probe = predict(plan, inputs, probe_rows(rows), cores=cores, pd_min_input_tokens=pd_min, wake=False)
     c = calibration(sim_probe, probed, probed["concurrent"])
     return {
@@ -243,6 +250,14 @@ def benchmark_config(config: Any, preset: str) -> Any:
     """The embedded config serving the generated model of `preset` (named after it, generated under the
     run dir) instead of its own model section's."""
     return replace(config, model=replace(config.model, name=preset, preset=preset, path=None))
+
+
+def plan_prompts(model_dir: Path, rows: Sequence[Any], seed: int) -> list[str]:
+    """One prompt per row of its input length, from `seed` (`PROMPT_SEEDS`: each plan its own)."""
+    from benchmarks._fidelity_replay import Prompts
+
+    maker = Prompts(model_dir, seed=seed)
+    return [maker.make(i) for _, i, _ in rows]
 
 
 def plans_differ(inputs: Any, window: Any) -> bool:
@@ -328,7 +343,6 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
     """Profiles, the window, both plans, and for each its prediction and measurement, into `result`."""
     from benchmarks._fidelity_cluster import PinnedCluster, usable_cores
     from benchmarks._fidelity_predict import plan_for, planning_inputs, sizing_inputs
-    from benchmarks._fidelity_replay import Prompts
     from heteroserve.embedded.config import load_embedded_config
 
     config = benchmark_config(load_embedded_config(), args.model_preset)
@@ -357,14 +371,13 @@ async def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
                       inventory=dict(inputs.inventory), min_replicas=inputs.solver_options.min_replicas,
                       wake={nt: None if p.idle is None else asdict(p.idle)
                             for (_, nt), p in inputs.profiles.items()})
-        maker = Prompts(model_dir)
-        prompts = [maker.make(i) for _, i, _ in rows]
         for basis, rate in (("peak", window.peak_rate), ("mean", window.mean_rate)):
+            prompts = plan_prompts(model_dir, rows, PROMPT_SEEDS[basis])
             plan = plan_for(inputs, rows, rate)
             result[f"{basis}_plan_pools"] = pool_counts(plan)
             same = basis == "mean" and result["mean_plan_pools"] == result["peak_plan_pools"]
             parts = ({k: result[f"peak_{k}"] for k in PARTS} if same else await predict_and_measure(
-                cluster, inputs, plan, rows, prompts, window.seconds, cores))
+                cluster, inputs, plan, rows, prompts, window.seconds, cores, PROMPT_SEEDS[basis]))
             result.update({f"{basis}_{k}": v for k, v in parts.items()})
         result["mean_plan_equals_peak_plan"] = result["mean_plan_pools"] == result["peak_plan_pools"]
     finally:
