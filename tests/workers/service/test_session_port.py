@@ -78,6 +78,19 @@ async def test_generations_move_to_the_port_learnt_over_grpc_and_match_generate(
     assert outcomes(server, "ok") == 4
 
 
+async def test_many_concurrent_generations_on_one_connection_each_get_their_own_tokens(
+        server: WorkerServer) -> None:
+    prompts = [[5 + i, 6 + i, 7 + (i * 7) % 50] for i in range(48)]
+    async with WorkerClient(server.address, TOKEN) as client:
+        expected = [await tokens(client, p) for p in prompts[:4]]  # the first over gRPC, then the port
+        got = await asyncio.gather(*(tokens(client, p) for p in prompts))
+        assert port_connections(server) == 1
+        again = [await tokens(client, p) for p in prompts[:4]]
+    assert got[:4] == expected == again  # greedy: tokens depend on the prompt alone, not on batching
+    assert all(len(t) == 5 for t in got)
+    assert outcomes(server, "ok") == 4 + 48 + 4
+
+
 async def test_a_client_told_not_to_use_the_port_stays_on_grpc(server: WorkerServer) -> None:
     async with WorkerClient(server.address, TOKEN, session_port=False) as client:
         await tokens(client, [5, 6, 7])
