@@ -57,7 +57,10 @@ Method (every rule and factor is fixed before anything is measured):
    (Redis, gateway, `LocalActuator` workers pinned to cores) run each plan, pinned (no planner
    re-plans during the replay); the window's arrivals are replayed open loop through the gateway;
    served vs planned share comes from the gateway's ledger (/admin/routing) over the replay. When the
-   mean plan equals the peak plan, the peak plan's measurement stands for both.
+   mean plan equals the peak plan, the peak plan's measurement stands for both. Each plan replays and
+   probes with prompts of its own seeds, none sharing a KV block with another (`PROMPT_SEEDS`,
+   `_fidelity_replay.Prompts`; since session 7: the mean plan, run second on a kept worker and the
+   shared Redis tier, had been replaying the peak plan's cached prompts).
 
 Contrast run (rule fixed 2026-12-07 17:56 UTC, before any run with it): on the bundled conversation
 trace the windows at the rates where the plans differ have a peak / mean of 1.26-1.36 (trace statistics,
