@@ -34,7 +34,10 @@ class WorkerConfig:
     the gRPC server require client certificates of the cluster CA and the worker's own PullKV calls
     present its certificate (`common.tls`); the token is still required on top. `health_port` (None =
 none) serves only the standard gRPC health service, in plaintext, for probes that cannot speak mutual
-TLS (the kubelet's gRPC probe); 0 picks a free port.
+TLS (the kubelet's gRPC probe); 0 picks a free port. `session_port` is the plain session port a
+    worker serving plaintext binds beside gRPC (`workers/service/session_port.py`: the gateway's fast
+    path; never bound with `tls`): 0 picks a free port (one machine), a fixed number lets a network
+    policy admit it (the Helm chart), None binds none (clients stay on gRPC).
     """
 
     worker_id: str
@@ -58,6 +61,7 @@ TLS (the kubelet's gRPC probe); 0 picks a free port.
     drain_grace_seconds: float = 30.0
     tls: TLSFiles | None = None
     health_port: int | None = None
+    session_port: int | None = 0
 
     def __post_init__(self) -> None:
         if not self.worker_id or any(c in self.worker_id for c in " :/\t\n"):
@@ -75,8 +79,10 @@ TLS (the kubelet's gRPC probe); 0 picks a free port.
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ValueError(f"{name} must be in 0..65535, got {value}")
-        if self.health_port is not None and not 0 <= self.health_port <= 65535:
-            raise ValueError(f"health_port must be in 0..65535, got {self.health_port}")
+        for name in ("health_port", "session_port"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 65535:
+                raise ValueError(f"{name} must be in 0..65535, got {value}")
         if self.kv_cache_mb is not None and self.kv_cache_mb <= 0:
             raise ValueError(f"kv_cache_mb must be positive, got {self.kv_cache_mb}")
         for name in ("node_type", "pool"):

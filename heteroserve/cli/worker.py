@@ -33,7 +33,7 @@ _FLAG_OF_FIELD = {
     "role": "--role", "csd_path": "--csd-path", "metrics_port": "--metrics-port", "port": "--port",
     "kv_cache_mb": "--kv-cache-mb", "node_type": "--node-type", "pool": "--pool",
     "drain_grace_seconds": "--drain-grace-seconds", "redis_url": "--redis-url",
-    "health_port": "--health-port",
+    "health_port": "--health-port", "session_port": "--session-port",
 }
 
 
@@ -73,6 +73,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--health-port", type=int, default=None, metavar="PORT",
                         help="also serve the gRPC health service alone, in plaintext, on PORT (probes that "
                              "cannot do mutual TLS, e.g. the kubelet's; default: off)")
+    parser.add_argument("--session-port", type=_session_port, default=0, metavar="PORT",
+                        help="without TLS, the plain session port the gateway streams generations over "
+                             "(0 = a free one, the default; 'off' = none, clients stay on gRPC); a fixed "
+                             "PORT lets a network policy admit it")
     parser.add_argument("--kv-cache-mb", type=int, default=None, help="KV pool size in MiB")
     parser.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (0 = off)")
     parser.add_argument("--openai-port", type=int, default=None, metavar="PORT",
@@ -81,6 +85,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker-id", default=None, help="worker id (default: random)")
     parser.add_argument("--drain-grace-seconds", type=float, default=30.0,
                         help="how long a drain waits for running requests (default: 30)")
+
+
+def _session_port(value: str) -> int | None:
+    """`--session-port`: a port number, or 'off' (None)."""
+    if value == "off":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a port number or 'off', got {value!r}") from None
 
 
 def _one_line_error(parser: argparse.ArgumentParser) -> Callable[[str], NoReturn]:
@@ -114,7 +128,8 @@ def build_config(args: argparse.Namespace) -> WorkerConfig:
             csd_path=args.csd_path,
             kv_cache_mb=args.kv_cache_mb,
             metrics_port=args.metrics_port, drain_grace_seconds=args.drain_grace_seconds,
-            tls=tls_files(args), health_port=args.health_port)
+            tls=tls_files(args), health_port=args.health_port,
+            session_port=args.session_port)
     except ValueError as exc:
         message = str(exc)
         flag = next((f for name, f in sorted(_FLAG_OF_FIELD.items(), key=lambda kv: -len(kv[0]))

@@ -214,6 +214,14 @@ def test_workers_accept_only_gateway_planner_and_peers(tmp_path: Path):
     assert all(
         peer["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "hs" for peer in grpc_rule["from"]
     )
+    session_rule = policy["spec"]["ingress"][1]  # without TLS: the plain session port, gateway only
+    assert session_rule["ports"] == [{"port": "session", "protocol": "TCP"}]
+    assert [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in session_rule["from"]] == [
+        "gateway"]
+    worker = by_kind(objects, "Deployment")[PREFIX + "cpu-colocated"]["spec"]["template"]["spec"]
+    container = worker["containers"][0]
+    assert "--session-port=50053" in container["args"]
+    assert {"name": "session", "containerPort": 50053, "protocol": "TCP"} in container["ports"]
     redis_policy = by_kind(objects, "NetworkPolicy")["hs-heteroserve-redis"]
     assert redis_policy["spec"]["ingress"][0]["ports"] == [{"port": "redis", "protocol": "TCP"}]
 

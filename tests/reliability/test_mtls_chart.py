@@ -70,6 +70,12 @@ def test_existing_secrets_and_worker_probes(tmp_path: Path) -> None:
             # the kubelet's gRPC probe has no client certificate: it asks the plaintext health port
             assert worker["startupProbe"]["grpc"] == {"port": 50052}
             assert worker["readinessProbe"]["grpc"] == {"port": 50052}
+            # the plain session port is for plaintext clusters only: none bound, none admitted
+            assert not any(a.startswith("--session-port") for a in worker["args"])
+            assert "session" not in {p["name"] for p in worker["ports"]}
+    policy = by_kind(objects, "NetworkPolicy")["hs-heteroserve-worker"]
+    session = [{"port": "session", "protocol": "TCP"}]
+    assert all(rule["ports"] != session for rule in policy["spec"]["ingress"])
     validate_all(objects)
 
 

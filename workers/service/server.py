@@ -144,9 +144,10 @@ class WorkerServer:
         self.port, self.tls_material = bind(server, self.config)  # mTLS or (dev) plaintext, logged
         await server.start()
         self._server = server
-        if self.tls_material is None and serves(self.config.role, "Session"):
+        if (self.tls_material is None and self.config.session_port is not None
+                and serves(self.config.role, "Session")):
             self.session_port = SessionPort(self.servicer.new_session_handler, self.config.cluster_token)
-            await self.session_port.start(self.config.host)
+            await self.session_port.start(self.config.host, self.config.session_port)
             self.servicer.session_port = self.session_port
         self._health_server = await start_health_port(self._health, self.config)
         if self.config.metrics_port:

@@ -24,6 +24,7 @@ from typing import cast
 
 from google.protobuf.message import DecodeError
 
+from common.errors import UnavailableError
 from heteroserve.v1 import worker_pb2
 from workerrpc.frames import ACCEPTED, HELLO, MAX_FRAME_BYTES, MAX_HELLO_BYTES, FrameError, FrameReader, frame
 from workers.service.session import SessionHandler
@@ -34,8 +35,8 @@ REFUSED = b"refused: missing or invalid cluster token"
 
 
 class SessionPort:
-    """Serves sessions, each run by a handler from `new_handler` (the servicer's), on `host`, port chosen
-    by the system."""
+    """Serves sessions, each run by a handler from `new_handler` (the servicer's), on `host` and the
+    given port (0: chosen by the system)."""
 
     def __init__(self, new_handler: Callable[[], SessionHandler], cluster_token: str) -> None:
         self.new_handler = new_handler
@@ -44,9 +45,13 @@ class SessionPort:
         self._connections: set[_Connection] = set()
         self.port = 0
 
-    async def start(self, host: str) -> int:
+    async def start(self, host: str, port: int = 0) -> int:
+        """Listen; returns the bound port. Raises `UnavailableError` when `port` cannot be bound."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), host, 0)
+        try:
+            self._server = await loop.create_server(lambda: _Connection(self), host, port)
+        except OSError as exc:
+            raise UnavailableError(f"cannot serve the session port on {host}:{port}: {exc}") from None
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 

@@ -234,6 +234,8 @@ containers:
       {{- if $root.Values.tls.enabled }}
       - --tls-dir={{ $root.Values.tls.mountPath }}
       - --health-port={{ $root.Values.tls.workerHealthPort }}
+      {{- else }}
+      - --session-port={{ $w.sessionPort }}
       {{- end }}
       {{- if $pool.kvCacheMb }}
       - --kv-cache-mb={{ int $pool.kvCacheMb }}
@@ -269,6 +271,9 @@ containers:
     ports:
       - {name: grpc, containerPort: {{ $w.grpcPort }}, protocol: TCP}
       - {name: metrics, containerPort: {{ $w.metricsPort }}, protocol: TCP}
+      {{- if not $root.Values.tls.enabled }}
+      - {name: session, containerPort: {{ $w.sessionPort }}, protocol: TCP}
+      {{- end }}
       {{- /* With mutual TLS the kubelet (no client certificate) probes the plaintext health-only port. */}}
       {{- $probePort := $w.grpcPort }}
       {{- if $root.Values.tls.enabled }}

@@ -195,3 +195,73 @@ async def test_a_worker_killed_mid_stream_fails_the_generation_at_once_as_unavai
     finally:
         worker.proc.kill()
         worker.proc.wait(timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_fixed_session_port_is_the_one_bound_and_taught(tiny_model_dir: Path) -> None:
+    """A fixed port (the Helm chart's, which its network policy admits) is bound as given, and clients
+    move to it."""
+    port = free_port()
+    worker = inprocess_server(tiny_model_dir, "fixed", TOKEN, session_port=port)
+    await worker.start()
+    try:
+        assert worker.session_port is not None and worker.session_port.port == port
+        async with WorkerClient(worker.address, TOKEN) as client:
+            await tokens(client, [5, 6, 7])
+            await tokens(client, [5, 6, 7])
+            assert client._session.stream_port == port
+        assert port_connections(worker) == 0  # closed with the client
+    finally:
+        await worker.stop()
+
+
+async def test_session_port_off_binds_none_and_clients_stay_on_grpc(tiny_model_dir: Path) -> None:
+    worker = inprocess_server(tiny_model_dir, "off", TOKEN, session_port=None)
+    await worker.start()
+    try:
+        assert worker.session_port is None
+        async with WorkerClient(worker.address, TOKEN) as client:
+            assert await tokens(client, [5, 6, 7]) == await tokens(client, [5, 6, 7])
+            assert client._fast is None or client._fast._conn is None
+        assert outcomes(worker, "ok") == 2
+    finally:
+        await worker.stop()
+
+
+async def test_a_session_port_in_use_fails_the_start_naming_it(tiny_model_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        worker = inprocess_server(tiny_model_dir, "busy", TOKEN, session_port=port)
+        with pytest.raises(UnavailableError, match=f"session port on 127.0.0.1:{port}"):
+            await worker.start()
+
+
+def test_session_port_flag_and_field_are_validated(tiny_model_dir: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from common.errors import ConfigError
+    from heteroserve.cli import worker as cli
+    from workers.config import WorkerConfig
+
+    parser = argparse.ArgumentParser(prog="heteroserve worker")
+    cli.configure(parser)
+    monkeypatch.setenv(cli.DEFAULT_TOKEN_ENV, TOKEN)
+    base = ["--model", str(tiny_model_dir), "--port", "0"]
+    assert cli.build_config(parser.parse_args([*base, "--session-port", "off"])).session_port is None
+    assert cli.build_config(parser.parse_args([*base, "--session-port", "50052"])).session_port == 50052
+    assert cli.build_config(parser.parse_args(base)).session_port == 0
+    with pytest.raises(ConfigError) as info:
+        cli.build_config(parser.parse_args([*base, "--session-port", "70000"]))
+    assert info.value.field == "--session-port" and "0..65535" in str(info.value)
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--session-port", "fast"])
+    with pytest.raises(ValueError, match=r"session_port must be in 0\.\.65535"):
+        WorkerConfig(worker_id="w", model_dir=tiny_model_dir, cluster_token=TOKEN, session_port=-1)
