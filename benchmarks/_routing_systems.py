@@ -154,6 +154,12 @@ def start_router(cluster: LocalCluster, policy: str, worker_urls: list[str]) -> 
     return f"http://127.0.0.1:{port}"
 
 
+def system_pids(system: System) -> list[int]:
+    """The pids of `system`'s own processes (workers, gateway or vllm-router, its Redis server)."""
+    redis_pid = system.cluster.redis.pid if system.cluster.redis is not None else None
+    return [p.pid for p in system.cluster.procs] + ([redis_pid] if redis_pid is not None else [])
+
+
 def report_failures(system: System, summary: dict[str, Any]) -> None:
     """When a replay had failed requests, print the end of the system's vllm-router log (if it has one)
     to stderr: the run's directory is temporary, and a router's own account is the evidence."""

@@ -53,6 +53,8 @@ from tokenizers import Tokenizer
 from benchmarks._replay import replay_requests
 from benchmarks._replay import summarize as summarize_replay
 from benchmarks._report import Target, add_arguments, finish
+from benchmarks._routing_cpu import account as cpu_account
+from benchmarks._routing_cpu import snapshot as cpu_snapshot
 from benchmarks._routing_misses import miss_causes
 from benchmarks._routing_parts import decompose
 from benchmarks._routing_parts import measure as measure_parts
@@ -65,6 +67,7 @@ from benchmarks._routing_systems import (
     report_failures,
     start_ours,
     start_peer,
+    system_pids,
 )
 from benchmarks._routing_workload import (
     TraceRequest,
@@ -145,8 +148,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[dict[str, Any
                     report_failures(system, summary)
                     print(f"window {wi} (start {window.start}) round {r + 1}/{args.rounds}: {system.name} "
                           f"cached {summary['cached_share']:.3f} of oracle {plan[-1]['oracle_share']:.3f}, "
-                          f"ttft mean {summary['ttft_mean_s']} s, wall {summary['wall_s']:.1f} s",
-                          file=sys.stderr, flush=True)
+                          f"ttft mean {summary['ttft_mean_s']} s, wall {summary['wall_s']:.1f} s, "
+                          f"cpu {summary['cpu']}", file=sys.stderr, flush=True)
                 turn += 1
         ours = next((s for s in systems if s.name == OURS_NAME), None)
         if args.ttft_parts and ours is not None:
@@ -182,7 +185,7 @@ def _measure_one_at_a_time(args: argparse.Namespace, names: list[str], rows: lis
                 report_failures(system, summary)
                 print(f"window {key[0]} round {key[1] + 1}: {name} cached {summary['cached_share']:.3f}, "
                       f"ttft mean {summary['ttft_mean_s']} s, errors {summary['errors']}, wall "
-                      f"{summary['wall_s']:.1f} s", file=sys.stderr, flush=True)
+                      f"{summary['wall_s']:.1f} s, cpu {summary['cpu']}", file=sys.stderr, flush=True)
         finally:
             system.cluster.stop()
         systems.append(system)
@@ -191,9 +194,13 @@ def _measure_one_at_a_time(args: argparse.Namespace, names: list[str], rows: lis
 
 def _replay(system: System, requests: list[TraceRequest]) -> dict[str, Any]:
     """One replay's summary (benchmarks/_replay.py) with its missed oracle tokens by cause
-    (`missed_oracle_tokens`, benchmarks/_routing_misses.py)."""
+    (`missed_oracle_tokens`, benchmarks/_routing_misses.py) and who used the CPU meanwhile (`cpu`:
+    the system, the bench's other systems, the client, outside the bench; benchmarks/_routing_cpu.py)."""
+    before = cpu_snapshot()
     results, wall = replay_requests(system, requests)
-    return summarize_replay(results, wall) | {"missed_oracle_tokens": miss_causes(requests, results)}
+    cpu = cpu_account(before, cpu_snapshot(), system_pids(system))
+    return summarize_replay(results, wall) | {"missed_oracle_tokens": miss_causes(requests, results),
+                                              "cpu": cpu}
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -227,7 +234,8 @@ def summarize(plan: list[dict[str, Any]], systems: list[System]) -> tuple[dict[s
                            "cache_efficiency": round(eff, 4) if eff is not None else None,
                            **{k: round(x[k], 4) if isinstance(x[k], float) else x[k]
                               for k in ("ttft_mean_s", "ttft_p50_s", "ttft_p99_s", "wall_s",
-                                        "requests_per_worker", "errors", "missed_oracle_tokens")}}
+                                        "requests_per_worker", "errors", "missed_oracle_tokens")},
+                           "cpu": x.get("cpu")}
             if s.name == OURS_NAME and eff is not None:
                 efficiencies.append(eff)
         ours = by_name.get(OURS_NAME)
@@ -281,7 +289,7 @@ def print_windows(result: dict[str, Any]) -> None:
                     print(f"  round {r + 1} {name:<28} cached {x['cached_share']:.3f}  efficiency "
                           f"{x['cache_efficiency']}  ttft mean/p50/p99 {x['ttft_mean_s']}/{x['ttft_p50_s']}/"
                           f"{x['ttft_p99_s']} s  wall {x['wall_s']} s  per worker {x['requests_per_worker']}"
-                          f"  missed oracle tokens {x['missed_oracle_tokens']}")
+                          f"  missed oracle tokens {x['missed_oracle_tokens']}  cpu {x['cpu']}")
     if "ttft_parts" in result:
         print("TTFT parts (idle, one request at a time; applied to round robin's replay): "
               + ", ".join(f"{k} {v}" for k, v in result["ttft_parts"].items()))
