@@ -2,7 +2,7 @@
 
     total(w) = Σ_s weight[s] · score_s(w)          (scoring "weighted", the default)
     total(w) = −cost(w)                            (scoring "cost": scorers/cost.py)
-    best = argmax total                            (ties broken by lower load, then in rotation)
+    best = argmax total                            (ties broken by lower load, then worker id)
 
 Imbalance guard (after SGLang's cache-aware router): let w* be the best-scoring worker and m the least
 load among candidates. If
@@ -13,13 +13,6 @@ the cache gain is not worth the queue: the picker takes the least-loaded candida
 `imbalance_guard`). Defaults: abs 8 requests, rel 1.5. With the cost scoring the guard is a backstop:
 the cost already spreads a hot prefix once its holder's queue costs more tokens than recomputing it;
 whatever the scoring, no holder gets more than 8 requests (and 1.5×) above the idlest worker.
-
-Ties. With the exact in-flight count (load_signal "dispatch") several workers are often equally best
-(all idle, no prefix anywhere). Breaking such ties by the lowest worker id sent every new prefix and
-every least-load choice to the same few workers (2,698 of 3,993 requests on one worker in a session-7
-long-horizon run). Equals are taken in rotation instead (`turn`, a counter the router advances per
-decision, modulo the number tied), as round robin does among them: deterministic for tests, spread
-in service. `break_tie` is shared with the least_load policy.
 """
 
 from __future__ import annotations
@@ -48,20 +41,14 @@ def weighted_totals(scores: Mapping[str, np.ndarray], weights: Mapping[str, floa
     return totals
 
 
-def break_tie(tied: np.ndarray, turn: int) -> int:
-    """One of the equally good candidate indices `tied` (non-empty, ascending): the `turn`-th in rotation."""
-    return int(tied[turn % len(tied)])
-
-
 def pick(load: np.ndarray, totals: np.ndarray, *, balance_abs_threshold: int,
-         balance_rel_threshold: float, turn: int = 0) -> Pick:
+         balance_rel_threshold: float) -> Pick:
     """Index of the chosen candidate. `load` and `totals` are per candidate, candidates in worker-id
-    order; they must be non-empty. Among equals (best total, then least load) the `turn`-th in
-    rotation; the guard's idlest worker likewise."""
+    order (so the first of equals is the lowest id); they must be non-empty."""
     assert len(load), "picker called with no candidates: the pipeline's filters should have raised"
     tied = np.flatnonzero(totals == totals.max())
-    best = break_tie(tied[load[tied] == load[tied].min()], turn)
-    idlest = break_tie(np.flatnonzero(load == load.min()), turn)
+    best = int(tied[np.argmin(load[tied])])  # argmin: first of the least loaded, i.e. lowest id
+    idlest = int(np.argmin(load))
     top, low = int(load[best]), int(load[idlest])
     if top - low > balance_abs_threshold and top > balance_rel_threshold * low:
         return Pick(idlest, float(totals[idlest]), guarded=True)

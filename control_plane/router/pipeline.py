@@ -26,7 +26,7 @@ from common.errors import UnavailableError
 from control_plane.router.config import RouterConfig
 from control_plane.router.filters import HARD_FILTERS, SOFT_FILTERS, live_of_role
 from control_plane.router.inflight import InflightTracker
-from control_plane.router.picker import break_tie, pick, weighted_totals
+from control_plane.router.picker import pick, weighted_totals
 from control_plane.router.scorers import Scorer
 from control_plane.router.scorers.affinity import AffinityScorer
 from control_plane.router.scorers.cost import CostModel
@@ -48,7 +48,6 @@ class Router:
         self._cost = CostModel(self.config.block_size, self.config.queue_weight,
                                self.config.request_cost_tokens)
         self._cursor = 0
-        self._turn = 0  # rotates ties among equally good workers (picker.break_tie)
         self._rng = random.Random(self.config.seed)
         self._sessions: OrderedDict[str, str] = OrderedDict()
         self._last: tuple[tuple[WorkerState, ...], WorkerTable] | None = None
@@ -109,8 +108,7 @@ class Router:
         elif policy == "random":
             chosen, reason, score = candidates.state(self._rng.randrange(n)), "random", 0.0
         elif policy == "least_load":
-            least = np.flatnonzero(candidates.load == candidates.load.min())
-            chosen = candidates.state(break_tie(least, self._next_turn()))  # equals in rotation
+            chosen = candidates.state(int(np.argmin(candidates.load)))  # first = lowest id of equals
             reason, score = "least_load", 0.0
         elif self.config.scoring == "cost":
             chosen, reason, score = self._cost_and_pick(request, candidates, prefix)
@@ -164,9 +162,9 @@ class Router:
 
     def _pick(self, request: RouteRequest, candidates: Candidates, prefix: PrefixHoldings,
               totals: np.ndarray) -> tuple[WorkerState, str, float]:
-        """The best total (ties: lower load, then in rotation) unless the imbalance guard fires; and why."""
+        """The best total (ties: lower load, then id) unless the imbalance guard fires; and why."""
         chosen = pick(candidates.load, totals, balance_abs_threshold=self.config.balance_abs_threshold,
-                      balance_rel_threshold=self.config.balance_rel_threshold, turn=self._next_turn())
+                      balance_rel_threshold=self.config.balance_rel_threshold)
         worker = candidates.state(chosen.index)
         if chosen.guarded:
             reason = "imbalance_guard"
@@ -177,10 +175,6 @@ class Router:
         else:
             reason = "load"
         return worker, reason, chosen.score
-
-    def _next_turn(self) -> int:
-        turn, self._turn = self._turn, self._turn + 1
-        return turn
 
     def _remember(self, session_id: str, worker_id: str) -> None:
         self._sessions[session_id] = worker_id
