@@ -123,3 +123,16 @@ def test_every_timed_request_follows_one_of_its_prompt_and_every_connection_is_w
     assert result["rest_overhead_p50_ms"] == pytest.approx(0.5)  # 3 ms - the worker's REST 2.5 ms
     assert result["rest_vs_grpc_direct_overhead_p50_ms"] == pytest.approx(2.0)  # 3 ms - its gRPC 1 ms
     assert result["overhead_p50_ms"] == pytest.approx(1.0)  # the larger of the two targets' figures
+
+
+def test_rest_passes_only_against_both_direct_paths() -> None:
+    """The worker's REST front is slower than its gRPC, so REST is checked against both direct paths: a
+    figure under the bound against the REST front alone does not pass `--check`."""
+    from benchmarks import gateway
+    from benchmarks._report import check
+
+    result = {"rest_overhead_p50_ms": 0.5, "rest_overhead_p99_ms": 5.0,
+              "rest_vs_grpc_direct_overhead_p50_ms": 2.8, "rest_vs_grpc_direct_overhead_p99_ms": 8.0,
+              "grpc_overhead_p50_ms": 1.7, "grpc_overhead_p99_ms": 8.0}
+    missed = {v.name for v in check(result, gateway.TARGETS) if not v.ok}
+    assert missed == {"rest_vs_grpc_direct_overhead_p50_ms"}
